@@ -1,0 +1,413 @@
+"""Adapter between the declarative rule files (``rules/rulesets/*.yaml``) and durable-rules.
+
+Every clinical decision the criteria take is a *decision table* in a rule file: named inputs with finite
+domains, and rows ``when <inputs match> then <outputs>``. At load time each table is checked to be a total
+function: every combination of input values matches **exactly one** row, so clinically exclusive outcomes
+(PD versus PR) are exclusive in the rules themselves, never by firing order. Each row becomes one
+durable-rules rule; a decision asserts the inputs as one fact in a fresh session, reads which rows fired,
+and deletes the session (durable-rules keeps at most 1024 live sessions per ruleset).
+
+durable-rules 2.0.28 creates background dispatch threads with its ``Host`` and is not thread-safe, so an
+``Engine`` belongs to one process: ``get_engine()`` builds it lazily after fork and serialises calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RULESET_DIR = Path(__file__).with_name("rulesets")
+ANY = "*"
+
+
+class RuleFileError(ValueError):
+    """A rule file is malformed, incomplete (a case no row covers) or ambiguous (a case two rows cover)."""
+
+
+class RuleGap(LookupError):
+    """No row matched at run time (durable-rules raised ``MessageNotHandledException``)."""
+
+
+class RuleConflict(LookupError):
+    """More than one row fired at run time; impossible for a table that passed the load-time check."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A named clinical threshold: ``lhs <op> value × reference`` (or ``lhs <op> value``)."""
+
+    name: str
+    value: Fraction
+    direction: str
+    """``at-least`` (lhs ≥ / > value) or ``at-most`` (lhs ≤ / < value)."""
+    inclusive: bool
+    unit: str = ""
+    source: str = ""
+
+    def holds(self, lhs: Fraction | int | Any, reference: Fraction | int | Any | None = None) -> bool:
+        """Exact comparison; with ``reference`` the threshold is a multiple of it (cross-multiplied)."""
+        # Cross-multiplied: lhs · den ⋛ num · reference. Decimal and int arithmetic is exact here (values
+        # carry at most a few decimals), so the hot path avoids building Fractions.
+        num, den = self.value.numerator, self.value.denominator
+        if isinstance(lhs, (Decimal, int)) and (reference is None or isinstance(reference, (Decimal, int))):
+            left = lhs * den
+            right = num if reference is None else reference * num
+        else:
+            left = Fraction(lhs) * den
+            right = num if reference is None else Fraction(reference) * num
+        if self.direction == "at-least":
+            return left >= right if self.inclusive else left > right
+        return left <= right if self.inclusive else left < right
+
+    def describe(self) -> str:
+        op = {("at-least", True): "≥", ("at-least", False): ">", ("at-most", True): "≤", ("at-most", False): "<"}
+        return f"{op[(self.direction, self.inclusive)]} {format_fraction(self.value)}{(' ' + self.unit) if self.unit else ''}"
+
+
+def format_fraction(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A policy the clinical spec marks [D]: a configuration flag with the spec's default."""
+
+    name: str
+    default: Any
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    when: Mapping[str, tuple[Any, ...]]
+    then: Mapping[str, Any]
+    because: str
+
+
+@dataclass(frozen=True)
+class DecisionTable:
+    ruleset: str
+    name: str
+    inputs: Mapping[str, tuple[Any, ...]]
+    rows: tuple[Row, ...]
+    source: str = ""
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.ruleset}:{self.name}"
+
+    def matching_rows(self, case: Mapping[str, Any]) -> list[Row]:
+        """Pure-Python matching, used by the load-time check and as the benchmark's plain-predicate twin."""
+        return [row for row in self.rows if all(case[k] in allowed for k, allowed in row.when.items())]
+
+    def check_total_and_exclusive(self) -> None:
+        names = list(self.inputs)
+        for values in itertools.product(*(self.inputs[n] for n in names)):
+            case = dict(zip(names, values))
+            hits = self.matching_rows(case)
+            if len(hits) != 1:
+                what = "no row" if not hits else "rows " + ", ".join(r.id for r in hits)
+                raise RuleFileError(f"{self.qualified_name}: case {case} is matched by {what}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one table decided, with the row and its reason for the rule trace."""
+
+    table: str
+    row: str
+    outputs: Mapping[str, Any]
+    because: str
+
+    def __getitem__(self, key: str) -> Any:
+        return self.outputs[key]
+
+    def trace(self) -> str:
+        return f"{self.table} row {self.row}: {self.because}"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """One rule file: a criterion (or a family of findings) with its source, thresholds, flags and tables."""
+
+    criterion: str
+    version: str
+    title: str
+    source: str
+    evidence: str
+    thresholds: Mapping[str, Threshold]
+    flags: Mapping[str, Flag]
+    tables: Mapping[str, DecisionTable]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def threshold(self, name: str) -> Threshold:
+        try:
+            return self.thresholds[name]
+        except KeyError:
+            raise RuleFileError(f"{self.criterion}: no threshold named {name!r}") from None
+
+    def flag(self, name: str, overrides: Mapping[str, Any] | None = None) -> Any:
+        """The flag's value: an override ``<criterion>.<flag>`` if configured, else the spec's default."""
+        if name not in self.flags:
+            raise RuleFileError(f"{self.criterion}: no flag named {name!r}")
+        key = f"{self.flag_prefix}.{name}"
+        if overrides and key in overrides:
+            return overrides[key]
+        return self.flags[name].default
+
+    @property
+    def flag_prefix(self) -> str:
+        return self.parameters.get("flag_prefix", self.criterion.lower())
+
+
+def _as_fraction(value: Any, where: str) -> Fraction:
+    try:
+        return Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        raise RuleFileError(f"{where}: {value!r} is not an exact number (write 7/10 or 0.7)") from None
+
+
+def _domain(values: Any, where: str) -> tuple[Any, ...]:
+    if not isinstance(values, list) or not values:
+        raise RuleFileError(f"{where}: an input domain must be a non-empty list")
+    return tuple(values)
+
+
+def _parse_table(ruleset: str, name: str, spec: Mapping[str, Any], path: str) -> DecisionTable:
+    where = f"{path}: table {name}"
+    inputs = {k: _domain(v, f"{where} input {k}") for k, v in (spec.get("inputs") or {}).items()}
+    if not inputs:
+        raise RuleFileError(f"{where}: no inputs")
+    rows = []
+    seen = set()
+    for raw in spec.get("rows") or []:
+        row_id = str(raw.get("id", ""))
+        if not row_id or row_id in seen:
+            raise RuleFileError(f"{where}: every row needs a unique id (got {row_id!r})")
+        seen.add(row_id)
+        when: dict[str, tuple[Any, ...]] = {}
+        for key, allowed in (raw.get("when") or {}).items():
+            if key not in inputs:
+                raise RuleFileError(f"{where} row {row_id}: unknown input {key!r}")
+            if allowed == ANY:
+                continue
+            allowed_values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+            unknown = [v for v in allowed_values if v not in inputs[key]]
+            if unknown:
+                raise RuleFileError(f"{where} row {row_id}: {unknown} not in the domain of {key}")
+            when[key] = allowed_values
+        then = raw.get("then")
+        if not isinstance(then, Mapping) or not then:
+            raise RuleFileError(f"{where} row {row_id}: 'then' must map outputs to values")
+        because = str(raw.get("because", "")).strip()
+        if not because:
+            raise RuleFileError(f"{where} row {row_id}: every row states its reason ('because')")
+        rows.append(Row(row_id, when, dict(then), because))
+    table = DecisionTable(ruleset, name, inputs, tuple(rows), str(spec.get("source", "")).strip())
+    table.check_total_and_exclusive()
+    return table
+
+
+def load_ruleset(path: Path) -> RuleSet:
+    """Read and check one rule file."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    where = path.name
+    for required in ("criterion", "version", "source"):
+        if not doc.get(required):
+            raise RuleFileError(f"{where}: '{required}' is required")
+    criterion = str(doc["criterion"])
+    thresholds = {}
+    for name, spec in (doc.get("thresholds") or {}).items():
+        if not isinstance(spec, Mapping) or "value" not in spec:
+            raise RuleFileError(f"{where}: threshold {name} needs a value")
+        direction = spec.get("direction", "at-least")
+        if direction not in ("at-least", "at-most"):
+            raise RuleFileError(f"{where}: threshold {name} direction must be at-least or at-most")
+        if "inclusive" not in spec:
+            raise RuleFileError(f"{where}: threshold {name} must say whether it is inclusive")
+        thresholds[name] = Threshold(
+            name=name,
+            value=_as_fraction(spec["value"], f"{where} threshold {name}"),
+            direction=direction,
+            inclusive=bool(spec["inclusive"]),
+            unit=str(spec.get("unit", "")),
+            source=str(spec.get("source", "")).strip(),
+        )
+    flags = {
+        name: Flag(name, spec.get("default") if isinstance(spec, Mapping) else spec,
+                   str(spec.get("source", "")).strip() if isinstance(spec, Mapping) else "")
+        for name, spec in (doc.get("flags") or {}).items()
+    }
+    tables = {name: _parse_table(criterion, name, spec, where) for name, spec in (doc.get("tables") or {}).items()}
+    return RuleSet(
+        criterion=criterion,
+        version=str(doc["version"]),
+        title=str(doc.get("title", criterion)),
+        source=str(doc["source"]).strip(),
+        evidence=str(doc.get("evidence", "")),
+        thresholds=thresholds,
+        flags=flags,
+        tables=tables,
+        parameters=dict(doc.get("parameters") or {}),
+        path=str(path),
+    )
+
+
+@dataclass(frozen=True)
+class RuleBase:
+    """All rule files, and the version string every assessment records."""
+
+    rulesets: Mapping[str, RuleSet]
+    version: str
+
+    def __getitem__(self, criterion: str) -> RuleSet:
+        return self.rulesets[criterion]
+
+
+def load_rulebase(directory: Path = RULESET_DIR) -> RuleBase:
+    digest = hashlib.sha256()
+    rulesets: dict[str, RuleSet] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+        ruleset = load_ruleset(path)
+        if ruleset.criterion in rulesets:
+            raise RuleFileError(f"{path.name}: criterion {ruleset.criterion} is defined twice")
+        rulesets[ruleset.criterion] = ruleset
+    from rules import __version__
+
+    return RuleBase(rulesets, f"{__version__}+{digest.hexdigest()[:12]}")
+
+
+def _condition(row: Row, marker: str) -> dict[str, Any]:
+    terms: list[dict[str, Any]] = [{"$ex": {marker: 1}}]
+    for key, allowed in row.when.items():
+        if len(allowed) == 1:
+            terms.append({key: allowed[0]})
+        else:
+            terms.append({"$or": [{key: value} for value in allowed]})
+    return {"$and": terms} if len(terms) > 1 else terms[0]
+
+
+class Engine:
+    """durable-rules host for every decision table of a rule base. One per process."""
+
+    _MARKER = "_decision"
+
+    def __init__(self, rulebase: RuleBase, *, memoise: bool = True) -> None:
+        from durable import engine as durable_engine
+
+        self._durable = durable_engine
+        self.rulebase = rulebase
+        self._host = durable_engine.Host()
+        self._lock = threading.Lock()
+        self._session = itertools.count()
+        self._memo: dict[tuple[str, tuple[Any, ...]], Decision] | None = {} if memoise else None
+        self._tables: dict[str, DecisionTable] = {}
+        definitions: dict[str, dict[str, Any]] = {}
+        for ruleset in rulebase.rulesets.values():
+            for table in ruleset.tables.values():
+                self._tables[table.qualified_name] = table
+                definitions[self._durable_name(table)] = {
+                    row.id: {"all": [{"m": _condition(row, self._MARKER)}], "run": self._recorder(row.id)}
+                    for row in table.rows
+                }
+        self._host.register_rulesets(definitions)
+
+    @staticmethod
+    def _durable_name(table: DecisionTable) -> str:
+        return table.qualified_name.replace(":", "__").replace(".", "_").replace("-", "_")
+
+    @staticmethod
+    def _recorder(row_id: str):
+        def record(c: Any) -> None:
+            c.s.fired = (c.s.fired or []) + [row_id]
+
+        return record
+
+    def table(self, criterion: str, name: str) -> DecisionTable:
+        return self._tables[f"{criterion}:{name}"]
+
+    def decide(self, criterion: str, table_name: str, case: Mapping[str, Any]) -> Decision:
+        """Run one decision: assert ``case`` in a fresh session, read the fired row, delete the session."""
+        table = self.table(criterion, table_name)
+        missing = [k for k in table.inputs if k not in case]
+        if missing:
+            raise ValueError(f"{table.qualified_name}: inputs missing: {missing}")
+        for key, value in case.items():
+            if key in table.inputs and value not in table.inputs[key]:
+                raise ValueError(f"{table.qualified_name}: {key}={value!r} is outside its domain {table.inputs[key]}")
+        key = tuple(case[k] for k in table.inputs)
+        if self._memo is not None:
+            cached = self._memo.get((table.qualified_name, key))
+            if cached is not None:
+                return cached
+        fact = {k: case[k] for k in table.inputs}
+        fact[self._MARKER] = 1
+        name = self._durable_name(table)
+        with self._lock:
+            sid = f"s{next(self._session)}"
+            fact["sid"] = sid
+            try:
+                self._host.assert_fact(name, fact)
+                fired = self._host.get_state(name, sid).get("fired") or []
+            except self._durable.MessageNotHandledException:
+                fired = []
+            finally:
+                self._host.delete_state(name, sid)
+        if not fired:
+            raise RuleGap(f"{table.qualified_name}: no row matched {dict(case)}")
+        if len(fired) > 1:
+            raise RuleConflict(f"{table.qualified_name}: rows {fired} all matched {dict(case)}")
+        row = next(r for r in table.rows if r.id == fired[0])
+        decision = Decision(table.qualified_name, row.id, row.then, row.because)
+        if self._memo is not None:
+            self._memo[(table.qualified_name, key)] = decision
+        return decision
+
+
+_engine: Engine | None = None
+_engine_pid: int | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process's engine, built on first use (after any fork: durable-rules threads do not survive it)."""
+    global _engine, _engine_pid
+    with _engine_lock:
+        if _engine is None or _engine_pid != os.getpid():
+            memoise = os.environ.get("IMMUNORAD_RULE_MEMO", "1") != "0"
+            _engine = Engine(load_rulebase(), memoise=memoise)
+            _engine_pid = os.getpid()
+        return _engine
+
+
+def decide(criterion: str, table: str, case: Mapping[str, Any]) -> Decision:
+    return get_engine().decide(criterion, table, case)
+
+
+def rulebase() -> RuleBase:
+    return get_engine().rulebase
+
+
+def as_domain_value(value: Any) -> Any:
+    """Enum members become their value so that facts match the YAML domains."""
+    return getattr(value, "value", value)
+
+
+__all__: Sequence[str] = [
+    "ANY", "Decision", "DecisionTable", "Engine", "Flag", "RuleBase", "RuleConflict", "RuleFileError",
+    "RuleGap", "RuleSet", "Threshold", "decide", "get_engine", "load_rulebase", "load_ruleset", "rulebase",
+]

@@ -1,0 +1,192 @@
+"""Evaluate one patient: every applicable criterion side by side, plus patterns, kinetics and alerts.
+
+This is the single entry point the service calls (``evaluate_patient``); it is a pure function of the
+facts, the configuration overrides and the rule base, so re-evaluation is deterministic (contract §8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import Enum
+from fractions import Fraction
+from typing import Any
+
+from rules import biomarkers, kinetics
+from rules.applicability import applicable_criteria
+from rules.criteria import (
+    eortc_pet,
+    impercist5,
+    imrecist,
+    ipercist,
+    irano,
+    irecist,
+    irrc,
+    irrecist,
+    itrecist,
+    lugano,
+    lyric,
+    percimt,
+    percist,
+    rano,
+    recist11,
+)
+from rules.criteria.recist_family import is_measurable
+from rules.engine import Engine, get_engine
+from rules.facts import LesionRole, PatientFacts
+from rules.findings import irae, kinetics_alerts, patterns, pseudoprogression
+from rules.results import CriterionAssessment, Finding, PatientAssessment
+from rules.timeline import Timeline, build_timeline, lesion_name
+
+CRITERIA = (recist11, irecist, irrecist, irrc, imrecist, itrecist,
+            percist, impercist5, percimt, ipercist, eortc_pet, lugano, lyric, rano, irano)
+"""Criterion modules, in the order they are reported (contract §5). Each has ``CRITERION`` and
+``assess(engine, timeline, overrides, *, is_tumour=None)``. Which of them apply to a patient is decided by
+``rules.applicability`` (cancer type and available data)."""
+
+ALWAYS_COMPUTED = (recist11, irecist)
+"""Kinetics, hyperprogression and pseudoprogression read RECIST 1.1 and iRECIST, so they are computed even
+when they are not reported (e.g. for lymphoma)."""
+
+
+def make_timeline(facts: PatientFacts, engine: Engine, overrides: Mapping[str, Any] | None = None) -> Timeline:
+    recist = engine.rulebase[recist11.CRITERION]
+    measurable = None
+    if recist.flag("uncategorised_baseline_measurable_as_target", overrides):
+        def measurable(m):  # noqa: E306 - small closure
+            return is_measurable(m, recist)
+    return build_timeline(facts, measurable=measurable)
+
+
+def lesion_table(timeline: Timeline) -> tuple[dict[str, Any], ...]:
+    """Per lesion, its role and value at every timepoint (for reports and pages)."""
+    if timeline.baseline is None:
+        return ()
+    points = [timeline.baseline, *timeline.followups]
+    rows = []
+    order = {LesionRole.TARGET: 0, LesionRole.NON_TARGET: 1, LesionRole.NEW: 2}
+    for lesion in sorted(timeline.lesions.values(), key=lambda l: (order[l.role], l.first_seen, lesion_name(l))):
+        cells = {}
+        for tp in points:
+            m = tp.of(lesion.lesion_id)
+            if m is None:
+                continue
+            cells[tp.scan_date.isoformat()] = {
+                "status": m.status.value,
+                "long_axis_mm": m.long_axis_mm,
+                "short_axis_mm": m.short_axis_mm,
+                "nontarget_status": m.nontarget_status.value if m.nontarget_status else None,
+                "nontarget_change": m.nontarget_change.value if m.nontarget_change else None,
+                "sul_peak": m.sul_peak,
+                "suv_max": m.suv_max,
+            }
+        rows.append({
+            "lesion": lesion_name(lesion),
+            "role": lesion.role.value,
+            "nodal": lesion.nodal,
+            "organ": lesion.organ,
+            "identity": lesion.identity_source,
+            "role_reported": lesion.role_reported,
+            "first_seen": lesion.first_seen.isoformat(),
+            "cells": cells,
+        })
+    return tuple(rows)
+
+
+def evaluate_patient(facts: PatientFacts, overrides: Mapping[str, Any] | None = None, *, engine: Engine | None = None) -> PatientAssessment:
+    engine = engine or get_engine()
+    timeline = make_timeline(facts, engine, overrides)
+    # Findings that are not tumour (irAE patterns, sarcoid-like nodes…) never count as new lesions (kinetics spec §5.3).
+    is_tumour = irae.tumour_hook(overrides)
+    applicable = applicable_criteria(facts, timeline)
+    by_name = {module.CRITERION: module.assess(engine, timeline, overrides, is_tumour=is_tumour)
+               for module in CRITERIA if module.CRITERION in applicable or module in ALWAYS_COMPUTED}
+    criteria: list[CriterionAssessment] = [by_name[m.CRITERION] for m in CRITERIA if m.CRITERION in applicable]
+    kinetic_result = kinetics.assess_kinetics(engine, timeline, by_name[recist11.CRITERION], overrides)
+    findings: list[Finding] = [
+        *kinetics_alerts.findings(kinetic_result, timeline, overrides, engine=engine, irecist=by_name.get(irecist.CRITERION)),
+        *pseudoprogression.findings(timeline, by_name[irecist.CRITERION], by_name[recist11.CRITERION], engine=engine),
+        *irae.findings(timeline, criteria, engine=engine, overrides=overrides),
+        *patterns.dissociated_response(timeline, engine=engine, overrides=overrides),
+        *patterns.abscopal_response(timeline, engine=engine),
+        *patterns.durable_response(criteria, timeline.treatment_start, engine=engine, overrides=overrides),
+    ]
+    baseline_markers = biomarkers.baseline_biomarkers(timeline, criteria, engine=engine, overrides=overrides)
+    warnings = list(timeline.warnings) + list(facts.notes)
+    for lesion in timeline.lesions.values():
+        if lesion.identity_source == "none":
+            warnings.append(f"{lesion_name(lesion)} has no tracking UID or label: it cannot be matched across scans")
+    return PatientAssessment(
+        rulebase_version=engine.rulebase.version,
+        baseline_date=timeline.baseline.scan_date if timeline.baseline else None,
+        treatment_start=timeline.treatment_start,
+        followup_dates=tuple(tp.scan_date for tp in timeline.followups),
+        criteria=tuple(criteria),
+        findings=tuple(sorted(findings, key=lambda f: (f.scan_date, f.code, f.key))),
+        kinetics=kinetic_result,
+        biomarkers=tuple(baseline_markers),
+        warnings=tuple(warnings),
+        lesion_table=lesion_table(timeline),
+        flags=dict(overrides or {}),
+    )
+
+
+def facts_as_of(facts: PatientFacts, day: dt.date, *, keep_treatment_outcomes: bool = False) -> PatientFacts:
+    """What was known on ``day``: imaging up to that scan, clinical facts dated on or before it.
+
+    A report for the timepoint of ``day`` is evaluated on these facts, so it says what the radiologist would
+    have reported then and does not change when later scans arrive (best response so far…).
+
+    ``keep_treatment_outcomes`` keeps the therapy stop and death dates recorded later: the first on-treatment
+    scan's hyperprogression definitions need the time to treatment failure and early death, which are only
+    known after that scan (kinetics spec §3.2.3, §3.2.8), so that report is completed when they arrive.
+    """
+    def line(therapy):
+        if not keep_treatment_outcomes and therapy.stop_date is not None and therapy.stop_date > day:
+            return dataclasses.replace(therapy, stop_date=None, stop_reason=None)
+        return therapy
+
+    died = facts.deceased_date is not None and (keep_treatment_outcomes or facts.deceased_date <= day)
+    return dataclasses.replace(
+        facts,
+        deceased_date=facts.deceased_date if died else None,
+        death_from_progression=facts.death_from_progression if died else None,
+        therapy_lines=tuple(line(t) for t in facts.therapy_lines if t.start_date <= day),
+        local_therapies=tuple(t for t in facts.local_therapies if t.performed_date <= day),
+        scans=tuple(s for s in facts.scans if s.scan_date <= day),
+        measurements=tuple(m for m in facts.measurements if m.scan_date <= day),
+        references=tuple(r for r in facts.references if r.scan_date <= day),
+        observations=tuple(o for o in facts.observations if o.effective_date <= day),
+        findings=tuple(f for f in facts.findings if f.effective_date <= day),
+    )
+
+
+def _canonical(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, Fraction)):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def inputs_hash(facts: PatientFacts, overrides: Mapping[str, Any] | None = None) -> str:
+    """A digest of everything an evaluation depends on apart from the rule base (recorded per version)."""
+    payload = {"facts": _canonical(facts), "overrides": _canonical(dict(overrides or {}))}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def to_jsonable(value: Any) -> Any:
+    """Results as JSON-ready data (for storage and the API)."""
+    return _canonical(value)

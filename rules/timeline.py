@@ -1,0 +1,173 @@
+"""Assemble a patient's facts into timepoints: pre-baseline scans, the baseline, and follow-ups.
+
+A timepoint is one calendar day of imaging (all studies of that day). The baseline is the last timepoint
+with lesion measurements on or before the first immune-checkpoint-inhibitor dose (C1D1); RECIST 1.1 §3.2
+wants it no more than 28 days before treatment (checked by the criteria, reported as a warning).
+Lesion roles are fixed at baseline; a lesion first seen after baseline is a new lesion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rules.facts import (
+    LesionMeasurement,
+    LesionRole,
+    LesionStatus,
+    LocalTherapy,
+    PatientFacts,
+    ReferenceMeasurement,
+    Scan,
+    TherapyLine,
+)
+
+
+@dataclass(frozen=True)
+class TrackedLesion:
+    """A lesion across timepoints, with its role fixed at baseline."""
+
+    lesion_id: str
+    role: LesionRole
+    nodal: bool
+    organ: str | None
+    label: str | None
+    first_seen: dt.date
+    identity_source: str
+    role_reported: bool
+    """False when the role was defaulted (no Baseline Category at baseline)."""
+    finding_code: str | None = None
+
+
+@dataclass(frozen=True)
+class Timepoint:
+    scan_date: dt.date
+    scan: Scan
+    measurements: Mapping[str, LesionMeasurement]
+    references: tuple[ReferenceMeasurement, ...] = ()
+
+    def of(self, lesion_id: str) -> LesionMeasurement | None:
+        return self.measurements.get(lesion_id)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    facts: PatientFacts
+    treatment_start: dt.date | None
+    therapy: TherapyLine | None
+    baseline: Timepoint | None
+    prebaseline: tuple[Timepoint, ...]
+    followups: tuple[Timepoint, ...]
+    lesions: Mapping[str, TrackedLesion]
+    warnings: tuple[str, ...] = field(default=())
+
+    def lesions_with_role(self, role: LesionRole) -> list[TrackedLesion]:
+        return [lesion for lesion in self.lesions.values() if lesion.role is role]
+
+    @property
+    def anchor_date(self) -> dt.date | None:
+        """Day 0 for duration rules: C1D1, or the baseline scan when therapy start is unknown."""
+        if self.treatment_start is not None:
+            return self.treatment_start
+        return self.baseline.scan_date if self.baseline else None
+
+    def local_therapies_before(self, day: dt.date) -> list[LocalTherapy]:
+        return [t for t in self.facts.local_therapies if t.performed_date <= day]
+
+
+def first_therapy(facts: PatientFacts) -> TherapyLine | None:
+    lines = sorted(facts.therapy_lines, key=lambda line: line.start_date)
+    return lines[0] if lines else None
+
+
+def build_timeline(facts: PatientFacts, *, measurable: "MeasurabilityRule | None" = None) -> Timeline:
+    """Group facts into timepoints and fix lesion roles at baseline.
+
+    ``measurable`` decides the default role of a baseline lesion reported without a Baseline Category
+    (``recist.uncategorised_baseline_measurable_as_target``); without it such lesions are non-targets.
+    """
+    warnings: list[str] = []
+    by_date: dict[dt.date, dict[str, LesionMeasurement]] = {}
+    for measurement in facts.measurements:
+        # Later facts replace earlier ones for the same lesion and day (a corrected report).
+        by_date.setdefault(measurement.scan_date, {})[measurement.lesion_id] = measurement
+    scans = {scan.scan_date: scan for scan in facts.scans}
+    references: dict[dt.date, list[ReferenceMeasurement]] = {}
+    for reference in facts.references:
+        references.setdefault(reference.scan_date, []).append(reference)
+    all_dates = sorted(set(by_date) | set(scans) | set(references))
+    timepoints = [
+        Timepoint(day, scans.get(day, Scan(scan_date=day)), by_date.get(day, {}), tuple(references.get(day, ())))
+        for day in all_dates
+    ]
+    therapy = first_therapy(facts)
+    start = therapy.start_date if therapy else None
+    if len(facts.therapy_lines) > 1:
+        warnings.append("several immunotherapy lines: day 0 is the first line's start")
+
+    measured = [tp for tp in timepoints if tp.measurements]
+    baseline: Timepoint | None = None
+    if measured:
+        if start is None:
+            baseline = measured[0]
+            warnings.append("immunotherapy start unknown: the first measured scan is taken as baseline")
+        else:
+            before = [tp for tp in measured if tp.scan_date <= start]
+            if before:
+                baseline = before[-1]
+            else:
+                baseline = measured[0]
+                warnings.append("no measured scan on or before the immunotherapy start: the first scan after it is taken as baseline")
+
+    if baseline is None:
+        return Timeline(facts, start, therapy, None, tuple(timepoints), (), {}, tuple(warnings))
+
+    prebaseline = tuple(tp for tp in timepoints if tp.scan_date < baseline.scan_date)
+    followups = tuple(tp for tp in timepoints if tp.scan_date > baseline.scan_date)
+    lesions: dict[str, TrackedLesion] = {}
+    for lesion_id, m in baseline.measurements.items():
+        if m.role is LesionRole.NEW:
+            warnings.append(f"lesion {describe(m)} is labelled new on the baseline scan: treated as non-target")
+        role_reported = m.role in (LesionRole.TARGET, LesionRole.NON_TARGET)
+        if role_reported:
+            role = m.role
+        elif measurable is not None and measurable(m):
+            role = LesionRole.TARGET
+        else:
+            role = LesionRole.NON_TARGET
+        lesions[lesion_id] = TrackedLesion(
+            lesion_id, role, m.nodal, m.organ, m.label, baseline.scan_date, m.identity_source, role_reported,
+            m.finding_code,
+        )
+    for tp in followups:
+        for lesion_id, m in tp.measurements.items():
+            if lesion_id in lesions:
+                continue
+            if m.status is LesionStatus.ABSENT or m.status is LesionStatus.NOT_ASSESSED:
+                continue
+            lesions[lesion_id] = TrackedLesion(
+                lesion_id, LesionRole.NEW, m.nodal, m.organ, m.label, tp.scan_date, m.identity_source,
+                m.role is LesionRole.NEW, m.finding_code,
+            )
+    return Timeline(facts, start, therapy, baseline, prebaseline, followups, lesions, tuple(warnings))
+
+
+class MeasurabilityRule:
+    """Callable deciding whether a baseline measurement is measurable (criterion-specific)."""
+
+    def __call__(self, measurement: LesionMeasurement) -> bool:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+def describe(measurement: LesionMeasurement) -> str:
+    """A PHI-free name for a lesion in traces: its label, else a short form of its identity."""
+    if measurement.label:
+        return f"'{measurement.label}'"
+    return f"#{measurement.lesion_id[-8:]}"
+
+
+def lesion_name(lesion: TrackedLesion) -> str:
+    if lesion.label:
+        return lesion.label
+    return f"lesion …{lesion.lesion_id[-6:]}"
