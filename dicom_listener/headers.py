@@ -1,0 +1,197 @@
+"""Header facts of a received instance: patient, study, series, modality, dates, and what SUV needs (PET).
+
+Images contribute headers only (contract §3); the pixel data is never decoded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+TID1500_SR_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR",
+    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR",
+}
+"""SR classes that can carry TID 1500 (highdicom's ``srread`` accepts exactly these)."""
+
+OTHER_SR_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR",
+    "1.2.840.10008.5.1.4.1.1.88.35": "Extensible SR",
+}
+
+
+class HeaderError(ValueError):
+    """The received bytes are not a readable DICOM data set."""
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str | None
+    patient_id: str | None
+    birth_date: dt.date | None
+    sex: str | None
+    study_date: dt.date | None
+    modality: str | None
+    accession: str | None
+    slice_thickness_mm: Decimal | None
+    pixel_spacing_mm: tuple[Decimal, Decimal] | None
+    pet: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sr(self) -> bool:
+        return self.sop_class_uid in TID1500_SR_CLASSES or self.sop_class_uid in OTHER_SR_CLASSES
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def parse_da(value: Any) -> dt.date | None:
+    text = str(value or "").strip()
+    if len(text) < 8:
+        return None
+    try:
+        return dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _tm_seconds(value: Any) -> float | None:
+    text = str(value or "").strip()
+    if len(text) < 4:
+        return None
+    try:
+        hours, minutes = int(text[0:2]), int(text[2:4])
+        seconds = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def pet_facts(ds: Dataset) -> dict[str, Any]:
+    """What SUV and PERCIST quality control need: injected dose, uptake time, weight, height."""
+    facts: dict[str, Any] = {}
+    weight = _decimal(ds.get("PatientWeight"))
+    if weight:
+        facts["patient_weight_kg"] = str(weight)
+    height = _decimal(ds.get("PatientSize"))
+    if height:
+        facts["patient_height_m"] = str(height)
+    facts["units"] = _text(ds, "Units")
+    facts["decay_correction"] = _text(ds, "DecayCorrection")
+    info = ds.get("RadiopharmaceuticalInformationSequence")
+    if info:
+        item = info[0]
+        dose = _decimal(item.get("RadionuclideTotalDose"))
+        if dose is not None:
+            facts["injected_dose_mbq"] = str((dose / Decimal(1_000_000)).quantize(Decimal("0.1")))
+        facts["radiopharmaceutical"] = _text(item, "Radiopharmaceutical")
+        half_life = _decimal(item.get("RadionuclideHalfLife"))
+        if half_life is not None:
+            facts["half_life_s"] = str(half_life)
+        start = _tm_seconds(item.get("RadiopharmaceuticalStartTime"))
+        start_dt = _text(item, "RadiopharmaceuticalStartDateTime")
+        if start is None and start_dt and len(start_dt) >= 12:
+            start = _tm_seconds(start_dt[8:])
+        acquisition = _tm_seconds(ds.get("AcquisitionTime")) or _tm_seconds(ds.get("SeriesTime"))
+        if start is not None and acquisition is not None:
+            minutes = (acquisition - start) / 60.0
+            if minutes < 0:
+                minutes += 24 * 60
+            facts["uptake_minutes"] = f"{minutes:.1f}"
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def check_complete(ds: Dataset) -> None:
+    """Refuse truncated data sets: pydicom reads a cut-off stream silently, so look for the signs.
+
+    - an element whose value is shorter than its declared length (the stream ended inside it);
+    - an image whose Pixel Data is missing (the stream ended before it) or, for a native (uncompressed)
+      transfer syntax, shorter than Rows × Columns × Samples × Bits Allocated × Frames.
+    """
+    for tag in list(ds.keys())[-3:]:
+        raw = ds.get_item(tag)
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        if length not in (None, UNDEFINED_LENGTH) and isinstance(value, (bytes, bytearray)) and len(value) < length:
+            raise HeaderError(f"truncated data set: element {tag} holds {len(value)} of {length} bytes")
+    sop_class = pydicom.uid.UID(str(ds.get("SOPClassUID", "")))
+    if "Image Storage" not in sop_class.name or sop_class.name.startswith("Secondary Capture"):
+        return
+    if not any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise HeaderError("image without Pixel Data (truncated?)")
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if "PixelData" in ds and syntax is not None and not pydicom.uid.UID(str(syntax)).is_compressed:
+        try:
+            expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+                        * int(ds.BitsAllocated) // 8 * int(ds.get("NumberOfFrames", 1) or 1))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise HeaderError(f"image description incomplete: {type(exc).__name__}") from exc
+        actual = len(ds.get_item("PixelData").value or b"")
+        if actual < expected:
+            raise HeaderError(f"truncated Pixel Data: {actual} of {expected} bytes")
+
+
+def read_header(encoded: bytes) -> tuple[Dataset, InstanceHeader]:
+    """Read the data set (pixel data as raw bytes, never decoded), check it is complete, extract the header facts."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(encoded), force=False)
+        sop_uid = str(ds.SOPInstanceUID)
+        sop_class = str(ds.SOPClassUID)
+        study_uid = _text(ds, "StudyInstanceUID")
+        modality = _text(ds, "Modality")
+    except (InvalidDicomError, AttributeError, EOFError, KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
+        raise HeaderError(f"cannot read the data set: {type(exc).__name__}") from exc
+    if not study_uid:
+        raise HeaderError("Study Instance UID is missing")
+    check_complete(ds)
+    spacing = None
+    try:
+        raw = ds.get("PixelSpacing")
+        if raw is not None and len(raw) == 2:
+            spacing = (Decimal(str(raw[0])), Decimal(str(raw[1])))
+    except (TypeError, ValueError, InvalidOperation):
+        spacing = None
+    header = InstanceHeader(
+        sop_instance_uid=sop_uid,
+        sop_class_uid=sop_class,
+        study_instance_uid=study_uid,
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        patient_id=_text(ds, "PatientID"),
+        birth_date=parse_da(ds.get("PatientBirthDate")),
+        sex=_text(ds, "PatientSex"),
+        study_date=parse_da(ds.get("StudyDate")),
+        modality=modality,
+        accession=_text(ds, "AccessionNumber"),
+        slice_thickness_mm=_decimal(ds.get("SliceThickness")),
+        pixel_spacing_mm=spacing,
+        pet=pet_facts(ds) if modality == "PT" else {},
+    )
+    return ds, header

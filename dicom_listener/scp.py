@@ -1,0 +1,141 @@
+"""The C-STORE SCP (pynetdicom): Verification and every Storage SOP Class with every transfer syntax.
+
+The listener only moves bytes: it hands each received instance (its Part 10 encoding, undecoded) to a
+``store`` callable supplied by the service, and maps that call's outcome to a DIMSE status in one place
+(``store_status``), as pynetdicom's own ``attempt`` helper does:
+
+- ``0x0000`` Success — only after ``store`` returned, i.e. the instance is durably committed;
+- ``0xA700`` Refused: Out of Resources — storage unavailable (database down or locked): the sender retries;
+- ``0xC000``–``0xCFFF`` Cannot Understand — the object cannot be parsed, with an Error Comment.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+logger = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    calling_ae: str
+    encoded: bytes
+    """Preamble + File Meta + data set exactly as received (``event.encoded_dataset()``)."""
+
+
+class StoreRejected(Exception):
+    """The instance cannot be accepted (a failure status in 0xA900 / 0xC000 ranges, with a reason)."""
+
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment
+
+
+class StorageUnavailable(Exception):
+    """Storage is temporarily unavailable: answer 0xA700 so the sender retries."""
+
+
+StoreCallback = Callable[[ReceivedInstance], None]
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        # Error Comment (0000,0902) is LO: at most 64 characters.
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+def store_status(store: StoreCallback, instance: ReceivedInstance) -> Dataset:
+    """Run ``store`` and translate its outcome to a C-STORE response status."""
+    try:
+        store(instance)
+    except StoreRejected as exc:
+        logger.info("C-STORE rejected", extra={"fields": {"status": hex(exc.status), "reason": exc.comment[:120]}})
+        return _status(exc.status, exc.comment)
+    except StorageUnavailable as exc:
+        logger.warning("C-STORE refused: storage unavailable", extra={"fields": {"reason": str(exc)[:120]}})
+        return _status(STATUS_OUT_OF_RESOURCES, "storage temporarily unavailable, retry later")
+    except Exception:  # noqa: BLE001 - never let pynetdicom answer 0xC211 for us
+        logger.exception("C-STORE failed unexpectedly")
+        return _status(STATUS_OUT_OF_RESOURCES, "internal error, retry later")
+    return _status(STATUS_SUCCESS)
+
+
+def _handle_store(event, store: StoreCallback) -> Dataset:
+    request = event.request
+    try:
+        encoded = event.encoded_dataset()
+    except Exception as exc:  # noqa: BLE001 - a dataset pynetdicom cannot even re-encode
+        return _status(STATUS_CANNOT_UNDERSTAND, f"unreadable dataset: {type(exc).__name__}")
+    instance = ReceivedInstance(
+        sop_instance_uid=str(request.AffectedSOPInstanceUID),
+        sop_class_uid=str(request.AffectedSOPClassUID),
+        transfer_syntax=str(event.context.transfer_syntax),
+        calling_ae=str(event.assoc.requestor.ae_title).strip(),
+        encoded=encoded,
+    )
+    return store_status(store, instance)
+
+
+@dataclass
+class ListenerConfig:
+    ae_title: str = "IMMUNORAD"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allowed_calling_aets: tuple[str, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    maximum_associations: int = 16
+
+
+def tls_context(config: ListenerConfig) -> ssl.SSLContext | None:
+    """DICOM over TLS when a certificate is configured; mutual TLS when a CA is configured too."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cafile=config.tls_ca)
+    return context
+
+
+def build_ae(config: ListenerConfig) -> AE:
+    ae = AE(ae_title=config.ae_title)
+    for context in AllStoragePresentationContexts:
+        # pynetdicom's defaults are uncompressed only; PACS send JPEG/JPEG 2000/JPEG-LS/HTJ2K too (contract §3).
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(Verification)
+    ae.maximum_pdu_size = 0
+    ae.maximum_associations = config.maximum_associations
+    ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = 30, 60, 60
+    ae.require_called_aet = True
+    ae.require_calling_aet = list(config.allowed_calling_aets)
+    return ae
+
+
+def start_listener(config: ListenerConfig, store: StoreCallback, *, block: bool = False):
+    """Start the SCP; returns pynetdicom's server (``block=False``) so the caller can shut it down."""
+    ae = build_ae(config)
+    handlers = [(evt.EVT_C_STORE, _handle_store, [store])]
+    return ae.start_server((config.host, config.port), block=block, evt_handlers=handlers,
+                           ssl_context=tls_context(config))

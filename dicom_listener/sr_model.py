@@ -1,0 +1,98 @@
+"""What a TID 1500 Measurement Report yields once parsed: one ``ParsedGroup`` per measurement group.
+
+The parser (``dicom_listener.sr_parser``) fills these from any of the three producers contract §3 names
+(highdicom, dcmqi, dcmjs/OHIF). They are adapter output, not clinical facts: ``service`` stores them and
+turns them into ``rules.facts.LesionMeasurement`` once the study's date and patient are known.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+class SRParseError(ValueError):
+    """The object claims to be a TID 1500 report but cannot be read (C-STORE answers 0xC000-range)."""
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A coded concept as received (scheme as written, e.g. SCT, SRT, DCM, 99IMMRAD)."""
+
+    value: str
+    scheme: str
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedGroup:
+    """One Measurement Group (125007, DCM): one lesion (or reference region) at one timepoint."""
+
+    identity_key: str | None
+    """Stable lesion identity within the patient: the Tracking UID, or ``label:<text>`` for producers that
+    regenerate Tracking UIDs (OHIF). ``None`` when neither exists: such a lesion is never matched."""
+    identity_source: str
+    """Which item gave the identity: ``tracking-uid``, ``tracking-identifier``, ``finding-label``,
+    ``finding-site-label`` (an OHIF free-text code written as Finding Site), ``comment-label`` or
+    ``none``."""
+    tracking_uid: str | None = None
+    tracking_identifier: str | None = None
+    label: str | None = None
+    finding: Coded | None = None
+    finding_sites: tuple[Coded, ...] = ()
+    nodal: bool = False
+    long_axis_mm: Decimal | None = None
+    short_axis_mm: Decimal | None = None
+    diameter_mm: Decimal | None = None
+    baseline_category: str | None = None
+    """``target`` | ``non-target`` | ``non-lesion`` (CID 6145) when coded."""
+    nontarget_status: str | None = None
+    """``absent`` | ``present`` | ``unequivocal-progression`` from *Current Response* (112048, DCM)."""
+    nontarget_change: str | None = None
+    """``NC`` | ``INC`` | ``NCLA`` | ``INCLA`` | ``UNE`` (99IMMRAD non-target-change)."""
+    injected: bool | None = None
+    irradiated: bool | None = None
+    equivocal: bool = False
+    too_small: bool = False
+    disappeared: bool = False
+    """All size measurements are 0 mm."""
+    suv_max: Decimal | None = None
+    suv_peak: Decimal | None = None
+    sul_max: Decimal | None = None
+    sul_peak: Decimal | None = None
+    metabolic_volume_ml: Decimal | None = None
+    tlg: Decimal | None = None
+    reference_region: str | None = None
+    """``liver`` | ``spleen`` | ``bone-marrow`` | ``blood-pool`` when the Finding is 126040 (DCM)."""
+    reference_mean: Decimal | None = None
+    reference_sd: Decimal | None = None
+    reference_unit: str | None = None
+    """``SUVbw`` or ``SUVlbm``: what ``reference_mean``/``reference_sd`` are measured in."""
+    time_point: str | None = None
+    time_point_type: Coded | None = None
+    time_point_order: int | None = None
+    referenced_sop_instance_uids: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Non-fatal oddities absorbed while parsing (e.g. ``px`` recomputed from Pixel Spacing)."""
+    rejected_reason: str | None = None
+    """Set when the group cannot be used (e.g. a ``px`` length with no referenced image to recompute
+    it from); the group is kept for the audit trail but yields no measurement."""
+
+
+@dataclass(frozen=True)
+class ParsedReport:
+    """The header facts and measurement groups of one SR instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    patient_id: str | None
+    """DICOM PatientID; ``None`` when the header leaves it empty (dcmjs)."""
+    study_date: dt.date | None
+    """StudyDate of the SR's study; ``None`` when empty (the images' date is used instead)."""
+    producer: str = ""
+    """Best guess of the writer (``highdicom``, ``dcmjs``, ``cornerstone-adapters``, ``dcmqi``, ``other``)."""
+    groups: tuple[ParsedGroup, ...] = ()
+    notes: tuple[str, ...] = field(default=())

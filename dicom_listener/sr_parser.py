@@ -1,0 +1,876 @@
+"""Read a DICOM TID 1500 Measurement Report into ``ParsedReport`` (contract §3, "DICOM in").
+
+One parser for the three producers the contract names (highdicom, dcmqi/DCMTK, dcmjs/OHIF). highdicom
+reads the content tree (``interop-notes.md`` §2.2); every concept is then resolved **by code** with
+pydicom ``Code`` equality, which maps legacy SNOMED-RT (SRT) codes to SNOMED CT (SCT), never by Code
+Meaning and never by relationship type (dcmjs writes Finding Site as CONTAINS). The producers'
+differences absorbed here are listed in ``interop-notes.md`` §1.4 and ``fixtures/ohif-dcmjs/README.md``.
+
+highdicom finds the groups; each group's items are then read here in a single pass (no further tree walks).
+
+Code sources: unless marked otherwise every code below is in pydicom 3.0.2's DICOM 2024c concept
+dictionary (``pydicom.sr.codedict.codes``); the pydicom keyword is given where it is not obvious.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from os import PathLike
+from typing import BinaryIO
+
+import highdicom as hd
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import (
+    Comprehensive3DSRStorage,
+    ComprehensiveSRStorage,
+    EnhancedSRStorage,
+    ExplicitVRLittleEndian,
+)
+
+from dicom_listener.sr_model import Coded, ParsedGroup, ParsedReport, SRParseError
+from rules.facts import to_mm, to_suv
+
+__all__ = ["parse_measurement_report", "parse_measurement_report_file"]
+
+# --------------------------------------------------------------------------------------------------
+# Vocabulary (TID 1500 / 1501 / 1410 / 1411 / 1502 / 300; CIDs 6145, 6144, 6146, 7464, 7466)
+
+IMAGING_MEASUREMENT_REPORT = codes.DCM.ImagingMeasurementReport
+"""(126000, DCM) TID 1500 root, CID 7021."""
+IMAGING_MEASUREMENTS = codes.DCM.ImagingMeasurements
+"""(126010, DCM)."""
+MEASUREMENT_GROUP = codes.DCM.MeasurementGroup
+"""(125007, DCM)."""
+TRACKING_IDENTIFIER = codes.DCM.TrackingIdentifier
+"""(112039, DCM) human-readable lesion name; OHIF puts its tool name here."""
+TRACKING_UNIQUE_IDENTIFIER = codes.DCM.TrackingUniqueIdentifier
+"""(112040, DCM) the lesion's persistent identity, except where the producer regenerates it (OHIF)."""
+FINDING = codes.DCM.Finding
+"""(121071, DCM)."""
+FINDING_SITE = codes.SCT.FindingSite
+"""(363698007, SCT); legacy (G-C0E3, SRT) compares equal through pydicom's SRT→SCT mapping."""
+COMMENT = codes.DCM.Comment
+"""(121106, DCM) TEXT; current OHIF (@cornerstonejs/adapters) writes the lesion label here."""
+DERIVATION = codes.DCM.Derivation
+"""(121401, DCM) NUM modifier, CID 7464."""
+TIME_POINT = Code("C2348792", "UMLS", "Time Point")
+"""TID 1502 row 1. Not in pydicom's dictionary; the code is the one highdicom's ``TimePointContext``
+and DCMTK write (interop-notes §1.1)."""
+TIME_POINT_TYPE = codes.DCM.TimePointType
+"""(126072, DCM), value from CID 6146."""
+TIME_POINT_ORDER = codes.DCM.TimePointOrder
+"""(126073, DCM) NUM; highdicom's ``get_measurements()`` without ``name=`` returns it too."""
+
+LONG_AXIS = codes.SCT.LongAxis
+"""(103339001, SCT); legacy G-A185 (SRT)."""
+SHORT_AXIS = codes.SCT.ShortAxis
+"""(103340004, SCT); legacy G-A186 (SRT)."""
+DIAMETER = codes.SCT.Diameter
+"""(81827009, SCT); legacy M-02550 (SRT)."""
+LENGTH = codes.SCT.Length
+"""(410668003, SCT); legacy G-D7FE (SRT). OHIF's Length tool; read as the long axis when there is none."""
+
+SUVBW = codes.DCM.Suvbw
+"""(126401, DCM) SUVbw (pydicom keyword ``Suvbw``)."""
+SUVLBM = codes.DCM.Suvlbm
+"""(126402, DCM) SUVlbm, PERCIST's SUL."""
+METABOLIC_VOLUME = codes.DCM.MetabolicVolume
+"""(126032, DCM)."""
+TOTAL_LESION_GLYCOLYSIS = codes.DCM.TotalLesionGlycolysis
+"""(126033, DCM)."""
+BACKGROUND_FOR_SUV_RATIO = codes.DCM.BackgroundForLesionToBackgroundSUVRatio
+"""(126040, DCM) as the Finding: the group is a reference region, never a lesion."""
+MAXIMUM = codes.SCT.Maximum
+"""(56851009, SCT) Derivation value, CID 7464."""
+PEAK_VALUE_WITHIN_ROI = codes.DCM.PeakValueWithinROI
+"""(126031, DCM) Derivation value, CID 7464."""
+MEAN = codes.SCT.Mean
+"""(373098007, SCT) Derivation value, CID 7464 (pydicom also names it ``Averaged``)."""
+STANDARD_DEVIATION = codes.SCT.StandardDeviation
+"""(386136009, SCT) Derivation value, CID 7464."""
+
+BASELINE_CATEGORY = codes.DCM.BaselineCategory
+"""(112016, DCM), value from CID 6145."""
+TARGET_LESION_AT_BASELINE = codes.DCM.TargetLesionAtBaseline
+"""(112074, DCM)."""
+NON_TARGET_LESION_AT_BASELINE = codes.DCM.NonTargetLesionAtBaseline
+"""(112075, DCM)."""
+NON_LESION_AT_BASELINE = codes.DCM.NonLesionAtBaseline
+"""(112076, DCM)."""
+CURRENT_RESPONSE = codes.DCM.CurrentResponse
+"""(112048, DCM), value from CID 6144."""
+NON_TARGET_LESION_COMPLETE_RESPONSE = codes.DCM.NonTargetLesionCompleteResponse
+"""(112045, DCM) → ``absent``."""
+NON_TARGET_LESION_INCOMPLETE_RESPONSE_OR_SD = codes.DCM.NonTargetLesionIncompleteResponseOrStableDisease
+"""(112046, DCM) → ``present``."""
+NON_TARGET_LESION_PROGRESSIVE_DISEASE = codes.DCM.NonTargetLesionProgressiveDisease
+"""(112047, DCM) → ``unequivocal-progression``."""
+
+YES = codes.SCT.Yes
+"""(373066001, SCT) value of the 99IMMRAD booleans."""
+NO = codes.SCT.No
+"""(373067005, SCT) value of the 99IMMRAD booleans."""
+LYMPH_NODE = codes.SCT.LymphNode
+"""(59441001, SCT); legacy T-C4000 (SRT). As a site or finding it makes the lesion nodal."""
+LIVER = codes.SCT.Liver
+"""(10200004, SCT) PERCIST reference."""
+SPLEEN = codes.SCT.Spleen
+"""(78961009, SCT) SLR reference."""
+BONE_MARROW = codes.SCT.BoneMarrow
+"""(14016003, SCT) BLR reference."""
+AORTA = codes.SCT.Aorta
+"""(15825003, SCT) blood-pool reference (contract §3 names no other blood-pool code)."""
+
+IMMRAD_SCHEME = "99IMMRAD"
+"""The project's private coding scheme (contract §3); declared in the SR's Coding Scheme
+Identification Sequence by whoever writes it."""
+IMMRAD_NON_TARGET_CHANGE = Code("non-target-change", IMMRAD_SCHEME, "Non-target change")
+"""iRECIST working group change grade of a non-target lesion or a non-measurable new lesion."""
+IMMRAD_INJECTED = Code("injected", IMMRAD_SCHEME, "Injected (intratumoral therapy)")
+IMMRAD_IRRADIATED = Code("irradiated", IMMRAD_SCHEME, "Irradiated")
+IMMRAD_EQUIVOCAL = Code("equivocal", IMMRAD_SCHEME, "Equivocal new lesion")
+IMMRAD_TOO_SMALL = Code("too-small", IMMRAD_SCHEME, "Present but too small to measure")
+IMMRAD_NODAL = Code("nodal", IMMRAD_SCHEME, "Nodal lesion")
+NON_TARGET_CHANGE_VALUES: Mapping[str, Code] = {
+    "NC": Code("NC", IMMRAD_SCHEME, "No change from baseline or nadir"),
+    "INC": Code("INC", IMMRAD_SCHEME, "Increased from baseline or nadir"),
+    "NCLA": Code("NCLA", IMMRAD_SCHEME, "No change from last assessment"),
+    "INCLA": Code("INCLA", IMMRAD_SCHEME, "Further increase from last assessment"),
+    "UNE": Code("UNE", IMMRAD_SCHEME, "Unequivocal increase"),
+}
+"""Values of ``(non-target-change, 99IMMRAD)`` (``clinical/criteria-size-pet.md`` §2.2)."""
+
+DCMJS_FREE_TEXT_CODE_VALUES = frozenset({"CS3DTEXT", "CORNERSTONEFREETEXT"})
+"""dcmjs / OHIF free-text codes (scheme ``99dcmjs`` or ``CORNERSTONEJS``): their meaning is a lesion
+label, not a concept (fixtures README quirk 3). Recognised by code value in any scheme."""
+TOOL_NAME_PREFIXES = ("Cornerstone3DTools@", "cornerstoneTools@")
+"""OHIF writes the measuring tool's name as the Tracking Identifier (fixtures README quirk 2)."""
+DCMJS_DEFAULT_IDENTIFIERS = frozenset({"web annotation"})
+"""dcmjs's Tracking Identifier when the caller gives none (interop-notes §2.3): names no lesion."""
+
+_SR_DOCUMENT_CLASSES: Mapping[str, type] = {
+    EnhancedSRStorage: hd.sr.EnhancedSR,
+    ComprehensiveSRStorage: hd.sr.ComprehensiveSR,
+    Comprehensive3DSRStorage: hd.sr.Comprehensive3DSR,
+}
+_BASELINE_CATEGORIES = (
+    (TARGET_LESION_AT_BASELINE, "target"),
+    (NON_TARGET_LESION_AT_BASELINE, "non-target"),
+    (NON_LESION_AT_BASELINE, "non-lesion"),
+)
+_NONTARGET_STATUSES = (
+    (NON_TARGET_LESION_COMPLETE_RESPONSE, "absent"),
+    (NON_TARGET_LESION_INCOMPLETE_RESPONSE_OR_SD, "present"),
+    (NON_TARGET_LESION_PROGRESSIVE_DISEASE, "unequivocal-progression"),
+)
+_REFERENCE_REGIONS = (
+    (LIVER, "liver"),
+    (SPLEEN, "spleen"),
+    (BONE_MARROW, "bone-marrow"),
+    (AORTA, "blood-pool"),
+)
+_SUV_DERIVATIONS = ((MAXIMUM, "max"), (PEAK_VALUE_WITHIN_ROI, "peak"), (MEAN, "mean"), (STANDARD_DEVIATION, "sd"))
+_SIZE_CONCEPTS = ((LONG_AXIS, "long"), (SHORT_AXIS, "short"), (DIAMETER, "diameter"), (LENGTH, "length"))
+_SIZE_NAMES = {"long": "Long Axis", "short": "Short Axis", "diameter": "Diameter", "length": "Length"}
+_MM_PER_UNIT = {"mm": Decimal(1), "cm": Decimal(10), "um": Decimal("0.001")}
+"""UCUM length units accepted (CID 7460 spellings)."""
+_PIXEL_UNITS = frozenset({"1", "px"})
+"""``(1, UCUM, "px")`` from dcmjs's TID 300 fallback (quirk 6), or a bare ``px``: pixels, not mm."""
+_SUV_UNITS = {
+    "SUVbw": frozenset({"g/ml{SUVbw}", "{SUVbw}g/ml"}),
+    "SUVlbm": frozenset({"g/ml{SUVlbm}", "{SUVlbm}g/ml"}),
+}
+"""DICOM 2024c spelling first, then the older one in dcmqi's examples (interop-notes §1.2)."""
+_ML_PER_UNIT = {"ml": Decimal(1), "mL": Decimal(1), "cm3": Decimal(1), "mm3": Decimal("0.001")}
+_TLG_UNITS = frozenset({"g"})
+"""SUV (g/ml) × volume (ml) = g. No DICOM rule fixes TLG's unit [unverified]; other spellings are
+rejected rather than guessed."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+def parse_measurement_report(
+    ds: Dataset,
+    referenced_images: Mapping[str, Dataset] | None = None,
+) -> ParsedReport:
+    """Parse one TID 1500 Measurement Report (Enhanced, Comprehensive or Comprehensive 3D SR).
+
+    ``referenced_images`` maps SOP Instance UID → image header; it is only used to recompute lengths
+    written in pixels (older dcmjs) from their SCOORD and the image's Pixel Spacing. The caller's
+    dataset is not modified. Raises ``SRParseError`` for anything that is not such a report or whose
+    content tree cannot be read.
+    """
+    if not isinstance(ds, Dataset):
+        raise SRParseError(f"expected a pydicom Dataset, got {type(ds).__name__}")
+    images = referenced_images or {}
+    try:
+        sop_class_uid = str(ds.get("SOPClassUID", "") or "")
+        document_class = _SR_DOCUMENT_CLASSES.get(sop_class_uid)
+        if document_class is None:
+            name = pydicom.uid.UID(sop_class_uid).name if sop_class_uid else "no SOP Class UID"
+            raise SRParseError(
+                f"SOP Class {sop_class_uid or '-'} ({name}) is not Enhanced, Comprehensive or "
+                "Comprehensive 3D SR"
+            )
+        header = _read_header(ds)
+        report_notes: list[str] = list(header.notes)
+        groups = _read_measurement_groups(ds, document_class, report_notes)
+        parsed = tuple(_parse_group(group, images) for group in groups)
+        report_notes.extend(_shared_identity_notes(parsed))
+        producer = _guess_producer(ds, parsed)
+    except SRParseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom/highdicom raise many types; the edge needs one
+        raise SRParseError(f"measurement report cannot be read: {_describe(exc)}") from exc
+    return ParsedReport(
+        sop_instance_uid=header.sop_instance_uid,
+        sop_class_uid=sop_class_uid,
+        study_instance_uid=header.study_instance_uid,
+        series_instance_uid=header.series_instance_uid,
+        patient_id=header.patient_id,
+        study_date=header.study_date,
+        producer=producer,
+        groups=parsed,
+        notes=tuple(report_notes),
+    )
+
+
+def parse_measurement_report_file(
+    source: str | PathLike[str] | BinaryIO,
+    referenced_images: Mapping[str, Dataset] | None = None,
+) -> ParsedReport:
+    """Read a Part-10 file (path or binary file object) with pydicom and parse it; a file pydicom
+    cannot read (truncated, not DICOM) raises ``SRParseError`` too."""
+    try:
+        ds = pydicom.dcmread(source)
+    except Exception as exc:  # noqa: BLE001 - InvalidDicomError, OSError, EOFError, struct.error, ...
+        raise SRParseError(f"not a readable DICOM file: {_describe(exc)}") from exc
+    return parse_measurement_report(ds, referenced_images)
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's type and first line, short: highdicom messages may embed a whole dataset dump."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    if len(first_line) > 160:
+        first_line = first_line[:157] + "..."
+    return f"{type(exc).__name__}: {first_line}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Header
+
+
+@dataclass(frozen=True)
+class _Header:
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    patient_id: str | None
+    study_date: dt.date | None
+    notes: tuple[str, ...]
+
+
+def _required_uid(ds: Dataset, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    if not value:
+        raise SRParseError(f"the SR header has no {keyword}")
+    return value
+
+
+def _read_header(ds: Dataset) -> _Header:
+    """SOP/Study/Series UIDs, PatientID and StudyDate. The study date is never taken from ContentDate
+    or SeriesDate: those are the export time (fixtures README quirk 9)."""
+    notes: list[str] = []
+    patient_id = str(ds.get("PatientID", "") or "").strip() or None
+    raw_date = ds.get("StudyDate", "")
+    study_date = _parse_da(raw_date)
+    if study_date is None and str(raw_date or "").strip():
+        notes.append(f"StudyDate {str(raw_date)!r} is not a valid DA date: ignored")
+    return _Header(
+        sop_instance_uid=_required_uid(ds, "SOPInstanceUID"),
+        study_instance_uid=_required_uid(ds, "StudyInstanceUID"),
+        series_instance_uid=_required_uid(ds, "SeriesInstanceUID"),
+        patient_id=patient_id,
+        study_date=study_date,
+        notes=tuple(notes),
+    )
+
+
+def _parse_da(value: object) -> dt.date | None:
+    if isinstance(value, dt.date):
+        return value
+    text = str(value or "").strip()
+    if len(text) != 8 or not text.isdigit():
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Content tree
+
+
+def _plain(concept: Dataset) -> Code:
+    """A coded concept as a pydicom ``Code`` without scheme version, so that ``==`` compares value and
+    scheme only (``Code.__eq__`` also compares versions, which producers fill inconsistently)."""
+    value = concept.get("CodeValue") or concept.get("LongCodeValue") or concept.get("URNCodeValue") or ""
+    return Code(str(value), str(concept.get("CodingSchemeDesignator", "")), str(concept.get("CodeMeaning", "")))
+
+
+def _coded(code: Code) -> Coded:
+    return Coded(value=code.value, scheme=code.scheme_designator, meaning=code.meaning)
+
+
+def _lookup(code: Code, table: Iterable[tuple[Code, str]]) -> str | None:
+    for candidate, result in table:
+        if code == candidate:
+            return result
+    return None
+
+
+def _read_measurement_groups(
+    ds: Dataset, document_class: type, notes: list[str]
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """All Measurement Groups through highdicom's ``MeasurementReport`` (planar TID 1410, volumetric
+    TID 1411 and image TID 1501 groups; every dcmjs group is of the last kind)."""
+    if str(ds.get("ValueType", "")) != "CONTAINER" or not ds.get("ConceptNameCodeSequence"):
+        raise SRParseError("the SR root is not a CONTAINER with a concept name")
+    root_concept = _plain(ds.ConceptNameCodeSequence[0])
+    if root_concept != IMAGING_MEASUREMENT_REPORT:
+        raise SRParseError(
+            f"the SR root is ({root_concept.value}, {root_concept.scheme_designator}, "
+            f'"{root_concept.meaning}"), not Imaging Measurement Report (126000, DCM): not TID 1500'
+        )
+    if "ContentSequence" not in ds:
+        raise SRParseError("the SR root has no ContentSequence")
+    work = _content_copy(ds, notes)
+    try:
+        document = document_class.from_dataset(work, copy=False)
+        report = document.content
+        if not isinstance(report, hd.sr.MeasurementReport):
+            raise SRParseError("the content tree is not a TID 1500 Measurement Report")
+        groups = (
+            report.get_planar_roi_measurement_groups()
+            + report.get_volumetric_roi_measurement_groups()
+            + report.get_image_measurement_groups()
+        )
+    except SRParseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - highdicom raises ValueError, AttributeError, TypeError, ...
+        raise SRParseError(f"the TID 1500 content tree cannot be read: {_describe(exc)}") from exc
+    declared = _count_declared_groups(work)
+    if declared == 0:
+        notes.append("the report has no Measurement Group")
+    elif declared != len(groups):
+        notes.append(
+            f"{declared} Measurement Group(s) in Imaging Measurements, {len(groups)} readable as "
+            "TID 1410/1411/1501: the others were skipped"
+        )
+    return groups
+
+
+def _clone(sequence: DicomSequence) -> DicomSequence:
+    """A deep copy of an in-memory sequence. A pickle round trip of our own object (never of received
+    bytes) is about three times faster than ``copy.deepcopy`` on pydicom datasets."""
+    return pickle.loads(pickle.dumps(sequence, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _content_copy(ds: Dataset, notes: list[str]) -> Dataset:
+    """What highdicom's ``from_dataset`` reads (SOP class, root item, transfer syntax), with the content
+    tree deep-copied: highdicom converts it in place and the caller's dataset must stay intact. The
+    header (whose evidence sequences may list hundreds of instances) is not copied."""
+    work = Dataset()
+    work.SOPClassUID = ds.SOPClassUID
+    work.ValueType = ds.ValueType
+    work.ConceptNameCodeSequence = _clone(ds.ConceptNameCodeSequence)
+    work.ContinuityOfContent = ds.get("ContinuityOfContent", "SEPARATE")
+    work.ContentSequence = _clone(ds.ContentSequence)
+    templates = ds.get("ContentTemplateSequence") or []
+    if templates and str(templates[0].get("TemplateIdentifier", "")) == "1500":
+        work.ContentTemplateSequence = _clone(templates)
+    else:
+        # interop-notes §2.2: highdicom builds a MeasurementReport only for a root with TID "1500".
+        template = Dataset()
+        template.MappingResource = "DCMR"
+        template.TemplateIdentifier = "1500"
+        work.ContentTemplateSequence = [template]
+        notes.append("root (126000, DCM) had no TID 1500 ContentTemplateSequence: read as TID 1500")
+    # Values are decoded in memory already; highdicom only checks that the declared syntax is little
+    # endian, so a (retired) big endian SR is read from its decoded values.
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is not None and not pydicom.uid.UID(syntax).is_little_endian:
+        notes.append("big endian transfer syntax: read from the decoded values")
+    work.file_meta = FileMetaDataset()
+    work.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return work
+
+
+def _count_declared_groups(work: Dataset) -> int:
+    """Measurement Groups directly under Imaging Measurements (126010): two levels, no deep walk."""
+    count = 0
+    for item in work.ContentSequence:
+        if item.get("ValueType") == "CONTAINER" and item.get("ConceptNameCodeSequence"):
+            if _plain(item.ConceptNameCodeSequence[0]) == IMAGING_MEASUREMENTS:
+                for child in item.get("ContentSequence", []):
+                    if child.get("ConceptNameCodeSequence") and _plain(
+                        child.ConceptNameCodeSequence[0]
+                    ) == MEASUREMENT_GROUP:
+                        count += 1
+    return count
+
+
+def _shared_identity_notes(groups: tuple[ParsedGroup, ...]) -> list[str]:
+    """Two groups of one report with one identity (e.g. two OHIF annotations labelled alike) are kept
+    as they are, but said: the label no longer tells the lesions apart."""
+    counts: dict[str, int] = {}
+    for group in groups:
+        if group.identity_key is not None:
+            counts[group.identity_key] = counts.get(group.identity_key, 0) + 1
+    return [f"{n} groups share the identity {key!r}" for key, n in counts.items() if n > 1]
+
+
+def _guess_producer(ds: Dataset, groups: tuple[ParsedGroup, ...]) -> str:
+    """``highdicom``, ``dcmjs``, ``cornerstone-adapters``, ``dcmqi`` or ``other`` from the file meta's
+    Implementation Version Name, the equipment attributes and the tracking identifiers' shape."""
+    meta = getattr(ds, "file_meta", None)
+    implementation = str(meta.get("ImplementationVersionName", "") if meta is not None else "").lower()
+    equipment = " ".join(
+        str(ds.get(keyword, "") or "") for keyword in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")
+    ).lower()
+    if implementation.startswith("highdicom"):
+        return "highdicom"
+    tool_named = any(g.tracking_identifier and _is_tool_name(g.tracking_identifier) for g in groups)
+    if implementation.startswith("dcmjs") or tool_named:
+        # @cornerstonejs/adapters (current OHIF) moves the label into a TEXT Comment (quirk 3).
+        if any(g.identity_source == "comment-label" for g in groups):
+            return "cornerstone-adapters"
+        return "dcmjs"
+    if "dcmqi" in equipment or "qiicr" in equipment:
+        return "dcmqi"
+    return "other"
+
+
+def _is_tool_name(text: str) -> bool:
+    """A Tracking Identifier that names the dcmjs/OHIF tool (or dcmjs's default), not a lesion."""
+    text = text.strip()
+    return text.startswith(TOOL_NAME_PREFIXES) or "@^" in text or text in DCMJS_DEFAULT_IDENTIFIERS
+
+
+# --------------------------------------------------------------------------------------------------
+# One Measurement Group
+
+
+@dataclass
+class _PixelLength:
+    """A length NUM written in pixels, resolved once the group's image references are all known."""
+
+    role: str
+    item: Dataset
+    unit: str
+
+
+@dataclass
+class _GroupReader:
+    """What one pass over a Measurement Group's content items collects."""
+
+    tracking_uid: str | None = None
+    tracking_identifier: str | None = None
+    finding: Code | None = None
+    finding_label: str | None = None
+    site_label: str | None = None
+    comment_label: str | None = None
+    sites: list[Code] = field(default_factory=list)
+    baseline_category: str | None = None
+    nontarget_status: str | None = None
+    nontarget_change: str | None = None
+    booleans: dict[str, bool] = field(default_factory=dict)
+    sizes: dict[str, Decimal | None] = field(default_factory=dict)
+    pixel_lengths: list[_PixelLength] = field(default_factory=list)
+    suv: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    metabolic_volume_ml: Decimal | None = None
+    tlg: Decimal | None = None
+    time_point: str | None = None
+    time_point_type: Code | None = None
+    time_point_order: int | None = None
+    references: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rejections: list[str] = field(default_factory=list)
+
+    def reference(self, uid: str | None) -> None:
+        if uid and uid not in self.references:
+            self.references.append(uid)
+
+
+def _parse_group(
+    group: hd.sr.MeasurementsAndQualitativeEvaluations,
+    images: Mapping[str, Dataset],
+) -> ParsedGroup:
+    reader = _GroupReader()
+    for item in group[0].get("ContentSequence", []):
+        _read_item(item, reader)
+    for pending in reader.pixel_lengths:
+        _resolve_pixel_length(pending, reader, images)
+    return _assemble(reader)
+
+
+def _read_item(item: Dataset, reader: _GroupReader) -> None:
+    value_type = str(item.get("ValueType", ""))
+    if value_type == "IMAGE":
+        # Source of Measurement / Source (TID 1501), Referenced Segment (TID 1411), ... Real World
+        # Value Maps and RT structure sets (COMPOSITE) are not images and are left out.
+        reader.reference(_referenced_sop_uid(item))
+        return
+    if value_type in ("SCOORD", "SCOORD3D"):
+        # Group-level Image Region (TID 1410): its SELECTED FROM image is a group reference.
+        for child in item.get("ContentSequence", []):
+            reader.reference(_referenced_sop_uid(child))
+        return
+    if not item.get("ConceptNameCodeSequence"):
+        return
+    name = _plain(item.ConceptNameCodeSequence[0])
+    if value_type == "TEXT":
+        text = str(item.get("TextValue", "") or "")
+        if name == TRACKING_IDENTIFIER:
+            reader.tracking_identifier = reader.tracking_identifier or text
+        elif name == TIME_POINT:
+            reader.time_point = reader.time_point or text
+        elif name == COMMENT and text.strip() and reader.comment_label is None:
+            reader.comment_label = text.strip()
+    elif value_type == "UIDREF":
+        if name == TRACKING_UNIQUE_IDENTIFIER:
+            reader.tracking_uid = reader.tracking_uid or str(item.get("UID", "") or "") or None
+    elif value_type == "CODE":
+        if item.get("ConceptCodeSequence"):
+            _read_code_item(name, _plain(item.ConceptCodeSequence[0]), reader)
+    elif value_type == "NUM":
+        _read_num_item(name, item, reader)
+
+
+def _read_code_item(name: Code, value: Code, reader: _GroupReader) -> None:
+    free_text = value.value in DCMJS_FREE_TEXT_CODE_VALUES
+    if name == FINDING:
+        if free_text:
+            reader.finding_label = reader.finding_label or value.meaning.strip() or None
+        elif reader.finding is None:
+            reader.finding = value
+    elif name == FINDING_SITE:
+        if free_text:
+            # OHIF passes the label as a "site" for tools outside additionalFindingTypes: not anatomy.
+            reader.site_label = reader.site_label or value.meaning.strip() or None
+        else:
+            reader.sites.append(value)
+    elif name == BASELINE_CATEGORY:
+        category = _lookup(value, _BASELINE_CATEGORIES)
+        if category is None:
+            reader.notes.append(f"Baseline Category value ({value.value}, {value.scheme_designator}) not in CID 6145")
+        reader.baseline_category = reader.baseline_category or category
+    elif name == CURRENT_RESPONSE:
+        status = _lookup(value, _NONTARGET_STATUSES)
+        if status is None:
+            reader.notes.append(
+                f"Current Response value ({value.value}, {value.scheme_designator}) is not a non-target "
+                "response of CID 6144: ignored"
+            )
+        reader.nontarget_status = reader.nontarget_status or status
+    elif name == TIME_POINT_TYPE:
+        reader.time_point_type = reader.time_point_type or value
+    elif name.scheme_designator == IMMRAD_SCHEME:
+        _read_immrad_item(name, value, reader)
+
+
+def _read_immrad_item(name: Code, value: Code, reader: _GroupReader) -> None:
+    """Contract §3 private qualitative evaluations: concept name = ``(name, 99IMMRAD)``."""
+    if name == IMMRAD_NON_TARGET_CHANGE:
+        if value.scheme_designator == IMMRAD_SCHEME and value.value in NON_TARGET_CHANGE_VALUES:
+            reader.nontarget_change = reader.nontarget_change or value.value
+        else:
+            reader.notes.append(f"non-target-change value ({value.value}, {value.scheme_designator}) unknown: ignored")
+        return
+    if name.value not in ("injected", "irradiated", "equivocal", "too-small", "nodal"):
+        reader.notes.append(f"unknown 99IMMRAD concept {name.value!r}: ignored")
+        return
+    if value == YES:
+        reader.booleans.setdefault(name.value, True)
+    elif value == NO:
+        reader.booleans.setdefault(name.value, False)
+    else:
+        reader.notes.append(f"99IMMRAD {name.value} value ({value.value}, {value.scheme_designator}) is not SCT Yes/No")
+
+
+def _measured_value(item: Dataset) -> tuple[Decimal, str] | None:
+    """(value, unit code value) of a NUM, from Numeric Value (DS, the string as written)."""
+    measured = item.get("MeasuredValueSequence") or []
+    if not measured or "NumericValue" not in measured[0] or not measured[0].get("MeasurementUnitsCodeSequence"):
+        return None
+    raw = measured[0].NumericValue
+    text = getattr(raw, "original_string", None) or str(raw)
+    number = Decimal(str(text).strip())
+    if not number.is_finite():
+        return None
+    return number, _plain(measured[0].MeasurementUnitsCodeSequence[0]).value
+
+
+def _derivation(item: Dataset) -> Code | None:
+    for child in item.get("ContentSequence", []):
+        if child.get("ValueType") == "CODE" and child.get("ConceptNameCodeSequence"):
+            if _plain(child.ConceptNameCodeSequence[0]) == DERIVATION and child.get("ConceptCodeSequence"):
+                return _plain(child.ConceptCodeSequence[0])
+    return None
+
+
+def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
+    for child in item.get("ContentSequence", []):
+        if child.get("ValueType") in ("SCOORD", "SCOORD3D"):
+            for grandchild in child.get("ContentSequence", []):
+                reader.reference(_referenced_sop_uid(grandchild))
+        elif child.get("ValueType") == "IMAGE":
+            reader.reference(_referenced_sop_uid(child))
+    if name == TIME_POINT_ORDER:
+        measured = _measured_value(item)
+        if measured is not None and measured[0] == measured[0].to_integral_value():
+            reader.time_point_order = int(measured[0])
+        return
+    role = _lookup(name, _SIZE_CONCEPTS)
+    is_suv = name == SUVBW or name == SUVLBM
+    if role is None and not is_suv and name != METABOLIC_VOLUME and name != TOTAL_LESION_GLYCOLYSIS:
+        return  # area, mean HU, ...: not used by any criterion
+    measured = _measured_value(item)
+    if measured is None:
+        reader.notes.append(f"NUM ({name.value}, {name.scheme_designator}) has no numeric value: ignored")
+        return
+    value, unit = measured
+    if role is not None:
+        _read_size(role, value, unit, item, reader)
+    elif is_suv:
+        quantity = "SUVbw" if name == SUVBW else "SUVlbm"
+        if unit not in _SUV_UNITS[quantity]:
+            reader.rejections.append(f"{quantity} in unknown unit {unit!r}")
+            return
+        derivation = _derivation(item)
+        key = _lookup(derivation, _SUV_DERIVATIONS) if derivation is not None else None
+        if key is None:
+            reader.notes.append(f"{quantity} without a Maximum/Peak/Mean/SD Derivation: ignored")
+            return
+        reader.suv.setdefault((quantity, key), value)
+    elif name == METABOLIC_VOLUME:
+        if unit not in _ML_PER_UNIT:
+            reader.rejections.append(f"Metabolic Volume in unknown unit {unit!r}")
+            return
+        reader.metabolic_volume_ml = value * _ML_PER_UNIT[unit]
+    else:
+        if unit not in _TLG_UNITS:
+            reader.rejections.append(f"Total Lesion Glycolysis in unknown unit {unit!r}")
+            return
+        reader.tlg = value
+
+
+def _read_size(role: str, value: Decimal, unit: str, item: Dataset, reader: _GroupReader) -> None:
+    if role in reader.sizes or any(p.role == role for p in reader.pixel_lengths):
+        reader.notes.append(f"second {_SIZE_NAMES[role]} in the group: ignored")
+        return
+    if unit in _MM_PER_UNIT:
+        reader.sizes[role] = value * _MM_PER_UNIT[unit]
+    elif unit in _PIXEL_UNITS:
+        reader.pixel_lengths.append(_PixelLength(role=role, item=item, unit=unit))
+    else:
+        reader.sizes[role] = None
+        reader.rejections.append(f"{_SIZE_NAMES[role]} in unknown unit {unit!r}")
+
+
+def _referenced_sop_uid(item: Dataset) -> str | None:
+    sequence = item.get("ReferencedSOPSequence") or []
+    if not sequence:
+        return None
+    return str(sequence[0].get("ReferencedSOPInstanceUID", "") or "") or None
+
+
+def _referenced_frame(item: Dataset) -> int:
+    sequence = item.get("ReferencedSOPSequence") or []
+    if sequence and sequence[0].get("ReferencedFrameNumber"):
+        frames = sequence[0].ReferencedFrameNumber
+        first = frames[0] if isinstance(frames, (list, pydicom.multival.MultiValue)) else frames
+        return int(first)
+    return 1
+
+
+def _pixel_spacing(image: Dataset, frame: int) -> tuple[float, float] | None:
+    """(row spacing, column spacing) in mm: Pixel Spacing, or the Pixel Measures functional group of
+    an enhanced multi-frame image (shared, else the referenced frame's)."""
+    spacing = image.get("PixelSpacing")
+    if spacing is None:
+        for groups in (image.get("SharedFunctionalGroupsSequence") or [],):
+            if groups and groups[0].get("PixelMeasuresSequence"):
+                spacing = groups[0].PixelMeasuresSequence[0].get("PixelSpacing")
+        per_frame = image.get("PerFrameFunctionalGroupsSequence") or []
+        if spacing is None and 0 < frame <= len(per_frame) and per_frame[frame - 1].get("PixelMeasuresSequence"):
+            spacing = per_frame[frame - 1].PixelMeasuresSequence[0].get("PixelSpacing")
+    if spacing is None or len(spacing) != 2:
+        return None
+    row_spacing, column_spacing = float(spacing[0]), float(spacing[1])
+    if not (row_spacing > 0 and column_spacing > 0):
+        return None
+    return row_spacing, column_spacing
+
+
+def _resolve_pixel_length(pending: _PixelLength, reader: _GroupReader, images: Mapping[str, Dataset]) -> None:
+    """Recompute a pixel-unit length from its INFERRED FROM SCOORD (2 points, column/row) and the
+    referenced image's Pixel Spacing (fixtures README quirk 6); never take pixels as mm."""
+    name = _SIZE_NAMES[pending.role]
+    coordinates = [c for c in pending.item.get("ContentSequence", []) if c.get("ValueType") in ("SCOORD", "SCOORD3D")]
+    if not coordinates:
+        reader.rejections.append(f"{name} is in pixels ({pending.unit!r}) and has no SCOORD to recompute it from")
+        return
+    scoord = coordinates[0]
+    graphic_type = str(scoord.get("GraphicType", ""))
+    data = [float(v) for v in (scoord.get("GraphicData") or [])]
+    dimensions = 3 if scoord.get("ValueType") == "SCOORD3D" else 2
+    if graphic_type != "POLYLINE" or len(data) != 2 * dimensions:
+        reader.rejections.append(f"{name} is in pixels and its SCOORD is not a 2-point POLYLINE")
+        return
+    if dimensions == 3:
+        # SCOORD3D is in patient coordinates (mm): no image needed.
+        reader.sizes[pending.role] = Decimal(repr(math.dist(data[:3], data[3:])))
+        reader.notes.append(f"{name} written in pixels: recomputed from its SCOORD3D end points")
+        return
+    image_ref = next(
+        (_referenced_sop_uid(child) for child in scoord.get("ContentSequence", []) if _referenced_sop_uid(child)),
+        None,
+    )
+    candidates = [image_ref] if image_ref else list(reader.references)
+    frame = next((_referenced_frame(c) for c in scoord.get("ContentSequence", []) if _referenced_sop_uid(c)), 1)
+    image_uid = next((uid for uid in candidates if uid in images), None)
+    if image_uid is None:
+        wanted = image_ref or ", ".join(candidates) or "none"
+        reader.rejections.append(
+            f"{name} is in pixels ({pending.unit!r}) and the referenced image ({wanted}) is not available "
+            "to recompute it in mm"
+        )
+        return
+    spacing = _pixel_spacing(images[image_uid], frame)
+    if spacing is None:
+        reader.rejections.append(f"{name} is in pixels and image {image_uid} has no usable Pixel Spacing")
+        return
+    row_spacing, column_spacing = spacing
+    # SCOORD points are (column, row); Pixel Spacing is (row spacing, column spacing).
+    d_column = (data[2] - data[0]) * column_spacing
+    d_row = (data[3] - data[1]) * row_spacing
+    reader.sizes[pending.role] = Decimal(repr(math.hypot(d_column, d_row)))
+    reader.notes.append(
+        f"{name} written in pixels ({pending.unit!r}): recomputed from its SCOORD and the Pixel Spacing "
+        f"of {image_uid}"
+    )
+
+
+def _identity(reader: _GroupReader) -> tuple[str | None, str, str | None]:
+    """(identity_key, identity_source, label) by contract §3: the Tracking UID, unless the producer
+    regenerates it at every export (OHIF: tool-name Tracking Identifier or a dcmjs free-text code);
+    then the lesion label, looked for in Tracking Identifier, free-text Finding, free-text Finding
+    Site, TEXT Comment, in that order. Never by location or size."""
+    identifier = (reader.tracking_identifier or "").strip()
+    tool_named = bool(identifier) and _is_tool_name(identifier)
+    labels = (
+        ("tracking-identifier", identifier if identifier and not tool_named else None),
+        ("finding-label", reader.finding_label),
+        ("finding-site-label", reader.site_label),
+        ("comment-label", reader.comment_label),
+    )
+    label_source, label = next(((s, text.strip()) for s, text in labels if text and text.strip()), ("none", None))
+    regenerated = tool_named or reader.finding_label is not None or reader.site_label is not None
+    if reader.tracking_uid and not regenerated:
+        return reader.tracking_uid, "tracking-uid", label
+    if reader.tracking_uid:
+        reader.notes.append("Tracking UID not used as identity: this producer regenerates it at every export")
+    if label is None:
+        return None, "none", None
+    return f"label:{label}", label_source, label
+
+
+def _assemble(reader: _GroupReader) -> ParsedGroup:
+    identity_key, identity_source, label = _identity(reader)
+    sizes = dict(reader.sizes)
+    length = sizes.pop("length", None)
+    if "length" in reader.sizes and "long" not in sizes:
+        sizes["long"] = length
+    elif "length" in reader.sizes:
+        reader.notes.append("Length ignored: the group has a Long Axis")
+    long_axis, short_axis, diameter = (to_mm(sizes.get(k)) for k in ("long", "short", "diameter"))
+    measured = [v for v in (long_axis, short_axis, diameter) if v is not None]
+    disappeared = bool(measured) and all(v == 0 for v in measured)
+
+    finding = reader.finding
+    site_nodal = any(site == LYMPH_NODE for site in reader.sites) or (finding is not None and finding == LYMPH_NODE)
+    # Contract §3: a lymph-node site or finding makes the lesion nodal; the 99IMMRAD boolean adds
+    # nodes whose site is coded more specifically (e.g. a named nodal station).
+    nodal = site_nodal or reader.booleans.get("nodal", False)
+    if site_nodal and reader.booleans.get("nodal") is False:
+        reader.notes.append("99IMMRAD nodal=No contradicts the lymph node site: nodal by the site")
+
+    reference_region = reference_mean = reference_sd = reference_unit = None
+    is_reference = finding is not None and finding == BACKGROUND_FOR_SUV_RATIO
+    if is_reference:
+        reference_region = next(
+            (r for r in (_lookup(site, _REFERENCE_REGIONS) for site in reader.sites) if r is not None), None
+        )
+        if reference_region is None:
+            reader.rejections.append("reference region (126040) without a liver, spleen, bone marrow or aorta site")
+        # PERCIST uses SUL (SUVlbm); SUVbw is the fallback when no SUVlbm mean is given.
+        for quantity in ("SUVlbm", "SUVbw"):
+            if (quantity, "mean") in reader.suv:
+                reference_unit = quantity
+                reference_mean = to_suv(reader.suv[(quantity, "mean")])
+                reference_sd = to_suv(reader.suv.get((quantity, "sd")))
+                break
+        if reference_mean is None:
+            reader.rejections.append("reference region without an SUVlbm or SUVbw Mean")
+
+    return ParsedGroup(
+        identity_key=identity_key,
+        identity_source=identity_source,
+        tracking_uid=reader.tracking_uid,
+        tracking_identifier=reader.tracking_identifier,
+        label=label,
+        finding=_coded(finding) if finding is not None else None,
+        finding_sites=tuple(_coded(site) for site in reader.sites),
+        nodal=nodal,
+        long_axis_mm=long_axis,
+        short_axis_mm=short_axis,
+        diameter_mm=diameter,
+        baseline_category=reader.baseline_category,
+        nontarget_status=reader.nontarget_status,
+        nontarget_change=reader.nontarget_change,
+        injected=reader.booleans.get("injected"),
+        irradiated=reader.booleans.get("irradiated"),
+        equivocal=reader.booleans.get("equivocal", False),
+        too_small=reader.booleans.get("too-small", False),
+        disappeared=disappeared,
+        suv_max=None if is_reference else to_suv(reader.suv.get(("SUVbw", "max"))),
+        suv_peak=None if is_reference else to_suv(reader.suv.get(("SUVbw", "peak"))),
+        sul_max=None if is_reference else to_suv(reader.suv.get(("SUVlbm", "max"))),
+        sul_peak=None if is_reference else to_suv(reader.suv.get(("SUVlbm", "peak"))),
+        metabolic_volume_ml=to_suv(reader.metabolic_volume_ml),
+        tlg=to_suv(reader.tlg),
+        reference_region=reference_region,
+        reference_mean=reference_mean,
+        reference_sd=reference_sd,
+        reference_unit=reference_unit,
+        time_point=reader.time_point,
+        time_point_type=_coded(reader.time_point_type) if reader.time_point_type is not None else None,
+        time_point_order=reader.time_point_order,
+        referenced_sop_instance_uids=tuple(reader.references),
+        notes=tuple(reader.notes),
+        rejected_reason="; ".join(reader.rejections) or None,
+    )
