@@ -1,0 +1,507 @@
+"""FHIR R4 resources in → domain records (contract §4). No clinical logic: shapes and codes only.
+
+A resource that is valid FHIR but does not say what we need (a tumour measurement without a lesion
+identity, a medication that is not a checkpoint inhibitor…) raises ``MappingError`` (HTTP 422) with the
+FHIRPath of the problem; resources we store without using (e.g. an unrelated lab) map to no record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from rules.facts import to_mm, to_suv
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+ATC = "http://www.whocc.no/atc"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UCUM = "http://unitsofmeasure.org"
+DICOM_UID = "urn:dicom:uid"
+PROCEDURE_TARGET_EXTENSION = "http://hl7.org/fhir/StructureDefinition/procedure-targetBodyStructure"
+
+TUMOUR_SIZE = "21889-1"
+"""LOINC Size Tumor (mCODE TumorSize)."""
+LONGEST_DIMENSION = "33728-7"
+OTHER_DIMENSION = "33729-5"
+ECOG = "89247-1"
+ECOG_ANSWERS = {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA9626-8": 4, "LA9627-6": 5}
+"""LOINC answer list LL529-9 (ECOG performance status grades 0–5), the answers mCODE's ECOG Observation uses."""
+LYMPH_NODE = "59441001"
+RADIOTHERAPY = "108290001"
+REFERENCE_REGION = "126040"
+
+ICI_NAMES = {
+    # PD-1 / PD-L1 (ATC L01FF) and CTLA-4 antibodies, by INN (WHO). RxNorm codings are recognised by their
+    # display text: we do not hard-code RxNorm CUIs that we could not verify (interop-notes §7).
+    "nivolumab": "anti-PD-1", "pembrolizumab": "anti-PD-1", "cemiplimab": "anti-PD-1", "dostarlimab": "anti-PD-1",
+    "tislelizumab": "anti-PD-1", "toripalimab": "anti-PD-1", "sintilimab": "anti-PD-1", "camrelizumab": "anti-PD-1",
+    "retifanlimab": "anti-PD-1", "prolgolimab": "anti-PD-1", "spartalizumab": "anti-PD-1",
+    "atezolizumab": "anti-PD-L1", "durvalumab": "anti-PD-L1", "avelumab": "anti-PD-L1", "sugemalimab": "anti-PD-L1",
+    "ipilimumab": "anti-CTLA-4", "tremelimumab": "anti-CTLA-4",
+}
+
+LAB_CODES = {
+    # LOINC codes of the labs and vitals the prognostic scores read (kinetics spec §6).
+    "2532-0": "ldh", "14804-9": "ldh", "6690-2": "leukocytes", "26464-8": "leukocytes",
+    "751-8": "neutrophils", "26499-4": "neutrophils", "8302-2": "height", "29463-7": "weight", "3141-9": "weight",
+    "1751-7": "albumin", "61151-7": "albumin", ECOG: "ecog",
+}
+
+LOCAL_OBSERVATION_CODES = {
+    # {C}/CodeSystem/immunorad codes for values posted as Observations (valueQuantity, or valueBoolean for the
+    # yes/no ones): imaging biomarkers, the Deauville score (Lugano), RANO's non-measurable inputs, biopsy
+    # results that resolve a LYRIC indeterminate response, and the CTCAE inputs of irAE grading.
+    "tmtv", "skeletal-muscle-area-l3", "suvmax-liver", "suvmax-spleen", "suvmax-bone-marrow",
+    "subcutaneous-fat-area-l3", "visceral-fat-area-l3", "deauville", "t2-flair-progression", "steroid-dose",
+    "clinical-deterioration", "biopsy-progression", "irae-symptomatic", "ctcae-grade",
+}
+
+MCODE_CANCER_CONDITIONS = (
+    "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition",
+    "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition",
+)
+CANCER_WORDS = ("cancer", "carcinoma", "melanoma", "lymphoma", "glioma", "glioblastoma", "neoplasm", "sarcoma",
+                "tumour", "tumor", "mesothelioma", "malignant")
+"""A Condition is the cancer diagnosis (not an irAE finding) when it has an mCODE cancer-condition profile or one
+of these words in its code's text or display."""
+
+
+class MappingError(ValueError):
+    """The resource is valid FHIR but cannot be used as the contract describes (HTTP 422)."""
+
+    def __init__(self, message: str, expression: str | None = None) -> None:
+        super().__init__(message)
+        self.expression = expression
+
+
+@dataclass
+class PatientRecord:
+    identifiers: list[tuple[str | None, str]]
+    mrn: str | None
+    birth_date: dt.date | None = None
+    sex: str | None = None
+    deceased_date: dt.date | None = None
+
+
+@dataclass
+class MeasurementRecord:
+    scan_date: dt.date
+    identity_key: str
+    identity_source: str
+    label: str | None = None
+    role: str | None = None
+    status: str = "present"
+    nodal: bool = False
+    organ: str | None = None
+    long_axis_mm: Decimal | None = None
+    short_axis_mm: Decimal | None = None
+    nontarget_status: str | None = None
+    nontarget_change: str | None = None
+    injected: bool | None = None
+    irradiated: bool | None = None
+    equivocal: bool = False
+    finding_code: str | None = None
+    suv_max: Decimal | None = None
+    sul_peak: Decimal | None = None
+    metabolic_volume_ml: Decimal | None = None
+    tlg: Decimal | None = None
+    reference_region: str | None = None
+    reference_mean: Decimal | None = None
+    reference_sd: Decimal | None = None
+    study_uid: str | None = None
+
+
+@dataclass
+class ClinicalRecord:
+    kind: str
+    effective_date: dt.date | None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DeathRecord:
+    deceased_date: dt.date
+    from_progression: bool | None
+
+
+@dataclass
+class StudyRecord:
+    study_uid: str
+    started: dt.date | None
+
+
+Record = PatientRecord | MeasurementRecord | ClinicalRecord | DeathRecord | StudyRecord
+
+
+def codings(concept: Any) -> list[Mapping[str, Any]]:
+    if not isinstance(concept, Mapping):
+        return []
+    return [c for c in concept.get("coding") or [] if isinstance(c, Mapping)]
+
+
+def has_code(concept: Any, system: str, code: str) -> bool:
+    return any(c.get("system") == system and c.get("code") == code for c in codings(concept))
+
+
+def code_in(concept: Any, system: str) -> str | None:
+    return next((str(c.get("code")) for c in codings(concept) if c.get("system") == system and c.get("code")), None)
+
+
+def parse_date(value: Any) -> dt.date | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _quantity_mm(quantity: Mapping[str, Any] | None, where: str) -> Decimal | None:
+    if not quantity:
+        return None
+    try:
+        value = Decimal(str(quantity.get("value")))
+    except (InvalidOperation, ValueError):
+        raise MappingError("a size needs a numeric value", where) from None
+    unit = (quantity.get("code") or quantity.get("unit") or "").strip()
+    if unit == "mm":
+        return to_mm(value)
+    if unit == "cm":
+        return to_mm(value * 10)
+    raise MappingError(f"size unit {unit!r} is not mm or cm", where)
+
+
+def _decimal(quantity: Mapping[str, Any] | None) -> Decimal | None:
+    if not quantity or quantity.get("value") is None:
+        return None
+    try:
+        return Decimal(str(quantity["value"]))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _coded_value(component: Mapping[str, Any]) -> str | None:
+    concept = component.get("valueCodeableConcept")
+    first = next(iter(codings(concept)), None)
+    return str(first.get("code")) if first else None
+
+
+def _contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any] | None:
+    if not reference.startswith("#"):
+        return None
+    return next((c for c in resource.get("contained") or [] if c.get("id") == reference[1:]), None)
+
+
+def lesion_identity(resource: Mapping[str, Any], body_structures: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, str | None]:
+    """(identity key, identity source, label) from the focus BodyStructure (contract §4).
+
+    The tracking UID (``urn:dicom:uid`` / ``urn:oid:<uid>``) is the identity; failing that, the lesion
+    label. Nothing else (never location or size).
+    """
+    focus = resource.get("focus") or []
+    if not focus:
+        raise MappingError("a tumour measurement needs focus → the lesion's BodyStructure", "Observation.focus")
+    ref = focus[0]
+    body = None
+    if isinstance(ref, Mapping) and ref.get("reference"):
+        body = _contained(resource, ref["reference"]) or body_structures.get(ref["reference"])
+    identifiers = list((body or {}).get("identifier") or [])
+    if isinstance(ref, Mapping) and ref.get("identifier"):
+        identifiers.append(ref["identifier"])
+    label = None
+    for identifier in identifiers:
+        if identifier.get("system") == DICOM_UID and str(identifier.get("value", "")).startswith("urn:oid:"):
+            uid = identifier["value"][len("urn:oid:"):]
+            label = next((str(i.get("value")) for i in identifiers if i is not identifier and i.get("value")), None)
+            return uid, "tracking-uid", label
+    for identifier in identifiers:
+        if identifier.get("value"):
+            label = str(identifier["value"])
+            return f"label:{label.strip()}", "fhir-label", label
+    if isinstance(ref, Mapping) and ref.get("display"):
+        label = str(ref["display"])
+        return f"label:{label.strip()}", "fhir-label", label
+    raise MappingError("the lesion's BodyStructure carries neither a tracking UID nor a label", "Observation.focus")
+
+
+def _immunorad_component(component: Mapping[str, Any], canonical: str) -> str | None:
+    return code_in(component.get("code"), f"{canonical}/CodeSystem/immunorad")
+
+
+def map_tumour_observation(resource: Mapping[str, Any], canonical: str,
+                           body_structures: Mapping[str, Mapping[str, Any]]) -> MeasurementRecord:
+    scan_date = parse_date(resource.get("effectiveDateTime")) or parse_date((resource.get("effectivePeriod") or {}).get("start"))
+    if scan_date is None:
+        raise MappingError("a tumour measurement needs effectiveDateTime (the scan date)", "Observation.effectiveDateTime")
+    key, source, label = lesion_identity(resource, body_structures)
+    record = MeasurementRecord(scan_date=scan_date, identity_key=key, identity_source=source, label=label)
+    sites = [c for c in codings(resource.get("bodySite")) if c.get("system") == SNOMED]
+    if sites:
+        record.organ = str(sites[0].get("code"))
+        record.nodal = any(c.get("code") == LYMPH_NODE for c in sites)
+    own = f"{canonical}/CodeSystem/immunorad"
+    for index, component in enumerate(resource.get("component") or []):
+        where = f"Observation.component[{index}]"
+        concept = component.get("code")
+        if has_code(concept, LOINC, LONGEST_DIMENSION):
+            record.long_axis_mm = _quantity_mm(component.get("valueQuantity"), where)
+        elif has_code(concept, LOINC, OTHER_DIMENSION):
+            value = _quantity_mm(component.get("valueQuantity"), where)
+            if record.short_axis_mm is None:
+                record.short_axis_mm = value
+        elif code_in(concept, own):
+            name = code_in(concept, own)
+            if name == "lesion-role":
+                record.role = _coded_value(component)
+                if record.role not in ("target", "non-target", "new"):
+                    raise MappingError("lesion-role must be target, non-target or new", where)
+            elif name == "non-target-status":
+                record.nontarget_status = _coded_value(component)
+                if record.nontarget_status not in ("present", "absent", "unequivocal-progression"):
+                    raise MappingError("non-target-status must be present, absent or unequivocal-progression", where)
+            elif name == "non-target-change":
+                record.nontarget_change = _coded_value(component)
+                if record.nontarget_change not in ("NC", "INC", "NCLA", "INCLA", "UNE"):
+                    raise MappingError("non-target-change must be NC, INC, NCLA, INCLA or UNE", where)
+            elif name in ("injected", "irradiated", "equivocal", "nodal", "too-small"):
+                value = component.get("valueBoolean")
+                if not isinstance(value, bool):
+                    raise MappingError(f"{name} needs valueBoolean", where)
+                if name == "too-small":
+                    if value:
+                        record.status = "too-small"
+                elif name == "nodal":
+                    record.nodal = record.nodal or value
+                else:
+                    setattr(record, name, value)
+        elif code_in(concept, DCM):
+            _pet_component(record, component, where)
+    if record.nontarget_status == "absent":
+        record.status = "absent"
+    if record.long_axis_mm == 0 and (record.short_axis_mm in (None, 0)):
+        record.status = "absent"
+    for derived in resource.get("derivedFrom") or []:
+        for identifier in [derived.get("identifier")] if isinstance(derived, Mapping) else []:
+            if identifier and identifier.get("system") == DICOM_UID:
+                record.study_uid = str(identifier.get("value", "")).removeprefix("urn:oid:")
+    if record.role != "non-target" and record.status == "present" and record.long_axis_mm is None \
+            and record.short_axis_mm is None and record.sul_peak is None and record.suv_max is None \
+            and record.nontarget_status is None:
+        raise MappingError("a measured lesion needs a longest-dimension component (33728-7)", "Observation.component")
+    return record
+
+
+def _derivation(component: Mapping[str, Any]) -> str | None:
+    names = {"56851009": "max", "126031": "peak", "373098007": "mean", "386136009": "sd"}
+    for coding in codings(component.get("code")):
+        if coding.get("code") in names:
+            return names[str(coding["code"])]
+    return None
+
+
+def _pet_component(record: MeasurementRecord, component: Mapping[str, Any], where: str) -> None:
+    code = code_in(component.get("code"), DCM)
+    value = _decimal(component.get("valueQuantity"))
+    derivation = _derivation(component)
+    if code == "126401" and derivation == "max":
+        record.suv_max = to_suv(value)
+    elif code == "126402" and derivation == "peak":
+        record.sul_peak = to_suv(value)
+    elif code == "126402" and derivation in ("mean", "sd") and record.reference_region:
+        setattr(record, "reference_mean" if derivation == "mean" else "reference_sd", to_suv(value))
+    elif code == "126032":
+        record.metabolic_volume_ml = value
+    elif code == "126033":
+        record.tlg = value
+
+
+REFERENCE_SITES = {"10200004": "liver", "78961009": "spleen", "14016003": "bone-marrow", "15825003": "blood-pool"}
+
+
+def map_reference_region(resource: Mapping[str, Any]) -> MeasurementRecord:
+    scan_date = parse_date(resource.get("effectiveDateTime"))
+    if scan_date is None:
+        raise MappingError("a reference region needs effectiveDateTime", "Observation.effectiveDateTime")
+    site = code_in(resource.get("bodySite"), SNOMED)
+    region = REFERENCE_SITES.get(site or "")
+    if region is None:
+        raise MappingError("a reference region needs bodySite liver, spleen, bone marrow or aorta (SNOMED CT)", "Observation.bodySite")
+    record = MeasurementRecord(scan_date=scan_date, identity_key=f"reference:{region}", identity_source="reference",
+                               reference_region=region)
+    for component in resource.get("component") or []:
+        derivation = _derivation(component)
+        value = to_suv(_decimal(component.get("valueQuantity")))
+        if derivation == "mean":
+            record.reference_mean = value
+        elif derivation == "sd":
+            record.reference_sd = value
+        elif derivation == "max":
+            record.suv_max = value
+    return record
+
+
+def map_medication(resource: Mapping[str, Any]) -> ClinicalRecord | None:
+    """A checkpoint-inhibitor administration/statement/request → a therapy line (its start, its stop)."""
+    concept = resource.get("medicationCodeableConcept")
+    if concept is None and resource.get("medicationReference"):
+        contained = _contained(resource, resource["medicationReference"].get("reference", ""))
+        concept = (contained or {}).get("code")
+    names = " ".join(filter(None, [str((concept or {}).get("text") or "")] +
+                            [str(c.get("display") or "") for c in codings(concept)])).lower()
+    atc = [str(c.get("code")) for c in codings(concept) if c.get("system") == ATC and c.get("code")]
+    agent = next((name for name in ICI_NAMES if re.search(rf"\b{name}\b", names)), None)
+    if agent is None and not any(code.startswith("L01FF") for code in atc):
+        return None
+    period = resource.get("effectivePeriod") or {}
+    start = parse_date(resource.get("effectiveDateTime")) or parse_date(period.get("start"))
+    if start is None and resource.get("resourceType") == "MedicationRequest":
+        start = parse_date(resource.get("authoredOn"))
+    if start is None:
+        raise MappingError("a checkpoint-inhibitor record needs its date (effective[x] or authoredOn)", f"{resource['resourceType']}.effective")
+    stop = parse_date(period.get("end")) if resource.get("status") in ("stopped", "completed") else None
+    reason = None
+    if resource.get("statusReason"):
+        reason = (codings(resource["statusReason"][0] if isinstance(resource["statusReason"], list) else resource["statusReason"])
+                  or [{}])[0].get("display")
+    return ClinicalRecord("therapy-line", start, {
+        "agent": agent or next((c.get("display") for c in codings(concept) if c.get("display")), "PD-1/PD-L1 inhibitor"),
+        "drug_class": ICI_NAMES.get(agent or "", "anti-PD-1/PD-L1" if atc else None),
+        "start_date": start.isoformat(),
+        "stop_date": stop.isoformat() if stop else None,
+        "stop_reason": reason,
+        "status": resource.get("status"),
+    })
+
+
+def map_procedure(resource: Mapping[str, Any], canonical: str, body_structures: Mapping[str, Mapping[str, Any]]) -> ClinicalRecord | None:
+    code = resource.get("code")
+    if has_code(code, SNOMED, RADIOTHERAPY):
+        kind = "radiotherapy"
+    elif has_code(code, f"{canonical}/CodeSystem/immunorad", "intratumoral-injection"):
+        kind = "intratumoral-injection"
+    else:
+        return None
+    performed = parse_date(resource.get("performedDateTime")) or parse_date((resource.get("performedPeriod") or {}).get("start"))
+    if performed is None:
+        raise MappingError("a radiotherapy or injection Procedure needs performedDateTime", "Procedure.performedDateTime")
+    lesions = []
+    for index, extension in enumerate(resource.get("extension") or []):
+        if extension.get("url") != PROCEDURE_TARGET_EXTENSION:
+            continue
+        fake = {"focus": [extension.get("valueReference") or {}], "contained": resource.get("contained") or []}
+        key, _, _ = lesion_identity(fake, body_structures)
+        lesions.append(key)
+    return ClinicalRecord("local-therapy", performed, {
+        "kind": kind, "date": performed.isoformat(), "lesion_ids": lesions,
+        "body_site": code_in(resource.get("bodySite", [{}])[0] if resource.get("bodySite") else None, SNOMED),
+    })
+
+
+def map_clinical_observation(resource: Mapping[str, Any], canonical: str,
+                             body_structures: Mapping[str, Mapping[str, Any]] | None = None) -> ClinicalRecord | None:
+    code = resource.get("code")
+    loinc = code_in(code, LOINC)
+    own = code_in(code, f"{canonical}/CodeSystem/immunorad")
+    name = LAB_CODES.get(loinc or "") or (own if own in LOCAL_OBSERVATION_CODES else None)
+    effective = parse_date(resource.get("effectiveDateTime")) or parse_date((resource.get("effectivePeriod") or {}).get("start"))
+    if own == "death-from-progression" and isinstance(resource.get("valueBoolean"), bool):
+        return ClinicalRecord("death-cause", effective, {"from_progression": resource["valueBoolean"]})
+    if name is None:
+        finding = code_in(resource.get("valueCodeableConcept"), SNOMED) if resource.get("valueCodeableConcept") else None
+        if finding and effective:
+            lesion = None
+            if resource.get("focus"):
+                # A finding about a measured lesion (e.g. a node read as sarcoid-like): it qualifies that lesion.
+                lesion = lesion_identity(resource, body_structures or {})[0]
+            return ClinicalRecord("finding", effective, {"code": finding, "body_site": code_in((resource.get("bodySite") or {}), SNOMED),
+                                                         "text": None, "lesion_id": lesion})
+        return None
+    if effective is None:
+        raise MappingError("an observation needs effectiveDateTime", "Observation.effectiveDateTime")
+    if name == "ecog":
+        value = None
+        if "valueInteger" in resource:
+            value = Decimal(resource["valueInteger"])
+        elif resource.get("valueQuantity"):
+            value = _decimal(resource.get("valueQuantity"))
+        else:
+            answer = code_in(resource.get("valueCodeableConcept"), LOINC)
+            if answer is not None:
+                if answer not in ECOG_ANSWERS:
+                    raise MappingError(f"ECOG answer {answer} is not in LOINC answer list LL529-9", "Observation.valueCodeableConcept")
+                value = Decimal(ECOG_ANSWERS[answer])
+        if value is None:
+            raise MappingError("an ECOG performance status needs valueInteger, valueQuantity or a LOINC answer code",
+                               "Observation.value[x]")
+    elif isinstance(resource.get("valueBoolean"), bool):
+        value = Decimal(1 if resource["valueBoolean"] else 0)
+    elif "valueInteger" in resource:
+        value = Decimal(resource["valueInteger"])
+    else:
+        value = _decimal(resource.get("valueQuantity"))
+    unit = (resource.get("valueQuantity") or {}).get("code") or (resource.get("valueQuantity") or {}).get("unit")
+    if name == "height" and unit == "cm" and value is not None:
+        value, unit = value / 100, "m"
+    high = None
+    for reference in resource.get("referenceRange") or []:
+        high = _decimal(reference.get("high")) or high
+    return ClinicalRecord("observation", effective, {"code": name, "value": str(value) if value is not None else None,
+                                                     "unit": unit, "reference_high": str(high) if high is not None else None})
+
+
+def map_condition(resource: Mapping[str, Any]) -> ClinicalRecord | None:
+    """A cancer diagnosis (its code decides which criteria apply) or a coded finding such as an irAE."""
+    finding = code_in(resource.get("code"), SNOMED)
+    onset = parse_date(resource.get("onsetDateTime")) or parse_date(resource.get("recordedDate"))
+    words = " ".join([str((resource.get("code") or {}).get("text") or "")]
+                     + [str(c.get("display") or "") for c in codings(resource.get("code"))]).lower()
+    profiles = (resource.get("meta") or {}).get("profile") or []
+    if any(p in MCODE_CANCER_CONDITIONS for p in profiles) or any(re.search(rf"\b{w}\b", words) for w in CANCER_WORDS):
+        return ClinicalRecord("diagnosis", onset, {"code": finding, "text": words.strip() or None})
+    if finding is None or onset is None:
+        return None
+    site = code_in((resource.get("bodySite") or [None])[0], SNOMED) if resource.get("bodySite") else None
+    return ClinicalRecord("finding", onset, {"code": finding, "body_site": site, "text": None})
+
+
+def map_patient(resource: Mapping[str, Any], patient_id_system: str) -> PatientRecord:
+    identifiers = [(i.get("system"), str(i.get("value"))) for i in resource.get("identifier") or [] if i.get("value")]
+    mrn = next((value for system, value in identifiers if system == patient_id_system), None)
+    deceased = parse_date(resource.get("deceasedDateTime"))
+    return PatientRecord(identifiers=identifiers, mrn=mrn, birth_date=parse_date(resource.get("birthDate")),
+                         sex=resource.get("gender"), deceased_date=deceased)
+
+
+def map_resource(resource: Mapping[str, Any], *, canonical: str, patient_id_system: str,
+                 body_structures: Mapping[str, Mapping[str, Any]] | None = None) -> Record | None:
+    """The record a resource contributes, or None when we keep it without using it."""
+    body_structures = body_structures or {}
+    kind = resource.get("resourceType")
+    if kind == "Patient":
+        return map_patient(resource, patient_id_system)
+    if kind == "Observation":
+        code = resource.get("code")
+        if has_code(code, LOINC, TUMOUR_SIZE):
+            return map_tumour_observation(resource, canonical, body_structures)
+        if has_code(code, DCM, REFERENCE_REGION):
+            return map_reference_region(resource)
+        return map_clinical_observation(resource, canonical, body_structures)
+    if kind in ("MedicationAdministration", "MedicationStatement", "MedicationRequest"):
+        return map_medication(resource)
+    if kind == "Procedure":
+        return map_procedure(resource, canonical, body_structures)
+    if kind == "Condition":
+        return map_condition(resource)
+    if kind == "ImagingStudy":
+        uid = next((str(i.get("value", "")).removeprefix("urn:oid:") for i in resource.get("identifier") or []
+                    if i.get("system") == DICOM_UID), None)
+        if uid is None:
+            raise MappingError("an ImagingStudy needs its StudyInstanceUID identifier (urn:dicom:uid)", "ImagingStudy.identifier")
+        return StudyRecord(uid, parse_date(resource.get("started")))
+    return None
