@@ -1,0 +1,152 @@
+"""Flask application factory: authentication, error translation (one place), blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from service.api.context import AppContext, ctx
+from service.config import Settings, load_settings
+from service.db import DatabaseUnavailable
+from service.fhir_ingest import FhirError, operation_outcome
+from service.logs import configure_pseudonyms
+from service.store import audit
+
+logger = logging.getLogger(__name__)
+
+PROTECTED_PREFIXES = ("/fhir", "/api", "/ui")
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+
+def fhir_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    import json
+
+    response = Response(json.dumps(body, default=str), status=status, mimetype="application/fhir+json")
+    response.headers["Content-Type"] = FHIR_JSON
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _error_response(status: int, diagnostics: str, code: str = "invalid", error: FhirError | None = None) -> Response:
+    if request.path.startswith("/fhir"):
+        return fhir_response(operation_outcome(error, code=code, diagnostics=diagnostics), status)
+    response = jsonify({"error": diagnostics, "status": status})
+    response.status_code = status
+    return response
+
+
+def _authenticate() -> Response | None:
+    """Bearer authentication and scope checks on /fhir, /api and /ui (``service.auth``); refusals are audited.
+
+    /fhir/metadata, /healthz, /readyz, /metrics and /cds-services (which checks the EHR's JWT itself) stay open.
+    Accesses the handlers cannot audit themselves are audited after the answer: failures (their transaction
+    rolled back) and page views.
+    """
+    import json
+
+    from flask import after_this_request
+
+    from service.auth import AuthError, authenticate, bearer_token
+
+    if not request.path.startswith(PROTECTED_PREFIXES) or request.path == "/fhir/metadata":
+        return None
+    context = ctx()
+    token = bearer_token(request.headers)
+    if token is None and request.path.startswith("/ui"):
+        token = request.cookies.get("immunorad_token") or request.args.get("token")
+
+    def body():
+        try:
+            return json.loads(request.get_data(cache=True) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    try:
+        principal = authenticate(context.settings, context.api_token, token=token, method=request.method,
+                                 path=request.path, body_loader=body)
+    except AuthError as refused:
+        try:
+            with context.db.write() as session:
+                audit(session, action="E", kind="auth-failure" if refused.status == 401 else "access-denied",
+                      source="api", outcome="4", agent=refused.agent,
+                      detail={"path": request.path, "method": request.method, "status": refused.status,
+                              "reason": refused.reason if token else "missing token"})
+        except DatabaseUnavailable:
+            pass
+        response = _error_response(refused.status, refused.reason, code="login" if refused.status == 401 else "forbidden")
+        response.headers["WWW-Authenticate"] = refused.www_authenticate
+        return response
+    g.agent = principal.agent
+    g.principal = principal
+
+    @after_this_request
+    def audit_outcome(response: Response) -> Response:
+        failed = response.status_code >= 400
+        page_view = request.path.startswith("/ui") and request.method == "GET" and not failed
+        if not (failed or page_view):
+            return response
+        parts = request.path.strip("/").split("/")
+        patient_id = parts[2] if page_view and len(parts) >= 3 and parts[1] == "patients" else None
+        try:
+            with context.db.write() as session:
+                audit(session, action="R" if request.method in ("GET", "HEAD") else "E",
+                      kind="access-failed" if failed else "ui-read", source="api",
+                      outcome=("8" if response.status_code >= 500 else "4") if failed else "0",
+                      agent=principal.agent, patient_id=patient_id,
+                      entity_type="Patient" if patient_id else None, entity_ref=patient_id,
+                      detail={"path": request.path, "method": request.method, "status": response.status_code})
+        except Exception:  # noqa: BLE001 - the answer goes out even if the audit database is unreachable
+            logger.warning("access outcome not audited", extra={"fields": {"status": response.status_code}})
+        return response
+
+    return None
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    from service.auth import check_settings
+
+    check_settings(settings)  # a misconfigured authentication fails at start, not at the first request
+    configure_pseudonyms(settings.pseudonym_key, settings.var_dir)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    app.extensions["immunorad"] = AppContext(settings)
+
+    from service.api.audit_fhir_api import blueprint as audit_fhir
+    from service.api.cds import blueprint as cds
+    from service.api.fhir import blueprint as fhir
+    from service.api.health import blueprint as health
+    from service.api.quality_api import blueprint as quality_api
+    from service.api.rest import blueprint as rest
+    from service.api.ui import blueprint as ui
+
+    for blueprint in (health, audit_fhir, fhir, rest, quality_api, cds, ui):
+        app.register_blueprint(blueprint)
+
+    app.before_request(_authenticate)
+
+    @app.errorhandler(FhirError)
+    def _fhir_error(error: FhirError):
+        return _error_response(error.status, error.diagnostics, error.code, error)
+
+    @app.errorhandler(DatabaseUnavailable)
+    def _db_down(error: DatabaseUnavailable):
+        return _error_response(503, "the database is unavailable, retry later", "transient")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        codes = {400: "invalid", 404: "not-found", 405: "not-supported", 406: "not-supported", 413: "too-costly",
+                 415: "not-supported"}
+        message = {413: f"request larger than {settings.max_request_bytes} bytes"}.get(error.code, error.description)
+        return _error_response(error.code or 500, message, codes.get(error.code, "processing"))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        logger.exception("unhandled error")
+        return _error_response(500, "internal error", "exception")
+
+    return app

@@ -1,0 +1,256 @@
+"""``/fhir``: the FHIR R4 endpoint (contract §4): metadata, Bundles, create/update/conditional, read, search."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import urlencode
+
+from flask import Blueprint, g, request
+
+from service.api.app import fhir_response
+from service.api.context import ctx
+from service.fhir_ingest import ACCEPTED_TYPES, READ_ONLY_TYPES, FhirError, FhirIngest
+from service.fhir_store import SearchError, applied_parameters, get_resource, search
+from service.store import audit
+
+blueprint = Blueprint("fhir", __name__, url_prefix="/fhir")
+
+READABLE_TYPES = tuple(sorted(set(ACCEPTED_TYPES) | set(READ_ONLY_TYPES)))
+SEARCH_PARAMS = ("patient", "subject", "subject:identifier", "patient:identifier", "identifier", "date",
+                 "_lastUpdated", "_id", "status", "code", "category")
+
+
+def _body() -> dict:
+    if request.content_length and request.content_length > ctx().settings.max_request_bytes:
+        raise FhirError(413, "request too large", code="too-costly")
+    content_type = (request.mimetype or "").lower()
+    if content_type and content_type not in ("application/fhir+json", "application/json", "text/json"):
+        raise FhirError(415, f"unsupported content type {content_type}: send application/fhir+json", code="not-supported")
+    try:
+        return json.loads(request.get_data(cache=False) or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FhirError(400, f"malformed JSON: {exc}"[:200], code="structure") from exc
+
+
+def _check_format() -> None:
+    wanted = request.args.get("_format")
+    if wanted and wanted not in ("json", "application/json", "application/fhir+json"):
+        raise FhirError(406, f"_format {wanted} is not supported: this server speaks JSON only", code="not-supported")
+    accept = request.headers.get("Accept", "")
+    if not wanted and accept and "json" not in accept and "*/*" not in accept:
+        raise FhirError(406, "this server returns application/fhir+json only", code="not-supported")
+
+
+@blueprint.before_request
+def _format_guard():
+    _check_format()
+
+
+def _agent() -> str:
+    return getattr(g, "agent", "anonymous")
+
+
+def _version_headers(resource: dict, status: int) -> dict:
+    meta = resource.get("meta") or {}
+    version = meta.get("versionId", "1")
+    headers = {"ETag": f'W/"{version}"'}
+    if meta.get("lastUpdated"):
+        headers["Last-Modified"] = meta["lastUpdated"]
+    if status == 201:
+        headers["Location"] = f"{request.url_root.rstrip('/')}/fhir/{resource['resourceType']}/{resource['id']}/_history/{version}"
+    return headers
+
+
+def _param_type(name: str) -> str:
+    return {"patient": "reference", "target": "reference", "agent": "reference", "entity": "reference",
+            "date": "date", "recorded": "date", "_lastUpdated": "date"}.get(name, "token")
+
+
+def capability_statement() -> dict:
+    settings = ctx().settings
+    writable = {"Patient", "Observation", "BodyStructure", "ImagingStudy", "MedicationAdministration",
+                "MedicationStatement", "MedicationRequest", "Procedure", "Condition"}
+    resources = []
+    for kind in READABLE_TYPES:
+        interactions = [{"code": "read"}, {"code": "search-type"}]
+        if kind in writable:
+            interactions += [{"code": "create"}, {"code": "update"}]
+        entry = {
+            "type": kind,
+            "interaction": interactions,
+            "versioning": "versioned-update" if kind in writable else "versioned",
+            "readHistory": False,
+            "updateCreate": kind in writable,
+            "conditionalCreate": kind in writable,
+            "conditionalUpdate": kind in writable,
+            "conditionalDelete": "not-supported",
+            "searchParam": [{"name": n, "type": _param_type(n)} for n in AUDIT_SEARCH[kind]] if kind in AUDIT_SEARCH else [
+                {"name": "patient", "type": "reference"},
+                {"name": "subject", "type": "reference"},
+                {"name": "subject:identifier", "type": "token"},
+                {"name": "identifier", "type": "token"},
+                {"name": "date", "type": "date"},
+                {"name": "_lastUpdated", "type": "date"},
+                {"name": "_id", "type": "token"},
+                {"name": "status", "type": "token"},
+                {"name": "code", "type": "token"},
+                {"name": "category", "type": "token"},
+                {"name": "_count", "type": "number"},
+            ],
+        }
+        if kind == "DiagnosticReport":
+            entry["supportedProfile"] = ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"]
+        if kind == "Observation":
+            entry["supportedProfile"] = ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-tumor-size",
+                                         "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-disease-status"]
+        resources.append(entry)
+    body = {
+        "resourceType": "CapabilityStatement",
+        "id": "immunorad",
+        "url": f"{settings.fhir_canonical}/CapabilityStatement/immunorad",
+        "name": "ImmunoradCapabilityStatement",
+        "title": "immunorad FHIR endpoint",
+        "status": "active",
+        "date": "2026-11-24",
+        "kind": "instance",
+        "software": {"name": "immunorad", "version": __import__("rules").__version__},
+        "implementation": {"description": "immunorad: imaging response assessment for cancer immunotherapy",
+                           "url": f"{request.url_root.rstrip('/')}/fhir"},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "security": {"cors": False, "description": _security_description(settings),
+                         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                                  "code": "OAuth"}]}]},
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+        }],
+    }
+    return body
+
+
+def _security_description(settings) -> str:
+    modes = {"token": "the static API token (IMMUNORAD_API_TOKEN)",
+             "jwt": "an OAuth 2.0 access token (JWT) from the configured issuer, with SMART system scopes"}
+    return "Bearer token required: " + " or ".join(modes[m] for m in settings.api_auth if m in modes)
+
+
+AUDIT_SEARCH = {"AuditEvent": ("patient", "date", "_lastUpdated", "_id", "action", "outcome", "type", "subtype", "agent",
+                               "entity-type", "entity"),
+                "Provenance": ("patient", "target", "recorded", "_lastUpdated", "_id")}
+
+
+@blueprint.get("/metadata")
+def metadata():
+    body = capability_statement()
+    etag = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return fhir_response(body, headers={"ETag": f'W/"{etag}"'})
+
+
+@blueprint.post("")
+@blueprint.post("/")
+def post_bundle():
+    body = _body()
+    ingest = FhirIngest(ctx().settings)
+    with ctx().db.write() as session:
+        result = ingest.bundle(session, body, agent=_agent())
+    return fhir_response(result)
+
+
+def _known_type(kind: str) -> None:
+    if kind not in READABLE_TYPES:
+        raise FhirError(404, f"resource type {kind} is not supported here", code="not-supported")
+
+
+@blueprint.post("/<kind>")
+def create(kind: str):
+    _known_type(kind)
+    body = _body()
+    if isinstance(body, dict) and body.get("resourceType") != kind:
+        raise FhirError(400, f"resourceType must be {kind}", code="invalid")
+    ingest = FhirIngest(ctx().settings)
+    with ctx().db.write() as session:
+        result = ingest.create(session, body, if_none_exist=request.headers.get("If-None-Exist"), agent=_agent())
+    return fhir_response(result.resource, result.status, _version_headers(result.resource, result.status))
+
+
+@blueprint.put("/<kind>")
+def conditional_update(kind: str):
+    _known_type(kind)
+    query = request.query_string.decode()
+    if not query:
+        raise FhirError(400, "PUT needs an id or a condition (?identifier=…)", code="invalid")
+    body = _body()
+    ingest = FhirIngest(ctx().settings)
+    with ctx().db.write() as session:
+        result = ingest.conditional_update(session, kind, query, body, agent=_agent())
+    return fhir_response(result.resource, result.status, _version_headers(result.resource, result.status))
+
+
+@blueprint.put("/<kind>/<fhir_id>")
+def update(kind: str, fhir_id: str):
+    _known_type(kind)
+    body = _body()
+    ingest = FhirIngest(ctx().settings)
+    with ctx().db.write() as session:
+        result = ingest.update(session, kind, fhir_id, body, agent=_agent(), if_match=request.headers.get("If-Match"))
+    return fhir_response(result.resource, result.status, _version_headers(result.resource, result.status))
+
+
+@blueprint.get("/<kind>/<fhir_id>")
+def read(kind: str, fhir_id: str):
+    _known_type(kind)
+    with ctx().db.write() as session:
+        row = get_resource(session, kind, fhir_id)
+        if row is None:
+            raise FhirError(404, f"{kind}/{fhir_id} is not known", code="not-found")
+        audit(session, action="R", kind="fhir-read", source="api", agent=_agent(), entity_type=kind,
+              entity_ref=f"{kind}/{fhir_id}", patient_id=row.patient_id)
+        content = row.content
+    return fhir_response(content, headers=_version_headers(content, 200))
+
+
+@blueprint.route("/<kind>/<fhir_id>", methods=["DELETE", "PATCH"])
+@blueprint.route("/<kind>", methods=["DELETE", "PATCH"])
+def not_allowed(kind: str, fhir_id: str | None = None):
+    raise FhirError(405, f"{request.method} is not supported", code="not-supported")
+
+
+@blueprint.get("/<kind>")
+def search_type(kind: str):
+    _known_type(kind)
+    strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
+    settings = ctx().settings
+    try:
+        params = applied_parameters({key: request.args.getlist(key) for key in request.args}, SEARCH_PARAMS, strict=strict)
+    except SearchError as exc:
+        raise FhirError(400, str(exc), code="not-supported") from exc
+    with ctx().db.write() as session:
+        try:
+            page = search(session, kind, params, patient_id_system=settings.patient_id_system, supported=SEARCH_PARAMS)
+        except SearchError as exc:
+            raise FhirError(400, str(exc), code="not-supported") from exc
+        audit(session, action="R", kind="fhir-search", source="api", agent=_agent(), entity_type=kind,
+              detail={"parameters": sorted(params), "matches": page.total})
+    base = f"{request.url_root.rstrip('/')}/fhir/{kind}"
+    def link(offset: int) -> str:
+        query = [(k, v) for k, values in params.items() if k != "_offset" for v in values] + [("_offset", str(offset))]
+        if "_count" not in params:
+            query.append(("_count", str(page.count)))
+        return f"{base}?{urlencode(query)}"
+    links = [{"relation": "self", "url": link(page.offset)}]
+    if page.offset + page.count < page.total:
+        links.append({"relation": "next", "url": link(page.offset + page.count)})
+    if page.offset > 0:
+        links.append({"relation": "previous", "url": link(max(page.offset - page.count, 0))})
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": page.total,
+        "link": links,
+        "entry": [{"fullUrl": f"{request.url_root.rstrip('/')}/fhir/{r['resourceType']}/{r['id']}", "resource": r,
+                   "search": {"mode": "match"}} for r in page.resources],
+    }
+    return fhir_response(bundle)

@@ -1,0 +1,57 @@
+"""``/api/quality``: the quality dashboard as JSON, and its rows as CSV (RFC 4180, pseudonymised by default).
+
+Filters (query parameters, as on ``/ui/quality``): ``from`` and ``to`` (ISO dates, applied to scan dates) and
+``cancer_type`` (exact, or ``(not recorded)``). ``pseudonymise=false`` adds our patient id and the MRN to the CSV;
+no name is stored, so none can be exported. Every export is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Blueprint, Response, abort, g, jsonify, request
+
+from service import quality
+from service.api.context import ctx
+from service.store import audit
+
+blueprint = Blueprint("quality_api", __name__, url_prefix="/api")
+
+
+def _filters(args: Mapping[str, str]) -> quality.Filters:
+    try:
+        return quality.Filters.from_args(args)
+    except quality.FilterError as error:
+        abort(400, description=str(error))
+
+
+@blueprint.get("/quality")
+def quality_summary():
+    filters = _filters(request.args)
+    with ctx().db.write() as session:
+        cohort = quality.load_cohort(session, filters)
+        audit(session, agent=g.get("agent"), action="R", kind="quality-read", source="api", detail=filters.as_args())
+    return jsonify(quality.summary(cohort))
+
+
+@blueprint.get("/quality/export.csv")
+def quality_export():
+    return export_response(request.args, source="api")
+
+
+def export_response(args: Mapping[str, str], *, source: str) -> Response:
+    """The CSV download, shared by ``/api/quality/export.csv`` and the dashboard's link under ``/ui``."""
+    filters = _filters(args)
+    pseudonymise = (args.get("pseudonymise") or "true").strip().lower() != "false"
+    with ctx().db.write() as session:
+        cohort = quality.load_cohort(session, filters)
+        rows = quality.export_rows(cohort, pseudonymise=pseudonymise)
+        audit(session, agent=g.get("agent"), action="R", kind="quality-export", source=source,
+              detail={"pseudonymised": pseudonymise, "rows": len(rows), **filters.as_args()})
+    body = quality.export_csv(rows, pseudonymise=pseudonymise)
+    return Response(body, mimetype="text/csv", headers={
+        "Content-Type": "text/csv; charset=utf-8; header=present",
+        "Content-Disposition": "attachment; filename=immunorad-quality.csv",
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+    })

@@ -1,0 +1,188 @@
+"""``/api``: JSON for timelines, assessments (every version), alerts, deliveries and the audit export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from flask import Blueprint, Response, abort, g, jsonify, request
+from sqlalchemy import select
+
+from service.api.context import ctx
+from service.logs import pseudonym
+from service.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
+from service.store import audit
+
+blueprint = Blueprint("rest", __name__, url_prefix="/api")
+
+
+def _patient(session, patient_id: str) -> Patient:
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        patient = session.scalars(select(Patient).where(Patient.mrn == patient_id)).first()
+    if patient is None:
+        abort(404, description="unknown patient")
+    return patient
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+@blueprint.get("/patients")
+def patients():
+    with ctx().db.write() as session:
+        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Patient",
+              detail={"list": "patients"})
+        rows = list(session.scalars(select(Patient).order_by(Patient.created_at)))
+        latest = {}
+        for a in session.scalars(select(Assessment).order_by(Assessment.patient_id, Assessment.version)):
+            latest[a.patient_id] = a
+        out = []
+        for p in rows:
+            a = latest.get(p.id)
+            out.append({"id": p.id, "identifier": p.mrn, "assessment_version": a.version if a else None,
+                        "baseline": a.result.get("baseline_date") if a else None,
+                        "followups": len(a.result.get("followup_dates", [])) if a else 0,
+                        "active_alerts": len(list(session.scalars(select(Alert.id).where(Alert.patient_id == p.id, Alert.status == "active"))))})
+    return jsonify({"patients": out})
+
+
+@blueprint.get("/patients/<patient_id>")
+def patient_timeline(patient_id: str):
+    """The latest assessment: lesion table, every criterion side by side, best responses, findings."""
+    with ctx().db.write() as session:
+        patient = _patient(session, patient_id)
+        latest = session.scalars(select(Assessment).where(Assessment.patient_id == patient.id)
+                                 .order_by(Assessment.version.desc()).limit(1)).first()
+        reports = list(session.scalars(select(Report).where(Report.patient_id == patient.id).order_by(Report.scan_date)))
+        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Patient", entity_ref=patient.id, patient_id=patient.id)
+        body = {
+            "patient": {"id": patient.id, "identifier": patient.mrn, "sex": patient.sex},
+            "assessment": latest.result if latest else None,
+            "assessment_version": latest.version if latest else None,
+            "rulebase_version": latest.rulebase_version if latest else None,
+            "inputs_hash": latest.inputs_hash if latest else None,
+            "best_overall_response": {c["criterion"]: {"unconfirmed": c.get("best_response"), "confirmed": c.get("best_response_confirmed")}
+                                      for c in (latest.result.get("criteria", []) if latest else [])},
+            "reports": [{"id": r.fhir_id, "scan_date": _iso(r.scan_date), "version": r.version, "status": r.status,
+                         "identifier": r.identifier} for r in reports],
+        }
+    return jsonify(body)
+
+
+@blueprint.get("/patients/<patient_id>/assessments")
+def assessments(patient_id: str):
+    with ctx().db.write() as session:
+        patient = _patient(session, patient_id)
+        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Assessment",
+              entity_ref=patient.id, patient_id=patient.id)
+        rows = list(session.scalars(select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version)))
+        out = [{"version": a.version, "created_at": _iso(a.created_at), "inputs_hash": a.inputs_hash,
+                "rulebase_version": a.rulebase_version, "trigger": a.trigger, "changes": a.changes,
+                "result": a.result if request.args.get("full") else None} for a in rows]
+    return jsonify({"patient": patient.id, "assessments": out})
+
+
+@blueprint.get("/alerts")
+def alerts():
+    status = request.args.get("status")
+    with ctx().db.write() as session:
+        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Flag",
+              patient_id=request.args.get("patient"), detail={"list": "alerts"})
+        query = select(Alert).order_by(Alert.updated_at.desc())
+        if status:
+            query = query.where(Alert.status == status)
+        if request.args.get("patient"):
+            query = query.where(Alert.patient_id == request.args["patient"])
+        out = [{"identifier": a.identifier, "patient": a.patient_id, "code": a.code, "key": a.key, "status": a.status,
+                "severity": a.severity, "scan_date": _iso(a.scan_date), "summary": a.summary, "detail": a.detail,
+                "rule": a.rule, "source": a.source, "updated_at": _iso(a.updated_at)} for a in session.scalars(query.limit(1000))]
+    return jsonify({"alerts": out})
+
+
+@blueprint.post("/alerts/<path:identifier>/entered-in-error")
+def alert_entered_in_error(identifier: str):
+    with ctx().db.write() as session:
+        alert = session.scalars(select(Alert).where(Alert.identifier == identifier)).first()
+        if alert is None:
+            abort(404, description="unknown alert")
+        alert.status = "entered-in-error"
+        audit(session, agent=g.get("agent"), action="U", kind="alert-entered-in-error", source="api", entity_type="Flag",
+              entity_ref=identifier, patient_id=alert.patient_id)
+        from service.store import enqueue
+
+        # The inputs did not change, so only a forced evaluation re-issues the Flag with its new status.
+        enqueue(session, "evaluate", f"evaluate-force:{alert.patient_id}", patient_id=alert.patient_id,
+                payload={"trigger": "alert-status", "force": True})
+    return jsonify({"identifier": identifier, "status": "entered-in-error"})
+
+
+@blueprint.get("/deliveries")
+def deliveries():
+    with ctx().db.write() as session:
+        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Bundle",
+              detail={"list": "deliveries"})
+        query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
+        if request.args.get("status"):
+            query = query.where(OutboxMessage.status == request.args["status"])
+        out = [{"id": m.id, "patient": m.patient_id, "report": m.report_identifier, "version": m.report_version,
+                "status": m.status, "attempts": m.attempts, "last_status_code": m.last_status_code,
+                "last_error": m.last_error, "created_at": _iso(m.created_at), "delivered_at": _iso(m.delivered_at),
+                "next_attempt_at": _iso(m.next_attempt_at)} for m in session.scalars(query.limit(1000))]
+    return jsonify({"deliveries": out})
+
+
+@blueprint.get("/reports/<report_id>/prefill")
+def report_prefill(report_id: str):
+    """The pre-filled "Response assessment" section, for a reporting system to pull (text or HTML)."""
+    import base64
+
+    from service.fhir_store import get_resource
+
+    with ctx().db.write() as session:
+        row = get_resource(session, "DiagnosticReport", report_id)
+        if row is None:
+            abort(404, description="unknown report")
+        audit(session, agent=g.get("agent"), action="R", kind="prefill-read", source="api", entity_type="DiagnosticReport",
+              entity_ref=report_id, patient_id=row.patient_id)
+        forms = {f["contentType"].split(";")[0]: base64.b64decode(f["data"]).decode("utf-8")
+                 for f in row.content.get("presentedForm", [])}
+    wanted = "text/html" if "html" in (request.args.get("format") or request.headers.get("Accept", "")) else "text/plain"
+    return Response(forms.get(wanted, ""), mimetype=wanted, headers={"Content-Type": f"{wanted}; charset=utf-8"})
+
+
+AUDIT_COLUMNS = ["id", "recorded", "action", "kind", "outcome", "agent", "source", "entity_type", "entity_ref", "patient", "detail"]
+
+
+@blueprint.get("/audit")
+def audit_events():
+    with ctx().db.read() as session:
+        rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(int(request.args.get("limit", 500)))))
+        out = [_audit_row(e, pseudonymise=False) for e in rows]
+    return jsonify({"events": out})
+
+
+def _audit_row(event: AuditEvent, *, pseudonymise: bool) -> dict:
+    return {"id": event.id, "recorded": _iso(event.recorded), "action": event.action, "kind": event.kind,
+            "outcome": event.outcome, "agent": event.agent, "source": event.source, "entity_type": event.entity_type,
+            "entity_ref": pseudonym(event.entity_ref) if pseudonymise and event.entity_type in ("Patient",) else event.entity_ref,
+            "patient": pseudonym(event.patient_id) if pseudonymise else event.patient_id,
+            "detail": json.dumps(event.detail, sort_keys=True, default=str)}
+
+
+@blueprint.get("/audit/export.csv")
+def audit_export():
+    """RFC 4180 CSV of the audit trail, pseudonymised by default (``?pseudonymise=false`` to opt out)."""
+    pseudonymise = request.args.get("pseudonymise", "true").lower() != "false"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    with ctx().db.write() as session:
+        for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id)):
+            writer.writerow(_audit_row(event, pseudonymise=pseudonymise))
+        audit(session, agent=g.get("agent"), action="R", kind="audit-export", source="api", detail={"pseudonymised": pseudonymise})
+    return Response(buffer.getvalue(), mimetype="text/csv",
+                    headers={"Content-Type": "text/csv; charset=utf-8",
+                             "Content-Disposition": "attachment; filename=immunorad-audit.csv"})

@@ -1,0 +1,225 @@
+"""``immunorad`` — the one console command (contract §1).
+
+    immunorad serve [--demo]      all roles in one process group (HTTP API, DICOM listener, worker)
+    immunorad api | dicom | worker one role each, for scaling out
+    immunorad migrate             apply database migrations
+    immunorad demo [--url URL]    send the synthetic cohort through the real interfaces
+    immunorad reassess [--patient ID | --all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from service.config import Settings, ensure_api_token, load_settings
+from service.logs import configure_logging, configure_pseudonyms
+
+logger = logging.getLogger("immunorad")
+
+
+def _setup(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    configure_pseudonyms(settings.pseudonym_key, settings.var_dir)
+
+
+def cmd_migrate(settings: Settings, _args) -> int:
+    from service.db import migrate
+
+    migrate(settings.database_url)
+    logger.info("migrations applied")
+    return 0
+
+
+def cmd_api(settings: Settings, _args) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from service.api import create_app
+
+    ensure_api_token(settings)
+
+    class Gunicorn(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{settings.http_host}:{settings.http_port}")
+            self.cfg.set("workers", max(1, settings.gunicorn_workers))
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("loglevel", "warning")
+            self.cfg.set("preload_app", False)
+
+        def load(self):
+            return create_app(settings)
+
+    Gunicorn().run()
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_dicom(settings: Settings, _args) -> int:
+    from dicom_listener.scp import ListenerConfig, start_listener
+    from service.db import Database
+    from service.dicom_ingest import DicomIngest
+
+    db = Database(settings.database_url, pool_size=10)
+    config = ListenerConfig(ae_title=settings.ae_title, host=settings.dicom_host, port=settings.dicom_port,
+                            allowed_calling_aets=settings.allowed_calling_aets, tls_cert=settings.dicom_tls_cert,
+                            tls_key=settings.dicom_tls_key, tls_ca=settings.dicom_tls_ca)
+    server = start_listener(config, DicomIngest(db, settings))
+    logger.info("DICOM listener started", extra={"fields": {"port": settings.dicom_port, "ae": settings.ae_title,
+                                                            "tls": bool(settings.dicom_tls_cert)}})
+    role_http = None
+    if settings.role_http_port:
+        from service.role_http import start_role_http
+
+        role_http = start_role_http(settings.dicom_host if settings.dicom_host != "127.0.0.1" else "0.0.0.0",
+                                    settings.role_http_port, db, lambda: {"database": db.ping(), "dicom-listener": True})
+    stop = _stop_on_signals()
+    stop.wait()
+    server.shutdown()
+    if role_http:
+        role_http.shutdown()
+    return 0
+
+
+def cmd_worker(settings: Settings, _args) -> int:
+    from service.db import Database
+    from service.worker import Worker
+
+    db = Database(settings.database_url)
+    worker = Worker(settings, db)
+    role_http = None
+    if settings.role_http_port:
+        from service.role_http import start_role_http
+
+        role_http = start_role_http("0.0.0.0", settings.role_http_port, db, lambda: {"database": db.ping()})
+    stop = _stop_on_signals()
+    worker.run(stop)
+    if role_http:
+        role_http.shutdown()
+    return 0
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def cmd_serve(settings: Settings, args) -> int:
+    """Every role as a child process, restarted if it dies; SIGTERM stops them all."""
+    cmd_migrate(settings, args)
+    token = ensure_api_token(settings)
+    env = dict(os.environ, IMMUNORAD_READY_CHECK_DICOM="1")
+    env.setdefault("IMMUNORAD_ROLE_HTTP_PORT", "0")
+    roles = ("api", "dicom", "worker")
+    children: dict[str, subprocess.Popen] = {}
+
+    def spawn(role: str) -> None:
+        children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env)
+
+    for role in roles:
+        spawn(role)
+    stop = _stop_on_signals()
+    base = settings.base_url
+    if getattr(args, "demo", False):
+        if _wait_http(f"http://{settings.http_host}:{settings.http_port}/healthz", 60):
+            from service.demo import run_demo
+
+            try:
+                run_demo(base_url=f"http://{settings.http_host}:{settings.http_port}", token=token,
+                         dicom_host=settings.dicom_host, dicom_port=settings.dicom_port, ae_title=settings.ae_title)
+            except Exception:  # noqa: BLE001 - the service keeps running even if the demo could not be sent
+                logger.exception("demo cohort could not be sent")
+    print(f"immunorad is serving: HTTP {base} (FHIR {base}/fhir, pages {base}/ui), "
+          f"DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}. "
+          f"API token in {settings.api_token_file if not settings.api_token else 'IMMUNORAD_API_TOKEN'}.", flush=True)
+    restarts: dict[str, float] = {}
+    while not stop.is_set():
+        for role, child in list(children.items()):
+            if child.poll() is not None and not stop.is_set():
+                logger.warning("role exited: restarting", extra={"fields": {"role": role, "code": child.returncode}})
+                if time.monotonic() - restarts.get(role, 0) < 2:
+                    time.sleep(2)
+                restarts[role] = time.monotonic()
+                spawn(role)
+        stop.wait(0.5)
+    for child in children.values():
+        child.terminate()
+    for child in children.values():
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0
+
+
+def cmd_demo(settings: Settings, args) -> int:
+    from service.demo import run_demo
+
+    url = args.url or f"http://{settings.http_host}:{settings.http_port}"
+    token = args.token or ensure_api_token(settings)
+    run_demo(base_url=url, token=token, dicom_host=args.dicom_host or settings.dicom_host,
+             dicom_port=args.dicom_port or settings.dicom_port, ae_title=settings.ae_title)
+    return 0
+
+
+def cmd_reassess(settings: Settings, args) -> int:
+    from service.reassess import reassess
+
+    return reassess(settings, patient=args.patient, everyone=args.all, force=args.force, workers=args.workers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="immunorad", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="all roles (HTTP API, DICOM listener, worker) on this machine")
+    serve.add_argument("--demo", action="store_true", help="send the synthetic demo cohort once the service is up")
+    for name, text in (("api", "the HTTP API under gunicorn"), ("dicom", "the DICOM C-STORE listener"),
+                       ("worker", "the evaluation worker and EHR outbox"), ("migrate", "apply database migrations")):
+        sub.add_parser(name, help=text)
+    demo = sub.add_parser("demo", help="send the synthetic cohort to a running service")
+    demo.add_argument("--url", help="base URL of the service's HTTP API (default from the environment)")
+    demo.add_argument("--token", help="API token (default: IMMUNORAD_API_TOKEN or var/api-token)")
+    demo.add_argument("--dicom-host")
+    demo.add_argument("--dicom-port", type=int)
+    reassess = sub.add_parser("reassess", help="re-evaluate with the current rule base and show what changed")
+    target = reassess.add_mutually_exclusive_group(required=True)
+    target.add_argument("--patient", help="our patient id or the patient identifier (MRN)")
+    target.add_argument("--all", action="store_true")
+    reassess.add_argument("--force", action="store_true", help="record a version even when nothing changed")
+    reassess.add_argument("--workers", type=int, default=1, help="parallel processes (PostgreSQL)")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    _setup(settings)
+    handlers = {"migrate": cmd_migrate, "api": cmd_api, "dicom": cmd_dicom, "worker": cmd_worker, "serve": cmd_serve,
+                "demo": cmd_demo, "reassess": cmd_reassess}
+    return handlers[args.command](settings, args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

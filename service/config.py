@@ -1,0 +1,226 @@
+"""Configuration from the environment (contract §2). Every setting is optional and documented here."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _int(name: str, default: int) -> int:
+    value = _env(name)
+    return default if value is None else int(value)
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    """IMMUNORAD_VAR_DIR (default ``var``): the SQLite file, the generated API token, optional pixel files."""
+    database_url: str
+    """IMMUNORAD_DATABASE_URL (default ``sqlite:///var/immunorad.db``)."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = 11112
+    ae_title: str = "IMMUNORAD"
+    allowed_calling_aets: tuple[str, ...] = ()
+    """Empty = any calling AE title (contract §2)."""
+    dicom_tls_cert: str | None = None
+    dicom_tls_key: str | None = None
+    dicom_tls_ca: str | None = None
+    study_settle_seconds: float = 10.0
+    ehr_fhir_url: str | None = None
+    ehr_token: str | None = None
+    ehr_client_id: str | None = None
+    """IMMUNORAD_EHR_CLIENT_ID: SMART Backend Services client id (with IMMUNORAD_EHR_PRIVATE_KEY)."""
+    ehr_private_key: str | None = None
+    """IMMUNORAD_EHR_PRIVATE_KEY: path of the PEM key signing the client assertion (RS384/ES384)."""
+    ehr_key_id: str | None = None
+    ehr_scope: str = "system/DiagnosticReport.write system/Observation.write system/Flag.write"
+    ehr_timeout_seconds: float = 30.0
+    """IMMUNORAD_EHR_TIMEOUT_SECONDS: read timeout of one delivery; a delivery's lease outlasts it."""
+    ehr_token_url: str | None = None
+    """IMMUNORAD_EHR_TOKEN_URL: the EHR's OAuth token endpoint; unset = discovered from
+    ``{IMMUNORAD_EHR_FHIR_URL}/.well-known/smart-configuration`` (SMART Backend Services)."""
+    ehr_jku: str | None = None
+    """IMMUNORAD_EHR_JKU: the JWKS URL registered with the EHR for our key, sent as the assertion's ``jku`` header."""
+    ehr_context_pull: bool = True
+    """IMMUNORAD_EHR_CONTEXT_PULL (default ``true``): fetch therapy, procedures, labs and Patient from the EHR for a
+    patient who has no therapy line posted to us (needs IMMUNORAD_EHR_FHIR_URL)."""
+    ehr_pull_interval_seconds: float = 3600.0
+    """IMMUNORAD_EHR_PULL_INTERVAL_SECONDS (default 3600): at most one context pull per patient in this interval."""
+    api_auth: tuple[str, ...] = ("token",)
+    """IMMUNORAD_API_AUTH (default ``token``): comma list of accepted bearer credentials on /fhir /api /ui —
+    ``token`` (the static API token) and/or ``jwt`` (access tokens checked against IMMUNORAD_API_JWKS_URL)."""
+    api_jwks_url: str | None = None
+    """IMMUNORAD_API_JWKS_URL: JWKS of the authorisation server that issues access tokens (``jwt`` mode)."""
+    api_jwt_issuer: str | None = None
+    """IMMUNORAD_API_JWT_ISSUER: required ``iss`` of access tokens (``jwt`` mode)."""
+    api_jwt_audience: str | None = None
+    """IMMUNORAD_API_JWT_AUDIENCE: required ``aud`` of access tokens (default ``{base_url}/fhir``)."""
+    api_jwt_algorithms: tuple[str, ...] = ("RS256", "RS384", "ES256", "ES384")
+    """IMMUNORAD_API_JWT_ALGORITHMS: accepted signature algorithms (asymmetric only; ``none``/HS* are never accepted)."""
+    cds_auth: str = "auto"
+    """IMMUNORAD_CDS_AUTH (default ``auto``): CDS Hooks calls must carry the EHR's signed JWT (CDS Hooks 2.0 security)
+    as soon as an issuer is registered in IMMUNORAD_CDS_ISSUERS; ``jwt`` requires it always (and an issuer list),
+    ``none`` turns the check off (development only)."""
+    cds_issuers: tuple[tuple[str, str], ...] = ()
+    """IMMUNORAD_CDS_ISSUERS: allow-list of CDS clients, comma-separated ``iss|jwks_url`` pairs; a JWT's ``jku``
+    header, when present, must be one of the JWKS URLs allowed for its ``iss``."""
+    api_token: str | None = None
+    patient_id_system: str = "urn:immunorad:mrn"
+    fhir_canonical: str = "http://immunorad.org/fhir"
+    log_level: str = "INFO"
+    gunicorn_workers: int = 2
+    role_http_port: int = 0
+    """IMMUNORAD_ROLE_HTTP_PORT: health/metrics port of the dicom and worker roles (0 = off)."""
+    keep_pixel_data: bool = False
+    """IMMUNORAD_KEEP_PIXEL_DATA: write received images to var/dicom (contract §3: not kept unless configured)."""
+    public_url: str | None = None
+    """IMMUNORAD_PUBLIC_URL: base URL of the pages, for links in CDS Hooks cards (default http://host:port)."""
+    worker_poll_seconds: float = 0.5
+    rule_overrides: dict = field(default_factory=dict)
+    """IMMUNORAD_RULE_FLAGS: ``recist.sticky_pr=false,irecist.nl_reset_min_decrease_mm=5`` ([D] policies)."""
+    primary_criterion: str = "iRECIST"
+    default_cancer_type: str | None = None
+    """IMMUNORAD_DEFAULT_CANCER_TYPE: ``solid`` | ``lymphoma`` | ``glioma`` when no FHIR Condition says it."""
+    pseudonym_key: str = ""
+    max_request_bytes: int = 10 * 1024 * 1024
+    instance_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.var_dir / "api-token"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _list(name: str, default: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (_env(name, default) or "").split(",") if item.strip())
+
+
+def _parse_issuers(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``iss|jwks_url,iss2|jwks_url2`` → ((iss, jwks_url), …); an issuer may appear with several JWKS URLs."""
+    pairs = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        issuer, separator, jwks_url = item.strip().partition("|")
+        if not separator or not issuer.strip() or not jwks_url.strip():
+            raise ValueError("IMMUNORAD_CDS_ISSUERS entries must be iss|jwks_url")
+        pairs.append((issuer.strip(), jwks_url.strip()))
+    return tuple(pairs)
+
+
+def _parse_flags(text: str | None) -> dict:
+    flags: dict = {}
+    for item in (text or "").split(","):
+        if "=" not in item:
+            continue
+        key, raw = (part.strip() for part in item.split("=", 1))
+        lowered = raw.lower()
+        value: object
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = raw
+        flags[key] = value
+    return flags
+
+
+def load_settings() -> Settings:
+    var_dir = Path(_env("IMMUNORAD_VAR_DIR", "var"))
+    database_url = _env("IMMUNORAD_DATABASE_URL", f"sqlite:///{var_dir / 'immunorad.db'}")
+    return Settings(
+        var_dir=var_dir,
+        database_url=database_url,
+        http_host=_env("IMMUNORAD_HTTP_HOST", "127.0.0.1"),
+        http_port=_int("IMMUNORAD_HTTP_PORT", 8080),
+        dicom_host=_env("IMMUNORAD_DICOM_HOST", "127.0.0.1"),
+        dicom_port=_int("IMMUNORAD_DICOM_PORT", 11112),
+        ae_title=_env("IMMUNORAD_AE_TITLE", "IMMUNORAD"),
+        allowed_calling_aets=tuple(a.strip() for a in (_env("IMMUNORAD_ALLOWED_CALLING_AETS", "") or "").split(",") if a.strip()),
+        dicom_tls_cert=_env("IMMUNORAD_DICOM_TLS_CERT"),
+        dicom_tls_key=_env("IMMUNORAD_DICOM_TLS_KEY"),
+        dicom_tls_ca=_env("IMMUNORAD_DICOM_TLS_CA"),
+        study_settle_seconds=float(_env("IMMUNORAD_STUDY_SETTLE_SECONDS", "10")),
+        ehr_fhir_url=(_env("IMMUNORAD_EHR_FHIR_URL") or None),
+        ehr_token=_env("IMMUNORAD_EHR_TOKEN"),
+        ehr_client_id=_env("IMMUNORAD_EHR_CLIENT_ID"),
+        ehr_private_key=_env("IMMUNORAD_EHR_PRIVATE_KEY"),
+        ehr_key_id=_env("IMMUNORAD_EHR_KEY_ID"),
+        ehr_scope=_env("IMMUNORAD_EHR_SCOPE", Settings.ehr_scope),
+        ehr_timeout_seconds=float(_env("IMMUNORAD_EHR_TIMEOUT_SECONDS", "30")),
+        ehr_token_url=_env("IMMUNORAD_EHR_TOKEN_URL"),
+        ehr_jku=_env("IMMUNORAD_EHR_JKU"),
+        ehr_context_pull=_bool("IMMUNORAD_EHR_CONTEXT_PULL", True),
+        ehr_pull_interval_seconds=float(_env("IMMUNORAD_EHR_PULL_INTERVAL_SECONDS", "3600")),
+        api_auth=_list("IMMUNORAD_API_AUTH", "token"),
+        api_jwks_url=_env("IMMUNORAD_API_JWKS_URL"),
+        api_jwt_issuer=_env("IMMUNORAD_API_JWT_ISSUER"),
+        api_jwt_audience=_env("IMMUNORAD_API_JWT_AUDIENCE"),
+        api_jwt_algorithms=_list("IMMUNORAD_API_JWT_ALGORITHMS", ",".join(Settings.api_jwt_algorithms)),
+        cds_auth=(_env("IMMUNORAD_CDS_AUTH", "auto") or "auto").strip().lower(),
+        cds_issuers=_parse_issuers(_env("IMMUNORAD_CDS_ISSUERS")),
+        api_token=_env("IMMUNORAD_API_TOKEN"),
+        patient_id_system=_env("IMMUNORAD_PATIENT_ID_SYSTEM", "urn:immunorad:mrn"),
+        fhir_canonical=_env("IMMUNORAD_FHIR_CANONICAL", "http://immunorad.org/fhir").rstrip("/"),
+        log_level=_env("IMMUNORAD_LOG_LEVEL", "INFO"),
+        gunicorn_workers=_int("IMMUNORAD_GUNICORN_WORKERS", 2),
+        role_http_port=_int("IMMUNORAD_ROLE_HTTP_PORT", 0),
+        keep_pixel_data=_bool("IMMUNORAD_KEEP_PIXEL_DATA", False),
+        public_url=_env("IMMUNORAD_PUBLIC_URL"),
+        worker_poll_seconds=float(_env("IMMUNORAD_WORKER_POLL_SECONDS", "0.5")),
+        rule_overrides=_parse_flags(_env("IMMUNORAD_RULE_FLAGS")),
+        primary_criterion=_env("IMMUNORAD_PRIMARY_CRITERION", "iRECIST"),
+        default_cancer_type=_env("IMMUNORAD_DEFAULT_CANCER_TYPE"),
+        pseudonym_key=_env("IMMUNORAD_PSEUDONYM_KEY", ""),
+        max_request_bytes=_int("IMMUNORAD_MAX_REQUEST_BYTES", 10 * 1024 * 1024),
+    )
+
+
+def ensure_api_token(settings: Settings) -> str:
+    """IMMUNORAD_API_TOKEN, or the token generated on first start and kept in var/api-token (contract §2)."""
+    if settings.api_token:
+        return settings.api_token
+    path = settings.api_token_file
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(token + "\n")
+    os.chmod(tmp, 0o600)
+    try:
+        # Several processes may start at once: the first rename wins, the others read it back.
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()

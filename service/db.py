@@ -1,0 +1,126 @@
+"""Database access: engines, transactions and migrations, the same on SQLite and PostgreSQL.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` so that a commit is on disk before
+we acknowledge anything; write transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers in
+different processes wait for each other (busy timeout) instead of failing on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or is locked beyond the busy timeout (DICOM answers 0xA700)."""
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """Engines and session factories for one database URL."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.write_engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(self.write_engine, "connect", _sqlite_pragmas)
+
+            @event.listens_for(self.engine, "begin")
+            def _begin_deferred(conn):  # noqa: ANN001
+                conn.exec_driver_sql("BEGIN")
+
+            @event.listens_for(self.write_engine, "begin")
+            def _begin_immediate(conn):  # noqa: ANN001
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True,
+                                        pool_recycle=300, connect_args={"connect_timeout": 5})
+            self.write_engine = self.engine
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A read-write transaction, committed on success; database outages become ``DatabaseUnavailable``."""
+        try:
+            with self._write() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise DatabaseUnavailable(str(exc.orig)[:200]) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise DatabaseUnavailable(str(exc.orig)[:200]) from exc
+            raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        try:
+            with self._read() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise DatabaseUnavailable(str(exc.orig)[:200]) from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - readiness probe: any failure is "not ready"
+            return False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.write_engine is not self.engine:
+            self.write_engine.dispose()
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+_migrate_lock = threading.Lock()
+
+
+def migrate(url: str) -> None:
+    """Apply every Alembic migration (``immunorad migrate``; ``serve`` runs it on start)."""
+    from alembic import command
+
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with _migrate_lock:
+        command.upgrade(alembic_config(url), "head")
+
+
+def engine_for_url(url: str) -> Engine:
+    return Database(url).engine

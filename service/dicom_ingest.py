@@ -1,0 +1,254 @@
+"""Store what the C-STORE SCP receives: one transaction per instance, acknowledged only after the commit.
+
+- a re-sent SOP Instance UID is accepted and changes nothing (contract §3);
+- an image contributes its header (patient, study, date, modality, PET facts); its bytes are kept only
+  with IMMUNORAD_KEEP_PIXEL_DATA;
+- a TID 1500 SR is parsed once, here, into measurement rows (the bytes are kept as received); an SR that
+  cannot be parsed is refused with a 0xC000-range status and an error comment;
+- the work it triggers (evaluate the patient, or settle the study) is queued in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from decimal import Decimal
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
+from dicom_listener.scp import ReceivedInstance, StorageUnavailable, StoreRejected
+from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
+from dicom_listener.sr_parser import parse_measurement_report
+from service.config import Settings
+from service.db import Database, DatabaseUnavailable
+from service.logs import pseudonym
+from service.models import Instance, Measurement, Study, utcnow
+from service.store import attach_measurements, audit, enqueue, evaluate_soon, link_study, study_by_uid, upsert_patient
+
+logger = logging.getLogger(__name__)
+
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_NO_PATIENT = 0xC001
+STATUS_NOT_TID1500 = 0xC002
+
+
+def _sex(value: str | None) -> str | None:
+    return {"M": "male", "F": "female", "O": "other"}.get((value or "").upper())
+
+
+class DicomIngest:
+    """The ``store`` callback of the SCP."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.pixel_dir = settings.var_dir / "dicom"
+
+    def __call__(self, received: ReceivedInstance) -> None:
+        try:
+            ds, header = read_header(received.encoded)
+        except HeaderError as exc:
+            raise StoreRejected(STATUS_CANNOT_UNDERSTAND, str(exc)) from exc
+        if header.sop_instance_uid != received.sop_instance_uid:
+            raise StoreRejected(0xA900, "SOP Instance UID differs from the C-STORE request")
+        try:
+            for attempt in range(3):
+                try:
+                    self._store(received, ds, header)
+                    return
+                except IntegrityError:
+                    # A concurrent association stored the same instance, patient or study first: retry,
+                    # which then sees it (a duplicate instance is success, changing nothing).
+                    if attempt == 2:
+                        raise
+        except DatabaseUnavailable as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        except IntegrityError as exc:
+            raise StorageUnavailable("concurrent update conflict") from exc
+
+    # -- the transaction ------------------------------------------------------------------------------
+    def _store(self, received: ReceivedInstance, ds: Dataset, header: InstanceHeader) -> None:
+        parsed: ParsedReport | None = None
+        is_sr = header.sop_class_uid in TID1500_SR_CLASSES
+        with self.db.write() as session:
+            if session.scalars(select(Instance.id).where(Instance.sop_uid == header.sop_instance_uid)).first() is not None:
+                audit(session, action="C", kind="dicom-store-duplicate", source="dicom", agent=received.calling_ae,
+                      entity_type="Instance", entity_ref=pseudonym(header.sop_instance_uid))
+                return
+            study = study_by_uid(session, header.study_instance_uid)
+            if is_sr:
+                parsed = self._parse_sr(session, ds, header)
+            elif not header.patient_id and (study is None or study.patient_id is None):
+                raise StoreRejected(STATUS_NO_PATIENT, "no Patient ID: an image must identify its patient")
+            patient = None
+            patient_id_value = header.patient_id or (parsed.patient_id if parsed else None)
+            if patient_id_value:
+                patient = upsert_patient(session, patient_id_value, birth_date=header.birth_date, sex=_sex(header.sex))
+            if study is None:
+                study = Study(study_uid=header.study_instance_uid, modalities="", header={})
+                session.add(study)
+                session.flush()
+            self._update_study(study, header, is_sr)
+            if patient is not None and study.patient_id not in (None, patient.id):
+                raise StoreRejected(0xA900, "the study already belongs to another patient")
+            linked = link_study(session, study, patient) if patient is not None else False
+            instance = Instance(
+                sop_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid, study_id=study.id,
+                series_uid=header.series_instance_uid, modality=header.modality,
+                transfer_syntax=received.transfer_syntax, kind="sr" if is_sr else "image",
+                calling_ae=received.calling_ae, size_bytes=len(received.encoded),
+                content=received.encoded if is_sr else None,
+                header=self._instance_header(header),
+                parse_notes=list(parsed.notes) if parsed else [],
+            )
+            session.add(instance)
+            if not is_sr and self.settings.keep_pixel_data:
+                self._write_file(header.sop_instance_uid, received.encoded)
+            rows = self._measurement_rows(parsed, study) if parsed else []
+            for row in rows:
+                session.add(row)
+            session.flush()
+            owner = study.patient_id
+            if owner is not None and rows:
+                attach_measurements(session, owner, rows)
+            if owner is not None and (rows or linked):
+                evaluate_soon(session, owner, "dicom-sr" if rows else "study-linked")
+            if not is_sr:
+                enqueue(session, "settle", f"settle:{study.id}", study_id=study.id,
+                        run_after=utcnow() + dt.timedelta(seconds=self.settings.study_settle_seconds), postpone=True)
+            audit(session, action="C", kind="dicom-store", source="dicom", agent=received.calling_ae,
+                  entity_type="Instance", entity_ref=pseudonym(header.sop_instance_uid), patient_id=owner,
+                  detail={"kind": instance.kind, "modality": header.modality, "groups": len(rows)})
+        logger.info("instance stored", extra={"fields": {
+            "kind": "sr" if is_sr else "image", "study": pseudonym(header.study_instance_uid),
+            "patient": pseudonym(patient_id_value) if patient_id_value else None, "groups": len(parsed.groups) if parsed else 0}})
+
+    def _parse_sr(self, session, ds: Dataset, header: InstanceHeader) -> ParsedReport:
+        references = self._referenced_images(session, ds)
+        try:
+            return parse_measurement_report(ds, references)
+        except SRParseError as exc:
+            raise StoreRejected(STATUS_NOT_TID1500, f"not a readable TID 1500 report: {exc}") from exc
+
+    @staticmethod
+    def _referenced_images(session, ds: Dataset) -> dict[str, Dataset]:
+        """Pixel Spacing of already-stored images, for recomputing lengths that dcmjs labels ``px``."""
+        uids = set()
+        for item in ds.get("CurrentRequestedProcedureEvidenceSequence", []) or []:
+            for series in item.get("ReferencedSeriesSequence", []) or []:
+                for sop in series.get("ReferencedSOPSequence", []) or []:
+                    uids.add(str(sop.ReferencedSOPInstanceUID))
+        if not uids:
+            return {}
+        found = {}
+        for sop_uid, header in session.execute(select(Instance.sop_uid, Instance.header).where(Instance.sop_uid.in_(uids))):
+            spacing = (header or {}).get("pixel_spacing_mm")
+            if spacing:
+                image = Dataset()
+                image.SOPInstanceUID = sop_uid
+                image.PixelSpacing = [str(v) for v in spacing]
+                found[sop_uid] = image
+        return found
+
+    @staticmethod
+    def _instance_header(header: InstanceHeader) -> dict:
+        data: dict = {}
+        if header.pixel_spacing_mm:
+            data["pixel_spacing_mm"] = [str(v) for v in header.pixel_spacing_mm]
+        if header.slice_thickness_mm is not None:
+            data["slice_thickness_mm"] = str(header.slice_thickness_mm)
+        return data
+
+    @staticmethod
+    def _update_study(study: Study, header: InstanceHeader, is_sr: bool) -> None:
+        if header.study_date and study.study_date is None:
+            study.study_date = header.study_date
+        if header.accession and not study.accession:
+            study.accession = header.accession
+        modalities = set(filter(None, (study.modalities or "").split(",")))
+        if header.modality:
+            modalities.add(header.modality)
+        study.modalities = ",".join(sorted(modalities))
+        facts = dict(study.header or {})
+        if not is_sr:
+            if header.slice_thickness_mm is not None:
+                facts.setdefault("slice_thickness_mm", str(header.slice_thickness_mm))
+            for key, value in header.pet.items():
+                facts.setdefault(key, value)
+        study.header = facts
+        study.last_instance_at = utcnow()
+
+    @staticmethod
+    def _measurement_rows(parsed: ParsedReport, study: Study) -> list[Measurement]:
+        rows = []
+        for index, group in enumerate(parsed.groups):
+            rows.append(measurement_from_group(group, index, parsed, study))
+        return rows
+
+    def _write_file(self, sop_uid: str, data: bytes) -> None:
+        self.pixel_dir.mkdir(parents=True, exist_ok=True)
+        path = self.pixel_dir / f"{sop_uid}.dcm"
+        tmp = path.with_suffix(".part")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+
+TUMOUR_FINDINGS = {None, "52988006", "4147007", "108369006", "27925004", "126040"}
+"""Finding codes that just say "a lesion" (Lesion, Mass, Neoplasm, Nodule, SCT) or a reference region
+(126040, DCM): anything else is kept as a coded finding (e.g. an irAE pattern)."""
+
+
+def _role(group: ParsedGroup) -> str | None:
+    return {"target": "target", "non-target": "non-target", "non-lesion": "non-lesion"}.get(group.baseline_category or "")
+
+
+def measurement_from_group(group: ParsedGroup, index: int, parsed: ParsedReport, study: Study) -> Measurement:
+    """One SR measurement group as a measurement row (identity kept as parsed: never guessed)."""
+    if group.too_small:
+        status = "too-small"
+    elif group.disappeared or group.nontarget_status == "absent":
+        status = "absent"
+    else:
+        status = "present"
+    long_axis = group.long_axis_mm if group.long_axis_mm is not None else group.diameter_mm
+    sites = [s.value for s in group.finding_sites]
+    finding = group.finding.value if group.finding is not None else None
+    return Measurement(
+        study_id=study.id,
+        scan_date=parsed.study_date,
+        source_kind="dicom-sr",
+        source_ref=parsed.sop_instance_uid,
+        group_index=index,
+        identity_key=group.identity_key,
+        identity_source=group.identity_source,
+        label=group.label,
+        role=_role(group),
+        status=status,
+        nodal=group.nodal,
+        organ=sites[0] if sites else None,
+        long_axis_mm=long_axis,
+        short_axis_mm=group.short_axis_mm,
+        nontarget_status=group.nontarget_status,
+        nontarget_change=group.nontarget_change,
+        injected=group.injected,
+        irradiated=group.irradiated,
+        equivocal=group.equivocal,
+        finding_code=finding if finding not in TUMOUR_FINDINGS else None,
+        suv_max=group.suv_max,
+        sul_peak=group.sul_peak,
+        metabolic_volume_ml=group.metabolic_volume_ml,
+        tlg=group.tlg,
+        reference_region=group.reference_region,
+        reference_mean=group.reference_mean,
+        reference_sd=group.reference_sd,
+        rejected_reason=group.rejected_reason,
+        notes=list(group.notes),
+    )

@@ -1,0 +1,213 @@
+"""Read one patient's stored inputs as ``rules.facts.PatientFacts``.
+
+The order of the facts is made deterministic (by date, identity, arrival) so that evaluation does not depend
+on the order in which inputs arrived, except where a later report of the same lesion on the same day is
+meant to correct an earlier one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import false, or_, select
+from sqlalchemy.orm import Session
+
+from rules.facts import (
+    ClinicalObservation,
+    FindingReport,
+    LesionMeasurement,
+    LesionRole,
+    LesionStatus,
+    LocalTherapy,
+    LocalTherapyKind,
+    NonTargetChange,
+    NonTargetStatus,
+    PatientFacts,
+    ReferenceMeasurement,
+    ReferenceRegion,
+    Scan,
+    TherapyLine,
+)
+from service.logs import pseudonym
+from service.models import ClinicalFact, Measurement, Patient, Study, utcnow
+
+ROLES = {"target": LesionRole.TARGET, "non-target": LesionRole.NON_TARGET, "new": LesionRole.NEW}
+
+
+def _date(value) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _dec(value) -> Decimal | None:
+    return None if value in (None, "") else Decimal(str(value))
+
+
+def load_facts(session: Session, patient: Patient, *, settle_seconds: float = 0.0,
+               default_cancer_type: str | None = None) -> PatientFacts:
+    """The patient's facts. A study with images but no measurements yet becomes a (not evaluable) timepoint
+    only once it has settled (no instance for ``settle_seconds``, contract §2 IMMUNORAD_STUDY_SETTLE_SECONDS),
+    so that a report is not issued for images whose measurement report is still on its way."""
+    notes: list[str] = []
+    studies = {s.id: s for s in session.scalars(select(Study).where(Study.patient_id == patient.id))}
+    study_ids = list(studies)
+    query = select(Measurement).where(or_(Measurement.patient_id == patient.id,
+                                          Measurement.study_id.in_(study_ids) if study_ids else false()))
+    rows = list(session.scalars(query))
+    for study_id in {r.study_id for r in rows if r.study_id is not None and r.study_id not in studies}:
+        studies[study_id] = session.get(Study, study_id)
+
+    measurements: list[tuple[tuple, LesionMeasurement]] = []
+    references: list[ReferenceMeasurement] = []
+    for row in rows:
+        study = studies.get(row.study_id) if row.study_id else None
+        scan_date = row.scan_date or (study.study_date if study else None)
+        if scan_date is None:
+            notes.append("a measurement waits for its study date (images of its study not received yet)")
+            continue
+        if row.rejected_reason:
+            notes.append(f"a measurement group was not used: {row.rejected_reason}")
+            continue
+        if row.role == "non-lesion":
+            continue
+        if row.reference_region:
+            try:
+                region = ReferenceRegion(row.reference_region)
+            except ValueError:
+                notes.append(f"unknown reference region {row.reference_region!r}")
+                continue
+            references.append(ReferenceMeasurement(region=region, scan_date=scan_date, sul_mean=row.reference_mean,
+                                                   sul_sd=row.reference_sd, suv_max=row.suv_max,
+                                                   source=f"{row.source_kind}:{row.source_ref}"))
+            continue
+        lesion_id = row.identity_key or f"unmatched:{row.source_ref}:{row.group_index}"
+        measurement = LesionMeasurement(
+            lesion_id=lesion_id,
+            scan_date=scan_date,
+            status=LesionStatus(row.status),
+            role=ROLES.get(row.role or ""),
+            nodal=bool(row.nodal),
+            organ=row.organ,
+            long_axis_mm=row.long_axis_mm,
+            short_axis_mm=row.short_axis_mm,
+            nontarget_status=NonTargetStatus(row.nontarget_status) if row.nontarget_status else None,
+            nontarget_change=NonTargetChange(row.nontarget_change) if row.nontarget_change else None,
+            injected=row.injected,
+            irradiated=row.irradiated,
+            equivocal=bool(row.equivocal),
+            finding_code=row.finding_code,
+            suv_max=row.suv_max,
+            sul_peak=row.sul_peak,
+            metabolic_volume_ml=row.metabolic_volume_ml,
+            tlg=row.tlg,
+            identity_source=row.identity_source if row.identity_key else "none",
+            source=f"{row.source_kind}:{pseudonym(row.source_ref)}",
+            label=row.label,
+        )
+        measurements.append(((scan_date, lesion_id, row.received_at, row.id), measurement))
+    measurements.sort(key=lambda item: item[0])
+
+    scans: dict[dt.date, Scan] = {}
+    measured_dates = {m.scan_date for _, m in measurements}
+    settled_before = utcnow() - dt.timedelta(seconds=settle_seconds)
+    for study in studies.values():
+        if study is None or study.study_date is None:
+            continue
+        if study.study_date not in measured_dates and study.last_instance_at > settled_before:
+            continue  # images whose measurement report may still be on its way (settle timer pending)
+        header = study.header or {}
+        existing = scans.get(study.study_date)
+        modalities = tuple(sorted(set((existing.modalities if existing else ()) + tuple(filter(None, (study.modalities or "").split(","))))))
+        scans[study.study_date] = Scan(
+            scan_date=study.study_date,
+            modalities=modalities,
+            study_uids=tuple(sorted(set((existing.study_uids if existing else ()) + (study.study_uid,)))),
+            slice_thickness_mm=_dec(header.get("slice_thickness_mm")) or (existing.slice_thickness_mm if existing else None),
+            pet_uptake_minutes=_dec(header.get("uptake_minutes")) or (existing.pet_uptake_minutes if existing else None),
+            pet_injected_dose_mbq=_dec(header.get("injected_dose_mbq")) or (existing.pet_injected_dose_mbq if existing else None),
+            patient_weight_kg=_dec(header.get("patient_weight_kg")) or (existing.patient_weight_kg if existing else None),
+            symptom_driven=bool(header.get("symptom_driven")) or (existing.symptom_driven if existing else False),
+        )
+
+    therapy, local, observations, findings = [], [], [], []
+    diagnoses: list[tuple] = []
+    facts = list(session.scalars(select(ClinicalFact).where(ClinicalFact.patient_id == patient.id)
+                                 .order_by(ClinicalFact.effective_date, ClinicalFact.source_ref)))
+    for fact in facts:
+        p = fact.payload or {}
+        source = f"{fact.origin}:{fact.kind}"
+        try:
+            if fact.kind == "therapy-line" and _date(p.get("start_date")):
+                therapy.append(TherapyLine(agent=p.get("agent", "immune checkpoint inhibitor"), start_date=_date(p["start_date"]),
+                                           drug_class=p.get("drug_class"), stop_date=_date(p.get("stop_date")),
+                                           stop_reason=p.get("stop_reason"), source=source))
+            elif fact.kind == "local-therapy" and _date(p.get("date")):
+                local.append(LocalTherapy(kind=LocalTherapyKind(p["kind"]), performed_date=_date(p["date"]),
+                                          lesion_ids=tuple(p.get("lesion_ids") or ()), body_site=p.get("body_site"),
+                                          source=source))
+            elif fact.kind == "observation" and fact.effective_date:
+                observations.append(ClinicalObservation(code=p["code"], effective_date=fact.effective_date,
+                                                        value=_dec(p.get("value")), unit=p.get("unit"),
+                                                        reference_high=_dec(p.get("reference_high")), source=source))
+            elif fact.kind == "diagnosis":
+                diagnoses.append((fact.effective_date or dt.date.min, p.get("code"), p.get("text")))
+            elif fact.kind == "finding" and fact.effective_date:
+                findings.append(FindingReport(finding_code=p["code"], effective_date=fact.effective_date,
+                                              body_site=p.get("body_site"), lesion_id=p.get("lesion_id"),
+                                              text=p.get("text"), source=source))
+        except (KeyError, ValueError) as exc:
+            notes.append(f"a {fact.kind} fact could not be used ({type(exc).__name__})")
+    therapy = _merge_therapy_lines(therapy)
+    # A coded finding about a named lesion (FHIR Observation.focus) qualifies that lesion from its date on,
+    # as a Finding on the SR measurement group does (e.g. a sarcoid-like node is not counted as a new lesion).
+    qualified = {f.lesion_id: f for f in findings if f.lesion_id}
+    if qualified:
+        measurements = [(key, dataclasses.replace(m, finding_code=qualified[m.lesion_id].finding_code)
+                         if m.lesion_id in qualified and m.finding_code is None
+                         and m.scan_date >= qualified[m.lesion_id].effective_date else m)
+                        for key, m in measurements]
+    return PatientFacts(
+        patient_ref=pseudonym(patient.id) or patient.id,
+        sex=patient.sex,
+        birth_date=patient.birth_date,
+        deceased_date=patient.deceased_date,
+        death_from_progression=patient.death_from_progression,
+        cancer_type=patient.cancer_type or _diagnosis(diagnoses) or default_cancer_type,
+        therapy_lines=tuple(therapy),
+        local_therapies=tuple(sorted(local, key=lambda t: (t.performed_date, t.kind.value, t.lesion_ids))),
+        scans=tuple(scans[d] for d in sorted(scans)),
+        measurements=tuple(m for _, m in measurements),
+        references=tuple(sorted(references, key=lambda r: (r.scan_date, r.region.value))),
+        observations=tuple(observations),
+        findings=tuple(findings),
+        notes=tuple(sorted(set(notes))),
+    )
+
+
+def _diagnosis(diagnoses: list[tuple]) -> str | None:
+    """The latest cancer diagnosis: its display text when it names the disease, else its SNOMED CT code."""
+    if not diagnoses:
+        return None
+    _, code, text = sorted(diagnoses, key=lambda d: d[0])[-1]
+    return text or (f"http://snomed.info/sct|{code}" if code else None)
+
+
+def _merge_therapy_lines(lines: list[TherapyLine]) -> list[TherapyLine]:
+    """Administrations of the same agent make one line: its start is the first dose, its stop the latest stop."""
+    by_agent: dict[str, TherapyLine] = {}
+    for line in sorted(lines, key=lambda l: (l.start_date, l.agent)):
+        key = line.agent.lower()
+        current = by_agent.get(key)
+        if current is None:
+            by_agent[key] = line
+            continue
+        stop = max(filter(None, (current.stop_date, line.stop_date)), default=None)
+        by_agent[key] = TherapyLine(agent=current.agent, start_date=min(current.start_date, line.start_date),
+                                    drug_class=current.drug_class or line.drug_class, stop_date=stop,
+                                    stop_reason=line.stop_reason or current.stop_reason, source=current.source)
+    return sorted(by_agent.values(), key=lambda l: (l.start_date, l.agent))

@@ -1,0 +1,466 @@
+"""FHIR writes: create, update, conditional create/update on identifier, and batch/transaction Bundles.
+
+Every accepted resource is validated (fhir.resources R4B plus our binding and reference checks), stored
+as received in the FHIR store, and mapped to domain rows (measurements, clinical facts, patient fields) in
+the same database transaction as the evaluation job it triggers. A transaction Bundle is all or nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from fhir_mappings.inbound import (
+    ClinicalRecord,
+    DeathRecord,
+    MappingError,
+    MeasurementRecord,
+    PatientRecord,
+    StudyRecord,
+    map_resource,
+)
+from fhir_mappings.validation import InvalidResource, validate_resource
+from service.config import Settings
+from service.fhir_store import find_by_identifier, get_resource, patient_ids_for_identifier, save_resource
+from service.models import ClinicalFact, Measurement, Patient, Study
+from service.store import attach_measurements, audit, evaluate_soon, link_study, upsert_patient
+
+ACCEPTED_TYPES = (
+    "Patient", "Observation", "BodyStructure", "ImagingStudy", "MedicationAdministration", "MedicationStatement",
+    "MedicationRequest", "Procedure", "Condition",
+)
+READ_ONLY_TYPES = ("DiagnosticReport", "Flag", "AuditEvent", "Provenance")
+
+
+class FhirError(Exception):
+    """A request the FHIR endpoint refuses, with the HTTP status and OperationOutcome issue to send."""
+
+    def __init__(self, status: int, diagnostics: str, *, code: str = "invalid", expression: str | None = None,
+                 issues: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+        self.expression = expression
+        self.issues = issues
+
+
+@dataclass
+class WriteResult:
+    status: int
+    resource: dict[str, Any]
+    patient_id: str | None = None
+    created: bool = False
+
+
+@dataclass
+class TransactionState:
+    """urn:uuid → resolved reference, and BodyStructures visible within one Bundle."""
+
+    references: dict[str, str] = field(default_factory=dict)
+    body_structures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    patients_touched: set[str] = field(default_factory=set)
+
+
+def _walk_references(value: Any, mapping: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str) and item in mapping:
+                out[key] = mapping[item]
+            else:
+                out[key] = _walk_references(item, mapping)
+        return out
+    if isinstance(value, list):
+        return [_walk_references(v, mapping) for v in value]
+    return value
+
+
+class FhirIngest:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- single interactions ------------------------------------------------------------------------
+    def validate(self, resource: Any, expected_type: str | None = None) -> dict[str, Any]:
+        if not isinstance(resource, dict) or "resourceType" not in resource:
+            raise FhirError(400, "the body is not a FHIR resource (resourceType missing)", code="structure")
+        kind = resource["resourceType"]
+        if expected_type and kind != expected_type:
+            raise FhirError(400, f"resourceType {kind} does not match the URL ({expected_type})", code="invalid")
+        if kind in READ_ONLY_TYPES:
+            raise FhirError(405, f"{kind} resources are produced by immunorad and cannot be written", code="not-supported")
+        if kind not in ACCEPTED_TYPES:
+            raise FhirError(404 if expected_type else 422, f"resource type {kind} is not supported", code="not-supported")
+        try:
+            validate_resource(resource)
+        except InvalidResource as exc:
+            raise FhirError(422, str(exc), code="invalid", issues=exc.issues) from exc
+        return resource
+
+    def create(self, session: Session, resource: dict[str, Any], *, if_none_exist: str | None = None,
+               agent: str | None = None, state: TransactionState | None = None, fhir_id: str | None = None) -> WriteResult:
+        state = state or TransactionState()
+        self.validate(resource)
+        kind = resource["resourceType"]
+        if if_none_exist:
+            matches = self._conditional_matches(session, kind, if_none_exist)
+            if len(matches) > 1:
+                raise FhirError(412, f"If-None-Exist matched {len(matches)} {kind} resources", code="duplicate")
+            if len(matches) == 1:
+                return WriteResult(200, matches[0].content, matches[0].patient_id)
+        if kind == "Patient":
+            record = self._map(resource, state)
+            if isinstance(record, PatientRecord) and record.mrn:
+                existing = session.scalars(select(Patient).where(Patient.mrn == record.mrn)).first()
+                if existing is not None:
+                    # The identifier already names a patient (e.g. from DICOM): this is that patient.
+                    return self._store(session, resource, existing.id, state, agent=agent, created=False)
+            new_id = fhir_id or str(uuid.uuid4())
+            return self._store(session, resource, new_id, state, agent=agent, created=True)
+        return self._store(session, resource, fhir_id or str(uuid.uuid4()), state, agent=agent, created=True)
+
+    def update(self, session: Session, kind: str, fhir_id: str, resource: dict[str, Any], *, agent: str | None = None,
+               if_match: str | None = None, state: TransactionState | None = None) -> WriteResult:
+        state = state or TransactionState()
+        self.validate(resource, kind)
+        if resource.get("id") not in (None, fhir_id):
+            raise FhirError(400, "the resource id does not match the URL", code="invalid", expression=f"{kind}.id")
+        existing = get_resource(session, kind, fhir_id)
+        if if_match is not None:
+            expected = if_match.strip().removeprefix("W/").strip('"')
+            if existing is None or str(existing.version_id) != expected:
+                raise FhirError(412, "If-Match does not match the current version", code="conflict")
+        if kind == "Patient" and existing is None:
+            record = self._map(resource, state)
+            if isinstance(record, PatientRecord) and record.mrn:
+                other = session.scalars(select(Patient).where(Patient.mrn == record.mrn)).first()
+                if other is not None and other.id != fhir_id:
+                    raise FhirError(409, "another Patient already has this identifier", code="duplicate")
+        return self._store(session, resource, fhir_id, state, agent=agent, created=existing is None)
+
+    def conditional_update(self, session: Session, kind: str, query: str, resource: dict[str, Any], *,
+                           agent: str | None = None, state: TransactionState | None = None) -> WriteResult:
+        matches = self._conditional_matches(session, kind, query)
+        if len(matches) > 1:
+            raise FhirError(412, f"the condition matched {len(matches)} {kind} resources", code="duplicate")
+        if matches:
+            return self.update(session, kind, matches[0].fhir_id, resource, agent=agent, state=state)
+        self.validate(resource, kind)
+        return self.create(session, resource, agent=agent, state=state, fhir_id=resource.get("id"))
+
+    def _conditional_matches(self, session: Session, kind: str, query: str):
+        params = parse_qs(query, keep_blank_values=True)
+        tokens = params.get("identifier")
+        if not tokens or set(params) - {"identifier"}:
+            raise FhirError(400, "conditional operations are supported on identifier only", code="not-supported")
+        matches = None
+        for token in tokens:
+            found = {r.id: r for r in find_by_identifier(session, kind, token)}
+            if kind == "Patient":
+                for pid in patient_ids_for_identifier(session, token, self.settings.patient_id_system):
+                    row = get_resource(session, "Patient", pid)
+                    if row is not None:
+                        found[row.id] = row
+            matches = found if matches is None else {k: v for k, v in matches.items() if k in found}
+        return list((matches or {}).values())
+
+    # -- mapping and storage ------------------------------------------------------------------------
+    def _map(self, resource: Mapping[str, Any], state: TransactionState):
+        try:
+            return map_resource(resource, canonical=self.settings.fhir_canonical,
+                                patient_id_system=self.settings.patient_id_system,
+                                body_structures=state.body_structures)
+        except MappingError as exc:
+            raise FhirError(422, str(exc), code="invalid", expression=exc.expression) from exc
+
+    def _resolve_patient(self, session: Session, resource: Mapping[str, Any], state: TransactionState) -> Patient | None:
+        reference = None
+        for key in ("subject", "patient"):
+            if isinstance(resource.get(key), Mapping):
+                reference = resource[key]
+                break
+        if reference is None:
+            return None
+        where = f"{resource['resourceType']}.subject"
+        ref = reference.get("reference")
+        if ref:
+            ref = state.references.get(ref, ref)
+            if ref.startswith("Patient?"):
+                token = parse_qs(ref.split("?", 1)[1]).get("identifier", [None])[0]
+                if token is None:
+                    raise FhirError(422, "conditional patient references must use identifier", expression=where)
+                return self._patient_for_token(session, token, where)
+            if ref.startswith("Patient/"):
+                patient = session.get(Patient, ref.split("/")[1])
+                if patient is None:
+                    raise FhirError(422, f"unknown patient {ref}", code="not-found", expression=where)
+                return patient
+            raise FhirError(422, "the subject must reference a Patient", expression=where)
+        identifier = reference.get("identifier")
+        if isinstance(identifier, Mapping) and identifier.get("value"):
+            token = f"{identifier.get('system', '')}|{identifier['value']}"
+            return self._patient_for_token(session, token, where)
+        raise FhirError(422, "the subject reference is empty", expression=where)
+
+    def _patient_for_token(self, session: Session, token: str, where: str) -> Patient:
+        ids = patient_ids_for_identifier(session, token, self.settings.patient_id_system)
+        if len(ids) > 1:
+            raise FhirError(412, "the patient identifier matches several patients", code="duplicate", expression=where)
+        if ids:
+            return session.get(Patient, ids[0])
+        system, _, value = token.partition("|")
+        if system == self.settings.patient_id_system and value:
+            # The MRN is the join key with DICOM PatientID: a patient known only by it so far is created.
+            return upsert_patient(session, value)
+        raise FhirError(422, "no patient with this identifier", code="not-found", expression=where)
+
+    def _store(self, session: Session, resource: dict[str, Any], fhir_id: str, state: TransactionState, *,
+               agent: str | None, created: bool) -> WriteResult:
+        kind = resource["resourceType"]
+        body = copy.deepcopy(resource)
+        body["id"] = fhir_id
+        if kind == "BodyStructure":
+            state.body_structures[f"BodyStructure/{fhir_id}"] = body
+        record = self._map(body, state)
+        patient: Patient | None = None
+        if isinstance(record, PatientRecord):
+            patient = session.get(Patient, fhir_id)
+            if patient is None:
+                patient = Patient(id=fhir_id, mrn=record.mrn)
+                session.add(patient)
+            elif record.mrn and patient.mrn is None:
+                patient.mrn = record.mrn
+            patient.birth_date = record.birth_date or patient.birth_date
+            patient.sex = record.sex or patient.sex
+            patient.deceased_date = record.deceased_date or patient.deceased_date
+            session.flush()
+        else:
+            patient = self._resolve_patient(session, body, state)
+        source_ref = f"{kind}/{fhir_id}"
+        if patient is not None:
+            self._replace_domain_rows(session, source_ref, record, patient)
+            state.patients_touched.add(patient.id)
+            evaluate_soon(session, patient.id, f"fhir-{kind}")
+        elif record is not None and not isinstance(record, StudyRecord):
+            raise FhirError(422, f"{kind} must reference its patient (subject)", expression=f"{kind}.subject")
+        elif isinstance(record, StudyRecord):
+            self._replace_domain_rows(session, source_ref, record, None)
+        row = save_resource(session, body, patient_id=patient.id if patient else None, origin="inbound")
+        audit(session, action="C" if created else "U", kind=f"fhir-{'create' if created else 'update'}", source="api",
+              agent=agent, entity_type=kind, entity_ref=source_ref, patient_id=patient.id if patient else None)
+        return WriteResult(201 if created else 200, row.content, patient.id if patient else None, created)
+
+    def _replace_domain_rows(self, session: Session, source_ref: str, record: Any, patient: Patient | None) -> None:
+        session.execute(delete(Measurement).where(Measurement.source_ref == source_ref))
+        session.execute(delete(ClinicalFact).where(ClinicalFact.source_ref == source_ref))
+        if isinstance(record, MeasurementRecord):
+            study_id = None
+            if record.study_uid:
+                study = session.scalars(select(Study).where(Study.study_uid == record.study_uid)).first()
+                study_id = study.id if study else None
+            row = Measurement(
+                study_id=study_id, scan_date=record.scan_date, source_kind="fhir", source_ref=source_ref, group_index=0,
+                identity_key=record.identity_key, identity_source=record.identity_source, label=record.label,
+                role=record.role, status=record.status, nodal=record.nodal, organ=record.organ,
+                long_axis_mm=record.long_axis_mm, short_axis_mm=record.short_axis_mm,
+                nontarget_status=record.nontarget_status, nontarget_change=record.nontarget_change,
+                injected=record.injected, irradiated=record.irradiated, equivocal=record.equivocal,
+                finding_code=record.finding_code, suv_max=record.suv_max, sul_peak=record.sul_peak,
+                metabolic_volume_ml=record.metabolic_volume_ml, tlg=record.tlg, reference_region=record.reference_region,
+                reference_mean=record.reference_mean, reference_sd=record.reference_sd, notes=[])
+            session.add(row)
+            session.flush()
+            attach_measurements(session, patient.id, [row])
+        elif isinstance(record, ClinicalRecord):
+            if record.kind == "death-cause":
+                patient.death_from_progression = bool(record.payload.get("from_progression"))
+                if record.effective_date and patient.deceased_date is None:
+                    patient.deceased_date = record.effective_date
+            else:
+                session.add(ClinicalFact(patient_id=patient.id, kind=record.kind, effective_date=record.effective_date,
+                                         payload=record.payload, source_ref=source_ref, origin="inbound"))
+        elif isinstance(record, DeathRecord):
+            patient.deceased_date = record.deceased_date
+            patient.death_from_progression = record.from_progression
+        elif isinstance(record, StudyRecord):
+            study = session.scalars(select(Study).where(Study.study_uid == record.study_uid)).first()
+            if study is None:
+                study = Study(study_uid=record.study_uid, study_date=record.started, modalities="", header={})
+                session.add(study)
+                session.flush()
+            elif study.study_date is None:
+                study.study_date = record.started
+            if patient is not None:
+                link_study(session, study, patient)
+
+    def _resolve_conditional_references(self, session: Session, resource: Any, state: TransactionState) -> Any:
+        """Replace ``Type?identifier=…`` references by the one resource they match (FHIR transaction rules).
+
+        A Patient identified in IMMUNORAD_PATIENT_ID_SYSTEM that we do not know yet is created (the MRN is
+        the join key with DICOM PatientID); any other reference must match exactly one resource.
+        """
+        if isinstance(resource, dict):
+            out = {}
+            for key, value in resource.items():
+                if key == "reference" and isinstance(value, str) and "?" in value and not value.startswith(("#", "urn:")):
+                    out[key] = self._resolve_one(session, value, state)
+                else:
+                    out[key] = self._resolve_conditional_references(session, value, state)
+            return out
+        if isinstance(resource, list):
+            return [self._resolve_conditional_references(session, v, state) for v in resource]
+        return resource
+
+    def _resolve_one(self, session: Session, reference: str, state: TransactionState) -> str:
+        if reference in state.references:
+            return state.references[reference]
+        kind, _, query = reference.partition("?")
+        if kind == "Patient":
+            token = parse_qs(query).get("identifier", [None])[0]
+            if token is None:
+                raise FhirError(422, f"conditional reference {reference!r} must use identifier", code="invalid")
+            resolved = f"Patient/{self._patient_for_token(session, token, 'reference').id}"
+        else:
+            matches = self._conditional_matches(session, kind, query)
+            if len(matches) != 1:
+                raise FhirError(422 if not matches else 412, f"conditional reference {reference!r} matched {len(matches)} resources",
+                                code="not-found" if not matches else "duplicate")
+            resolved = f"{kind}/{matches[0].fhir_id}"
+        state.references[reference] = resolved
+        return resolved
+
+    # -- Bundles ------------------------------------------------------------------------------------
+    def bundle(self, session: Session, bundle: Any, *, agent: str | None = None) -> dict[str, Any]:
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise FhirError(400, "POST to the base needs a Bundle", code="structure")
+        kind = bundle.get("type")
+        if kind not in ("transaction", "batch"):
+            raise FhirError(400, "only transaction and batch Bundles are accepted", code="not-supported", expression="Bundle.type")
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list):
+            raise FhirError(400, "Bundle.entry must be a list", code="structure")
+        if kind == "transaction":
+            return self._transaction(session, entries, agent)
+        return self._batch(session, entries, agent)
+
+    def _plan(self, entries: list[Any]) -> tuple[list[tuple[int, dict]], TransactionState]:
+        state = TransactionState()
+        planned = []
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+                raise FhirError(400, "each entry needs request.method and request.url", code="structure",
+                                expression=f"Bundle.entry[{index}].request")
+            method = entry["request"].get("method")
+            if method not in ("POST", "PUT", "GET"):
+                raise FhirError(400 if method not in ("DELETE", "PATCH", "HEAD") else 405,
+                                f"entry {index}: method {method} is not supported", code="not-supported",
+                                expression=f"Bundle.entry[{index}].request.method")
+            resource = entry.get("resource")
+            if method == "POST" and isinstance(resource, dict):
+                new_id = str(uuid.uuid4())
+                if entry.get("fullUrl", "").startswith("urn:uuid:"):
+                    state.references[entry["fullUrl"]] = f"{resource.get('resourceType')}/{new_id}"
+                entry = dict(entry)
+                entry["_assigned_id"] = new_id
+            elif method == "PUT" and isinstance(resource, dict) and entry.get("fullUrl", "").startswith("urn:uuid:"):
+                url = entry["request"].get("url", "")
+                if "?" not in url and "/" in url:
+                    state.references[entry["fullUrl"]] = url.strip("/")
+            planned.append((index, entry))
+        order = {"POST": 0, "PUT": 1, "GET": 2}
+        planned.sort(key=lambda item: (order[item[1]["request"]["method"]], item[0]))
+        return planned, state
+
+    def _execute(self, session: Session, entry: dict, state: TransactionState, agent: str | None) -> WriteResult:
+        request = entry["request"]
+        method, url = request["method"], str(request.get("url", "")).lstrip("/")
+        resource = entry.get("resource")
+        if method == "GET":
+            raise FhirError(400, "GET entries are not supported in Bundles", code="not-supported")
+        if not isinstance(resource, dict):
+            raise FhirError(400, "POST and PUT entries need a resource", code="structure")
+        resource = _walk_references(resource, state.references)
+        resource = self._resolve_conditional_references(session, resource, state)
+        path, _, query = url.partition("?")
+        if method == "POST":
+            if path != resource.get("resourceType"):
+                raise FhirError(400, f"POST url {path!r} does not match {resource.get('resourceType')}", code="invalid")
+            # PUT entries with a conditional URL may have a matching urn:uuid referenced by others.
+            return self.create(session, resource, if_none_exist=request.get("ifNoneExist"), agent=agent,
+                               state=state, fhir_id=entry.get("_assigned_id"))
+        parts = path.split("/")
+        if query and len(parts) == 1:
+            result = self.conditional_update(session, parts[0], query, resource, agent=agent, state=state)
+        elif len(parts) == 2:
+            result = self.update(session, parts[0], parts[1], resource, agent=agent, if_match=request.get("ifMatch"), state=state)
+        else:
+            raise FhirError(400, f"PUT url {url!r} must be Type/id or Type?identifier=…", code="invalid")
+        return result
+
+    def _transaction(self, session: Session, entries: list[Any], agent: str | None) -> dict[str, Any]:
+        planned, state = self._plan(entries)
+        responses: dict[int, dict[str, Any]] = {}
+        for index, entry in planned:
+            try:
+                result = self._execute(session, entry, state, agent)
+            except FhirError as exc:
+                exc.diagnostics = f"entry {index}: {exc.diagnostics}"
+                if exc.issues:
+                    exc.issues = [dict(issue, diagnostics=f"entry {index}: {issue.get('diagnostics', '')}",
+                                       expression=[f"Bundle.entry[{index}].resource.{e.split('.', 1)[-1]}"
+                                                   for e in issue.get("expression", [])] or issue.get("expression"))
+                                  for issue in exc.issues]
+                    exc.issues = [{k: v for k, v in issue.items() if v is not None} for issue in exc.issues]
+                raise
+            responses[index] = _entry_response(result)
+            full_url = entry.get("fullUrl", "")
+            if full_url.startswith("urn:uuid:"):
+                state.references[full_url] = f"{result.resource['resourceType']}/{result.resource['id']}"
+        return {"resourceType": "Bundle", "type": "transaction-response", "id": str(uuid.uuid4()),
+                "entry": [responses[i] for i in range(len(entries))]}
+
+    def _batch(self, session: Session, entries: list[Any], agent: str | None) -> dict[str, Any]:
+        out = []
+        for index, entry in enumerate(entries):
+            try:
+                planned, state = self._plan([entry])
+                with session.begin_nested():
+                    result = self._execute(session, planned[0][1], state, agent)
+                out.append(_entry_response(result))
+            except FhirError as exc:
+                out.append({"response": {"status": f"{exc.status}", "outcome": operation_outcome(exc)}})
+        return {"resourceType": "Bundle", "type": "batch-response", "id": str(uuid.uuid4()), "entry": out}
+
+
+def _entry_response(result: WriteResult) -> dict[str, Any]:
+    meta = result.resource.get("meta") or {}
+    version = meta.get("versionId", "1")
+    kind, rid = result.resource["resourceType"], result.resource["id"]
+    return {"fullUrl": f"{kind}/{rid}", "resource": result.resource,
+            "response": {"status": "201 Created" if result.status == 201 else "200 OK",
+                         "location": f"{kind}/{rid}/_history/{version}", "etag": f'W/"{version}"',
+                         "lastModified": meta.get("lastUpdated")}}
+
+
+def operation_outcome(error: FhirError | None = None, *, severity: str = "error", code: str = "invalid",
+                      diagnostics: str = "", expression: str | None = None) -> dict[str, Any]:
+    if error is not None and error.issues:
+        return {"resourceType": "OperationOutcome", "issue": error.issues}
+    if error is not None:
+        code, diagnostics, expression = error.code, error.diagnostics, error.expression
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

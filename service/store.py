@@ -1,0 +1,128 @@
+"""Persistence operations shared by the DICOM ingest, the FHIR endpoint and the worker.
+
+Each function works inside the caller's transaction (``Database.write()``), so that data, the jobs it
+triggers and its audit record commit together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.models import AuditEvent, Job, Lesion, Measurement, Patient, Study, utcnow
+
+
+def patient_by_mrn(session: Session, mrn: str) -> Patient | None:
+    return session.scalars(select(Patient).where(Patient.mrn == mrn)).first()
+
+
+def upsert_patient(session: Session, mrn: str, **fields: Any) -> Patient:
+    """The patient with this identifier (DICOM PatientID), created if new; empty fields are filled."""
+    patient = patient_by_mrn(session, mrn)
+    if patient is None:
+        patient = Patient(mrn=mrn, **{k: v for k, v in fields.items() if v is not None})
+        session.add(patient)
+        session.flush()
+        return patient
+    for key, value in fields.items():
+        if value is not None and getattr(patient, key) is None:
+            setattr(patient, key, value)
+    return patient
+
+
+def study_by_uid(session: Session, study_uid: str) -> Study | None:
+    return session.scalars(select(Study).where(Study.study_uid == study_uid)).first()
+
+
+def ensure_lesion(session: Session, patient_id: str, identity_key: str, identity_source: str, label: str | None) -> Lesion:
+    lesion = session.scalars(select(Lesion).where(Lesion.patient_id == patient_id, Lesion.identity_key == identity_key)).first()
+    if lesion is None:
+        lesion = Lesion(patient_id=patient_id, identity_key=identity_key, identity_source=identity_source, label=label)
+        session.add(lesion)
+        session.flush()
+    return lesion
+
+
+def attach_measurements(session: Session, patient_id: str, measurements: list[Measurement]) -> None:
+    """Give measurements their patient and lesion rows (an SR without patient waits for its images)."""
+    for m in measurements:
+        m.patient_id = patient_id
+        if m.identity_key and m.reference_region is None and m.rejected_reason is None:
+            m.lesion_id = ensure_lesion(session, patient_id, m.identity_key, m.identity_source, m.label).id
+
+
+def link_study(session: Session, study: Study, patient: Patient) -> bool:
+    """Tie a study (and any SR measurements already received for it) to its patient."""
+    if study.patient_id == patient.id:
+        return False
+    study.patient_id = patient.id
+    pending = list(session.scalars(select(Measurement).where(Measurement.study_id == study.id, Measurement.patient_id.is_(None))))
+    attach_measurements(session, patient.id, pending)
+    return True
+
+
+def _insert(session: Session, table, values: dict[str, Any]):
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)).values(**values)
+
+
+QUEUED = text("status = 'queued'")
+"""The partial unique index's predicate, as a literal: PostgreSQL matches ON CONFLICT to it textually."""
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    dedupe_key: str,
+    *,
+    patient_id: str | None = None,
+    study_id: int | None = None,
+    run_after: dt.datetime | None = None,
+    payload: dict[str, Any] | None = None,
+    postpone: bool = False,
+) -> None:
+    """Queue a job unless the same one is already queued (not yet running): jobs coalesce.
+
+    ``postpone`` moves an already-queued job's start to ``run_after`` (the study settle timer).
+    """
+    now = utcnow()
+    values = dict(kind=kind, dedupe_key=dedupe_key, patient_id=patient_id, study_id=study_id,
+                  payload=payload or {}, status="queued", run_after=run_after or now, attempts=0, created_at=now)
+    statement = _insert(session, Job.__table__, values)
+    if postpone:
+        statement = statement.on_conflict_do_update(
+            index_elements=["dedupe_key"], index_where=QUEUED,
+            set_={"run_after": values["run_after"]})
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"], index_where=QUEUED)
+    session.execute(statement)
+
+
+def evaluate_soon(session: Session, patient_id: str, trigger: str) -> None:
+    enqueue(session, "evaluate", f"evaluate:{patient_id}", patient_id=patient_id, payload={"trigger": trigger})
+
+
+def audit(
+    session: Session,
+    *,
+    action: str,
+    kind: str,
+    source: str,
+    outcome: str = "0",
+    agent: str | None = None,
+    entity_type: str | None = None,
+    entity_ref: str | None = None,
+    patient_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(AuditEvent(action=action, kind=kind, source=source, outcome=outcome, agent=agent,
+                           entity_type=entity_type, entity_ref=entity_ref, patient_id=patient_id,
+                           detail=detail or {}))
+
+
+def mark_study_activity(session: Session, study: Study) -> None:
+    session.execute(update(Study).where(Study.id == study.id).values(last_instance_at=utcnow()))

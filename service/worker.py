@@ -1,0 +1,217 @@
+"""The worker role: takes jobs from the database queue and delivers the outbox to the EHR.
+
+- A job is claimed and processed in one transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two
+  workers never take the same job; SQLite serialises writers). A crash rolls the claim back with the work.
+- An outbox message is leased (its next attempt pushed past the HTTP timeout), sent, then marked
+  delivered. Delivery uses conditional PUTs, so a redelivery after a crash changes nothing at the EHR.
+  Messages of one patient go out in order; failures retry with exponential backoff, across restarts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.orm import aliased
+
+from service import context_pull
+from service.config import Settings
+from service.db import Database, DatabaseUnavailable
+from service.ehr_client import DeliveryError, EhrClient
+from service.evaluation import evaluate_and_publish
+from service.logs import pseudonym
+from service.models import Job, OutboxMessage, Patient, Study, utcnow
+from service.store import audit, enqueue, evaluate_soon
+
+logger = logging.getLogger(__name__)
+
+MAX_JOB_ATTEMPTS = 5
+MAX_BACKOFF_SECONDS = 900
+
+
+def backoff(attempts: int) -> float:
+    return min(MAX_BACKOFF_SECONDS, 2 ** min(attempts, 12)) * (0.8 + 0.4 * random.random())
+
+
+class Worker:
+    def __init__(self, settings: Settings, db: Database, *, ehr: EhrClient | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.ehr = ehr or (EhrClient(settings) if settings.ehr_fhir_url else None)
+        self.name = settings.instance_id
+
+    # -- jobs -------------------------------------------------------------------------------------------
+    def _claim_query(self):
+        query = (select(Job).where(Job.status == "queued", Job.run_after <= utcnow())
+                 .order_by(Job.run_after, Job.id).limit(1))
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        return query
+
+    def run_one_job(self) -> bool:
+        """Process one due job; False when there was none."""
+        failed: tuple[int, str] | None = None
+        try:
+            with self.db.write() as session:
+                job = session.scalars(self._claim_query()).first()
+                if job is None:
+                    return False
+                job.attempts += 1
+                job.locked_by, job.locked_at = self.name, utcnow()
+                # Out of the "queued" dedupe index while it runs, so that work it queues under the same key
+                # (a settle timer postponing itself, new data arriving) is a new job, not this one.
+                job.status = "running"
+                session.flush()
+                try:
+                    with session.begin_nested():
+                        self._process(session, job)
+                    job.status = "done"
+                    job.finished_at = utcnow()
+                    # A done job leaves the dedupe index (it covers queued jobs only).
+                except DatabaseUnavailable:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a failing job must not stop the worker
+                    logger.exception("job failed", extra={"fields": {"job": job.id, "kind": job.kind}})
+                    failed = (job.id, f"{type(exc).__name__}: {str(exc)[:300]}")
+                    job.last_error = failed[1]
+                    job.run_after = utcnow() + dt.timedelta(seconds=backoff(job.attempts))
+                    if job.attempts >= MAX_JOB_ATTEMPTS:
+                        job.status = "failed"
+                    else:
+                        # Retry under the dedupe key, unless a newer copy is queued already (it will do the work).
+                        duplicate = session.scalars(select(Job.id).where(Job.dedupe_key == job.dedupe_key,
+                                                                         Job.status == "queued", Job.id != job.id)).first()
+                        job.status = "done" if duplicate is not None else "queued"
+                    audit(session, action="E", kind=f"job-failed-{job.kind}", source="worker", outcome="8",
+                          patient_id=job.patient_id, detail={"error": failed[1], "attempts": job.attempts})
+        except DatabaseUnavailable:
+            logger.warning("database unavailable: worker waits")
+            time.sleep(1.0)
+            return False
+        return True
+
+    def _process(self, session, job: Job) -> None:
+        if job.kind == "evaluate":
+            patient = session.get(Patient, job.patient_id)
+            if patient is None:
+                return
+            payload = job.payload or {}
+            if not payload.get("force") and context_pull.needs_pull(session, self.settings, patient,
+                                                                    str(payload.get("trigger", ""))):
+                # No therapy line posted to us: fetch the context from the EHR first; the pull re-queues this
+                # evaluation when it is done (or failed), so results are never held back for long.
+                context_pull.request_pull(session, patient, trigger=payload.get("trigger", "job"))
+                return
+            evaluate_and_publish(session, self.settings, patient, trigger=payload.get("trigger", "job"),
+                                 force=bool(payload.get("force")))
+        elif job.kind == context_pull.JOB_KIND:
+            patient = session.get(Patient, job.patient_id)
+            if patient is not None:
+                payload = job.payload or {}
+                context_pull.run_pull(session, self.settings, self.ehr, patient, trigger=payload.get("trigger", "job"),
+                                      attempt=int(payload.get("attempt", 0)))
+        elif job.kind == "settle":
+            study = session.get(Study, job.study_id)
+            if study is None:
+                return
+            quiet_until = study.last_instance_at + dt.timedelta(seconds=self.settings.study_settle_seconds)
+            if quiet_until > utcnow():
+                enqueue(session, "settle", job.dedupe_key, study_id=study.id, run_after=quiet_until, postpone=True)
+            elif study.patient_id:
+                evaluate_soon(session, study.patient_id, "study-settled")
+        else:
+            raise ValueError(f"unknown job kind {job.kind}")
+
+    def recover_stale_jobs(self) -> None:
+        """Running jobs belong to a transaction; none survive a crash. Nothing to do (kept for clarity)."""
+
+    # -- outbox -----------------------------------------------------------------------------------------
+    def deliver_one(self) -> bool:
+        if self.ehr is None:
+            return False
+        earlier = aliased(OutboxMessage)
+        now = utcnow()
+        try:
+            with self.db.write() as session:
+                query = (select(OutboxMessage)
+                         .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now,
+                                ~exists().where(and_(earlier.patient_id == OutboxMessage.patient_id,
+                                                     earlier.status == "pending", earlier.id < OutboxMessage.id)))
+                         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(1))
+                if not self.db.is_sqlite:
+                    query = query.with_for_update(skip_locked=True, of=OutboxMessage)
+                message = session.scalars(query).first()
+                if message is None:
+                    return False
+                message.locked_by = self.name
+                message.attempts += 1
+                # The lease outlasts one HTTP attempt; after a crash the message is retried when it expires.
+                lease = self.settings.ehr_timeout_seconds + 10
+                message.next_attempt_at = now + dt.timedelta(seconds=lease)
+                message_id, bundle, attempts = message.id, message.bundle, message.attempts
+        except DatabaseUnavailable:
+            time.sleep(1.0)
+            return False
+        status, error = None, None
+        try:
+            status = self.ehr.post_bundle(bundle)
+        except DeliveryError as exc:
+            status, error = exc.status, str(exc)[:500]
+        try:
+            with self.db.write() as session:
+                message = session.get(OutboxMessage, message_id)
+                message.last_status_code = status
+                if error is None:
+                    message.status = "delivered"
+                    message.delivered_at = utcnow()
+                    message.last_error = None
+                    audit(session, action="C", kind="delivery", source="worker", entity_type="DiagnosticReport",
+                          entity_ref=message.report_identifier, patient_id=message.patient_id,
+                          detail={"version": message.report_version, "attempts": attempts, "status": status})
+                else:
+                    message.last_error = error
+                    message.next_attempt_at = utcnow() + dt.timedelta(seconds=backoff(attempts))
+                    audit(session, action="C", kind="delivery-failed", source="worker", outcome="4",
+                          entity_type="DiagnosticReport", entity_ref=message.report_identifier,
+                          patient_id=message.patient_id, detail={"attempts": attempts, "status": status, "error": error[:200]})
+        except DatabaseUnavailable:
+            time.sleep(1.0)
+        if error:
+            logger.warning("delivery failed", extra={"fields": {"message": message_id, "status": status, "attempts": attempts}})
+        return True
+
+    # -- loop -------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        logger.info("worker started", extra={"fields": {"worker": pseudonym(self.name)}})
+        while not stop.is_set():
+            busy = self.run_one_job()
+            busy = self.deliver_one() or busy
+            if not busy:
+                stop.wait(self.settings.worker_poll_seconds)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Process until nothing is due (tests and the CLI's ``reassess``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not (self.run_one_job() or self.deliver_one()):
+                return
+
+
+def pending_work(db: Database) -> dict[str, int]:
+    from sqlalchemy import func
+
+    with db.read() as session:
+        jobs = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+        outbox = session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "pending")) or 0
+    return {"jobs": jobs, "outbox": outbox}
+
+
+def requeue_failed_deliveries(db: Database) -> int:
+    with db.write() as session:
+        result = session.execute(update(OutboxMessage).where(OutboxMessage.status == "pending")
+                                 .values(next_attempt_at=utcnow()))
+        return result.rowcount or 0
