@@ -1,0 +1,1 @@
+"""Tests of the deployment artefacts: the Dockerfile and the Helm chart (no Docker engine, no cluster)."""

@@ -1,0 +1,115 @@
+"""CDS Hooks 2.0 security (interop-notes §5.1): every service call carries the EHR's signed JWT.
+
+Accepted: ``alg`` asymmetric (ES384 here), ``kid``, ``typ: JWT``, ``iss`` allow-listed with its JWKS URL, ``jku``
+(when sent) one of that issuer's URLs, ``aud`` exactly the URL called, live ``exp``, ``iat``, a fresh ``jti``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import jwt
+import pytest
+from sqlalchemy import select
+
+from service.models import AuditEvent
+from tests.security.conftest import make_client
+from tests.support.smart_ehr import new_key
+
+SERVICE = "/cds-services/immunorad-alerts"
+
+
+def hook_request() -> dict:
+    return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/1", "patientId": "unknown-patient"},
+            "prefetch": {"patient": {"resourceType": "Patient", "id": "unknown-patient",
+                                     "identifier": [{"system": "urn:immunorad:mrn", "value": "nobody"}]}}}
+
+
+@pytest.fixture
+def cds_settings(settings_factory, smart_ehr):
+    return settings_factory(cds_issuers=((smart_ehr.cds_issuer, smart_ehr.cds_jwks_url),),
+                            public_url="https://immunorad.hospital.example")
+
+
+def url(settings, path: str = SERVICE) -> str:
+    return f"{settings.public_url}{path}"
+
+
+def call(client, token: str | None, path: str = SERVICE, body: dict | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.post(path, json=body or hook_request(), headers=headers)
+
+
+def test_a_signed_call_is_answered_and_audited(cds_settings, smart_ehr, db):
+    client = make_client(cds_settings)
+    response = call(client, smart_ehr.cds_jwt(url(cds_settings)))
+    assert response.status_code == 200 and response.get_json() == {"cards": []}
+    # Without jku the issuer's allow-listed JWKS is used; feedback has its own URL as audience.
+    assert call(client, smart_ehr.cds_jwt(url(cds_settings), jku=None)).status_code == 200
+    feedback = f"{SERVICE}/feedback"
+    assert call(client, smart_ehr.cds_jwt(url(cds_settings, feedback)), feedback, {"feedback": []}).status_code == 200
+    with db.read() as session:
+        accepted = list(session.scalars(select(AuditEvent).where(AuditEvent.kind == "cds-auth")))
+    assert len(accepted) == 3 and all(e.agent == f"cds:{smart_ehr.cds_issuer}" for e in accepted)
+
+
+def test_discovery_is_open(cds_settings):
+    assert make_client(cds_settings).get("/cds-services").status_code == 200
+
+
+def test_a_replayed_jti_is_refused(cds_settings, smart_ehr):
+    client = make_client(cds_settings)
+    token = smart_ehr.cds_jwt(url(cds_settings))
+    assert call(client, token).status_code == 200
+    replay = call(client, token)
+    assert replay.status_code == 401 and "replay" in replay.get_json()["error"]
+
+
+def test_refusals(cds_settings, smart_ehr, db):
+    client = make_client(cds_settings)
+    audience = url(cds_settings)
+    stranger = new_key("ec")
+    bad = {
+        "no token": None,
+        "another endpoint's audience": smart_ehr.cds_jwt(f"{cds_settings.public_url}/cds-services/other-service"),
+        "the URL as seen behind the proxy": smart_ehr.cds_jwt(f"http://localhost{SERVICE}"),
+        "issuer not allowed": smart_ehr.cds_jwt(audience, issuer="https://other-ehr.example"),
+        "jku not allowed": smart_ehr.cds_jwt(audience, jku="https://attacker.example/jwks.json"),
+        "signed by another key": smart_ehr.cds_jwt(audience, key=stranger),
+        "unknown kid": smart_ehr.cds_jwt(audience, key=stranger, kid="stranger"),
+        "expired": smart_ehr.cds_jwt(audience, lifetime=-300),
+        "lives too long": smart_ehr.cds_jwt(audience, lifetime=48 * 3600),
+        "HS384": jwt.encode({"iss": smart_ehr.cds_issuer, "aud": audience, "exp": 2**31, "iat": 1, "jti": "x"},
+                            "a-shared-secret-long-enough-for-hs384-0123456789abcdef", algorithm="HS384",
+                            headers={"kid": smart_ehr.cds_kid, "typ": "JWT"}),
+        "no jti": smart_ehr.cds_jwt(audience, jti=""),
+        "no typ": jwt.encode({"iss": smart_ehr.cds_issuer, "aud": audience, "exp": 2**31, "iat": 1, "jti": "y"},
+                             smart_ehr.cds_key, algorithm="ES384", headers={"kid": smart_ehr.cds_kid, "typ": None}),
+    }
+    for name, token in bad.items():
+        response = call(client, token)
+        assert response.status_code == 401, name
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    with db.read() as session:
+        failures = list(session.scalars(select(AuditEvent).where(AuditEvent.kind == "auth-failure")))
+        accepted = session.scalars(select(AuditEvent).where(AuditEvent.kind.in_(("cds-auth", "cds-hooks")))).first()
+    assert len(failures) == len(bad) and accepted is None
+
+
+def test_without_a_registered_issuer_calls_are_accepted_until_one_is(settings, settings_factory, smart_ehr):
+    # Default IMMUNORAD_CDS_AUTH=auto: before any CDS client is registered (first install, contract §6 only)
+    # calls are accepted unsigned; IMMUNORAD_CDS_AUTH=jwt without an issuer list is a configuration error.
+    client = make_client(settings)
+    assert call(client, None).status_code == 200
+    from service.auth import AuthConfigError, check_settings
+
+    with pytest.raises(AuthConfigError):
+        check_settings(settings_factory(cds_auth="jwt"))
+
+
+def test_the_request_url_is_the_audience_when_no_public_url_is_set(settings_factory, smart_ehr):
+    settings = settings_factory(cds_issuers=((smart_ehr.cds_issuer, smart_ehr.cds_jwks_url),))
+    client = make_client(settings)
+    # The Flask test client calls http://localhost/…
+    assert call(client, smart_ehr.cds_jwt(f"http://localhost{SERVICE}")).status_code == 200
