@@ -118,6 +118,17 @@ def jwks_client(url: str) -> PyJWKClient:
         return client
 
 
+def forget_jwks_clients(prefix: str = "") -> None:
+    """Drop the cached JWKS clients whose URL starts with ``prefix`` (all of them by default).
+
+    A cached client refreshes for an unknown ``kid`` at most once per 30 s (PyJWT's cooldown), so a *new* key
+    server at an address that had another one (a test server on a reused port) would be refused until then.
+    """
+    with _jwks_lock:
+        for url in [url for url in _jwks_clients if url.startswith(prefix)]:
+            del _jwks_clients[url]
+
+
 def _unverified_header(token: str) -> dict[str, Any]:
     try:
         header = jwt.get_unverified_header(token)

@@ -88,6 +88,29 @@ def test_jwt_with_the_right_scopes_reads_and_writes(jwt_settings, smart_ehr, db)
     assert create.agent == "jwt:reporting-app"
 
 
+def test_a_new_key_server_at_the_address_of_an_old_one_is_trusted_at_once(settings_factory, client_key):
+    """A JWKS client is cached per URL, and PyJWT refreshes it for an unknown ``kid`` at most once per 30 s:
+    a test key server on a recycled port was refused meanwhile (a flaky CI failure: 401 instead of 403).
+    ``forget_jwks_clients`` drops the cached client when a key server starts at an address."""
+    from tests.support.smart_ehr import SmartEhr
+
+    first = SmartEhr()
+    first.start()
+    port = first.server.server_address[1]
+    settings = settings_factory(api_auth=("token", "jwt"), api_jwks_url=first.as_jwks_url, api_jwt_issuer=first.as_issuer)
+    audience = f"{settings.base_url}/fhir"
+    assert make_client(settings).get("/fhir/Patient", headers=bearer(first.access_token(audience, "system/*.read"))).status_code == 200
+    first.stop()
+    second = SmartEhr()  # new keys, new kid, same address
+    second.start(port=port)
+    try:
+        assert second.as_jwks_url == settings.api_jwks_url
+        token = second.access_token(audience, "system/*.read")
+        assert make_client(settings).get("/fhir/Patient", headers=bearer(token)).status_code == 200
+    finally:
+        second.stop()
+
+
 @pytest.mark.parametrize("scope, method, path, body", [
     ("system/Patient.read", "POST", "/fhir/Patient", patient("JWT-2")),
     ("system/Observation.write", "GET", "/fhir/Observation", None),
@@ -101,7 +124,7 @@ def test_jwt_without_the_scope_for_the_request_is_403(jwt_settings, smart_ehr, d
     client = make_client(jwt_settings)
     token = smart_ehr.access_token(f"{jwt_settings.base_url}/fhir", scope)
     response = client.open(path, method=method, json=body, headers=bearer(token))
-    assert response.status_code == 403
+    assert response.status_code == 403, response.get_data(as_text=True)
     assert response.get_json()["resourceType" if path.startswith("/fhir") else "status"] in ("OperationOutcome", 403)
     assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
     events = refusals(db)

@@ -29,6 +29,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from service.auth import forget_jwks_clients
 from tests.support.ehr import FakeEhr
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -216,7 +217,7 @@ class SmartEhr(FakeEhr):
         return 200
 
     # -- the server --------------------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
         ehr = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -323,7 +324,10 @@ class SmartEhr(FakeEhr):
                                   "entry": [{"fullUrl": f"{ehr.base_url}/{kind}/{r['id']}", "resource": r,
                                              "search": {"mode": "match"}} for r in page]})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        # The in-process app caches JWKS clients by URL; one cached for an earlier test server on this (reused)
+        # port would not look for our keys during PyJWT's 30 s refresh cooldown.
+        forget_jwks_clients(self.root)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     # -- what tests read ---------------------------------------------------------------------------------------
