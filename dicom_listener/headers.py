@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -53,12 +54,39 @@ class InstanceHeader:
         return self.sop_class_uid in TID1500_SR_CLASSES or self.sop_class_uid in OTHER_SR_CLASSES
 
 
-def _text(ds: Dataset, keyword: str) -> str | None:
+MAX_LENGTH = {"UI": 64, "LO": 64, "SH": 16, "CS": 16}
+"""Maximum value lengths of the VRs we keep (PS3.5 Table 6.2-1)."""
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
+"""Control characters no string VR we keep may hold (ESC, 0x1b, introduces character-set escapes)."""
+
+
+def _text(ds: Dataset, keyword: str, vr: str = "LO") -> str | None:
+    """A descriptive value (Units, Radiopharmaceutical…): ``None`` when absent or not a valid ``vr`` value."""
     value = ds.get(keyword)
     if value is None:
         return None
     text = str(value).strip()
+    if len(text) > MAX_LENGTH[vr] or _CONTROL.search(text):
+        return None
     return text or None
+
+
+def _identifying(ds: Dataset, keyword: str, vr: str) -> str | None:
+    """A value that identifies or files the instance (UIDs, Patient ID, Modality…): absent → ``None``,
+    invalid → ``HeaderError``. Never truncated or cleaned up: a changed identifier would file the data under
+    another patient, study or series."""
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) > MAX_LENGTH[vr]:
+        raise HeaderError(f"{keyword} is longer than the {MAX_LENGTH[vr]} characters a {vr} value may hold")
+    if _CONTROL.search(text) or (vr == "UI" and not _UID.fullmatch(text)):
+        raise HeaderError(f"{keyword} is not a valid {vr} value")
+    return text
 
 
 def parse_da(value: Any) -> dt.date | None:
@@ -75,9 +103,10 @@ def _decimal(value: Any) -> Decimal | None:
     if value is None or value == "":
         return None
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
+    return number if number.is_finite() else None
 
 
 def _tm_seconds(value: Any) -> float | None:
@@ -101,8 +130,8 @@ def pet_facts(ds: Dataset) -> dict[str, Any]:
     height = _decimal(ds.get("PatientSize"))
     if height:
         facts["patient_height_m"] = str(height)
-    facts["units"] = _text(ds, "Units")
-    facts["decay_correction"] = _text(ds, "DecayCorrection")
+    facts["units"] = _text(ds, "Units", "CS")
+    facts["decay_correction"] = _text(ds, "DecayCorrection", "CS")
     info = ds.get("RadiopharmaceuticalInformationSequence")
     if info:
         item = info[0]
@@ -160,36 +189,53 @@ def check_complete(ds: Dataset) -> None:
 
 
 def read_header(encoded: bytes) -> tuple[Dataset, InstanceHeader]:
-    """Read the data set (pixel data as raw bytes, never decoded), check it is complete, extract the header facts."""
+    """Read the data set (pixel data as raw bytes, never decoded), check it is complete, extract the header facts.
+
+    Any failure to read the bytes is a ``HeaderError``: the sender gets a 0xC000 "cannot understand" with the
+    reason, never the 0xA700 "retry later" an escaping exception would become.
+    """
+    try:
+        return _read_header(encoded)
+    except HeaderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: pydicom raises OSError, struct.error, ValueError…
+        raise HeaderError(f"cannot read the data set: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _read_header(encoded: bytes) -> tuple[Dataset, InstanceHeader]:
     try:
         ds = pydicom.dcmread(io.BytesIO(encoded), force=False)
-        sop_uid = str(ds.SOPInstanceUID)
-        sop_class = str(ds.SOPClassUID)
-        study_uid = _text(ds, "StudyInstanceUID")
-        modality = _text(ds, "Modality")
-    except (InvalidDicomError, AttributeError, EOFError, KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
-        raise HeaderError(f"cannot read the data set: {type(exc).__name__}") from exc
+    except InvalidDicomError as exc:
+        raise HeaderError(f"not a DICOM data set: {str(exc)[:200]}") from exc
+    sop_uid = _identifying(ds, "SOPInstanceUID", "UI")
+    sop_class = _identifying(ds, "SOPClassUID", "UI")
+    study_uid = _identifying(ds, "StudyInstanceUID", "UI")
+    if not sop_uid or not sop_class:
+        raise HeaderError("SOP Instance UID or SOP Class UID is missing")
     if not study_uid:
         raise HeaderError("Study Instance UID is missing")
+    modality = _identifying(ds, "Modality", "CS")
     check_complete(ds)
     spacing = None
     try:
         raw = ds.get("PixelSpacing")
         if raw is not None and len(raw) == 2:
             spacing = (Decimal(str(raw[0])), Decimal(str(raw[1])))
+            if not all(value.is_finite() for value in spacing):
+                spacing = None
     except (TypeError, ValueError, InvalidOperation):
         spacing = None
     header = InstanceHeader(
         sop_instance_uid=sop_uid,
         sop_class_uid=sop_class,
         study_instance_uid=study_uid,
-        series_instance_uid=_text(ds, "SeriesInstanceUID"),
-        patient_id=_text(ds, "PatientID"),
+        series_instance_uid=_identifying(ds, "SeriesInstanceUID", "UI"),
+        patient_id=_identifying(ds, "PatientID", "LO"),
         birth_date=parse_da(ds.get("PatientBirthDate")),
-        sex=_text(ds, "PatientSex"),
+        sex=_text(ds, "PatientSex", "CS"),
         study_date=parse_da(ds.get("StudyDate")),
         modality=modality,
-        accession=_text(ds, "AccessionNumber"),
+        accession=_identifying(ds, "AccessionNumber", "SH"),
         slice_thickness_mm=_decimal(ds.get("SliceThickness")),
         pixel_spacing_mm=spacing,
         pet=pet_facts(ds) if modality == "PT" else {},

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -330,6 +331,23 @@ def _plain(concept: Dataset) -> Code:
     return Code(str(value), str(concept.get("CodingSchemeDesignator", "")), str(concept.get("CodeMeaning", "")))
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
+MAX_CODE_VALUE = 64
+"""Long Code Value (UC) may be longer, but no code we read or store is: longer values are invalid here."""
+MAX_LABEL = 128
+"""A lesion label longer than this is not a label (a pasted report, a fuzzer): it never becomes an identity."""
+
+
+def _usable_code(code: Code) -> bool:
+    return (0 < len(code.value) <= MAX_CODE_VALUE and len(code.scheme_designator) <= MAX_CODE_VALUE
+            and not _CONTROL.search(code.value + code.scheme_designator))
+
+
+def _usable_label(text: str | None) -> bool:
+    return bool(text) and len(text) <= MAX_LABEL and not _CONTROL.search(text)
+
+
 def _coded(code: Code) -> Coded:
     return Coded(value=code.value, scheme=code.scheme_designator, meaning=code.meaning)
 
@@ -542,6 +560,9 @@ def _read_item(item: Dataset, reader: _GroupReader) -> None:
     if not item.get("ConceptNameCodeSequence"):
         return
     name = _plain(item.ConceptNameCodeSequence[0])
+    if not _usable_code(name):
+        reader.notes.append(f"{value_type} content item with an invalid concept name code: ignored")
+        return
     if value_type == "TEXT":
         text = str(item.get("TextValue", "") or "")
         if name == TRACKING_IDENTIFIER:
@@ -555,7 +576,11 @@ def _read_item(item: Dataset, reader: _GroupReader) -> None:
             reader.tracking_uid = reader.tracking_uid or str(item.get("UID", "") or "") or None
     elif value_type == "CODE":
         if item.get("ConceptCodeSequence"):
-            _read_code_item(name, _plain(item.ConceptCodeSequence[0]), reader)
+            value = _plain(item.ConceptCodeSequence[0])
+            if _usable_code(value):
+                _read_code_item(name, value, reader)
+            else:
+                reader.notes.append(f"{name.meaning or name.value}: the coded value is not a valid code: ignored")
     elif value_type == "NUM":
         _read_num_item(name, item, reader)
 
@@ -780,6 +805,16 @@ def _identity(reader: _GroupReader) -> tuple[str | None, str, str | None]:
     regenerates it at every export (OHIF: tool-name Tracking Identifier or a dcmjs free-text code);
     then the lesion label, looked for in Tracking Identifier, free-text Finding, free-text Finding
     Site, TEXT Comment, in that order. Never by location or size."""
+    if reader.tracking_uid and (len(reader.tracking_uid) > 64 or not _UID.fullmatch(reader.tracking_uid)):
+        reader.notes.append("Tracking UID is not a valid UID: not used as identity")
+        reader.tracking_uid = None
+    for attribute, what in (("tracking_identifier", "Tracking Identifier"), ("finding_label", "free-text Finding"),
+                            ("site_label", "free-text Finding Site"), ("comment_label", "Comment")):
+        text = getattr(reader, attribute)
+        if text is not None and text.strip() and not _usable_label(text.strip()):
+            reader.notes.append(f"{what} longer than {MAX_LABEL} characters or with control characters: "
+                                "not used as a lesion label")
+            setattr(reader, attribute, None)
     identifier = (reader.tracking_identifier or "").strip()
     tool_named = bool(identifier) and _is_tool_name(identifier)
     labels = (

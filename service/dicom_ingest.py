@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
 from dicom_listener.scp import ReceivedInstance, StorageUnavailable, StoreRejected
@@ -68,6 +68,12 @@ class DicomIngest:
                         raise
         except DatabaseUnavailable as exc:
             raise StorageUnavailable(str(exc)) from exc
+        except DataError as exc:
+            # The parsers check what they extract; this catches what they missed (a value the database refuses:
+            # too long, a NUL character, a number out of range). The transaction was rolled back: nothing stored.
+            logger.warning("instance refused by the database", extra={"fields": {"error": type(exc.orig).__name__}})
+            raise StoreRejected(STATUS_CANNOT_UNDERSTAND, "a value of the data set cannot be stored "
+                                f"({type(exc.orig).__name__})") from exc
         except IntegrityError as exc:
             raise StorageUnavailable("concurrent update conflict") from exc
 

@@ -155,7 +155,7 @@ class Measurement(Base):
     injected: Mapped[bool | None] = mapped_column(Boolean)
     irradiated: Mapped[bool | None] = mapped_column(Boolean)
     equivocal: Mapped[bool] = mapped_column(Boolean, default=False)
-    finding_code: Mapped[str | None] = mapped_column(String(32))
+    finding_code: Mapped[str | None] = mapped_column(String(64))
     suv_max: Mapped[Decimal | None] = mapped_column(SUV)
     sul_peak: Mapped[Decimal | None] = mapped_column(SUV)
     metabolic_volume_ml: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))

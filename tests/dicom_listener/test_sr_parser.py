@@ -227,6 +227,28 @@ def test_stable_tracking_uid_is_the_identity_for_other_producers():
     assert group.label == "Target lesion 1"
 
 
+def test_an_invalid_tracking_uid_is_never_an_identity():
+    ds = _read("baseline_cornerstone-adapters.dcm")
+    items = _group_items(ds, 0)
+    _item(items, "112039").TextValue = "Target lesion 1"
+    _item(items, "112040").UID = "2.25." + "1" * 70  # 75 characters: a UI value holds at most 64
+    group = parse_measurement_report(ds).groups[0]
+    assert (group.identity_key, group.identity_source) == ("label:Target lesion 1", "tracking-identifier")
+    assert "Tracking UID is not a valid UID: not used as identity" in group.notes
+
+
+@pytest.mark.parametrize("label", ["x" * 129, "Target\x00lesion 1"])
+def test_an_overlong_or_binary_label_is_never_an_identity(label):
+    ds = _read("baseline_cornerstone-adapters.dcm")
+    items = _group_items(ds, 0)
+    _item(items, "112039").TextValue = label
+    items.remove(_item(items, "112040"))
+    group = parse_measurement_report(ds).groups[0]
+    # The next label source of contract §3 takes over (this report also has a Comment, "T1 liver").
+    assert (group.identity_key, group.identity_source, group.label) == ("label:T1 liver", "comment-label", "T1 liver")
+    assert any("not used as a lesion label" in note for note in group.notes)
+
+
 @pytest.mark.parametrize(
     ("unit", "value", "expected"),
     [("cm", "3.05", Decimal("30.5")), ("um", "30449.9", Decimal("30.4")), ("mm", "30.04", Decimal("30.0"))],

@@ -234,7 +234,7 @@ def upgrade() -> None:
     sa.Column('injected', sa.Boolean(), nullable=True),
     sa.Column('irradiated', sa.Boolean(), nullable=True),
     sa.Column('equivocal', sa.Boolean(), nullable=False),
-    sa.Column('finding_code', sa.String(length=32), nullable=True),
+    sa.Column('finding_code', sa.String(length=64), nullable=True),
     sa.Column('suv_max', sa.Numeric(precision=9, scale=2), nullable=True),
     sa.Column('sul_peak', sa.Numeric(precision=9, scale=2), nullable=True),
     sa.Column('metabolic_volume_ml', sa.Numeric(precision=12, scale=2), nullable=True),
