@@ -11,10 +11,16 @@ from typing import Any
 
 
 def percent_change(value: Decimal | Fraction | int, reference: Decimal | Fraction | int) -> Fraction | None:
-    """``(X − R) / R × 100`` exactly; ``None`` when the reference is 0 (spec §0)."""
+    """``(X − R) / R × 100`` exactly; ``None`` when the reference is 0 (spec §0).
+
+    Computed on the integer ratios with one ``Fraction`` at the end: the evaluation calls this a few hundred
+    times per patient, and chained ``Fraction`` operations were a fifth of its time.
+    """
     if reference == 0:
         return None
-    return (Fraction(value) - Fraction(reference)) / Fraction(reference) * 100
+    x_num, x_den = value.as_integer_ratio()
+    r_num, r_den = reference.as_integer_ratio()
+    return Fraction((x_num * r_den - r_num * x_den) * 100, x_den * r_num)
 
 
 def round2(value: Fraction | Decimal | None) -> Decimal | None:
