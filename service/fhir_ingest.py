@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fhir_mappings.inbound import (
@@ -106,9 +107,10 @@ class FhirIngest:
         return resource
 
     def create(self, session: Session, resource: dict[str, Any], *, if_none_exist: str | None = None,
-               agent: str | None = None, state: TransactionState | None = None, fhir_id: str | None = None) -> WriteResult:
+               agent: str | None = None, state: TransactionState | None = None, fhir_id: str | None = None,
+               expected_type: str | None = None) -> WriteResult:
         state = state or TransactionState()
-        self.validate(resource)
+        self.validate(resource, expected_type)
         kind = resource["resourceType"]
         if if_none_exist:
             matches = self._conditional_matches(session, kind, if_none_exist)
@@ -138,12 +140,6 @@ class FhirIngest:
             expected = if_match.strip().removeprefix("W/").strip('"')
             if existing is None or str(existing.version_id) != expected:
                 raise FhirError(412, "If-Match does not match the current version", code="conflict")
-        if kind == "Patient" and existing is None:
-            record = self._map(resource, state)
-            if isinstance(record, PatientRecord) and record.mrn:
-                other = session.scalars(select(Patient).where(Patient.mrn == record.mrn)).first()
-                if other is not None and other.id != fhir_id:
-                    raise FhirError(409, "another Patient already has this identifier", code="duplicate")
         return self._store(session, resource, fhir_id, state, agent=agent, created=existing is None)
 
     def conditional_update(self, session: Session, kind: str, query: str, resource: dict[str, Any], *,
@@ -153,8 +149,7 @@ class FhirIngest:
             raise FhirError(412, f"the condition matched {len(matches)} {kind} resources", code="duplicate")
         if matches:
             return self.update(session, kind, matches[0].fhir_id, resource, agent=agent, state=state)
-        self.validate(resource, kind)
-        return self.create(session, resource, agent=agent, state=state, fhir_id=resource.get("id"))
+        return self.create(session, resource, agent=agent, state=state, fhir_id=resource.get("id"), expected_type=kind)
 
     def _conditional_matches(self, session: Session, kind: str, query: str):
         params = parse_qs(query, keep_blank_values=True)
@@ -233,6 +228,8 @@ class FhirIngest:
         patient: Patient | None = None
         if isinstance(record, PatientRecord):
             patient = session.get(Patient, fhir_id)
+            if record.mrn and (patient is None or patient.mrn != record.mrn):
+                _check_mrn_free(session, record.mrn, fhir_id)
             if patient is None:
                 patient = Patient(id=fhir_id, mrn=record.mrn)
                 session.add(patient)
@@ -241,7 +238,11 @@ class FhirIngest:
             patient.birth_date = record.birth_date or patient.birth_date
             patient.sex = record.sex or patient.sex
             patient.deceased_date = record.deceased_date or patient.deceased_date
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError as exc:  # a concurrent request took the identifier (or id) since the check
+                raise FhirError(409, "another Patient with this identifier was stored at the same time; retry",
+                                code="conflict", expression="Patient.identifier") from exc
         else:
             patient = self._resolve_patient(session, body, state)
         source_ref = f"{kind}/{fhir_id}"
@@ -438,6 +439,15 @@ class FhirIngest:
             except FhirError as exc:
                 out.append({"response": {"status": f"{exc.status}", "outcome": operation_outcome(exc)}})
         return {"resourceType": "Bundle", "type": "batch-response", "id": str(uuid.uuid4()), "entry": out}
+
+
+def _check_mrn_free(session: Session, mrn: str, fhir_id: str) -> None:
+    """409 when another patient already has this MRN: patients.mrn is unique (the join key with DICOM
+    PatientID), so giving it to a second patient is refused before anything is written."""
+    other = session.scalars(select(Patient.id).where(Patient.mrn == mrn, Patient.id != fhir_id)).first()
+    if other is not None:
+        raise FhirError(409, "another Patient already has this identifier", code="duplicate",
+                        expression="Patient.identifier")
 
 
 def _entry_response(result: WriteResult) -> dict[str, Any]:

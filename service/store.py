@@ -103,7 +103,15 @@ def enqueue(
 
 
 def evaluate_soon(session: Session, patient_id: str, trigger: str) -> None:
+    """Queue the patient's evaluation; once per transaction (a 200-entry Bundle for one patient queues it once)."""
+    transaction = session.get_transaction()
+    queued = session.info.get("evaluate_soon")
+    if queued is None or queued[0] is not transaction:
+        queued = session.info["evaluate_soon"] = (transaction, set())
+    if patient_id in queued[1]:
+        return
     enqueue(session, "evaluate", f"evaluate:{patient_id}", patient_id=patient_id, payload={"trigger": trigger})
+    queued[1].add(patient_id)
 
 
 def audit(

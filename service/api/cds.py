@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from fhir_mappings.cds_hooks import cards_for, discovery_document
+from service.api.app import load_json_body
 from service.api.context import ctx
+from service.fhir_ingest import FhirError
 from service.evaluation import alert_state
 from service.models import Alert, AuditEvent, Patient, utcnow
 from service.store import audit
@@ -102,9 +103,18 @@ def _find_patient(session, resource: dict) -> Patient | None:
     return None
 
 
+def _payload() -> dict | None:
+    """The request's JSON object; ``None`` when the body is not JSON, nests too deep, or is not an object."""
+    try:
+        payload = load_json_body(request.get_data(cache=True))
+    except FhirError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
 @blueprint.post(f"/{SERVICE_ID}")
 def patient_view():
-    payload = request.get_json(silent=True)
+    payload = _payload()
     if not isinstance(payload, dict) or payload.get("hook") != "patient-view" or "hookInstance" not in payload:
         return jsonify({"error": "a CDS Hooks patient-view request (hook, hookInstance, context) is required"}), 400
     if not isinstance(payload.get("context"), dict) or not payload["context"].get("patientId"):
@@ -128,8 +138,10 @@ def patient_view():
 
 @blueprint.post(f"/{SERVICE_ID}/feedback")
 def feedback():
-    payload = request.get_json(silent=True) or {}
+    payload = _payload()
+    if payload is None or not isinstance(payload.get("feedback", []), list):
+        return jsonify({"error": "a CDS Hooks feedback request (an object with a feedback list) is required"}), 400
     with ctx().db.write() as session:
         audit(session, action="C", kind="cds-feedback", source="api", agent=g.get("agent"),
-              detail={"feedback": [dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x for x in payload.get("feedback", [])][:50]})
+              detail={"feedback": payload.get("feedback", [])[:50]})
     return jsonify({})

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, g, request
 
-from service.api.app import fhir_response
+from service.api.app import fhir_response, load_json_body
 from service.api.context import ctx
 from service.fhir_ingest import ACCEPTED_TYPES, READ_ONLY_TYPES, FhirError, FhirIngest
 from service.fhir_store import SearchError, applied_parameters, get_resource, search
@@ -27,10 +27,7 @@ def _body() -> dict:
     content_type = (request.mimetype or "").lower()
     if content_type and content_type not in ("application/fhir+json", "application/json", "text/json"):
         raise FhirError(415, f"unsupported content type {content_type}: send application/fhir+json", code="not-supported")
-    try:
-        return json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FhirError(400, f"malformed JSON: {exc}"[:200], code="structure") from exc
+    return load_json_body(request.get_data(cache=False))
 
 
 def _check_format() -> None:

@@ -155,6 +155,13 @@ def test_malformed_hook_calls_are_refused(change, status, app_client, cds_ehr):
     assert kc.post_hook(app_client, cds_ehr, body)[0] == status
 
 
+@pytest.mark.parametrize("path", [kc.CDS_SERVICE, kc.CDS_SERVICE + "/feedback"])
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b"not json", b"[1, 2]", b'{"feedback": 7}'])
+def test_bodies_that_are_not_a_hook_call_are_a_400_not_a_500(path, body, app_client, cds_ehr):
+    headers = {"Authorization": f"Bearer {cds_ehr.token(kc.PUBLIC_URL + path)}", "Content-Type": "application/json"}
+    assert app_client.post(path, data=body, headers=headers).status_code == 400
+
+
 def test_an_unsigned_call_is_refused(app_client, settings, db):
     kc.submit(app_client, kc.K1)
     evaluate(settings, db)
