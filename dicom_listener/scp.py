@@ -94,6 +94,28 @@ def _handle_store(event, store: StoreCallback) -> Dataset:
     return store_status(store, instance)
 
 
+PRE_ASSOCIATION_STATES = ("Sta2", "Sta13")
+"""States (PS3.8 Table 9-1) in which an acceptor's DUL has not indicated an A-ASSOCIATE to the ACSE: Sta2 "transport
+connection open, awaiting A-ASSOCIATE-RQ PDU" and Sta13 "awaiting transport close" (after an invalid first PDU)."""
+
+
+def _end_unrequested_association(event) -> None:
+    """End the acceptor of a connection that closed before sending its A-ASSOCIATE-RQ, freeing its slot at once.
+
+    pynetdicom counts one acceptor thread per connection against ``maximum_associations``; the thread waits up to
+    ``acse_timeout`` (30 s) on its DUL's queue for the A-ASSOCIATE indication. When the peer closes first — a port
+    probe, /readyz's DICOM check, a TCP liveness probe, a port scan — the DUL stops (PS3.8 §9.2 actions AA-5,
+    AR-5, AA-2) without queueing anything, and the idle thread would keep its slot for the whole timeout. ``None`` on
+    that queue is what the acceptor reads on timeout: it closes the connection and ends now instead.
+    """
+    assoc = event.assoc
+    dul = assoc.dul
+    # EVT_CONN_CLOSE fires inside the state machine's action, so current_state is still the state it closed in.
+    if (assoc.is_acceptor and dul.state_machine.current_state in PRE_ASSOCIATION_STATES
+            and assoc.requestor.primitive is None and dul.to_user_queue.empty()):
+        dul.to_user_queue.put(None)
+
+
 @dataclass
 class ListenerConfig:
     ae_title: str = "IMMUNORAD"
@@ -136,6 +158,6 @@ def build_ae(config: ListenerConfig) -> AE:
 def start_listener(config: ListenerConfig, store: StoreCallback, *, block: bool = False):
     """Start the SCP; returns pynetdicom's server (``block=False``) so the caller can shut it down."""
     ae = build_ae(config)
-    handlers = [(evt.EVT_C_STORE, _handle_store, [store])]
+    handlers = [(evt.EVT_C_STORE, _handle_store, [store]), (evt.EVT_CONN_CLOSE, _end_unrequested_association)]
     return ae.start_server((config.host, config.port), block=block, evt_handlers=handlers,
                            ssl_context=tls_context(config))

@@ -52,6 +52,9 @@ class Settings:
     ehr_scope: str = "system/DiagnosticReport.write system/Observation.write system/Flag.write"
     ehr_timeout_seconds: float = 30.0
     """IMMUNORAD_EHR_TIMEOUT_SECONDS: read timeout of one delivery; a delivery's lease outlasts it."""
+    retry_backoff_seconds: float = 2.0
+    """IMMUNORAD_RETRY_BACKOFF_SECONDS: first wait before a failed delivery or job is retried; each further
+    failure doubles it (±20 % jitter), up to 15 minutes."""
     ehr_token_url: str | None = None
     """IMMUNORAD_EHR_TOKEN_URL: the EHR's OAuth token endpoint; unset = discovered from
     ``{IMMUNORAD_EHR_FHIR_URL}/.well-known/smart-configuration`` (SMART Backend Services)."""
@@ -176,6 +179,7 @@ def load_settings() -> Settings:
         ehr_key_id=_env("IMMUNORAD_EHR_KEY_ID"),
         ehr_scope=_env("IMMUNORAD_EHR_SCOPE", Settings.ehr_scope),
         ehr_timeout_seconds=float(_env("IMMUNORAD_EHR_TIMEOUT_SECONDS", "30")),
+        retry_backoff_seconds=float(_env("IMMUNORAD_RETRY_BACKOFF_SECONDS", "2")),
         ehr_token_url=_env("IMMUNORAD_EHR_TOKEN_URL"),
         ehr_jku=_env("IMMUNORAD_EHR_JKU"),
         ehr_context_pull=_bool("IMMUNORAD_EHR_CONTEXT_PULL", True),

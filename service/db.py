@@ -12,9 +12,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -22,6 +23,41 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or is locked beyond the busy timeout (DICOM answers 0xA700)."""
+
+
+_INVALID_TRANSACTION = "8s2b"
+"""SQLAlchemy's code for "Can't reconnect until invalid transaction is rolled back": the connection under the
+transaction was invalidated (the server went away); only a rollback of the whole transaction clears it."""
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the database is unavailable", not "this statement or its data is wrong".
+
+    That is: the connection failed or died (``OperationalError``, ``InterfaceError``, any DBAPI error after which
+    SQLAlchemy invalidated the connection, psycopg's own connection errors), SQLite is locked beyond the busy
+    timeout (an ``OperationalError`` too), or a statement on a transaction whose connection had died
+    (``PendingRollbackError``). Constraint violations and bad data are the caller's fault and stay what they are.
+    """
+    if isinstance(exc, (DatabaseUnavailable, OperationalError, InterfaceError,
+                        psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated
+    if isinstance(exc, PendingRollbackError):
+        if exc.code == _INVALID_TRANSACTION:
+            return True
+        # A session used again after a failed flush: judge by that failure when raised while handling it.
+        earlier = exc.__cause__ or exc.__context__
+        return earlier is not None and is_database_unavailable(earlier)
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's message, for logs and 503 bodies; SQLAlchemy's own text may quote SQL parameters (PHI)."""
+    if isinstance(exc, PendingRollbackError):
+        return "the transaction's connection was lost"
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc)[:200]
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -69,20 +105,26 @@ class Database:
         try:
             with self._write() as session, session.begin():
                 yield session
-        except OperationalError as exc:
-            raise DatabaseUnavailable(str(exc.orig)[:200]) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise DatabaseUnavailable(str(exc.orig)[:200]) from exc
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            # Leaving the ``with`` rolled the transaction back and returned (or, if dead, discarded) its connection.
+            if is_database_unavailable(exc):
+                raise DatabaseUnavailable(_reason(exc)) from exc
             raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
+        """A read transaction; database outages become ``DatabaseUnavailable``, as in ``write``."""
         try:
             with self._read() as session, session.begin():
                 yield session
-        except OperationalError as exc:
-            raise DatabaseUnavailable(str(exc.orig)[:200]) from exc
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                raise DatabaseUnavailable(_reason(exc)) from exc
+            raise
 
     def ping(self) -> bool:
         try:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 
 from service import context_pull
 from service.config import Settings
-from service.db import Database, DatabaseUnavailable
+from service.db import Database, DatabaseUnavailable, is_database_unavailable
 from service.ehr_client import DeliveryError, EhrClient
 from service.evaluation import evaluate_and_publish
 from service.logs import pseudonym
@@ -31,10 +31,13 @@ logger = logging.getLogger(__name__)
 
 MAX_JOB_ATTEMPTS = 5
 MAX_BACKOFF_SECONDS = 900
+DATABASE_RETRY_MAX_SECONDS = 5.0
+"""Longest wait between attempts to reach an unavailable database (the wait doubles from 1 s up to this)."""
 
 
-def backoff(attempts: int) -> float:
-    return min(MAX_BACKOFF_SECONDS, 2 ** min(attempts, 12)) * (0.8 + 0.4 * random.random())
+def backoff(attempts: int, first: float = 2.0) -> float:
+    """Seconds before the next try after ``attempts`` failures: ``first``, doubling, capped, ±20 % jitter."""
+    return min(MAX_BACKOFF_SECONDS, first * 2 ** min(attempts - 1, 12)) * (0.8 + 0.4 * random.random())
 
 
 class Worker:
@@ -43,6 +46,9 @@ class Worker:
         self.db = db
         self.ehr = ehr or (EhrClient(settings) if settings.ehr_fhir_url else None)
         self.name = settings.instance_id
+        self._database_outages = 0
+        """Consecutive transactions that found the database unavailable (the backoff grows with it)."""
+        self._stop = threading.Event()
 
     # -- jobs -------------------------------------------------------------------------------------------
     def _claim_query(self):
@@ -53,46 +59,60 @@ class Worker:
         return query
 
     def run_one_job(self) -> bool:
-        """Process one due job; False when there was none."""
-        failed: tuple[int, str] | None = None
+        """Process one due job; False when there was none or the database is unavailable."""
         try:
             with self.db.write() as session:
                 job = session.scalars(self._claim_query()).first()
-                if job is None:
-                    return False
-                job.attempts += 1
-                job.locked_by, job.locked_at = self.name, utcnow()
-                # Out of the "queued" dedupe index while it runs, so that work it queues under the same key
-                # (a settle timer postponing itself, new data arriving) is a new job, not this one.
-                job.status = "running"
-                session.flush()
-                try:
-                    with session.begin_nested():
-                        self._process(session, job)
-                    job.status = "done"
-                    job.finished_at = utcnow()
-                    # A done job leaves the dedupe index (it covers queued jobs only).
-                except DatabaseUnavailable:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a failing job must not stop the worker
-                    logger.exception("job failed", extra={"fields": {"job": job.id, "kind": job.kind}})
-                    failed = (job.id, f"{type(exc).__name__}: {str(exc)[:300]}")
-                    job.last_error = failed[1]
-                    job.run_after = utcnow() + dt.timedelta(seconds=backoff(job.attempts))
-                    if job.attempts >= MAX_JOB_ATTEMPTS:
-                        job.status = "failed"
-                    else:
-                        # Retry under the dedupe key, unless a newer copy is queued already (it will do the work).
-                        duplicate = session.scalars(select(Job.id).where(Job.dedupe_key == job.dedupe_key,
-                                                                         Job.status == "queued", Job.id != job.id)).first()
-                        job.status = "done" if duplicate is not None else "queued"
-                    audit(session, action="E", kind=f"job-failed-{job.kind}", source="worker", outcome="8",
-                          patient_id=job.patient_id, detail={"error": failed[1], "attempts": job.attempts})
-        except DatabaseUnavailable:
-            logger.warning("database unavailable: worker waits")
-            time.sleep(1.0)
+                if job is not None:
+                    self._run_claimed(session, job)
+        except DatabaseUnavailable as exc:
+            # The claim rolled back with the work: the job is queued again as it was, its attempt not counted.
+            self._wait_for_database(exc)
             return False
-        return True
+        self._database_outages = 0
+        return job is not None
+
+    def _run_claimed(self, session, job: Job) -> None:
+        """Run a claimed job; its own failures are recorded on it, database failures propagate (nothing recorded)."""
+        job.attempts += 1
+        job.locked_by, job.locked_at = self.name, utcnow()
+        # Out of the "queued" dedupe index while it runs, so that work it queues under the same key
+        # (a settle timer postponing itself, new data arriving) is a new job, not this one.
+        job.status = "running"
+        session.flush()
+        try:
+            with session.begin_nested():
+                self._process(session, job)
+            job.status = "done"
+            job.finished_at = utcnow()
+            # A done job leaves the dedupe index (it covers queued jobs only).
+        except Exception as exc:  # noqa: BLE001 - a failing job must not stop the worker
+            if is_database_unavailable(exc):
+                # The database failed, not the job: its transaction is unusable (the connection may be dead), so
+                # it must not be recorded as the job's failure. ``Database.write`` rolls back and reports it.
+                raise
+            logger.exception("job failed", extra={"fields": {"job": job.id, "kind": job.kind}})
+            error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            job.last_error = error
+            job.run_after = utcnow() + dt.timedelta(seconds=backoff(job.attempts, self.settings.retry_backoff_seconds))
+            if job.attempts >= MAX_JOB_ATTEMPTS:
+                job.status = "failed"
+            else:
+                # Retry under the dedupe key, unless a newer copy is queued already (it will do the work).
+                duplicate = session.scalars(select(Job.id).where(Job.dedupe_key == job.dedupe_key,
+                                                                 Job.status == "queued", Job.id != job.id)).first()
+                job.status = "done" if duplicate is not None else "queued"
+            audit(session, action="E", kind=f"job-failed-{job.kind}", source="worker", outcome="8",
+                  patient_id=job.patient_id, detail={"error": error, "attempts": job.attempts})
+
+    def _wait_for_database(self, exc: DatabaseUnavailable) -> None:
+        """Back off before the next transaction; the pool replaces dead connections (pre-ping) when we retry."""
+        self._database_outages += 1
+        delay = min(DATABASE_RETRY_MAX_SECONDS, 2.0 ** min(self._database_outages - 1, 8))
+        delay *= 0.8 + 0.4 * random.random()
+        logger.warning("database unavailable: worker waits",
+                       extra={"fields": {"seconds": round(delay, 1), "reason": str(exc)[:200]}})
+        self._stop.wait(delay)
 
     def _process(self, session, job: Job) -> None:
         if job.kind == "evaluate":
@@ -153,8 +173,8 @@ class Worker:
                 lease = self.settings.ehr_timeout_seconds + 10
                 message.next_attempt_at = now + dt.timedelta(seconds=lease)
                 message_id, bundle, attempts = message.id, message.bundle, message.attempts
-        except DatabaseUnavailable:
-            time.sleep(1.0)
+        except DatabaseUnavailable as exc:
+            self._wait_for_database(exc)
             return False
         status, error = None, None
         try:
@@ -174,12 +194,15 @@ class Worker:
                           detail={"version": message.report_version, "attempts": attempts, "status": status})
                 else:
                     message.last_error = error
-                    message.next_attempt_at = utcnow() + dt.timedelta(seconds=backoff(attempts))
+                    message.next_attempt_at = utcnow() + dt.timedelta(seconds=backoff(attempts, self.settings.retry_backoff_seconds))
                     audit(session, action="C", kind="delivery-failed", source="worker", outcome="4",
                           entity_type="DiagnosticReport", entity_ref=message.report_identifier,
                           patient_id=message.patient_id, detail={"attempts": attempts, "status": status, "error": error[:200]})
-        except DatabaseUnavailable:
-            time.sleep(1.0)
+        except DatabaseUnavailable as exc:
+            # Sent but not marked: the message is sent again when its lease expires (conditional PUTs, no change).
+            self._wait_for_database(exc)
+        else:
+            self._database_outages = 0
         if error:
             logger.warning("delivery failed", extra={"fields": {"message": message_id, "status": status, "attempts": attempts}})
         return True
@@ -187,6 +210,7 @@ class Worker:
     # -- loop -------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         logger.info("worker started", extra={"fields": {"worker": pseudonym(self.name)}})
+        self._stop = stop
         while not stop.is_set():
             busy = self.run_one_job()
             busy = self.deliver_one() or busy
