@@ -10,7 +10,6 @@ import dataclasses
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +23,7 @@ from rules.scenario import Case
 from service.demo import case_bundle, case_datasets, demo_cohort
 from tests.rules import cases
 from tests.support.ehr import FakeEhr
-from tests.support.processes import REPO, ServiceProcesses
+from tests.support.processes import ServiceProcesses
 
 SYSTEM = "urn:immunorad:mrn"
 
@@ -245,16 +244,7 @@ class RecordingEhr(FakeEhr):
 # -- processes -----------------------------------------------------------------------------------------
 
 class Roles(ServiceProcesses):
-    """ServiceProcesses whose worker may run with compressed retry backoff (IMMUNORAD_TEST_BACKOFF_SCALE)."""
-
-    def start_role(self, role: str) -> None:
-        if role != "worker" or "IMMUNORAD_TEST_BACKOFF_SCALE" not in self.env:
-            return super().start_role(role)
-        import subprocess
-
-        log = open(self.log_path(role), "ab")
-        self.processes[role] = subprocess.Popen([sys.executable, "-m", "tests.faults.compressed_worker"], env=self.env,
-                                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """ServiceProcesses whose roles can be checked for life and killed by process id."""
 
     def alive(self, role: str) -> bool:
         proc = self.processes.get(role)
