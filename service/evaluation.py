@@ -34,7 +34,7 @@ from rules.facts import PatientFacts
 from rules.results import Finding, PatientAssessment
 from service.config import Settings
 from service.facts_loader import load_facts
-from service.fhir_store import get_resource, save_resource
+from service.fhir_store import get_resource, save_resource, save_resources
 from service.logs import pseudonym
 from service.models import Alert, Assessment, Instance, Measurement, OutboxMessage, Patient, Report, Study, utcnow
 from service.store import audit
@@ -264,8 +264,8 @@ def publish_reports(session: Session, settings: Settings, patient: Patient, fact
             report.flags_hash = flags_preview
             report.assessment_id = record.id
         session.flush()
-        for resource in (resources.diagnostic_report, *resources.observations, *resources.flags):
-            save_resource(session, resource, patient_id=patient.id, origin="immunorad")
+        save_resources(session, (resources.diagnostic_report, *resources.observations, *resources.flags),
+                       patient_id=patient.id, origin="immunorad")
         if settings.ehr_fhir_url:
             session.add(OutboxMessage(patient_id=patient.id, report_id=report.id, report_identifier=report.identifier,
                                       report_version=report.version, bundle=ehr_transaction_bundle(resources, ctx),

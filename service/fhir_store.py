@@ -60,31 +60,59 @@ def identifiers_of(resource: Mapping[str, Any]) -> list[tuple[str | None, str]]:
 
 def save_resource(session: Session, resource: dict[str, Any], *, patient_id: str | None, origin: str) -> FhirResource:
     """Create or update a resource by (type, id); a changed content gets a new version."""
-    resource_type, fhir_id = resource["resourceType"], resource["id"]
-    row = session.scalars(select(FhirResource).where(FhirResource.resource_type == resource_type,
-                                                     FhirResource.fhir_id == fhir_id)).first()
+    return save_resources(session, [resource], patient_id=patient_id, origin=origin)[0]
+
+
+def save_resources(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: str | None,
+                   origin: str) -> list[FhirResource]:
+    """``save_resource`` for several resources at once (a report and its Observations): one query finds the
+    stored versions, one flush writes the new rows, and identifiers are replaced only where content changed."""
+    resources = list(resources)
+    wanted: dict[str, list[str]] = {}
+    for resource in resources:
+        wanted.setdefault(resource["resourceType"], []).append(resource["id"])
+    stored: dict[tuple[str, str], FhirResource] = {}
+    for resource_type, ids in wanted.items():
+        for row in session.scalars(select(FhirResource).where(FhirResource.resource_type == resource_type,
+                                                              FhirResource.fhir_id.in_(ids))):
+            stored[(row.resource_type, row.fhir_id)] = row
     now = utcnow()
-    body = {k: v for k, v in resource.items() if k != "meta"}
-    meta = dict(resource.get("meta") or {})
-    if row is not None:
-        old = {k: v for k, v in row.content.items() if k != "meta"}
-        if json.dumps(old, sort_keys=True) == json.dumps(body, sort_keys=True):
-            return row
-        row.version_id += 1
-    else:
-        row = FhirResource(resource_type=resource_type, fhir_id=fhir_id, version_id=1, origin=origin)
-        session.add(row)
-    meta.update({"versionId": str(row.version_id), "lastUpdated": now.isoformat(timespec="milliseconds")})
-    row.content = {"resourceType": resource_type, "id": fhir_id, "meta": meta,
-                   **{k: v for k, v in body.items() if k not in ("resourceType", "id")}}
-    row.patient_id = patient_id
-    row.effective = effective_of(resource)
-    row.last_updated = now
+    rows: list[FhirResource] = []
+    written: list[tuple[FhirResource, dict[str, Any], bool]] = []
+    for resource in resources:
+        resource_type, fhir_id = resource["resourceType"], resource["id"]
+        row = stored.get((resource_type, fhir_id))
+        body = {k: v for k, v in resource.items() if k != "meta"}
+        meta = dict(resource.get("meta") or {})
+        if row is not None:
+            old = {k: v for k, v in row.content.items() if k != "meta"}
+            if json.dumps(old, sort_keys=True) == json.dumps(body, sort_keys=True):
+                rows.append(row)
+                continue
+            row.version_id += 1
+            replaced = True
+        else:
+            row = FhirResource(resource_type=resource_type, fhir_id=fhir_id, version_id=1, origin=origin)
+            stored[(resource_type, fhir_id)] = row
+            session.add(row)
+            replaced = False
+        meta.update({"versionId": str(row.version_id), "lastUpdated": now.isoformat(timespec="milliseconds")})
+        row.content = {"resourceType": resource_type, "id": fhir_id, "meta": meta,
+                       **{k: v for k, v in body.items() if k not in ("resourceType", "id")}}
+        row.patient_id = patient_id
+        row.effective = effective_of(resource)
+        row.last_updated = now
+        rows.append(row)
+        written.append((row, resource, replaced))
+    if not written:
+        return rows
     session.flush()
-    session.query(FhirIdentifier).filter(FhirIdentifier.resource_pk == row.id).delete()
-    for system, value in identifiers_of(resource):
-        session.add(FhirIdentifier(resource_pk=row.id, resource_type=resource_type, system=system, value=value))
-    return row
+    replaced_pks = [row.id for row, _, replaced in written if replaced]
+    if replaced_pks:
+        session.query(FhirIdentifier).filter(FhirIdentifier.resource_pk.in_(replaced_pks)).delete(synchronize_session=False)
+    session.add_all(FhirIdentifier(resource_pk=row.id, resource_type=row.resource_type, system=system, value=value)
+                    for row, resource, _ in written for system, value in identifiers_of(resource))
+    return rows
 
 
 def get_resource(session: Session, resource_type: str, fhir_id: str) -> FhirResource | None:

@@ -98,7 +98,12 @@ def enqueue(
             index_elements=["dedupe_key"], index_where=QUEUED,
             set_={"run_after": values["run_after"]})
     else:
-        statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"], index_where=QUEUED)
+        # Not DO NOTHING: the update locks the queued job until this transaction commits, so a worker cannot
+        # claim it (FOR UPDATE SKIP LOCKED skips it) and run it on data without ours — the request would be lost.
+        # If a worker holds it already, PostgreSQL waits for that transaction; the job is then no longer queued
+        # and a new one is inserted. (SQLite serialises writers: there the race cannot happen.)
+        statement = statement.on_conflict_do_update(index_elements=["dedupe_key"], index_where=QUEUED,
+                                                    set_={"payload": statement.excluded.payload})
     session.execute(statement)
 
 
