@@ -1,0 +1,113 @@
+"""``immunorad reassess --all --workers 2`` over 10 000 patients on PostgreSQL.
+
+The cohort: the worked examples and demo cases (2–5 scans, 2–5 lesions each) ingested through the real
+ingest code (FHIR therapy Bundle, then CT + TID 1500 SR per scan through DicomIngest), then copied with SQL
+(new patient ids, MRNs, study and SOP Instance UIDs; same measurements) up to 10 000 patients. Every run
+starts from a copy of that database (``CREATE DATABASE … TEMPLATE``) in which nobody has been evaluated yet,
+so each patient costs what a rule-base change costs: a new assessment version and every report issued.
+
+Anchors, same run: 1 worker versus 2 on 500 of the patients (one run each) (how the work scales), and a second
+``reassess --all`` right after the first (nothing changed: inputs hashed, nothing written).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+from bench.common import REPO, Goal, Section, Series, pg_admin, postgres_database, rmtree, tmpdir
+
+
+def populate(url: str, total: int, folder) -> int:
+    from service.config import Settings
+    from service.db import Database
+    from tests.faults.harness import CASES
+
+    from bench.population import clone_patients, ingest_case
+
+    settings = Settings(var_dir=folder, database_url=url, pseudonym_key="bench", study_settle_seconds=0)
+    db = Database(url)
+    base = 10
+    for i in range(base):
+        ingest_case(db, settings, CASES[i % len(CASES)], f"BENCH-RA-{i:02d}")
+    db.dispose()
+    return clone_patients(url, total // base - 1)
+
+
+def reassess(url: str, workers: int, folder) -> tuple[float, int, int]:
+    """Wall seconds, patients reassessed, new versions (from the command's summary line)."""
+    env = dict(os.environ, IMMUNORAD_DATABASE_URL=url, IMMUNORAD_VAR_DIR=str(folder), IMMUNORAD_PSEUDONYM_KEY="bench",
+               IMMUNORAD_LOG_LEVEL="WARNING")
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "service.cli", "reassess", "--all", "--workers", str(workers)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=7200)
+    elapsed = time.perf_counter() - started
+    match = re.search(r"reassessed (\d+) patient\(s\) in [\d.]+ s: (\d+) new", out.stdout)
+    if out.returncode != 0 or not match:
+        raise RuntimeError(f"reassess failed ({out.returncode}): {out.stderr[-2000:]}")
+    return elapsed, int(match[1]), int(match[2])
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def run(ctx) -> Section:
+    total = 500 if ctx.quick else 10_000
+    subset = 200 if ctx.quick else 500
+    runs = 1 if ctx.quick else max(1, min(ctx.repeats, int(os.environ.get("IMMUNORAD_BENCH_REASSESS_RUNS", "2"))))
+    section = Section("reassess", f"Reassess {total:,} patients on PostgreSQL")
+    folder = tmpdir("reassess")
+    try:
+        with postgres_database("immunorad_bench_ra") as big, postgres_database("immunorad_bench_ra_small") as small:
+            started = time.perf_counter()
+            patients = populate(big, total, folder)
+            populate(small, subset, folder)
+            ctx.log(f"  populated {patients:,} patients in {time.perf_counter() - started:.0f} s")
+            from bench.common import count_rows
+
+            measurements = count_rows(big, "measurements")
+            section.setup.append(f"{patients:,} patients, {measurements:,} measurements (avg "
+                                 f"{measurements / patients:.1f} per patient); nobody evaluated yet at the start of a run. "
+                                 f"`immunorad reassess --all --workers N` as a subprocess, wall time including start-up; "
+                                 f"{runs} run(s) of the full cohort.")
+            full, noop = [], []
+            for _ in range(runs):
+                with postgres_database("immunorad_bench_ra_run", template=_name(big)) as url:
+                    seconds, count, versions = reassess(url, 2, folder)
+                    assert count == patients and versions == patients, (count, versions)
+                    full.append(seconds)
+                    ctx.log(f"  reassess {count:,} with 2 workers: {seconds:.0f} s")
+                    seconds, count, versions = reassess(url, 2, folder)
+                    assert versions == 0
+                    noop.append(seconds)
+            scaling = {1: [], 2: []}
+            for _ in range(1):  # one run each: the anchors show how the work scales, not a goal
+                for workers in (1, 2):
+                    with postgres_database("immunorad_bench_ra_run", template=_name(small)) as url:
+                        seconds, count, _ = reassess(url, workers, folder)
+                        scaling[workers].append(count / seconds)
+    finally:
+        rmtree(folder)
+    full_s = section.add(Series(f"reassess {total:,}, 2 workers", "s", full, higher_is_better=False))
+    noop_s = section.add(Series(f"reassess {total:,} again, nothing changed, 2 workers", "s", noop, higher_is_better=False))
+    one = section.add(Series(f"anchor: {subset:,} patients, 1 worker", "patients/s", scaling[1]))
+    two = section.add(Series(f"anchor: {subset:,} patients, 2 workers", "patients/s", scaling[2]))
+    section.tables.append((["what", "min", "median", "max", "patients/s (median)"], [
+        [f"reassess --all --workers 2, {total:,} patients, first evaluation (s)", f"{full_s.min:.0f}", f"{full_s.median:.0f}",
+         f"{full_s.max:.0f}", f"{total / full_s.median:.1f}"],
+        [f"same, again: nothing changed (s)", f"{noop_s.min:.0f}", f"{noop_s.median:.0f}", f"{noop_s.max:.0f}",
+         f"{total / noop_s.median:.1f}"],
+        [f"anchor: {subset:,} patients, 1 worker (patients/s)", f"{one.min:.1f}", f"{one.median:.1f}", f"{one.max:.1f}", ""],
+        [f"anchor: {subset:,} patients, 2 workers (patients/s)", f"{two.min:.1f}", f"{two.median:.1f}", f"{two.max:.1f}", ""],
+    ]))
+    section.notes.append(f"2 workers do {two.median / one.median:.2f}× the work of 1 on this 2-core machine (PostgreSQL, "
+                         "the command and its workers share the cores).")
+    section.goals.append(Goal(f"reassess {total:,} patients on PostgreSQL with 2 workers ≤ 3 min"
+                              + (" (goal: 10,000; quick mode)" if ctx.quick else ""),
+                              f"{full_s.median / 60:.1f} min ({total / full_s.median:.0f} patients/s)", "≤ 3 min",
+                              full_s.median <= 180))
+    return section
