@@ -360,6 +360,14 @@ class FhirIngest:
                 raise FhirError(400, "each entry needs request.method and request.url", code="structure",
                                 expression=f"Bundle.entry[{index}].request")
             method = entry["request"].get("method")
+            url, full_url = entry["request"].get("url"), entry.get("fullUrl")
+            if not isinstance(url, str) or not url or not isinstance(full_url, (str, type(None))):
+                raise FhirError(400, f"entry {index}: request.url must be a non-empty string, fullUrl a string",
+                                code="structure", expression=f"Bundle.entry[{index}]")
+            for name in ("ifNoneExist", "ifMatch"):
+                if not isinstance(entry["request"].get(name, ""), str):
+                    raise FhirError(400, f"entry {index}: request.{name} must be a string", code="structure",
+                                    expression=f"Bundle.entry[{index}].request.{name}")
             if method not in ("POST", "PUT", "GET"):
                 raise FhirError(400 if method not in ("DELETE", "PATCH", "HEAD") else 405,
                                 f"entry {index}: method {method} is not supported", code="not-supported",
@@ -367,14 +375,13 @@ class FhirIngest:
             resource = entry.get("resource")
             if method == "POST" and isinstance(resource, dict):
                 new_id = str(uuid.uuid4())
-                if entry.get("fullUrl", "").startswith("urn:uuid:"):
-                    state.references[entry["fullUrl"]] = f"{resource.get('resourceType')}/{new_id}"
+                if (full_url or "").startswith("urn:uuid:"):
+                    state.references[full_url] = f"{resource.get('resourceType')}/{new_id}"
                 entry = dict(entry)
                 entry["_assigned_id"] = new_id
-            elif method == "PUT" and isinstance(resource, dict) and entry.get("fullUrl", "").startswith("urn:uuid:"):
-                url = entry["request"].get("url", "")
+            elif method == "PUT" and isinstance(resource, dict) and (full_url or "").startswith("urn:uuid:"):
                 if "?" not in url and "/" in url:
-                    state.references[entry["fullUrl"]] = url.strip("/")
+                    state.references[full_url] = url.strip("/")
             planned.append((index, entry))
         order = {"POST": 0, "PUT": 1, "GET": 2}
         planned.sort(key=lambda item: (order[item[1]["request"]["method"]], item[0]))
@@ -422,7 +429,7 @@ class FhirIngest:
                     exc.issues = [{k: v for k, v in issue.items() if v is not None} for issue in exc.issues]
                 raise
             responses[index] = _entry_response(result)
-            full_url = entry.get("fullUrl", "")
+            full_url = entry.get("fullUrl") or ""
             if full_url.startswith("urn:uuid:"):
                 state.references[full_url] = f"{result.resource['resourceType']}/{result.resource['id']}"
         return {"resourceType": "Bundle", "type": "transaction-response", "id": str(uuid.uuid4()),

@@ -185,6 +185,8 @@ def applied_parameters(params: Mapping[str, list[str]], supported: Iterable[str]
     """The parameters a search applies. Unknown ones are ignored (R4 search: a server SHOULD ignore them) unless
     the client asked for ``Prefer: handling=strict``, which makes them an error."""
     allowed = set(supported) | IGNORED_CONTROL_PARAMETERS
+    if any("\x00" in name or any("\x00" in value for value in values) for name, values in params.items()):
+        raise SearchError("search parameters must not contain NUL characters")
     unknown = [name for name in params if name not in allowed]
     if unknown and strict:
         raise SearchError(f"search parameter(s) {', '.join(sorted(unknown))} not supported")

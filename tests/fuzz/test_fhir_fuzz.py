@@ -144,6 +144,28 @@ def _patient_nested(depth: int) -> bytes:
     return json.dumps({"resourceType": "Patient", "extension": [extension]}).encode()
 
 
+# -- cases a larger fuzz run (bench, scale 3) found once: each was a 500 ----------------------------------------
+
+@pytest.mark.parametrize("bundle_type", ["transaction", "batch"])
+@pytest.mark.parametrize("request_part, full_url", [
+    ({"method": "PUT", "url": None}, "urn:uuid:00000000-0000-4000-8000-000000000002"),
+    ({"method": "POST", "url": "Patient"}, 7),
+    ({"method": "PUT", "url": "Patient/p1", "ifMatch": 1}, None),
+    ({"method": "POST", "url": "Patient", "ifNoneExist": ["identifier=x"]}, None),
+], ids=["url-null", "fullUrl-number", "ifMatch-number", "ifNoneExist-list"])
+def test_bundle_entries_with_mistyped_request_fields_are_refused(fhir, bundle_type, request_part, full_url):
+    entry = {"resource": {"resourceType": "Patient", "id": "p1"}, "request": request_part}
+    if full_url is not None:
+        entry["fullUrl"] = full_url
+    status = fhir("POST", "/fhir", {"resourceType": "Bundle", "type": bundle_type, "entry": [entry]})
+    assert status == (400 if bundle_type == "transaction" else 200)  # a batch answers per entry
+
+
+@pytest.mark.parametrize("query", ["patient=%00", "identifier=a%00b", "subject%00=x"])
+def test_a_nul_character_in_a_search_parameter_is_a_400(fhir, query):
+    assert fhir("GET", f"/fhir/Observation?{query}") == 400
+
+
 @pytest.mark.parametrize("path", ["/fhir", "/fhir/Patient"])
 @pytest.mark.parametrize("body", [_nested(100_000), _nested(5_000), _nested(101), _patient_nested(201)],
                          ids=["100000-deep", "5000-deep", "101-deep", "patient-201-deep"])
