@@ -56,7 +56,7 @@ def _name(url: str) -> str:
 
 
 def run(ctx) -> Section:
-    total = 500 if ctx.quick else 10_000
+    total = 500 if ctx.quick else int(os.environ.get("IMMUNORAD_BENCH_REASSESS_PATIENTS", "10000"))
     subset = 200 if ctx.quick else 500
     runs = 1 if ctx.quick else max(1, min(ctx.repeats, int(os.environ.get("IMMUNORAD_BENCH_REASSESS_RUNS", "2"))))
     section = Section("reassess", f"Reassess {total:,} patients on PostgreSQL")
@@ -106,8 +106,12 @@ def run(ctx) -> Section:
     ]))
     section.notes.append(f"2 workers do {two.median / one.median:.2f}× the work of 1 on this 2-core machine (PostgreSQL, "
                          "the command and its workers share the cores).")
+    if total != 10_000:
+        section.notes.append(f"Run on {total:,} patients, not 10,000 (time): at the measured "
+                             f"{total / full_s.median:.1f} patients/s, 10,000 would take about "
+                             f"{10_000 / (total / full_s.median) / 60:.0f} min.")
     section.goals.append(Goal(f"reassess {total:,} patients on PostgreSQL with 2 workers ≤ 3 min"
-                              + (" (goal: 10,000; quick mode)" if ctx.quick else ""),
+                              + (" (the goal is for 10,000)" if total != 10_000 else ""),
                               f"{full_s.median / 60:.1f} min ({total / full_s.median:.0f} patients/s)", "≤ 3 min",
-                              full_s.median <= 180))
+                              full_s.median <= 180 if total == 10_000 else None))
     return section
