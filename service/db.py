@@ -99,29 +99,24 @@ class Database:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self) -> contextlib.AbstractContextManager[Session]:
         """A read-write transaction, committed on success; database outages become ``DatabaseUnavailable``."""
+        return self._transaction(self._write)
+
+    def read(self) -> contextlib.AbstractContextManager[Session]:
+        """A read transaction; database outages become ``DatabaseUnavailable``, as in ``write``."""
+        return self._transaction(self._read)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(factory: sessionmaker) -> Iterator[Session]:
         try:
-            with self._write() as session, session.begin():
+            with factory() as session, session.begin():
                 yield session
         except DatabaseUnavailable:
             raise
         except Exception as exc:
             # Leaving the ``with`` rolled the transaction back and returned (or, if dead, discarded) its connection.
-            if is_database_unavailable(exc):
-                raise DatabaseUnavailable(_reason(exc)) from exc
-            raise
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[Session]:
-        """A read transaction; database outages become ``DatabaseUnavailable``, as in ``write``."""
-        try:
-            with self._read() as session, session.begin():
-                yield session
-        except DatabaseUnavailable:
-            raise
-        except Exception as exc:
             if is_database_unavailable(exc):
                 raise DatabaseUnavailable(_reason(exc)) from exc
             raise
