@@ -30,9 +30,9 @@ from fhir_mappings.inbound import (
 )
 from fhir_mappings.validation import InvalidResource, validate_resource
 from service.config import Settings
-from service.fhir_store import find_by_identifier, get_resource, patient_ids_for_identifier, save_resource
+from service.fhir_store import find_by_identifier, get_resource, patient_ids_for_identifier, save_resource_reporting
 from service.models import ClinicalFact, Measurement, Patient, Study
-from service.store import attach_measurements, audit, evaluate_soon, link_study, upsert_patient
+from service.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
 
 ACCEPTED_TYPES = (
     "Patient", "Observation", "BodyStructure", "ImagingStudy", "MedicationAdministration", "MedicationStatement",
@@ -64,11 +64,23 @@ class WriteResult:
 
 @dataclass
 class TransactionState:
-    """urn:uuid → resolved reference, and BodyStructures visible within one Bundle."""
+    """One unit of work that commits or rolls back whole (a transaction Bundle, a batch entry, a single request):
+    urn:uuid → resolved reference, the BodyStructures visible in it, and the patients and lesions it has already
+    looked up (held here, so that the session's weak identity map cannot drop them between entries)."""
 
     references: dict[str, str] = field(default_factory=dict)
     body_structures: dict[str, dict[str, Any]] = field(default_factory=dict)
     patients_touched: set[str] = field(default_factory=set)
+    patients: dict[str, Patient] = field(default_factory=dict)
+    lesions: LesionCache = field(default_factory=dict)
+
+    def patient(self, session: Session, patient_id: str) -> Patient | None:
+        found = self.patients.get(patient_id)
+        if found is None:
+            found = session.get(Patient, patient_id)
+            if found is not None:
+                self.patients[patient_id] = found
+        return found
 
 
 def _walk_references(value: Any, mapping: Mapping[str, str]) -> Any:
@@ -192,9 +204,9 @@ class FhirIngest:
                 token = parse_qs(ref.split("?", 1)[1]).get("identifier", [None])[0]
                 if token is None:
                     raise FhirError(422, "conditional patient references must use identifier", expression=where)
-                return self._patient_for_token(session, token, where)
+                return self._patient_for_token(session, token, where, state)
             if ref.startswith("Patient/"):
-                patient = session.get(Patient, ref.split("/")[1])
+                patient = state.patient(session, ref.split("/")[1])
                 if patient is None:
                     raise FhirError(422, f"unknown patient {ref}", code="not-found", expression=where)
                 return patient
@@ -202,19 +214,21 @@ class FhirIngest:
         identifier = reference.get("identifier")
         if isinstance(identifier, Mapping) and identifier.get("value"):
             token = f"{identifier.get('system', '')}|{identifier['value']}"
-            return self._patient_for_token(session, token, where)
+            return self._patient_for_token(session, token, where, state)
         raise FhirError(422, "the subject reference is empty", expression=where)
 
-    def _patient_for_token(self, session: Session, token: str, where: str) -> Patient:
+    def _patient_for_token(self, session: Session, token: str, where: str, state: TransactionState) -> Patient:
         ids = patient_ids_for_identifier(session, token, self.settings.patient_id_system)
         if len(ids) > 1:
             raise FhirError(412, "the patient identifier matches several patients", code="duplicate", expression=where)
         if ids:
-            return session.get(Patient, ids[0])
+            return state.patient(session, ids[0])
         system, _, value = token.partition("|")
         if system == self.settings.patient_id_system and value:
             # The MRN is the join key with DICOM PatientID: a patient known only by it so far is created.
-            return upsert_patient(session, value)
+            patient = upsert_patient(session, value)
+            state.patients[patient.id] = patient
+            return patient
         raise FhirError(422, "no patient with this identifier", code="not-found", expression=where)
 
     def _store(self, session: Session, resource: dict[str, Any], fhir_id: str, state: TransactionState, *,
@@ -246,22 +260,25 @@ class FhirIngest:
         else:
             patient = self._resolve_patient(session, body, state)
         source_ref = f"{kind}/{fhir_id}"
+        if patient is None and record is not None and not isinstance(record, StudyRecord):
+            raise FhirError(422, f"{kind} must reference its patient (subject)", expression=f"{kind}.subject")
+        row, existed = save_resource_reporting(session, body, patient_id=patient.id if patient else None, origin="inbound")
+        # Domain rows come only from stored resources: a resource stored for the first time replaces none.
         if patient is not None:
-            self._replace_domain_rows(session, source_ref, record, patient)
+            self._replace_domain_rows(session, source_ref, record, patient, state, replacing=existed)
             state.patients_touched.add(patient.id)
             evaluate_soon(session, patient.id, f"fhir-{kind}")
-        elif record is not None and not isinstance(record, StudyRecord):
-            raise FhirError(422, f"{kind} must reference its patient (subject)", expression=f"{kind}.subject")
         elif isinstance(record, StudyRecord):
-            self._replace_domain_rows(session, source_ref, record, None)
-        row = save_resource(session, body, patient_id=patient.id if patient else None, origin="inbound")
+            self._replace_domain_rows(session, source_ref, record, None, state, replacing=existed)
         audit(session, action="C" if created else "U", kind=f"fhir-{'create' if created else 'update'}", source="api",
               agent=agent, entity_type=kind, entity_ref=source_ref, patient_id=patient.id if patient else None)
         return WriteResult(201 if created else 200, row.content, patient.id if patient else None, created)
 
-    def _replace_domain_rows(self, session: Session, source_ref: str, record: Any, patient: Patient | None) -> None:
-        session.execute(delete(Measurement).where(Measurement.source_ref == source_ref))
-        session.execute(delete(ClinicalFact).where(ClinicalFact.source_ref == source_ref))
+    def _replace_domain_rows(self, session: Session, source_ref: str, record: Any, patient: Patient | None,
+                             state: TransactionState, *, replacing: bool) -> None:
+        if replacing:
+            session.execute(delete(Measurement).where(Measurement.source_ref == source_ref))
+            session.execute(delete(ClinicalFact).where(ClinicalFact.source_ref == source_ref))
         if isinstance(record, MeasurementRecord):
             study_id = None
             if record.study_uid:
@@ -277,9 +294,9 @@ class FhirIngest:
                 finding_code=record.finding_code, suv_max=record.suv_max, sul_peak=record.sul_peak,
                 metabolic_volume_ml=record.metabolic_volume_ml, tlg=record.tlg, reference_region=record.reference_region,
                 reference_mean=record.reference_mean, reference_sd=record.reference_sd, notes=[])
+            # Patient and lesion first: the row is then inserted once, complete.
+            attach_measurements(session, patient.id, [row], state.lesions)
             session.add(row)
-            session.flush()
-            attach_measurements(session, patient.id, [row])
         elif isinstance(record, ClinicalRecord):
             if record.kind == "death-cause":
                 patient.death_from_progression = bool(record.payload.get("from_progression"))
@@ -328,7 +345,7 @@ class FhirIngest:
             token = parse_qs(query).get("identifier", [None])[0]
             if token is None:
                 raise FhirError(422, f"conditional reference {reference!r} must use identifier", code="invalid")
-            resolved = f"Patient/{self._patient_for_token(session, token, 'reference').id}"
+            resolved = f"Patient/{self._patient_for_token(session, token, 'reference', state).id}"
         else:
             matches = self._conditional_matches(session, kind, query)
             if len(matches) != 1:

@@ -63,10 +63,22 @@ def save_resource(session: Session, resource: dict[str, Any], *, patient_id: str
     return save_resources(session, [resource], patient_id=patient_id, origin=origin)[0]
 
 
+def save_resource_reporting(session: Session, resource: dict[str, Any], *, patient_id: str | None,
+                            origin: str) -> tuple[FhirResource, bool]:
+    """``save_resource``, also telling whether a version was stored before (False: this is its first)."""
+    (row, existed), = _save(session, [resource], patient_id=patient_id, origin=origin)
+    return row, existed
+
+
 def save_resources(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: str | None,
                    origin: str) -> list[FhirResource]:
     """``save_resource`` for several resources at once (a report and its Observations): one query finds the
     stored versions, one flush writes the new rows, and identifiers are replaced only where content changed."""
+    return [row for row, _ in _save(session, resources, patient_id=patient_id, origin=origin)]
+
+
+def _save(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: str | None,
+          origin: str) -> list[tuple[FhirResource, bool]]:
     resources = list(resources)
     keys = {(resource["resourceType"], resource["id"]) for resource in resources}
     # One equality pair per resource, OR-ed: each arm is a full lookup in the (type, id) unique index. An IN list
@@ -75,18 +87,20 @@ def save_resources(session: Session, resources: Iterable[dict[str, Any]], *, pat
     condition = or_(*(and_(FhirResource.resource_type == kind, FhirResource.fhir_id == fhir_id)
                       for kind, fhir_id in sorted(keys)))
     stored = {(row.resource_type, row.fhir_id): row for row in session.scalars(select(FhirResource).where(condition))}
+    existed_before = set(stored)
     now = utcnow()
-    rows: list[FhirResource] = []
+    rows: list[tuple[FhirResource, bool]] = []
     written: list[tuple[FhirResource, dict[str, Any], bool]] = []
     for resource in resources:
         resource_type, fhir_id = resource["resourceType"], resource["id"]
         row = stored.get((resource_type, fhir_id))
         body = {k: v for k, v in resource.items() if k != "meta"}
         meta = dict(resource.get("meta") or {})
+        existed = (resource_type, fhir_id) in existed_before
         if row is not None:
             old = {k: v for k, v in row.content.items() if k != "meta"}
             if json.dumps(old, sort_keys=True) == json.dumps(body, sort_keys=True):
-                rows.append(row)
+                rows.append((row, existed))
                 continue
             row.version_id += 1
             replaced = True
@@ -101,7 +115,7 @@ def save_resources(session: Session, resources: Iterable[dict[str, Any]], *, pat
         row.patient_id = patient_id
         row.effective = effective_of(resource)
         row.last_updated = now
-        rows.append(row)
+        rows.append((row, existed))
         written.append((row, resource, replaced))
     if not written:
         return rows

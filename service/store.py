@@ -38,21 +38,34 @@ def study_by_uid(session: Session, study_uid: str) -> Study | None:
     return session.scalars(select(Study).where(Study.study_uid == study_uid)).first()
 
 
-def ensure_lesion(session: Session, patient_id: str, identity_key: str, identity_source: str, label: str | None) -> Lesion:
+LesionCache = dict[tuple[str, str], Lesion]
+"""Lesions already found or created, by (patient id, identity key), for one unit of work that cannot be partly
+rolled back (one FHIR transaction Bundle, one batch entry): it holds them strongly, so the session's weak identity
+map cannot drop them between entries and each lesion is looked up once."""
+
+
+def ensure_lesion(session: Session, patient_id: str, identity_key: str, identity_source: str, label: str | None,
+                  cache: LesionCache | None = None) -> Lesion:
+    key = (patient_id, identity_key)
+    if cache is not None and key in cache:
+        return cache[key]
     lesion = session.scalars(select(Lesion).where(Lesion.patient_id == patient_id, Lesion.identity_key == identity_key)).first()
     if lesion is None:
         lesion = Lesion(patient_id=patient_id, identity_key=identity_key, identity_source=identity_source, label=label)
         session.add(lesion)
         session.flush()
+    if cache is not None:
+        cache[key] = lesion
     return lesion
 
 
-def attach_measurements(session: Session, patient_id: str, measurements: list[Measurement]) -> None:
+def attach_measurements(session: Session, patient_id: str, measurements: list[Measurement],
+                        lesions: LesionCache | None = None) -> None:
     """Give measurements their patient and lesion rows (an SR without patient waits for its images)."""
     for m in measurements:
         m.patient_id = patient_id
         if m.identity_key and m.reference_region is None and m.rejected_reason is None:
-            m.lesion_id = ensure_lesion(session, patient_id, m.identity_key, m.identity_source, m.label).id
+            m.lesion_id = ensure_lesion(session, patient_id, m.identity_key, m.identity_source, m.label, lesions).id
 
 
 def link_study(session: Session, study: Study, patient: Patient) -> bool:
@@ -108,8 +121,11 @@ def enqueue(
 
 
 def evaluate_soon(session: Session, patient_id: str, trigger: str) -> None:
-    """Queue the patient's evaluation; once per transaction (a 200-entry Bundle for one patient queues it once)."""
-    transaction = session.get_transaction()
+    """Queue the patient's evaluation; once per transaction (a 200-entry Bundle for one patient queues it once).
+
+    Once per innermost transaction: a savepoint rolled back (a failed batch entry) takes its job with it, so a
+    later entry in a new savepoint queues the job again."""
+    transaction = session.get_nested_transaction() or session.get_transaction()
     queued = session.info.get("evaluate_soon")
     if queued is None or queued[0] is not transaction:
         queued = session.info["evaluate_soon"] = (transaction, set())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from service.models import AuditEvent, ClinicalFact, FhirResource, Measurement, Patient
+from service.models import AuditEvent, ClinicalFact, FhirResource, Lesion, Measurement, Patient
 
 SYSTEM = "urn:immunorad:mrn"
 
@@ -147,6 +147,33 @@ def test_conditional_create_and_update_on_identifier(app_client, db):
     stale = app_client.put(f"/fhir/Observation/{first.get_json()['id']}", json=changed | {"id": first.get_json()["id"]},
                            headers={"If-Match": 'W/"1"'})
     assert stale.status_code == 412
+
+
+def test_a_conditional_put_that_matches_nothing_but_names_a_stored_id_replaces_its_measurement(app_client, db):
+    # The identifier matches no resource, so this is a create, with the client's id: that id is already stored,
+    # so the stored resource gets a new version and its measurement is replaced, not doubled.
+    first = app_client.post("/fhir/Observation", json=tumour_observation("MRN-R", "T1", "2024-01-08", 30, identifier="r-1"))
+    stored_id = first.get_json()["id"]
+    again = tumour_observation("MRN-R", "T1", "2024-01-08", 33, identifier="r-2") | {"id": stored_id}
+    response = app_client.put("/fhir/Observation?identifier=urn:test:obs|r-2", json=again)
+    assert response.status_code in (200, 201) and response.get_json()["id"] == stored_id
+    assert response.get_json()["meta"]["versionId"] == "2"
+    with db.read() as session:
+        assert [float(v) for v in session.scalars(select(Measurement.long_axis_mm))] == [33.0]
+
+
+def test_a_transaction_of_many_timepoints_keeps_one_lesion_per_identity(app_client, db):
+    days = ["2024-01-08", "2024-03-04", "2024-04-29", "2024-06-24"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": tumour_observation("MRN-L", key, day, 20 + i, identifier=f"l-{key}-{day}"),
+         "request": {"method": "PUT", "url": f"Observation?identifier=urn:test:obs|l-{key}-{day}"}}
+        for i, day in enumerate(days) for key in ("T1", "T2")]}
+    assert app_client.post("/fhir", json=bundle).status_code == 200
+    with db.read() as session:
+        lesion_ids = list(session.scalars(select(Measurement.lesion_id)))
+    # 4 timepoints × 2 lesions = 8 measurements on 2 lesions, each measurement inserted complete.
+    assert len(lesion_ids) == 8 and None not in lesion_ids and len(set(lesion_ids)) == 2
+    assert rows(db, Lesion) == 2
 
 
 def test_search_paging_and_parameters(app_client):
