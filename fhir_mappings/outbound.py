@@ -232,11 +232,27 @@ def _absent(reason: str | None = None) -> dict[str, Any]:
 def _prune(value: Any) -> Any:
     """Drop ``None``, empty strings, lists and objects (FHIR JSON forbids empty values)."""
     if isinstance(value, dict):
-        pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v is not None and v != "" and v != [] and v != {}}
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, (dict, list, tuple)):
+                item = _prune(item)
+                if not item:
+                    continue
+            elif item is None or item == "":
+                continue
+            out[key] = item
+        return out
     if isinstance(value, (list, tuple)):
-        items = [_prune(v) for v in value]
-        return [v for v in items if v is not None and v != "" and v != [] and v != {}]
+        out_items = []
+        for item in value:
+            if isinstance(item, (dict, list, tuple)):
+                item = _prune(item)
+                if not item:
+                    continue
+            elif item is None or item == "":
+                continue
+            out_items.append(item)
+        return out_items
     return value
 
 

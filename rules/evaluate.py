@@ -165,9 +165,14 @@ def facts_as_of(facts: PatientFacts, day: dt.date, *, keep_treatment_outcomes: b
     )
 
 
-def _canonical(value: Any) -> Any:
+def _canonical(value: Any, memo: dict[int, tuple[Any, Any]] | None = None) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if memo is not None and id(value) in memo:
+            return memo[id(value)][1]
+        out = {f.name: _canonical(getattr(value, f.name), memo) for f in dataclasses.fields(value)}
+        if memo is not None and value.__dataclass_params__.frozen:
+            memo[id(value)] = (value, out)  # the value is kept alive with its entry, so its id cannot be reused
+        return out
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, (dt.date, dt.datetime)):
@@ -175,15 +180,19 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (Decimal, Fraction)):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): _canonical(v, memo) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, memo) for v in value]
     return value
 
 
-def inputs_hash(facts: PatientFacts, overrides: Mapping[str, Any] | None = None) -> str:
-    """A digest of everything an evaluation depends on apart from the rule base (recorded per version)."""
-    payload = {"facts": _canonical(facts), "overrides": _canonical(dict(overrides or {}))}
+def inputs_hash(facts: PatientFacts, overrides: Mapping[str, Any] | None = None,
+                memo: dict[int, tuple[Any, Any]] | None = None) -> str:
+    """A digest of everything an evaluation depends on apart from the rule base (recorded per version).
+
+    ``memo`` (an empty dict, reused) shares the canonical form of the same frozen facts between calls: the
+    reports of one patient hash the facts known at each date, which are mostly the same objects."""
+    payload = {"facts": _canonical(facts, memo), "overrides": _canonical(dict(overrides or {}))}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -174,7 +174,8 @@ def evaluate_and_publish(session: Session, settings: Settings, patient: Patient,
     facts = load_facts(session, patient, settle_seconds=settings.study_settle_seconds,
                        default_cancer_type=settings.default_cancer_type)
     overrides = settings.rule_overrides
-    digest = inputs_hash(facts, overrides)
+    canonical_memo: dict = {}
+    digest = inputs_hash(facts, overrides, canonical_memo)
     version_of_rules = rulebase().version
     last = session.scalars(select(Assessment).where(Assessment.patient_id == patient.id)
                            .order_by(Assessment.version.desc()).limit(1)).first()
@@ -190,7 +191,7 @@ def evaluate_and_publish(session: Session, settings: Settings, patient: Patient,
     session.flush()
     latest_scan = max([s.scan_date for s in facts.scans] + [m.scan_date for m in facts.measurements], default=None)
     states, alerts_changed = sync_alerts(session, patient, assessment.findings, latest_scan)
-    issued = publish_reports(session, settings, patient, facts, assessment, states, record)
+    issued = publish_reports(session, settings, patient, facts, assessment, states, record, canonical_memo)
     audit(session, action="E", kind="evaluation", source="worker", entity_type="Assessment",
           entity_ref=f"{record.version}", patient_id=patient.id,
           detail={"trigger": trigger, "rulebase": version_of_rules, "inputs_hash": digest,
@@ -206,7 +207,8 @@ def patient_ref(settings: Settings, patient: Patient) -> PatientRef:
 
 
 def publish_reports(session: Session, settings: Settings, patient: Patient, facts: PatientFacts,
-                    assessment: PatientAssessment, states: list[AlertState], record: Assessment) -> int:
+                    assessment: PatientAssessment, states: list[AlertState], record: Assessment,
+                    canonical_memo: dict | None = None) -> int:
     """One DiagnosticReport per follow-up, each evaluated on the facts known at its own date.
 
     A report is re-issued only when what was known at its date changed (or the rule base did): later scans
@@ -223,14 +225,16 @@ def publish_reports(session: Session, settings: Settings, patient: Patient, fact
     version_of_rules = rulebase().version
     issued = 0
     now = utcnow()
+    reports = {r.scan_date: r for r in session.scalars(select(Report).where(Report.patient_id == patient.id))}
+    memo = {} if canonical_memo is None else canonical_memo
     for scan_date in assessment.followup_dates:
-        report = session.scalars(select(Report).where(Report.patient_id == patient.id, Report.scan_date == scan_date)).first()
+        report = reports.get(scan_date)
         alerts = [s for s in states if s.report_date == scan_date]
         # The first on-treatment scan's report also takes the therapy stop and death recorded later: they
         # complete its hyperprogression definitions (time to treatment failure, early death).
         first_evaluation = assessment.kinetics is not None and assessment.kinetics.e2_date == scan_date
         known = facts_as_of(facts, scan_date, keep_treatment_outcomes=first_evaluation)
-        as_of_hash = _digest([inputs_hash(known, overrides), version_of_rules])
+        as_of_hash = _digest([inputs_hash(known, overrides, memo), version_of_rules])
         flags_preview = _digest(sorted((s.identifier, s.status, s.finding.code, s.finding.severity, s.finding.summary,
                                         str(s.finding.window_end), str(s.ended), _digest(to_jsonable(s.finding.codings)))
                                        for s in alerts))
