@@ -55,6 +55,10 @@ class Settings:
     retry_backoff_seconds: float = 2.0
     """IMMUNORAD_RETRY_BACKOFF_SECONDS: first wait before a failed delivery or job is retried; each further
     failure doubles it (±20 % jitter), up to 15 minutes."""
+    dicom_lock_wait_seconds: float = 15.0
+    """IMMUNORAD_DICOM_LOCK_WAIT_SECONDS: longest wait of a C-STORE for a row another transaction holds
+    (PostgreSQL ``lock_timeout``) before it answers 0xA700 so that the sender retries that instance. Senders
+    commonly abort the whole association after 30 s without a response (pynetdicom's default)."""
     ehr_token_url: str | None = None
     """IMMUNORAD_EHR_TOKEN_URL: the EHR's OAuth token endpoint; unset = discovered from
     ``{IMMUNORAD_EHR_FHIR_URL}/.well-known/smart-configuration`` (SMART Backend Services)."""
@@ -180,6 +184,7 @@ def load_settings() -> Settings:
         ehr_scope=_env("IMMUNORAD_EHR_SCOPE", Settings.ehr_scope),
         ehr_timeout_seconds=float(_env("IMMUNORAD_EHR_TIMEOUT_SECONDS", "30")),
         retry_backoff_seconds=float(_env("IMMUNORAD_RETRY_BACKOFF_SECONDS", "2")),
+        dicom_lock_wait_seconds=float(_env("IMMUNORAD_DICOM_LOCK_WAIT_SECONDS", "15")),
         ehr_token_url=_env("IMMUNORAD_EHR_TOKEN_URL"),
         ehr_jku=_env("IMMUNORAD_EHR_JKU"),
         ehr_context_pull=_bool("IMMUNORAD_EHR_CONTEXT_PULL", True),

@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from decimal import Decimal
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_NO_PATIENT = 0xC001
 STATUS_NOT_TID1500 = 0xC002
+
+SLOW_STORE_SECONDS = 5.0
+"""A C-STORE whose storage took longer than this is logged as a warning, with its time and attempts."""
 
 
 def _sex(value: str | None) -> str | None:
@@ -56,8 +60,11 @@ class DicomIngest:
             raise StoreRejected(STATUS_CANNOT_UNDERSTAND, str(exc)) from exc
         if header.sop_instance_uid != received.sop_instance_uid:
             raise StoreRejected(0xA900, "SOP Instance UID differs from the C-STORE request")
+        started = time.monotonic()
+        attempts = 0
         try:
             for attempt in range(3):
+                attempts = attempt + 1
                 try:
                     self._store(received, ds, header)
                     return
@@ -76,12 +83,22 @@ class DicomIngest:
                                 f"({type(exc.orig).__name__})") from exc
         except IntegrityError as exc:
             raise StorageUnavailable("concurrent update conflict") from exc
+        finally:
+            seconds = time.monotonic() - started
+            if seconds > SLOW_STORE_SECONDS:
+                logger.warning("slow C-STORE storage", extra={"fields": {
+                    "seconds": round(seconds, 1), "attempts": attempts,
+                    "kind": "sr" if header.sop_class_uid in TID1500_SR_CLASSES else "image"}})
 
     # -- the transaction ------------------------------------------------------------------------------
     def _store(self, received: ReceivedInstance, ds: Dataset, header: InstanceHeader) -> None:
         parsed: ParsedReport | None = None
         is_sr = header.sop_class_uid in TID1500_SR_CLASSES
         with self.db.write() as session:
+            if not self.db.is_sqlite:
+                # Answer 0xA700 (retry) before the sender's own timeout aborts the association (Settings).
+                wait_ms = max(1, int(self.settings.dicom_lock_wait_seconds * 1000))
+                session.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
             if session.scalars(select(Instance.id).where(Instance.sop_uid == header.sop_instance_uid)).first() is not None:
                 audit(session, action="C", kind="dicom-store-duplicate", source="dicom", agent=received.calling_ae,
                       entity_type="Instance", entity_ref=pseudonym(header.sop_instance_uid))

@@ -91,6 +91,42 @@ def test_storage_unavailable_answers_a700(settings_factory, tmp_path):
         server.shutdown()
 
 
+def test_a_store_that_waits_too_long_for_a_lock_answers_a700_in_time_and_succeeds_when_resent(backend, settings_factory, caplog):
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL lock_timeout; SQLite serialises writers with its busy timeout instead")
+    import time
+
+    from service.db import Database
+    from service.models import Study
+
+    settings = settings_factory(dicom_lock_wait_seconds=1.0)
+    db = Database(settings.database_url)
+    config = ListenerConfig(ae_title="IMMUNORAD", host="127.0.0.1", port=settings.dicom_port)
+    server = start_listener(config, DicomIngest(db, settings))
+    study_uid = "1.2.826.0.1.3680043.10.511.7.9"
+    first = build_ct_image(patient_id="MRN-LOCK", patient_name="LOCK^TEST", study_instance_uid=study_uid,
+                           study_date=dt.date(2024, 1, 8))
+    second = build_ct_image(patient_id="MRN-LOCK", patient_name="LOCK^TEST", study_instance_uid=study_uid,
+                            study_date=dt.date(2024, 1, 8))
+    try:
+        assert pynetdicom_store(settings.dicom_port, first).Status == 0x0000
+        # Another transaction holds the study's row (as a long one might): every instance of the study updates it.
+        with db.write() as blocker:
+            blocker.scalars(select(Study).where(Study.study_uid == study_uid).with_for_update()).one()
+            started = time.monotonic()
+            status = pynetdicom_store(settings.dicom_port, second)
+            waited = time.monotonic() - started
+        # 0xA700 after about the configured 1 s, long before a sender's 30 s timeout; nothing was stored.
+        assert status.Status == 0xA700 and 1.0 <= waited < 10, (hex(status.Status), waited)
+        assert count(db, Instance) == 1
+        # The lock is gone: the sender's retry is stored.
+        assert pynetdicom_store(settings.dicom_port, second).Status == 0x0000
+        assert count(db, Instance) == 2
+    finally:
+        server.shutdown()
+        db.dispose()
+
+
 def test_unreadable_report_gets_c000_range_with_a_comment(listener, db):
     image = build_ct_image(patient_id="MRN-BADSR", patient_name="BAD^SR", study_instance_uid="1.2.826.0.1.3680043.10.511.7.4",
                            study_date=dt.date(2024, 1, 8))

@@ -53,6 +53,16 @@ def ehr():
     server.stop()
 
 
+def listener_warnings(*services) -> str:
+    """The listeners' warnings and errors (slow storage, refusals), to say why a C-STORE failed."""
+    lines = []
+    for service in services:
+        path = service.log_path("dicom")
+        if path.exists():
+            lines += [line for line in path.read_text(errors="replace").splitlines() if '"level": "INFO"' not in line]
+    return "\n".join(lines[-40:])
+
+
 def run_all(jobs) -> list:
     """Run callables in parallel threads; their results in order (an exception fails the test)."""
     results: list = [None] * len(jobs)
@@ -95,7 +105,7 @@ def test_two_of_each_role_one_database(pg_url, ehr, tmp_path):
         via_a, via_b = run_all([lambda: send(a, patients, "PACS-A"), lambda: send(b, list(reversed(patients)), "PACS-B")])
         for results in (via_a, via_b):
             bad = [(r.sop_uid, hex(r.status) if r.status is not None else None) for r in results if r.status != 0]
-            assert not bad, f"C-STORE failures under concurrency: {bad[:5]}"
+            assert not bad, f"C-STORE failures under concurrency: {bad[:5]}\n{listener_warnings(a, b)}"
         wait_idle(a, timeout=120)
         wait_idle(b)
 
