@@ -120,7 +120,8 @@ class FhirIngest:
 
     def create(self, session: Session, resource: dict[str, Any], *, if_none_exist: str | None = None,
                agent: str | None = None, state: TransactionState | None = None, fhir_id: str | None = None,
-               expected_type: str | None = None) -> WriteResult:
+               expected_type: str | None = None, id_is_ours: bool = False) -> WriteResult:
+        """``id_is_ours``: ``fhir_id`` is one we generated (a transaction's POST entry), so nothing is stored under it."""
         state = state or TransactionState()
         self.validate(resource, expected_type)
         kind = resource["resourceType"]
@@ -138,8 +139,10 @@ class FhirIngest:
                     # The identifier already names a patient (e.g. from DICOM): this is that patient.
                     return self._store(session, resource, existing.id, state, agent=agent, created=False)
             new_id = fhir_id or str(uuid.uuid4())
-            return self._store(session, resource, new_id, state, agent=agent, created=True)
-        return self._store(session, resource, fhir_id or str(uuid.uuid4()), state, agent=agent, created=True)
+            return self._store(session, resource, new_id, state, agent=agent, created=True,
+                               fresh_id=fhir_id is None or id_is_ours)
+        return self._store(session, resource, fhir_id or str(uuid.uuid4()), state, agent=agent, created=True,
+                           fresh_id=fhir_id is None or id_is_ours)
 
     def update(self, session: Session, kind: str, fhir_id: str, resource: dict[str, Any], *, agent: str | None = None,
                if_match: str | None = None, state: TransactionState | None = None) -> WriteResult:
@@ -232,7 +235,8 @@ class FhirIngest:
         raise FhirError(422, "no patient with this identifier", code="not-found", expression=where)
 
     def _store(self, session: Session, resource: dict[str, Any], fhir_id: str, state: TransactionState, *,
-               agent: str | None, created: bool) -> WriteResult:
+               agent: str | None, created: bool, fresh_id: bool = False) -> WriteResult:
+        """``fresh_id``: a random id we just generated, under which nothing can be stored yet (no lookup)."""
         kind = resource["resourceType"]
         body = copy.deepcopy(resource)
         body["id"] = fhir_id
@@ -262,7 +266,8 @@ class FhirIngest:
         source_ref = f"{kind}/{fhir_id}"
         if patient is None and record is not None and not isinstance(record, StudyRecord):
             raise FhirError(422, f"{kind} must reference its patient (subject)", expression=f"{kind}.subject")
-        row, existed = save_resource_reporting(session, body, patient_id=patient.id if patient else None, origin="inbound")
+        row, existed = save_resource_reporting(session, body, patient_id=patient.id if patient else None, origin="inbound",
+                                               known_new=fresh_id)
         # Domain rows come only from stored resources: a resource stored for the first time replaces none.
         if patient is not None:
             self._replace_domain_rows(session, source_ref, record, patient, state, replacing=existed)
@@ -420,7 +425,7 @@ class FhirIngest:
                 raise FhirError(400, f"POST url {path!r} does not match {resource.get('resourceType')}", code="invalid")
             # PUT entries with a conditional URL may have a matching urn:uuid referenced by others.
             return self.create(session, resource, if_none_exist=request.get("ifNoneExist"), agent=agent,
-                               state=state, fhir_id=entry.get("_assigned_id"))
+                               state=state, fhir_id=entry.get("_assigned_id"), id_is_ours="_assigned_id" in entry)
         parts = path.split("/")
         if query and len(parts) == 1:
             result = self.conditional_update(session, parts[0], query, resource, agent=agent, state=state)

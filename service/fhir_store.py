@@ -64,9 +64,11 @@ def save_resource(session: Session, resource: dict[str, Any], *, patient_id: str
 
 
 def save_resource_reporting(session: Session, resource: dict[str, Any], *, patient_id: str | None,
-                            origin: str) -> tuple[FhirResource, bool]:
-    """``save_resource``, also telling whether a version was stored before (False: this is its first)."""
-    (row, existed), = _save(session, [resource], patient_id=patient_id, origin=origin)
+                            origin: str, known_new: bool = False) -> tuple[FhirResource, bool]:
+    """``save_resource``, also telling whether a version was stored before (False: this is its first).
+
+    ``known_new``: the caller generated the id at random just now, so there is nothing to look up."""
+    (row, existed), = _save(session, [resource], patient_id=patient_id, origin=origin, known_new=known_new)
     return row, existed
 
 
@@ -78,7 +80,7 @@ def save_resources(session: Session, resources: Iterable[dict[str, Any]], *, pat
 
 
 def _save(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: str | None,
-          origin: str) -> list[tuple[FhirResource, bool]]:
+          origin: str, known_new: bool = False) -> list[tuple[FhirResource, bool]]:
     resources = list(resources)
     keys = {(resource["resourceType"], resource["id"]) for resource in resources}
     # (type, id) pairs: PostgreSQL expands a row-value IN list into OR-ed equality pairs, each a full lookup in the
@@ -86,7 +88,8 @@ def _save(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: 
     # fresh bulk load), scan every row of the type and filter: that grew with the table (seen in the 10 000-patient
     # reassess benchmark). One cached statement with an expanding parameter, not an expression built per call.
     condition = tuple_(FhirResource.resource_type, FhirResource.fhir_id).in_(sorted(keys))
-    stored = {(row.resource_type, row.fhir_id): row for row in session.scalars(select(FhirResource).where(condition))}
+    stored = {} if known_new else {(row.resource_type, row.fhir_id): row
+                                   for row in session.scalars(select(FhirResource).where(condition))}
     existed_before = set(stored)
     now = utcnow()
     rows: list[tuple[FhirResource, bool]] = []
