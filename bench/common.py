@@ -272,9 +272,7 @@ class Role:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process (and its reaped children)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
+        return process_cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -286,6 +284,44 @@ class Role:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+
+
+def process_cpu_seconds(stat: str) -> float:
+    """User + system CPU time from a ``/proc/PID/stat`` line, the process's reaped children included."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds(settle: float = 0.25) -> float | None:
+    """CPU time of every PostgreSQL server process on this machine (the postmaster's count includes the backends
+    that have exited), or None when none is visible (a server elsewhere).
+
+    A backend that just exited counts nowhere until the postmaster has reaped it: read again until two readings
+    ``settle`` seconds apart agree (or for at most 5 s)."""
+    previous = _postgres_cpu_now()
+    deadline = time.monotonic() + 5
+    while previous is not None and time.monotonic() < deadline:
+        time.sleep(settle)
+        current = _postgres_cpu_now()
+        if current == previous:
+            break
+        previous = current
+    return previous
+
+
+def _postgres_cpu_now() -> float | None:
+    total, seen = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1:stat.rindex(")")] in ("postgres", "postmaster"):
+            total += process_cpu_seconds(stat)
+            seen = True
+    return total if seen else None
 
 
 def tmpdir(prefix: str) -> Path:
