@@ -142,7 +142,21 @@ def machine() -> dict:
         "dcmtk": _first_line(["storescu", "--version"]).replace("$", "").strip(),
         "packages": versions,
         "load_before": os.getloadavg(),
+        "cpu_check_before": cpu_check(),
     }
+
+
+def cpu_check(rounds: int = 5) -> float:
+    """Milliseconds (median of ``rounds``, wall clock) of a fixed pure-Python loop: how fast this machine runs our
+    kind of code right now. Taken before and after a run, it tells runs on other machines, or on a busy host, apart."""
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
 
 
 def postgres_version() -> str:

@@ -22,7 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import Section, machine
+from bench.common import Section, cpu_check, machine
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("rules", "evaluation", "fhir", "cstore", "e2e", "reassess", "fuzz")
@@ -60,6 +60,8 @@ def render(info: dict, sections: list[Section], failures: dict[str, str], args, 
     load_after = os.getloadavg()
     out.append(f"| load average | {info['load_before'][0]:.2f} before, {load_after[0]:.2f} after (1 min) — the machine "
                "is shared; other processes may have run |")
+    out.append(f"| CPU check | {info['cpu_check_before']:.0f} ms before, {cpu_check():.0f} ms after: a fixed pure-Python "
+               "loop (`bench.common.cpu_check`, median of 5, lower is faster), to compare this run with others |")
     out += ["", "## Goals", "", "| goal | measured (median) | target | met |", "|---|---|---|---|"]
     for section in sections:
         for goal in section.goals:
