@@ -24,6 +24,7 @@ POSTGRES_URL = os.environ.get("IMMUNORAD_TEST_POSTGRES_URL", "postgresql+psycopg
 
 # -- results -------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Series:
     """Repeated measurements of one figure (one value per run)."""
@@ -47,8 +48,15 @@ class Series:
         return max(self.values)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "unit": self.unit, "values": self.values, "min": self.min, "median": self.median,
-                "max": self.max, "note": self.note}
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "values": self.values,
+            "min": self.min,
+            "median": self.median,
+            "max": self.max,
+            "note": self.note,
+        }
 
 
 @dataclasses.dataclass
@@ -76,9 +84,16 @@ class Section:
         return series
 
     def as_dict(self) -> dict:
-        return {"key": self.key, "title": self.title, "setup": self.setup, "series": [s.as_dict() for s in self.series],
-                "tables": self.tables, "goals": [dataclasses.asdict(g) for g in self.goals], "notes": self.notes,
-                "seconds": self.seconds}
+        return {
+            "key": self.key,
+            "title": self.title,
+            "setup": self.setup,
+            "series": [s.as_dict() for s in self.series],
+            "tables": self.tables,
+            "goals": [dataclasses.asdict(g) for g in self.goals],
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -95,6 +110,7 @@ def fmt(value: float, digits: int = 1) -> str:
 
 
 # -- the machine -----------------------------------------------------------------------------------------
+
 
 def _first_line(args: Sequence[str]) -> str:
     try:
@@ -121,8 +137,18 @@ def machine() -> dict:
     except (OSError, ValueError, IndexError):
         pass
     versions = {}
-    for dist in ("pydicom", "pynetdicom", "highdicom", "SQLAlchemy", "psycopg", "Flask", "gunicorn", "durable-rules",
-                 "fhir.resources", "hypothesis"):
+    for dist in (
+        "pydicom",
+        "pynetdicom",
+        "highdicom",
+        "SQLAlchemy",
+        "psycopg",
+        "Flask",
+        "gunicorn",
+        "durable-rules",
+        "fhir.resources",
+        "hypothesis",
+    ):
         try:
             from importlib.metadata import version
 
@@ -169,10 +195,13 @@ def postgres_version() -> str:
 
 # -- databases -------------------------------------------------------------------------------------------
 
+
 def pg_admin():
     import psycopg
 
-    return psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True, connect_timeout=5)
+    return psycopg.connect(
+        POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True, connect_timeout=5
+    )
 
 
 def pg_url(name: str) -> str:
@@ -180,7 +209,9 @@ def pg_url(name: str) -> str:
 
 
 @contextlib.contextmanager
-def postgres_database(prefix: str = "immunorad_bench", *, template: str | None = None, migrate: bool = True) -> Iterator[str]:
+def postgres_database(
+    prefix: str = "immunorad_bench", *, template: str | None = None, migrate: bool = True
+) -> Iterator[str]:
     """A fresh PostgreSQL database (migrated, or copied from ``template``), dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with pg_admin() as conn:
@@ -230,6 +261,7 @@ def count_rows(url: str, table: str) -> int:
 
 # -- processes -------------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -250,13 +282,15 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
 def role_env(url: str, var_dir: Path, **extra: str) -> dict:
     """Production defaults (worker poll 0.5 s, settle 10 s, INFO logs), on the given database."""
     env = dict(os.environ)
-    env.update({
-        "IMMUNORAD_DATABASE_URL": url,
-        "IMMUNORAD_VAR_DIR": str(var_dir),
-        "IMMUNORAD_API_TOKEN": "bench-token",
-        "IMMUNORAD_PSEUDONYM_KEY": "bench-pseudonym-key",
-        "TCP_NODELAY": "1",
-    })
+    env.update(
+        {
+            "IMMUNORAD_DATABASE_URL": url,
+            "IMMUNORAD_VAR_DIR": str(var_dir),
+            "IMMUNORAD_API_TOKEN": "bench-token",
+            "IMMUNORAD_PSEUDONYM_KEY": "bench-pseudonym-key",
+            "TCP_NODELAY": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -268,8 +302,14 @@ class Role:
         var_dir.mkdir(parents=True, exist_ok=True)
         self.role = role
         self.log = var_dir / f"{role}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env, cwd=REPO,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", role],
+            env=env,
+            cwd=REPO,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -332,7 +372,7 @@ def _postgres_cpu_now() -> float | None:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if stat[stat.index("(") + 1:stat.rindex(")")] in ("postgres", "postmaster"):
+        if stat[stat.index("(") + 1 : stat.rindex(")")] in ("postgres", "postmaster"):
             total += process_cpu_seconds(stat)
             seen = True
     return total if seen else None

@@ -61,18 +61,51 @@ def template(kind: str) -> bytes:
 
     day = dt.date(2024, 3, 11)
     if kind == "ct":
-        ds = build_ct_image(patient_id=PLACEHOLDERS["patient"], patient_name="BENCH^CT", study_instance_uid=PLACEHOLDERS["study"],
-                            study_date=day, series_instance_uid=PLACEHOLDERS["series"], sop_instance_uid=PLACEHOLDERS["sop"],
-                            rows=512, columns=512, pixel_spacing_mm=0.7, accession_number="BENCH")
+        ds = build_ct_image(
+            patient_id=PLACEHOLDERS["patient"],
+            patient_name="BENCH^CT",
+            study_instance_uid=PLACEHOLDERS["study"],
+            study_date=day,
+            series_instance_uid=PLACEHOLDERS["series"],
+            sop_instance_uid=PLACEHOLDERS["sop"],
+            rows=512,
+            columns=512,
+            pixel_spacing_mm=0.7,
+            accession_number="BENCH",
+        )
         return _encode(ds)
-    evidence = build_ct_image(patient_id=PLACEHOLDERS["patient"], patient_name="BENCH^SR", study_instance_uid=PLACEHOLDERS["study"],
-                              study_date=day, sop_instance_uid=ROOT + ".4.1")
-    lesions = [LesionSpec(tracking_uid=f"{ROOT}.5.{n}", label=f"T{n} liver", site=codes.SCT.Liver, long_axis_mm=20.0 + n,
-                          short_axis_mm=12.0 + n, baseline_category="target") for n in range(1, 4)]
-    lesions.append(LesionSpec(tracking_uid=f"{ROOT}.5.8", label="NT bone", nontarget_status="present", baseline_category="non-target"))
-    lesions.append(LesionSpec(tracking_uid=f"{ROOT}.5.9", label="N1 node", nodal=True, long_axis_mm=16.0, short_axis_mm=11.0))
-    ds = build_measurement_report(evidence=[evidence], lesions=lesions, sop_instance_uid=PLACEHOLDERS["sop"],
-                                  series_instance_uid=PLACEHOLDERS["series"])
+    evidence = build_ct_image(
+        patient_id=PLACEHOLDERS["patient"],
+        patient_name="BENCH^SR",
+        study_instance_uid=PLACEHOLDERS["study"],
+        study_date=day,
+        sop_instance_uid=ROOT + ".4.1",
+    )
+    lesions = [
+        LesionSpec(
+            tracking_uid=f"{ROOT}.5.{n}",
+            label=f"T{n} liver",
+            site=codes.SCT.Liver,
+            long_axis_mm=20.0 + n,
+            short_axis_mm=12.0 + n,
+            baseline_category="target",
+        )
+        for n in range(1, 4)
+    ]
+    lesions.append(
+        LesionSpec(
+            tracking_uid=f"{ROOT}.5.8", label="NT bone", nontarget_status="present", baseline_category="non-target"
+        )
+    )
+    lesions.append(
+        LesionSpec(tracking_uid=f"{ROOT}.5.9", label="N1 node", nodal=True, long_axis_mm=16.0, short_axis_mm=11.0)
+    )
+    ds = build_measurement_report(
+        evidence=[evidence],
+        lesions=lesions,
+        sop_instance_uid=PLACEHOLDERS["sop"],
+        series_instance_uid=PLACEHOLDERS["series"],
+    )
     return _encode(ds)
 
 
@@ -98,10 +131,12 @@ class Corpus:
         for i in range(n):
             k = self.next + i
             study = k // self.per_study
-            data = (self.data.replace(PLACEHOLDERS["sop"].encode(), f"{ROOT}.1.{self.digit}{10**9 + k}".encode())
-                    .replace(PLACEHOLDERS["study"].encode(), f"{ROOT}.2.{self.digit}{10**9 + study}".encode())
-                    .replace(PLACEHOLDERS["series"].encode(), f"{ROOT}.3.{self.digit}{10**9 + study}".encode())
-                    .replace(PLACEHOLDERS["patient"].encode(), f"BENCH{self.kind[0].upper()}{10**9 + study:010d}".encode()))
+            data = (
+                self.data.replace(PLACEHOLDERS["sop"].encode(), f"{ROOT}.1.{self.digit}{10**9 + k}".encode())
+                .replace(PLACEHOLDERS["study"].encode(), f"{ROOT}.2.{self.digit}{10**9 + study}".encode())
+                .replace(PLACEHOLDERS["series"].encode(), f"{ROOT}.3.{self.digit}{10**9 + study}".encode())
+                .replace(PLACEHOLDERS["patient"].encode(), f"BENCH{self.kind[0].upper()}{10**9 + study:010d}".encode())
+            )
             path = folder / f"{i:06d}.dcm"
             path.write_bytes(data)
             paths.append(path)
@@ -122,9 +157,17 @@ def send(port: int, files: list[Path], associations: int, *, nodelay: bool = Tru
     """storescu, one process per association, files split evenly; wall seconds until all have finished."""
     chunks = [files[i::associations] for i in range(associations)]
     started = time.perf_counter()
-    procs = [subprocess.Popen(["storescu", "-R", "-aec", "IMMUNORAD", "-aet", "BENCHSCU", "127.0.0.1", str(port),
-                               *map(str, chunk)], env=dcmtk_env(nodelay), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for chunk in chunks if chunk]
+    procs = [
+        subprocess.Popen(
+            ["storescu", "-R", "-aec", "IMMUNORAD", "-aet", "BENCHSCU", "127.0.0.1", str(port), *map(str, chunk)],
+            env=dcmtk_env(nodelay),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for chunk in chunks
+        if chunk
+    ]
     errors = []
     for proc in procs:
         out, err = proc.communicate(timeout=1800)
@@ -155,8 +198,13 @@ class Dcmtk(Receiver):
         super().__init__("dcmtk", "DCMTK storescp --fork (writes files)")
         self.out = folder / "storescp"
         self.out.mkdir(parents=True)
-        self.proc = subprocess.Popen(["storescp", "--fork", "-aet", "IMMUNORAD", "-od", str(self.out), str(self.port)],
-                                     env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["storescp", "--fork", "-aet", "IMMUNORAD", "-od", str(self.out), str(self.port)],
+            env=dcmtk_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_port(self.port)
 
     def check(self, expected: int) -> None:
@@ -179,8 +227,13 @@ class Bare(Receiver):
         super().__init__("pynetdicom", "pynetdicom SCP, no storage (toolkit floor)")
         import sys
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench._bare_scp", str(self.port)], cwd=Path(__file__).parents[1],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench._bare_scp", str(self.port)],
+            cwd=Path(__file__).parents[1],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_port(self.port)
 
     def stop(self) -> None:
@@ -192,9 +245,13 @@ class Bare(Receiver):
 
 class Ours(Receiver):
     def __init__(self, backend: str, url: str, folder: Path) -> None:
-        super().__init__(f"immunorad-{backend}", f"immunorad listener, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}")
+        super().__init__(
+            f"immunorad-{backend}", f"immunorad listener, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}"
+        )
         self.url = url
-        self.role = Role("dicom", role_env(url, folder / self.name, IMMUNORAD_DICOM_PORT=str(self.port)), folder / self.name)
+        self.role = Role(
+            "dicom", role_env(url, folder / self.name, IMMUNORAD_DICOM_PORT=str(self.port)), folder / self.name
+        )
         wait_port(self.port)
         self.stored = 0
 
@@ -227,7 +284,12 @@ def run(ctx) -> list[Section]:
     receivers: list[Receiver] = []
     try:
         with sqlite_database(folder / "sqlite") as sqlite_url, postgres_database() as pg:
-            receivers = [Dcmtk(folder), Bare(folder), Ours("sqlite", sqlite_url, folder), Ours("postgresql", pg, folder)]
+            receivers = [
+                Dcmtk(folder),
+                Bare(folder),
+                Ours("sqlite", sqlite_url, folder),
+                Ours("postgresql", pg, folder),
+            ]
             sent = {r.name: 0 for r in receivers}
             rates: dict[tuple[str, str, int], list[float]] = {}
             for kind in ("ct", "sr"):
@@ -265,8 +327,17 @@ def run(ctx) -> list[Section]:
             for name in ("dcmtk", "pynetdicom", "immunorad-sqlite", "immunorad-postgresql"):
                 values = rates[(kind, name, associations)]
                 series = section.add(Series(f"{kind} {associations} assoc {name}", "instances/s", values))
-                table.append([kind.upper(), str(associations), names[name], fmt(series.min), fmt(series.median), fmt(series.max),
-                              f"{series.median / anchor:.2f}"])
+                table.append(
+                    [
+                        kind.upper(),
+                        str(associations),
+                        names[name],
+                        fmt(series.min),
+                        fmt(series.median),
+                        fmt(series.max),
+                        f"{series.median / anchor:.2f}",
+                    ]
+                )
     section.tables.append((headers, table))
     section.add(Series("ct 1 assoc dcmtk without TCP_NODELAY", "instances/s", [nagle], note="one run"))
     section.notes.append(f"DCMTK without TCP_NODELAY (Nagle on), CT, 1 association, one run: {nagle:.1f} instances/s.")
@@ -277,14 +348,25 @@ def run(ctx) -> list[Section]:
             f"CT, {associations} association(s): a pynetdicom SCP that stores nothing reaches {floor / anchor:.2f}× DCMTK in "
             "this run. Its DUL and association threads poll their queues with 1 ms sleeps, so each instance waits out "
             "part of a polling round trip before it is answered"
-            + ("; a receiver built on pynetdicom cannot reach 0.5× when the toolkit alone is below it" if floor / anchor < 0.5
-               else "") + ". Our listener adds the header parse and one committed transaction per instance.")
+            + (
+                "; a receiver built on pynetdicom cannot reach 0.5× when the toolkit alone is below it"
+                if floor / anchor < 0.5
+                else ""
+            )
+            + ". Our listener adds the header parse and one committed transaction per instance."
+        )
     for backend in ("sqlite", "postgresql"):
         for associations in (1, 4):
             ours = Series("", "", rates[("ct", f"immunorad-{backend}", associations)]).median
             anchor = Series("", "", rates[("ct", "dcmtk", associations)]).median
-            section.goals.append(Goal(f"CT ingest ≥ 0.5× DCMTK, {associations} assoc., {backend}", f"{ours / anchor:.2f}× "
-                                      f"({fmt(ours)} vs {fmt(anchor)}/s)", "≥ 0.50×", ours / anchor >= 0.5))
+            section.goals.append(
+                Goal(
+                    f"CT ingest ≥ 0.5× DCMTK, {associations} assoc., {backend}",
+                    f"{ours / anchor:.2f}× ({fmt(ours)} vs {fmt(anchor)}/s)",
+                    "≥ 0.50×",
+                    ours / anchor >= 0.5,
+                )
+            )
 
     memory = memory_run(ctx, quick)
     return [section, memory]
@@ -294,8 +376,10 @@ def memory_run(ctx, quick: bool) -> Section:
     total = 2000 if quick else 20000
     batch = 500 if quick else 1000
     section = Section("memory", f"Listener memory over {total:,} CT instances (PostgreSQL)")
-    section.setup.append(f"`immunorad dicom` on PostgreSQL; {total // batch} storescu associations of {batch} CT instances "
-                         "(512×512, 16 bit) one after the other; RSS of the listener process read from /proc every 0.5 s.")
+    section.setup.append(
+        f"`immunorad dicom` on PostgreSQL; {total // batch} storescu associations of {batch} CT instances "
+        "(512×512, 16 bit) one after the other; RSS of the listener process read from /proc every 0.5 s."
+    )
     folder = tmpdir("memory")
     corpus = Corpus("ct", per_study=250)
     samples: list[tuple[float, float, int]] = []
@@ -337,9 +421,21 @@ def memory_run(ctx, quick: bool) -> Section:
     section.add(Series("RSS peak after the first batch", "MB", [peak], higher_is_better=False))
     section.add(Series("RSS at the end", "MB", [final], higher_is_better=False))
     section.add(Series("ingest rate over the run", "instances/s", [total / sending]))
-    marks = [samples[0]] + [s for i, s in enumerate(samples) if i and s[2] != samples[i - 1][2] and s[2] % (total // 10) == 0]
-    section.tables.append((["instances acknowledged", "listener RSS (MB)"], [[f"{n:,}", f"{rss:.1f}"] for _, rss, n in marks]))
-    section.goals.append(Goal(f"memory flat over {total:,} instances (RSS within 50 MB)", f"+{growth:.1f} MB "
-                              f"({after_first:.1f} → peak {peak:.1f}, end {final:.1f})", "≤ 50 MB", growth <= 50))
-    section.notes.append(f"{total:,} instances in {sending:.0f} s of sending: {total / sending:.1f} instances/s, one association at a time.")
+    marks = [samples[0]] + [
+        s for i, s in enumerate(samples) if i and s[2] != samples[i - 1][2] and s[2] % (total // 10) == 0
+    ]
+    section.tables.append(
+        (["instances acknowledged", "listener RSS (MB)"], [[f"{n:,}", f"{rss:.1f}"] for _, rss, n in marks])
+    )
+    section.goals.append(
+        Goal(
+            f"memory flat over {total:,} instances (RSS within 50 MB)",
+            f"+{growth:.1f} MB ({after_first:.1f} → peak {peak:.1f}, end {final:.1f})",
+            "≤ 50 MB",
+            growth <= 50,
+        )
+    )
+    section.notes.append(
+        f"{total:,} instances in {sending:.0f} s of sending: {total / sending:.1f} instances/s, one association at a time."
+    )
     return section

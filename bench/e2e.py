@@ -14,7 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from bench.common import Goal, Role, Section, Series, database, fmt, free_port, percentile, rmtree, role_env, tmpdir, wait_port
+from bench.common import (
+    Goal,
+    Role,
+    Section,
+    Series,
+    database,
+    fmt,
+    free_port,
+    percentile,
+    rmtree,
+    role_env,
+    tmpdir,
+    wait_port,
+)
 
 
 def run(ctx) -> list[Section]:
@@ -23,8 +36,10 @@ def run(ctx) -> list[Section]:
     repeats = 2 if ctx.quick else ctx.repeats
     per_run = 4 if ctx.quick else 12
     section = Section("e2e", "End to end: last SR acknowledged → DiagnosticReport at the EHR")
-    section.setup.append(f"{per_run} patients per run (worked examples and demo cases, 2–5 scans each), {repeats} runs per "
-                         "configuration; p50/p95 per run over its patients.")
+    section.setup.append(
+        f"{per_run} patients per run (worked examples and demo cases, 2–5 scans each), {repeats} runs per "
+        "configuration; p50/p95 per run over its patients."
+    )
     configs = [("postgresql", "0.5"), ("sqlite", "0.5"), ("postgresql", "0.05")]
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     for backend, poll in configs:
@@ -35,8 +50,14 @@ def run(ctx) -> list[Section]:
         try:
             with database(backend, folder) as url:
                 http, dicom = free_port(), free_port()
-                env = role_env(url, folder, IMMUNORAD_HTTP_PORT=str(http), IMMUNORAD_DICOM_PORT=str(dicom),
-                               IMMUNORAD_EHR_FHIR_URL=ehr.base_url, IMMUNORAD_WORKER_POLL_SECONDS=poll)
+                env = role_env(
+                    url,
+                    folder,
+                    IMMUNORAD_HTTP_PORT=str(http),
+                    IMMUNORAD_DICOM_PORT=str(dicom),
+                    IMMUNORAD_EHR_FHIR_URL=ehr.base_url,
+                    IMMUNORAD_WORKER_POLL_SECONDS=poll,
+                )
                 roles = [Role(r, env, folder) for r in ("api", "dicom", "worker")]
                 wait_port(http)
                 wait_port(dicom)
@@ -59,8 +80,11 @@ def run(ctx) -> list[Section]:
                                 for at, bundle in ehr.arrivals:
                                     for entry in bundle["entry"]:
                                         r = entry["resource"]
-                                        if (r["resourceType"] == "DiagnosticReport" and patient.mrn in str(r.get("subject"))
-                                                and r.get("effectiveDateTime", "")[:10] == last_scan):
+                                        if (
+                                            r["resourceType"] == "DiagnosticReport"
+                                            and patient.mrn in str(r.get("subject"))
+                                            and r.get("effectiveDateTime", "")[:10] == last_scan
+                                        ):
                                             arrival, identifier = at, r["identifier"][0]["value"]
                             time.sleep(0.005)
                         assert arrival is not None, f"no report for {patient.mrn} {last_scan}"
@@ -87,17 +111,51 @@ def run(ctx) -> list[Section]:
     for (backend, poll), stats in results.items():
         p50 = section.add(Series(f"{backend}, poll {poll} s: p50", "s", stats["p50"], higher_is_better=False))
         p95 = section.add(Series(f"{backend}, poll {poll} s: p95", "s", stats["p95"], higher_is_better=False))
-        rows.append([backend, f"{poll} s" + (" (production default)" if poll == "0.5" else " (anchor)"),
-                     fmt(p50.min, 2), fmt(p50.median, 2), fmt(p50.max, 2), fmt(p95.min, 2), fmt(p95.median, 2), fmt(p95.max, 2),
-                     fmt(Series("", "", stats["commit"]).median, 2), fmt(Series("", "", stats["deliver"]).median, 2)])
-    section.tables.append((["database", "worker poll", "p50 s min", "median", "max", "p95 s min", "median", "max",
-                            "ack → committed (p50)", "committed → at EHR (p50)"], rows))
-    section.notes.append("'committed' is the outbox message's creation time (inside the evaluation transaction): the "
-                         "split is approximate (clock of the database session vs the test's monotonic clock).")
+        rows.append(
+            [
+                backend,
+                f"{poll} s" + (" (production default)" if poll == "0.5" else " (anchor)"),
+                fmt(p50.min, 2),
+                fmt(p50.median, 2),
+                fmt(p50.max, 2),
+                fmt(p95.min, 2),
+                fmt(p95.median, 2),
+                fmt(p95.max, 2),
+                fmt(Series("", "", stats["commit"]).median, 2),
+                fmt(Series("", "", stats["deliver"]).median, 2),
+            ]
+        )
+    section.tables.append(
+        (
+            [
+                "database",
+                "worker poll",
+                "p50 s min",
+                "median",
+                "max",
+                "p95 s min",
+                "median",
+                "max",
+                "ack → committed (p50)",
+                "committed → at EHR (p50)",
+            ],
+            rows,
+        )
+    )
+    section.notes.append(
+        "'committed' is the outbox message's creation time (inside the evaluation transaction): the "
+        "split is approximate (clock of the database session vs the test's monotonic clock)."
+    )
     for backend in ("postgresql", "sqlite"):
         p95 = Series("", "", results[(backend, "0.5")]["p95"]).median
-        section.goals.append(Goal(f"end to end p95 ≤ 1 s ({backend}, production settings)", f"{p95:.2f} s "
-                                  f"(p50 {Series('', '', results[(backend, '0.5')]['p50']).median:.2f} s)", "≤ 1 s", p95 <= 1))
+        section.goals.append(
+            Goal(
+                f"end to end p95 ≤ 1 s ({backend}, production settings)",
+                f"{p95:.2f} s (p50 {Series('', '', results[(backend, '0.5')]['p50']).median:.2f} s)",
+                "≤ 1 s",
+                p95 <= 1,
+            )
+        )
     return section
 
 
@@ -113,8 +171,12 @@ class Api:
         import urllib.request
 
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers={
-            "Content-Type": "application/fhir+json", "Authorization": "Bearer bench-token"})
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/fhir+json", "Authorization": "Bearer bench-token"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return response.status, json.loads(response.read() or b"null"), dict(response.headers)
@@ -128,7 +190,9 @@ def _outbox_created(url: str, identifier: str) -> dt.datetime | None:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            value = conn.execute(text("SELECT min(created_at) FROM outbox WHERE report_identifier = :i"), {"i": identifier}).scalar()
+            value = conn.execute(
+                text("SELECT min(created_at) FROM outbox WHERE report_identifier = :i"), {"i": identifier}
+            ).scalar()
     finally:
         engine.dispose()
     if value is None:

@@ -28,8 +28,12 @@ def bundles(n: int, prefix: str):
 
 
 def post(base: str, body: dict) -> dict:
-    request = urllib.request.Request(base + "/fhir", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/fhir+json", "Authorization": "Bearer bench-token"})
+    request = urllib.request.Request(
+        base + "/fhir",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/fhir+json", "Authorization": "Bearer bench-token"},
+    )
     with urllib.request.urlopen(request, timeout=300) as response:
         return json.loads(response.read())
 
@@ -44,9 +48,11 @@ def run(ctx) -> Section:
     sample = next(bundles(1, "X"))[1]
     entries = len(sample["entry"])
     assert entries == 200, entries
-    section.setup += [f"Bundle of {entries} Observation entries ({len(json.dumps(sample)) / 1024:.0f} KiB JSON), each a "
-                      "conditional PUT on its identifier, for a patient created just before (not timed). A new patient "
-                      f"every run (creates, not updates); {repeats} runs after one warm-up per configuration."]
+    section.setup += [
+        f"Bundle of {entries} Observation entries ({len(json.dumps(sample)) / 1024:.0f} KiB JSON), each a "
+        "conditional PUT on its identifier, for a patient created just before (not timed). A new patient "
+        f"every run (creates, not updates); {repeats} runs after one warm-up per configuration."
+    ]
     results: dict[str, dict[str, list[float]]] = {}
 
     # Anchor: validation alone (conditional references made literal: outside a transaction they are refused).
@@ -79,8 +85,17 @@ def run(ctx) -> Section:
                 results[f"inproc-{backend}"] = {"wall": wall, "cpu": cpu_rates}
 
                 port = free_port()
-                api = Role("api", role_env(url, folder / "api", IMMUNORAD_HTTP_PORT=str(port), IMMUNORAD_GUNICORN_WORKERS="1",
-                                           IMMUNORAD_LOG_LEVEL="WARNING"), folder / "api")
+                api = Role(
+                    "api",
+                    role_env(
+                        url,
+                        folder / "api",
+                        IMMUNORAD_HTTP_PORT=str(port),
+                        IMMUNORAD_GUNICORN_WORKERS="1",
+                        IMMUNORAD_LOG_LEVEL="WARNING",
+                    ),
+                    folder / "api",
+                )
                 try:
                     wait_port(port)
                     time.sleep(1.0)
@@ -103,21 +118,50 @@ def run(ctx) -> Section:
         finally:
             rmtree(folder)
 
-    labels = {"anchor": "anchor: validate the 200 resources only (no mapping, no storage)",
-              "inproc-sqlite": "FhirIngest in process, SQLite", "inproc-postgresql": "FhirIngest in process, PostgreSQL",
-              "http-sqlite": "POST /fhir, gunicorn 1 worker, SQLite", "http-postgresql": "POST /fhir, gunicorn 1 worker, PostgreSQL"}
+    labels = {
+        "anchor": "anchor: validate the 200 resources only (no mapping, no storage)",
+        "inproc-sqlite": "FhirIngest in process, SQLite",
+        "inproc-postgresql": "FhirIngest in process, PostgreSQL",
+        "http-sqlite": "POST /fhir, gunicorn 1 worker, SQLite",
+        "http-postgresql": "POST /fhir, gunicorn 1 worker, PostgreSQL",
+    }
     rows = []
     for key, label in labels.items():
         per_core = section.add(Series(f"{label}: entries per CPU second", "entries/s", results[key]["cpu"]))
         wall = results[key].get("wall")
         wall_s = section.add(Series(f"{label}: entries/s wall", "entries/s", wall)) if wall else None
-        rows.append([label, fmt(per_core.min), fmt(per_core.median), fmt(per_core.max),
-                     fmt(wall_s.median) if wall_s else "", f"{entries / wall_s.median:.2f}" if wall_s else ""])
-    section.tables.append((["configuration", "entries/s per core min", "median", "max", "entries/s wall (median)",
-                            "s per Bundle (median)"], rows))
+        rows.append(
+            [
+                label,
+                fmt(per_core.min),
+                fmt(per_core.median),
+                fmt(per_core.max),
+                fmt(wall_s.median) if wall_s else "",
+                f"{entries / wall_s.median:.2f}" if wall_s else "",
+            ]
+        )
+    section.tables.append(
+        (
+            [
+                "configuration",
+                "entries/s per core min",
+                "median",
+                "max",
+                "entries/s wall (median)",
+                "s per Bundle (median)",
+            ],
+            rows,
+        )
+    )
     worst = min(Series("", "", results[k]["cpu"]).median for k in ("inproc-sqlite", "inproc-postgresql"))
-    section.goals.append(Goal("FHIR ingest ≥ 300 entries/s per core (200-entry transaction)",
-                              f"{worst:.0f} entries/s per core (slower backend, in process)", "≥ 300", worst >= 300))
+    section.goals.append(
+        Goal(
+            "FHIR ingest ≥ 300 entries/s per core (200-entry transaction)",
+            f"{worst:.0f} entries/s per core (slower backend, in process)",
+            "≥ 300",
+            worst >= 300,
+        )
+    )
     return section
 
 

@@ -28,14 +28,21 @@ def run(ctx) -> Section:
         report = Path(tmp) / "fuzz.json"
         env = {**os.environ, "IMMUNORAD_FUZZ_SCALE": str(scale), "IMMUNORAD_FUZZ_REPORT": str(report)}
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "pytest", "tests/fuzz", "-q", "-p", "no:cacheprovider",
-                               "-W", "ignore::UserWarning"], cwd=REPO, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "tests/fuzz", "-q", "-p", "no:cacheprovider", "-W", "ignore::UserWarning"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         minutes = (time.monotonic() - started) / 60
         if done.returncode != 0:
             raise RuntimeError(f"the fuzz tests failed (exit {done.returncode}):\n{done.stdout[-4000:]}")
         data = json.loads(report.read_text())
-    section.setup.append(f"`IMMUNORAD_FUZZ_SCALE={scale} pytest tests/fuzz` (scale × each test's default case count; "
-                         f"Hypothesis derandomised), on SQLite and PostgreSQL; {minutes:.1f} minutes, all passed.")
+    section.setup.append(
+        f"`IMMUNORAD_FUZZ_SCALE={scale} pytest tests/fuzz` (scale × each test's default case count; "
+        f"Hypothesis derandomised), on SQLite and PostgreSQL; {minutes:.1f} minutes, all passed."
+    )
     rows = []
     totals: Counter = Counter()
     for node, tried in sorted(data["tried"].items()):
@@ -45,10 +52,18 @@ def run(ctx) -> Section:
         shown = ", ".join(f"{name} {count:,}" for name, count in sorted(outcomes.items(), key=lambda kv: -kv[1]))
         rows.append([node.replace("tests/fuzz/", ""), f"{tried:,}", shown])
     section.tables.append((["test [backend]", "cases tried", "outcomes"], rows))
-    section.notes.append("Outcomes: `stored` = acknowledged and stored once; `refused-0x…` = the DIMSE failure status "
-                         "with its reason, nothing written; HTTP statuses for FHIR requests (every 4xx carried an "
-                         "OperationOutcome and wrote nothing). Any crash, 5xx or partial write fails the run.")
+    section.notes.append(
+        "Outcomes: `stored` = acknowledged and stored once; `refused-0x…` = the DIMSE failure status "
+        "with its reason, nothing written; HTTP statuses for FHIR requests (every 4xx carried an "
+        "OperationOutcome and wrote nothing). Any crash, 5xx or partial write fails the run."
+    )
     for family in ("DICOM", "FHIR"):
-        section.goals.append(Goal(f"{family} fuzz cases without crash, 5xx or partial write",
-                                  f"{totals[family]:,} cases", "thousands", totals[family] >= 1000 if not ctx.quick else None))
+        section.goals.append(
+            Goal(
+                f"{family} fuzz cases without crash, 5xx or partial write",
+                f"{totals[family]:,} cases",
+                "thousands",
+                totals[family] >= 1000 if not ctx.quick else None,
+            )
+        )
     return section

@@ -50,10 +50,18 @@ def wide_case(lesions: int = 20, timepoints: int = 10) -> Case:
     rows = []
     for n in range(lesions):
         if n < 5:
-            rows.append(Lesion(f"T{n + 1}", T, "lung", cells={label: c(20 + n - i * 0.5, 15) for i, label in enumerate(labels)}))
+            rows.append(
+                Lesion(f"T{n + 1}", T, "lung", cells={label: c(20 + n - i * 0.5, 15) for i, label in enumerate(labels)})
+            )
         else:
-            rows.append(Lesion(f"NT{n + 1}", NT, "bone", cells={label: Cell(nontarget_status=NonTargetStatus.PRESENT)
-                                                                 for label in labels}))
+            rows.append(
+                Lesion(
+                    f"NT{n + 1}",
+                    NT,
+                    "bone",
+                    cells={label: Cell(nontarget_status=NonTargetStatus.PRESENT) for label in labels},
+                )
+            )
     return Case("bench-wide", D("2024-01-15"), scans, tuple(rows))
 
 
@@ -75,8 +83,15 @@ def ingest_dicom(db, settings, datasets) -> None:
     for ds in datasets:
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        ingest(ReceivedInstance(str(ds.SOPInstanceUID), str(ds.SOPClassUID), pydicom.uid.ExplicitVRLittleEndian, "BENCH",
-                                buffer.getvalue()))
+        ingest(
+            ReceivedInstance(
+                str(ds.SOPInstanceUID),
+                str(ds.SOPClassUID),
+                pydicom.uid.ExplicitVRLittleEndian,
+                "BENCH",
+                buffer.getvalue(),
+            )
+        )
 
 
 def ingest_case(db, settings, case: Case, mrn: str, *, via: str = "dicom") -> str:
@@ -109,32 +124,55 @@ def clone_patients(url: str, copies: int) -> int:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            stride = {t: int(conn.execute(text(f"SELECT coalesce(max(id), 0) + 1 FROM {t}")).scalar())
-                      for t in CLONED if t != "patients"}
+            stride = {
+                t: int(conn.execute(text(f"SELECT coalesce(max(id), 0) + 1 FROM {t}")).scalar())
+                for t in CLONED
+                if t != "patients"
+            }
             columns = {t: [c["name"] for c in inspect(conn).get_columns(t)] for t in CLONED}
             exprs = {
                 "patients": {"id": "md5(t.id || '#' || n)::uuid::text", "mrn": "t.mrn || '#' || n"},
-                "studies": {"id": f"t.id + n * {stride['studies']}", "study_uid": "t.study_uid || '.' || n",
-                            "patient_id": "md5(t.patient_id || '#' || n)::uuid::text"},
-                "instances": {"id": f"t.id + n * {stride['instances']}", "sop_uid": "t.sop_uid || '.' || n",
-                              "study_id": f"t.study_id + n * {stride['studies']}"},
-                "lesions": {"id": f"t.id + n * {stride['lesions']}", "patient_id": "md5(t.patient_id || '#' || n)::uuid::text"},
-                "measurements": {"id": f"t.id + n * {stride['measurements']}",
-                                 "patient_id": "md5(t.patient_id || '#' || n)::uuid::text",
-                                 "lesion_id": f"t.lesion_id + n * {stride['lesions']}",
-                                 "study_id": f"t.study_id + n * {stride['studies']}",
-                                 "source_ref": "t.source_ref || '#' || n"},
-                "clinical_facts": {"id": f"t.id + n * {stride['clinical_facts']}",
-                                   "patient_id": "md5(t.patient_id || '#' || n)::uuid::text",
-                                   "source_ref": "t.source_ref || '#' || n"},
+                "studies": {
+                    "id": f"t.id + n * {stride['studies']}",
+                    "study_uid": "t.study_uid || '.' || n",
+                    "patient_id": "md5(t.patient_id || '#' || n)::uuid::text",
+                },
+                "instances": {
+                    "id": f"t.id + n * {stride['instances']}",
+                    "sop_uid": "t.sop_uid || '.' || n",
+                    "study_id": f"t.study_id + n * {stride['studies']}",
+                },
+                "lesions": {
+                    "id": f"t.id + n * {stride['lesions']}",
+                    "patient_id": "md5(t.patient_id || '#' || n)::uuid::text",
+                },
+                "measurements": {
+                    "id": f"t.id + n * {stride['measurements']}",
+                    "patient_id": "md5(t.patient_id || '#' || n)::uuid::text",
+                    "lesion_id": f"t.lesion_id + n * {stride['lesions']}",
+                    "study_id": f"t.study_id + n * {stride['studies']}",
+                    "source_ref": "t.source_ref || '#' || n",
+                },
+                "clinical_facts": {
+                    "id": f"t.id + n * {stride['clinical_facts']}",
+                    "patient_id": "md5(t.patient_id || '#' || n)::uuid::text",
+                    "source_ref": "t.source_ref || '#' || n",
+                },
             }
             for table in CLONED:
                 cols = columns[table]
                 select_list = ", ".join(exprs[table].get(col, f"t.{col}") for col in cols)
-                conn.execute(text(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select_list} "
-                                  f"FROM {table} t CROSS JOIN generate_series(1, :copies) AS n"), {"copies": copies})
+                conn.execute(
+                    text(
+                        f"INSERT INTO {table} ({', '.join(cols)}) SELECT {select_list} "
+                        f"FROM {table} t CROSS JOIN generate_series(1, :copies) AS n"
+                    ),
+                    {"copies": copies},
+                )
                 if table != "patients":
-                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+                    conn.execute(
+                        text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+                    )
             total = int(conn.execute(text("SELECT count(*) FROM patients")).scalar())
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))

@@ -42,11 +42,22 @@ def populate(url: str, total: int, folder) -> int:
 
 def reassess(url: str, workers: int, folder) -> tuple[float, int, int]:
     """Wall seconds, patients reassessed, new versions (from the command's summary line)."""
-    env = dict(os.environ, IMMUNORAD_DATABASE_URL=url, IMMUNORAD_VAR_DIR=str(folder), IMMUNORAD_PSEUDONYM_KEY="bench",
-               IMMUNORAD_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        IMMUNORAD_DATABASE_URL=url,
+        IMMUNORAD_VAR_DIR=str(folder),
+        IMMUNORAD_PSEUDONYM_KEY="bench",
+        IMMUNORAD_LOG_LEVEL="WARNING",
+    )
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "service.cli", "reassess", "--all", "--workers", str(workers)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=7200)
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", "reassess", "--all", "--workers", str(workers)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=7200,
+    )
     elapsed = time.perf_counter() - started
     match = re.search(r"reassessed (\d+) patient\(s\) in [\d.]+ s: (\d+) new", out.stdout)
     if out.returncode != 0 or not match:
@@ -86,6 +97,7 @@ def cpu_split(url: str, folder, limit: int) -> tuple[float, float, float | None]
                 return fn(*args, **kwargs)
             finally:
                 spent[0] += time.thread_time() - started
+
         return call
 
     try:
@@ -125,10 +137,12 @@ def run(ctx) -> Section:
             from bench.common import count_rows
 
             measurements = count_rows(big, "measurements")
-            section.setup.append(f"{patients:,} patients, {measurements:,} measurements (avg "
-                                 f"{measurements / patients:.1f} per patient); nobody evaluated yet at the start of a run. "
-                                 f"`immunorad reassess --all --workers N` as a subprocess, wall time including start-up; "
-                                 f"{runs} run(s) of the full cohort.")
+            section.setup.append(
+                f"{patients:,} patients, {measurements:,} measurements (avg "
+                f"{measurements / patients:.1f} per patient); nobody evaluated yet at the start of a run. "
+                f"`immunorad reassess --all --workers N` as a subprocess, wall time including start-up; "
+                f"{runs} run(s) of the full cohort."
+            )
             full, noop = [], []
             for _ in range(runs):
                 with postgres_database("immunorad_bench_ra_run", template=_name(big)) as url:
@@ -150,45 +164,99 @@ def run(ctx) -> Section:
     finally:
         rmtree(folder)
     full_s = section.add(Series(f"reassess {total:,}, 2 workers", "s", full, higher_is_better=False))
-    noop_s = section.add(Series(f"reassess {total:,} again, nothing changed, 2 workers", "s", noop, higher_is_better=False))
+    noop_s = section.add(
+        Series(f"reassess {total:,} again, nothing changed, 2 workers", "s", noop, higher_is_better=False)
+    )
     one = section.add(Series(f"anchor: {subset:,} patients, 1 worker", "patients/s", scaling[1]))
     two = section.add(Series(f"anchor: {subset:,} patients, 2 workers", "patients/s", scaling[2]))
-    section.tables.append((["what", "min", "median", "max", "patients/s (median)"], [
-        [f"reassess --all --workers 2, {total:,} patients, first evaluation (s)", f"{full_s.min:.0f}", f"{full_s.median:.0f}",
-         f"{full_s.max:.0f}", f"{total / full_s.median:.1f}"],
-        [f"same, again: nothing changed (s)", f"{noop_s.min:.0f}", f"{noop_s.median:.0f}", f"{noop_s.max:.0f}",
-         f"{total / noop_s.median:.1f}"],
-        [f"anchor: {subset:,} patients, 1 worker (patients/s)", f"{one.min:.1f}", f"{one.median:.1f}", f"{one.max:.1f}", ""],
-        [f"anchor: {subset:,} patients, 2 workers (patients/s)", f"{two.min:.1f}", f"{two.median:.1f}", f"{two.max:.1f}", ""],
-    ]))
-    section.notes.append(f"2 workers do {two.median / one.median:.2f}× the work of 1 on this 2-core machine (PostgreSQL, "
-                         "the command and its workers share the cores).")
+    section.tables.append(
+        (
+            ["what", "min", "median", "max", "patients/s (median)"],
+            [
+                [
+                    f"reassess --all --workers 2, {total:,} patients, first evaluation (s)",
+                    f"{full_s.min:.0f}",
+                    f"{full_s.median:.0f}",
+                    f"{full_s.max:.0f}",
+                    f"{total / full_s.median:.1f}",
+                ],
+                [
+                    f"same, again: nothing changed (s)",
+                    f"{noop_s.min:.0f}",
+                    f"{noop_s.median:.0f}",
+                    f"{noop_s.max:.0f}",
+                    f"{total / noop_s.median:.1f}",
+                ],
+                [
+                    f"anchor: {subset:,} patients, 1 worker (patients/s)",
+                    f"{one.min:.1f}",
+                    f"{one.median:.1f}",
+                    f"{one.max:.1f}",
+                    "",
+                ],
+                [
+                    f"anchor: {subset:,} patients, 2 workers (patients/s)",
+                    f"{two.min:.1f}",
+                    f"{two.median:.1f}",
+                    f"{two.max:.1f}",
+                    "",
+                ],
+            ],
+        )
+    )
+    section.notes.append(
+        f"2 workers do {two.median / one.median:.2f}× the work of 1 on this 2-core machine (PostgreSQL, "
+        "the command and its workers share the cores)."
+    )
     cores = os.cpu_count() or 1
     budget = cores * 180_000 / 10_000  # CPU ms per patient the goal allows on this machine's cores
     rows = [
         ["the worker's thread, all (database driver and ORM included)", f"{cpu_all:.1f}", "100 %"],
-        ["… evaluation, FHIR resources and pre-fill, hashes: no database", f"{cpu_compute:.1f}",
-         f"{100 * cpu_compute / cpu_all:.0f} %"],
-        ["… the rest: loading facts, ORM, driver, JSON for storage, commit", f"{cpu_all - cpu_compute:.1f}",
-         f"{100 * (cpu_all - cpu_compute) / cpu_all:.0f} %"],
+        [
+            "… evaluation, FHIR resources and pre-fill, hashes: no database",
+            f"{cpu_compute:.1f}",
+            f"{100 * cpu_compute / cpu_all:.0f} %",
+        ],
+        [
+            "… the rest: loading facts, ORM, driver, JSON for storage, commit",
+            f"{cpu_all - cpu_compute:.1f}",
+            f"{100 * (cpu_all - cpu_compute) / cpu_all:.0f} %",
+        ],
     ]
     if cpu_server is not None:
         rows.append(["PostgreSQL server processes (same machine)", f"{cpu_server:.1f}", ""])
-    section.tables.append(([f"where the CPU goes (in process, 1 worker, one run, {subset - 10:,} patients)",
-                            "CPU ms per patient", "share of the worker"], rows))
+    section.tables.append(
+        (
+            [
+                f"where the CPU goes (in process, 1 worker, one run, {subset - 10:,} patients)",
+                "CPU ms per patient",
+                "share of the worker",
+            ],
+            rows,
+        )
+    )
     spent = cpu_all + (cpu_server or 0.0)
     section.notes.append(
         f"Budget: 10,000 patients in 3 min on {cores} cores allow {budget:.1f} ms of CPU per patient, for the workers "
         f"and the database server together. The computing alone takes {cpu_compute:.1f} ms, which leaves "
         f"{budget - cpu_compute:.1f} ms for all the storing; it takes {spent - cpu_compute:.1f} ms now "
-        f"({cpu_all - cpu_compute:.1f} in the worker" + (f", {cpu_server:.1f} in the server" if cpu_server is not None else "")
-        + ").")
+        f"({cpu_all - cpu_compute:.1f} in the worker"
+        + (f", {cpu_server:.1f} in the server" if cpu_server is not None else "")
+        + ")."
+    )
     if total != 10_000:
-        section.notes.append(f"Run on {total:,} patients, not 10,000 (time): at the measured "
-                             f"{total / full_s.median:.1f} patients/s, 10,000 would take about "
-                             f"{10_000 / (total / full_s.median) / 60:.0f} min.")
-    section.goals.append(Goal(f"reassess {total:,} patients on PostgreSQL with 2 workers ≤ 3 min"
-                              + (" (the goal is for 10,000)" if total != 10_000 else ""),
-                              f"{full_s.median / 60:.1f} min ({total / full_s.median:.0f} patients/s)", "≤ 3 min",
-                              full_s.median <= 180 if total == 10_000 else None))
+        section.notes.append(
+            f"Run on {total:,} patients, not 10,000 (time): at the measured "
+            f"{total / full_s.median:.1f} patients/s, 10,000 would take about "
+            f"{10_000 / (total / full_s.median) / 60:.0f} min."
+        )
+    section.goals.append(
+        Goal(
+            f"reassess {total:,} patients on PostgreSQL with 2 workers ≤ 3 min"
+            + (" (the goal is for 10,000)" if total != 10_000 else ""),
+            f"{full_s.median / 60:.1f} min ({total / full_s.median:.0f} patients/s)",
+            "≤ 3 min",
+            full_s.median <= 180 if total == 10_000 else None,
+        )
+    )
     return section

@@ -33,8 +33,10 @@ def run(ctx) -> Section:
     memoised = Engine(rulebase, memoise=True)
     section = Section("rules", "Rule engine: durable-rules versus plain Python predicates")
     tables = {table.qualified_name for table, _ in cases}
-    section.setup.append(f"{len(cases):,} decisions per run: every combination of input values of the {len(tables)} decision "
-                         f"tables of rule base {rulebase.version}; {repeats} runs. One thread.")
+    section.setup.append(
+        f"{len(cases):,} decisions per run: every combination of input values of the {len(tables)} decision "
+        f"tables of rule base {rulebase.version}; {repeats} runs. One thread."
+    )
     # Same answers first (a benchmark of wrong answers is worthless).
     for table, case in cases:
         plain = table.matching_rows(case)
@@ -58,18 +60,38 @@ def run(ctx) -> Section:
             memoised.decide(table.ruleset, table.name, case)
         timings["memoised"].append((time.perf_counter() - started) / len(cases) * 1e6)
 
-    labels = {"durable": "durable-rules, `Engine(load_rulebase(), memoise=False).decide`",
-              "plain": "plain Python, `DecisionTable.matching_rows(case)`",
-              "memoised": "production engine (memoised, warm)"}
+    labels = {
+        "durable": "durable-rules, `Engine(load_rulebase(), memoise=False).decide`",
+        "plain": "plain Python, `DecisionTable.matching_rows(case)`",
+        "memoised": "production engine (memoised, warm)",
+    }
     plain = Series("", "", timings["plain"]).median
     rows = []
     for key in ("durable", "plain", "memoised"):
         series = section.add(Series(labels[key], "µs/decision", timings[key], higher_is_better=False))
-        rows.append([labels[key], fmt(series.min, 2), fmt(series.median, 2), fmt(series.max, 2),
-                     f"{series.median / plain:.1f}×", fmt(1e6 / series.median)])
-    section.tables.append((["engine", "µs per decision min", "median", "max", "vs plain", "decisions/s (median)"], rows))
-    section.notes.append("Both engines chose the same row for every case. durable-rules runs one session per decision "
-                         "(assert the fact, read the fired row, delete the session), under one lock.")
-    section.goals.append(Goal("durable-rules vs plain predicates (for judging an engine change)",
-                              f"{Series('', '', timings['durable']).median:.1f} vs {plain:.2f} µs per decision", "reported", None))
+        rows.append(
+            [
+                labels[key],
+                fmt(series.min, 2),
+                fmt(series.median, 2),
+                fmt(series.max, 2),
+                f"{series.median / plain:.1f}×",
+                fmt(1e6 / series.median),
+            ]
+        )
+    section.tables.append(
+        (["engine", "µs per decision min", "median", "max", "vs plain", "decisions/s (median)"], rows)
+    )
+    section.notes.append(
+        "Both engines chose the same row for every case. durable-rules runs one session per decision "
+        "(assert the fact, read the fired row, delete the session), under one lock."
+    )
+    section.goals.append(
+        Goal(
+            "durable-rules vs plain predicates (for judging an engine change)",
+            f"{Series('', '', timings['durable']).median:.1f} vs {plain:.2f} µs per decision",
+            "reported",
+            None,
+        )
+    )
     return section

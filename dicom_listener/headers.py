@@ -179,8 +179,14 @@ def check_complete(ds: Dataset) -> None:
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if "PixelData" in ds and syntax is not None and not pydicom.uid.UID(str(syntax)).is_compressed:
         try:
-            expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
-                        * int(ds.BitsAllocated) // 8 * int(ds.get("NumberOfFrames", 1) or 1))
+            expected = (
+                int(ds.Rows)
+                * int(ds.Columns)
+                * int(ds.get("SamplesPerPixel", 1))
+                * int(ds.BitsAllocated)
+                // 8
+                * int(ds.get("NumberOfFrames", 1) or 1)
+            )
         except (AttributeError, TypeError, ValueError) as exc:
             raise HeaderError(f"image description incomplete: {type(exc).__name__}") from exc
         actual = len(ds.get_item("PixelData").value or b"")

@@ -111,8 +111,12 @@ def _end_unrequested_association(event) -> None:
     assoc = event.assoc
     dul = assoc.dul
     # EVT_CONN_CLOSE fires inside the state machine's action, so current_state is still the state it closed in.
-    if (assoc.is_acceptor and dul.state_machine.current_state in PRE_ASSOCIATION_STATES
-            and assoc.requestor.primitive is None and dul.to_user_queue.empty()):
+    if (
+        assoc.is_acceptor
+        and dul.state_machine.current_state in PRE_ASSOCIATION_STATES
+        and assoc.requestor.primitive is None
+        and dul.to_user_queue.empty()
+    ):
         dul.to_user_queue.put(None)
 
 
@@ -159,5 +163,6 @@ def start_listener(config: ListenerConfig, store: StoreCallback, *, block: bool 
     """Start the SCP; returns pynetdicom's server (``block=False``) so the caller can shut it down."""
     ae = build_ae(config)
     handlers = [(evt.EVT_C_STORE, _handle_store, [store]), (evt.EVT_CONN_CLOSE, _end_unrequested_association)]
-    return ae.start_server((config.host, config.port), block=block, evt_handlers=handlers,
-                           ssl_context=tls_context(config))
+    return ae.start_server(
+        (config.host, config.port), block=block, evt_handlers=handlers, ssl_context=tls_context(config)
+    )

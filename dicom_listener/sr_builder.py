@@ -229,12 +229,23 @@ def build_ct_image(
     """A small single-frame CT Image Storage instance (Explicit VR Little Endian, signed 16-bit pixels
     at -1000 HU with a soft-tissue disc), valid as highdicom SR evidence and for C-STORE."""
     ds = _base_image(
-        sop_class_uid=CTImageStorage, modality="CT", patient_id=patient_id, patient_name=patient_name,
-        study_instance_uid=study_instance_uid, study_date=study_date,
-        series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid, rows=rows,
-        columns=columns, pixel_spacing_mm=pixel_spacing_mm, slice_thickness_mm=slice_thickness_mm,
-        accession_number=accession_number, birth_date=birth_date, sex=sex,
-        instance_number=instance_number, series_time=dt.time(9, 0),
+        sop_class_uid=CTImageStorage,
+        modality="CT",
+        patient_id=patient_id,
+        patient_name=patient_name,
+        study_instance_uid=study_instance_uid,
+        study_date=study_date,
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=sop_instance_uid,
+        rows=rows,
+        columns=columns,
+        pixel_spacing_mm=pixel_spacing_mm,
+        slice_thickness_mm=slice_thickness_mm,
+        accession_number=accession_number,
+        birth_date=birth_date,
+        sex=sex,
+        instance_number=instance_number,
+        series_time=dt.time(9, 0),
     )
     ds.KVP = 120
     ds.PixelRepresentation = 1
@@ -283,12 +294,23 @@ def build_pet_image(
     injection = dt.datetime.combine(study_date, injection_time)
     acquisition = injection + dt.timedelta(minutes=uptake_minutes)
     ds = _base_image(
-        sop_class_uid=PositronEmissionTomographyImageStorage, modality="PT", patient_id=patient_id,
-        patient_name=patient_name, study_instance_uid=study_instance_uid, study_date=study_date,
-        series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid, rows=rows,
-        columns=columns, pixel_spacing_mm=pixel_spacing_mm, slice_thickness_mm=slice_thickness_mm,
-        accession_number=accession_number, birth_date=birth_date, sex=sex,
-        instance_number=instance_number, series_time=acquisition.time(),
+        sop_class_uid=PositronEmissionTomographyImageStorage,
+        modality="PT",
+        patient_id=patient_id,
+        patient_name=patient_name,
+        study_instance_uid=study_instance_uid,
+        study_date=study_date,
+        series_instance_uid=series_instance_uid,
+        sop_instance_uid=sop_instance_uid,
+        rows=rows,
+        columns=columns,
+        pixel_spacing_mm=pixel_spacing_mm,
+        slice_thickness_mm=slice_thickness_mm,
+        accession_number=accession_number,
+        birth_date=birth_date,
+        sex=sex,
+        instance_number=instance_number,
+        series_time=acquisition.time(),
     )
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.PatientWeight = patient_weight_kg
@@ -312,9 +334,7 @@ def build_pet_image(
     radiopharmaceutical.RadionuclideHalfLife = 6586.2
     radiopharmaceutical.RadionuclidePositronFraction = 0.9673
     radiopharmaceutical.RadionuclideCodeSequence = [hd.sr.CodedConcept(*codes.SCT._18Fluorine[:3])]
-    radiopharmaceutical.RadiopharmaceuticalCodeSequence = [
-        hd.sr.CodedConcept(*codes.SCT.FluorodeoxyglucoseF18[:3])
-    ]
+    radiopharmaceutical.RadiopharmaceuticalCodeSequence = [hd.sr.CodedConcept(*codes.SCT.FluorodeoxyglucoseF18[:3])]
     ds.RadiopharmaceuticalInformationSequence = [radiopharmaceutical]
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = 0
@@ -386,11 +406,18 @@ class LesionSpec:
         if self.nontarget_status not in (None, *_NONTARGET_STATUS_VALUES):
             raise ValueError(f'Argument "nontarget_status" is not one of {sorted(_NONTARGET_STATUS_VALUES)}.')
         if self.nontarget_change not in (None, *NON_TARGET_CHANGE_VALUES):
-            raise ValueError(
-                f'Argument "nontarget_change" is not one of {sorted(NON_TARGET_CHANGE_VALUES)}.'
-            )
-        for name in ("long_axis_mm", "short_axis_mm", "diameter_mm", "suv_max", "suv_peak", "sul_peak",
-                     "sul_max", "metabolic_volume_ml", "tlg"):
+            raise ValueError(f'Argument "nontarget_change" is not one of {sorted(NON_TARGET_CHANGE_VALUES)}.')
+        for name in (
+            "long_axis_mm",
+            "short_axis_mm",
+            "diameter_mm",
+            "suv_max",
+            "suv_peak",
+            "sul_peak",
+            "sul_max",
+            "metabolic_volume_ml",
+            "tlg",
+        ):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ValueError(f'Argument "{name}" must be a non-negative number.')
@@ -460,7 +487,9 @@ def _lesion_region(image: Dataset, lesion: LesionSpec) -> hd.sr.ImageRegion:
     source = hd.sr.SourceImageForRegion.from_source_image(image)
     if length_px <= 0:
         return hd.sr.ImageRegion(
-            graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([centre]), source_image=source,
+            graphic_type=hd.sr.GraphicTypeValues.POINT,
+            graphic_data=np.array([centre]),
+            source_image=source,
         )
     data = np.array([[centre[0] - length_px / 2, centre[1]], [centre[0] + length_px / 2, centre[1]]])
     return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=data, source_image=source)
@@ -499,17 +528,26 @@ def _lesion_measurements(lesion: LesionSpec) -> list[hd.sr.Measurement]:
 def _lesion_evaluations(lesion: LesionSpec, site: Code | None) -> list[hd.sr.QualitativeEvaluation]:
     items: list[hd.sr.QualitativeEvaluation] = []
     if lesion.baseline_category is not None:
-        items.append(hd.sr.QualitativeEvaluation(
-            name=BASELINE_CATEGORY, value=_BASELINE_CATEGORY_VALUES[lesion.baseline_category],
-        ))
+        items.append(
+            hd.sr.QualitativeEvaluation(
+                name=BASELINE_CATEGORY,
+                value=_BASELINE_CATEGORY_VALUES[lesion.baseline_category],
+            )
+        )
     if lesion.nontarget_status is not None:
-        items.append(hd.sr.QualitativeEvaluation(
-            name=CURRENT_RESPONSE, value=_NONTARGET_STATUS_VALUES[lesion.nontarget_status],
-        ))
+        items.append(
+            hd.sr.QualitativeEvaluation(
+                name=CURRENT_RESPONSE,
+                value=_NONTARGET_STATUS_VALUES[lesion.nontarget_status],
+            )
+        )
     if lesion.nontarget_change is not None:
-        items.append(hd.sr.QualitativeEvaluation(
-            name=IMMRAD_NON_TARGET_CHANGE, value=NON_TARGET_CHANGE_VALUES[lesion.nontarget_change],
-        ))
+        items.append(
+            hd.sr.QualitativeEvaluation(
+                name=IMMRAD_NON_TARGET_CHANGE,
+                value=NON_TARGET_CHANGE_VALUES[lesion.nontarget_change],
+            )
+        )
     for concept, value in (
         (IMMRAD_INJECTED, lesion.injected),
         (IMMRAD_IRRADIATED, lesion.irradiated),
@@ -545,11 +583,14 @@ def _lesion_group(
     if lesion.has_size:
         # TID 1410 planar group: geometry on the image, method RECIST 1.1 (126081, DCM; CID 6147).
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=_lesion_region(image, lesion), method=codes.DCM.RECIST1Point1, **common,
+            referenced_region=_lesion_region(image, lesion),
+            method=codes.DCM.RECIST1Point1,
+            **common,
         )
     # TID 1501 group without geometry (a non-target lesion that is only "present", a PET-only lesion).
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image)], **common,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image)],
+        **common,
     )
 
 

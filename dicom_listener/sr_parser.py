@@ -221,8 +221,7 @@ def parse_measurement_report(
         if document_class is None:
             name = pydicom.uid.UID(sop_class_uid).name if sop_class_uid else "no SOP Class UID"
             raise SRParseError(
-                f"SOP Class {sop_class_uid or '-'} ({name}) is not Enhanced, Comprehensive or "
-                "Comprehensive 3D SR"
+                f"SOP Class {sop_class_uid or '-'} ({name}) is not Enhanced, Comprehensive or Comprehensive 3D SR"
             )
         header = _read_header(ds)
         report_notes: list[str] = list(header.notes)
@@ -340,8 +339,11 @@ MAX_LABEL = 128
 
 
 def _usable_code(code: Code) -> bool:
-    return (0 < len(code.value) <= MAX_CODE_VALUE and len(code.scheme_designator) <= MAX_CODE_VALUE
-            and not _CONTROL.search(code.value + code.scheme_designator))
+    return (
+        0 < len(code.value) <= MAX_CODE_VALUE
+        and len(code.scheme_designator) <= MAX_CODE_VALUE
+        and not _CONTROL.search(code.value + code.scheme_designator)
+    )
 
 
 def _usable_label(text: str | None) -> bool:
@@ -444,9 +446,10 @@ def _count_declared_groups(work: Dataset) -> int:
         if item.get("ValueType") == "CONTAINER" and item.get("ConceptNameCodeSequence"):
             if _plain(item.ConceptNameCodeSequence[0]) == IMAGING_MEASUREMENTS:
                 for child in item.get("ContentSequence", []):
-                    if child.get("ConceptNameCodeSequence") and _plain(
-                        child.ConceptNameCodeSequence[0]
-                    ) == MEASUREMENT_GROUP:
+                    if (
+                        child.get("ConceptNameCodeSequence")
+                        and _plain(child.ConceptNameCodeSequence[0]) == MEASUREMENT_GROUP
+                    ):
                         count += 1
     return count
 
@@ -795,8 +798,7 @@ def _resolve_pixel_length(pending: _PixelLength, reader: _GroupReader, images: M
     d_row = (data[3] - data[1]) * row_spacing
     reader.sizes[pending.role] = Decimal(repr(math.hypot(d_column, d_row)))
     reader.notes.append(
-        f"{name} written in pixels ({pending.unit!r}): recomputed from its SCOORD and the Pixel Spacing "
-        f"of {image_uid}"
+        f"{name} written in pixels ({pending.unit!r}): recomputed from its SCOORD and the Pixel Spacing of {image_uid}"
     )
 
 
@@ -808,12 +810,17 @@ def _identity(reader: _GroupReader) -> tuple[str | None, str, str | None]:
     if reader.tracking_uid and (len(reader.tracking_uid) > 64 or not _UID.fullmatch(reader.tracking_uid)):
         reader.notes.append("Tracking UID is not a valid UID: not used as identity")
         reader.tracking_uid = None
-    for attribute, what in (("tracking_identifier", "Tracking Identifier"), ("finding_label", "free-text Finding"),
-                            ("site_label", "free-text Finding Site"), ("comment_label", "Comment")):
+    for attribute, what in (
+        ("tracking_identifier", "Tracking Identifier"),
+        ("finding_label", "free-text Finding"),
+        ("site_label", "free-text Finding Site"),
+        ("comment_label", "Comment"),
+    ):
         text = getattr(reader, attribute)
         if text is not None and text.strip() and not _usable_label(text.strip()):
-            reader.notes.append(f"{what} longer than {MAX_LABEL} characters or with control characters: "
-                                "not used as a lesion label")
+            reader.notes.append(
+                f"{what} longer than {MAX_LABEL} characters or with control characters: not used as a lesion label"
+            )
             setattr(reader, attribute, None)
     identifier = (reader.tracking_identifier or "").strip()
     tool_named = bool(identifier) and _is_tool_name(identifier)

@@ -28,15 +28,19 @@ SUMMARY_MAX = 139
 def discovery_document() -> dict[str, Any]:
     """The answer to ``GET /cds-services``."""
     return {
-        "services": [{
-            "hook": HOOK,
-            "id": SERVICE_ID,
-            "title": "Immunotherapy imaging response alerts",
-            "description": ("Shows active imaging alerts from immunorad when a patient's chart is opened: "
-                            "hyperprogression, fast progression, a confirmation scan due after iUPD, "
-                            "pseudoprogression, dissociated response, irAE and sarcoid-like reaction patterns."),
-            "prefetch": {"patient": "Patient/{{context.patientId}}"},
-        }]
+        "services": [
+            {
+                "hook": HOOK,
+                "id": SERVICE_ID,
+                "title": "Immunotherapy imaging response alerts",
+                "description": (
+                    "Shows active imaging alerts from immunorad when a patient's chart is opened: "
+                    "hyperprogression, fast progression, a confirmation scan due after iUPD, "
+                    "pseudoprogression, dissociated response, irAE and sarcoid-like reaction patterns."
+                ),
+                "prefetch": {"patient": "Patient/{{context.patientId}}"},
+            }
+        ]
     }
 
 
@@ -46,8 +50,14 @@ def card_uuid(alert: "AlertState", canonical: str | None = None) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{base}/cds-card/{alert.identifier}"))
 
 
-def cards_for(alerts: Sequence["AlertState"], *, patient_page_url: str, source_label: str = "immunorad",
-              canonical: str | None = None, source_url: str | None = None) -> list[dict[str, Any]]:
+def cards_for(
+    alerts: Sequence["AlertState"],
+    *,
+    patient_page_url: str,
+    source_label: str = "immunorad",
+    canonical: str | None = None,
+    source_url: str | None = None,
+) -> list[dict[str, Any]]:
     """One card per active alert, most urgent first (stable order otherwise)."""
     if not patient_page_url or not re.match(r"^https?://", patient_page_url):
         raise ValueError("patient_page_url must be an absolute http(s) URL")
@@ -61,20 +71,24 @@ def cards_for(alerts: Sequence["AlertState"], *, patient_page_url: str, source_l
         if alert.status != "active" or not finding.alert:
             continue
         indicator = codes.alert_indicator(finding.code, finding.severity)
-        source: dict[str, Any] = {"label": source_label,
-                                  "topic": {"system": systems.alert, "code": finding.code,
-                                            "display": codes.alert_display(finding.code)}}
+        source: dict[str, Any] = {
+            "label": source_label,
+            "topic": {"system": systems.alert, "code": finding.code, "display": codes.alert_display(finding.code)},
+        }
         if source_url:
             source["url"] = source_url
-        cards.append({
-            "uuid": card_uuid(alert, systems.canonical),
-            "summary": summary_text(finding.summary or codes.alert_display(finding.code)),
-            "indicator": indicator,
-            "source": source,
-            "detail": _detail(alert),
-            "links": [{"label": "Open the immunorad response assessment", "url": patient_page_url,
-                       "type": "absolute"}],
-        })
+        cards.append(
+            {
+                "uuid": card_uuid(alert, systems.canonical),
+                "summary": summary_text(finding.summary or codes.alert_display(finding.code)),
+                "indicator": indicator,
+                "source": source,
+                "detail": _detail(alert),
+                "links": [
+                    {"label": "Open the immunorad response assessment", "url": patient_page_url, "type": "absolute"}
+                ],
+            }
+        )
     cards.sort(key=lambda card: rank[card["indicator"]])
     return cards
 
@@ -98,8 +112,10 @@ def markdown_escape(text: str) -> str:
 
 def _detail(alert: "AlertState") -> str:
     finding = alert.finding
-    lines = [f"**{markdown_escape(codes.alert_display(finding.code))}** at the scan of "
-             f"{finding.scan_date.isoformat()}.", ""]
+    lines = [
+        f"**{markdown_escape(codes.alert_display(finding.code))}** at the scan of {finding.scan_date.isoformat()}.",
+        "",
+    ]
     trace = [line.strip() for line in finding.detail.splitlines() if line.strip()]
     lines += [f"- {markdown_escape(line)}" for line in trace]
     if finding.window_end is not None:

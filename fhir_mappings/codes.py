@@ -1,6 +1,6 @@
 """Every code system URL and code that immunorad emits in FHIR, in one place, each with its source.
 
-Sources (contract §5, ``../shared/spec/interop-notes.md`` §4–§5; versions as read there):
+Sources (contract §5, ``docs/interop-notes.md`` §4–§5; versions as read there):
 
 * **LOINC** — codes as bound by US Core 6.1.0 (``us-core-diagnosticreport-category``,
   ``us-core-diagnosticreport-note``) and mCODE 4.0.0 (CancerDiseaseStatus, TumorSize). The LOINC release that
@@ -115,11 +115,13 @@ DATA_ABSENT_UNKNOWN = Code(DATA_ABSENT_REASON, "unknown", "Unknown", "FHIR R4 da
 INTERPRETATION_HIGH = Code(OBSERVATION_INTERPRETATION, "H", "High", "THO v3-ObservationInterpretation")
 INTERPRETATION_LOW = Code(OBSERVATION_INTERPRETATION, "L", "Low", "THO v3-ObservationInterpretation")
 
-FLAG_PRIORITY_BY_SEVERITY: Mapping[str, Code] = MappingProxyType({
-    "critical": Code(FLAG_PRIORITY, "PH", "High priority", "FHIR R4 flag-priority-code"),
-    "warning": Code(FLAG_PRIORITY, "PM", "Medium priority", "FHIR R4 flag-priority-code"),
-    "info": Code(FLAG_PRIORITY, "PL", "Low priority", "FHIR R4 flag-priority-code"),
-})
+FLAG_PRIORITY_BY_SEVERITY: Mapping[str, Code] = MappingProxyType(
+    {
+        "critical": Code(FLAG_PRIORITY, "PH", "High priority", "FHIR R4 flag-priority-code"),
+        "warning": Code(FLAG_PRIORITY, "PM", "Medium priority", "FHIR R4 flag-priority-code"),
+        "info": Code(FLAG_PRIORITY, "PL", "Low priority", "FHIR R4 flag-priority-code"),
+    }
+)
 """CDS Hooks indicator → Flag priority (the IPS example uses PH/PM/PL; interop-notes §5.2)."""
 
 # DICOM / NCIt: the only criteria with a standard code (DICOM CID 6147, 2024c)
@@ -135,29 +137,42 @@ CDISC_OVRLRESP = Code(CDISC_RSTESTCD, "OVRLRESP", "Overall Response", "CDISC SDT
 SCT_IMPROVED = Code(SNOMED, "268910001", "Patient's condition improved (finding)", "mCODE 4.0.0 ConditionStatusTrendVS")
 SCT_STABLE = Code(SNOMED, "359746009", "Patient's condition stable (finding)", "mCODE 4.0.0 ConditionStatusTrendVS")
 SCT_WORSENED = Code(SNOMED, "271299001", "Patient's condition worsened (finding)", "mCODE 4.0.0 ConditionStatusTrendVS")
-SCT_UNDETERMINED = Code(SNOMED, "709137006", "Patient condition undetermined (finding)", "mCODE 4.0.0 ConditionStatusTrendVS")
+SCT_UNDETERMINED = Code(
+    SNOMED, "709137006", "Patient condition undetermined (finding)", "mCODE 4.0.0 ConditionStatusTrendVS"
+)
 SCT_IMAGING = Code(SNOMED, "363679005", "Imaging", "mCODE 4.0.0 CancerDiseaseStatusEvidenceTypeVS")
 
 # UCUM units (code, human unit)
-UCUM_UNITS: Mapping[str, str] = MappingProxyType({
-    "mm": "mm",
-    "mm2": "mm²",
-    "cm": "cm",
-    "mL": "mL",
-    "%": "%",
-    "%/mo": "%/month",
-    "mm/mo": "mm/month",
-    "1": "1",
-    "g/ml{SUVbw}": "g/ml (SUVbw)",
-    "g/ml{SUVlbm}": "g/ml (SUL)",
-    "cm2/m2": "cm²/m²",
-})
+UCUM_UNITS: Mapping[str, str] = MappingProxyType(
+    {
+        "mm": "mm",
+        "mm2": "mm²",
+        "cm": "cm",
+        "mL": "mL",
+        "%": "%",
+        "%/mo": "%/month",
+        "mm/mo": "mm/month",
+        "1": "1",
+        "g/ml{SUVbw}": "g/ml (SUVbw)",
+        "g/ml{SUVlbm}": "g/ml (SUL)",
+        "cm2/m2": "cm²/m²",
+    }
+)
 """UCUM codes we emit with ``system`` UCUM; a unit not listed is sent as ``unit`` text only."""
-UCUM_ALIASES: Mapping[str, str] = MappingProxyType({
-    "mm^2": "mm2", "mm²": "mm2", "ml": "mL", "g/mL{SUVbw}": "g/ml{SUVbw}", "g/mL{SUVlbm}": "g/ml{SUVlbm}",
-    "{SUVbw}g/ml": "g/ml{SUVbw}", "{SUVlbm}g/ml": "g/ml{SUVlbm}", "%/month": "%/mo", "mm/month": "mm/mo",
-    "": "1",
-})
+UCUM_ALIASES: Mapping[str, str] = MappingProxyType(
+    {
+        "mm^2": "mm2",
+        "mm²": "mm2",
+        "ml": "mL",
+        "g/mL{SUVbw}": "g/ml{SUVbw}",
+        "g/mL{SUVlbm}": "g/ml{SUVlbm}",
+        "{SUVbw}g/ml": "g/ml{SUVbw}",
+        "{SUVlbm}g/ml": "g/ml{SUVlbm}",
+        "%/month": "%/mo",
+        "mm/month": "mm/mo",
+        "": "1",
+    }
+)
 
 
 def ucum(unit: str | None) -> str | None:
@@ -227,23 +242,25 @@ class LocalSystems:
 
 
 # {C}/CodeSystem/response-criteria (contract §5): code → display
-RESPONSE_CRITERIA: Mapping[str, str] = MappingProxyType({
-    "RECIST-1.1": "RECIST 1.1",
-    "iRECIST": "iRECIST",
-    "irRECIST": "irRECIST",
-    "irRC": "irRC",
-    "imRECIST": "imRECIST",
-    "itRECIST": "itRECIST",
-    "PERCIST-1.0": "PERCIST 1.0",
-    "imPERCIST5": "imPERCIST5",
-    "PERCIMT": "PERCIMT",
-    "iPERCIST": "iPERCIST",
-    "EORTC-PET": "EORTC PET",
-    "Lugano-2014": "Lugano 2014",
-    "LYRIC": "LYRIC",
-    "RANO": "RANO",
-    "iRANO": "iRANO",
-})
+RESPONSE_CRITERIA: Mapping[str, str] = MappingProxyType(
+    {
+        "RECIST-1.1": "RECIST 1.1",
+        "iRECIST": "iRECIST",
+        "irRECIST": "irRECIST",
+        "irRC": "irRC",
+        "imRECIST": "imRECIST",
+        "itRECIST": "itRECIST",
+        "PERCIST-1.0": "PERCIST 1.0",
+        "imPERCIST5": "imPERCIST5",
+        "PERCIMT": "PERCIMT",
+        "iPERCIST": "iPERCIST",
+        "EORTC-PET": "EORTC PET",
+        "Lugano-2014": "Lugano 2014",
+        "LYRIC": "LYRIC",
+        "RANO": "RANO",
+        "iRANO": "iRANO",
+    }
+)
 
 
 def criterion_display(criterion: str) -> str:
@@ -254,49 +271,53 @@ def criterion_display(criterion: str) -> str:
 # {C}/CodeSystem/response (contract §5): the categories as the criteria name them, CDISC submission values where
 # they exist (pharmaversesdtm rs_onco_irecist.R), with a radiologist's wording. A category the rules return that
 # is not listed here is still emitted (as the criterion names it) with no display.
-RESPONSE_CATEGORIES: Mapping[str, str] = MappingProxyType({
-    # RECIST 1.1 (Eisenhauer 2009) and the shared non-target / lesion-level values
-    "CR": "complete response",
-    "PR": "partial response",
-    "SD": "stable disease",
-    "PD": "progressive disease",
-    "NE": "not evaluable",
-    "NON-CR/NON-PD": "non-CR/non-PD",
-    # iRECIST (Seymour 2017)
-    "iCR": "complete response",
-    "iPR": "partial response",
-    "iSD": "stable disease",
-    "iUPD": "unconfirmed progressive disease",
-    "iCPD": "confirmed progressive disease",
-    "NON-iCR/NON-iUPD": "non-iCR/non-iUPD",
-    # irRC / irRECIST
-    "irCR": "immune-related complete response",
-    "irPR": "immune-related partial response",
-    "irSD": "immune-related stable disease",
-    "irPD": "immune-related progressive disease",
-    "irNE": "immune-related not evaluable",
-    "irNN": "immune-related non-CR/non-PD",
-    # PET (PERCIST, EORTC, Lugano PET-CT)
-    "CMR": "complete metabolic response",
-    "PMR": "partial metabolic response",
-    "SMD": "stable metabolic disease",
-    "NMR": "no metabolic response",
-    "PMD": "progressive metabolic disease",
-    "UPMD": "unconfirmed progressive metabolic disease",
-    "CPMD": "confirmed progressive metabolic disease",
-    # LYRIC indeterminate response (Cheson 2016)
-    "IR": "indeterminate response",
-    "IR1": "indeterminate response IR1",
-    "IR2": "indeterminate response IR2",
-    "IR2a": "indeterminate response IR2a",
-    "IR2b": "indeterminate response IR2b",
-    "IR3": "indeterminate response IR3",
-})
+RESPONSE_CATEGORIES: Mapping[str, str] = MappingProxyType(
+    {
+        # RECIST 1.1 (Eisenhauer 2009) and the shared non-target / lesion-level values
+        "CR": "complete response",
+        "PR": "partial response",
+        "SD": "stable disease",
+        "PD": "progressive disease",
+        "NE": "not evaluable",
+        "NON-CR/NON-PD": "non-CR/non-PD",
+        # iRECIST (Seymour 2017)
+        "iCR": "complete response",
+        "iPR": "partial response",
+        "iSD": "stable disease",
+        "iUPD": "unconfirmed progressive disease",
+        "iCPD": "confirmed progressive disease",
+        "NON-iCR/NON-iUPD": "non-iCR/non-iUPD",
+        # irRC / irRECIST
+        "irCR": "immune-related complete response",
+        "irPR": "immune-related partial response",
+        "irSD": "immune-related stable disease",
+        "irPD": "immune-related progressive disease",
+        "irNE": "immune-related not evaluable",
+        "irNN": "immune-related non-CR/non-PD",
+        # PET (PERCIST, EORTC, Lugano PET-CT)
+        "CMR": "complete metabolic response",
+        "PMR": "partial metabolic response",
+        "SMD": "stable metabolic disease",
+        "NMR": "no metabolic response",
+        "PMD": "progressive metabolic disease",
+        "UPMD": "unconfirmed progressive metabolic disease",
+        "CPMD": "confirmed progressive metabolic disease",
+        # LYRIC indeterminate response (Cheson 2016)
+        "IR": "indeterminate response",
+        "IR1": "indeterminate response IR1",
+        "IR2": "indeterminate response IR2",
+        "IR2a": "indeterminate response IR2a",
+        "IR2b": "indeterminate response IR2b",
+        "IR3": "indeterminate response IR3",
+    }
+)
 
-RESPONSE_NON_CATEGORY_WORDS: Mapping[str, str] = MappingProxyType({
-    "NONE": "no non-target lesions",
-    "NA": "not applicable",
-})
+RESPONSE_NON_CATEGORY_WORDS: Mapping[str, str] = MappingProxyType(
+    {
+        "NONE": "no non-target lesions",
+        "NA": "not applicable",
+    }
+)
 """Values of ``target_response``/``nontarget_response`` that are not categories: sent as text only."""
 
 
@@ -309,71 +330,75 @@ def category_words(category: str) -> str:
 # mCODE CancerDiseaseStatus value mapping (interop-notes §4.5; contract §5). The primary criterion's category →
 # SNOMED CT trend. CR → "improved" (268910001, preferred ConditionStatusTrendVS) rather than the US-extension
 # "full remission" concept of the max VS. iUPD → undetermined with an "unconfirmed progression" note.
-DISEASE_STATUS_BY_CATEGORY: Mapping[str, Code] = MappingProxyType({
-    **{c: SCT_IMPROVED for c in ("CR", "PR", "iCR", "iPR", "irCR", "irPR", "CMR", "PMR")},
-    **{c: SCT_STABLE for c in ("SD", "NON-CR/NON-PD", "iSD", "NON-iCR/NON-iUPD", "irSD", "irNN", "SMD", "NMR")},
-    **{c: SCT_WORSENED for c in ("PD", "iCPD", "irPD", "PMD", "CPMD")},
-    **{c: SCT_UNDETERMINED for c in ("NE", "irNE", "iUPD", "UPMD", "IR", "IR1", "IR2", "IR2a", "IR2b", "IR3")},
-})
+DISEASE_STATUS_BY_CATEGORY: Mapping[str, Code] = MappingProxyType(
+    {
+        **{c: SCT_IMPROVED for c in ("CR", "PR", "iCR", "iPR", "irCR", "irPR", "CMR", "PMR")},
+        **{c: SCT_STABLE for c in ("SD", "NON-CR/NON-PD", "iSD", "NON-iCR/NON-iUPD", "irSD", "irNN", "SMD", "NMR")},
+        **{c: SCT_WORSENED for c in ("PD", "iCPD", "irPD", "PMD", "CPMD")},
+        **{c: SCT_UNDETERMINED for c in ("NE", "irNE", "iUPD", "UPMD", "IR", "IR1", "IR2", "IR2a", "IR2b", "IR3")},
+    }
+)
 UNCONFIRMED_PROGRESSION_CATEGORIES = frozenset({"iUPD", "UPMD", "IR", "IR1", "IR2", "IR2a", "IR2b", "IR3"})
 """Categories that mean "progression not yet confirmed": the status note says so."""
 
 
 # {C}/CodeSystem/immunorad: observation, component and attribute codes (contract §4–§5) → display
-IMMUNORAD_CODES: Mapping[str, str] = MappingProxyType({
-    # report and observation codes
-    "response-assessment": "Immunotherapy imaging response assessment",
-    "overall-response": "Overall response",
-    "tumour-kinetics": "Tumour growth kinetics",
-    # criterion observation components
-    "target-response": "Target lesion response",
-    "non-target-response": "Non-target lesion response",
-    "new-lesions": "New lesions",
-    "sum-of-diameters": "Sum of diameters",
-    "baseline-sum": "Baseline sum of diameters",
-    "nadir-sum": "Nadir sum of diameters",
-    "percent-change-from-baseline": "Percent change from baseline",
-    "percent-change-from-nadir": "Percent change from nadir",
-    "absolute-change-from-nadir": "Absolute change from nadir",
-    "confirmed": "Confirmed",
-    "progression-date": "Date of progression",
-    "best-overall-response": "Best overall response (without confirmation)",
-    "best-overall-response-confirmed": "Best overall response (confirmed)",
-    "provisional": "Provisional (rests on unverified rules)",
-    # kinetics components (kinetics spec §2)
-    "tgr-reference": "Tumour growth rate, reference period (before treatment)",
-    "tgr-experimental": "Tumour growth rate, experimental period (on treatment)",
-    "tgr-ratio": "Tumour growth rate ratio (experimental / reference)",
-    "tgr-difference": "Tumour growth rate difference (experimental - reference)",
-    "tgk-reference": "Tumour growth kinetics, reference period",
-    "tgk-experimental": "Tumour growth kinetics, experimental period",
-    "tgk-ratio": "Tumour growth kinetics ratio",
-    # definition verdicts
-    "met": "Met",
-    "not-met": "Not met",
-    "not-evaluable": "Not evaluable",
-    # lesion attributes (contract §4, inbound)
-    "lesion-role": "Lesion role",
-    "target": "Target lesion",
-    "non-target": "Non-target lesion",
-    "new": "New lesion",
-    "non-target-status": "Non-target lesion status",
-    "present": "Present",
-    "absent": "Absent",
-    "unequivocal-progression": "Unequivocal progression",
-    "non-target-change": "Non-target change (iRECIST working group grade)",
-    "NC": "No change from baseline or nadir",
-    "INC": "Increased from baseline or nadir",
-    "NCLA": "No change from the last assessment",
-    "INCLA": "Further increase from the last assessment",
-    "UNE": "Unequivocal increase",
-    "injected": "Injected (intratumoral therapy)",
-    "irradiated": "Irradiated",
-    "equivocal": "Equivocal",
-    "nodal": "Nodal",
-    "too-small": "Too small to measure",
-    "intratumoral-injection": "Intratumoral injection",
-})
+IMMUNORAD_CODES: Mapping[str, str] = MappingProxyType(
+    {
+        # report and observation codes
+        "response-assessment": "Immunotherapy imaging response assessment",
+        "overall-response": "Overall response",
+        "tumour-kinetics": "Tumour growth kinetics",
+        # criterion observation components
+        "target-response": "Target lesion response",
+        "non-target-response": "Non-target lesion response",
+        "new-lesions": "New lesions",
+        "sum-of-diameters": "Sum of diameters",
+        "baseline-sum": "Baseline sum of diameters",
+        "nadir-sum": "Nadir sum of diameters",
+        "percent-change-from-baseline": "Percent change from baseline",
+        "percent-change-from-nadir": "Percent change from nadir",
+        "absolute-change-from-nadir": "Absolute change from nadir",
+        "confirmed": "Confirmed",
+        "progression-date": "Date of progression",
+        "best-overall-response": "Best overall response (without confirmation)",
+        "best-overall-response-confirmed": "Best overall response (confirmed)",
+        "provisional": "Provisional (rests on unverified rules)",
+        # kinetics components (kinetics spec §2)
+        "tgr-reference": "Tumour growth rate, reference period (before treatment)",
+        "tgr-experimental": "Tumour growth rate, experimental period (on treatment)",
+        "tgr-ratio": "Tumour growth rate ratio (experimental / reference)",
+        "tgr-difference": "Tumour growth rate difference (experimental - reference)",
+        "tgk-reference": "Tumour growth kinetics, reference period",
+        "tgk-experimental": "Tumour growth kinetics, experimental period",
+        "tgk-ratio": "Tumour growth kinetics ratio",
+        # definition verdicts
+        "met": "Met",
+        "not-met": "Not met",
+        "not-evaluable": "Not evaluable",
+        # lesion attributes (contract §4, inbound)
+        "lesion-role": "Lesion role",
+        "target": "Target lesion",
+        "non-target": "Non-target lesion",
+        "new": "New lesion",
+        "non-target-status": "Non-target lesion status",
+        "present": "Present",
+        "absent": "Absent",
+        "unequivocal-progression": "Unequivocal progression",
+        "non-target-change": "Non-target change (iRECIST working group grade)",
+        "NC": "No change from baseline or nadir",
+        "INC": "Increased from baseline or nadir",
+        "NCLA": "No change from the last assessment",
+        "INCLA": "Further increase from the last assessment",
+        "UNE": "Unequivocal increase",
+        "injected": "Injected (intratumoral therapy)",
+        "irradiated": "Irradiated",
+        "equivocal": "Equivocal",
+        "nodal": "Nodal",
+        "too-small": "Too small to measure",
+        "intratumoral-injection": "Intratumoral injection",
+    }
+)
 NEW_LESION_WORDS = frozenset({"present", "absent", "equivocal", "unequivocal-progression"})
 """``TimepointResponse.new_lesions`` values sent as codes; other criterion-specific wordings go as text."""
 
@@ -390,20 +415,22 @@ def biomarker_code(code: str) -> str:
 
 
 # {C}/CodeSystem/hyperprogression (contract §5; kinetics spec §3.1): definition code → display
-HYPERPROGRESSION_DEFINITIONS: Mapping[str, str] = MappingProxyType({
-    "champiat-2017": "Champiat 2017 (TGR ratio ≥ 2 with RECIST PD)",
-    "saada-bouzid-2017": "Saada-Bouzid 2017 (TGK ratio ≥ 2)",
-    "kato-2017": "Kato 2017 (TTF < 2 months, > 50 % increase, pace ratio > 2)",
-    "ferrara-2018": "Ferrara 2018 (ΔTGR > 50 with RECIST PD)",
-    "kanjanapan-2019": "Kanjanapan 2019 (TGR ratio ≥ 2 with RECIST PD)",
-    "lo-russo-2019": "Lo Russo 2019 (clinical-radiological, ≥ 3 of 5)",
-    "matos-2020": "Matos 2020 (early tumour burden increase > 40 %)",
-    "kim-2019": "Kim 2019 (TGK/TGR ratios and TTF)",
-    "kas-2020": "Kas 2020 (RECIST PD and ΔTGR > 100)",
-    "fast-progression-oak": "Fast progression, OAK (Gandara 2021)",
-    "fast-progression-ferrara-2020": "Fast progression (Ferrara 2020)",
-    "early-death": "Early death (Ferrara 2020)",
-})
+HYPERPROGRESSION_DEFINITIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "champiat-2017": "Champiat 2017 (TGR ratio ≥ 2 with RECIST PD)",
+        "saada-bouzid-2017": "Saada-Bouzid 2017 (TGK ratio ≥ 2)",
+        "kato-2017": "Kato 2017 (TTF < 2 months, > 50 % increase, pace ratio > 2)",
+        "ferrara-2018": "Ferrara 2018 (ΔTGR > 50 with RECIST PD)",
+        "kanjanapan-2019": "Kanjanapan 2019 (TGR ratio ≥ 2 with RECIST PD)",
+        "lo-russo-2019": "Lo Russo 2019 (clinical-radiological, ≥ 3 of 5)",
+        "matos-2020": "Matos 2020 (early tumour burden increase > 40 %)",
+        "kim-2019": "Kim 2019 (TGK/TGR ratios and TTF)",
+        "kas-2020": "Kas 2020 (RECIST PD and ΔTGR > 100)",
+        "fast-progression-oak": "Fast progression, OAK (Gandara 2021)",
+        "fast-progression-ferrara-2020": "Fast progression (Ferrara 2020)",
+        "early-death": "Early death (Ferrara 2020)",
+    }
+)
 DEFINITION_STATUSES = frozenset({"met", "not-met", "not-evaluable"})
 
 
@@ -412,19 +439,21 @@ def definition_display(code: str) -> str:
 
 
 # {C}/CodeSystem/alert (contract §5): Flag / card code → display
-ALERT_CODES: Mapping[str, str] = MappingProxyType({
-    "hyperprogression": "Hyperprogression",
-    "fast-progression": "Fast progression",
-    "early-death": "Early death",
-    "kinetics-acceleration": "Tumour growth acceleration",
-    "hpd-not-evaluable": "Hyperprogression not evaluable",
-    "confirmation-due": "Confirmation scan due",
-    "pseudoprogression": "Pseudoprogression",
-    "dissociated-response": "Dissociated response",
-    "abscopal-response": "Abscopal response",
-    "irae": "Immune-related adverse event",
-    "sarcoid-like-reaction": "Sarcoid-like reaction",
-})
+ALERT_CODES: Mapping[str, str] = MappingProxyType(
+    {
+        "hyperprogression": "Hyperprogression",
+        "fast-progression": "Fast progression",
+        "early-death": "Early death",
+        "kinetics-acceleration": "Tumour growth acceleration",
+        "hpd-not-evaluable": "Hyperprogression not evaluable",
+        "confirmation-due": "Confirmation scan due",
+        "pseudoprogression": "Pseudoprogression",
+        "dissociated-response": "Dissociated response",
+        "abscopal-response": "Abscopal response",
+        "irae": "Immune-related adverse event",
+        "sarcoid-like-reaction": "Sarcoid-like reaction",
+    }
+)
 
 # CDS Hooks card indicator per alert code (interop-notes §5.1; the brief of this module): critical for
 # hyperprogression and fast progression, warning for irAE, sarcoid-like reaction and a due confirmation scan,

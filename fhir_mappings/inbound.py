@@ -39,35 +39,79 @@ REFERENCE_REGION = "126040"
 ICI_NAMES = {
     # PD-1 / PD-L1 (ATC L01FF) and CTLA-4 antibodies, by INN (WHO). RxNorm codings are recognised by their
     # display text: we do not hard-code RxNorm CUIs that we could not verify (interop-notes §7).
-    "nivolumab": "anti-PD-1", "pembrolizumab": "anti-PD-1", "cemiplimab": "anti-PD-1", "dostarlimab": "anti-PD-1",
-    "tislelizumab": "anti-PD-1", "toripalimab": "anti-PD-1", "sintilimab": "anti-PD-1", "camrelizumab": "anti-PD-1",
-    "retifanlimab": "anti-PD-1", "prolgolimab": "anti-PD-1", "spartalizumab": "anti-PD-1",
-    "atezolizumab": "anti-PD-L1", "durvalumab": "anti-PD-L1", "avelumab": "anti-PD-L1", "sugemalimab": "anti-PD-L1",
-    "ipilimumab": "anti-CTLA-4", "tremelimumab": "anti-CTLA-4",
+    "nivolumab": "anti-PD-1",
+    "pembrolizumab": "anti-PD-1",
+    "cemiplimab": "anti-PD-1",
+    "dostarlimab": "anti-PD-1",
+    "tislelizumab": "anti-PD-1",
+    "toripalimab": "anti-PD-1",
+    "sintilimab": "anti-PD-1",
+    "camrelizumab": "anti-PD-1",
+    "retifanlimab": "anti-PD-1",
+    "prolgolimab": "anti-PD-1",
+    "spartalizumab": "anti-PD-1",
+    "atezolizumab": "anti-PD-L1",
+    "durvalumab": "anti-PD-L1",
+    "avelumab": "anti-PD-L1",
+    "sugemalimab": "anti-PD-L1",
+    "ipilimumab": "anti-CTLA-4",
+    "tremelimumab": "anti-CTLA-4",
 }
 
 LAB_CODES = {
     # LOINC codes of the labs and vitals the prognostic scores read (kinetics spec §6).
-    "2532-0": "ldh", "14804-9": "ldh", "6690-2": "leukocytes", "26464-8": "leukocytes",
-    "751-8": "neutrophils", "26499-4": "neutrophils", "8302-2": "height", "29463-7": "weight", "3141-9": "weight",
-    "1751-7": "albumin", "61151-7": "albumin", ECOG: "ecog",
+    "2532-0": "ldh",
+    "14804-9": "ldh",
+    "6690-2": "leukocytes",
+    "26464-8": "leukocytes",
+    "751-8": "neutrophils",
+    "26499-4": "neutrophils",
+    "8302-2": "height",
+    "29463-7": "weight",
+    "3141-9": "weight",
+    "1751-7": "albumin",
+    "61151-7": "albumin",
+    ECOG: "ecog",
 }
 
 LOCAL_OBSERVATION_CODES = {
     # {C}/CodeSystem/immunorad codes for values posted as Observations (valueQuantity, or valueBoolean for the
     # yes/no ones): imaging biomarkers, the Deauville score (Lugano), RANO's non-measurable inputs, biopsy
     # results that resolve a LYRIC indeterminate response, and the CTCAE inputs of irAE grading.
-    "tmtv", "skeletal-muscle-area-l3", "suvmax-liver", "suvmax-spleen", "suvmax-bone-marrow",
-    "subcutaneous-fat-area-l3", "visceral-fat-area-l3", "deauville", "t2-flair-progression", "steroid-dose",
-    "clinical-deterioration", "biopsy-progression", "irae-symptomatic", "ctcae-grade",
+    "tmtv",
+    "skeletal-muscle-area-l3",
+    "suvmax-liver",
+    "suvmax-spleen",
+    "suvmax-bone-marrow",
+    "subcutaneous-fat-area-l3",
+    "visceral-fat-area-l3",
+    "deauville",
+    "t2-flair-progression",
+    "steroid-dose",
+    "clinical-deterioration",
+    "biopsy-progression",
+    "irae-symptomatic",
+    "ctcae-grade",
 }
 
 MCODE_CANCER_CONDITIONS = (
     "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition",
     "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition",
 )
-CANCER_WORDS = ("cancer", "carcinoma", "melanoma", "lymphoma", "glioma", "glioblastoma", "neoplasm", "sarcoma",
-                "tumour", "tumor", "mesothelioma", "malignant")
+CANCER_WORDS = (
+    "cancer",
+    "carcinoma",
+    "melanoma",
+    "lymphoma",
+    "glioma",
+    "glioblastoma",
+    "neoplasm",
+    "sarcoma",
+    "tumour",
+    "tumor",
+    "mesothelioma",
+    "malignant",
+)
 """A Condition is the cancer diagnosis (not an irAE finding) when it has an mCODE cancer-condition profile or one
 of these words in its code's text or display."""
 
@@ -198,7 +242,9 @@ def _contained(resource: Mapping[str, Any], reference: str) -> Mapping[str, Any]
     return next((c for c in resource.get("contained") or [] if c.get("id") == reference[1:]), None)
 
 
-def lesion_identity(resource: Mapping[str, Any], body_structures: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, str | None]:
+def lesion_identity(
+    resource: Mapping[str, Any], body_structures: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, str, str | None]:
     """(identity key, identity source, label) from the focus BodyStructure (contract §4).
 
     The tracking UID (``urn:dicom:uid`` / ``urn:oid:<uid>``) is the identity; failing that, the lesion
@@ -217,7 +263,7 @@ def lesion_identity(resource: Mapping[str, Any], body_structures: Mapping[str, M
     label = None
     for identifier in identifiers:
         if identifier.get("system") == DICOM_UID and str(identifier.get("value", "")).startswith("urn:oid:"):
-            uid = identifier["value"][len("urn:oid:"):]
+            uid = identifier["value"][len("urn:oid:") :]
             label = next((str(i.get("value")) for i in identifiers if i is not identifier and i.get("value")), None)
             return uid, "tracking-uid", label
     for identifier in identifiers:
@@ -234,11 +280,16 @@ def _immunorad_component(component: Mapping[str, Any], canonical: str) -> str | 
     return code_in(component.get("code"), f"{canonical}/CodeSystem/immunorad")
 
 
-def map_tumour_observation(resource: Mapping[str, Any], canonical: str,
-                           body_structures: Mapping[str, Mapping[str, Any]]) -> MeasurementRecord:
-    scan_date = parse_date(resource.get("effectiveDateTime")) or parse_date((resource.get("effectivePeriod") or {}).get("start"))
+def map_tumour_observation(
+    resource: Mapping[str, Any], canonical: str, body_structures: Mapping[str, Mapping[str, Any]]
+) -> MeasurementRecord:
+    scan_date = parse_date(resource.get("effectiveDateTime")) or parse_date(
+        (resource.get("effectivePeriod") or {}).get("start")
+    )
     if scan_date is None:
-        raise MappingError("a tumour measurement needs effectiveDateTime (the scan date)", "Observation.effectiveDateTime")
+        raise MappingError(
+            "a tumour measurement needs effectiveDateTime (the scan date)", "Observation.effectiveDateTime"
+        )
     key, source, label = lesion_identity(resource, body_structures)
     record = MeasurementRecord(scan_date=scan_date, identity_key=key, identity_source=source, label=label)
     sites = [c for c in codings(resource.get("bodySite")) if c.get("system") == SNOMED]
@@ -290,9 +341,15 @@ def map_tumour_observation(resource: Mapping[str, Any], canonical: str,
         for identifier in [derived.get("identifier")] if isinstance(derived, Mapping) else []:
             if identifier and identifier.get("system") == DICOM_UID:
                 record.study_uid = str(identifier.get("value", "")).removeprefix("urn:oid:")
-    if record.role != "non-target" and record.status == "present" and record.long_axis_mm is None \
-            and record.short_axis_mm is None and record.sul_peak is None and record.suv_max is None \
-            and record.nontarget_status is None:
+    if (
+        record.role != "non-target"
+        and record.status == "present"
+        and record.long_axis_mm is None
+        and record.short_axis_mm is None
+        and record.sul_peak is None
+        and record.suv_max is None
+        and record.nontarget_status is None
+    ):
         raise MappingError("a measured lesion needs a longest-dimension component (33728-7)", "Observation.component")
     return record
 
@@ -331,9 +388,12 @@ def map_reference_region(resource: Mapping[str, Any]) -> MeasurementRecord:
     site = code_in(resource.get("bodySite"), SNOMED)
     region = REFERENCE_SITES.get(site or "")
     if region is None:
-        raise MappingError("a reference region needs bodySite liver, spleen, bone marrow or aorta (SNOMED CT)", "Observation.bodySite")
-    record = MeasurementRecord(scan_date=scan_date, identity_key=f"reference:{region}", identity_source="reference",
-                               reference_region=region)
+        raise MappingError(
+            "a reference region needs bodySite liver, spleen, bone marrow or aorta (SNOMED CT)", "Observation.bodySite"
+        )
+    record = MeasurementRecord(
+        scan_date=scan_date, identity_key=f"reference:{region}", identity_source="reference", reference_region=region
+    )
     for component in resource.get("component") or []:
         derivation = _derivation(component)
         value = to_suv(_decimal(component.get("valueQuantity")))
@@ -352,8 +412,9 @@ def map_medication(resource: Mapping[str, Any]) -> ClinicalRecord | None:
     if concept is None and resource.get("medicationReference"):
         contained = _contained(resource, resource["medicationReference"].get("reference", ""))
         concept = (contained or {}).get("code")
-    names = " ".join(filter(None, [str((concept or {}).get("text") or "")] +
-                            [str(c.get("display") or "") for c in codings(concept)])).lower()
+    names = " ".join(
+        filter(None, [str((concept or {}).get("text") or "")] + [str(c.get("display") or "") for c in codings(concept)])
+    ).lower()
     atc = [str(c.get("code")) for c in codings(concept) if c.get("system") == ATC and c.get("code")]
     agent = next((name for name in ICI_NAMES if re.search(rf"\b{name}\b", names)), None)
     if agent is None and not any(code.startswith("L01FF") for code in atc):
@@ -363,23 +424,37 @@ def map_medication(resource: Mapping[str, Any]) -> ClinicalRecord | None:
     if start is None and resource.get("resourceType") == "MedicationRequest":
         start = parse_date(resource.get("authoredOn"))
     if start is None:
-        raise MappingError("a checkpoint-inhibitor record needs its date (effective[x] or authoredOn)", f"{resource['resourceType']}.effective")
+        raise MappingError(
+            "a checkpoint-inhibitor record needs its date (effective[x] or authoredOn)",
+            f"{resource['resourceType']}.effective",
+        )
     stop = parse_date(period.get("end")) if resource.get("status") in ("stopped", "completed") else None
     reason = None
     if resource.get("statusReason"):
-        reason = (codings(resource["statusReason"][0] if isinstance(resource["statusReason"], list) else resource["statusReason"])
-                  or [{}])[0].get("display")
-    return ClinicalRecord("therapy-line", start, {
-        "agent": agent or next((c.get("display") for c in codings(concept) if c.get("display")), "PD-1/PD-L1 inhibitor"),
-        "drug_class": ICI_NAMES.get(agent or "", "anti-PD-1/PD-L1" if atc else None),
-        "start_date": start.isoformat(),
-        "stop_date": stop.isoformat() if stop else None,
-        "stop_reason": reason,
-        "status": resource.get("status"),
-    })
+        reason = (
+            codings(
+                resource["statusReason"][0] if isinstance(resource["statusReason"], list) else resource["statusReason"]
+            )
+            or [{}]
+        )[0].get("display")
+    return ClinicalRecord(
+        "therapy-line",
+        start,
+        {
+            "agent": agent
+            or next((c.get("display") for c in codings(concept) if c.get("display")), "PD-1/PD-L1 inhibitor"),
+            "drug_class": ICI_NAMES.get(agent or "", "anti-PD-1/PD-L1" if atc else None),
+            "start_date": start.isoformat(),
+            "stop_date": stop.isoformat() if stop else None,
+            "stop_reason": reason,
+            "status": resource.get("status"),
+        },
+    )
 
 
-def map_procedure(resource: Mapping[str, Any], canonical: str, body_structures: Mapping[str, Mapping[str, Any]]) -> ClinicalRecord | None:
+def map_procedure(
+    resource: Mapping[str, Any], canonical: str, body_structures: Mapping[str, Mapping[str, Any]]
+) -> ClinicalRecord | None:
     code = resource.get("code")
     if has_code(code, SNOMED, RADIOTHERAPY):
         kind = "radiotherapy"
@@ -387,9 +462,13 @@ def map_procedure(resource: Mapping[str, Any], canonical: str, body_structures: 
         kind = "intratumoral-injection"
     else:
         return None
-    performed = parse_date(resource.get("performedDateTime")) or parse_date((resource.get("performedPeriod") or {}).get("start"))
+    performed = parse_date(resource.get("performedDateTime")) or parse_date(
+        (resource.get("performedPeriod") or {}).get("start")
+    )
     if performed is None:
-        raise MappingError("a radiotherapy or injection Procedure needs performedDateTime", "Procedure.performedDateTime")
+        raise MappingError(
+            "a radiotherapy or injection Procedure needs performedDateTime", "Procedure.performedDateTime"
+        )
     lesions = []
     for index, extension in enumerate(resource.get("extension") or []):
         if extension.get("url") != PROCEDURE_TARGET_EXTENSION:
@@ -397,30 +476,49 @@ def map_procedure(resource: Mapping[str, Any], canonical: str, body_structures: 
         fake = {"focus": [extension.get("valueReference") or {}], "contained": resource.get("contained") or []}
         key, _, _ = lesion_identity(fake, body_structures)
         lesions.append(key)
-    return ClinicalRecord("local-therapy", performed, {
-        "kind": kind, "date": performed.isoformat(), "lesion_ids": lesions,
-        "body_site": code_in(resource.get("bodySite", [{}])[0] if resource.get("bodySite") else None, SNOMED),
-    })
+    return ClinicalRecord(
+        "local-therapy",
+        performed,
+        {
+            "kind": kind,
+            "date": performed.isoformat(),
+            "lesion_ids": lesions,
+            "body_site": code_in(resource.get("bodySite", [{}])[0] if resource.get("bodySite") else None, SNOMED),
+        },
+    )
 
 
-def map_clinical_observation(resource: Mapping[str, Any], canonical: str,
-                             body_structures: Mapping[str, Mapping[str, Any]] | None = None) -> ClinicalRecord | None:
+def map_clinical_observation(
+    resource: Mapping[str, Any], canonical: str, body_structures: Mapping[str, Mapping[str, Any]] | None = None
+) -> ClinicalRecord | None:
     code = resource.get("code")
     loinc = code_in(code, LOINC)
     own = code_in(code, f"{canonical}/CodeSystem/immunorad")
     name = LAB_CODES.get(loinc or "") or (own if own in LOCAL_OBSERVATION_CODES else None)
-    effective = parse_date(resource.get("effectiveDateTime")) or parse_date((resource.get("effectivePeriod") or {}).get("start"))
+    effective = parse_date(resource.get("effectiveDateTime")) or parse_date(
+        (resource.get("effectivePeriod") or {}).get("start")
+    )
     if own == "death-from-progression" and isinstance(resource.get("valueBoolean"), bool):
         return ClinicalRecord("death-cause", effective, {"from_progression": resource["valueBoolean"]})
     if name is None:
-        finding = code_in(resource.get("valueCodeableConcept"), SNOMED) if resource.get("valueCodeableConcept") else None
+        finding = (
+            code_in(resource.get("valueCodeableConcept"), SNOMED) if resource.get("valueCodeableConcept") else None
+        )
         if finding and effective:
             lesion = None
             if resource.get("focus"):
                 # A finding about a measured lesion (e.g. a node read as sarcoid-like): it qualifies that lesion.
                 lesion = lesion_identity(resource, body_structures or {})[0]
-            return ClinicalRecord("finding", effective, {"code": finding, "body_site": code_in((resource.get("bodySite") or {}), SNOMED),
-                                                         "text": None, "lesion_id": lesion})
+            return ClinicalRecord(
+                "finding",
+                effective,
+                {
+                    "code": finding,
+                    "body_site": code_in((resource.get("bodySite") or {}), SNOMED),
+                    "text": None,
+                    "lesion_id": lesion,
+                },
+            )
         return None
     if effective is None:
         raise MappingError("an observation needs effectiveDateTime", "Observation.effectiveDateTime")
@@ -434,11 +532,15 @@ def map_clinical_observation(resource: Mapping[str, Any], canonical: str,
             answer = code_in(resource.get("valueCodeableConcept"), LOINC)
             if answer is not None:
                 if answer not in ECOG_ANSWERS:
-                    raise MappingError(f"ECOG answer {answer} is not in LOINC answer list LL529-9", "Observation.valueCodeableConcept")
+                    raise MappingError(
+                        f"ECOG answer {answer} is not in LOINC answer list LL529-9", "Observation.valueCodeableConcept"
+                    )
                 value = Decimal(ECOG_ANSWERS[answer])
         if value is None:
-            raise MappingError("an ECOG performance status needs valueInteger, valueQuantity or a LOINC answer code",
-                               "Observation.value[x]")
+            raise MappingError(
+                "an ECOG performance status needs valueInteger, valueQuantity or a LOINC answer code",
+                "Observation.value[x]",
+            )
     elif isinstance(resource.get("valueBoolean"), bool):
         value = Decimal(1 if resource["valueBoolean"] else 0)
     elif "valueInteger" in resource:
@@ -451,16 +553,26 @@ def map_clinical_observation(resource: Mapping[str, Any], canonical: str,
     high = None
     for reference in resource.get("referenceRange") or []:
         high = _decimal(reference.get("high")) or high
-    return ClinicalRecord("observation", effective, {"code": name, "value": str(value) if value is not None else None,
-                                                     "unit": unit, "reference_high": str(high) if high is not None else None})
+    return ClinicalRecord(
+        "observation",
+        effective,
+        {
+            "code": name,
+            "value": str(value) if value is not None else None,
+            "unit": unit,
+            "reference_high": str(high) if high is not None else None,
+        },
+    )
 
 
 def map_condition(resource: Mapping[str, Any]) -> ClinicalRecord | None:
     """A cancer diagnosis (its code decides which criteria apply) or a coded finding such as an irAE."""
     finding = code_in(resource.get("code"), SNOMED)
     onset = parse_date(resource.get("onsetDateTime")) or parse_date(resource.get("recordedDate"))
-    words = " ".join([str((resource.get("code") or {}).get("text") or "")]
-                     + [str(c.get("display") or "") for c in codings(resource.get("code"))]).lower()
+    words = " ".join(
+        [str((resource.get("code") or {}).get("text") or "")]
+        + [str(c.get("display") or "") for c in codings(resource.get("code"))]
+    ).lower()
     profiles = (resource.get("meta") or {}).get("profile") or []
     if any(p in MCODE_CANCER_CONDITIONS for p in profiles) or any(re.search(rf"\b{w}\b", words) for w in CANCER_WORDS):
         return ClinicalRecord("diagnosis", onset, {"code": finding, "text": words.strip() or None})
@@ -474,12 +586,22 @@ def map_patient(resource: Mapping[str, Any], patient_id_system: str) -> PatientR
     identifiers = [(i.get("system"), str(i.get("value"))) for i in resource.get("identifier") or [] if i.get("value")]
     mrn = next((value for system, value in identifiers if system == patient_id_system), None)
     deceased = parse_date(resource.get("deceasedDateTime"))
-    return PatientRecord(identifiers=identifiers, mrn=mrn, birth_date=parse_date(resource.get("birthDate")),
-                         sex=resource.get("gender"), deceased_date=deceased)
+    return PatientRecord(
+        identifiers=identifiers,
+        mrn=mrn,
+        birth_date=parse_date(resource.get("birthDate")),
+        sex=resource.get("gender"),
+        deceased_date=deceased,
+    )
 
 
-def map_resource(resource: Mapping[str, Any], *, canonical: str, patient_id_system: str,
-                 body_structures: Mapping[str, Mapping[str, Any]] | None = None) -> Record | None:
+def map_resource(
+    resource: Mapping[str, Any],
+    *,
+    canonical: str,
+    patient_id_system: str,
+    body_structures: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Record | None:
     """The record a resource contributes, or None when we keep it without using it."""
     body_structures = body_structures or {}
     kind = resource.get("resourceType")
@@ -499,9 +621,17 @@ def map_resource(resource: Mapping[str, Any], *, canonical: str, patient_id_syst
     if kind == "Condition":
         return map_condition(resource)
     if kind == "ImagingStudy":
-        uid = next((str(i.get("value", "")).removeprefix("urn:oid:") for i in resource.get("identifier") or []
-                    if i.get("system") == DICOM_UID), None)
+        uid = next(
+            (
+                str(i.get("value", "")).removeprefix("urn:oid:")
+                for i in resource.get("identifier") or []
+                if i.get("system") == DICOM_UID
+            ),
+            None,
+        )
         if uid is None:
-            raise MappingError("an ImagingStudy needs its StudyInstanceUID identifier (urn:dicom:uid)", "ImagingStudy.identifier")
+            raise MappingError(
+                "an ImagingStudy needs its StudyInstanceUID identifier (urn:dicom:uid)", "ImagingStudy.identifier"
+            )
         return StudyRecord(uid, parse_date(resource.get("started")))
     return None

@@ -264,8 +264,10 @@ def _instant(moment: dt.datetime) -> str:
 
 
 def _subject(patient: PatientRef) -> dict[str, Any]:
-    return {"reference": f"Patient/{patient.fhir_id}",
-            "identifier": {"system": patient.identifier_system, "value": patient.identifier_value}}
+    return {
+        "reference": f"Patient/{patient.fhir_id}",
+        "identifier": {"system": patient.identifier_system, "value": patient.identifier_value},
+    }
 
 
 def _identifier(system: str, value: str) -> dict[str, str]:
@@ -327,16 +329,19 @@ class _Context:
         return _concept(*codings, text=text)
 
 
-def build_report(assessment: PatientAssessment, ctx: ReportContext,
-                 alerts: Sequence[AlertState] = ()) -> ReportResources:
+def build_report(
+    assessment: PatientAssessment, ctx: ReportContext, alerts: Sequence[AlertState] = ()
+) -> ReportResources:
     """The DiagnosticReport, its Observations and the Flags for the follow-up at ``ctx.scan_date``.
 
     ``alerts`` are the alerts to send with this report (the service chooses them); a finding with
     ``alert=False`` never becomes a Flag.
     """
     if ctx.scan_date not in assessment.followup_dates:
-        raise ValueError(f"ctx.scan_date {ctx.scan_date.isoformat()} is not a follow-up timepoint of the assessment "
-                         f"({', '.join(d.isoformat() for d in assessment.followup_dates) or 'none'})")
+        raise ValueError(
+            f"ctx.scan_date {ctx.scan_date.isoformat()} is not a follow-up timepoint of the assessment "
+            f"({', '.join(d.isoformat() for d in assessment.followup_dates) or 'none'})"
+        )
     c = _Context(ctx, LocalSystems.from_canonical(ctx.canonical), assessment)
 
     criterion_observations: list[dict] = []
@@ -370,10 +375,17 @@ def findings_as_of(assessment: PatientAssessment, scan_date: dt.date, alerts: Se
     is left out.
     """
     rejected = {(a.finding.code, a.finding.key) for a in alerts if a.status == "entered-in-error"}
-    return [AlertState(finding=f, identifier=f"{f.code}/{f.key or f.scan_date.isoformat()}", status="active",
-                       first_raised=f.scan_date, report_date=f.scan_date)
-            for f in assessment.findings
-            if f.alert and f.scan_date == scan_date and (f.code, f.key) not in rejected]
+    return [
+        AlertState(
+            finding=f,
+            identifier=f"{f.code}/{f.key or f.scan_date.isoformat()}",
+            status="active",
+            first_raised=f.scan_date,
+            report_date=f.scan_date,
+        )
+        for f in assessment.findings
+        if f.alert and f.scan_date == scan_date and (f.code, f.key) not in rejected
+    ]
 
 
 def _diagnostic_report(c: _Context, observations: Sequence[dict], alerts: Sequence[AlertState]) -> dict:
@@ -388,8 +400,11 @@ def _diagnostic_report(c: _Context, observations: Sequence[dict], alerts: Sequen
         "identifier": [_identifier(systems.diagnostic_report_identifier, value)],
         "status": ctx.status,
         "category": [_concept(codes.LOINC_RADIOLOGY.coding()), _concept(codes.V2_RADIOLOGY.coding())],
-        "code": _concept(codes.LOINC_DIAGNOSTIC_IMAGING_STUDY.coding(), c.local("response-assessment"),
-                         text="Immunotherapy imaging response assessment"),
+        "code": _concept(
+            codes.LOINC_DIAGNOSTIC_IMAGING_STUDY.coding(),
+            c.local("response-assessment"),
+            text="Immunotherapy imaging response assessment",
+        ),
         "subject": _subject(ctx.patient),
         "effectiveDateTime": c.date,
         "issued": _instant(ctx.issued),
@@ -465,8 +480,12 @@ def _criterion_components(c: _Context, criterion: CriterionAssessment, tp: Timep
         add("non-target-response", valueCodeableConcept=_response_value(c, tp.nontarget_response))
     if tp.new_lesions:
         words = tp.new_lesions.strip()
-        add("new-lesions", valueCodeableConcept=(_concept(c.local(words), text=words)
-                                                 if words in codes.NEW_LESION_WORDS else {"text": words}))
+        add(
+            "new-lesions",
+            valueCodeableConcept=(
+                _concept(c.local(words), text=words) if words in codes.NEW_LESION_WORDS else {"text": words}
+            ),
+        )
     unit = tp.sum_unit or "mm"
     if tp.sum_mm is not None:
         add("sum-of-diameters", valueQuantity=_quantity(tp.sum_mm, unit))
@@ -486,17 +505,28 @@ def _criterion_components(c: _Context, criterion: CriterionAssessment, tp: Timep
         add("progression-date", valueDateTime=tp.progression_date.isoformat())
     if is_latest_timepoint(criterion, tp.scan_date):
         # The best response is over the whole course so far: it belongs to the criterion's latest timepoint.
-        for code, best in (("best-overall-response", criterion.best_response),
-                           ("best-overall-response-confirmed", criterion.best_response_confirmed)):
+        for code, best in (
+            ("best-overall-response", criterion.best_response),
+            ("best-overall-response-confirmed", criterion.best_response_confirmed),
+        ):
             if best is not None:
-                add(code, valueCodeableConcept=_concept(c.response(best.category), text=f"{best.category}: {best.because}"))
+                add(
+                    code,
+                    valueCodeableConcept=_concept(c.response(best.category), text=f"{best.category}: {best.because}"),
+                )
     if criterion.provisional:
         add("provisional", valueBoolean=True)
     for key, value in sorted(tp.extra.items()):
         component = _extra_value(value)
         if component is not None:
-            components.append({"code": _concept(_coding(c.systems.immunorad, codes.extra_component_code(key)),
-                                                text=key.replace("_", " ")), **component})
+            components.append(
+                {
+                    "code": _concept(
+                        _coding(c.systems.immunorad, codes.extra_component_code(key)), text=key.replace("_", " ")
+                    ),
+                    **component,
+                }
+            )
     return components
 
 
@@ -511,7 +541,7 @@ def _extra_value(value: Any) -> dict[str, Any] | None:
     if isinstance(value, dt.date):
         return {"valueDateTime": value.isoformat()}
     if isinstance(value, int):
-        return {"valueInteger": value} if -2**31 <= value < 2**31 else {"valueQuantity": {"value": value}}
+        return {"valueInteger": value} if -(2**31) <= value < 2**31 else {"valueQuantity": {"value": value}}
     if isinstance(value, (Decimal, Fraction, float)):
         quantity = _quantity(value, None, 2 if isinstance(value, Fraction) else None)
         return {"valueQuantity": quantity} if quantity else None
@@ -526,7 +556,9 @@ def _extra_value(value: Any) -> dict[str, Any] | None:
 # -- mCODE CancerDiseaseStatus -----------------------------------------------------------------------------------
 def _primary_candidates(c: _Context) -> list[CriterionAssessment]:
     # Configured primary first, then the immunotherapy criterion of each disease family (solid, lymphoma, glioma).
-    names = list(dict.fromkeys((c.ctx.primary_criterion, "iRECIST", "RECIST-1.1", "LYRIC", "Lugano-2014", "iRANO", "RANO")))
+    names = list(
+        dict.fromkeys((c.ctx.primary_criterion, "iRECIST", "RECIST-1.1", "LYRIC", "Lugano-2014", "iRANO", "RANO"))
+    )
     return [a for a in (c.assessment.criterion(n) for n in names) if a is not None]
 
 
@@ -536,8 +568,7 @@ def _disease_status_observation(c: _Context, criterion_observations: Sequence[di
     tp: TimepointResponse | None = None
     for candidate in _primary_candidates(c):
         tp = candidate.at(c.ctx.scan_date)
-        if tp is not None or (candidate.progression_date is not None
-                              and candidate.progression_date <= c.ctx.scan_date):
+        if tp is not None or (candidate.progression_date is not None and candidate.progression_date <= c.ctx.scan_date):
             chosen = candidate
             break
     if chosen is None:
@@ -548,24 +579,28 @@ def _disease_status_observation(c: _Context, criterion_observations: Sequence[di
         value = codes.DISEASE_STATUS_BY_CATEGORY.get(tp.category, codes.SCT_UNDETERMINED)
         notes.append(f"Summarises {name}: {codes.category_words(tp.category)} at this scan.")
         if tp.category in codes.UNCONFIRMED_PROGRESSION_CATEGORIES:
-            notes.append(f"Unconfirmed progression ({tp.category}): progression is not confirmed until the next "
-                         "assessment; treatment may continue while the patient is clinically stable.")
+            notes.append(
+                f"Unconfirmed progression ({tp.category}): progression is not confirmed until the next "
+                "assessment; treatment may continue while the patient is clinically stable."
+            )
         elif tp.category not in codes.DISEASE_STATUS_BY_CATEGORY:
             notes.append(f"Category {tp.category} has no disease-status mapping: undetermined.")
     else:
         value = codes.SCT_WORSENED
-        notes.append(f"{name} is not graded at this scan: progression was recorded on "
-                     f"{chosen.progression_date.isoformat()} and the criterion ends there.")
+        notes.append(
+            f"{name} is not graded at this scan: progression was recorded on "
+            f"{chosen.progression_date.isoformat()} and the criterion ends there."
+        )
     code = _concept(codes.LOINC_CANCER_DISEASE_STATUS.coding(), text="Cancer disease status")
     observation = c.observation_base(f"{c.date}/cancer-disease-status", code)
     observation["meta"] = {"profile": [codes.PROFILE_MCODE_CANCER_DISEASE_STATUS]}
-    observation["extension"] = [{"url": codes.EXT_MCODE_EVIDENCE_TYPE,
-                                 "valueCodeableConcept": _concept(codes.SCT_IMAGING.coding())}]
+    observation["extension"] = [
+        {"url": codes.EXT_MCODE_EVIDENCE_TYPE, "valueCodeableConcept": _concept(codes.SCT_IMAGING.coding())}
+    ]
     observation["valueCodeableConcept"] = _concept(value.coding(), text=(tp.category if tp else "progressed"))
     observation["method"] = c.criterion_method(chosen.criterion, chosen.version)
     observation["note"] = [{"text": "\n".join(notes)}]
-    source = next((o for o in criterion_observations
-                   if o["method"]["coding"][0]["code"] == chosen.criterion), None)
+    source = next((o for o in criterion_observations if o["method"]["coding"][0]["code"] == chosen.criterion), None)
     if source is not None:
         observation["derivedFrom"] = [{"reference": f"Observation/{source['id']}"}]
     return observation
@@ -612,12 +647,17 @@ def _kinetics_observation(c: _Context, kinetics: KineticsResult) -> dict:
 
 def _definition_component(c: _Context, definition: DefinitionResult) -> dict:
     if definition.status not in codes.DEFINITION_STATUSES:
-        raise ValueError(f"DefinitionResult.status must be one of {sorted(codes.DEFINITION_STATUSES)}, "
-                         f"not {definition.status!r} ({definition.code})")
+        raise ValueError(
+            f"DefinitionResult.status must be one of {sorted(codes.DEFINITION_STATUSES)}, "
+            f"not {definition.status!r} ({definition.code})"
+        )
     reason = definition.reason + (" (borderline)" if definition.borderline else "")
     return {
-        "code": _concept(_coding(c.systems.hyperprogression, definition.code,
-                                 codes.HYPERPROGRESSION_DEFINITIONS.get(definition.code))),
+        "code": _concept(
+            _coding(
+                c.systems.hyperprogression, definition.code, codes.HYPERPROGRESSION_DEFINITIONS.get(definition.code)
+            )
+        ),
         "valueCodeableConcept": _concept(c.local(definition.status), text=reason),
     }
 
@@ -642,11 +682,14 @@ def _biomarker_observation(c: _Context, biomarker: BiomarkerResult) -> dict:
         else:
             observation["valueQuantity"] = quantity
     if biomarker.interpretation:
-        flag = {"high": codes.INTERPRETATION_HIGH, "low": codes.INTERPRETATION_LOW}.get(biomarker.interpretation.lower())
+        flag = {"high": codes.INTERPRETATION_HIGH, "low": codes.INTERPRETATION_LOW}.get(
+            biomarker.interpretation.lower()
+        )
         observation["interpretation"] = [_concept(*([flag.coding()] if flag else []), text=biomarker.interpretation)]
     observation["method"] = {"text": biomarker.method}
-    observation["note"] = [{"text": f"Source: {biomarker.source}. The cut-off is cohort-derived; "
-                                    "informative only, never an alert."}]
+    observation["note"] = [
+        {"text": f"Source: {biomarker.source}. The cut-off is cohort-derived; informative only, never an alert."}
+    ]
     return observation
 
 
@@ -657,8 +700,10 @@ def _device(rulebase_version: str) -> dict[str, Any]:
         "resourceType": "Device",
         "id": DEVICE_ID,
         "deviceName": [{"name": "immunorad", "type": "user-friendly-name"}],
-        "version": [{"type": {"text": "rule base"}, "value": rulebase_version},
-                    {"type": {"text": "code tables"}, "value": codes.CODE_TABLES_VERSION}],
+        "version": [
+            {"type": {"text": "rule base"}, "value": rulebase_version},
+            {"type": {"text": "code tables"}, "value": codes.CODE_TABLES_VERSION},
+        ],
     }
 
 
@@ -676,20 +721,33 @@ def _flag(c: _Context, alert: AlertState, *, with_report: bool = True) -> dict:
         "id": resource_id(systems.flag_identifier, alert.identifier),
         "contained": [_device(c.assessment.rulebase_version)],
         "extension": [
-            *([{"url": codes.EXT_FLAG_DETAIL,
-                "valueReference": {
-                    "reference": f"DiagnosticReport/{resource_id(systems.diagnostic_report_identifier, report_value)}",
-                    "type": "DiagnosticReport",
-                    "identifier": {"system": systems.diagnostic_report_identifier, "value": report_value}}}]
-              if with_report else []),
-            {"url": codes.EXT_FLAG_PRIORITY,
-             "valueCodeableConcept": _concept(codes.FLAG_PRIORITY_BY_SEVERITY[indicator].coding())},
+            *(
+                [
+                    {
+                        "url": codes.EXT_FLAG_DETAIL,
+                        "valueReference": {
+                            "reference": f"DiagnosticReport/{resource_id(systems.diagnostic_report_identifier, report_value)}",
+                            "type": "DiagnosticReport",
+                            "identifier": {"system": systems.diagnostic_report_identifier, "value": report_value},
+                        },
+                    }
+                ]
+                if with_report
+                else []
+            ),
+            {
+                "url": codes.EXT_FLAG_PRIORITY,
+                "valueCodeableConcept": _concept(codes.FLAG_PRIORITY_BY_SEVERITY[indicator].coding()),
+            },
         ],
         "identifier": [_identifier(systems.flag_identifier, alert.identifier)],
         "status": alert.status,
         "category": [_concept(codes.FLAG_CATEGORY_CLINICAL.coding())],
-        "code": _concept(_coding(systems.alert, finding.code, codes.ALERT_CODES.get(finding.code)),
-                         *[e for e in extra if e is not None], text=finding.summary),
+        "code": _concept(
+            _coding(systems.alert, finding.code, codes.ALERT_CODES.get(finding.code)),
+            *[e for e in extra if e is not None],
+            text=finding.summary,
+        ),
         "subject": _subject(patient),
         "period": period,
         "author": {"reference": f"#{DEVICE_ID}", "display": "immunorad"},
@@ -697,8 +755,9 @@ def _flag(c: _Context, alert: AlertState, *, with_report: bool = True) -> dict:
 
 
 def _clean_coding(coding: Mapping[str, Any]) -> dict[str, str] | None:
-    cleaned = {k: str(coding[k]).strip() for k in ("system", "version", "code", "display")
-               if coding.get(k) not in (None, "")}
+    cleaned = {
+        k: str(coding[k]).strip() for k in ("system", "version", "code", "display") if coding.get(k) not in (None, "")
+    }
     return cleaned if cleaned.get("code") else None
 
 
@@ -735,12 +794,16 @@ def transaction_bundle(members: Sequence[dict], ctx: ReportContext) -> dict:
         body = copy.deepcopy(resource)
         body.pop("id", None)
         _rewrite_references(body, urns, f"Patient/{patient.fhir_id}", patient_ref)
-        entries.append({
-            "fullUrl": urns[f"{resource['resourceType']}/{resource['id']}"],
-            "resource": body,
-            "request": {"method": "PUT",
-                        "url": conditional_url(resource["resourceType"], identifier["system"], identifier["value"])},
-        })
+        entries.append(
+            {
+                "fullUrl": urns[f"{resource['resourceType']}/{resource['id']}"],
+                "resource": body,
+                "request": {
+                    "method": "PUT",
+                    "url": conditional_url(resource["resourceType"], identifier["system"], identifier["value"]),
+                },
+            }
+        )
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -763,7 +826,9 @@ def _rewrite_references(node: Any, urns: Mapping[str, str], patient_local: str, 
         elif "/" in reference and not reference.startswith("#") and "://" not in reference:
             identifier = node.get("identifier") or {}
             if identifier.get("system") and identifier.get("value"):
-                node["reference"] = conditional_url(reference.split("/", 1)[0], identifier["system"], identifier["value"])
+                node["reference"] = conditional_url(
+                    reference.split("/", 1)[0], identifier["system"], identifier["value"]
+                )
     for key, value in node.items():
         if key != "reference":
             _rewrite_references(value, urns, patient_local, patient_conditional)

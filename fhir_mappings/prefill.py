@@ -82,7 +82,8 @@ def criterion_headline(tp: TimepointResponse) -> str:
     """``PR (−30.00 % from baseline)`` — the category and the number that decided it, for the conclusion."""
     details = []
     progression = codes.DISEASE_STATUS_BY_CATEGORY.get(tp.category) is codes.SCT_WORSENED or (
-        tp.category in codes.UNCONFIRMED_PROGRESSION_CATEGORIES)
+        tp.category in codes.UNCONFIRMED_PROGRESSION_CATEGORIES
+    )
     if progression and tp.percent_from_nadir is not None:
         details.append(f"{format_percent(tp.percent_from_nadir)} from nadir")
     elif tp.percent_from_baseline is not None:
@@ -127,8 +128,9 @@ class _List:
 _Block = _Heading | _Paragraph | _Table | _List
 
 
-def render_prefill(assessment: PatientAssessment, scan_date: dt.date,
-                   alerts: Sequence["AlertState"] = ()) -> tuple[str, str]:
+def render_prefill(
+    assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence["AlertState"] = ()
+) -> tuple[str, str]:
     """The "Response assessment" section for the follow-up at ``scan_date``, as ``(plain_text, html)``."""
     if not isinstance(scan_date, dt.date):
         raise TypeError(f"scan_date must be a datetime.date, not {type(scan_date).__name__}")
@@ -140,13 +142,20 @@ def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[
     blocks: list[_Block] = [_Heading(TITLE), _Paragraph(_intro(assessment, scan_date))]
     table = _lesion_table(assessment, scan_date)
     if table is not None:
-        blocks += [_Heading("Lesion measurements"), _Paragraph(
-            "Long axis × short axis in mm (nodes: the short axis is the RECIST diameter); "
-            "non-target lesions by their qualitative status."), table]
+        blocks += [
+            _Heading("Lesion measurements"),
+            _Paragraph(
+                "Long axis × short axis in mm (nodes: the short axis is the RECIST diameter); "
+                "non-target lesions by their qualitative status."
+            ),
+            table,
+        ]
     items = [_criterion_item(c, scan_date) for c in assessment.criteria]
     items = [item for item in items if item is not None]
     blocks.append(_Heading("Response by criterion"))
-    blocks.append(_List(tuple(items)) if items else _Paragraph("No response criterion could be evaluated at this scan."))
+    blocks.append(
+        _List(tuple(items)) if items else _Paragraph("No response criterion could be evaluated at this scan.")
+    )
     if assessment.kinetics is not None:
         blocks += [_Heading("Tumour growth kinetics"), *_kinetics_blocks(assessment.kinetics)]
     alert_items = _alert_items(alerts)
@@ -154,9 +163,11 @@ def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[
         blocks += [_Heading("Alerts"), _List(tuple(alert_items))]
     biomarker_items = _biomarker_items(assessment)
     if biomarker_items:
-        blocks += [_Heading("Baseline prognostic biomarkers"), _Paragraph(
-            "Cut-offs are cohort-derived (retrospective); informative only, never an alert."),
-            _List(tuple(biomarker_items))]
+        blocks += [
+            _Heading("Baseline prognostic biomarkers"),
+            _Paragraph("Cut-offs are cohort-derived (retrospective); informative only, never an alert."),
+            _List(tuple(biomarker_items)),
+        ]
     warnings = _warnings(assessment, scan_date)
     if warnings:
         blocks += [_Heading("Warnings"), _List(tuple(_Item(w) for w in warnings))]
@@ -181,7 +192,9 @@ def _intro(assessment: PatientAssessment, scan_date: dt.date) -> str:
 def _lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> _Table | None:
     if not assessment.lesion_table:
         return None
-    dates = sorted({d for d in (assessment.baseline_date, *assessment.followup_dates) if d is not None and d <= scan_date})
+    dates = sorted(
+        {d for d in (assessment.baseline_date, *assessment.followup_dates) if d is not None and d <= scan_date}
+    )
     if not dates:
         return None
     rows = []
@@ -193,8 +206,14 @@ def _lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> _Table |
         role = str(row.get("role") or "")
         if row.get("nodal"):
             role += " (node)"
-        rows.append((str(row.get("lesion") or "?"), role, site_display(row.get("organ")),
-                     *(lesion_cell_text(cells.get(d.isoformat())) for d in dates)))
+        rows.append(
+            (
+                str(row.get("lesion") or "?"),
+                role,
+                site_display(row.get("organ")),
+                *(lesion_cell_text(cells.get(d.isoformat())) for d in dates),
+            )
+        )
     if not rows:
         return None
     return _Table(("Lesion", "Role", "Site", *(d.isoformat() for d in dates)), tuple(rows))
@@ -250,7 +269,6 @@ def lesion_cell_text(cell: Mapping[str, Any] | None) -> str:
     return f"{text}; {', '.join(pet)}" if pet else text
 
 
-
 def _decimal(value: Any) -> Decimal | None:
     if value is None or isinstance(value, Decimal):
         return value
@@ -272,8 +290,10 @@ def _criterion_item(criterion: CriterionAssessment, scan_date: dt.date) -> _Item
     tp = criterion.at(scan_date)
     if tp is None:
         if criterion.progression_date is not None and criterion.progression_date <= scan_date:
-            return _Item(f"{name}: not graded after progression dated {criterion.progression_date.isoformat()} "
-                         f"(the criterion ends at progression).")
+            return _Item(
+                f"{name}: not graded after progression dated {criterion.progression_date.isoformat()} "
+                f"(the criterion ends at progression)."
+            )
         return None
     headline = f"{name}: {codes.category_words(tp.category)}."
     if criterion.provisional:
@@ -282,8 +302,9 @@ def _criterion_item(criterion: CriterionAssessment, scan_date: dt.date) -> _Item
     if tp.sum_mm is not None:
         numbers = [f"{burden_name(tp)} {format_length(tp.sum_mm, tp.sum_unit)}"]
         if tp.baseline_sum is not None:
-            numbers.append(f"baseline {format_length(tp.baseline_sum, tp.sum_unit)} "
-                           f"({format_percent(tp.percent_from_baseline)})")
+            numbers.append(
+                f"baseline {format_length(tp.baseline_sum, tp.sum_unit)} ({format_percent(tp.percent_from_baseline)})"
+            )
         elif tp.percent_from_baseline is not None:
             numbers.append(f"{format_percent(tp.percent_from_baseline)} from baseline")
         if tp.nadir_sum is not None:
@@ -315,11 +336,14 @@ def _criterion_item(criterion: CriterionAssessment, scan_date: dt.date) -> _Item
             sub.append(line)
     if is_latest_timepoint(criterion, scan_date):
         if criterion.best_response is not None:
-            sub.append(f"Best overall response so far: {criterion.best_response.category} "
-                       f"({criterion.best_response.because}).")
+            sub.append(
+                f"Best overall response so far: {criterion.best_response.category} ({criterion.best_response.because})."
+            )
         if criterion.best_response_confirmed is not None:
-            sub.append(f"Best overall response with confirmation: {criterion.best_response_confirmed.category} "
-                       f"({criterion.best_response_confirmed.because}).")
+            sub.append(
+                f"Best overall response with confirmation: {criterion.best_response_confirmed.category} "
+                f"({criterion.best_response_confirmed.because})."
+            )
     return _Item(headline, tuple(sub))
 
 
@@ -366,8 +390,14 @@ def _criterion_extra_lines(tp: TimepointResponse) -> tuple[list[str], set[str]]:
         if line:
             lines.append(line)
     if "new_lesions_in_burden" in extra or "new_lesion_sum" in extra:
-        handled |= {"index_sum", "new_lesion_sum", "new_lesions_in_burden", "new_lesions_outside_burden",
-                    "reader_review", "raw_category"}
+        handled |= {
+            "index_sum",
+            "new_lesion_sum",
+            "new_lesions_in_burden",
+            "new_lesions_outside_burden",
+            "reader_review",
+            "raw_category",
+        }
         lines += _burden_lines(tp)
     series = [key for key in ("injected", "noninjected") if f"{key}_response" in extra]
     if series:
@@ -402,24 +432,31 @@ def _irecist_episode_lines(tp: TimepointResponse) -> list[str]:
             how = [_CONFIRMATION_WORDS.get(c, str(c)) for c in extra.get("confirmation") or ()]
             if how:
                 days = (tp.scan_date - anchor).days
-                lines.append(f"Progression confirmed (iCPD): the iUPD of {anchor.isoformat()}{because} is confirmed "
-                             f"on this scan, {days} days later, by {' and '.join(how)}{reference}.")
+                lines.append(
+                    f"Progression confirmed (iCPD): the iUPD of {anchor.isoformat()}{because} is confirmed "
+                    f"on this scan, {days} days later, by {' and '.join(how)}{reference}."
+                )
             else:
                 lines.append(f"Progression confirmed (iCPD) since the iUPD of {anchor.isoformat()}{because}.")
         else:
             if anchor == tp.scan_date:  # the sums at the iUPD are this scan's own, stated above and below
                 lines.append(f"Unconfirmed progression (iUPD) on this scan{because}.")
             else:
-                lines.append(f"Unconfirmed progression (iUPD) since {anchor.isoformat()}{because}, not yet "
-                             f"confirmed{reference}.")
+                lines.append(
+                    f"Unconfirmed progression (iUPD) since {anchor.isoformat()}{because}, not yet confirmed{reference}."
+                )
             start, end = _as_date(window.get("start")), _as_date(window.get("end"))
             if start is not None and end is not None:
                 weeks = f" ({_weeks(start - anchor)} to {_weeks(end - anchor)} weeks after the iUPD)"
-                lines.append(f"Confirmation window: {start.isoformat()} to {end.isoformat()}{weeks}: the next "
-                             f"assessment in this window confirms progression (iCPD) or not.")
+                lines.append(
+                    f"Confirmation window: {start.isoformat()} to {end.isoformat()}{weeks}: the next "
+                    f"assessment in this window confirms progression (iCPD) or not."
+                )
     if extra.get("after_icpd_response"):
-        lines.append(f"After confirmed progression the category stays iCPD "
-                     f"(this scan alone would read {extra['after_icpd_response']}).")
+        lines.append(
+            f"After confirmed progression the category stays iCPD "
+            f"(this scan alone would read {extra['after_icpd_response']})."
+        )
     if extra.get("reset_from_iupd"):
         lines.append(f"The iUPD of {extra['reset_from_iupd']} is reset: progression was not confirmed.")
     return lines
@@ -456,8 +493,10 @@ def _burden_lines(tp: TimepointResponse) -> list[str]:
         parts = []
         if index_sum is not None:
             parts.append(f"index lesions {format_length(index_sum, unit)}")
-        parts.append(f"new measurable lesions {format_length(new_sum, unit) if new_sum is not None else 'n/a'} "
-                     f"({_words_list(inside)})")
+        parts.append(
+            f"new measurable lesions {format_length(new_sum, unit) if new_sum is not None else 'n/a'} "
+            f"({_words_list(inside)})"
+        )
         lines.append(f"Tumour burden = {' + '.join(parts)}.")
     outside = list(extra.get("new_lesions_outside_burden") or ())
     if outside:
@@ -483,7 +522,9 @@ def _series_line(tp: TimepointResponse, key: str) -> str | None:
         parts.append(f"sum {format_length(total)}")
     baseline = _decimal(extra.get(f"{key}_baseline_mm"))
     if baseline is not None:
-        parts.append(f"baseline {format_length(baseline)} ({format_percent(extra.get(f'{key}_percent_from_baseline'))})")
+        parts.append(
+            f"baseline {format_length(baseline)} ({format_percent(extra.get(f'{key}_percent_from_baseline'))})"
+        )
     nadir = _decimal(extra.get(f"{key}_nadir_mm"))
     if nadir is not None:
         text = f"nadir {format_length(nadir)} ({format_percent(extra.get(f'{key}_percent_from_nadir'))}"
@@ -497,8 +538,21 @@ def _series_line(tp: TimepointResponse, key: str) -> str | None:
     return "; ".join(parts) + "."
 
 
-_ACRONYMS = {"iupd": "iUPD", "icpd": "iCPD", "nlt": "NLT", "nlnt": "NLNT", "sod": "SoD", "spd": "SPD",
-             "tgr": "TGR", "tgk": "TGK", "suv": "SUV", "sul": "SUL", "pd": "PD", "som": "SOM", "ir": "IR"}
+_ACRONYMS = {
+    "iupd": "iUPD",
+    "icpd": "iCPD",
+    "nlt": "NLT",
+    "nlnt": "NLNT",
+    "sod": "SoD",
+    "spd": "SPD",
+    "tgr": "TGR",
+    "tgk": "TGK",
+    "suv": "SUV",
+    "sul": "SUL",
+    "pd": "PD",
+    "som": "SOM",
+    "ir": "IR",
+}
 
 
 def _extra_line(key: str, value: Any) -> str | None:
@@ -539,21 +593,30 @@ def _extra_text(value: Any) -> str | None:
 
 # -- kinetics ----------------------------------------------------------------------------------------------------
 def _kinetics_blocks(kinetics: KineticsResult) -> list[_Block]:
-    scans = ", ".join(f"{label} {d.isoformat()}" for label, d in
-                      (("E0", kinetics.e0_date), ("E1", kinetics.e1_date), ("E2", kinetics.e2_date)) if d is not None)
+    scans = ", ".join(
+        f"{label} {d.isoformat()}"
+        for label, d in (("E0", kinetics.e0_date), ("E1", kinetics.e1_date), ("E2", kinetics.e2_date))
+        if d is not None
+    )
     blocks: list[_Block] = []
     if scans:
-        blocks.append(_Paragraph(f"Scans used: {scans} (E0 before treatment, E1 baseline, E2 first on-treatment scan)."))
+        blocks.append(
+            _Paragraph(f"Scans used: {scans} (E0 before treatment, E1 baseline, E2 first on-treatment scan).")
+        )
 
     def value(v: float | None, unit: str) -> str:
         return "not evaluable" if v is None else f"{format_number(round(v, 2), 2)} {unit}"
 
     items = [
-        _Item(f"Tumour growth rate before treatment {value(kinetics.tgr_reference, '%/month')}, on treatment "
-              f"{value(kinetics.tgr_experimental, '%/month')}; ratio {_plain_number(kinetics.tgr_ratio)}, "
-              f"difference {_signed_or_ne(kinetics.tgr_difference, '%/month')}."),
-        _Item(f"Tumour growth kinetics before treatment {value(kinetics.tgk_reference, 'mm/month')}, on treatment "
-              f"{value(kinetics.tgk_experimental, 'mm/month')}; ratio {_plain_number(kinetics.tgk_ratio)}."),
+        _Item(
+            f"Tumour growth rate before treatment {value(kinetics.tgr_reference, '%/month')}, on treatment "
+            f"{value(kinetics.tgr_experimental, '%/month')}; ratio {_plain_number(kinetics.tgr_ratio)}, "
+            f"difference {_signed_or_ne(kinetics.tgr_difference, '%/month')}."
+        ),
+        _Item(
+            f"Tumour growth kinetics before treatment {value(kinetics.tgk_reference, 'mm/month')}, on treatment "
+            f"{value(kinetics.tgk_experimental, 'mm/month')}; ratio {_plain_number(kinetics.tgk_ratio)}."
+        ),
     ]
     blocks.append(_List(tuple(items)))
     if kinetics.definitions:
@@ -619,8 +682,13 @@ def _alert_items(alerts: Sequence["AlertState"]) -> list[_Item]:
         if finding.window_end is not None:
             sub.append(f"Window ends {finding.window_end.isoformat()}.")
         sub.append(f"Rule {finding.rule}; source: {finding.source}.")
-        items.append(_Item(f"{indicator.upper()}{state} — {codes.alert_display(finding.code)} "
-                           f"({finding.scan_date.isoformat()}): {finding.summary}", tuple(sub)))
+        items.append(
+            _Item(
+                f"{indicator.upper()}{state} — {codes.alert_display(finding.code)} "
+                f"({finding.scan_date.isoformat()}): {finding.summary}",
+                tuple(sub),
+            )
+        )
     return items
 
 
@@ -687,7 +755,9 @@ def _html(blocks: Sequence[_Block]) -> str:
             out.append("<thead><tr>" + "".join(f'<th scope="col">{e(h)}</th>' for h in block.header) + "</tr></thead>")
             out.append("<tbody>")
             for r in block.rows:
-                out.append("<tr>" + f'<th scope="row">{e(r[0])}</th>' + "".join(f"<td>{e(c)}</td>" for c in r[1:]) + "</tr>")
+                out.append(
+                    "<tr>" + f'<th scope="row">{e(r[0])}</th>' + "".join(f"<td>{e(c)}</td>" for c in r[1:]) + "</tr>"
+                )
             out.append("</tbody></table>")
         elif isinstance(block, _List):
             out.append("<ul>")

@@ -67,38 +67,98 @@ def _issue(code: str, diagnostics: str, expression: str | None, severity: str = 
 # ---------------------------------------------------------------------------------------------------------------
 # FHIR R4 4.0.1 required bindings (code values)
 # ---------------------------------------------------------------------------------------------------------------
-_OBSERVATION_STATUS = frozenset({"registered", "preliminary", "final", "amended", "corrected", "cancelled",
-                                 "entered-in-error", "unknown"})
-_DIAGNOSTIC_REPORT_STATUS = frozenset({"registered", "partial", "preliminary", "final", "amended", "corrected",
-                                       "appended", "cancelled", "entered-in-error", "unknown"})
+_OBSERVATION_STATUS = frozenset(
+    {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+)
+_DIAGNOSTIC_REPORT_STATUS = frozenset(
+    {
+        "registered",
+        "partial",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "appended",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+)
 _FLAG_STATUS = frozenset({"active", "inactive", "entered-in-error"})
-_PROCEDURE_STATUS = frozenset({"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
-                               "entered-in-error", "unknown"})
-_MEDICATION_ADMINISTRATION_STATUS = frozenset({"in-progress", "not-done", "on-hold", "completed",
-                                               "entered-in-error", "stopped", "unknown"})
-_MEDICATION_STATEMENT_STATUS = frozenset({"active", "completed", "entered-in-error", "intended", "stopped",
-                                          "on-hold", "unknown", "not-taken"})
-_MEDICATION_REQUEST_STATUS = frozenset({"active", "on-hold", "cancelled", "completed", "entered-in-error",
-                                        "stopped", "draft", "unknown"})
-_MEDICATION_REQUEST_INTENT = frozenset({"proposal", "plan", "order", "original-order", "reflex-order",
-                                        "filler-order", "instance-order", "option"})
+_PROCEDURE_STATUS = frozenset(
+    {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown"}
+)
+_MEDICATION_ADMINISTRATION_STATUS = frozenset(
+    {"in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"}
+)
+_MEDICATION_STATEMENT_STATUS = frozenset(
+    {"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"}
+)
+_MEDICATION_REQUEST_STATUS = frozenset(
+    {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}
+)
+_MEDICATION_REQUEST_INTENT = frozenset(
+    {"proposal", "plan", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}
+)
 _REQUEST_PRIORITY = frozenset({"routine", "urgent", "asap", "stat"})
-_BUNDLE_TYPE = frozenset({"document", "message", "transaction", "transaction-response", "batch", "batch-response",
-                          "history", "searchset", "collection"})
+_BUNDLE_TYPE = frozenset(
+    {
+        "document",
+        "message",
+        "transaction",
+        "transaction-response",
+        "batch",
+        "batch-response",
+        "history",
+        "searchset",
+        "collection",
+    }
+)
 _HTTP_VERB = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 _SEARCH_MODE = frozenset({"match", "include", "outcome"})
 _GENDER = frozenset({"male", "female", "other", "unknown"})
 _LINK_TYPE = frozenset({"replaced-by", "replaces", "refer", "seealso"})
 _IMAGING_STUDY_STATUS = frozenset({"registered", "available", "cancelled", "entered-in-error", "unknown"})
 _DEVICE_STATUS = frozenset({"active", "inactive", "entered-in-error", "unknown"})
-_DEVICE_NAME_TYPE = frozenset({"udi-label-name", "user-friendly-name", "patient-reported-name",
-                               "manufacturer-name", "model-name", "other"})
+_DEVICE_NAME_TYPE = frozenset(
+    {"udi-label-name", "user-friendly-name", "patient-reported-name", "manufacturer-name", "model-name", "other"}
+)
 _ISSUE_SEVERITY = frozenset({"fatal", "error", "warning", "information"})
-_ISSUE_TYPE = frozenset({"invalid", "structure", "required", "value", "invariant", "security", "login", "unknown",
-                         "expired", "forbidden", "suppressed", "processing", "not-supported", "duplicate",
-                         "multiple-matches", "not-found", "deleted", "too-long", "code-invalid", "extension",
-                         "too-costly", "business-rule", "conflict", "transient", "lock-error", "no-store",
-                         "exception", "timeout", "incomplete", "throttled", "informational"})
+_ISSUE_TYPE = frozenset(
+    {
+        "invalid",
+        "structure",
+        "required",
+        "value",
+        "invariant",
+        "security",
+        "login",
+        "unknown",
+        "expired",
+        "forbidden",
+        "suppressed",
+        "processing",
+        "not-supported",
+        "duplicate",
+        "multiple-matches",
+        "not-found",
+        "deleted",
+        "too-long",
+        "code-invalid",
+        "extension",
+        "too-costly",
+        "business-rule",
+        "conflict",
+        "transient",
+        "lock-error",
+        "no-store",
+        "exception",
+        "timeout",
+        "incomplete",
+        "throttled",
+        "informational",
+    }
+)
 _PROVENANCE_ENTITY_ROLE = frozenset({"derivation", "revision", "quotation", "source", "removal"})
 
 RESOURCE_CODE_BINDINGS: Mapping[str, Mapping[str, frozenset[str]]] = {
@@ -108,8 +168,11 @@ RESOURCE_CODE_BINDINGS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "Procedure": {"status": _PROCEDURE_STATUS},
     "MedicationAdministration": {"status": _MEDICATION_ADMINISTRATION_STATUS},
     "MedicationStatement": {"status": _MEDICATION_STATEMENT_STATUS},
-    "MedicationRequest": {"status": _MEDICATION_REQUEST_STATUS, "intent": _MEDICATION_REQUEST_INTENT,
-                          "priority": _REQUEST_PRIORITY},
+    "MedicationRequest": {
+        "status": _MEDICATION_REQUEST_STATUS,
+        "intent": _MEDICATION_REQUEST_INTENT,
+        "priority": _REQUEST_PRIORITY,
+    },
     "Bundle": {"type": _BUNDLE_TYPE, "entry.request.method": _HTTP_VERB, "entry.search.mode": _SEARCH_MODE},
     "Patient": {"gender": _GENDER, "contact.gender": _GENDER, "link.type": _LINK_TYPE},
     "ImagingStudy": {"status": _IMAGING_STUDY_STATUS},
@@ -123,10 +186,14 @@ CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 RESOURCE_CONCEPT_BINDINGS: Mapping[str, Mapping[str, tuple[str, frozenset[str]]]] = {
     "Condition": {
-        "clinicalStatus": (CONDITION_CLINICAL, frozenset({"active", "recurrence", "relapse", "inactive",
-                                                          "remission", "resolved"})),
-        "verificationStatus": (CONDITION_VERIFICATION, frozenset({"unconfirmed", "provisional", "differential",
-                                                                  "confirmed", "refuted", "entered-in-error"})),
+        "clinicalStatus": (
+            CONDITION_CLINICAL,
+            frozenset({"active", "recurrence", "relapse", "inactive", "remission", "resolved"}),
+        ),
+        "verificationStatus": (
+            CONDITION_VERIFICATION,
+            frozenset({"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}),
+        ),
     },
 }
 """(resource type, CodeableConcept element) → (system, codes) of an R4 required binding."""
@@ -136,20 +203,38 @@ DATATYPE_CODE_BINDINGS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "Quantity": {"comparator": frozenset({"<", "<=", ">=", ">"})},
     "Narrative": {"status": frozenset({"generated", "extensions", "additional", "empty"})},
     "HumanName": {"use": frozenset({"usual", "official", "temp", "nickname", "anonymous", "old", "maiden"})},
-    "ContactPoint": {"system": frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"}),
-                     "use": frozenset({"home", "work", "temp", "old", "mobile"})},
-    "Address": {"use": frozenset({"home", "work", "temp", "old", "billing"}),
-                "type": frozenset({"postal", "physical", "both"})},
+    "ContactPoint": {
+        "system": frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"}),
+        "use": frozenset({"home", "work", "temp", "old", "mobile"}),
+    },
+    "Address": {
+        "use": frozenset({"home", "work", "temp", "old", "billing"}),
+        "type": frozenset({"postal", "physical", "both"}),
+    },
 }
 """Datatype (or a subtype, e.g. Age for Quantity) → element → codes."""
 
-_MIME_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
-                        r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"]*\"|[A-Za-z0-9!#$&^_.+-]+))*$")
+_MIME_TYPE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+    r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"]*\"|[A-Za-z0-9!#$&^_.+-]+))*$"
+)
 """Attachment.contentType: required binding to BCP 13 (RFC 2045/6838) media types."""
 
-OBSERVATION_VALUE_TYPES = frozenset({"valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean",
-                                     "valueInteger", "valueRange", "valueRatio", "valueSampledData", "valueTime",
-                                     "valueDateTime", "valuePeriod"})
+OBSERVATION_VALUE_TYPES = frozenset(
+    {
+        "valueQuantity",
+        "valueCodeableConcept",
+        "valueString",
+        "valueBoolean",
+        "valueInteger",
+        "valueRange",
+        "valueRatio",
+        "valueSampledData",
+        "valueTime",
+        "valueDateTime",
+        "valuePeriod",
+    }
+)
 """R4 ``Observation.value[x]`` and ``Observation.component.value[x]`` types."""
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,8 +244,9 @@ _ANY = frozenset({"*"})
 _PRACTITIONERS = ("Practitioner", "PractitionerRole")
 R4_REFERENCE_TARGETS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "DiagnosticReport": {
-        "basedOn": frozenset({"CarePlan", "ImmunizationRecommendation", "MedicationRequest", "NutritionOrder",
-                              "ServiceRequest"}),
+        "basedOn": frozenset(
+            {"CarePlan", "ImmunizationRecommendation", "MedicationRequest", "NutritionOrder", "ServiceRequest"}
+        ),
         "subject": frozenset({"Patient", "Group", "Device", "Location"}),
         "encounter": frozenset({"Encounter"}),
         "performer": frozenset({*_PRACTITIONERS, "Organization", "CareTeam"}),
@@ -171,10 +257,26 @@ R4_REFERENCE_TARGETS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "media.link": frozenset({"Media"}),
     },
     "Observation": {
-        "basedOn": frozenset({"CarePlan", "DeviceRequest", "ImmunizationRecommendation", "MedicationRequest",
-                              "NutritionOrder", "ServiceRequest"}),
-        "partOf": frozenset({"MedicationAdministration", "MedicationDispense", "MedicationStatement", "Procedure",
-                             "Immunization", "ImagingStudy"}),
+        "basedOn": frozenset(
+            {
+                "CarePlan",
+                "DeviceRequest",
+                "ImmunizationRecommendation",
+                "MedicationRequest",
+                "NutritionOrder",
+                "ServiceRequest",
+            }
+        ),
+        "partOf": frozenset(
+            {
+                "MedicationAdministration",
+                "MedicationDispense",
+                "MedicationStatement",
+                "Procedure",
+                "Immunization",
+                "ImagingStudy",
+            }
+        ),
         "subject": frozenset({"Patient", "Group", "Device", "Location"}),
         "focus": _ANY,
         "encounter": frozenset({"Encounter"}),
@@ -182,12 +284,23 @@ R4_REFERENCE_TARGETS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "specimen": frozenset({"Specimen"}),
         "device": frozenset({"Device", "DeviceMetric"}),
         "hasMember": frozenset({"Observation", "QuestionnaireResponse", "MolecularSequence"}),
-        "derivedFrom": frozenset({"DocumentReference", "ImagingStudy", "Media", "QuestionnaireResponse",
-                                  "Observation", "MolecularSequence"}),
+        "derivedFrom": frozenset(
+            {"DocumentReference", "ImagingStudy", "Media", "QuestionnaireResponse", "Observation", "MolecularSequence"}
+        ),
     },
     "Flag": {
-        "subject": frozenset({"Patient", "Location", "Group", "Organization", "Practitioner", "PlanDefinition",
-                              "Medication", "Procedure"}),
+        "subject": frozenset(
+            {
+                "Patient",
+                "Location",
+                "Group",
+                "Organization",
+                "Practitioner",
+                "PlanDefinition",
+                "Medication",
+                "Procedure",
+            }
+        ),
         "encounter": frozenset({"Encounter"}),
         "author": frozenset({"Device", "Organization", "Patient", *_PRACTITIONERS}),
     },
@@ -201,8 +314,9 @@ R4_REFERENCE_TARGETS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "performer.actor": frozenset({*_PRACTITIONERS, "Organization", "Patient", "RelatedPerson", "Device"}),
         "performer.onBehalfOf": frozenset({"Organization"}),
         "location": frozenset({"Location"}),
-        "reasonReference": frozenset({"Condition", "Observation", "Procedure", "DiagnosticReport",
-                                      "DocumentReference"}),
+        "reasonReference": frozenset(
+            {"Condition", "Observation", "Procedure", "DiagnosticReport", "DocumentReference"}
+        ),
         "report": frozenset({"DiagnosticReport", "DocumentReference", "Composition"}),
         "complicationDetail": frozenset({"Condition"}),
         "usedReference": frozenset({"Device", "Medication", "Substance"}),
@@ -221,8 +335,9 @@ R4_REFERENCE_TARGETS: Mapping[str, Mapping[str, frozenset[str]]] = {
     },
     "MedicationStatement": {
         "basedOn": frozenset({"MedicationRequest", "CarePlan", "ServiceRequest"}),
-        "partOf": frozenset({"MedicationAdministration", "MedicationDispense", "MedicationStatement", "Procedure",
-                             "Observation"}),
+        "partOf": frozenset(
+            {"MedicationAdministration", "MedicationDispense", "MedicationStatement", "Procedure", "Observation"}
+        ),
         "medicationReference": frozenset({"Medication"}),
         "subject": frozenset({"Patient", "Group"}),
         "context": frozenset({"Encounter", "EpisodeOfCare"}),
@@ -267,8 +382,9 @@ R4_REFERENCE_TARGETS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "reasonReference": frozenset({"Condition", "Observation", "Media", "DiagnosticReport", "DocumentReference"}),
         "series.endpoint": frozenset({"Endpoint"}),
         "series.specimen": frozenset({"Specimen"}),
-        "series.performer.actor": frozenset({*_PRACTITIONERS, "Organization", "CareTeam", "Patient", "Device",
-                                             "RelatedPerson"}),
+        "series.performer.actor": frozenset(
+            {*_PRACTITIONERS, "Organization", "CareTeam", "Patient", "Device", "RelatedPerson"}
+        ),
     },
     "BodyStructure": {"patient": frozenset({"Patient"})},
     "Patient": {
@@ -277,8 +393,12 @@ R4_REFERENCE_TARGETS: Mapping[str, Mapping[str, frozenset[str]]] = {
         "link.other": frozenset({"Patient", "RelatedPerson"}),
         "contact.organization": frozenset({"Organization"}),
     },
-    "Device": {"patient": frozenset({"Patient"}), "owner": frozenset({"Organization"}),
-               "location": frozenset({"Location"}), "parent": frozenset({"Device"})},
+    "Device": {
+        "patient": frozenset({"Patient"}),
+        "owner": frozenset({"Organization"}),
+        "location": frozenset({"Location"}),
+        "parent": frozenset({"Device"}),
+    },
     "Provenance": {
         "target": _ANY,
         "location": frozenset({"Location"}),
@@ -302,12 +422,26 @@ _LESION_ATTRIBUTE_CODES: Mapping[str, frozenset[str]] = {
     "non-target-status": frozenset({"present", "absent", "unequivocal-progression"}),
     "non-target-change": frozenset({"NC", "INC", "NCLA", "INCLA", "UNE"}),
 }
-_BOOLEAN_COMPONENTS = frozenset({"injected", "irradiated", "equivocal", "nodal", "too-small", "confirmed",
-                                 "provisional"})
-_QUANTITY_COMPONENTS = frozenset({"sum-of-diameters", "baseline-sum", "nadir-sum", "percent-change-from-baseline",
-                                  "percent-change-from-nadir", "absolute-change-from-nadir", "tgr-reference",
-                                  "tgr-experimental", "tgr-ratio", "tgr-difference", "tgk-reference",
-                                  "tgk-experimental", "tgk-ratio"})
+_BOOLEAN_COMPONENTS = frozenset(
+    {"injected", "irradiated", "equivocal", "nodal", "too-small", "confirmed", "provisional"}
+)
+_QUANTITY_COMPONENTS = frozenset(
+    {
+        "sum-of-diameters",
+        "baseline-sum",
+        "nadir-sum",
+        "percent-change-from-baseline",
+        "percent-change-from-nadir",
+        "absolute-change-from-nadir",
+        "tgr-reference",
+        "tgr-experimental",
+        "tgr-ratio",
+        "tgr-difference",
+        "tgk-reference",
+        "tgk-experimental",
+        "tgk-ratio",
+    }
+)
 _DEFINITION_VERDICTS = frozenset({"met", "not-met", "not-evaluable"})
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -326,8 +460,9 @@ def validate_resource(resource: dict) -> None:
     try:
         model_class = get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):
-        raise InvalidResource([_issue("not-supported", f"unknown resource type {resource_type!r}",
-                                      "resourceType")]) from None
+        raise InvalidResource(
+            [_issue("not-supported", f"unknown resource type {resource_type!r}", "resourceType")]
+        ) from None
     try:
         model = model_class.model_validate(dict(resource))
     except ValidationError as error:
@@ -377,8 +512,10 @@ class _BundleScope:
     transaction: bool
 
 
-_REFERENCE = re.compile(r"^(?:(?P<base>https?://[^?#]+?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
-                        r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+_REFERENCE = re.compile(
+    r"^(?:(?P<base>https?://[^?#]+?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
 _CONDITIONAL = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?(?P<query>\S+)$")
 _URN_UUID = re.compile(r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _URN_OID = re.compile(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$")
@@ -404,8 +541,9 @@ class _Walker:
         self.issues: list[dict[str, Any]] = []
 
     # -- resources -------------------------------------------------------------------------------------------------
-    def resource(self, model: BaseModel, expr: str, container: BaseModel | None,
-                 bundle: _BundleScope | None) -> list[dict[str, Any]]:
+    def resource(
+        self, model: BaseModel, expr: str, container: BaseModel | None, bundle: _BundleScope | None
+    ) -> list[dict[str, Any]]:
         resource_type = model.get_resource_type()
         container = container or model
         if resource_type == "Bundle":
@@ -421,10 +559,14 @@ class _Walker:
         for i, entry in enumerate(bundle.entry or ()):
             where = f"{expr}.entry[{i}]"
             if entry.fullUrl is not None:
-                if not (_URN_UUID.match(entry.fullUrl) or _URN_OID.match(entry.fullUrl)
-                        or re.match(r"^https?://\S+$", entry.fullUrl)):
-                    self.issues.append(_issue("value", "fullUrl must be an absolute URL, urn:uuid or urn:oid",
-                                              f"{where}.fullUrl"))
+                if not (
+                    _URN_UUID.match(entry.fullUrl)
+                    or _URN_OID.match(entry.fullUrl)
+                    or re.match(r"^https?://\S+$", entry.fullUrl)
+                ):
+                    self.issues.append(
+                        _issue("value", "fullUrl must be an absolute URL, urn:uuid or urn:oid", f"{where}.fullUrl")
+                    )
                 if entry.fullUrl in full_urls:
                     self.issues.append(_issue("duplicate", "fullUrl is not unique in the Bundle", f"{where}.fullUrl"))
                 if entry.resource is not None:
@@ -436,8 +578,9 @@ class _Walker:
             if entry.request is not None and entry.resource is not None and entry.request.method in ("PUT", "POST"):
                 target = re.split(r"[/?]", entry.request.url or "", maxsplit=1)[0]
                 if target != entry.resource.get_resource_type():
-                    self.issues.append(_issue("value", "request.url does not name the entry's resource type",
-                                              f"{where}.request.url"))
+                    self.issues.append(
+                        _issue("value", "request.url does not name the entry's resource type", f"{where}.request.url")
+                    )
         return _BundleScope(full_urls, kind == "transaction")
 
     def _resource_rules(self, model: BaseModel, expr: str, resource_type: str) -> None:
@@ -452,16 +595,25 @@ class _Walker:
                 continue
             codes = [c.code for c in (concept.coding or ()) if c.system == system]
             if not codes:
-                self.issues.append(_issue("code-invalid", f"{element} needs a coding from {system}",
-                                          f"{expr}.{element}"))
+                self.issues.append(
+                    _issue("code-invalid", f"{element} needs a coding from {system}", f"{expr}.{element}")
+                )
             for code in codes:
                 if code not in allowed:
-                    self.issues.append(_issue("code-invalid", f"{element} code is not in the required value set "
-                                              f"({', '.join(sorted(allowed))})", f"{expr}.{element}"))
+                    self.issues.append(
+                        _issue(
+                            "code-invalid",
+                            f"{element} code is not in the required value set ({', '.join(sorted(allowed))})",
+                            f"{expr}.{element}",
+                        )
+                    )
 
     def _observation_values(self, element: BaseModel, expr: str) -> None:
-        present = [name for name in type(element).model_fields if name.startswith("value")
-                   and not name.endswith("__ext") and getattr(element, name) is not None]
+        present = [
+            name
+            for name in type(element).model_fields
+            if name.startswith("value") and not name.endswith("__ext") and getattr(element, name) is not None
+        ]
         for name in present:
             if name not in OBSERVATION_VALUE_TYPES:
                 self.issues.append(_issue("structure", f"{name} is not an R4 Observation value type", f"{expr}.{name}"))
@@ -479,36 +631,53 @@ class _Walker:
                 if q is None:
                     self._component_issue(expr, code, "valueQuantity")
                 elif q.code not in _TUMOUR_SIZE_UNITS or (q.system not in (None, UCUM)):
-                    self.issues.append(_issue("code-invalid", f"{code} must be in mm or cm (UCUM)",
-                                              f"{expr}.valueQuantity"))
+                    self.issues.append(
+                        _issue("code-invalid", f"{code} must be in mm or cm (UCUM)", f"{expr}.valueQuantity")
+                    )
             elif system.endswith("/CodeSystem/immunorad"):
                 if code in _LESION_ATTRIBUTE_CODES:
                     self._coded_component(component, expr, code, "/CodeSystem/immunorad", _LESION_ATTRIBUTE_CODES[code])
                 elif code in _BOOLEAN_COMPONENTS and component.valueBoolean is None:
                     self._component_issue(expr, code, "valueBoolean")
-                elif code in _QUANTITY_COMPONENTS and component.valueQuantity is None \
-                        and component.dataAbsentReason is None:
+                elif (
+                    code in _QUANTITY_COMPONENTS
+                    and component.valueQuantity is None
+                    and component.dataAbsentReason is None
+                ):
                     self._component_issue(expr, code, "valueQuantity")
             elif system.endswith("/CodeSystem/hyperprogression"):
                 self._coded_component(component, expr, code, "/CodeSystem/immunorad", _DEFINITION_VERDICTS)
 
-    def _coded_component(self, component: BaseModel, expr: str, code: str, suffix: str,
-                         allowed: frozenset[str]) -> None:
+    def _coded_component(
+        self, component: BaseModel, expr: str, code: str, suffix: str, allowed: frozenset[str]
+    ) -> None:
         concept = component.valueCodeableConcept
         if concept is None:
             self._component_issue(expr, code, "valueCodeableConcept")
             return
         values = [c.code for c in (concept.coding or ()) if (c.system or "").endswith(suffix)]
         if not values or any(v not in allowed for v in values):
-            self.issues.append(_issue("code-invalid", f"component {code} value must be one of "
-                                      f"{', '.join(sorted(allowed))}", f"{expr}.valueCodeableConcept"))
+            self.issues.append(
+                _issue(
+                    "code-invalid",
+                    f"component {code} value must be one of {', '.join(sorted(allowed))}",
+                    f"{expr}.valueCodeableConcept",
+                )
+            )
 
     def _component_issue(self, expr: str, code: str, expected: str) -> None:
         self.issues.append(_issue("structure", f"component {code} needs {expected}", expr))
 
     # -- elements --------------------------------------------------------------------------------------------------
-    def _fields(self, model: BaseModel, expr: str, rel: str, resource_type: str, container: BaseModel,
-                bundle: _BundleScope | None) -> None:
+    def _fields(
+        self,
+        model: BaseModel,
+        expr: str,
+        rel: str,
+        resource_type: str,
+        container: BaseModel,
+        bundle: _BundleScope | None,
+    ) -> None:
         names = _mro_names(model)
         datatype_bindings: dict[str, frozenset[str]] = {}
         for datatype, bindings in DATATYPE_CODE_BINDINGS.items():
@@ -528,17 +697,38 @@ class _Walker:
             child_expr = f"{expr}.{json_name}"
             child_rel = json_name if not rel else f"{rel}.{json_name}"
             if not is_ext:
-                allowed = RESOURCE_CODE_BINDINGS.get(resource_type, {}).get(child_rel) or datatype_bindings.get(json_name)
+                allowed = RESOURCE_CODE_BINDINGS.get(resource_type, {}).get(child_rel) or datatype_bindings.get(
+                    json_name
+                )
                 if allowed is not None:
                     self._check_codes(value, allowed, child_expr, json_name)
                 if "Attachment" in names and json_name == "contentType" and not _MIME_TYPE.match(value):
                     self.issues.append(_issue("code-invalid", "contentType is not a media type (BCP 13)", child_expr))
-            targets = self._targets(resource_type, child_rel, field, extension_targets if name == "valueReference" else None)
-            self._value(value, child_expr, child_rel, resource_type, container, bundle, targets,
-                        contained=(json_name == "contained"))
+            targets = self._targets(
+                resource_type, child_rel, field, extension_targets if name == "valueReference" else None
+            )
+            self._value(
+                value,
+                child_expr,
+                child_rel,
+                resource_type,
+                container,
+                bundle,
+                targets,
+                contained=(json_name == "contained"),
+            )
 
-    def _value(self, value: Any, expr: str, rel: str, resource_type: str, container: BaseModel,
-               bundle: _BundleScope | None, targets: frozenset[str] | None, contained: bool = False) -> None:
+    def _value(
+        self,
+        value: Any,
+        expr: str,
+        rel: str,
+        resource_type: str,
+        container: BaseModel,
+        bundle: _BundleScope | None,
+        targets: frozenset[str] | None,
+        contained: bool = False,
+    ) -> None:
         if isinstance(value, list):
             for i, item in enumerate(value):
                 self._value(item, f"{expr}[{i}]", rel, resource_type, container, bundle, targets, contained)
@@ -554,7 +744,9 @@ class _Walker:
         self._fields(value, expr, rel, resource_type, container, bundle)
 
     @staticmethod
-    def _targets(resource_type: str, rel: str, field: Any, extension_targets: frozenset[str] | None) -> frozenset[str] | None:
+    def _targets(
+        resource_type: str, rel: str, field: Any, extension_targets: frozenset[str] | None
+    ) -> frozenset[str] | None:
         if extension_targets is not None:
             return extension_targets
         explicit = R4_REFERENCE_TARGETS.get(resource_type, {}).get(rel)
@@ -571,12 +763,21 @@ class _Walker:
         for i, v in enumerate(values):
             where = f"{expr}[{i}]" if isinstance(value, list) else expr
             if not isinstance(v, str) or v not in allowed:
-                self.issues.append(_issue("code-invalid", f"{name} is not one of the required codes "
-                                          f"({', '.join(sorted(allowed))})", where))
+                self.issues.append(
+                    _issue(
+                        "code-invalid", f"{name} is not one of the required codes ({', '.join(sorted(allowed))})", where
+                    )
+                )
 
     # -- references ------------------------------------------------------------------------------------------------
-    def _reference(self, ref: BaseModel, expr: str, container: BaseModel, bundle: _BundleScope | None,
-                   targets: frozenset[str] | None) -> None:
+    def _reference(
+        self,
+        ref: BaseModel,
+        expr: str,
+        container: BaseModel,
+        bundle: _BundleScope | None,
+        targets: frozenset[str] | None,
+    ) -> None:
         literal: str | None = ref.reference
         declared: str | None = ref.type
         target: str | None = None
@@ -592,9 +793,13 @@ class _Walker:
         if kind is None or targets is None or "*" in targets:
             return
         if kind not in targets:
-            self.issues.append(_issue("value", f"reference to a {kind} is not allowed here "
-                                      f"(R4 allows {', '.join(sorted(targets))})", f"{expr}.reference"
-                                      if literal else expr))
+            self.issues.append(
+                _issue(
+                    "value",
+                    f"reference to a {kind} is not allowed here (R4 allows {', '.join(sorted(targets))})",
+                    f"{expr}.reference" if literal else expr,
+                )
+            )
 
     def _resolve(self, literal: str, expr: str, container: BaseModel, bundle: _BundleScope | None) -> str | None:
         where = f"{expr}.reference"
@@ -611,8 +816,9 @@ class _Walker:
                 self.issues.append(_issue("value", "malformed urn reference", where))
                 return None
             if bundle is None:
-                self.issues.append(_issue("value", "urn:uuid/urn:oid references are only allowed inside a Bundle",
-                                          where))
+                self.issues.append(
+                    _issue("value", "urn:uuid/urn:oid references are only allowed inside a Bundle", where)
+                )
                 return None
             if literal not in bundle.full_urls:
                 self.issues.append(_issue("not-found", "no Bundle entry has this fullUrl", where))
@@ -621,15 +827,21 @@ class _Walker:
         conditional = _CONDITIONAL.match(literal)
         if conditional:
             if bundle is None or not bundle.transaction:
-                self.issues.append(_issue("value", "conditional references are only allowed in a transaction Bundle",
-                                          where))
+                self.issues.append(
+                    _issue("value", "conditional references are only allowed in a transaction Bundle", where)
+                )
                 return None
             kind = conditional.group("type")
         else:
             match = _REFERENCE.match(literal)
             if match is None:
-                self.issues.append(_issue("value", "reference is not Type/id, an absolute URL, #id, urn:uuid or "
-                                          "a conditional reference", where))
+                self.issues.append(
+                    _issue(
+                        "value",
+                        "reference is not Type/id, an absolute URL, #id, urn:uuid or a conditional reference",
+                        where,
+                    )
+                )
                 return None
             kind = match.group("type")
             if bundle is not None and match.group("base") is None:

@@ -47,11 +47,22 @@ SOLID = "solid"
 LYMPHOMA = "lymphoma"
 GLIOMA = "glioma"
 
-RECIST_FAMILY: tuple[str, ...] = (recist11.CRITERION, irecist.CRITERION, irrecist.CRITERION, irrc.CRITERION,
-                                  imrecist.CRITERION, itrecist.CRITERION)
+RECIST_FAMILY: tuple[str, ...] = (
+    recist11.CRITERION,
+    irecist.CRITERION,
+    irrecist.CRITERION,
+    irrc.CRITERION,
+    imrecist.CRITERION,
+    itrecist.CRITERION,
+)
 """Size-based criteria for solid tumours (spec §1–§6)."""
-PET_SOLID: tuple[str, ...] = (percist.CRITERION, impercist5.CRITERION, percimt.CRITERION, ipercist.CRITERION,
-                              eortc_pet.CRITERION)
+PET_SOLID: tuple[str, ...] = (
+    percist.CRITERION,
+    impercist5.CRITERION,
+    percimt.CRITERION,
+    ipercist.CRITERION,
+    eortc_pet.CRITERION,
+)
 """FDG-PET criteria for solid tumours (spec §7), reported only when PET values exist."""
 LYMPHOMA_CRITERIA: tuple[str, ...] = (lugano.CRITERION, lyric.CRITERION)
 """Lymphoma criteria (spec §9)."""
@@ -59,9 +70,19 @@ GLIOMA_CRITERIA: tuple[str, ...] = (rano.CRITERION, irano.CRITERION)
 """Neuro-oncology criteria (spec §10)."""
 
 SYNONYMS: Mapping[str, str] = {
-    "solid": SOLID, "solid tumour": SOLID, "solid tumor": SOLID, "solid-tumour": SOLID, "solid-tumor": SOLID,
-    "lymphoma": LYMPHOMA, "hodgkin lymphoma": LYMPHOMA, "non-hodgkin lymphoma": LYMPHOMA, "malignant lymphoma": LYMPHOMA,
-    "glioma": GLIOMA, "high-grade glioma": GLIOMA, "glioblastoma": GLIOMA, "gbm": GLIOMA,
+    "solid": SOLID,
+    "solid tumour": SOLID,
+    "solid tumor": SOLID,
+    "solid-tumour": SOLID,
+    "solid-tumor": SOLID,
+    "lymphoma": LYMPHOMA,
+    "hodgkin lymphoma": LYMPHOMA,
+    "non-hodgkin lymphoma": LYMPHOMA,
+    "malignant lymphoma": LYMPHOMA,
+    "glioma": GLIOMA,
+    "high-grade glioma": GLIOMA,
+    "glioblastoma": GLIOMA,
+    "gbm": GLIOMA,
 }
 """Free-text values of ``cancer_type`` (lower case) and the category they mean."""
 
@@ -86,7 +107,12 @@ def cancer_category(cancer_type: str | None) -> str:
         return SYNONYMS[text]
     # A diagnosis written out ("nodular sclerosis Hodgkin lymphoma", "IDH-wildtype glioblastoma").
     words = set(text.replace(",", " ").replace("-", " ").split())
-    for word, category in (("lymphoma", LYMPHOMA), ("glioma", GLIOMA), ("glioblastoma", GLIOMA), ("astrocytoma", GLIOMA)):
+    for word, category in (
+        ("lymphoma", LYMPHOMA),
+        ("glioma", GLIOMA),
+        ("glioblastoma", GLIOMA),
+        ("astrocytoma", GLIOMA),
+    ):
         if word in words:
             return category
     return SOLID

@@ -59,15 +59,20 @@ class Panel:
         self.ruleset: RuleSet = engine.rulebase[CRITERION]
         self.overrides = overrides
         self.codes: Mapping[str, str] = self.ruleset.parameters["observation_codes"]
-        self.anchor: dt.date | None = timeline.treatment_start or (timeline.baseline.scan_date if timeline.baseline else None)
+        self.anchor: dt.date | None = timeline.treatment_start or (
+            timeline.baseline.scan_date if timeline.baseline else None
+        )
 
     def observation(self, name: str) -> ClinicalObservation | None:
         """The latest observation named ``name`` (a key of ``observation_codes``) on or before the anchor."""
         if self.anchor is None:
             return None
         code = self.codes[name]
-        found = [o for o in self.timeline.facts.observations
-                 if o.code == code and o.value is not None and o.effective_date <= self.anchor]
+        found = [
+            o
+            for o in self.timeline.facts.observations
+            if o.code == code and o.value is not None and o.effective_date <= self.anchor
+        ]
         return max(found, key=lambda o: o.effective_date) if found else None
 
     def value(self, name: str) -> Value | None:
@@ -77,8 +82,11 @@ class Panel:
     def suv_max(self, region: ReferenceRegion, name: str) -> Value | None:
         """SUVmax of a PET reference region at the baseline PET (contract §3 reference groups), else an observation."""
         if self.anchor is not None:
-            found = [r for r in self.timeline.facts.references
-                     if r.region is region and r.suv_max is not None and r.scan_date <= self.anchor]
+            found = [
+                r
+                for r in self.timeline.facts.references
+                if r.region is region and r.suv_max is not None and r.scan_date <= self.anchor
+            ]
             if found:
                 latest = max(found, key=lambda r: r.scan_date)
                 return Value(Fraction(latest.suv_max), latest.scan_date, f"PET reference region {region.value}")
@@ -107,16 +115,40 @@ class Panel:
     def flag(self, name: str) -> Any:
         return self.ruleset.flag(name, self.overrides)
 
-    def result(self, code: str, name: str, value: Any, unit: str | None, interpretation: str | None, method: str,
-               source: str, inputs: Mapping[str, Any] | None = None, missing: Sequence[str] = (),
-               scan_date: dt.date | None = None) -> BiomarkerResult:
-        return BiomarkerResult(code=code, name=name, value=value, unit=unit, interpretation=interpretation,
-                               method=f"{method} [{CRITERION} {self.ruleset.version}]", source=source,
-                               inputs=dict(inputs or {}), missing=tuple(missing), scan_date=scan_date)
+    def result(
+        self,
+        code: str,
+        name: str,
+        value: Any,
+        unit: str | None,
+        interpretation: str | None,
+        method: str,
+        source: str,
+        inputs: Mapping[str, Any] | None = None,
+        missing: Sequence[str] = (),
+        scan_date: dt.date | None = None,
+    ) -> BiomarkerResult:
+        return BiomarkerResult(
+            code=code,
+            name=name,
+            value=value,
+            unit=unit,
+            interpretation=interpretation,
+            method=f"{method} [{CRITERION} {self.ruleset.version}]",
+            source=source,
+            inputs=dict(inputs or {}),
+            missing=tuple(missing),
+            scan_date=scan_date,
+        )
 
 
-def baseline_biomarkers(timeline: Timeline, criteria: Sequence[CriterionAssessment], *, engine: Engine | None = None,
-                        overrides: Mapping[str, Any] | None = None) -> tuple[BiomarkerResult, ...]:
+def baseline_biomarkers(
+    timeline: Timeline,
+    criteria: Sequence[CriterionAssessment],
+    *,
+    engine: Engine | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[BiomarkerResult, ...]:
     """The §6 panel at baseline. Never alerts."""
     panel = Panel(timeline, engine or get_engine(), overrides)
     results: list[BiomarkerResult] = []
@@ -135,25 +167,52 @@ def baseline_biomarkers(timeline: Timeline, criteria: Sequence[CriterionAssessme
 
 # --- §6.1 BLR / SLR -------------------------------------------------------------------------------------
 
+
 def pet_ratios(panel: Panel) -> list[BiomarkerResult]:
     liver = panel.suv_max(ReferenceRegion.LIVER, "suvmax_liver")
     marrow = panel.suv_max(ReferenceRegion.BONE_MARROW, "suvmax_bone_marrow")
     spleen = panel.suv_max(ReferenceRegion.SPLEEN, "suvmax_spleen")
     setting = panel.flag("blr_slr_thresholds")
     if setting != "seban-2019-melanoma":
-        raise ValueError(f"{panel.ruleset.flag_prefix}.blr_slr_thresholds={setting!r}: only 'seban-2019-melanoma' is defined")
+        raise ValueError(
+            f"{panel.ruleset.flag_prefix}.blr_slr_thresholds={setting!r}: only 'seban-2019-melanoma' is defined"
+        )
     specs = (
-        ("blr", "Bone-marrow-to-liver SUVmax ratio (BLR)", marrow, "bone marrow", "blr_seban_2019", "Seban 2019 melanoma anti-PD-1 median"),
-        ("slr", "Spleen-to-liver SUVmax ratio (SLR)", spleen, "spleen", "slr_seban_2019", "Seban 2019 melanoma anti-PD-1 median"),
-        ("slr-wong-2020", "Spleen-to-liver SUVmax ratio (SLR), Wong 2020 cut-off", spleen, "spleen", "slr_wong_2020",
-         "Wong 2020 melanoma ipilimumab cohort"),
+        (
+            "blr",
+            "Bone-marrow-to-liver SUVmax ratio (BLR)",
+            marrow,
+            "bone marrow",
+            "blr_seban_2019",
+            "Seban 2019 melanoma anti-PD-1 median",
+        ),
+        (
+            "slr",
+            "Spleen-to-liver SUVmax ratio (SLR)",
+            spleen,
+            "spleen",
+            "slr_seban_2019",
+            "Seban 2019 melanoma anti-PD-1 median",
+        ),
+        (
+            "slr-wong-2020",
+            "Spleen-to-liver SUVmax ratio (SLR), Wong 2020 cut-off",
+            spleen,
+            "spleen",
+            "slr_wong_2020",
+            "Wong 2020 melanoma ipilimumab cohort",
+        ),
     )
     out = []
     for code, name, numerator, organ, threshold_name, cohort in specs:
         threshold = panel.threshold(threshold_name)
-        method = (f"SUVmax({organ}) / SUVmax(liver) on the baseline FDG PET (SUV type: max; EARL harmonisation as "
-                  f"recorded with the PET); high = {threshold.describe()} ({cohort}); {COHORT_NOTE}")
-        missing = [f"SUVmax {label} at baseline PET" for label, v in ((organ, numerator), ("liver", liver)) if v is None]
+        method = (
+            f"SUVmax({organ}) / SUVmax(liver) on the baseline FDG PET (SUV type: max; EARL harmonisation as "
+            f"recorded with the PET); high = {threshold.describe()} ({cohort}); {COHORT_NOTE}"
+        )
+        missing = [
+            f"SUVmax {label} at baseline PET" for label, v in ((organ, numerator), ("liver", liver)) if v is None
+        ]
         if liver is not None and liver.value <= 0:
             missing.append("a positive liver SUVmax")
         if missing:
@@ -161,14 +220,24 @@ def pet_ratios(panel: Panel) -> list[BiomarkerResult]:
             continue
         ratio = numerator.value / liver.value
         high = threshold.holds(numerator.value, liver.value)  # SUV_organ > cut-off × SUV_liver, exact
-        out.append(panel.result(code, name, _decimal(ratio, "0.01"), "1", "high" if high else "low", method,
-                                threshold.source,
-                                {f"suvmax_{organ.replace(' ', '_')}": numerator.describe(), "suvmax_liver": liver.describe()},
-                                scan_date=numerator.day))
+        out.append(
+            panel.result(
+                code,
+                name,
+                _decimal(ratio, "0.01"),
+                "1",
+                "high" if high else "low",
+                method,
+                threshold.source,
+                {f"suvmax_{organ.replace(' ', '_')}": numerator.describe(), "suvmax_liver": liver.describe()},
+                scan_date=numerator.day,
+            )
+        )
     return out
 
 
 # --- §6.2 TMTV ------------------------------------------------------------------------------------------
+
 
 def tmtv(panel: Panel) -> list[BiomarkerResult]:
     volume = panel.value("tmtv")
@@ -184,21 +253,44 @@ def tmtv(panel: Panel) -> list[BiomarkerResult]:
             volume = Value(total, day, f"sum of {len(by_day[day])} lesion metabolic volumes (126032, DCM)")
             origin = volume.origin + " — only the reported lesions; the segmentation method changes TMTV [D]"
     out = []
-    for code, threshold_name, cohort in (("tmtv", "tmtv_seban_2019", "Seban 2019 melanoma median"),
-                                         ("tmtv-seban-2020", "tmtv_seban_2020", "Seban 2020 advanced NSCLC on ICI")):
+    for code, threshold_name, cohort in (
+        ("tmtv", "tmtv_seban_2019", "Seban 2019 melanoma median"),
+        ("tmtv-seban-2020", "tmtv_seban_2020", "Seban 2020 advanced NSCLC on ICI"),
+    ):
         threshold = panel.threshold(threshold_name)
         method = f"total metabolic tumour volume at baseline FDG PET ({origin}); high = {threshold.describe()} ({cohort}); {COHORT_NOTE}"
         if volume is None:
-            out.append(panel.result(code, "Total metabolic tumour volume (TMTV)", None, "cm3", None, method,
-                                    threshold.source, missing=("TMTV observation or lesion metabolic volumes at baseline PET",)))
+            out.append(
+                panel.result(
+                    code,
+                    "Total metabolic tumour volume (TMTV)",
+                    None,
+                    "cm3",
+                    None,
+                    method,
+                    threshold.source,
+                    missing=("TMTV observation or lesion metabolic volumes at baseline PET",),
+                )
+            )
             continue
-        out.append(panel.result(code, "Total metabolic tumour volume (TMTV)", _decimal(volume.value, "0.1"), "cm3",
-                                "high" if threshold.holds(volume.value) else "low", method, threshold.source,
-                                {"tmtv": volume.describe()}, scan_date=volume.day))
+        out.append(
+            panel.result(
+                code,
+                "Total metabolic tumour volume (TMTV)",
+                _decimal(volume.value, "0.1"),
+                "cm3",
+                "high" if threshold.holds(volume.value) else "low",
+                method,
+                threshold.source,
+                {"tmtv": volume.describe()},
+                scan_date=volume.day,
+            )
+        )
     return out
 
 
 # --- §6.3 SMI and sarcopenia ----------------------------------------------------------------------------
+
 
 def sarcopenia(panel: Panel) -> tuple[list[BiomarkerResult], Fraction | None]:
     """SMI = L3 skeletal muscle area / height², and the flags of the configured criteria (§8 SMI_CRITERIA)."""
@@ -210,82 +302,187 @@ def sarcopenia(panel: Panel) -> tuple[list[BiomarkerResult], Fraction | None]:
         missing.append("skeletal muscle area at L3 (cm2)")
     if height is None:
         missing.append(height_problem or "height")
-    smi_value = area.value / (height.value ** 2) if area is not None and height is not None else None
-    bmi = weight.value / (height.value ** 2) if weight is not None and height is not None else None
-    inputs = {"skeletal_muscle_area_l3": area.describe() if area else None,
-              "height_m": height.describe() if height else None,
-              "weight_kg": weight.describe() if weight else None,
-              "bmi": str(_decimal(bmi, "0.1")) if bmi is not None else None,
-              "sex": panel.sex()}
+    smi_value = area.value / (height.value**2) if area is not None and height is not None else None
+    bmi = weight.value / (height.value**2) if weight is not None and height is not None else None
+    inputs = {
+        "skeletal_muscle_area_l3": area.describe() if area else None,
+        "height_m": height.describe() if height else None,
+        "weight_kg": weight.describe() if weight else None,
+        "bmi": str(_decimal(bmi, "0.1")) if bmi is not None else None,
+        "sex": panel.sex(),
+    }
     day = area.day if area else None
     smi_display = _decimal(smi_value, "0.1") if smi_value is not None else None
-    out = [panel.result("smi", "Skeletal muscle index at L3 (SMI)", smi_display, "cm2/m2", None,
-                        "SMI = skeletal muscle area at L3 / height² (L3 slice identified manually or automatically; "
-                        "muscle −29 to +150 HU [U, standard]); no cut-off of its own: see sarcopenia-*",
-                        "clinical/criteria-kinetics-irae.md §6.3 [V:SARC-CODE; D]", inputs, missing, day)]
+    out = [
+        panel.result(
+            "smi",
+            "Skeletal muscle index at L3 (SMI)",
+            smi_display,
+            "cm2/m2",
+            None,
+            "SMI = skeletal muscle area at L3 / height² (L3 slice identified manually or automatically; "
+            "muscle −29 to +150 HU [U, standard]); no cut-off of its own: see sarcopenia-*",
+            "clinical/criteria-kinetics-irae.md §6.3 [V:SARC-CODE; D]",
+            inputs,
+            missing,
+            day,
+        )
+    ]
     criteria = list(panel.flag("smi_criteria"))
     sex = panel.sex()
     if "prado" in criteria:
         decision = panel.engine.decide(CRITERION, "prado_cutoff", {"sex": sex})
-        out.append(_smi_flag(panel, "sarcopenia-prado", "Sarcopenia, Prado 2008", smi_value, smi_display, decision,
-                             missing + (["sex"] if sex == "unknown" else []), inputs, day,
-                             "Prado 2008 sex-specific cut-offs (men < 52.4, women < 38.5 cm2/m2), obese cancer cohort"))
+        out.append(
+            _smi_flag(
+                panel,
+                "sarcopenia-prado",
+                "Sarcopenia, Prado 2008",
+                smi_value,
+                smi_display,
+                decision,
+                missing + (["sex"] if sex == "unknown" else []),
+                inputs,
+                day,
+                "Prado 2008 sex-specific cut-offs (men < 52.4, women < 38.5 cm2/m2), obese cancer cohort",
+            )
+        )
     if "martin" in criteria:
         bmi_split = panel.threshold("martin_bmi_split")
         bmi_input = "unknown" if bmi is None else bmi_split.holds(bmi)
         decision = panel.engine.decide(CRITERION, "martin_cutoff", {"sex": sex, "bmi_25_or_more": bmi_input})
-        extra = (["sex"] if sex == "unknown" else []) + (["BMI (weight and height)"] if decision["threshold"] == "none" and sex == "male" else [])
-        out.append(_smi_flag(panel, "sarcopenia-martin", "Sarcopenia, Martin 2013", smi_value, smi_display, decision,
-                             missing + extra, inputs, day,
-                             "Martin 2013 sex- and BMI-specific cut-offs (men BMI < 25: < 43, men BMI ≥ 25: < 53, "
-                             "women: < 41 cm2/m2) [primary paper U]"))
+        extra = (["sex"] if sex == "unknown" else []) + (
+            ["BMI (weight and height)"] if decision["threshold"] == "none" and sex == "male" else []
+        )
+        out.append(
+            _smi_flag(
+                panel,
+                "sarcopenia-martin",
+                "Sarcopenia, Martin 2013",
+                smi_value,
+                smi_display,
+                decision,
+                missing + extra,
+                inputs,
+                day,
+                "Martin 2013 sex- and BMI-specific cut-offs (men BMI < 25: < 43, men BMI ≥ 25: < 53, "
+                "women: < 41 cm2/m2) [primary paper U]",
+            )
+        )
     if "dercle53" in criteria:
         threshold = panel.threshold("dercle_smi_low")
         method = f"low SMI = SMI {threshold.describe()} (Dercle 2016 PS3-CT item 2, anti-PD-1/-L1 phase I cohort, sex-independent); {COHORT_NOTE}"
         if smi_value is None:
-            out.append(panel.result("sarcopenia-dercle-53", "Low SMI, Dercle 2016", None, "cm2/m2", None, method,
-                                    threshold.source, inputs, missing, day))
+            out.append(
+                panel.result(
+                    "sarcopenia-dercle-53",
+                    "Low SMI, Dercle 2016",
+                    None,
+                    "cm2/m2",
+                    None,
+                    method,
+                    threshold.source,
+                    inputs,
+                    missing,
+                    day,
+                )
+            )
         else:
-            out.append(panel.result("sarcopenia-dercle-53", "Low SMI, Dercle 2016", smi_display, "cm2/m2",
-                                    "low" if threshold.holds(smi_value) else "normal", method, threshold.source, inputs,
-                                    scan_date=day))
+            out.append(
+                panel.result(
+                    "sarcopenia-dercle-53",
+                    "Low SMI, Dercle 2016",
+                    smi_display,
+                    "cm2/m2",
+                    "low" if threshold.holds(smi_value) else "normal",
+                    method,
+                    threshold.source,
+                    inputs,
+                    scan_date=day,
+                )
+            )
     return out, smi_value
 
 
-def _smi_flag(panel: Panel, code: str, name: str, smi_value: Fraction | None, display: Decimal | None, decision,
-              missing: list[str], inputs: Mapping[str, Any], day: dt.date | None, cohort: str) -> BiomarkerResult:
+def _smi_flag(
+    panel: Panel,
+    code: str,
+    name: str,
+    smi_value: Fraction | None,
+    display: Decimal | None,
+    decision,
+    missing: list[str],
+    inputs: Mapping[str, Any],
+    day: dt.date | None,
+    cohort: str,
+) -> BiomarkerResult:
     threshold_name = decision["threshold"]
     if smi_value is None or threshold_name == "none":
-        return panel.result(code, name, display, "cm2/m2", None, f"{cohort}; {decision.because}; {COHORT_NOTE}",
-                            decision.trace(), inputs, missing or [decision.because], day)
+        return panel.result(
+            code,
+            name,
+            display,
+            "cm2/m2",
+            None,
+            f"{cohort}; {decision.because}; {COHORT_NOTE}",
+            decision.trace(),
+            inputs,
+            missing or [decision.because],
+            day,
+        )
     threshold = panel.threshold(threshold_name)
-    return panel.result(code, name, display, "cm2/m2", "low" if threshold.holds(smi_value) else "normal",
-                        f"low = SMI {threshold.describe()} — {cohort}; {COHORT_NOTE}", threshold.source,
-                        {**inputs, "cut_off": decision.trace()}, scan_date=day)
+    return panel.result(
+        code,
+        name,
+        display,
+        "cm2/m2",
+        "low" if threshold.holds(smi_value) else "normal",
+        f"low = SMI {threshold.describe()} — {cohort}; {COHORT_NOTE}",
+        threshold.source,
+        {**inputs, "cut_off": decision.trace()},
+        scan_date=day,
+    )
 
 
 # --- §6.4 SAT / VAT --------------------------------------------------------------------------------------
 
+
 def fat_indices(panel: Panel) -> list[BiomarkerResult]:
     height, _ = panel.height_m()
     out = []
-    for code, name, key in (("sat-index", "Subcutaneous adipose tissue index at L3", "sat_area"),
-                            ("vat-index", "Visceral adipose tissue index at L3", "vat_area")):
+    for code, name, key in (
+        ("sat-index", "Subcutaneous adipose tissue index at L3", "sat_area"),
+        ("vat-index", "Visceral adipose tissue index at L3", "vat_area"),
+    ):
         area = panel.value(key)
         if area is None:
             continue  # recorded only when measured: there is no threshold to be missing (§6.4 [U])
-        value = _decimal(area.value / height.value ** 2, "0.1") if height is not None else None
-        out.append(panel.result(code, name, value, "cm2/m2", None,
-                                "area at L3 / height²; no threshold verified (§6.4 [U]): recorded, not interpreted",
-                                "clinical/criteria-kinetics-irae.md §6.4 [D]", {key: area.describe()},
-                                () if height is not None else ("height",), area.day))
+        value = _decimal(area.value / height.value**2, "0.1") if height is not None else None
+        out.append(
+            panel.result(
+                code,
+                name,
+                value,
+                "cm2/m2",
+                None,
+                "area at L3 / height²; no threshold verified (§6.4 [U]): recorded, not interpreted",
+                "clinical/criteria-kinetics-irae.md §6.4 [D]",
+                {key: area.describe()},
+                () if height is not None else ("height",),
+                area.day,
+            )
+        )
     return out
 
 
 # --- §6.5 dNLR / LIPI -----------------------------------------------------------------------------------
 
+
 def dnlr(panel: Panel) -> tuple[list[BiomarkerResult], str]:
-    leukocytes, neutrophils, lymphocytes = panel.value("leukocytes"), panel.value("neutrophils"), panel.value("lymphocytes")
+    leukocytes, neutrophils, lymphocytes = (
+        panel.value("leukocytes"),
+        panel.value("neutrophils"),
+        panel.value("lymphocytes"),
+    )
     threshold = panel.threshold("dnlr_high")
     method = f"dNLR = neutrophils / (leukocytes − neutrophils); high = {threshold.describe()} (Seban 2020 NSCLC; LIPI); {COHORT_NOTE}"
     missing = [n for n, v in (("leukocytes", leukocytes), ("neutrophils", neutrophils)) if v is None]
@@ -293,24 +490,50 @@ def dnlr(panel: Panel) -> tuple[list[BiomarkerResult], str]:
         missing.append("leukocytes greater than neutrophils")
     out = []
     if missing:
-        out.append(panel.result("dnlr", "Derived neutrophil-to-lymphocyte ratio (dNLR)", None, "1", None, method,
-                                threshold.source, missing=missing))
+        out.append(
+            panel.result(
+                "dnlr",
+                "Derived neutrophil-to-lymphocyte ratio (dNLR)",
+                None,
+                "1",
+                None,
+                method,
+                threshold.source,
+                missing=missing,
+            )
+        )
         state = "unknown"
     else:
         other = leukocytes.value - neutrophils.value
         high = threshold.holds(neutrophils.value, other)  # neutrophils > 3 × (leukocytes − neutrophils), exact
         state = "high" if high else "normal"
-        out.append(panel.result("dnlr", "Derived neutrophil-to-lymphocyte ratio (dNLR)",
-                                _decimal(neutrophils.value / other, "0.01"), "1", state, method, threshold.source,
-                                {"leukocytes": leukocytes.describe(), "neutrophils": neutrophils.describe()},
-                                scan_date=neutrophils.day))
+        out.append(
+            panel.result(
+                "dnlr",
+                "Derived neutrophil-to-lymphocyte ratio (dNLR)",
+                _decimal(neutrophils.value / other, "0.01"),
+                "1",
+                state,
+                method,
+                threshold.source,
+                {"leukocytes": leukocytes.describe(), "neutrophils": neutrophils.describe()},
+                scan_date=neutrophils.day,
+            )
+        )
     if neutrophils is not None and lymphocytes is not None and lymphocytes.value > 0:
-        out.append(panel.result("nlr", "Neutrophil-to-lymphocyte ratio (NLR)",
-                                _decimal(neutrophils.value / lymphocytes.value, "0.01"), "1", None,
-                                "NLR = neutrophils / lymphocytes; kept for a later iMPI (§6.6: score not implemented)",
-                                "clinical/criteria-kinetics-irae.md §6.6 [D]",
-                                {"neutrophils": neutrophils.describe(), "lymphocytes": lymphocytes.describe()},
-                                scan_date=lymphocytes.day))
+        out.append(
+            panel.result(
+                "nlr",
+                "Neutrophil-to-lymphocyte ratio (NLR)",
+                _decimal(neutrophils.value / lymphocytes.value, "0.01"),
+                "1",
+                None,
+                "NLR = neutrophils / lymphocytes; kept for a later iMPI (§6.6: score not implemented)",
+                "clinical/criteria-kinetics-irae.md §6.6 [D]",
+                {"neutrophils": neutrophils.describe(), "lymphocytes": lymphocytes.describe()},
+                scan_date=lymphocytes.day,
+            )
+        )
     return out, state
 
 
@@ -321,25 +544,48 @@ def _ldh_state(panel: Panel, threshold_name: str) -> tuple[str, dict[str, Any], 
     if o.reference_high is None or o.reference_high <= 0:
         return "unknown", {"ldh": f"{o.value} {o.unit or ''}".strip()}, ["LDH upper limit of normal"]
     high = panel.threshold(threshold_name).holds(Fraction(o.value), Fraction(o.reference_high))
-    return ("high" if high else "normal"), {"ldh": f"{o.value} {o.unit or ''} ({o.effective_date})".strip(),
-                                            "ldh_uln": str(o.reference_high)}, []
+    return (
+        ("high" if high else "normal"),
+        {"ldh": f"{o.value} {o.unit or ''} ({o.effective_date})".strip(), "ldh_uln": str(o.reference_high)},
+        [],
+    )
 
 
 def lipi(panel: Panel, dnlr_state: str) -> BiomarkerResult:
     ldh_state, ldh_inputs, ldh_missing = _ldh_state(panel, "ldh_high_fraction_of_uln")
     decision = panel.engine.decide(CRITERION, "lipi", {"dnlr": dnlr_state, "ldh": ldh_state})
-    method = ("LIPI (Mezquita 2018): dNLR > 3 and LDH > ULN [U]; good 0 / intermediate 1 / poor 2 factors; "
-              "prognostic across ICI, targeted therapy and chemotherapy (not ICI-specific); not imaging")
+    method = (
+        "LIPI (Mezquita 2018): dNLR > 3 and LDH > ULN [U]; good 0 / intermediate 1 / poor 2 factors; "
+        "prognostic across ICI, targeted therapy and chemotherapy (not ICI-specific); not imaging"
+    )
     inputs = {"dnlr": dnlr_state, **ldh_inputs, "rule": decision.trace()}
     if decision["category"] == "not-evaluable":
         missing = (["dNLR"] if dnlr_state == "unknown" else []) + ldh_missing
-        return panel.result("lipi", "Lung Immune Prognostic Index (LIPI)", None, None, None, method,
-                            panel.threshold("ldh_high_fraction_of_uln").source, inputs, missing)
-    return panel.result("lipi", "Lung Immune Prognostic Index (LIPI)", int(decision["factors"]), None,
-                        decision["category"], method, panel.ruleset.tables["lipi"].source, inputs)
+        return panel.result(
+            "lipi",
+            "Lung Immune Prognostic Index (LIPI)",
+            None,
+            None,
+            None,
+            method,
+            panel.threshold("ldh_high_fraction_of_uln").source,
+            inputs,
+            missing,
+        )
+    return panel.result(
+        "lipi",
+        "Lung Immune Prognostic Index (LIPI)",
+        int(decision["factors"]),
+        None,
+        decision["category"],
+        method,
+        panel.ruleset.tables["lipi"].source,
+        inputs,
+    )
 
 
 # --- §6.7 PS3-CT / PS7 -------------------------------------------------------------------------------------
+
 
 def baseline_target_sum(panel: Panel, criteria: Sequence[CriterionAssessment]) -> Fraction | None:
     """TB1D-RECIST: the RECIST 1.1 baseline sum (from the assessment, else from the baseline targets)."""
@@ -399,20 +645,45 @@ def ps3_ct(panel: Panel, criteria: Sequence[CriterionAssessment], smi: Fraction 
         "low_smi": None if smi is None else smi_thr.holds(smi),
         "non_pulmonary_visceral_metastasis": visceral,
     }
-    inputs = {"tb1d_recist_mm": None if burden is None else str(_decimal(burden, "0.1")),
-              "smi": None if smi is None else str(_decimal(smi, "0.1")),
-              "npvm": visceral_text, **{k: v for k, v in items.items()}}
-    method = (f"Dercle 2016 PS3-CT, 1 point each: TB1D-RECIST (sum of baseline target diameters) "
-              f"{burden_thr.describe()}, SMI {smi_thr.describe()}, non-pulmonary visceral metastasis [visceral set D]; "
-              f"anti-PD-1/-L1 phase I cohort (n = 251); {COHORT_NOTE}")
-    missing = [name for name, value in (("RECIST baseline target sum", burden), ("SMI", smi),
-                                        (f"NPVM ({visceral_text})", visceral)) if value is None]
+    inputs = {
+        "tb1d_recist_mm": None if burden is None else str(_decimal(burden, "0.1")),
+        "smi": None if smi is None else str(_decimal(smi, "0.1")),
+        "npvm": visceral_text,
+        **{k: v for k, v in items.items()},
+    }
+    method = (
+        f"Dercle 2016 PS3-CT, 1 point each: TB1D-RECIST (sum of baseline target diameters) "
+        f"{burden_thr.describe()}, SMI {smi_thr.describe()}, non-pulmonary visceral metastasis [visceral set D]; "
+        f"anti-PD-1/-L1 phase I cohort (n = 251); {COHORT_NOTE}"
+    )
+    missing = [
+        name
+        for name, value in (("RECIST baseline target sum", burden), ("SMI", smi), (f"NPVM ({visceral_text})", visceral))
+        if value is None
+    ]
     if missing:
-        return panel.result("ps3-ct", "Dercle 2016 CT prognostic score (PS3-CT)", None, "points", None, method,
-                            burden_thr.source, inputs, missing)
+        return panel.result(
+            "ps3-ct",
+            "Dercle 2016 CT prognostic score (PS3-CT)",
+            None,
+            "points",
+            None,
+            method,
+            burden_thr.source,
+            inputs,
+            missing,
+        )
     points = sum(1 for v in items.values() if v)
-    return panel.result("ps3-ct", "Dercle 2016 CT prognostic score (PS3-CT)", points, "points", f"{points}/3",
-                        method, "Dercle L et al. Eur J Cancer 2016 [V:DERCLE16]", inputs)
+    return panel.result(
+        "ps3-ct",
+        "Dercle 2016 CT prognostic score (PS3-CT)",
+        points,
+        "points",
+        f"{points}/3",
+        method,
+        "Dercle L et al. Eur J Cancer 2016 [V:DERCLE16]",
+        inputs,
+    )
 
 
 def distant_sites(panel: Panel) -> tuple[int | None, str]:
@@ -433,14 +704,24 @@ def distant_sites(panel: Panel) -> tuple[int | None, str]:
 
 
 def ps7(panel: Panel, criteria: Sequence[CriterionAssessment], smi: Fraction | None) -> BiomarkerResult:
-    method = ("Dercle 2016 PS7 = PS3-CT + lower performance status (ECOG ≥ 1 [U]) + decreased albumin (< 35 g/L [U]) "
-              "+ increased LDH (> ULN [U]) + more than two distant metastatic sites (distinct baseline lesion organs [D]); "
-              f"items 4–6 cut-offs unverified (RMH analogy) [U]; {COHORT_NOTE}")
+    method = (
+        "Dercle 2016 PS7 = PS3-CT + lower performance status (ECOG ≥ 1 [U]) + decreased albumin (< 35 g/L [U]) "
+        "+ increased LDH (> ULN [U]) + more than two distant metastatic sites (distinct baseline lesion organs [D]); "
+        f"items 4–6 cut-offs unverified (RMH analogy) [U]; {COHORT_NOTE}"
+    )
     name = "Dercle 2016 composite prognostic score (PS7) [U]"
     source = "Dercle L et al. Eur J Cancer 2016 [V:DERCLE16 item names; U cut-offs]"
     if not panel.flag("ps7_enabled"):
-        return panel.result("ps7", name, None, "points", None, method, source,
-                            missing=("PS7 disabled (biomarkers.ps7_enabled): items 4–6 cut-offs are unverified [U]",))
+        return panel.result(
+            "ps7",
+            name,
+            None,
+            "points",
+            None,
+            method,
+            source,
+            missing=("PS7 disabled (biomarkers.ps7_enabled): items 4–6 cut-offs are unverified [U]",),
+        )
     ps3 = ps3_ct(panel, criteria, smi)
     ecog, albumin = panel.observation("ecog"), panel.observation("albumin")
     ldh_state, ldh_inputs, ldh_missing = _ldh_state(panel, "ps7_ldh_fraction_of_uln")
@@ -451,18 +732,30 @@ def ps7(panel: Panel, criteria: Sequence[CriterionAssessment], smi: Fraction | N
         albumin_g_l = Fraction(albumin.value) * factor
     items = {
         "ps3_ct": ps3.value,
-        "lower_performance_status": None if ecog is None else panel.threshold("ps7_ecog_min").holds(Fraction(ecog.value)),
+        "lower_performance_status": None
+        if ecog is None
+        else panel.threshold("ps7_ecog_min").holds(Fraction(ecog.value)),
         "decreased_albumin": None if albumin_g_l is None else panel.threshold("ps7_albumin_low").holds(albumin_g_l),
         "increased_ldh": None if ldh_state == "unknown" else ldh_state == "high",
         "more_than_two_sites": None if sites is None else panel.threshold("ps7_distant_sites").holds(sites),
     }
-    inputs = {**items, "ecog": None if ecog is None else str(ecog.value),
-              "albumin_g_l": None if albumin_g_l is None else str(_decimal(albumin_g_l, "0.1")),
-              **ldh_inputs, "sites": sites_text}
+    inputs = {
+        **items,
+        "ecog": None if ecog is None else str(ecog.value),
+        "albumin_g_l": None if albumin_g_l is None else str(_decimal(albumin_g_l, "0.1")),
+        **ldh_inputs,
+        "sites": sites_text,
+    }
     missing = list(ps3.missing)
-    missing += [label for label, key in (("ECOG performance status", "lower_performance_status"),
-                                         ("albumin", "decreased_albumin"),
-                                         ("metastatic sites", "more_than_two_sites")) if items[key] is None]
+    missing += [
+        label
+        for label, key in (
+            ("ECOG performance status", "lower_performance_status"),
+            ("albumin", "decreased_albumin"),
+            ("metastatic sites", "more_than_two_sites"),
+        )
+        if items[key] is None
+    ]
     missing += ldh_missing
     if missing:
         return panel.result("ps7", name, None, "points", None, method, source, inputs, missing)

@@ -57,7 +57,7 @@ class Verification(str, Enum):
 
 SOURCES: Mapping[str, str] = {
     "MII-CM": "Medizininformatik-Initiative FHIR ConceptMap 'MII CM Onko Nebenwirkung MedDRA zu SNOMED CT "
-              "(CTCAE v4.03)', version 2026.0.3 (automated, spot-curated mapping)",
+    "(CTCAE v4.03)', version 2026.0.3 (automated, spot-curated mapping)",
     "BHF-CL": "BHF Data Science Centre CCU004_03 codelist notebook (ILD and sarcoid codes)",
     "FSH-VS": "public FHIR Shorthand value sets listing 31541009, 30746006, 52324001, 408335007, 50920009, 128241005",
     "SNOMED-CSV": "public SNOMED CT code table listing 37471005",
@@ -67,7 +67,7 @@ SOURCES: Mapping[str, str] = {
     "CODELIST-MYO": "public myocarditis codelist (ICD-10 I51.4)",
     "OIFM": "openimagingdata/findingmodels defs/*.fm.json, commit of 2026-04-28",
     "DICOM-2024c": "DICOM PS3.16 2024c as generated into pydicom 3.0.2 sr/_concepts_dict.py — the source "
-                   "interop-notes.md uses; checked by the rules engineer, not listed in the clinical spec",
+    "interop-notes.md uses; checked by the rules engineer, not listed in the clinical spec",
     "INTEROP": "interop-notes.md §1.2 'Finding and site examples' (DICOM 2024c via pydicom)",
     "SPEC": "clinical/criteria-kinetics-irae.md §5.5 (no standard concept: local code)",
 }
@@ -111,11 +111,18 @@ def _oifm(code: str, display: str) -> Coding:
 
 
 def _local(code: str, display: str) -> Coding:
-    return Coding(IMMUNORAD_LOCAL, code, display, Verification.VERIFIED, ("SPEC",),
-                  "project code; no standard concept found (§5.5)")
+    return Coding(
+        IMMUNORAD_LOCAL,
+        code,
+        display,
+        Verification.VERIFIED,
+        ("SPEC",),
+        "project code; no standard concept found (§5.5)",
+    )
 
 
 # --- anatomic sites ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Site:
@@ -133,22 +140,54 @@ class Site:
     """Hilar or mediastinal: the stations of a sarcoid-like reaction (§5.1, §5.3 Q1)."""
 
 
-def _site(key: str, code: str, display: str, synonyms: Iterable[str], *, visceral: bool | None,
-          thoracic: bool = False, source: str = "DICOM-2024c") -> Site:
+def _site(
+    key: str,
+    code: str,
+    display: str,
+    synonyms: Iterable[str],
+    *,
+    visceral: bool | None,
+    thoracic: bool = False,
+    source: str = "DICOM-2024c",
+) -> Site:
     return Site(key, _sct(code, display, "V", source), tuple(synonyms), visceral, thoracic)
 
 
 SITES: tuple[Site, ...] = (
     _site("liver", "10200004", "Liver", ("liver", "hepatic"), visceral=True, source="INTEROP"),
     _site("lung", "39607008", "Lung", ("lung", "pulmonary"), visceral=False, source="INTEROP"),
-    _site("lymph-node", "59441001", "Lymph node", ("lymph node", "node", "nodal", "lymph nodes"), visceral=False,
-          source="INTEROP"),
-    _site("hilar-lymph-node", "53074004", "Hilar lymph node", ("hilar lymph node", "hilar node", "hilar"),
-          visceral=False, thoracic=True),
-    _site("hilum-of-lung", "46750007", "Hilum of lung", ("hilum of lung", "hilum", "pulmonary hilum"),
-          visceral=False, thoracic=True),
-    _site("mediastinal-lymph-node", "62683002", "Mediastinal lymph node",
-          ("mediastinal lymph node", "mediastinal node", "mediastinal"), visceral=False, thoracic=True),
+    _site(
+        "lymph-node",
+        "59441001",
+        "Lymph node",
+        ("lymph node", "node", "nodal", "lymph nodes"),
+        visceral=False,
+        source="INTEROP",
+    ),
+    _site(
+        "hilar-lymph-node",
+        "53074004",
+        "Hilar lymph node",
+        ("hilar lymph node", "hilar node", "hilar"),
+        visceral=False,
+        thoracic=True,
+    ),
+    _site(
+        "hilum-of-lung",
+        "46750007",
+        "Hilum of lung",
+        ("hilum of lung", "hilum", "pulmonary hilum"),
+        visceral=False,
+        thoracic=True,
+    ),
+    _site(
+        "mediastinal-lymph-node",
+        "62683002",
+        "Mediastinal lymph node",
+        ("mediastinal lymph node", "mediastinal node", "mediastinal"),
+        visceral=False,
+        thoracic=True,
+    ),
     _site("mediastinum", "72410000", "Mediastinum", ("mediastinum",), visceral=False, thoracic=True),
     _site("spleen", "78961009", "Spleen", ("spleen", "splenic"), visceral=True),
     _site("bone-marrow", "14016003", "Bone marrow", ("bone marrow", "marrow"), visceral=False),
@@ -171,8 +210,9 @@ SITES: tuple[Site, ...] = (
 )
 SITES_BY_KEY: Mapping[str, Site] = {site.key: site for site in SITES}
 _SITES_BY_CODE: Mapping[str, Site] = {site.coding.code: site for site in SITES}
-_SYNONYMS: tuple[tuple[str, Site], ...] = tuple(sorted(
-    ((syn, site) for site in SITES for syn in site.synonyms), key=lambda pair: -len(pair[0])))
+_SYNONYMS: tuple[tuple[str, Site], ...] = tuple(
+    sorted(((syn, site) for site in SITES for syn in site.synonyms), key=lambda pair: -len(pair[0]))
+)
 
 
 def normalise_code(code: str | None) -> str | None:
@@ -206,6 +246,7 @@ def site_for(organ: str | None) -> Site | None:
 
 
 # --- irAE patterns (§5.1, §5.5) ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class IraePattern:
@@ -244,131 +285,199 @@ class IraePattern:
 
 IRAE_PATTERNS: tuple[IraePattern, ...] = (
     IraePattern(
-        "sarcoid-like", "Sarcoid-like reaction (granulomatosis, hilar/mediastinal lymphadenopathy)",
-        snomed=(_sct("31541009", "Sarcoidosis", "V", "FSH-VS"),
-                _sct("24369008", "Pulmonary sarcoidosis", "V", "BHF-CL"),
-                _sct("52324001", "Mediastinal lymphadenopathy", "V", "FSH-VS")),
+        "sarcoid-like",
+        "Sarcoid-like reaction (granulomatosis, hilar/mediastinal lymphadenopathy)",
+        snomed=(
+            _sct("31541009", "Sarcoidosis", "V", "FSH-VS"),
+            _sct("24369008", "Pulmonary sarcoidosis", "V", "BHF-CL"),
+            _sct("52324001", "Mediastinal lymphadenopathy", "V", "FSH-VS"),
+        ),
         icd10=(_icd("D86", "Sarcoidosis", "U"),),
-        other=(_oifm("OIFM_GMTS_015734", "Mediastinal and/or hilar lymph node enlargement"),
-               _oifm("OIFM_GMTS_015759", "Bilateral hilar enlargement")),
-        organ="hilar-lymph-node"),
+        other=(
+            _oifm("OIFM_GMTS_015734", "Mediastinal and/or hilar lymph node enlargement"),
+            _oifm("OIFM_GMTS_015759", "Bilateral hilar enlargement"),
+        ),
+        organ="hilar-lymph-node",
+    ),
     IraePattern(
-        "lymphadenopathy", "Lymphadenopathy (sarcoid-like when hilar/mediastinal)",
+        "lymphadenopathy",
+        "Lymphadenopathy (sarcoid-like when hilar/mediastinal)",
         snomed=(_sct("30746006", "Lymphadenopathy", "V", "FSH-VS"),),
-        organ="lymph-node"),
+        organ="lymph-node",
+    ),
     IraePattern(
-        "pneumonitis", "Pneumonitis",
-        snomed=(_sct("205237003", "Pneumonitis", "V", "MII-CM"),
-                _sct("427046006", "Drug-induced pneumonitis", "V", "BHF-CL")),
+        "pneumonitis",
+        "Pneumonitis",
+        snomed=(
+            _sct("205237003", "Pneumonitis", "V", "MII-CM"),
+            _sct("427046006", "Drug-induced pneumonitis", "V", "BHF-CL"),
+        ),
         meddra=(_mdr("10035742", "Pneumonitis", "V", "MII-CM"),),
-        icd10=(_icd("J70.2", "Acute drug-induced interstitial lung disorders", "V", "DRUG-ICD"),
-               _icd("J70.3", "Chronic drug-induced interstitial lung disorders", "V", "DRUG-ICD"),
-               _icd("J70.4", "Drug-induced interstitial lung disorders, unspecified", "V", "DRUG-ICD")),
-        organ="lung"),
+        icd10=(
+            _icd("J70.2", "Acute drug-induced interstitial lung disorders", "V", "DRUG-ICD"),
+            _icd("J70.3", "Chronic drug-induced interstitial lung disorders", "V", "DRUG-ICD"),
+            _icd("J70.4", "Drug-induced interstitial lung disorders, unspecified", "V", "DRUG-ICD"),
+        ),
+        organ="lung",
+    ),
     IraePattern(
-        "organising-pneumonia", "Organising pneumonia (COP-like pneumonitis)",
-        snomed=(_sct("719218000", "Cryptogenic organizing pneumonia", "V", "BHF-CL"),
-                _sct("129458007", "Bronchiolitis obliterans organizing pneumonia", "V", "BHF-CL")),
-        organ="lung"),
+        "organising-pneumonia",
+        "Organising pneumonia (COP-like pneumonitis)",
+        snomed=(
+            _sct("719218000", "Cryptogenic organizing pneumonia", "V", "BHF-CL"),
+            _sct("129458007", "Bronchiolitis obliterans organizing pneumonia", "V", "BHF-CL"),
+        ),
+        organ="lung",
+    ),
     IraePattern(
-        "nsip", "Nonspecific interstitial pneumonia (NSIP-like pneumonitis)",
+        "nsip",
+        "Nonspecific interstitial pneumonia (NSIP-like pneumonitis)",
         snomed=(_sct("129452008", "Nonspecific interstitial pneumonia", "V", "BHF-CL"),),
-        organ="lung"),
+        organ="lung",
+    ),
     IraePattern(
-        "hp-like", "Hypersensitivity-pneumonitis-like pneumonitis",
+        "hp-like",
+        "Hypersensitivity-pneumonitis-like pneumonitis",
         snomed=(_sct("37471005", "Extrinsic allergic alveolitis", "V", "SNOMED-CSV", "DOID-MAP"),),
         other=(_oifm("OIFM_GMTS_015054", "Hypersensitivity pneumonitis"),),
-        organ="lung"),
+        organ="lung",
+    ),
     IraePattern(
-        "aip-ards", "Acute interstitial pneumonia / ARDS pattern",
-        snomed=(_sct("236302005", "Acute interstitial pneumonia", "V", "BHF-CL"),
-                _sct("67782005", "Acute respiratory distress syndrome", "V", "MII-CM")),
+        "aip-ards",
+        "Acute interstitial pneumonia / ARDS pattern",
+        snomed=(
+            _sct("236302005", "Acute interstitial pneumonia", "V", "BHF-CL"),
+            _sct("67782005", "Acute respiratory distress syndrome", "V", "MII-CM"),
+        ),
         meddra=(_mdr("10001409", "Adult respiratory distress syndrome", "V", "MII-CM"),),
-        organ="lung"),
+        organ="lung",
+    ),
     IraePattern(
-        "drug-induced-ild", "Drug-induced interstitial lung disorder (umbrella)",
-        snomed=(_sct("196051003", "Drug-induced interstitial lung disorder", "V", "BHF-CL"),
-                _sct("233703007", "Interstitial lung disease", "V", "BHF-CL")),
+        "drug-induced-ild",
+        "Drug-induced interstitial lung disorder (umbrella)",
+        snomed=(
+            _sct("196051003", "Drug-induced interstitial lung disorder", "V", "BHF-CL"),
+            _sct("233703007", "Interstitial lung disease", "V", "BHF-CL"),
+        ),
         icd10=(_icd("J70.4", "Drug-induced interstitial lung disorders, unspecified", "V", "DRUG-ICD"),),
-        organ="lung"),
+        organ="lung",
+    ),
     IraePattern(
-        "colitis", "Colitis / enterocolitis",
+        "colitis",
+        "Colitis / enterocolitis",
         snomed=(_sct("64226004", "Colitis", "V", "MII-CM"),),
         meddra=(_mdr("10009887", "Colitis", "V", "MII-CM"),),
         icd10=(_icd("K52.1", "Toxic gastroenteritis and colitis", "U"),),
         other=(_oifm("OIFM_GMTS_022473", "Colitis"),),
-        organ="colon"),
+        organ="colon",
+    ),
     IraePattern(
-        "hepatitis", "Hepatitis",
-        snomed=(_sct("128241005", "Hepatitis", "S", "FSH-VS",
-                     note="public repositories disagree on its label (spec §5.5, ledger §9: not verified); "
-                          "DICOM 2024c CID 12325 lists it as 'Hepatitis' with FSN 'Inflammatory disease of "
-                          "liver' — clinical lead to decide before it is used"),
-                _sct("408335007", "Autoimmune hepatitis", "V", "FSH-VS")),
+        "hepatitis",
+        "Hepatitis",
+        snomed=(
+            _sct(
+                "128241005",
+                "Hepatitis",
+                "S",
+                "FSH-VS",
+                note="public repositories disagree on its label (spec §5.5, ledger §9: not verified); "
+                "DICOM 2024c CID 12325 lists it as 'Hepatitis' with FSN 'Inflammatory disease of "
+                "liver' — clinical lead to decide before it is used",
+            ),
+            _sct("408335007", "Autoimmune hepatitis", "V", "FSH-VS"),
+        ),
         icd10=(_icd("K71", "Toxic liver disease", "U"),),
-        organ="liver"),
+        organ="liver",
+    ),
     IraePattern(
-        "pancreatitis", "Pancreatitis",
+        "pancreatitis",
+        "Pancreatitis",
         snomed=(_sct("75694006", "Pancreatitis", "V", "MII-CM"),),
         meddra=(_mdr("10033645", "Pancreatitis", "V", "MII-CM"),),
         icd10=(_icd("K85.3", "Drug-induced acute pancreatitis", "V", "DRUG-ICD"),),
         other=(_oifm("OIFM_GMTS_022466", "Acute pancreatitis"),),
-        organ="pancreas"),
+        organ="pancreas",
+    ),
     IraePattern(
-        "thyroiditis", "Thyroiditis / thyroid dysfunction",
-        snomed=(_sct("82119001", "Thyroiditis", "U", note="spec §5.5 [U]; ledger §9: not verified"),
-                _sct("40930008", "Hypothyroidism", "V", "MII-CM")),
+        "thyroiditis",
+        "Thyroiditis / thyroid dysfunction",
+        snomed=(
+            _sct("82119001", "Thyroiditis", "U", note="spec §5.5 [U]; ledger §9: not verified"),
+            _sct("40930008", "Hypothyroidism", "V", "MII-CM"),
+        ),
         meddra=(_mdr("10021114", "Hypothyroidism", "V", "MII-CM"),),
         icd10=(_icd("E06.4", "Drug-induced thyroiditis", "V", "DRUG-ICD"),),
         other=(_oifm("OIFM_GMTS_022574", "Thyroid dysfunction"),),
         local=_local("thyroiditis", "Thyroiditis (imaging pattern)"),
-        organ="thyroid"),
+        organ="thyroid",
+    ),
     IraePattern(
-        "hypophysitis", "Hypophysitis",
+        "hypophysitis",
+        "Hypophysitis",
         meddra=(_mdr("10062767", "Hypophysitis", "V", "MEDDRA-PT-TABLE"),),
         icd10=(_icd("E23.1", "Drug-induced hypopituitarism", "V", "DRUG-ICD"),),
         other=(_oifm("OIFM_GMTS_022572", "Hypopituitarism"),),
         local=_local("hypophysitis", "Hypophysitis (no SNOMED CT concept found, §5.5)"),
-        organ="pituitary"),
+        organ="pituitary",
+    ),
     IraePattern(
-        "adrenal-insufficiency", "Adrenal insufficiency",
+        "adrenal-insufficiency",
+        "Adrenal insufficiency",
         snomed=(_sct("386584007", "Adrenal cortical hypofunction", "V", "MII-CM"),),
         meddra=(_mdr("10001367", "Adrenal insufficiency", "V", "MII-CM"),),
         icd10=(_icd("E27.3", "Drug-induced adrenocortical insufficiency", "V", "DRUG-ICD"),),
-        organ="adrenal-gland"),
+        organ="adrenal-gland",
+    ),
     IraePattern(
-        "myositis", "Myositis",
+        "myositis",
+        "Myositis",
         snomed=(_sct("26889001", "Myositis", "V", "MII-CM"),),
         meddra=(_mdr("10028653", "Myositis", "V", "MII-CM"),),
         icd10=(_icd("M60.8", "Other myositis", "U"), _icd("M60.9", "Myositis, unspecified", "U")),
-        organ="skeletal-muscle"),
+        organ="skeletal-muscle",
+    ),
     IraePattern(
-        "arthritis", "Arthritis / synovitis",
+        "arthritis",
+        "Arthritis / synovitis",
         snomed=(_sct("3723001", "Arthritis", "V", "MII-CM"),),
         meddra=(_mdr("10003246", "Arthritis", "V", "MII-CM"),),
         icd10=(_icd("M13", "Other arthritis", "U"),),
         other=(_oifm("OIFM_GMTS_031479", "Arthritis"),),
-        organ="joint"),
+        organ="joint",
+    ),
     IraePattern(
-        "myocarditis", "Myocarditis",
+        "myocarditis",
+        "Myocarditis",
         snomed=(_sct("50920009", "Myocarditis", "V", "MII-CM", "FSH-VS"),),
         meddra=(_mdr("10028606", "Myocarditis", "V", "MII-CM"),),
         icd10=(_icd("I51.4", "Myocarditis, unspecified", "V", "CODELIST-MYO"), _icd("I40", "Acute myocarditis", "U")),
-        organ="heart"),
+        organ="heart",
+    ),
     IraePattern(
-        "myelitis", "Myelitis",
+        "myelitis",
+        "Myelitis",
         snomed=(_sct("41370002", "Myelitis", "V", "MII-CM"),),
         meddra=(_mdr("10028524", "Myelitis", "V", "MII-CM"),),
-        icd10=(_icd("G37.3", "Acute transverse myelitis", "U"), _icd("G04.9", "Encephalitis, myelitis, unspecified", "U")),
-        organ="spinal-cord"),
+        icd10=(
+            _icd("G37.3", "Acute transverse myelitis", "U"),
+            _icd("G04.9", "Encephalitis, myelitis, unspecified", "U"),
+        ),
+        organ="spinal-cord",
+    ),
     IraePattern(
-        "draining-node", "Node in the drainage basin of an injected or irradiated lesion (flare, §4.5/Q9)",
+        "draining-node",
+        "Node in the drainage basin of an injected or irradiated lesion (flare, §4.5/Q9)",
         local=_local("draining-node", "Reactive node in the drainage basin of a locally treated lesion"),
-        organ="lymph-node", is_irae=False),
+        organ="lymph-node",
+        is_irae=False,
+    ),
     IraePattern(
-        "marrow-spleen-uptake", "Diffuse bone-marrow or splenic FDG uptake (immune activation, §4.5/Q8)",
+        "marrow-spleen-uptake",
+        "Diffuse bone-marrow or splenic FDG uptake (immune activation, §4.5/Q8)",
         local=_local("marrow-spleen-uptake", "Diffuse bone-marrow or splenic FDG uptake"),
-        organ="bone-marrow", is_irae=False),
+        organ="bone-marrow",
+        is_irae=False,
+    ),
 )
 IRAE_PATTERNS_BY_KEY: Mapping[str, IraePattern] = {p.key: p for p in IRAE_PATTERNS}
 PATTERN_KEYS: tuple[str, ...] = tuple(p.key for p in IRAE_PATTERNS)
@@ -408,15 +517,22 @@ def unusable_codes() -> tuple[Coding, ...]:
 
 
 ICD10_ADVERSE_EFFECT_ANTINEOPLASTIC = Coding(
-    "http://hl7.org/fhir/sid/icd-10-cm", "T45.1X5A", "Adverse effect of antineoplastic and immunosuppressive drugs",
-    Verification.UNVERIFIED, (), "ICD-10-CM, spec §5.5 [U]: not used")
+    "http://hl7.org/fhir/sid/icd-10-cm",
+    "T45.1X5A",
+    "Adverse effect of antineoplastic and immunosuppressive drugs",
+    Verification.UNVERIFIED,
+    (),
+    "ICD-10-CM, spec §5.5 [U]: not used",
+)
 
 
 @dataclass(frozen=True)
 class CodeTableInfo:
     """Where the tables come from, for the assessment's provenance."""
 
-    spec: str = "clinical/criteria-kinetics-irae.md §5.5 (verification sources MII-CM 2026.0.3, BHF-CL, FSH-VS, DRUG-ICD, OIFM)"
+    spec: str = (
+        "clinical/criteria-kinetics-irae.md §5.5 (verification sources MII-CM 2026.0.3, BHF-CL, FSH-VS, DRUG-ICD, OIFM)"
+    )
     sites: str = "DICOM PS3.16 2024c (pydicom 3.0.2) body-structure codes"
     sources: Mapping[str, str] = field(default_factory=lambda: dict(SOURCES))
 

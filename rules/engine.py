@@ -246,8 +246,11 @@ def load_ruleset(path: Path) -> RuleSet:
             source=str(spec.get("source", "")).strip(),
         )
     flags = {
-        name: Flag(name, spec.get("default") if isinstance(spec, Mapping) else spec,
-                   str(spec.get("source", "")).strip() if isinstance(spec, Mapping) else "")
+        name: Flag(
+            name,
+            spec.get("default") if isinstance(spec, Mapping) else spec,
+            str(spec.get("source", "")).strip() if isinstance(spec, Mapping) else "",
+        )
         for name, spec in (doc.get("flags") or {}).items()
     }
     tables = {name: _parse_table(criterion, name, spec, where) for name, spec in (doc.get("tables") or {}).items()}
@@ -408,6 +411,20 @@ def as_domain_value(value: Any) -> Any:
 
 
 __all__: Sequence[str] = [
-    "ANY", "Decision", "DecisionTable", "Engine", "Flag", "RuleBase", "RuleConflict", "RuleFileError",
-    "RuleGap", "RuleSet", "Threshold", "decide", "get_engine", "load_rulebase", "load_ruleset", "rulebase",
+    "ANY",
+    "Decision",
+    "DecisionTable",
+    "Engine",
+    "Flag",
+    "RuleBase",
+    "RuleConflict",
+    "RuleFileError",
+    "RuleGap",
+    "RuleSet",
+    "Threshold",
+    "decide",
+    "get_engine",
+    "load_rulebase",
+    "load_ruleset",
+    "rulebase",
 ]

@@ -42,8 +42,23 @@ from rules.findings import irae, kinetics_alerts, patterns, pseudoprogression
 from rules.results import CriterionAssessment, Finding, PatientAssessment
 from rules.timeline import Timeline, build_timeline, lesion_name
 
-CRITERIA = (recist11, irecist, irrecist, irrc, imrecist, itrecist,
-            percist, impercist5, percimt, ipercist, eortc_pet, lugano, lyric, rano, irano)
+CRITERIA = (
+    recist11,
+    irecist,
+    irrecist,
+    irrc,
+    imrecist,
+    itrecist,
+    percist,
+    impercist5,
+    percimt,
+    ipercist,
+    eortc_pet,
+    lugano,
+    lyric,
+    rano,
+    irano,
+)
 """Criterion modules, in the order they are reported (contract §5). Each has ``CRITERION`` and
 ``assess(engine, timeline, overrides, *, is_tumour=None)``. Which of them apply to a patient is decided by
 ``rules.applicability`` (cancer type and available data)."""
@@ -57,8 +72,10 @@ def make_timeline(facts: PatientFacts, engine: Engine, overrides: Mapping[str, A
     recist = engine.rulebase[recist11.CRITERION]
     measurable = None
     if recist.flag("uncategorised_baseline_measurable_as_target", overrides):
+
         def measurable(m):  # noqa: E306 - small closure
             return is_measurable(m, recist)
+
     return build_timeline(facts, measurable=measurable)
 
 
@@ -84,31 +101,40 @@ def lesion_table(timeline: Timeline) -> tuple[dict[str, Any], ...]:
                 "sul_peak": m.sul_peak,
                 "suv_max": m.suv_max,
             }
-        rows.append({
-            "lesion": lesion_name(lesion),
-            "role": lesion.role.value,
-            "nodal": lesion.nodal,
-            "organ": lesion.organ,
-            "identity": lesion.identity_source,
-            "role_reported": lesion.role_reported,
-            "first_seen": lesion.first_seen.isoformat(),
-            "cells": cells,
-        })
+        rows.append(
+            {
+                "lesion": lesion_name(lesion),
+                "role": lesion.role.value,
+                "nodal": lesion.nodal,
+                "organ": lesion.organ,
+                "identity": lesion.identity_source,
+                "role_reported": lesion.role_reported,
+                "first_seen": lesion.first_seen.isoformat(),
+                "cells": cells,
+            }
+        )
     return tuple(rows)
 
 
-def evaluate_patient(facts: PatientFacts, overrides: Mapping[str, Any] | None = None, *, engine: Engine | None = None) -> PatientAssessment:
+def evaluate_patient(
+    facts: PatientFacts, overrides: Mapping[str, Any] | None = None, *, engine: Engine | None = None
+) -> PatientAssessment:
     engine = engine or get_engine()
     timeline = make_timeline(facts, engine, overrides)
     # Findings that are not tumour (irAE patterns, sarcoid-like nodes…) never count as new lesions (kinetics spec §5.3).
     is_tumour = irae.tumour_hook(overrides)
     applicable = applicable_criteria(facts, timeline)
-    by_name = {module.CRITERION: module.assess(engine, timeline, overrides, is_tumour=is_tumour)
-               for module in CRITERIA if module.CRITERION in applicable or module in ALWAYS_COMPUTED}
+    by_name = {
+        module.CRITERION: module.assess(engine, timeline, overrides, is_tumour=is_tumour)
+        for module in CRITERIA
+        if module.CRITERION in applicable or module in ALWAYS_COMPUTED
+    }
     criteria: list[CriterionAssessment] = [by_name[m.CRITERION] for m in CRITERIA if m.CRITERION in applicable]
     kinetic_result = kinetics.assess_kinetics(engine, timeline, by_name[recist11.CRITERION], overrides)
     findings: list[Finding] = [
-        *kinetics_alerts.findings(kinetic_result, timeline, overrides, engine=engine, irecist=by_name.get(irecist.CRITERION)),
+        *kinetics_alerts.findings(
+            kinetic_result, timeline, overrides, engine=engine, irecist=by_name.get(irecist.CRITERION)
+        ),
         *pseudoprogression.findings(timeline, by_name[irecist.CRITERION], by_name[recist11.CRITERION], engine=engine),
         *irae.findings(timeline, criteria, engine=engine, overrides=overrides),
         *patterns.dissociated_response(timeline, engine=engine, overrides=overrides),
@@ -145,6 +171,7 @@ def facts_as_of(facts: PatientFacts, day: dt.date, *, keep_treatment_outcomes: b
     scan's hyperprogression definitions need the time to treatment failure and early death, which are only
     known after that scan (kinetics spec §3.2.3, §3.2.8), so that report is completed when they arrive.
     """
+
     def line(therapy):
         if not keep_treatment_outcomes and therapy.stop_date is not None and therapy.stop_date > day:
             return dataclasses.replace(therapy, stop_date=None, stop_reason=None)
@@ -186,8 +213,9 @@ def _canonical(value: Any, memo: dict[int, tuple[Any, Any]] | None = None) -> An
     return value
 
 
-def inputs_hash(facts: PatientFacts, overrides: Mapping[str, Any] | None = None,
-                memo: dict[int, tuple[Any, Any]] | None = None) -> str:
+def inputs_hash(
+    facts: PatientFacts, overrides: Mapping[str, Any] | None = None, memo: dict[int, tuple[Any, Any]] | None = None
+) -> str:
     """A digest of everything an evaluation depends on apart from the rule base (recorded per version).
 
     ``memo`` (an empty dict, reused) shares the canonical form of the same frozen facts between calls: the

@@ -47,8 +47,18 @@ Component = bool | str
 MET, NOT_MET, NOT_EVALUABLE = "met", "not-met", "not-evaluable"
 
 DEFINITION_CODES = (
-    "champiat-2017", "saada-bouzid-2017", "kato-2017", "ferrara-2018", "kanjanapan-2019", "lo-russo-2019",
-    "matos-2020", "kim-2019", "kas-2020", "fast-progression-oak", "fast-progression-ferrara-2020", "early-death",
+    "champiat-2017",
+    "saada-bouzid-2017",
+    "kato-2017",
+    "ferrara-2018",
+    "kanjanapan-2019",
+    "lo-russo-2019",
+    "matos-2020",
+    "kim-2019",
+    "kas-2020",
+    "fast-progression-oak",
+    "fast-progression-ferrara-2020",
+    "early-death",
 )
 """Contract §5 codes in ``{C}/CodeSystem/hyperprogression``, in the order they are reported."""
 
@@ -61,13 +71,15 @@ class KineticsUndefined(ValueError):
 
 # --- arithmetic (spec §2.1, §2.3; pure functions) -------------------------------------------------------
 
+
 def months_between(d0: dt.date, d1: dt.date, month_days: float = FERTE_MONTH_DAYS) -> float:
     """Interval in months as the reference TGR code computes it: days × 12/365.25 (spec §0)."""
     return (d1 - d0).days / month_days
 
 
-def tumour_growth_rate(s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *,
-                       month_days: float = FERTE_MONTH_DAYS) -> float:
+def tumour_growth_rate(
+    s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *, month_days: float = FERTE_MONTH_DAYS
+) -> float:
     """TGR in % volume per month (Ferté): TG = 3·ln(S1/S0)/Δt, TGR = 100·(exp(TG) − 1), in float64.
 
     Raises ``KineticsUndefined`` when S0 ≤ 0 or Δt ≤ 0. Returns the floor −100.0 when S1 = 0 (complete
@@ -87,8 +99,9 @@ def tumour_growth_rate(s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1
         raise KineticsUndefined(f"TG = {growth_constant:.1f}/month overflows (interval too short)") from None
 
 
-def tumour_growth_kinetics(s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *,
-                           month_days: float = FERTE_MONTH_DAYS) -> float:
+def tumour_growth_kinetics(
+    s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *, month_days: float = FERTE_MONTH_DAYS
+) -> float:
     """TGK (Saâda-Bouzid) in mm/month: (S1 − S0)/Δt, no volume assumption (spec §2.3)."""
     months = months_between(d0, d1, month_days)
     if months <= 0:
@@ -96,8 +109,9 @@ def tumour_growth_kinetics(s0: Decimal | float, s1: Decimal | float, d0: dt.date
     return float(Decimal(str(s1)) - Decimal(str(s0))) / months
 
 
-def progression_pace(s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *,
-                     month_days: float = FERTE_MONTH_DAYS) -> float:
+def progression_pace(
+    s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *, month_days: float = FERTE_MONTH_DAYS
+) -> float:
     """Kato pace in % per month: (S1 − S0)/S0 × 100 / Δt (operationalisation [D], spec §3.2.3)."""
     months = months_between(d0, d1, month_days)
     if months <= 0:
@@ -115,6 +129,7 @@ def growth_ratio(experimental: float | None, reference: float | None) -> float |
 
 
 # --- measured quantities ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NewLesionSummary:
@@ -134,8 +149,11 @@ class NewLesionSummary:
 
     def ambiguous(self) -> list[str]:
         """New lesions whose organ may or may not have been involved (their organ, or a baseline organ, unknown)."""
-        return [name for name, organ in self.lesions
-                if organ is None or (organ not in self.involved_organs and self.baseline_organ_unknown)]
+        return [
+            name
+            for name, organ in self.lesions
+            if organ is None or (organ not in self.involved_organs and self.baseline_organ_unknown)
+        ]
 
     def new_organs(self) -> list[str]:
         if self.baseline_organ_unknown:
@@ -218,6 +236,7 @@ class KineticQuantities:
 
 # --- rule-file access ---------------------------------------------------------------------------------
 
+
 class KineticsRules:
     """The ``tumour-kinetics`` rule file with the configured overrides applied (thresholds, flags, tables)."""
 
@@ -275,7 +294,9 @@ class KineticsRules:
         relative = self.threshold("borderline_relative_tolerance")
         return relative.holds(abs(Fraction(value) - Fraction(limit)), abs(Fraction(limit)))
 
-    def sum_increase_test(self, name: str, s1: Decimal | None, s2: Decimal | None, complete: bool) -> tuple[Component, bool]:
+    def sum_increase_test(
+        self, name: str, s1: Decimal | None, s2: Decimal | None, complete: bool
+    ) -> tuple[Component, bool]:
         """RECIST-type percent threshold on S(E2) against S(E1), exact (``S2·2 ≥ S1·3`` for +50 %).
 
         A partial S(E2) (a target not assessed) can only grow when completed, so it already proves an
@@ -296,6 +317,7 @@ class KineticsRules:
 
 # --- measuring ----------------------------------------------------------------------------------------
 
+
 def _organ_key(lesion: TrackedLesion) -> str | None:
     """RECIST 1.1 §3.3.1: all lymph nodes are one organ; other organs by their (normalised) name."""
     if lesion.nodal:
@@ -303,8 +325,13 @@ def _organ_key(lesion: TrackedLesion) -> str | None:
     return lesion.organ.strip().lower() if lesion.organ and lesion.organ.strip() else None
 
 
-def _locally_treated(timeline: Timeline, targets: Iterable[TrackedLesion], start: dt.date | None,
-                     end: dt.date | None, scans: Iterable[Timepoint | None]) -> dict[str, str]:
+def _locally_treated(
+    timeline: Timeline,
+    targets: Iterable[TrackedLesion],
+    start: dt.date | None,
+    end: dt.date | None,
+    scans: Iterable[Timepoint | None],
+) -> dict[str, str]:
     """Targets irradiated, ablated or injected between E0 (or E1) and E2 (spec §2.6 rule 8)."""
     treated: dict[str, str] = {}
     ids = {t.lesion_id for t in targets}
@@ -320,7 +347,9 @@ def _locally_treated(timeline: Timeline, targets: Iterable[TrackedLesion], start
         for lesion_id in ids:
             m = tp.of(lesion_id)
             if m is not None and (m.irradiated or m.injected):
-                treated.setdefault(lesion_id, f"{'irradiated' if m.irradiated else 'injected'} (reported at {tp.scan_date})")
+                treated.setdefault(
+                    lesion_id, f"{'irradiated' if m.irradiated else 'injected'} (reported at {tp.scan_date})"
+                )
     return treated
 
 
@@ -355,8 +384,9 @@ def _mm(value: Decimal | None) -> str:
     return "n/a" if value is None else f"{format(value.normalize(), 'f')} mm"
 
 
-def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAssessment | None,
-                       overrides: Mapping[str, Any] | None = None) -> KineticQuantities:
+def kinetic_quantities(
+    engine: Engine, timeline: Timeline, recist: CriterionAssessment | None, overrides: Mapping[str, Any] | None = None
+) -> KineticQuantities:
     """Pick E0/E2 (spec §2.4), build the paired sums (§2.6) and compute TGR, TGK and pace (§2.1, §2.3)."""
     rules = KineticsRules(engine, overrides)
     month_days = rules.month_days()
@@ -383,8 +413,11 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
         if days < 0:
             add_flag("BASELINE_AFTER_TREATMENT_START", f"baseline scan {e1} is {-days} days after C1D1 {c1d1}")
         elif not rules.days_test("baseline_max_days_before_c1d1", days):
-            add_flag("BASELINE_STALE", f"E1 {e1} is {days} days before C1D1 (at most "
-                     f"{format_fraction(rules.threshold('baseline_max_days_before_c1d1').value)})")
+            add_flag(
+                "BASELINE_STALE",
+                f"E1 {e1} is {days} days before C1D1 (at most "
+                f"{format_fraction(rules.threshold('baseline_max_days_before_c1d1').value)})",
+            )
 
     targets = timeline.lesions_with_role(LesionRole.TARGET) if base else []
     if base is not None and not targets:
@@ -402,9 +435,12 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
             inside = rules.days_test("e2_min_days_after_c1d1", days) and rules.days_test("e2_max_days_after_c1d1", days)
             e2_window = "in-window" if inside else "atypical-window"
         if e2_window == "atypical-window":
-            add_flag("WINDOW_ATYPICAL", f"E2 {e2} is {'?' if c1d1 is None else (e2 - c1d1).days} days after C1D1 "
-                     f"(window {format_fraction(rules.threshold('e2_min_days_after_c1d1').value)}–"
-                     f"{format_fraction(rules.threshold('e2_max_days_after_c1d1').value)} days): computed, flagged")
+            add_flag(
+                "WINDOW_ATYPICAL",
+                f"E2 {e2} is {'?' if c1d1 is None else (e2 - c1d1).days} days after C1D1 "
+                f"(window {format_fraction(rules.threshold('e2_min_days_after_c1d1').value)}–"
+                f"{format_fraction(rules.threshold('e2_max_days_after_c1d1').value)} days): computed, flagged",
+            )
     elif base is not None:
         add_flag("E2_MISSING", "no on-treatment evaluation scan yet")
 
@@ -416,28 +452,41 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
             if not _has_reading(tp, targets):
                 continue
             if tp.scan.modalities and set(tp.scan.modalities) <= {"PT"}:
-                notes.append(f"pre-baseline scan {tp.scan_date} is PET only: not usable for diameter kinetics (spec §2.6 rule 7)")
+                notes.append(
+                    f"pre-baseline scan {tp.scan_date} is PET only: not usable for diameter kinetics (spec §2.6 rule 7)"
+                )
                 continue
             candidates.append(tp)
-        in_window = [tp for tp in candidates
-                     if rules.days_test("e0_min_days_before_e1", (e1 - tp.scan_date).days)
-                     and rules.days_test("e0_max_days_before_e1", (e1 - tp.scan_date).days)]
-        preferred = [tp for tp in in_window if rules.days_test("e0_preferred_min_days_before_e1", (e1 - tp.scan_date).days)]
+        in_window = [
+            tp
+            for tp in candidates
+            if rules.days_test("e0_min_days_before_e1", (e1 - tp.scan_date).days)
+            and rules.days_test("e0_max_days_before_e1", (e1 - tp.scan_date).days)
+        ]
+        preferred = [
+            tp for tp in in_window if rules.days_test("e0_preferred_min_days_before_e1", (e1 - tp.scan_date).days)
+        ]
         e0_tp = (preferred or in_window or [None])[-1]
         if e0_tp is None:
             if candidates:
-                add_flag("E0_OUTSIDE_WINDOW", "pre-baseline scan(s) " + ", ".join(
-                    f"{tp.scan_date} ({(e1 - tp.scan_date).days} days before E1)" for tp in candidates)
+                add_flag(
+                    "E0_OUTSIDE_WINDOW",
+                    "pre-baseline scan(s) "
+                    + ", ".join(f"{tp.scan_date} ({(e1 - tp.scan_date).days} days before E1)" for tp in candidates)
                     + " outside the E0 window "
                     f"{format_fraction(rules.threshold('e0_min_days_before_e1').value)}–"
-                    f"{format_fraction(rules.threshold('e0_max_days_before_e1').value)} days")
+                    f"{format_fraction(rules.threshold('e0_max_days_before_e1').value)} days",
+                )
             add_flag("E0_MISSING", "no usable pre-baseline scan: reference-period kinetics not available")
     e0 = e0_tp.scan_date if e0_tp else None
 
     # Lesion set: E1 targets measured at E1, minus locally treated ones (spec §2.6 rules 1, 6, 8).
     treated = _locally_treated(timeline, targets, e0 or e1, e2, (e0_tp, base, e2_tp))
     for lesion_id, how in treated.items():
-        add_flag("LOCALLY_TREATED_EXCLUDED", f"{lesion_name(timeline.lesions[lesion_id])} {how}: excluded from S(E0), S(E1), S(E2)")
+        add_flag(
+            "LOCALLY_TREATED_EXCLUDED",
+            f"{lesion_name(timeline.lesions[lesion_id])} {how}: excluded from S(E0), S(E1), S(E2)",
+        )
     kinetic_targets: list[tuple[TrackedLesion, Decimal]] = []
     for lesion in targets:
         if lesion.lesion_id in treated:
@@ -476,12 +525,16 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
         reference = "evaluable"
         reference_note = f"S(E0) {_mm(s0_ref)} on {e0}, S(E1) {_mm(s1_ref)} on {e1}"
         if dropped:
-            add_flag("REF_SUM_REDUCED", f"{len(dropped)} lesion(s) not assessed at E0, dropped from S(E0) and S(E1): "
-                     + ", ".join(dropped))
+            add_flag(
+                "REF_SUM_REDUCED",
+                f"{len(dropped)} lesion(s) not assessed at E0, dropped from S(E0) and S(E1): " + ", ".join(dropped),
+            )
             if s1 == 0 or not rules.threshold("ref_sum_max_dropped_fraction").holds(dropped_mm, s1):
                 reference = "not-evaluable"
-                reference_note = (f"{_mm(dropped_mm)} of the baseline sum {_mm(s1)} dropped (more than "
-                                  f"{format_fraction(rules.threshold('ref_sum_max_dropped_fraction').value)})")
+                reference_note = (
+                    f"{_mm(dropped_mm)} of the baseline sum {_mm(s1)} dropped (more than "
+                    f"{format_fraction(rules.threshold('ref_sum_max_dropped_fraction').value)})"
+                )
         if reference == "evaluable" and s0_ref == 0:
             reference = "not-evaluable"
             reference_note = "D0 = S(E0) = 0: ln(D1/D0) undefined (spec §2.6 rule 3)"
@@ -491,19 +544,29 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
             interval = (e1 - e0).days
             if not rules.days_test("kinetics_min_interval_days", interval):
                 add_flag("KINETICS_INTERVAL_TOO_SHORT", f"E0 → E1 is {interval} days")
-            if e0_tp.scan.modalities and base.scan.modalities and set(e0_tp.scan.modalities) != set(base.scan.modalities):
-                add_flag("MODALITY_CHANGE", f"E0 {'/'.join(e0_tp.scan.modalities)} → E1 {'/'.join(base.scan.modalities)}")
+            if (
+                e0_tp.scan.modalities
+                and base.scan.modalities
+                and set(e0_tp.scan.modalities) != set(base.scan.modalities)
+            ):
+                add_flag(
+                    "MODALITY_CHANGE", f"E0 {'/'.join(e0_tp.scan.modalities)} → E1 {'/'.join(base.scan.modalities)}"
+                )
             for line in facts.therapy_lines:
                 if line.start_date < e1 and (line.stop_date is None or line.stop_date > e0):
-                    add_flag("REF_PERIOD_ON_THERAPY", f"{line.agent} from {line.start_date} overlaps the reference period")
+                    add_flag(
+                        "REF_PERIOD_ON_THERAPY", f"{line.agent} from {line.start_date} overlaps the reference period"
+                    )
             tgr_ref = tumour_growth_rate(s0_ref, s1_ref, e0, e1, month_days=month_days)
             if s1_ref == 0:
                 add_flag("TGR_FLOOR", "S(E1) = 0 in the reference period: TGR_ref floored at −100")
             tgk_ref = tumour_growth_kinetics(s0_ref, s1_ref, e0, e1, month_days=month_days)
             pace_ref = progression_pace(s0_ref, s1_ref, e0, e1, month_days=month_days)
-            notes.append(f"reference period {e0} → {e1} ({interval} days = {months_between(e0, e1, month_days):.4f} months): "
-                         f"S {_mm(s0_ref)} → {_mm(s1_ref)}; TGR_ref {_fmt(tgr_ref, '%/month')}, "
-                         f"TGK_ref {_fmt(tgk_ref, 'mm/month')}, pace_ref {_fmt(pace_ref, '%/month')}")
+            notes.append(
+                f"reference period {e0} → {e1} ({interval} days = {months_between(e0, e1, month_days):.4f} months): "
+                f"S {_mm(s0_ref)} → {_mm(s1_ref)}; TGR_ref {_fmt(tgr_ref, '%/month')}, "
+                f"TGK_ref {_fmt(tgk_ref, 'mm/month')}, pace_ref {_fmt(pace_ref, '%/month')}"
+            )
 
     # Experimental period E1 → E2 over every kinetics target.
     s2 = None
@@ -530,9 +593,11 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
                 add_flag("TGR_FLOOR", "S(E2) = 0 (complete disappearance): TGR_exp floored at −100")
             tgk_exp = tumour_growth_kinetics(s1, s2, e1, e2, month_days=month_days)
             pace_exp = progression_pace(s1, s2, e1, e2, month_days=month_days)
-            notes.append(f"experimental period {e1} → {e2} ({interval} days = {months_between(e1, e2, month_days):.4f} months): "
-                         f"S {_mm(s1)} → {_mm(s2)}; TGR_exp {_fmt(tgr_exp, '%/month')}, "
-                         f"TGK_exp {_fmt(tgk_exp, 'mm/month')}, pace_exp {_fmt(pace_exp, '%/month')}")
+            notes.append(
+                f"experimental period {e1} → {e2} ({interval} days = {months_between(e1, e2, month_days):.4f} months): "
+                f"S {_mm(s1)} → {_mm(s2)}; TGR_exp {_fmt(tgr_exp, '%/month')}, "
+                f"TGK_exp {_fmt(tgk_exp, 'mm/month')}, pace_exp {_fmt(pace_exp, '%/month')}"
+            )
 
     # RECIST 1.1 at E2 (from the assessment passed in).
     recist_e2 = None
@@ -556,7 +621,9 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
                 ttf_note = f"no treatment stop recorded, on treatment at least {followed} days (record up to {last})"
             else:
                 ttf_state = PENDING
-                ttf_note = f"no treatment stop recorded and only {followed} days since C1D1: PENDING_TTF until C1D1 + 61 days"
+                ttf_note = (
+                    f"no treatment stop recorded and only {followed} days since C1D1: PENDING_TTF until C1D1 + 61 days"
+                )
                 add_flag("PENDING_TTF", ttf_note)
 
     # New lesions at E2 and organs involved at E1 (spec §2.6 rule 4).
@@ -565,36 +632,66 @@ def kinetic_quantities(engine: Engine, timeline: Timeline, recist: CriterionAsse
         unequivocal, _ = new_lesion_readings(e2_tp, timeline)
         baseline_lesions = [l for l in timeline.lesions.values() if l.role is not LesionRole.NEW]
         involved = frozenset(k for k in (_organ_key(l) for l in baseline_lesions) if k is not None)
-        summary = NewLesionSummary(tuple((lesion_name(l), _organ_key(l)) for l in unequivocal), involved,
-                                   any(_organ_key(l) is None for l in baseline_lesions))
+        summary = NewLesionSummary(
+            tuple((lesion_name(l), _organ_key(l)) for l in unequivocal),
+            involved,
+            any(_organ_key(l) is None for l in baseline_lesions),
+        )
 
     # ECOG performance status: latest on or before C1D1, and values in the first 2 months (Lo Russo).
     ecog_baseline = None
     ecog_window: list[tuple[dt.date, Decimal]] = []
     if c1d1 is not None:
-        ecog = sorted((o for o in facts.observations if o.code.lower() == ECOG_CODE and o.value is not None),
-                      key=lambda o: o.effective_date)
+        ecog = sorted(
+            (o for o in facts.observations if o.code.lower() == ECOG_CODE and o.value is not None),
+            key=lambda o: o.effective_date,
+        )
         before = [o for o in ecog if o.effective_date <= c1d1]
         ecog_baseline = before[-1].value if before else None
-        ecog_window = [(o.effective_date, o.value) for o in ecog
-                       if o.effective_date > c1d1 and rules.days_test("lorusso_clinical_window_days", (o.effective_date - c1d1).days)]
+        ecog_window = [
+            (o.effective_date, o.value)
+            for o in ecog
+            if o.effective_date > c1d1
+            and rules.days_test("lorusso_clinical_window_days", (o.effective_date - c1d1).days)
+        ]
 
     return KineticQuantities(
-        c1d1=c1d1, e0=e0, e1=e1, e2=e2, month_days=month_days,
-        reference=reference, reference_note=reference_note,
-        s0_reference=s0_ref, s1_reference=s1_ref, s1=s1, s2=s2, s2_complete=s2_complete,
-        tgr_reference=tgr_ref, tgr_experimental=tgr_exp, tgk_reference=tgk_ref, tgk_experimental=tgk_exp,
-        pace_reference=pace_ref, pace_experimental=pace_exp,
-        e2_window=e2_window, recist_e2=recist_e2,
-        ttf_days=ttf_days, ttf_state=ttf_state, ttf_note=ttf_note,
-        new_lesions=summary, ecog_baseline=ecog_baseline, ecog_window=tuple(ecog_window),
-        deceased=facts.deceased_date, death_from_progression=facts.death_from_progression,
+        c1d1=c1d1,
+        e0=e0,
+        e1=e1,
+        e2=e2,
+        month_days=month_days,
+        reference=reference,
+        reference_note=reference_note,
+        s0_reference=s0_ref,
+        s1_reference=s1_ref,
+        s1=s1,
+        s2=s2,
+        s2_complete=s2_complete,
+        tgr_reference=tgr_ref,
+        tgr_experimental=tgr_exp,
+        tgk_reference=tgk_ref,
+        tgk_experimental=tgk_exp,
+        pace_reference=pace_ref,
+        pace_experimental=pace_exp,
+        e2_window=e2_window,
+        recist_e2=recist_e2,
+        ttf_days=ttf_days,
+        ttf_state=ttf_state,
+        ttf_note=ttf_note,
+        new_lesions=summary,
+        ecog_baseline=ecog_baseline,
+        ecog_window=tuple(ecog_window),
+        deceased=facts.deceased_date,
+        death_from_progression=facts.death_from_progression,
         post_baseline_scan=bool(timeline.followups),
-        flags=tuple(flags), notes=tuple(notes),
+        flags=tuple(flags),
+        notes=tuple(notes),
     )
 
 
 # --- definitions (spec §3.2) ----------------------------------------------------------------------------
+
 
 def _recist_pd(q: KineticQuantities) -> Component:
     """RECIST 1.1 PD at E2: true / false, unknown when NE or not assessed."""
@@ -603,8 +700,9 @@ def _recist_pd(q: KineticQuantities) -> Component:
     return q.recist_e2 == "PD"
 
 
-def _ratio_component(rules: KineticsRules, threshold: str, ratio: float | None,
-                     reference: float | None) -> tuple[Component, bool]:
+def _ratio_component(
+    rules: KineticsRules, threshold: str, ratio: float | None, reference: float | None
+) -> tuple[Component, bool]:
     """A growth-ratio test: undefined when the reference rate is ≤ 0 (K4 logic), unknown when not computed."""
     if reference is not None and reference <= 0:
         return UNDEFINED, False
@@ -613,38 +711,59 @@ def _ratio_component(rules: KineticsRules, threshold: str, ratio: float | None,
     return rules.float_test(threshold, ratio)
 
 
-def _result(rules: KineticsRules, code: str, decision: Decision, details: str, inputs: Mapping[str, Any],
-            borderline: bool = False, extra: str = "") -> DefinitionResult:
+def _result(
+    rules: KineticsRules,
+    code: str,
+    decision: Decision,
+    details: str,
+    inputs: Mapping[str, Any],
+    borderline: bool = False,
+    extra: str = "",
+) -> DefinitionResult:
     reason = f"{decision['code']}: {decision.because}. {details}"
     if borderline:
         tolerance = rules.threshold("borderline_relative_tolerance").value * 100
         reason += f" BORDERLINE: a value is within ±{format_fraction(tolerance)} % of its threshold."
     if extra:
         reason += " " + extra
-    return DefinitionResult(code=code, status=decision["status"], reason=reason.strip(),
-                            source=rules.definition(code)["source"],
-                            inputs={**inputs, "rule": decision.trace()}, borderline=borderline)
+    return DefinitionResult(
+        code=code,
+        status=decision["status"],
+        reason=reason.strip(),
+        source=rules.definition(code)["source"],
+        inputs={**inputs, "rule": decision.trace()},
+        borderline=borderline,
+    )
 
 
 def _scope(rules: KineticsRules, code: str, q: KineticQuantities) -> DefinitionResult | None:
     """Not evaluable before looking at the definition when its scans are missing (table definition_scope)."""
-    decision = rules.decide("definition_scope", {
-        "first_evaluation": "present" if q.e2 is not None else "missing",
-        "needs_reference": bool(rules.definition(code)["needs_reference"]),
-        "reference": q.reference,
-    })
+    decision = rules.decide(
+        "definition_scope",
+        {
+            "first_evaluation": "present" if q.e2 is not None else "missing",
+            "needs_reference": bool(rules.definition(code)["needs_reference"]),
+            "reference": q.reference,
+        },
+    )
     if decision["in_scope"]:
         return None
     details = q.reference_note if decision["code"] != "E2_MISSING" else "no first evaluation E2"
-    return DefinitionResult(code=code, status=NOT_EVALUABLE, reason=f"{decision['code']}: {decision.because}. {details}.",
-                            source=rules.definition(code)["source"],
-                            inputs={"e0": q.e0, "e1": q.e1, "e2": q.e2, "reference": q.reference, "rule": decision.trace()})
+    return DefinitionResult(
+        code=code,
+        status=NOT_EVALUABLE,
+        reason=f"{decision['code']}: {decision.because}. {details}.",
+        source=rules.definition(code)["source"],
+        inputs={"e0": q.e0, "e1": q.e1, "e2": q.e2, "reference": q.reference, "rule": decision.trace()},
+    )
 
 
 def _tgr_numbers(q: KineticQuantities) -> str:
-    return (f"TGR_ref {_fmt(q.tgr_reference)} %/month, TGR_exp {_fmt(q.tgr_experimental)} %/month, "
-            f"ratio {_fmt(q.tgr_ratio) if q.tgr_ratio is not None else 'undefined' if q.tgr_reference is not None and q.tgr_reference <= 0 else 'n/a'}, "
-            f"ΔTGR {_fmt(q.tgr_difference)}")
+    return (
+        f"TGR_ref {_fmt(q.tgr_reference)} %/month, TGR_exp {_fmt(q.tgr_experimental)} %/month, "
+        f"ratio {_fmt(q.tgr_ratio) if q.tgr_ratio is not None else 'undefined' if q.tgr_reference is not None and q.tgr_reference <= 0 else 'n/a'}, "
+        f"ΔTGR {_fmt(q.tgr_difference)}"
+    )
 
 
 def _percent_threshold(threshold: Threshold) -> str:
@@ -667,12 +786,27 @@ def _recist_ratio_definition(rules: KineticsRules, q: KineticQuantities, code: s
     pd = _recist_pd(q)
     ratio, borderline = _ratio_component(rules, threshold, q.tgr_ratio, q.tgr_reference)
     decision = rules.decide("recist_pd_and_tgr_ratio", {"recist_pd": pd, "tgr_ratio_at_least_2": ratio})
-    details = (f"RECIST 1.1 at E2 {q.recist_e2 or 'n/a'}; {_tgr_numbers(q)} "
-               f"(threshold {rules.threshold(threshold).describe()}).")
-    return _result(rules, code, decision, details, {
-        "recist_e2": q.recist_e2, "tgr_reference": q.tgr_reference, "tgr_experimental": q.tgr_experimental,
-        "tgr_ratio": q.tgr_ratio, "threshold": rules.threshold(threshold).describe(),
-        "e0": q.e0, "e1": q.e1, "e2": q.e2}, borderline)
+    details = (
+        f"RECIST 1.1 at E2 {q.recist_e2 or 'n/a'}; {_tgr_numbers(q)} "
+        f"(threshold {rules.threshold(threshold).describe()})."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "recist_e2": q.recist_e2,
+            "tgr_reference": q.tgr_reference,
+            "tgr_experimental": q.tgr_experimental,
+            "tgr_ratio": q.tgr_ratio,
+            "threshold": rules.threshold(threshold).describe(),
+            "e0": q.e0,
+            "e1": q.e1,
+            "e2": q.e2,
+        },
+        borderline,
+    )
 
 
 def champiat_2017(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -693,15 +827,29 @@ def saada_bouzid_2017(rules: KineticsRules, q: KineticQuantities) -> DefinitionR
         return out
     ratio, borderline = _ratio_component(rules, "saada_bouzid_tgk_ratio", q.tgk_ratio, q.tgk_reference)
     require = bool(rules.flag("H2_REQUIRE_PD"))
-    decision = rules.decide("saada_bouzid_2017", {"require_pd": require, "recist_pd": _recist_pd(q),
-                                                   "tgk_ratio_at_least_2": ratio})
-    details = (f"TGK_ref {_fmt(q.tgk_reference)} mm/month, TGK_exp {_fmt(q.tgk_experimental)} mm/month, "
-               f"TGKR {_fmt(q.tgk_ratio) if q.tgk_ratio is not None else 'undefined' if ratio == UNDEFINED else 'n/a'} "
-               f"(threshold {rules.threshold('saada_bouzid_tgk_ratio').describe()}); RECIST 1.1 at E2 {q.recist_e2 or 'n/a'} "
-               f"(H2_REQUIRE_PD = {str(require).lower()}).")
-    return _result(rules, code, decision, details, {
-        "tgk_reference": q.tgk_reference, "tgk_experimental": q.tgk_experimental, "tgk_ratio": q.tgk_ratio,
-        "recist_e2": q.recist_e2, "require_pd": require}, borderline)
+    decision = rules.decide(
+        "saada_bouzid_2017", {"require_pd": require, "recist_pd": _recist_pd(q), "tgk_ratio_at_least_2": ratio}
+    )
+    details = (
+        f"TGK_ref {_fmt(q.tgk_reference)} mm/month, TGK_exp {_fmt(q.tgk_experimental)} mm/month, "
+        f"TGKR {_fmt(q.tgk_ratio) if q.tgk_ratio is not None else 'undefined' if ratio == UNDEFINED else 'n/a'} "
+        f"(threshold {rules.threshold('saada_bouzid_tgk_ratio').describe()}); RECIST 1.1 at E2 {q.recist_e2 or 'n/a'} "
+        f"(H2_REQUIRE_PD = {str(require).lower()})."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "tgk_reference": q.tgk_reference,
+            "tgk_experimental": q.tgk_experimental,
+            "tgk_ratio": q.tgk_ratio,
+            "recist_e2": q.recist_e2,
+            "require_pd": require,
+        },
+        borderline,
+    )
 
 
 def kato_2017(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -712,17 +860,31 @@ def kato_2017(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
         return out
     burden, b1 = rules.sum_increase_test("kato_burden_increase", q.s1, q.s2, q.s2_complete)
     pace, b2 = _ratio_component(rules, "kato_pace_ratio", q.pace_ratio, q.pace_reference)
-    decision = rules.decide("kato_2017", {"ttf_under_two_months": q.ttf_state, "burden_over_50": burden,
-                                          "pace_ratio_over_2": pace})
-    details = (f"{q.ttf_note}; %Δ(E1→E2) {_pct(q)} ({_percent_threshold(rules.threshold('kato_burden_increase'))} "
-               f"required); pace_ref {_fmt(q.pace_reference)} %/month, "
-               f"pace_exp {_fmt(q.pace_experimental)} %/month, pace ratio "
-               f"{_fmt(q.pace_ratio) if q.pace_ratio is not None else 'undefined' if pace == UNDEFINED else 'n/a'} "
-               f"({rules.threshold('kato_pace_ratio').describe()} required).")
-    return _result(rules, code, decision, details, {
-        "ttf_days": q.ttf_days, "ttf": q.ttf_state, "percent_e1_e2": q.percent_e1_e2,
-        "pace_reference": q.pace_reference, "pace_experimental": q.pace_experimental, "pace_ratio": q.pace_ratio},
-        b1 or b2)
+    decision = rules.decide(
+        "kato_2017", {"ttf_under_two_months": q.ttf_state, "burden_over_50": burden, "pace_ratio_over_2": pace}
+    )
+    details = (
+        f"{q.ttf_note}; %Δ(E1→E2) {_pct(q)} ({_percent_threshold(rules.threshold('kato_burden_increase'))} "
+        f"required); pace_ref {_fmt(q.pace_reference)} %/month, "
+        f"pace_exp {_fmt(q.pace_experimental)} %/month, pace ratio "
+        f"{_fmt(q.pace_ratio) if q.pace_ratio is not None else 'undefined' if pace == UNDEFINED else 'n/a'} "
+        f"({rules.threshold('kato_pace_ratio').describe()} required)."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "ttf_days": q.ttf_days,
+            "ttf": q.ttf_state,
+            "percent_e1_e2": q.percent_e1_e2,
+            "pace_reference": q.pace_reference,
+            "pace_experimental": q.pace_experimental,
+            "pace_ratio": q.pace_ratio,
+        },
+        b1 or b2,
+    )
 
 
 def ferrara_2018(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -734,9 +896,19 @@ def ferrara_2018(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult
     delta, borderline = rules.float_test("ferrara_delta_tgr", q.tgr_difference)
     decision = rules.decide("ferrara_2018", {"recist_pd": _recist_pd(q), "delta_tgr_over_50": delta})
     details = f"RECIST 1.1 at E2 {q.recist_e2 or 'n/a'}; {_tgr_numbers(q)} (ΔTGR {rules.threshold('ferrara_delta_tgr').describe()} required)."
-    return _result(rules, code, decision, details, {
-        "recist_e2": q.recist_e2, "tgr_reference": q.tgr_reference, "tgr_experimental": q.tgr_experimental,
-        "tgr_difference": q.tgr_difference}, borderline)
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "recist_e2": q.recist_e2,
+            "tgr_reference": q.tgr_reference,
+            "tgr_experimental": q.tgr_experimental,
+            "tgr_difference": q.tgr_difference,
+        },
+        borderline,
+    )
 
 
 def _ecog_component(rules: KineticsRules, q: KineticQuantities) -> tuple[Component, str]:
@@ -748,17 +920,22 @@ def _ecog_component(rules: KineticsRules, q: KineticQuantities) -> tuple[Compone
     if mode == "reaches_ge_2":
         reaches = rules.threshold("lorusso_ecog_level").holds(worst)
         worse = q.ecog_baseline is None or worst > q.ecog_baseline
-        return reaches and worse, f"ECOG {q.ecog_baseline if q.ecog_baseline is not None else '?'} → {worst} (reaches_ge_2)"
+        return (
+            reaches and worse,
+            f"ECOG {q.ecog_baseline if q.ecog_baseline is not None else '?'} → {worst} (reaches_ge_2)",
+        )
     if q.ecog_baseline is None:
         return UNKNOWN, f"ECOG {worst} in the first 2 months but no baseline ECOG (delta_ge_2)"
-    return (rules.threshold("lorusso_ecog_worsening").holds(worst - q.ecog_baseline),
-            f"ECOG {q.ecog_baseline} → {worst} (delta_ge_2)")
+    return (
+        rules.threshold("lorusso_ecog_worsening").holds(worst - q.ecog_baseline),
+        f"ECOG {q.ecog_baseline} → {worst} (delta_ge_2)",
+    )
 
 
 def _new_lesions_in_involved_organ(rules: KineticsRules, threshold: str, q: KineticQuantities) -> tuple[Component, str]:
     summary = q.new_lesions
     counts = summary.per_involved_organ()
-    organ, most = (counts.most_common(1)[0] if counts else (None, 0))
+    organ, most = counts.most_common(1)[0] if counts else (None, 0)
     limit = rules.threshold(threshold)
     if limit.holds(most):
         return True, f"{most} new lesions in {organ} (involved at E1)"
@@ -798,15 +975,31 @@ def lo_russo_2019(rules: KineticsRules, q: KineticQuantities) -> DefinitionResul
     met = sum(1 for v in criteria.values() if v is True)
     possible = met + sum(1 for v in criteria.values() if v == UNKNOWN)
     require = bool(rules.flag("H5_REQUIRE_PD"))
-    decision = rules.decide("lo_russo_2019", {"criteria_met": met, "criteria_possible": possible,
-                                              "recist_pd": _recist_pd(q), "require_pd": require})
+    decision = rules.decide(
+        "lo_russo_2019",
+        {"criteria_met": met, "criteria_possible": possible, "recist_pd": _recist_pd(q), "require_pd": require},
+    )
     mark = {True: "✓", False: "✗", UNKNOWN: "?"}
-    details = (f"{met}/5 met ({possible - met} unknown): 1 {q.ttf_note} {mark[ttf]}; 2 %Δ(E1→E2) {_pct(q)} "
-               f"{_percent_threshold(rules.threshold('lorusso_burden_increase'))} "
-               f"{mark[burden]}; 3 {involved_note} {mark[involved]}; 4 {organ_note} {mark[new_organ]}; 5 {ecog_note} "
-               f"{mark[ecog]}; RECIST 1.1 at E2 {q.recist_e2 or 'n/a'} (H5_REQUIRE_PD = {str(require).lower()}).")
-    return _result(rules, code, decision, details, {**criteria, "criteria_met": met, "criteria_possible": possible,
-                                                    "recist_e2": q.recist_e2, "require_pd": require}, borderline)
+    details = (
+        f"{met}/5 met ({possible - met} unknown): 1 {q.ttf_note} {mark[ttf]}; 2 %Δ(E1→E2) {_pct(q)} "
+        f"{_percent_threshold(rules.threshold('lorusso_burden_increase'))} "
+        f"{mark[burden]}; 3 {involved_note} {mark[involved]}; 4 {organ_note} {mark[new_organ]}; 5 {ecog_note} "
+        f"{mark[ecog]}; RECIST 1.1 at E2 {q.recist_e2 or 'n/a'} (H5_REQUIRE_PD = {str(require).lower()})."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            **criteria,
+            "criteria_met": met,
+            "criteria_possible": possible,
+            "recist_e2": q.recist_e2,
+            "require_pd": require,
+        },
+        borderline,
+    )
 
 
 def matos_2020(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -822,32 +1015,60 @@ def matos_2020(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
     at_least_20, b2 = rules.sum_increase_test("matos_branch_burden_increase", q.s1, q.s2, q.s2_complete)
     involved, involved_note = _new_lesions_in_involved_organ(rules, "matos_new_lesions_in_involved_organ", q)
     new_organ, organ_note = _new_organ(q)
-    spread = rules.decide("matos_new_lesion_spread", {"new_lesions_in_involved_organ": involved, "new_organ": new_organ})
+    spread = rules.decide(
+        "matos_new_lesion_spread", {"new_lesions_in_involved_organ": involved, "new_organ": new_organ}
+    )
     branch = bool(rules.flag("MATOS_NEWLESION_BRANCH"))
-    growth = rules.decide("matos_early_growth", {"burden_over_40": over_40, "newlesion_branch": branch,
-                                                 "burden_at_least_20": at_least_20, "new_lesion_spread": spread["spread"]})
-    decision = rules.decide("matos_2020", {"first_evaluation_within_two_months": within, "recist_pd": _recist_pd(q),
-                                           "early_growth": growth["growth"]})
-    details = (f"first evaluation {days if days is not None else '?'} days after C1D1 "
-               f"({rules.threshold('matos_first_evaluation_max_days').describe()} required); "
-               f"RECIST 1.1 at E2 {q.recist_e2 or 'n/a'}; %Δ(E1→E2) {_pct(q)} "
-               f"({_percent_threshold(rules.threshold('matos_burden_increase'))} for the 40 % rule, "
-               f"{_percent_threshold(rules.threshold('matos_branch_burden_increase'))} for the new-lesion branch); "
-               f"{involved_note}; {organ_note}; early growth: {growth.because} "
-               f"(MATOS_NEWLESION_BRANCH = {str(branch).lower()}).")
-    return _result(rules, code, decision, details, {
-        "days_c1d1_to_e2": days, "recist_e2": q.recist_e2, "percent_e1_e2": q.percent_e1_e2,
-        "burden_over_40": over_40, "burden_at_least_20": at_least_20, "new_lesion_spread": spread["spread"],
-        "newlesion_branch": branch, "early_growth": growth["growth"]}, b1 or b2,
-        extra="Provisional: the Matos 2020 combination logic is unverified [U] (spec §3.2.6).")
+    growth = rules.decide(
+        "matos_early_growth",
+        {
+            "burden_over_40": over_40,
+            "newlesion_branch": branch,
+            "burden_at_least_20": at_least_20,
+            "new_lesion_spread": spread["spread"],
+        },
+    )
+    decision = rules.decide(
+        "matos_2020",
+        {"first_evaluation_within_two_months": within, "recist_pd": _recist_pd(q), "early_growth": growth["growth"]},
+    )
+    details = (
+        f"first evaluation {days if days is not None else '?'} days after C1D1 "
+        f"({rules.threshold('matos_first_evaluation_max_days').describe()} required); "
+        f"RECIST 1.1 at E2 {q.recist_e2 or 'n/a'}; %Δ(E1→E2) {_pct(q)} "
+        f"({_percent_threshold(rules.threshold('matos_burden_increase'))} for the 40 % rule, "
+        f"{_percent_threshold(rules.threshold('matos_branch_burden_increase'))} for the new-lesion branch); "
+        f"{involved_note}; {organ_note}; early growth: {growth.because} "
+        f"(MATOS_NEWLESION_BRANCH = {str(branch).lower()})."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "days_c1d1_to_e2": days,
+            "recist_e2": q.recist_e2,
+            "percent_e1_e2": q.percent_e1_e2,
+            "burden_over_40": over_40,
+            "burden_at_least_20": at_least_20,
+            "new_lesion_spread": spread["spread"],
+            "newlesion_branch": branch,
+            "early_growth": growth["growth"],
+        },
+        b1 or b2,
+        extra="Provisional: the Matos 2020 combination logic is unverified [U] (spec §3.2.6).",
+    )
 
 
 def kim_2019(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
     """H7 (spec §3.1) PROVISIONAL [U]: TGR/TGK ratios and TTF < 2 months within 12-week windows; verdicts only
     where every reading of the unverified conjunction agrees (table kim_2019)."""
     code = "kim-2019"
-    provisional = ("Provisional [U]: Kim 2019's exact conjunction and ratio cut-offs are unverified (spec §3.1 H7); "
-                   "only its stated pieces are implemented.")
+    provisional = (
+        "Provisional [U]: Kim 2019's exact conjunction and ratio cut-offs are unverified (spec §3.1 H7); "
+        "only its stated pieces are implemented."
+    )
     out = _scope(rules, code, q)
     if out:
         return dataclasses.replace(out, reason=f"{out.reason} {provisional}")
@@ -856,20 +1077,40 @@ def kim_2019(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
     if before is None or after is None:
         windows: Component = UNKNOWN
     else:
-        windows = rules.days_test("kim_reference_window_days", before) and rules.days_test("kim_experimental_window_days", after)
+        windows = rules.days_test("kim_reference_window_days", before) and rules.days_test(
+            "kim_experimental_window_days", after
+        )
     tgr, b1 = _ratio_component(rules, "kim_ratio", q.tgr_ratio, q.tgr_reference)
     tgk, b2 = _ratio_component(rules, "kim_ratio", q.tgk_ratio, q.tgk_reference)
     ratios = rules.decide("kim_ratios", {"tgr_ratio_at_least_2": tgr, "tgk_ratio_at_least_2": tgk})
-    decision = rules.decide("kim_2019", {"windows": windows, "ttf_under_two_months": q.ttf_state, "ratios": ratios["ratios"]})
-    details = (f"E0 {before if before is not None else '?'} days before and E2 {after if after is not None else '?'} days "
-               f"after C1D1 ({rules.threshold('kim_reference_window_days').describe()} and "
-               f"{rules.threshold('kim_experimental_window_days').describe()}); {q.ttf_note}; "
-               f"TGR ratio {_fmt(q.tgr_ratio)}, TGKR {_fmt(q.tgk_ratio)} "
-               f"(cut-off {rules.threshold('kim_ratio').describe()} assumed): {ratios.because}.")
-    return _result(rules, code, decision, details, {
-        "days_e0_before_c1d1": before, "days_c1d1_to_e2": after, "windows": windows, "ttf": q.ttf_state,
-        "tgr_ratio": q.tgr_ratio, "tgk_ratio": q.tgk_ratio, "ratios": ratios["ratios"], "provisional": True},
-        b1 or b2, extra=provisional)
+    decision = rules.decide(
+        "kim_2019", {"windows": windows, "ttf_under_two_months": q.ttf_state, "ratios": ratios["ratios"]}
+    )
+    details = (
+        f"E0 {before if before is not None else '?'} days before and E2 {after if after is not None else '?'} days "
+        f"after C1D1 ({rules.threshold('kim_reference_window_days').describe()} and "
+        f"{rules.threshold('kim_experimental_window_days').describe()}); {q.ttf_note}; "
+        f"TGR ratio {_fmt(q.tgr_ratio)}, TGKR {_fmt(q.tgk_ratio)} "
+        f"(cut-off {rules.threshold('kim_ratio').describe()} assumed): {ratios.because}."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "days_e0_before_c1d1": before,
+            "days_c1d1_to_e2": after,
+            "windows": windows,
+            "ttf": q.ttf_state,
+            "tgr_ratio": q.tgr_ratio,
+            "tgk_ratio": q.tgk_ratio,
+            "ratios": ratios["ratios"],
+            "provisional": True,
+        },
+        b1 or b2,
+        extra=provisional,
+    )
 
 
 def kas_2020(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -881,26 +1122,49 @@ def kas_2020(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
     over_20, b1 = rules.sum_increase_test("kas_burden_increase", q.s1, q.s2, q.s2_complete)
     delta, b2 = rules.float_test("kas_delta_tgr", q.tgr_difference)
     component = rules.flag("KAS_PROGRESSION_COMPONENT")
-    decision = rules.decide("kas_2020", {"progression_component": component, "target_sum_over_20": over_20,
-                                         "recist_pd": _recist_pd(q), "delta_tgr_over_100": delta})
-    details = (f"%Δ(E1→E2) {_pct(q)} ({_percent_threshold(rules.threshold('kas_burden_increase'))} required); "
-               f"RECIST 1.1 at E2 {q.recist_e2 or 'n/a'}; {_tgr_numbers(q)} "
-               f"(ΔTGR {rules.threshold('kas_delta_tgr').describe()} required; KAS_PROGRESSION_COMPONENT = {component}).")
-    return _result(rules, code, decision, details, {
-        "percent_e1_e2": q.percent_e1_e2, "recist_e2": q.recist_e2, "tgr_reference": q.tgr_reference,
-        "tgr_experimental": q.tgr_experimental, "tgr_difference": q.tgr_difference,
-        "progression_component": component}, b1 or b2)
+    decision = rules.decide(
+        "kas_2020",
+        {
+            "progression_component": component,
+            "target_sum_over_20": over_20,
+            "recist_pd": _recist_pd(q),
+            "delta_tgr_over_100": delta,
+        },
+    )
+    details = (
+        f"%Δ(E1→E2) {_pct(q)} ({_percent_threshold(rules.threshold('kas_burden_increase'))} required); "
+        f"RECIST 1.1 at E2 {q.recist_e2 or 'n/a'}; {_tgr_numbers(q)} "
+        f"(ΔTGR {rules.threshold('kas_delta_tgr').describe()} required; KAS_PROGRESSION_COMPONENT = {component})."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "percent_e1_e2": q.percent_e1_e2,
+            "recist_e2": q.recist_e2,
+            "tgr_reference": q.tgr_reference,
+            "tgr_experimental": q.tgr_experimental,
+            "tgr_difference": q.tgr_difference,
+            "progression_component": component,
+        },
+        b1 or b2,
+    )
 
 
-def _fp_scan_branch(rules: KineticsRules, q: KineticQuantities, anchor: dt.date | None, anchor_name: str) -> tuple[Decision, int | None, bool, str]:
+def _fp_scan_branch(
+    rules: KineticsRules, q: KineticQuantities, anchor: dt.date | None, anchor_name: str
+) -> tuple[Decision, int | None, bool, str]:
     """The scan branch of both fast-progression definitions, with its arithmetic."""
     days = None if anchor is None or q.e2 is None else (q.e2 - anchor).days
     within = rules.days_test("fast_progression_max_days", days)
     if q.e2 is None and q.deceased is not None:
         within = False  # died without any post-baseline scan: the scan branch can no longer happen
     increase, borderline = rules.sum_increase_test("fast_progression_sum_increase", q.s1, q.s2, q.s2_complete)
-    decision = rules.decide("fast_progression_scan_branch", {"scan_within_42_days": within,
-                                                             "sum_increase_at_least_50": increase})
+    decision = rules.decide(
+        "fast_progression_scan_branch", {"scan_within_42_days": within, "sum_increase_at_least_50": increase}
+    )
     if q.e2 is None:
         return decision, days, borderline, "no post-baseline scan" + (" before death" if q.deceased else "")
     limit = rules.threshold("fast_progression_sum_increase").value
@@ -908,19 +1172,36 @@ def _fp_scan_branch(rules: KineticsRules, q: KineticQuantities, anchor: dt.date 
     if q.s1 is not None and q.s2 is not None:
         # Spec §3.2.8 integer-safe form of the 50 % test: S2·2 ≥ S1·3.
         left, right = q.s2 * limit.denominator, q.s1 * limit.numerator
-        cross = (f" ({format(q.s2.normalize(), 'f')}·{limit.denominator} = {format(left.normalize(), 'f')} vs "
-                 f"{format(q.s1.normalize(), 'f')}·{limit.numerator} = {format(right.normalize(), 'f')})")
-    text = (f"E2 {days if days is not None else '?'} days after {anchor_name} "
-            f"({rules.threshold('fast_progression_max_days').describe()} required); %Δ(E1→E2) {_pct(q)}{cross}")
+        cross = (
+            f" ({format(q.s2.normalize(), 'f')}·{limit.denominator} = {format(left.normalize(), 'f')} vs "
+            f"{format(q.s1.normalize(), 'f')}·{limit.numerator} = {format(right.normalize(), 'f')})"
+        )
+    text = (
+        f"E2 {days if days is not None else '?'} days after {anchor_name} "
+        f"({rules.threshold('fast_progression_max_days').describe()} required); %Δ(E1→E2) {_pct(q)}{cross}"
+    )
     return decision, days, borderline, text
 
 
-def _death_branch(rules: KineticsRules, q: KineticQuantities, anchor: dt.date | None, threshold: str,
-                  table: str, extra: Mapping[str, Any]) -> Decision:
+def _death_branch(
+    rules: KineticsRules,
+    q: KineticQuantities,
+    anchor: dt.date | None,
+    threshold: str,
+    table: str,
+    extra: Mapping[str, Any],
+) -> Decision:
     days = None if anchor is None or q.deceased is None else (q.deceased - anchor).days
     cause = UNKNOWN if q.death_from_progression is None else bool(q.death_from_progression)
-    return rules.decide(table, {"deceased": q.deceased is not None, "death_within_84_days": rules.days_test(threshold, days),
-                                "death_from_progression": cause, **extra})
+    return rules.decide(
+        table,
+        {
+            "deceased": q.deceased is not None,
+            "death_within_84_days": rules.days_test(threshold, days),
+            "death_from_progression": cause,
+            **extra,
+        },
+    )
 
 
 def fast_progression_oak(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -928,18 +1209,42 @@ def fast_progression_oak(rules: KineticsRules, q: KineticQuantities) -> Definiti
     ≤ 84 days after C1D1 with no post-baseline scan)."""
     code = "fast-progression-oak"
     scan, days, borderline, scan_text = _fp_scan_branch(rules, q, q.c1d1, "C1D1")
-    death = _death_branch(rules, q, q.c1d1, "fast_progression_death_max_days", "fast_progression_death_branch",
-                          {"post_baseline_scan": q.post_baseline_scan})
+    death = _death_branch(
+        rules,
+        q,
+        q.c1d1,
+        "fast_progression_death_max_days",
+        "fast_progression_death_branch",
+        {"post_baseline_scan": q.post_baseline_scan},
+    )
     decision = rules.decide("fast_progression_oak", {"scan_branch": scan["branch"], "death_branch": death["branch"]})
     death_days = q.days_from_c1d1(q.deceased)
-    details = (f"scan branch: {scan_text} → {scan.because}; death branch: "
-               + (f"death {q.deceased} ({death_days if death_days is not None else '?'} days after C1D1, cause "
-                  f"{'progression' if q.death_from_progression else 'unknown' if q.death_from_progression is None else 'other'}) → "
-                  if q.deceased else "") + f"{death.because}.")
-    return _result(rules, code, decision, details, {
-        "days_c1d1_to_e2": days, "percent_e1_e2": q.percent_e1_e2, "scan_branch": scan["branch"],
-        "death_branch": death["branch"], "deceased": q.deceased, "days_c1d1_to_death": death_days,
-        "post_baseline_scan": q.post_baseline_scan}, borderline)
+    details = (
+        f"scan branch: {scan_text} → {scan.because}; death branch: "
+        + (
+            f"death {q.deceased} ({death_days if death_days is not None else '?'} days after C1D1, cause "
+            f"{'progression' if q.death_from_progression else 'unknown' if q.death_from_progression is None else 'other'}) → "
+            if q.deceased
+            else ""
+        )
+        + f"{death.because}."
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {
+            "days_c1d1_to_e2": days,
+            "percent_e1_e2": q.percent_e1_e2,
+            "scan_branch": scan["branch"],
+            "death_branch": death["branch"],
+            "deceased": q.deceased,
+            "days_c1d1_to_death": death_days,
+            "post_baseline_scan": q.post_baseline_scan,
+        },
+        borderline,
+    )
 
 
 def fast_progression_ferrara_2020(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -948,8 +1253,14 @@ def fast_progression_ferrara_2020(rules: KineticsRules, q: KineticQuantities) ->
     scan, days, borderline, scan_text = _fp_scan_branch(rules, q, q.e1, "E1")
     decision = rules.decide("fast_progression_ferrara_2020", {"scan_branch": scan["branch"]})
     details = f"{scan_text} → {scan.because}."
-    return _result(rules, code, decision, details, {
-        "days_e1_to_e2": days, "percent_e1_e2": q.percent_e1_e2, "scan_branch": scan["branch"]}, borderline)
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {"days_e1_to_e2": days, "percent_e1_e2": q.percent_e1_e2, "scan_branch": scan["branch"]},
+        borderline,
+    )
 
 
 def early_death(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
@@ -957,12 +1268,20 @@ def early_death(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
     code = "early-death"
     decision = _death_branch(rules, q, q.e1, "early_death_max_days", "early_death", {})
     days = None if q.e1 is None or q.deceased is None else (q.deceased - q.e1).days
-    details = (f"death {q.deceased}, {days if days is not None else '?'} days after E1 {q.e1} "
-               f"({rules.threshold('early_death_max_days').describe()} required), cause "
-               f"{'progression' if q.death_from_progression else 'unknown' if q.death_from_progression is None else 'other'}."
-               if q.deceased else "")
-    return _result(rules, code, decision, details, {"deceased": q.deceased, "days_e1_to_death": days,
-                                                    "death_from_progression": q.death_from_progression})
+    details = (
+        f"death {q.deceased}, {days if days is not None else '?'} days after E1 {q.e1} "
+        f"({rules.threshold('early_death_max_days').describe()} required), cause "
+        f"{'progression' if q.death_from_progression else 'unknown' if q.death_from_progression is None else 'other'}."
+        if q.deceased
+        else ""
+    )
+    return _result(
+        rules,
+        code,
+        decision,
+        details,
+        {"deceased": q.deceased, "days_e1_to_death": days, "death_from_progression": q.death_from_progression},
+    )
 
 
 DEFINITIONS = {
@@ -981,14 +1300,17 @@ DEFINITIONS = {
 }
 
 
-def evaluate_definitions(engine: Engine, q: KineticQuantities, overrides: Mapping[str, Any] | None = None) -> tuple[DefinitionResult, ...]:
+def evaluate_definitions(
+    engine: Engine, q: KineticQuantities, overrides: Mapping[str, Any] | None = None
+) -> tuple[DefinitionResult, ...]:
     """Every definition of spec §3.1 on measured quantities, in contract order."""
     rules = KineticsRules(engine, overrides)
     return tuple(DEFINITIONS[code](rules, q) for code in DEFINITION_CODES)
 
 
-def assess_kinetics(engine: Engine, timeline: Timeline, recist: CriterionAssessment | None,
-                    overrides: Mapping[str, Any] | None = None) -> KineticsResult:
+def assess_kinetics(
+    engine: Engine, timeline: Timeline, recist: CriterionAssessment | None, overrides: Mapping[str, Any] | None = None
+) -> KineticsResult:
     """TGR/TGK around C1D1 and every hyperprogression / fast-progression / early-death definition.
 
     ``recist`` is the RECIST 1.1 assessment of the same timeline (``rules.criteria.recist11.assess``): RECIST
@@ -1005,18 +1327,32 @@ def assess_kinetics(engine: Engine, timeline: Timeline, recist: CriterionAssessm
             flags.append("BORDERLINE")
     rules = KineticsRules(engine, overrides)
     fp_anchor = q.c1d1 if rules.flag("FP_ANCHOR") == "C1D1" else q.e1
-    if q.e2 is not None and fp_anchor is not None and not rules.days_test("fast_progression_max_days", (q.e2 - fp_anchor).days):
+    if (
+        q.e2 is not None
+        and fp_anchor is not None
+        and not rules.days_test("fast_progression_max_days", (q.e2 - fp_anchor).days)
+    ):
         flags.append("FP_NOT_ASSESSABLE")
     notes = list(q.notes)
     if q.tgr_ratio is not None or q.tgr_difference is not None:
-        notes.append(f"TGR ratio {_fmt(q.tgr_ratio)}, ΔTGR {_fmt(q.tgr_difference)}, TGKR {_fmt(q.tgk_ratio)}, "
-                     f"pace ratio {_fmt(q.pace_ratio)}")
+        notes.append(
+            f"TGR ratio {_fmt(q.tgr_ratio)}, ΔTGR {_fmt(q.tgr_difference)}, TGKR {_fmt(q.tgk_ratio)}, "
+            f"pace ratio {_fmt(q.pace_ratio)}"
+        )
     return KineticsResult(
-        e0_date=q.e0, e1_date=q.e1, e2_date=q.e2,
-        tgr_reference=q.tgr_reference, tgr_experimental=q.tgr_experimental,
-        tgr_ratio=q.tgr_ratio, tgr_difference=q.tgr_difference,
-        tgk_reference=q.tgk_reference, tgk_experimental=q.tgk_experimental, tgk_ratio=q.tgk_ratio,
-        definitions=definitions, flags=tuple(flags), notes=tuple(notes),
+        e0_date=q.e0,
+        e1_date=q.e1,
+        e2_date=q.e2,
+        tgr_reference=q.tgr_reference,
+        tgr_experimental=q.tgr_experimental,
+        tgr_ratio=q.tgr_ratio,
+        tgr_difference=q.tgr_difference,
+        tgk_reference=q.tgk_reference,
+        tgk_experimental=q.tgk_experimental,
+        tgk_ratio=q.tgk_ratio,
+        definitions=definitions,
+        flags=tuple(flags),
+        notes=tuple(notes),
     )
 
 
@@ -1031,7 +1367,20 @@ def reason_code(result: DefinitionResult) -> str:
 
 
 __all__ = [
-    "CRITERION", "DEFINITION_CODES", "FERTE_MONTH_DAYS", "KineticQuantities", "KineticsRules", "KineticsUndefined",
-    "assess_kinetics", "definition", "evaluate_definitions", "growth_ratio", "kinetic_quantities", "months_between",
-    "progression_pace", "reason_code", "tumour_growth_kinetics", "tumour_growth_rate",
+    "CRITERION",
+    "DEFINITION_CODES",
+    "FERTE_MONTH_DAYS",
+    "KineticQuantities",
+    "KineticsRules",
+    "KineticsUndefined",
+    "assess_kinetics",
+    "definition",
+    "evaluate_definitions",
+    "growth_ratio",
+    "kinetic_quantities",
+    "months_between",
+    "progression_pace",
+    "reason_code",
+    "tumour_growth_kinetics",
+    "tumour_growth_rate",
 ]

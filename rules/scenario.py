@@ -64,21 +64,25 @@ class Case:
         measurements = []
         for lesion in self.lesions:
             for label, cell in lesion.cells.items():
-                measurements.append(LesionMeasurement(
-                    lesion_id=lesion.key,
-                    scan_date=self.scans[label],
-                    status=cell.status,
-                    role=lesion.role if label == "BL" else (LesionRole.NEW if lesion.role is LesionRole.NEW else None),
-                    nodal=lesion.nodal,
-                    organ=lesion.organ,
-                    long_axis_mm=None if cell.ld is None else Decimal(str(cell.ld)),
-                    short_axis_mm=None if cell.sa is None else Decimal(str(cell.sa)),
-                    nontarget_status=cell.nontarget_status,
-                    nontarget_change=cell.nontarget_change,
-                    equivocal=cell.equivocal,
-                    label=lesion.key,
-                    source="test",
-                ))
+                measurements.append(
+                    LesionMeasurement(
+                        lesion_id=lesion.key,
+                        scan_date=self.scans[label],
+                        status=cell.status,
+                        role=lesion.role
+                        if label == "BL"
+                        else (LesionRole.NEW if lesion.role is LesionRole.NEW else None),
+                        nodal=lesion.nodal,
+                        organ=lesion.organ,
+                        long_axis_mm=None if cell.ld is None else Decimal(str(cell.ld)),
+                        short_axis_mm=None if cell.sa is None else Decimal(str(cell.sa)),
+                        nontarget_status=cell.nontarget_status,
+                        nontarget_change=cell.nontarget_change,
+                        equivocal=cell.equivocal,
+                        label=lesion.key,
+                        source="test",
+                    )
+                )
         return PatientFacts(
             patient_ref=patient_ref or self.name,
             therapy_lines=(TherapyLine(agent=self.agent, start_date=self.c1d1, stop_date=self.therapy_stop),),

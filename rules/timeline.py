@@ -118,7 +118,9 @@ def build_timeline(facts: PatientFacts, *, measurable: "MeasurabilityRule | None
                 baseline = before[-1]
             else:
                 baseline = measured[0]
-                warnings.append("no measured scan on or before the immunotherapy start: the first scan after it is taken as baseline")
+                warnings.append(
+                    "no measured scan on or before the immunotherapy start: the first scan after it is taken as baseline"
+                )
 
     if baseline is None:
         return Timeline(facts, start, therapy, None, tuple(timepoints), (), {}, tuple(warnings))
@@ -137,7 +139,14 @@ def build_timeline(facts: PatientFacts, *, measurable: "MeasurabilityRule | None
         else:
             role = LesionRole.NON_TARGET
         lesions[lesion_id] = TrackedLesion(
-            lesion_id, role, m.nodal, m.organ, m.label, baseline.scan_date, m.identity_source, role_reported,
+            lesion_id,
+            role,
+            m.nodal,
+            m.organ,
+            m.label,
+            baseline.scan_date,
+            m.identity_source,
+            role_reported,
             m.finding_code,
         )
     for tp in followups:
@@ -147,8 +156,15 @@ def build_timeline(facts: PatientFacts, *, measurable: "MeasurabilityRule | None
             if m.status is LesionStatus.ABSENT or m.status is LesionStatus.NOT_ASSESSED:
                 continue
             lesions[lesion_id] = TrackedLesion(
-                lesion_id, LesionRole.NEW, m.nodal, m.organ, m.label, tp.scan_date, m.identity_source,
-                m.role is LesionRole.NEW, m.finding_code,
+                lesion_id,
+                LesionRole.NEW,
+                m.nodal,
+                m.organ,
+                m.label,
+                tp.scan_date,
+                m.identity_source,
+                m.role is LesionRole.NEW,
+                m.finding_code,
             )
     return Timeline(facts, start, therapy, baseline, prebaseline, followups, lesions, tuple(warnings))
 

@@ -40,8 +40,21 @@ DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 DICOM_UID = "urn:dicom:uid"
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-FHIR_TYPES = {"Patient", "Observation", "BodyStructure", "ImagingStudy", "MedicationAdministration", "MedicationStatement",
-              "MedicationRequest", "Procedure", "Condition", "DiagnosticReport", "Flag", "AuditEvent", "Provenance"}
+FHIR_TYPES = {
+    "Patient",
+    "Observation",
+    "BodyStructure",
+    "ImagingStudy",
+    "MedicationAdministration",
+    "MedicationStatement",
+    "MedicationRequest",
+    "Procedure",
+    "Condition",
+    "DiagnosticReport",
+    "Flag",
+    "AuditEvent",
+    "Provenance",
+}
 
 STANDARD_TYPES: dict[str, tuple[str, str, str]] = {
     # event kind prefix → (system, code, display). DICOM PS3.16 CID 400 "Audit Event ID".
@@ -53,9 +66,19 @@ STANDARD_TYPES: dict[str, tuple[str, str, str]] = {
     "cds-auth": (DCM, "110114", "User Authentication"),
     "audit-export": (DCM, "110106", "Export"),
 }
-REST_KINDS = {"fhir-create": "create", "fhir-update": "update", "fhir-read": "read", "fhir-search": "search-type",
-              "api-read": None, "prefill-read": None, "cds-hooks": None, "cds-feedback": None, "access-failed": None,
-              "ui-read": None, "alert-entered-in-error": None}
+REST_KINDS = {
+    "fhir-create": "create",
+    "fhir-update": "update",
+    "fhir-read": "read",
+    "fhir-search": "search-type",
+    "api-read": None,
+    "prefill-read": None,
+    "cds-hooks": None,
+    "cds-feedback": None,
+    "access-failed": None,
+    "ui-read": None,
+    "alert-entered-in-error": None,
+}
 ACTION_DISPLAY = {"C": "Create", "R": "Read/View/Print", "U": "Update", "D": "Delete", "E": "Execute"}
 OUTCOME_TEXT = {"0": "success", "4": "minor failure", "8": "serious failure", "12": "major failure"}
 
@@ -72,8 +95,9 @@ def _reference_or_identifier(settings: Settings, entity_type: str | None, entity
             return {"reference": entity_ref}
         if FHIR_ID.match(entity_ref):
             return {"reference": f"{entity_type}/{entity_ref}"}
-    reference: dict[str, Any] = {"identifier": {"system": f"{settings.fhir_canonical}/NamingSystem/audit-entity",
-                                                "value": entity_ref}}
+    reference: dict[str, Any] = {
+        "identifier": {"system": f"{settings.fhir_canonical}/NamingSystem/audit-entity", "value": entity_ref}
+    }
     if entity_type:
         reference["display"] = entity_type
     return reference
@@ -98,43 +122,63 @@ def audit_event_resource(settings: Settings, row: AuditEvent) -> dict[str, Any]:
     event_type, subtypes = _event_type(settings, row.kind)
     application = {
         "type": {"coding": [{"system": DCM, "code": "110150", "display": "Application"}]},
-        "who": {"identifier": {"system": f"{settings.fhir_canonical}/NamingSystem/role", "value": row.source},
-                "display": f"immunorad {row.source}"},
+        "who": {
+            "identifier": {"system": f"{settings.fhir_canonical}/NamingSystem/role", "value": row.source},
+            "display": f"immunorad {row.source}",
+        },
         "requestor": row.agent is None,
     }
     agents = []
     if row.agent:
         system = "ae-title" if row.source == "dicom" else "client"
-        agents.append({
-            "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
-            "who": {"identifier": {"system": f"{settings.fhir_canonical}/NamingSystem/{system}", "value": row.agent}},
-            "requestor": True,
-        })
+        agents.append(
+            {
+                "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+                "who": {
+                    "identifier": {"system": f"{settings.fhir_canonical}/NamingSystem/{system}", "value": row.agent}
+                },
+                "requestor": True,
+            }
+        )
     agents.append(application)
     entities: list[dict[str, Any]] = []
     if row.patient_id:
-        entities.append({"what": {"reference": f"Patient/{row.patient_id}"},
-                         "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                         "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"}})
-    detail = [{"type": str(key), "valueString": value if isinstance(value, str) else json.dumps(value, default=str)}
-              for key, value in sorted((row.detail or {}).items())]
+        entities.append(
+            {
+                "what": {"reference": f"Patient/{row.patient_id}"},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            }
+        )
+    detail = [
+        {"type": str(key), "valueString": value if isinstance(value, str) else json.dumps(value, default=str)}
+        for key, value in sorted((row.detail or {}).items())
+    ]
     if row.entity_ref and not (row.entity_type == "Patient" and row.entity_ref == row.patient_id):
-        entity: dict[str, Any] = {"what": _reference_or_identifier(settings, row.entity_type, row.entity_ref),
-                                  "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"}}
+        entity: dict[str, Any] = {
+            "what": _reference_or_identifier(settings, row.entity_type, row.entity_ref),
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+        }
         if detail:
             entity["detail"] = detail
             detail = []
         entities.append(entity)
     elif row.entity_type and detail:
-        entities.append({"type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-                         "name": row.entity_type, "detail": detail})
+        entities.append(
+            {
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "name": row.entity_type,
+                "detail": detail,
+            }
+        )
         detail = []
     if detail:
         if entities:
             entities[-1]["detail"] = detail
         else:
-            entities.append({"type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"},
-                             "name": "request", "detail": detail})
+            entities.append(
+                {"type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"}, "name": "request", "detail": detail}
+            )
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": str(row.id),
@@ -145,8 +189,11 @@ def audit_event_resource(settings: Settings, row: AuditEvent) -> dict[str, Any]:
         "recorded": _iso(row.recorded),
         "outcome": row.outcome,
         "agent": agents,
-        "source": {"site": "immunorad", "observer": {"display": f"immunorad {row.source}"},
-                   "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+        "source": {
+            "site": "immunorad",
+            "observer": {"display": f"immunorad {row.source}"},
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
     }
     if row.outcome != "0":
         reason = (row.detail or {}).get("reason") or (row.detail or {}).get("error")
@@ -164,32 +211,66 @@ def provenance_id(assessment: Assessment) -> str:
 def _device(assessment: Assessment) -> dict[str, Any]:
     from rules import __version__ as software_version
 
-    return {"resourceType": "Device", "id": "immunorad",
-            "deviceName": [{"name": "immunorad", "type": "user-friendly-name"}],
-            "version": [{"type": {"text": "software"}, "value": software_version},
-                        {"type": {"text": "rule base"}, "value": assessment.rulebase_version}]}
+    return {
+        "resourceType": "Device",
+        "id": "immunorad",
+        "deviceName": [{"name": "immunorad", "type": "user-friendly-name"}],
+        "version": [
+            {"type": {"text": "software"}, "value": software_version},
+            {"type": {"text": "rule base"}, "value": assessment.rulebase_version},
+        ],
+    }
 
 
 def provenance_inputs(session: Session, settings: Settings, assessment: Assessment) -> list[dict[str, Any]]:
     """The inputs of an assessment as Provenance entities: what had arrived for the patient before it ran."""
     before = assessment.created_at
     entities: list[dict[str, Any]] = []
-    studies = session.scalars(select(Study).where(Study.patient_id == assessment.patient_id,
-                                                  Study.first_instance_at <= before).order_by(Study.study_date, Study.id))
+    studies = session.scalars(
+        select(Study)
+        .where(Study.patient_id == assessment.patient_id, Study.first_instance_at <= before)
+        .order_by(Study.study_date, Study.id)
+    )
     for study in studies:
-        entities.append({"role": "source", "what": {"type": "ImagingStudy", "identifier": {
-            "system": DICOM_UID, "value": f"urn:oid:{study.study_uid}"}}})
-    sr_rows = session.execute(select(Instance.sop_uid).join(Study, Study.id == Instance.study_id)
-                              .where(Study.patient_id == assessment.patient_id, Instance.kind == "sr",
-                                     Instance.received_at <= before).order_by(Instance.id))
+        entities.append(
+            {
+                "role": "source",
+                "what": {
+                    "type": "ImagingStudy",
+                    "identifier": {"system": DICOM_UID, "value": f"urn:oid:{study.study_uid}"},
+                },
+            }
+        )
+    sr_rows = session.execute(
+        select(Instance.sop_uid)
+        .join(Study, Study.id == Instance.study_id)
+        .where(Study.patient_id == assessment.patient_id, Instance.kind == "sr", Instance.received_at <= before)
+        .order_by(Instance.id)
+    )
     for (sop_uid,) in sr_rows:
-        entities.append({"role": "source", "what": {"identifier": {"system": DICOM_UID, "value": f"urn:oid:{sop_uid}"},
-                                                    "display": "DICOM SR measurement report"}})
-    references = set(session.scalars(select(Measurement.source_ref).where(
-        Measurement.patient_id == assessment.patient_id, Measurement.source_kind == "fhir",
-        Measurement.received_at <= before)))
-    facts = session.execute(select(ClinicalFact.source_ref, ClinicalFact.origin, ClinicalFact.payload).where(
-        ClinicalFact.patient_id == assessment.patient_id, ClinicalFact.received_at <= before))
+        entities.append(
+            {
+                "role": "source",
+                "what": {
+                    "identifier": {"system": DICOM_UID, "value": f"urn:oid:{sop_uid}"},
+                    "display": "DICOM SR measurement report",
+                },
+            }
+        )
+    references = set(
+        session.scalars(
+            select(Measurement.source_ref).where(
+                Measurement.patient_id == assessment.patient_id,
+                Measurement.source_kind == "fhir",
+                Measurement.received_at <= before,
+            )
+        )
+    )
+    facts = session.execute(
+        select(ClinicalFact.source_ref, ClinicalFact.origin, ClinicalFact.payload).where(
+            ClinicalFact.patient_id == assessment.patient_id, ClinicalFact.received_at <= before
+        )
+    )
     pulled: dict[str, str] = {}
     for ref, origin, payload in facts:
         if origin == "ehr-pull":
@@ -203,15 +284,28 @@ def provenance_inputs(session: Session, settings: Settings, assessment: Assessme
             entities.append({"role": "source", "what": {"reference": ref}})
     for ref in sorted(pulled):
         entities.append({"role": "source", "what": {"reference": pulled[ref], "display": "pulled from the EHR"}})
-    entities.append({"role": "source", "what": {
-        "identifier": {"system": f"{settings.fhir_canonical}/NamingSystem/inputs-hash", "value": assessment.inputs_hash},
-        "display": "digest of the evaluated inputs (SHA-256)"}})
+    entities.append(
+        {
+            "role": "source",
+            "what": {
+                "identifier": {
+                    "system": f"{settings.fhir_canonical}/NamingSystem/inputs-hash",
+                    "value": assessment.inputs_hash,
+                },
+                "display": "digest of the evaluated inputs (SHA-256)",
+            },
+        }
+    )
     return entities
 
 
 def provenance_resource(session: Session, settings: Settings, assessment: Assessment) -> dict[str, Any]:
-    reports = list(session.scalars(select(Report).where(Report.assessment_id == assessment.id).order_by(Report.scan_date)))
-    targets = [{"reference": f"DiagnosticReport/{r.fhir_id}"} for r in reports] or [{"reference": f"Patient/{assessment.patient_id}"}]
+    reports = list(
+        session.scalars(select(Report).where(Report.assessment_id == assessment.id).order_by(Report.scan_date))
+    )
+    targets = [{"reference": f"DiagnosticReport/{r.fhir_id}"} for r in reports] or [
+        {"reference": f"Patient/{assessment.patient_id}"}
+    ]
     return {
         "resourceType": "Provenance",
         "id": provenance_id(assessment),
@@ -223,9 +317,12 @@ def provenance_resource(session: Session, settings: Settings, assessment: Assess
         "policy": [f"{settings.fhir_canonical}/rulebase/{assessment.rulebase_version}"],
         "reason": [{"text": f"assessment version {assessment.version} (trigger: {assessment.trigger})"}],
         "activity": {"coding": [{"system": DATA_OPERATION, "code": "CREATE" if assessment.version == 1 else "UPDATE"}]},
-        "agent": [{"type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "assembler", "display": "Assembler"}]},
-                   "who": {"reference": "#immunorad",
-                           "display": f"immunorad, rule base {assessment.rulebase_version}"}}],
+        "agent": [
+            {
+                "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "assembler", "display": "Assembler"}]},
+                "who": {"reference": "#immunorad", "display": f"immunorad, rule base {assessment.rulebase_version}"},
+            }
+        ],
         "entity": provenance_inputs(session, settings, assessment),
     }
 
@@ -239,8 +336,20 @@ class Page:
     count: int
 
 
-AUDIT_SEARCH_PARAMS = ("patient", "patient:identifier", "date", "_lastUpdated", "_id", "action", "outcome", "subtype",
-                       "type", "agent", "entity-type", "entity")
+AUDIT_SEARCH_PARAMS = (
+    "patient",
+    "patient:identifier",
+    "date",
+    "_lastUpdated",
+    "_id",
+    "action",
+    "outcome",
+    "subtype",
+    "type",
+    "agent",
+    "entity-type",
+    "entity",
+)
 PROVENANCE_SEARCH_PARAMS = ("patient", "patient:identifier", "target", "recorded", "_lastUpdated", "_id")
 PAGING_PARAMS = ("_count", "_offset", "_format", "_sort", "_summary")
 
@@ -353,6 +462,7 @@ def search_provenance(session: Session, settings: Settings, params: Mapping[str,
                     sub = select(Report.assessment_id).where(Report.fhir_id == ref)
                     query = query.where(Assessment.id.in_(sub))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = list(session.scalars(query.order_by(Assessment.created_at.desc(), Assessment.id.desc()).offset(offset).limit(count)))
+    rows = list(
+        session.scalars(query.order_by(Assessment.created_at.desc(), Assessment.id.desc()).offset(offset).limit(count))
+    )
     return Page([provenance_resource(session, settings, a) for a in rows], total, offset, count)
-

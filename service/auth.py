@@ -54,8 +54,15 @@ SCOPE_PATTERN = re.compile(r"^(system|user|patient)/([A-Za-z]+|\*)\.(read|write|
 class AuthError(Exception):
     """A request that is not authenticated (401) or not authorised (403)."""
 
-    def __init__(self, status: int, reason: str, *, error: str = "invalid_token", agent: str | None = None,
-                 scope: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        error: str = "invalid_token",
+        agent: str | None = None,
+        scope: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -155,11 +162,19 @@ def _signing_key(token: str, header: Mapping[str, Any], jwks_url: str):
     return keys[0]
 
 
-def _decode(token: str, key: Any, algorithms: Iterable[str], *, audience: str, issuer: str,
-            required: list[str]) -> dict[str, Any]:
+def _decode(
+    token: str, key: Any, algorithms: Iterable[str], *, audience: str, issuer: str, required: list[str]
+) -> dict[str, Any]:
     try:
-        return jwt.decode(token, key, algorithms=list(algorithms), audience=audience, issuer=issuer,
-                          leeway=LEEWAY_SECONDS, options={"require": required})
+        return jwt.decode(
+            token,
+            key,
+            algorithms=list(algorithms),
+            audience=audience,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": required},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise AuthError(401, "token expired") from exc
     except jwt.InvalidAudienceError as exc:
@@ -288,15 +303,28 @@ def verify_access_token(settings: Settings, token: str) -> Principal:
     if header["alg"] not in settings.api_jwt_algorithms:
         raise AuthError(401, "token signature algorithm not accepted")
     key = _signing_key(token, header, settings.api_jwks_url or "")
-    claims = _decode(token, key, [header["alg"]], audience=api_audience(settings), issuer=settings.api_jwt_issuer or "",
-                     required=["exp", "iss", "aud"])
+    claims = _decode(
+        token,
+        key,
+        [header["alg"]],
+        audience=api_audience(settings),
+        issuer=settings.api_jwt_issuer or "",
+        required=["exp", "iss", "aud"],
+    )
     subject = str(claims.get("client_id") or claims.get("azp") or claims.get("sub") or "unknown")
-    return Principal(agent=f"jwt:{subject}"[:255], method="jwt", scopes=token_scopes(claims),
-                     issuer=str(claims.get("iss")), subject=subject, claims=claims)
+    return Principal(
+        agent=f"jwt:{subject}"[:255],
+        method="jwt",
+        scopes=token_scopes(claims),
+        issuer=str(claims.get("iss")),
+        subject=subject,
+        claims=claims,
+    )
 
 
-def authenticate(settings: Settings, api_token: str, *, token: str | None, method: str, path: str,
-                 body_loader=None) -> Principal:
+def authenticate(
+    settings: Settings, api_token: str, *, token: str | None, method: str, path: str, body_loader=None
+) -> Principal:
     """Authenticate and authorise one request to /fhir, /api or /ui; ``AuthError`` when refused.
 
     ``body_loader`` returns the parsed JSON body; it is called only for a Bundle POSTed to /fhir with a JWT,
@@ -311,8 +339,13 @@ def authenticate(settings: Settings, api_token: str, *, token: str | None, metho
         missing = authorise(principal.scopes, required_access(method, path, body))
         if missing:
             wanted = " ".join(f"system/{a.resource_type}.{a.interaction}" for a in missing)
-            raise AuthError(403, "the token's scopes do not cover this request", error="insufficient_scope",
-                            agent=principal.agent, scope=wanted)
+            raise AuthError(
+                403,
+                "the token's scopes do not cover this request",
+                error="insufficient_scope",
+                agent=principal.agent,
+                scope=wanted,
+            )
         return principal
     if "token" in settings.api_auth and hmac.compare_digest(token.encode(), api_token.encode()):
         return Principal(agent="api-token", method="api-token", scopes=frozenset({"system/*.*"}))
@@ -374,8 +407,9 @@ def verify_cds_jwt(settings: Settings, token: str | None, endpoint_url: str) -> 
             last_error = exc
     if key is None:
         raise last_error or AuthError(401, "unknown signing key")
-    claims = _decode(token, key, [header["alg"]], audience=endpoint_url, issuer=issuer,
-                     required=["iss", "aud", "exp", "iat", "jti"])
+    claims = _decode(
+        token, key, [header["alg"]], audience=endpoint_url, issuer=issuer, required=["iss", "aud", "exp", "iat", "jti"]
+    )
     if not isinstance(claims["jti"], str) or not claims["jti"].strip():
         raise AuthError(401, "the token lacks a jti")
     now = time.time()

@@ -1,10 +1,10 @@
 """``immunorad`` — the one console command (contract §1).
 
-    immunorad serve [--demo]      all roles in one process group (HTTP API, DICOM listener, worker)
-    immunorad api | dicom | worker one role each, for scaling out
-    immunorad migrate             apply database migrations
-    immunorad demo [--url URL]    send the synthetic cohort through the real interfaces
-    immunorad reassess [--patient ID | --all]
+immunorad serve [--demo]      all roles in one process group (HTTP API, DICOM listener, worker)
+immunorad api | dicom | worker one role each, for scaling out
+immunorad migrate             apply database migrations
+immunorad demo [--url URL]    send the synthetic cohort through the real interfaces
+immunorad reassess [--patient ID | --all]
 """
 
 from __future__ import annotations
@@ -79,18 +79,30 @@ def cmd_dicom(settings: Settings, _args) -> int:
     from service.dicom_ingest import DicomIngest
 
     db = Database(settings.database_url, pool_size=10)
-    config = ListenerConfig(ae_title=settings.ae_title, host=settings.dicom_host, port=settings.dicom_port,
-                            allowed_calling_aets=settings.allowed_calling_aets, tls_cert=settings.dicom_tls_cert,
-                            tls_key=settings.dicom_tls_key, tls_ca=settings.dicom_tls_ca)
+    config = ListenerConfig(
+        ae_title=settings.ae_title,
+        host=settings.dicom_host,
+        port=settings.dicom_port,
+        allowed_calling_aets=settings.allowed_calling_aets,
+        tls_cert=settings.dicom_tls_cert,
+        tls_key=settings.dicom_tls_key,
+        tls_ca=settings.dicom_tls_ca,
+    )
     server = start_listener(config, DicomIngest(db, settings))
-    logger.info("DICOM listener started", extra={"fields": {"port": settings.dicom_port, "ae": settings.ae_title,
-                                                            "tls": bool(settings.dicom_tls_cert)}})
+    logger.info(
+        "DICOM listener started",
+        extra={"fields": {"port": settings.dicom_port, "ae": settings.ae_title, "tls": bool(settings.dicom_tls_cert)}},
+    )
     role_http = None
     if settings.role_http_port:
         from service.role_http import start_role_http
 
-        role_http = start_role_http(settings.dicom_host if settings.dicom_host != "127.0.0.1" else "0.0.0.0",
-                                    settings.role_http_port, db, lambda: {"database": db.ping(), "dicom-listener": True})
+        role_http = start_role_http(
+            settings.dicom_host if settings.dicom_host != "127.0.0.1" else "0.0.0.0",
+            settings.role_http_port,
+            db,
+            lambda: {"database": db.ping(), "dicom-listener": True},
+        )
     stop = _stop_on_signals()
     stop.wait()
     server.shutdown()
@@ -151,13 +163,21 @@ def cmd_serve(settings: Settings, args) -> int:
             from service.demo import run_demo
 
             try:
-                run_demo(base_url=f"http://{settings.http_host}:{settings.http_port}", token=token,
-                         dicom_host=settings.dicom_host, dicom_port=settings.dicom_port, ae_title=settings.ae_title)
+                run_demo(
+                    base_url=f"http://{settings.http_host}:{settings.http_port}",
+                    token=token,
+                    dicom_host=settings.dicom_host,
+                    dicom_port=settings.dicom_port,
+                    ae_title=settings.ae_title,
+                )
             except Exception:  # noqa: BLE001 - the service keeps running even if the demo could not be sent
                 logger.exception("demo cohort could not be sent")
-    print(f"immunorad is serving: HTTP {base} (FHIR {base}/fhir, pages {base}/ui), "
-          f"DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}. "
-          f"API token in {settings.api_token_file if not settings.api_token else 'IMMUNORAD_API_TOKEN'}.", flush=True)
+    print(
+        f"immunorad is serving: HTTP {base} (FHIR {base}/fhir, pages {base}/ui), "
+        f"DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}. "
+        f"API token in {settings.api_token_file if not settings.api_token else 'IMMUNORAD_API_TOKEN'}.",
+        flush=True,
+    )
     restarts: dict[str, float] = {}
     while not stop.is_set():
         for role, child in list(children.items()):
@@ -183,8 +203,13 @@ def cmd_demo(settings: Settings, args) -> int:
 
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
     token = args.token or ensure_api_token(settings)
-    run_demo(base_url=url, token=token, dicom_host=args.dicom_host or settings.dicom_host,
-             dicom_port=args.dicom_port or settings.dicom_port, ae_title=settings.ae_title)
+    run_demo(
+        base_url=url,
+        token=token,
+        dicom_host=args.dicom_host or settings.dicom_host,
+        dicom_port=args.dicom_port or settings.dicom_port,
+        ae_title=settings.ae_title,
+    )
     return 0
 
 
@@ -195,12 +220,18 @@ def cmd_reassess(settings: Settings, args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="immunorad", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="immunorad", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="all roles (HTTP API, DICOM listener, worker) on this machine")
     serve.add_argument("--demo", action="store_true", help="send the synthetic demo cohort once the service is up")
-    for name, text in (("api", "the HTTP API under gunicorn"), ("dicom", "the DICOM C-STORE listener"),
-                       ("worker", "the evaluation worker and EHR outbox"), ("migrate", "apply database migrations")):
+    for name, text in (
+        ("api", "the HTTP API under gunicorn"),
+        ("dicom", "the DICOM C-STORE listener"),
+        ("worker", "the evaluation worker and EHR outbox"),
+        ("migrate", "apply database migrations"),
+    ):
         sub.add_parser(name, help=text)
     demo = sub.add_parser("demo", help="send the synthetic cohort to a running service")
     demo.add_argument("--url", help="base URL of the service's HTTP API (default from the environment)")
@@ -216,8 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     _setup(settings)
-    handlers = {"migrate": cmd_migrate, "api": cmd_api, "dicom": cmd_dicom, "worker": cmd_worker, "serve": cmd_serve,
-                "demo": cmd_demo, "reassess": cmd_reassess}
+    handlers = {
+        "migrate": cmd_migrate,
+        "api": cmd_api,
+        "dicom": cmd_dicom,
+        "worker": cmd_worker,
+        "serve": cmd_serve,
+        "demo": cmd_demo,
+        "reassess": cmd_reassess,
+    }
     return handlers[args.command](settings, args) or 0
 
 

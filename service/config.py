@@ -171,7 +171,9 @@ def load_settings() -> Settings:
         dicom_host=_env("IMMUNORAD_DICOM_HOST", "127.0.0.1"),
         dicom_port=_int("IMMUNORAD_DICOM_PORT", 11112),
         ae_title=_env("IMMUNORAD_AE_TITLE", "IMMUNORAD"),
-        allowed_calling_aets=tuple(a.strip() for a in (_env("IMMUNORAD_ALLOWED_CALLING_AETS", "") or "").split(",") if a.strip()),
+        allowed_calling_aets=tuple(
+            a.strip() for a in (_env("IMMUNORAD_ALLOWED_CALLING_AETS", "") or "").split(",") if a.strip()
+        ),
         dicom_tls_cert=_env("IMMUNORAD_DICOM_TLS_CERT"),
         dicom_tls_key=_env("IMMUNORAD_DICOM_TLS_KEY"),
         dicom_tls_ca=_env("IMMUNORAD_DICOM_TLS_CA"),

@@ -30,7 +30,16 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from fhir_mappings.inbound import LAB_CODES, LOINC, RADIOTHERAPY, SNOMED, ClinicalRecord, MappingError, PatientRecord, map_resource
+from fhir_mappings.inbound import (
+    LAB_CODES,
+    LOINC,
+    RADIOTHERAPY,
+    SNOMED,
+    ClinicalRecord,
+    MappingError,
+    PatientRecord,
+    map_resource,
+)
 from service.config import Settings
 from service.ehr_client import DeliveryError, EhrClient
 from service.logs import pseudonym
@@ -67,15 +76,28 @@ def _queries(settings: Settings, ehr_patient_id: str) -> list[tuple[str, dict[st
 
 def has_posted_therapy(session: Session, patient_id: str) -> bool:
     """A therapy line that reached us other than by a pull (posted FHIR resources): then we do not pull."""
-    return session.scalars(select(ClinicalFact.id).where(ClinicalFact.patient_id == patient_id,
-                                                         ClinicalFact.kind == "therapy-line",
-                                                         ClinicalFact.origin != ORIGIN).limit(1)).first() is not None
+    return (
+        session.scalars(
+            select(ClinicalFact.id)
+            .where(
+                ClinicalFact.patient_id == patient_id,
+                ClinicalFact.kind == "therapy-line",
+                ClinicalFact.origin != ORIGIN,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def pulled_recently(session: Session, settings: Settings, patient_id: str) -> bool:
     since = utcnow() - dt.timedelta(seconds=settings.ehr_pull_interval_seconds)
-    return session.scalars(select(Job.id).where(Job.kind == JOB_KIND, Job.patient_id == patient_id,
-                                                Job.created_at >= since).limit(1)).first() is not None
+    return (
+        session.scalars(
+            select(Job.id).where(Job.kind == JOB_KIND, Job.patient_id == patient_id, Job.created_at >= since).limit(1)
+        ).first()
+        is not None
+    )
 
 
 def needs_pull(session: Session, settings: Settings, patient: Patient, trigger: str = "") -> bool:
@@ -88,12 +110,19 @@ def needs_pull(session: Session, settings: Settings, patient: Patient, trigger: 
     return not has_posted_therapy(session, patient.id) and not pulled_recently(session, settings, patient.id)
 
 
-def request_pull(session: Session, patient: Patient, *, trigger: str, attempt: int = 0,
-                 run_after: dt.datetime | None = None) -> None:
+def request_pull(
+    session: Session, patient: Patient, *, trigger: str, attempt: int = 0, run_after: dt.datetime | None = None
+) -> None:
     # A retry gets its own dedupe key: the failing job is still "queued" (under its key) until it commits.
     key = f"{JOB_KIND}:{patient.id}" + (f":retry{attempt}" if attempt else "")
-    enqueue(session, JOB_KIND, key, patient_id=patient.id, run_after=run_after,
-            payload={"trigger": trigger, "attempt": attempt})
+    enqueue(
+        session,
+        JOB_KIND,
+        key,
+        patient_id=patient.id,
+        run_after=run_after,
+        payload={"trigger": trigger, "attempt": attempt},
+    )
 
 
 @dataclass
@@ -128,8 +157,11 @@ def _search(client: EhrClient, kind: str, params: dict[str, str]) -> list[dict[s
 def fetch_context(client: EhrClient, settings: Settings, mrn: str) -> PulledContext:
     """The EHR's resources for the patient with this MRN (``DeliveryError`` when the EHR cannot be read)."""
     deadline = _Deadline(PULL_DEADLINE_SECONDS)
-    matches = [p for p in _search(client, "Patient", {"identifier": f"{settings.patient_id_system}|{mrn}"})
-               if p.get("resourceType") == "Patient" and p.get("id")]
+    matches = [
+        p
+        for p in _search(client, "Patient", {"identifier": f"{settings.patient_id_system}|{mrn}"})
+        if p.get("resourceType") == "Patient" and p.get("id")
+    ]
     if len(matches) != 1:
         return PulledContext(found=False, counts={"Patient": len(matches)})
     ehr_patient = matches[0]
@@ -147,7 +179,9 @@ def _fact_rows(settings: Settings, client_base: str, pulled: PulledContext) -> t
     unusable = 0
     for resource in pulled.resources:
         try:
-            record = map_resource(resource, canonical=settings.fhir_canonical, patient_id_system=settings.patient_id_system)
+            record = map_resource(
+                resource, canonical=settings.fhir_canonical, patient_id_system=settings.patient_id_system
+            )
         except MappingError:
             unusable += 1
             continue
@@ -155,27 +189,41 @@ def _fact_rows(settings: Settings, client_base: str, pulled: PulledContext) -> t
             continue
         meta = resource.get("meta") or {}
         payload = dict(record.payload)
-        payload["ehr_source"] = {"server": client_base, "reference": f"{resource['resourceType']}/{resource['id']}",
-                                 "versionId": meta.get("versionId"), "lastUpdated": meta.get("lastUpdated")}
+        payload["ehr_source"] = {
+            "server": client_base,
+            "reference": f"{resource['resourceType']}/{resource['id']}",
+            "versionId": meta.get("versionId"),
+            "lastUpdated": meta.get("lastUpdated"),
+        }
         wanted[(source_ref(resource), record.kind)] = (record.effective_date, payload)
     return wanted, unusable
 
 
-def apply_context(session: Session, settings: Settings, patient: Patient, pulled: PulledContext,
-                  client_base: str) -> dict[str, int]:
+def apply_context(
+    session: Session, settings: Settings, patient: Patient, pulled: PulledContext, client_base: str
+) -> dict[str, int]:
     """Replace the patient's ``ehr-pull`` facts by what was pulled; fill demographics we do not have."""
     changes = {"added": 0, "changed": 0, "removed": 0, "unusable": 0, "demographics": 0}
     if pulled.patient is not None:
-        record = map_resource(pulled.patient, canonical=settings.fhir_canonical, patient_id_system=settings.patient_id_system)
+        record = map_resource(
+            pulled.patient, canonical=settings.fhir_canonical, patient_id_system=settings.patient_id_system
+        )
         if isinstance(record, PatientRecord):
-            for attribute, value in (("birth_date", record.birth_date), ("sex", record.sex),
-                                     ("deceased_date", record.deceased_date)):
+            for attribute, value in (
+                ("birth_date", record.birth_date),
+                ("sex", record.sex),
+                ("deceased_date", record.deceased_date),
+            ):
                 if value is not None and getattr(patient, attribute) is None:
                     setattr(patient, attribute, value)
                     changes["demographics"] += 1
     wanted, changes["unusable"] = _fact_rows(settings, client_base, pulled) if pulled.found else ({}, 0)
-    existing = {(f.source_ref, f.kind): f for f in session.scalars(
-        select(ClinicalFact).where(ClinicalFact.patient_id == patient.id, ClinicalFact.origin == ORIGIN))}
+    existing = {
+        (f.source_ref, f.kind): f
+        for f in session.scalars(
+            select(ClinicalFact).where(ClinicalFact.patient_id == patient.id, ClinicalFact.origin == ORIGIN)
+        )
+    }
     for key, fact in existing.items():
         if key not in wanted:
             session.execute(delete(ClinicalFact).where(ClinicalFact.id == fact.id))
@@ -185,8 +233,16 @@ def apply_context(session: Session, settings: Settings, patient: Patient, pulled
         if fact is None:
             # A resource that reached us before under the same reference (another patient's) cannot collide:
             # the reference carries the EHR's resource id.
-            session.add(ClinicalFact(patient_id=patient.id, kind=key[1], effective_date=effective, payload=payload,
-                                     source_ref=key[0], origin=ORIGIN))
+            session.add(
+                ClinicalFact(
+                    patient_id=patient.id,
+                    kind=key[1],
+                    effective_date=effective,
+                    payload=payload,
+                    source_ref=key[0],
+                    origin=ORIGIN,
+                )
+            )
             changes["added"] += 1
         elif fact.effective_date != effective or fact.payload != payload:
             fact.effective_date, fact.payload = effective, payload
@@ -195,8 +251,9 @@ def apply_context(session: Session, settings: Settings, patient: Patient, pulled
     return changes
 
 
-def run_pull(session: Session, settings: Settings, client: EhrClient | None, patient: Patient, *,
-             trigger: str, attempt: int = 0) -> dict[str, int] | None:
+def run_pull(
+    session: Session, settings: Settings, client: EhrClient | None, patient: Patient, *, trigger: str, attempt: int = 0
+) -> dict[str, int] | None:
     """The ``pull-context`` job: fetch, cache, audit, then (always) queue the patient's evaluation.
 
     A failure is audited and retried later with backoff; the evaluation goes ahead meanwhile.
@@ -207,21 +264,47 @@ def run_pull(session: Session, settings: Settings, client: EhrClient | None, pat
     try:
         pulled = fetch_context(client, settings, patient.mrn)
     except DeliveryError as exc:
-        audit(session, action="C", kind="ehr-pull", source="worker", outcome="8", entity_type="Patient",
-              entity_ref=patient.id, patient_id=patient.id,
-              detail={"error": str(exc)[:120], "status": exc.status, "attempt": attempt + 1, "trigger": trigger})
-        logger.warning("EHR context pull failed", extra={"fields": {"patient": pseudonym(patient.id),
-                                                                    "status": exc.status, "attempt": attempt + 1}})
+        audit(
+            session,
+            action="C",
+            kind="ehr-pull",
+            source="worker",
+            outcome="8",
+            entity_type="Patient",
+            entity_ref=patient.id,
+            patient_id=patient.id,
+            detail={"error": str(exc)[:120], "status": exc.status, "attempt": attempt + 1, "trigger": trigger},
+        )
+        logger.warning(
+            "EHR context pull failed",
+            extra={"fields": {"patient": pseudonym(patient.id), "status": exc.status, "attempt": attempt + 1}},
+        )
         if attempt + 1 < MAX_ATTEMPTS:
-            retry_at = utcnow() + dt.timedelta(seconds=RETRY_BASE_SECONDS * 2 ** attempt)
+            retry_at = utcnow() + dt.timedelta(seconds=RETRY_BASE_SECONDS * 2**attempt)
             request_pull(session, patient, trigger=trigger, attempt=attempt + 1, run_after=retry_at)
         evaluate_soon(session, patient.id, "ehr-context-failed")
         return None
     changes = apply_context(session, settings, patient, pulled, client.base)
-    audit(session, action="C", kind="ehr-pull", source="worker", outcome="0" if pulled.found else "4",
-          entity_type="Patient", entity_ref=patient.id, patient_id=patient.id,
-          detail={"found": pulled.found, "resources": pulled.counts, **changes, "trigger": trigger})
-    logger.info("EHR context pulled", extra={"fields": {"patient": pseudonym(patient.id), "found": pulled.found,
-                                                        **{k: v for k, v in changes.items() if v}}})
+    audit(
+        session,
+        action="C",
+        kind="ehr-pull",
+        source="worker",
+        outcome="0" if pulled.found else "4",
+        entity_type="Patient",
+        entity_ref=patient.id,
+        patient_id=patient.id,
+        detail={"found": pulled.found, "resources": pulled.counts, **changes, "trigger": trigger},
+    )
+    logger.info(
+        "EHR context pulled",
+        extra={
+            "fields": {
+                "patient": pseudonym(patient.id),
+                "found": pulled.found,
+                **{k: v for k, v in changes.items() if v},
+            }
+        },
+    )
     evaluate_soon(session, patient.id, "ehr-context")
     return changes

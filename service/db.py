@@ -38,8 +38,9 @@ def is_database_unavailable(exc: BaseException) -> bool:
     timeout (an ``OperationalError`` too), or a statement on a transaction whose connection had died
     (``PendingRollbackError``). Constraint violations and bad data are the caller's fault and stay what they are.
     """
-    if isinstance(exc, (DatabaseUnavailable, OperationalError, InterfaceError,
-                        psycopg.OperationalError, psycopg.InterfaceError)):
+    if isinstance(
+        exc, (DatabaseUnavailable, OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+    ):
         return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated
@@ -93,8 +94,14 @@ class Database:
             def _begin_immediate(conn):  # noqa: ANN001
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True,
-                                        pool_recycle=300, connect_args={"connect_timeout": 5})
+            self.engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=10,
+                pool_pre_ping=True,
+                pool_recycle=300,
+                connect_args={"connect_timeout": 5},
+            )
             self.write_engine = self.engine
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)

@@ -79,16 +79,24 @@ class DicomIngest:
             # The parsers check what they extract; this catches what they missed (a value the database refuses:
             # too long, a NUL character, a number out of range). The transaction was rolled back: nothing stored.
             logger.warning("instance refused by the database", extra={"fields": {"error": type(exc.orig).__name__}})
-            raise StoreRejected(STATUS_CANNOT_UNDERSTAND, "a value of the data set cannot be stored "
-                                f"({type(exc.orig).__name__})") from exc
+            raise StoreRejected(
+                STATUS_CANNOT_UNDERSTAND, f"a value of the data set cannot be stored ({type(exc.orig).__name__})"
+            ) from exc
         except IntegrityError as exc:
             raise StorageUnavailable("concurrent update conflict") from exc
         finally:
             seconds = time.monotonic() - started
             if seconds > SLOW_STORE_SECONDS:
-                logger.warning("slow C-STORE storage", extra={"fields": {
-                    "seconds": round(seconds, 1), "attempts": attempts,
-                    "kind": "sr" if header.sop_class_uid in TID1500_SR_CLASSES else "image"}})
+                logger.warning(
+                    "slow C-STORE storage",
+                    extra={
+                        "fields": {
+                            "seconds": round(seconds, 1),
+                            "attempts": attempts,
+                            "kind": "sr" if header.sop_class_uid in TID1500_SR_CLASSES else "image",
+                        }
+                    },
+                )
 
     # -- the transaction ------------------------------------------------------------------------------
     def _store(self, received: ReceivedInstance, ds: Dataset, header: InstanceHeader) -> None:
@@ -99,9 +107,19 @@ class DicomIngest:
                 # Answer 0xA700 (retry) before the sender's own timeout aborts the association (Settings).
                 wait_ms = max(1, int(self.settings.dicom_lock_wait_seconds * 1000))
                 session.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
-            if session.scalars(select(Instance.id).where(Instance.sop_uid == header.sop_instance_uid)).first() is not None:
-                audit(session, action="C", kind="dicom-store-duplicate", source="dicom", agent=received.calling_ae,
-                      entity_type="Instance", entity_ref=pseudonym(header.sop_instance_uid))
+            if (
+                session.scalars(select(Instance.id).where(Instance.sop_uid == header.sop_instance_uid)).first()
+                is not None
+            ):
+                audit(
+                    session,
+                    action="C",
+                    kind="dicom-store-duplicate",
+                    source="dicom",
+                    agent=received.calling_ae,
+                    entity_type="Instance",
+                    entity_ref=pseudonym(header.sop_instance_uid),
+                )
                 return
             study = study_by_uid(session, header.study_instance_uid)
             if is_sr:
@@ -121,10 +139,15 @@ class DicomIngest:
                 raise StoreRejected(0xA900, "the study already belongs to another patient")
             linked = link_study(session, study, patient) if patient is not None else False
             instance = Instance(
-                sop_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid, study_id=study.id,
-                series_uid=header.series_instance_uid, modality=header.modality,
-                transfer_syntax=received.transfer_syntax, kind="sr" if is_sr else "image",
-                calling_ae=received.calling_ae, size_bytes=len(received.encoded),
+                sop_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                study_id=study.id,
+                series_uid=header.series_instance_uid,
+                modality=header.modality,
+                transfer_syntax=received.transfer_syntax,
+                kind="sr" if is_sr else "image",
+                calling_ae=received.calling_ae,
+                size_bytes=len(received.encoded),
                 content=received.encoded if is_sr else None,
                 header=self._instance_header(header),
                 parse_notes=list(parsed.notes) if parsed else [],
@@ -142,14 +165,36 @@ class DicomIngest:
             if owner is not None and (rows or linked):
                 evaluate_soon(session, owner, "dicom-sr" if rows else "study-linked")
             if not is_sr:
-                enqueue(session, "settle", f"settle:{study.id}", study_id=study.id,
-                        run_after=utcnow() + dt.timedelta(seconds=self.settings.study_settle_seconds), postpone=True)
-            audit(session, action="C", kind="dicom-store", source="dicom", agent=received.calling_ae,
-                  entity_type="Instance", entity_ref=pseudonym(header.sop_instance_uid), patient_id=owner,
-                  detail={"kind": instance.kind, "modality": header.modality, "groups": len(rows)})
-        logger.info("instance stored", extra={"fields": {
-            "kind": "sr" if is_sr else "image", "study": pseudonym(header.study_instance_uid),
-            "patient": pseudonym(patient_id_value) if patient_id_value else None, "groups": len(parsed.groups) if parsed else 0}})
+                enqueue(
+                    session,
+                    "settle",
+                    f"settle:{study.id}",
+                    study_id=study.id,
+                    run_after=utcnow() + dt.timedelta(seconds=self.settings.study_settle_seconds),
+                    postpone=True,
+                )
+            audit(
+                session,
+                action="C",
+                kind="dicom-store",
+                source="dicom",
+                agent=received.calling_ae,
+                entity_type="Instance",
+                entity_ref=pseudonym(header.sop_instance_uid),
+                patient_id=owner,
+                detail={"kind": instance.kind, "modality": header.modality, "groups": len(rows)},
+            )
+        logger.info(
+            "instance stored",
+            extra={
+                "fields": {
+                    "kind": "sr" if is_sr else "image",
+                    "study": pseudonym(header.study_instance_uid),
+                    "patient": pseudonym(patient_id_value) if patient_id_value else None,
+                    "groups": len(parsed.groups) if parsed else 0,
+                }
+            },
+        )
 
     def _parse_sr(self, session, ds: Dataset, header: InstanceHeader) -> ParsedReport:
         references = self._referenced_images(session, ds)
@@ -169,7 +214,9 @@ class DicomIngest:
         if not uids:
             return {}
         found = {}
-        for sop_uid, header in session.execute(select(Instance.sop_uid, Instance.header).where(Instance.sop_uid.in_(uids))):
+        for sop_uid, header in session.execute(
+            select(Instance.sop_uid, Instance.header).where(Instance.sop_uid.in_(uids))
+        ):
             spacing = (header or {}).get("pixel_spacing_mm")
             if spacing:
                 image = Dataset()
@@ -230,7 +277,9 @@ TUMOUR_FINDINGS = {None, "52988006", "4147007", "108369006", "27925004", "126040
 
 
 def _role(group: ParsedGroup) -> str | None:
-    return {"target": "target", "non-target": "non-target", "non-lesion": "non-lesion"}.get(group.baseline_category or "")
+    return {"target": "target", "non-target": "non-target", "non-lesion": "non-lesion"}.get(
+        group.baseline_category or ""
+    )
 
 
 def measurement_from_group(group: ParsedGroup, index: int, parsed: ParsedReport, study: Study) -> Measurement:

@@ -48,7 +48,9 @@ class EhrClient:
     def post_bundle(self, bundle: dict[str, Any]) -> int:
         """POST one transaction Bundle to the base; the status code on success, ``DeliveryError`` otherwise."""
         try:
-            response = self.session.post(self.base, data=json.dumps(bundle), headers=self._headers(), timeout=self.timeout)
+            response = self.session.post(
+                self.base, data=json.dumps(bundle), headers=self._headers(), timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise DeliveryError(f"EHR unreachable: {type(exc).__name__}") from exc
         if response.status_code == 401 and self._smart is not None:
@@ -73,8 +75,11 @@ class EhrClient:
             if response.status_code != 200:
                 raise DeliveryError(f"EHR search answered {response.status_code}", response.status_code)
             bundle = response.json()
-            resources += [e["resource"] for e in bundle.get("entry", []) if "resource" in e
-                          and (e.get("search") or {}).get("mode", "match") == "match"]
+            resources += [
+                e["resource"]
+                for e in bundle.get("entry", [])
+                if "resource" in e and (e.get("search") or {}).get("mode", "match") == "match"
+            ]
             url = next((l["url"] for l in bundle.get("link", []) if l.get("relation") == "next"), None)
             query = None
             pages += 1

@@ -66,6 +66,7 @@ def _strip_volatile(resource: Mapping[str, Any]) -> dict[str, Any]:
 
 def summarise_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What changed between two stored assessment results, per criterion and timepoint (for audits)."""
+
     def index(result: Mapping[str, Any] | None) -> dict[tuple[str, str], str]:
         out: dict[tuple[str, str], str] = {}
         for criterion in (result or {}).get("criteria", []):
@@ -83,8 +84,15 @@ def summarise_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]
         if old.get(key) != new.get(key):
             changes.append({"what": key[0], "when": key[1], "before": old.get(key), "after": new.get(key)})
     if before is not None and before.get("rulebase_version") != after.get("rulebase_version"):
-        changes.insert(0, {"what": "rule-base", "when": None, "before": before.get("rulebase_version"),
-                           "after": after.get("rulebase_version")})
+        changes.insert(
+            0,
+            {
+                "what": "rule-base",
+                "when": None,
+                "before": before.get("rulebase_version"),
+                "after": after.get("rulebase_version"),
+            },
+        )
     return changes
 
 
@@ -101,8 +109,9 @@ def _finding_from_json(data: Mapping[str, Any]) -> Finding:
     return Finding(**{f.name: values[f.name] for f in dataclasses.fields(Finding) if f.name in values})
 
 
-def sync_alerts(session: Session, patient: Patient, findings: tuple[Finding, ...],
-                latest_scan: dt.date | None = None) -> tuple[list[AlertState], int]:
+def sync_alerts(
+    session: Session, patient: Patient, findings: tuple[Finding, ...], latest_scan: dt.date | None = None
+) -> tuple[list[AlertState], int]:
     """Alert lifecycle: raise new ones, keep existing ones (no duplicates), resolve those no longer found.
 
     An alert resolved by a new scan ends on that scan's date (``latest_scan``). ``entered-in-error`` is a human
@@ -116,10 +125,21 @@ def sync_alerts(session: Session, patient: Patient, findings: tuple[Finding, ...
         data = to_jsonable(finding)
         alert = existing.get(identifier)
         if alert is None:
-            alert = Alert(patient_id=patient.id, identifier=identifier, code=finding.code, key=finding.key,
-                          status="active", severity=finding.severity, scan_date=finding.scan_date,
-                          first_raised=finding.scan_date, summary=finding.summary, detail=finding.detail,
-                          rule=finding.rule, source=finding.source, finding=data)
+            alert = Alert(
+                patient_id=patient.id,
+                identifier=identifier,
+                code=finding.code,
+                key=finding.key,
+                status="active",
+                severity=finding.severity,
+                scan_date=finding.scan_date,
+                first_raised=finding.scan_date,
+                summary=finding.summary,
+                detail=finding.detail,
+                rule=finding.rule,
+                source=finding.source,
+                finding=data,
+            )
             session.add(alert)
             existing[identifier] = alert
             changed += 1
@@ -147,8 +167,14 @@ def sync_alerts(session: Session, patient: Patient, findings: tuple[Finding, ...
 def alert_state(alert: Alert) -> AlertState:
     resolved_on = (alert.finding or {}).get("resolved_on")
     ended = dt.date.fromisoformat(resolved_on) if alert.status == "inactive" and resolved_on else None
-    return AlertState(finding=_finding_from_json(alert.finding), identifier=alert.identifier, status=alert.status,
-                      first_raised=alert.first_raised, report_date=alert.scan_date, ended=ended)
+    return AlertState(
+        finding=_finding_from_json(alert.finding),
+        identifier=alert.identifier,
+        status=alert.status,
+        first_raised=alert.first_raised,
+        report_date=alert.scan_date,
+        ended=ended,
+    )
 
 
 def first_input_times(session: Session, patient: Patient) -> dict[dt.date, dt.datetime]:
@@ -156,59 +182,108 @@ def first_input_times(session: Session, patient: Patient) -> dict[dt.date, dt.da
     times: dict[dt.date, dt.datetime] = {}
     rows = session.execute(
         select(func.coalesce(Measurement.scan_date, Study.study_date), func.min(Measurement.received_at))
-        .select_from(Measurement).outerjoin(Study, Study.id == Measurement.study_id)
+        .select_from(Measurement)
+        .outerjoin(Study, Study.id == Measurement.study_id)
         .where(Measurement.patient_id == patient.id)
-        .group_by(func.coalesce(Measurement.scan_date, Study.study_date)))
+        .group_by(func.coalesce(Measurement.scan_date, Study.study_date))
+    )
     for day, first in rows:
         if day is not None and first is not None:
             times[day] = first
-    rows = session.execute(select(Study.study_date, func.min(Instance.received_at)).join(Instance, Instance.study_id == Study.id)
-                           .where(Study.patient_id == patient.id).group_by(Study.study_date))
+    rows = session.execute(
+        select(Study.study_date, func.min(Instance.received_at))
+        .join(Instance, Instance.study_id == Study.id)
+        .where(Study.patient_id == patient.id)
+        .group_by(Study.study_date)
+    )
     for day, first in rows:
         if day is not None and first is not None:
             times[day] = min(times.get(day, first), first)
     return times
 
 
-def evaluate_and_publish(session: Session, settings: Settings, patient: Patient, *, trigger: str, force: bool = False) -> EvaluationOutcome:
-    facts = load_facts(session, patient, settle_seconds=settings.study_settle_seconds,
-                       default_cancer_type=settings.default_cancer_type)
+def evaluate_and_publish(
+    session: Session, settings: Settings, patient: Patient, *, trigger: str, force: bool = False
+) -> EvaluationOutcome:
+    facts = load_facts(
+        session, patient, settle_seconds=settings.study_settle_seconds, default_cancer_type=settings.default_cancer_type
+    )
     overrides = settings.rule_overrides
     canonical_memo: dict = {}
     digest = inputs_hash(facts, overrides, canonical_memo)
     version_of_rules = rulebase().version
-    last = session.scalars(select(Assessment).where(Assessment.patient_id == patient.id)
-                           .order_by(Assessment.version.desc()).limit(1)).first()
+    last = session.scalars(
+        select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version.desc()).limit(1)
+    ).first()
     if last is not None and not force and last.inputs_hash == digest and last.rulebase_version == version_of_rules:
         return EvaluationOutcome(patient.id, None, [], 0, 0)
 
     assessment = evaluate_patient(facts, overrides)
     result = to_jsonable(assessment)
     changes = summarise_changes(last.result if last else None, result)
-    record = Assessment(patient_id=patient.id, version=(last.version + 1) if last else 1, inputs_hash=digest,
-                        rulebase_version=version_of_rules, trigger=trigger, result=result, changes=changes)
+    record = Assessment(
+        patient_id=patient.id,
+        version=(last.version + 1) if last else 1,
+        inputs_hash=digest,
+        rulebase_version=version_of_rules,
+        trigger=trigger,
+        result=result,
+        changes=changes,
+    )
     session.add(record)
     session.flush()
     latest_scan = max([s.scan_date for s in facts.scans] + [m.scan_date for m in facts.measurements], default=None)
     states, alerts_changed = sync_alerts(session, patient, assessment.findings, latest_scan)
     issued = publish_reports(session, settings, patient, facts, assessment, states, record, canonical_memo)
-    audit(session, action="E", kind="evaluation", source="worker", entity_type="Assessment",
-          entity_ref=f"{record.version}", patient_id=patient.id,
-          detail={"trigger": trigger, "rulebase": version_of_rules, "inputs_hash": digest,
-                  "reports_issued": issued, "changes": len(changes)})
-    logger.info("patient evaluated", extra={"fields": {"patient": pseudonym(patient.id), "version": record.version,
-                                                        "reports": issued, "changes": len(changes)}})
+    audit(
+        session,
+        action="E",
+        kind="evaluation",
+        source="worker",
+        entity_type="Assessment",
+        entity_ref=f"{record.version}",
+        patient_id=patient.id,
+        detail={
+            "trigger": trigger,
+            "rulebase": version_of_rules,
+            "inputs_hash": digest,
+            "reports_issued": issued,
+            "changes": len(changes),
+        },
+    )
+    logger.info(
+        "patient evaluated",
+        extra={
+            "fields": {
+                "patient": pseudonym(patient.id),
+                "version": record.version,
+                "reports": issued,
+                "changes": len(changes),
+            }
+        },
+    )
     return EvaluationOutcome(patient.id, record.version, changes, issued, alerts_changed)
 
 
 def patient_ref(settings: Settings, patient: Patient) -> PatientRef:
-    return PatientRef(fhir_id=patient.id, key=patient.id, identifier_system=settings.patient_id_system,
-                      identifier_value=patient.mrn or patient.id)
+    return PatientRef(
+        fhir_id=patient.id,
+        key=patient.id,
+        identifier_system=settings.patient_id_system,
+        identifier_value=patient.mrn or patient.id,
+    )
 
 
-def publish_reports(session: Session, settings: Settings, patient: Patient, facts: PatientFacts,
-                    assessment: PatientAssessment, states: list[AlertState], record: Assessment,
-                    canonical_memo: dict | None = None) -> int:
+def publish_reports(
+    session: Session,
+    settings: Settings,
+    patient: Patient,
+    facts: PatientFacts,
+    assessment: PatientAssessment,
+    states: list[AlertState],
+    record: Assessment,
+    canonical_memo: dict | None = None,
+) -> int:
     """One DiagnosticReport per follow-up, each evaluated on the facts known at its own date.
 
     A report is re-issued only when what was known at its date changed (or the rule base did): later scans
@@ -235,24 +310,55 @@ def publish_reports(session: Session, settings: Settings, patient: Patient, fact
         first_evaluation = assessment.kinetics is not None and assessment.kinetics.e2_date == scan_date
         known = facts_as_of(facts, scan_date, keep_treatment_outcomes=first_evaluation)
         as_of_hash = _digest([inputs_hash(known, overrides, memo), version_of_rules])
-        flags_preview = _digest(sorted((s.identifier, s.status, s.finding.code, s.finding.severity, s.finding.summary,
-                                        str(s.finding.window_end), str(s.ended), _digest(to_jsonable(s.finding.codings)))
-                                       for s in alerts))
+        flags_preview = _digest(
+            sorted(
+                (
+                    s.identifier,
+                    s.status,
+                    s.finding.code,
+                    s.finding.severity,
+                    s.finding.summary,
+                    str(s.finding.window_end),
+                    str(s.ended),
+                    _digest(to_jsonable(s.finding.codings)),
+                )
+                for s in alerts
+            )
+        )
         if report is not None and report.inputs_hash == as_of_hash and report.flags_hash == flags_preview:
             continue
-        as_of = evaluate_patient(known, overrides) if scan_date != assessment.followup_dates[-1] or known != facts else assessment
-        ctx = ReportContext(canonical=settings.fhir_canonical, patient=ref, scan_date=scan_date,
-                            status="preliminary" if report is None else report.status, issued=now,
-                            imaging_study_uids=tuple(sorted(studies.get(scan_date, ()))),
-                            primary_criterion=settings.primary_criterion)
+        as_of = (
+            evaluate_patient(known, overrides)
+            if scan_date != assessment.followup_dates[-1] or known != facts
+            else assessment
+        )
+        ctx = ReportContext(
+            canonical=settings.fhir_canonical,
+            patient=ref,
+            scan_date=scan_date,
+            status="preliminary" if report is None else report.status,
+            issued=now,
+            imaging_study_uids=tuple(sorted(studies.get(scan_date, ()))),
+            primary_criterion=settings.primary_criterion,
+        )
         resources = build_report(as_of, ctx, alerts)
-        content_hash = _digest([_strip_volatile(resources.diagnostic_report),
-                                [_strip_volatile(o) for o in resources.observations]])
+        content_hash = _digest(
+            [_strip_volatile(resources.diagnostic_report), [_strip_volatile(o) for o in resources.observations]]
+        )
         if report is None:
-            report = Report(patient_id=patient.id, scan_date=scan_date, fhir_id=resources.diagnostic_report["id"],
-                            identifier=resources.diagnostic_report["identifier"][0]["value"], version=1,
-                            status="preliminary", content_hash=content_hash, flags_hash=flags_preview,
-                            inputs_hash=as_of_hash, assessment_id=record.id, first_input_at=arrivals.get(scan_date))
+            report = Report(
+                patient_id=patient.id,
+                scan_date=scan_date,
+                fhir_id=resources.diagnostic_report["id"],
+                identifier=resources.diagnostic_report["identifier"][0]["value"],
+                version=1,
+                status="preliminary",
+                content_hash=content_hash,
+                flags_hash=flags_preview,
+                inputs_hash=as_of_hash,
+                assessment_id=record.id,
+                first_input_at=arrivals.get(scan_date),
+            )
             session.add(report)
         else:
             unchanged = report.content_hash == content_hash and report.flags_hash == flags_preview
@@ -268,26 +374,52 @@ def publish_reports(session: Session, settings: Settings, patient: Patient, fact
             report.flags_hash = flags_preview
             report.assessment_id = record.id
         session.flush()
-        save_resources(session, (resources.diagnostic_report, *resources.observations, *resources.flags),
-                       patient_id=patient.id, origin="immunorad")
+        save_resources(
+            session,
+            (resources.diagnostic_report, *resources.observations, *resources.flags),
+            patient_id=patient.id,
+            origin="immunorad",
+        )
         if settings.ehr_fhir_url:
-            session.add(OutboxMessage(patient_id=patient.id, report_id=report.id, report_identifier=report.identifier,
-                                      report_version=report.version, bundle=ehr_transaction_bundle(resources, ctx),
-                                      status="pending", next_attempt_at=now))
+            session.add(
+                OutboxMessage(
+                    patient_id=patient.id,
+                    report_id=report.id,
+                    report_identifier=report.identifier,
+                    report_version=report.version,
+                    bundle=ehr_transaction_bundle(resources, ctx),
+                    status="pending",
+                    next_attempt_at=now,
+                )
+            )
         issued += 1
     issued += publish_standalone_flags(session, settings, patient, assessment, states, ref, now)
     return issued
 
 
-def publish_standalone_flags(session: Session, settings: Settings, patient: Patient, assessment: PatientAssessment,
-                             states: list[AlertState], ref: PatientRef, now: dt.datetime) -> int:
+def publish_standalone_flags(
+    session: Session,
+    settings: Settings,
+    patient: Patient,
+    assessment: PatientAssessment,
+    states: list[AlertState],
+    ref: PatientRef,
+    now: dt.datetime,
+) -> int:
     """Alerts dated where there is no follow-up report (an early death without a post-baseline scan): their Flags
     go out on their own, without a report link, and again only when they change."""
     orphans = [s for s in states if s.report_date not in assessment.followup_dates and s.finding.alert]
     if not orphans:
         return 0
-    ctx = ReportContext(canonical=settings.fhir_canonical, patient=ref, scan_date=orphans[0].report_date,
-                        status="preliminary", issued=now, imaging_study_uids=(), primary_criterion=settings.primary_criterion)
+    ctx = ReportContext(
+        canonical=settings.fhir_canonical,
+        patient=ref,
+        scan_date=orphans[0].report_date,
+        status="preliminary",
+        issued=now,
+        imaging_study_uids=(),
+        primary_criterion=settings.primary_criterion,
+    )
     flags = build_flags(assessment, ctx, orphans)
     sent = 0
     for flag in flags:
@@ -297,8 +429,16 @@ def publish_standalone_flags(session: Session, settings: Settings, patient: Pati
         row = save_resource(session, flag, patient_id=patient.id, origin="immunorad")
         if settings.ehr_fhir_url:
             identifier = flag["identifier"][0]["value"]
-            session.add(OutboxMessage(patient_id=patient.id, report_id=None, report_identifier=f"flag:{identifier}",
-                                      report_version=row.version_id, bundle=transaction_bundle([flag], ctx),
-                                      status="pending", next_attempt_at=now))
+            session.add(
+                OutboxMessage(
+                    patient_id=patient.id,
+                    report_id=None,
+                    report_identifier=f"flag:{identifier}",
+                    report_version=row.version_id,
+                    bundle=transaction_bundle([flag], ctx),
+                    status="pending",
+                    next_attempt_at=now,
+                )
+            )
         sent += 1
     return sent

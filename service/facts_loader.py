@@ -48,16 +48,18 @@ def _dec(value) -> Decimal | None:
     return None if value in (None, "") else Decimal(str(value))
 
 
-def load_facts(session: Session, patient: Patient, *, settle_seconds: float = 0.0,
-               default_cancer_type: str | None = None) -> PatientFacts:
+def load_facts(
+    session: Session, patient: Patient, *, settle_seconds: float = 0.0, default_cancer_type: str | None = None
+) -> PatientFacts:
     """The patient's facts. A study with images but no measurements yet becomes a (not evaluable) timepoint
     only once it has settled (no instance for ``settle_seconds``, contract §2 IMMUNORAD_STUDY_SETTLE_SECONDS),
     so that a report is not issued for images whose measurement report is still on its way."""
     notes: list[str] = []
     studies = {s.id: s for s in session.scalars(select(Study).where(Study.patient_id == patient.id))}
     study_ids = list(studies)
-    query = select(Measurement).where(or_(Measurement.patient_id == patient.id,
-                                          Measurement.study_id.in_(study_ids) if study_ids else false()))
+    query = select(Measurement).where(
+        or_(Measurement.patient_id == patient.id, Measurement.study_id.in_(study_ids) if study_ids else false())
+    )
     rows = list(session.scalars(query))
     for study_id in {r.study_id for r in rows if r.study_id is not None and r.study_id not in studies}:
         studies[study_id] = session.get(Study, study_id)
@@ -81,9 +83,16 @@ def load_facts(session: Session, patient: Patient, *, settle_seconds: float = 0.
             except ValueError:
                 notes.append(f"unknown reference region {row.reference_region!r}")
                 continue
-            references.append(ReferenceMeasurement(region=region, scan_date=scan_date, sul_mean=row.reference_mean,
-                                                   sul_sd=row.reference_sd, suv_max=row.suv_max,
-                                                   source=f"{row.source_kind}:{row.source_ref}"))
+            references.append(
+                ReferenceMeasurement(
+                    region=region,
+                    scan_date=scan_date,
+                    sul_mean=row.reference_mean,
+                    sul_sd=row.reference_sd,
+                    suv_max=row.suv_max,
+                    source=f"{row.source_kind}:{row.source_ref}",
+                )
+            )
             continue
         lesion_id = row.identity_key or f"unmatched:{row.source_ref}:{row.group_index}"
         measurement = LesionMeasurement(
@@ -122,44 +131,86 @@ def load_facts(session: Session, patient: Patient, *, settle_seconds: float = 0.
             continue  # images whose measurement report may still be on its way (settle timer pending)
         header = study.header or {}
         existing = scans.get(study.study_date)
-        modalities = tuple(sorted(set((existing.modalities if existing else ()) + tuple(filter(None, (study.modalities or "").split(","))))))
+        modalities = tuple(
+            sorted(
+                set(
+                    (existing.modalities if existing else ()) + tuple(filter(None, (study.modalities or "").split(",")))
+                )
+            )
+        )
         scans[study.study_date] = Scan(
             scan_date=study.study_date,
             modalities=modalities,
             study_uids=tuple(sorted(set((existing.study_uids if existing else ()) + (study.study_uid,)))),
-            slice_thickness_mm=_dec(header.get("slice_thickness_mm")) or (existing.slice_thickness_mm if existing else None),
-            pet_uptake_minutes=_dec(header.get("uptake_minutes")) or (existing.pet_uptake_minutes if existing else None),
-            pet_injected_dose_mbq=_dec(header.get("injected_dose_mbq")) or (existing.pet_injected_dose_mbq if existing else None),
-            patient_weight_kg=_dec(header.get("patient_weight_kg")) or (existing.patient_weight_kg if existing else None),
+            slice_thickness_mm=_dec(header.get("slice_thickness_mm"))
+            or (existing.slice_thickness_mm if existing else None),
+            pet_uptake_minutes=_dec(header.get("uptake_minutes"))
+            or (existing.pet_uptake_minutes if existing else None),
+            pet_injected_dose_mbq=_dec(header.get("injected_dose_mbq"))
+            or (existing.pet_injected_dose_mbq if existing else None),
+            patient_weight_kg=_dec(header.get("patient_weight_kg"))
+            or (existing.patient_weight_kg if existing else None),
             symptom_driven=bool(header.get("symptom_driven")) or (existing.symptom_driven if existing else False),
         )
 
     therapy, local, observations, findings = [], [], [], []
     diagnoses: list[tuple] = []
-    facts = list(session.scalars(select(ClinicalFact).where(ClinicalFact.patient_id == patient.id)
-                                 .order_by(ClinicalFact.effective_date, ClinicalFact.source_ref)))
+    facts = list(
+        session.scalars(
+            select(ClinicalFact)
+            .where(ClinicalFact.patient_id == patient.id)
+            .order_by(ClinicalFact.effective_date, ClinicalFact.source_ref)
+        )
+    )
     for fact in facts:
         p = fact.payload or {}
         source = f"{fact.origin}:{fact.kind}"
         try:
             if fact.kind == "therapy-line" and _date(p.get("start_date")):
-                therapy.append(TherapyLine(agent=p.get("agent", "immune checkpoint inhibitor"), start_date=_date(p["start_date"]),
-                                           drug_class=p.get("drug_class"), stop_date=_date(p.get("stop_date")),
-                                           stop_reason=p.get("stop_reason"), source=source))
+                therapy.append(
+                    TherapyLine(
+                        agent=p.get("agent", "immune checkpoint inhibitor"),
+                        start_date=_date(p["start_date"]),
+                        drug_class=p.get("drug_class"),
+                        stop_date=_date(p.get("stop_date")),
+                        stop_reason=p.get("stop_reason"),
+                        source=source,
+                    )
+                )
             elif fact.kind == "local-therapy" and _date(p.get("date")):
-                local.append(LocalTherapy(kind=LocalTherapyKind(p["kind"]), performed_date=_date(p["date"]),
-                                          lesion_ids=tuple(p.get("lesion_ids") or ()), body_site=p.get("body_site"),
-                                          source=source))
+                local.append(
+                    LocalTherapy(
+                        kind=LocalTherapyKind(p["kind"]),
+                        performed_date=_date(p["date"]),
+                        lesion_ids=tuple(p.get("lesion_ids") or ()),
+                        body_site=p.get("body_site"),
+                        source=source,
+                    )
+                )
             elif fact.kind == "observation" and fact.effective_date:
-                observations.append(ClinicalObservation(code=p["code"], effective_date=fact.effective_date,
-                                                        value=_dec(p.get("value")), unit=p.get("unit"),
-                                                        reference_high=_dec(p.get("reference_high")), source=source))
+                observations.append(
+                    ClinicalObservation(
+                        code=p["code"],
+                        effective_date=fact.effective_date,
+                        value=_dec(p.get("value")),
+                        unit=p.get("unit"),
+                        reference_high=_dec(p.get("reference_high")),
+                        source=source,
+                    )
+                )
             elif fact.kind == "diagnosis":
                 diagnoses.append((fact.effective_date or dt.date.min, p.get("code"), p.get("text")))
             elif fact.kind == "finding" and fact.effective_date:
-                findings.append(FindingReport(finding_code=p["code"], effective_date=fact.effective_date,
-                                              body_site=p.get("body_site"), lesion_id=p.get("lesion_id"),
-                                              text=p.get("text"), source=source))
+                findings.append(
+                    FindingReport(
+                        finding_code=p["code"],
+                        effective_date=fact.effective_date,
+                        body_site=p.get("body_site"),
+                        lesion_id=p.get("lesion_id"),
+                        text=p.get("text"),
+                        source=source,
+                    )
+                )
         except (KeyError, ValueError) as exc:
             notes.append(f"a {fact.kind} fact could not be used ({type(exc).__name__})")
     therapy = _merge_therapy_lines(therapy)
@@ -167,10 +218,17 @@ def load_facts(session: Session, patient: Patient, *, settle_seconds: float = 0.
     # as a Finding on the SR measurement group does (e.g. a sarcoid-like node is not counted as a new lesion).
     qualified = {f.lesion_id: f for f in findings if f.lesion_id}
     if qualified:
-        measurements = [(key, dataclasses.replace(m, finding_code=qualified[m.lesion_id].finding_code)
-                         if m.lesion_id in qualified and m.finding_code is None
-                         and m.scan_date >= qualified[m.lesion_id].effective_date else m)
-                        for key, m in measurements]
+        measurements = [
+            (
+                key,
+                dataclasses.replace(m, finding_code=qualified[m.lesion_id].finding_code)
+                if m.lesion_id in qualified
+                and m.finding_code is None
+                and m.scan_date >= qualified[m.lesion_id].effective_date
+                else m,
+            )
+            for key, m in measurements
+        ]
     return PatientFacts(
         patient_ref=pseudonym(patient.id) or patient.id,
         sex=patient.sex,
@@ -207,7 +265,12 @@ def _merge_therapy_lines(lines: list[TherapyLine]) -> list[TherapyLine]:
             by_agent[key] = line
             continue
         stop = max(filter(None, (current.stop_date, line.stop_date)), default=None)
-        by_agent[key] = TherapyLine(agent=current.agent, start_date=min(current.start_date, line.start_date),
-                                    drug_class=current.drug_class or line.drug_class, stop_date=stop,
-                                    stop_reason=line.stop_reason or current.stop_reason, source=current.source)
+        by_agent[key] = TherapyLine(
+            agent=current.agent,
+            start_date=min(current.start_date, line.start_date),
+            drug_class=current.drug_class or line.drug_class,
+            stop_date=stop,
+            stop_reason=line.stop_reason or current.stop_reason,
+            source=current.source,
+        )
     return sorted(by_agent.values(), key=lambda l: (l.start_date, l.agent))

@@ -35,8 +35,15 @@ from service.models import ClinicalFact, Measurement, Patient, Study
 from service.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
 
 ACCEPTED_TYPES = (
-    "Patient", "Observation", "BodyStructure", "ImagingStudy", "MedicationAdministration", "MedicationStatement",
-    "MedicationRequest", "Procedure", "Condition",
+    "Patient",
+    "Observation",
+    "BodyStructure",
+    "ImagingStudy",
+    "MedicationAdministration",
+    "MedicationStatement",
+    "MedicationRequest",
+    "Procedure",
+    "Condition",
 )
 READ_ONLY_TYPES = ("DiagnosticReport", "Flag", "AuditEvent", "Provenance")
 
@@ -44,8 +51,15 @@ READ_ONLY_TYPES = ("DiagnosticReport", "Flag", "AuditEvent", "Provenance")
 class FhirError(Exception):
     """A request the FHIR endpoint refuses, with the HTTP status and OperationOutcome issue to send."""
 
-    def __init__(self, status: int, diagnostics: str, *, code: str = "invalid", expression: str | None = None,
-                 issues: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        diagnostics: str,
+        *,
+        code: str = "invalid",
+        expression: str | None = None,
+        issues: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(diagnostics)
         self.status = status
         self.code = code
@@ -109,18 +123,31 @@ class FhirIngest:
         if expected_type and kind != expected_type:
             raise FhirError(400, f"resourceType {kind} does not match the URL ({expected_type})", code="invalid")
         if kind in READ_ONLY_TYPES:
-            raise FhirError(405, f"{kind} resources are produced by immunorad and cannot be written", code="not-supported")
+            raise FhirError(
+                405, f"{kind} resources are produced by immunorad and cannot be written", code="not-supported"
+            )
         if kind not in ACCEPTED_TYPES:
-            raise FhirError(404 if expected_type else 422, f"resource type {kind} is not supported", code="not-supported")
+            raise FhirError(
+                404 if expected_type else 422, f"resource type {kind} is not supported", code="not-supported"
+            )
         try:
             validate_resource(resource)
         except InvalidResource as exc:
             raise FhirError(422, str(exc), code="invalid", issues=exc.issues) from exc
         return resource
 
-    def create(self, session: Session, resource: dict[str, Any], *, if_none_exist: str | None = None,
-               agent: str | None = None, state: TransactionState | None = None, fhir_id: str | None = None,
-               expected_type: str | None = None, id_is_ours: bool = False) -> WriteResult:
+    def create(
+        self,
+        session: Session,
+        resource: dict[str, Any],
+        *,
+        if_none_exist: str | None = None,
+        agent: str | None = None,
+        state: TransactionState | None = None,
+        fhir_id: str | None = None,
+        expected_type: str | None = None,
+        id_is_ours: bool = False,
+    ) -> WriteResult:
         """``id_is_ours``: ``fhir_id`` is one we generated (a transaction's POST entry), so nothing is stored under it."""
         state = state or TransactionState()
         self.validate(resource, expected_type)
@@ -139,13 +166,30 @@ class FhirIngest:
                     # The identifier already names a patient (e.g. from DICOM): this is that patient.
                     return self._store(session, resource, existing.id, state, agent=agent, created=False)
             new_id = fhir_id or str(uuid.uuid4())
-            return self._store(session, resource, new_id, state, agent=agent, created=True,
-                               fresh_id=fhir_id is None or id_is_ours)
-        return self._store(session, resource, fhir_id or str(uuid.uuid4()), state, agent=agent, created=True,
-                           fresh_id=fhir_id is None or id_is_ours)
+            return self._store(
+                session, resource, new_id, state, agent=agent, created=True, fresh_id=fhir_id is None or id_is_ours
+            )
+        return self._store(
+            session,
+            resource,
+            fhir_id or str(uuid.uuid4()),
+            state,
+            agent=agent,
+            created=True,
+            fresh_id=fhir_id is None or id_is_ours,
+        )
 
-    def update(self, session: Session, kind: str, fhir_id: str, resource: dict[str, Any], *, agent: str | None = None,
-               if_match: str | None = None, state: TransactionState | None = None) -> WriteResult:
+    def update(
+        self,
+        session: Session,
+        kind: str,
+        fhir_id: str,
+        resource: dict[str, Any],
+        *,
+        agent: str | None = None,
+        if_match: str | None = None,
+        state: TransactionState | None = None,
+    ) -> WriteResult:
         state = state or TransactionState()
         self.validate(resource, kind)
         if resource.get("id") not in (None, fhir_id):
@@ -157,8 +201,16 @@ class FhirIngest:
                 raise FhirError(412, "If-Match does not match the current version", code="conflict")
         return self._store(session, resource, fhir_id, state, agent=agent, created=existing is None)
 
-    def conditional_update(self, session: Session, kind: str, query: str, resource: dict[str, Any], *,
-                           agent: str | None = None, state: TransactionState | None = None) -> WriteResult:
+    def conditional_update(
+        self,
+        session: Session,
+        kind: str,
+        query: str,
+        resource: dict[str, Any],
+        *,
+        agent: str | None = None,
+        state: TransactionState | None = None,
+    ) -> WriteResult:
         matches = self._conditional_matches(session, kind, query)
         if len(matches) > 1:
             raise FhirError(412, f"the condition matched {len(matches)} {kind} resources", code="duplicate")
@@ -185,13 +237,18 @@ class FhirIngest:
     # -- mapping and storage ------------------------------------------------------------------------
     def _map(self, resource: Mapping[str, Any], state: TransactionState):
         try:
-            return map_resource(resource, canonical=self.settings.fhir_canonical,
-                                patient_id_system=self.settings.patient_id_system,
-                                body_structures=state.body_structures)
+            return map_resource(
+                resource,
+                canonical=self.settings.fhir_canonical,
+                patient_id_system=self.settings.patient_id_system,
+                body_structures=state.body_structures,
+            )
         except MappingError as exc:
             raise FhirError(422, str(exc), code="invalid", expression=exc.expression) from exc
 
-    def _resolve_patient(self, session: Session, resource: Mapping[str, Any], state: TransactionState) -> Patient | None:
+    def _resolve_patient(
+        self, session: Session, resource: Mapping[str, Any], state: TransactionState
+    ) -> Patient | None:
         reference = None
         for key in ("subject", "patient"):
             if isinstance(resource.get(key), Mapping):
@@ -234,8 +291,17 @@ class FhirIngest:
             return patient
         raise FhirError(422, "no patient with this identifier", code="not-found", expression=where)
 
-    def _store(self, session: Session, resource: dict[str, Any], fhir_id: str, state: TransactionState, *,
-               agent: str | None, created: bool, fresh_id: bool = False) -> WriteResult:
+    def _store(
+        self,
+        session: Session,
+        resource: dict[str, Any],
+        fhir_id: str,
+        state: TransactionState,
+        *,
+        agent: str | None,
+        created: bool,
+        fresh_id: bool = False,
+    ) -> WriteResult:
         """``fresh_id``: a random id we just generated, under which nothing can be stored yet (no lookup)."""
         kind = resource["resourceType"]
         body = copy.deepcopy(resource)
@@ -259,15 +325,20 @@ class FhirIngest:
             try:
                 session.flush()
             except IntegrityError as exc:  # a concurrent request took the identifier (or id) since the check
-                raise FhirError(409, "another Patient with this identifier was stored at the same time; retry",
-                                code="conflict", expression="Patient.identifier") from exc
+                raise FhirError(
+                    409,
+                    "another Patient with this identifier was stored at the same time; retry",
+                    code="conflict",
+                    expression="Patient.identifier",
+                ) from exc
         else:
             patient = self._resolve_patient(session, body, state)
         source_ref = f"{kind}/{fhir_id}"
         if patient is None and record is not None and not isinstance(record, StudyRecord):
             raise FhirError(422, f"{kind} must reference its patient (subject)", expression=f"{kind}.subject")
-        row, existed = save_resource_reporting(session, body, patient_id=patient.id if patient else None, origin="inbound",
-                                               known_new=fresh_id)
+        row, existed = save_resource_reporting(
+            session, body, patient_id=patient.id if patient else None, origin="inbound", known_new=fresh_id
+        )
         # Domain rows come only from stored resources: a resource stored for the first time replaces none.
         if patient is not None:
             self._replace_domain_rows(session, source_ref, record, patient, state, replacing=existed)
@@ -275,12 +346,28 @@ class FhirIngest:
             evaluate_soon(session, patient.id, f"fhir-{kind}")
         elif isinstance(record, StudyRecord):
             self._replace_domain_rows(session, source_ref, record, None, state, replacing=existed)
-        audit(session, action="C" if created else "U", kind=f"fhir-{'create' if created else 'update'}", source="api",
-              agent=agent, entity_type=kind, entity_ref=source_ref, patient_id=patient.id if patient else None)
+        audit(
+            session,
+            action="C" if created else "U",
+            kind=f"fhir-{'create' if created else 'update'}",
+            source="api",
+            agent=agent,
+            entity_type=kind,
+            entity_ref=source_ref,
+            patient_id=patient.id if patient else None,
+        )
         return WriteResult(201 if created else 200, row.content, patient.id if patient else None, created)
 
-    def _replace_domain_rows(self, session: Session, source_ref: str, record: Any, patient: Patient | None,
-                             state: TransactionState, *, replacing: bool) -> None:
+    def _replace_domain_rows(
+        self,
+        session: Session,
+        source_ref: str,
+        record: Any,
+        patient: Patient | None,
+        state: TransactionState,
+        *,
+        replacing: bool,
+    ) -> None:
         if replacing:
             session.execute(delete(Measurement).where(Measurement.source_ref == source_ref))
             session.execute(delete(ClinicalFact).where(ClinicalFact.source_ref == source_ref))
@@ -290,15 +377,35 @@ class FhirIngest:
                 study = session.scalars(select(Study).where(Study.study_uid == record.study_uid)).first()
                 study_id = study.id if study else None
             row = Measurement(
-                study_id=study_id, scan_date=record.scan_date, source_kind="fhir", source_ref=source_ref, group_index=0,
-                identity_key=record.identity_key, identity_source=record.identity_source, label=record.label,
-                role=record.role, status=record.status, nodal=record.nodal, organ=record.organ,
-                long_axis_mm=record.long_axis_mm, short_axis_mm=record.short_axis_mm,
-                nontarget_status=record.nontarget_status, nontarget_change=record.nontarget_change,
-                injected=record.injected, irradiated=record.irradiated, equivocal=record.equivocal,
-                finding_code=record.finding_code, suv_max=record.suv_max, sul_peak=record.sul_peak,
-                metabolic_volume_ml=record.metabolic_volume_ml, tlg=record.tlg, reference_region=record.reference_region,
-                reference_mean=record.reference_mean, reference_sd=record.reference_sd, notes=[])
+                study_id=study_id,
+                scan_date=record.scan_date,
+                source_kind="fhir",
+                source_ref=source_ref,
+                group_index=0,
+                identity_key=record.identity_key,
+                identity_source=record.identity_source,
+                label=record.label,
+                role=record.role,
+                status=record.status,
+                nodal=record.nodal,
+                organ=record.organ,
+                long_axis_mm=record.long_axis_mm,
+                short_axis_mm=record.short_axis_mm,
+                nontarget_status=record.nontarget_status,
+                nontarget_change=record.nontarget_change,
+                injected=record.injected,
+                irradiated=record.irradiated,
+                equivocal=record.equivocal,
+                finding_code=record.finding_code,
+                suv_max=record.suv_max,
+                sul_peak=record.sul_peak,
+                metabolic_volume_ml=record.metabolic_volume_ml,
+                tlg=record.tlg,
+                reference_region=record.reference_region,
+                reference_mean=record.reference_mean,
+                reference_sd=record.reference_sd,
+                notes=[],
+            )
             # Patient and lesion first: the row is then inserted once, complete.
             attach_measurements(session, patient.id, [row], state.lesions)
             session.add(row)
@@ -308,8 +415,16 @@ class FhirIngest:
                 if record.effective_date and patient.deceased_date is None:
                     patient.deceased_date = record.effective_date
             else:
-                session.add(ClinicalFact(patient_id=patient.id, kind=record.kind, effective_date=record.effective_date,
-                                         payload=record.payload, source_ref=source_ref, origin="inbound"))
+                session.add(
+                    ClinicalFact(
+                        patient_id=patient.id,
+                        kind=record.kind,
+                        effective_date=record.effective_date,
+                        payload=record.payload,
+                        source_ref=source_ref,
+                        origin="inbound",
+                    )
+                )
         elif isinstance(record, DeathRecord):
             patient.deceased_date = record.deceased_date
             patient.death_from_progression = record.from_progression
@@ -333,7 +448,12 @@ class FhirIngest:
         if isinstance(resource, dict):
             out = {}
             for key, value in resource.items():
-                if key == "reference" and isinstance(value, str) and "?" in value and not value.startswith(("#", "urn:")):
+                if (
+                    key == "reference"
+                    and isinstance(value, str)
+                    and "?" in value
+                    and not value.startswith(("#", "urn:"))
+                ):
                     out[key] = self._resolve_one(session, value, state)
                 else:
                     out[key] = self._resolve_conditional_references(session, value, state)
@@ -354,8 +474,11 @@ class FhirIngest:
         else:
             matches = self._conditional_matches(session, kind, query)
             if len(matches) != 1:
-                raise FhirError(422 if not matches else 412, f"conditional reference {reference!r} matched {len(matches)} resources",
-                                code="not-found" if not matches else "duplicate")
+                raise FhirError(
+                    422 if not matches else 412,
+                    f"conditional reference {reference!r} matched {len(matches)} resources",
+                    code="not-found" if not matches else "duplicate",
+                )
             resolved = f"{kind}/{matches[0].fhir_id}"
         state.references[reference] = resolved
         return resolved
@@ -366,7 +489,9 @@ class FhirIngest:
             raise FhirError(400, "POST to the base needs a Bundle", code="structure")
         kind = bundle.get("type")
         if kind not in ("transaction", "batch"):
-            raise FhirError(400, "only transaction and batch Bundles are accepted", code="not-supported", expression="Bundle.type")
+            raise FhirError(
+                400, "only transaction and batch Bundles are accepted", code="not-supported", expression="Bundle.type"
+            )
         entries = bundle.get("entry") or []
         if not isinstance(entries, list):
             raise FhirError(400, "Bundle.entry must be a list", code="structure")
@@ -379,21 +504,36 @@ class FhirIngest:
         planned = []
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
-                raise FhirError(400, "each entry needs request.method and request.url", code="structure",
-                                expression=f"Bundle.entry[{index}].request")
+                raise FhirError(
+                    400,
+                    "each entry needs request.method and request.url",
+                    code="structure",
+                    expression=f"Bundle.entry[{index}].request",
+                )
             method = entry["request"].get("method")
             url, full_url = entry["request"].get("url"), entry.get("fullUrl")
             if not isinstance(url, str) or not url or not isinstance(full_url, (str, type(None))):
-                raise FhirError(400, f"entry {index}: request.url must be a non-empty string, fullUrl a string",
-                                code="structure", expression=f"Bundle.entry[{index}]")
+                raise FhirError(
+                    400,
+                    f"entry {index}: request.url must be a non-empty string, fullUrl a string",
+                    code="structure",
+                    expression=f"Bundle.entry[{index}]",
+                )
             for name in ("ifNoneExist", "ifMatch"):
                 if not isinstance(entry["request"].get(name, ""), str):
-                    raise FhirError(400, f"entry {index}: request.{name} must be a string", code="structure",
-                                    expression=f"Bundle.entry[{index}].request.{name}")
+                    raise FhirError(
+                        400,
+                        f"entry {index}: request.{name} must be a string",
+                        code="structure",
+                        expression=f"Bundle.entry[{index}].request.{name}",
+                    )
             if method not in ("POST", "PUT", "GET"):
-                raise FhirError(400 if method not in ("DELETE", "PATCH", "HEAD") else 405,
-                                f"entry {index}: method {method} is not supported", code="not-supported",
-                                expression=f"Bundle.entry[{index}].request.method")
+                raise FhirError(
+                    400 if method not in ("DELETE", "PATCH", "HEAD") else 405,
+                    f"entry {index}: method {method} is not supported",
+                    code="not-supported",
+                    expression=f"Bundle.entry[{index}].request.method",
+                )
             resource = entry.get("resource")
             if method == "POST" and isinstance(resource, dict):
                 new_id = str(uuid.uuid4())
@@ -424,13 +564,22 @@ class FhirIngest:
             if path != resource.get("resourceType"):
                 raise FhirError(400, f"POST url {path!r} does not match {resource.get('resourceType')}", code="invalid")
             # PUT entries with a conditional URL may have a matching urn:uuid referenced by others.
-            return self.create(session, resource, if_none_exist=request.get("ifNoneExist"), agent=agent,
-                               state=state, fhir_id=entry.get("_assigned_id"), id_is_ours="_assigned_id" in entry)
+            return self.create(
+                session,
+                resource,
+                if_none_exist=request.get("ifNoneExist"),
+                agent=agent,
+                state=state,
+                fhir_id=entry.get("_assigned_id"),
+                id_is_ours="_assigned_id" in entry,
+            )
         parts = path.split("/")
         if query and len(parts) == 1:
             result = self.conditional_update(session, parts[0], query, resource, agent=agent, state=state)
         elif len(parts) == 2:
-            result = self.update(session, parts[0], parts[1], resource, agent=agent, if_match=request.get("ifMatch"), state=state)
+            result = self.update(
+                session, parts[0], parts[1], resource, agent=agent, if_match=request.get("ifMatch"), state=state
+            )
         else:
             raise FhirError(400, f"PUT url {url!r} must be Type/id or Type?identifier=…", code="invalid")
         return result
@@ -444,18 +593,30 @@ class FhirIngest:
             except FhirError as exc:
                 exc.diagnostics = f"entry {index}: {exc.diagnostics}"
                 if exc.issues:
-                    exc.issues = [dict(issue, diagnostics=f"entry {index}: {issue.get('diagnostics', '')}",
-                                       expression=[f"Bundle.entry[{index}].resource.{e.split('.', 1)[-1]}"
-                                                   for e in issue.get("expression", [])] or issue.get("expression"))
-                                  for issue in exc.issues]
+                    exc.issues = [
+                        dict(
+                            issue,
+                            diagnostics=f"entry {index}: {issue.get('diagnostics', '')}",
+                            expression=[
+                                f"Bundle.entry[{index}].resource.{e.split('.', 1)[-1]}"
+                                for e in issue.get("expression", [])
+                            ]
+                            or issue.get("expression"),
+                        )
+                        for issue in exc.issues
+                    ]
                     exc.issues = [{k: v for k, v in issue.items() if v is not None} for issue in exc.issues]
                 raise
             responses[index] = _entry_response(result)
             full_url = entry.get("fullUrl") or ""
             if full_url.startswith("urn:uuid:"):
                 state.references[full_url] = f"{result.resource['resourceType']}/{result.resource['id']}"
-        return {"resourceType": "Bundle", "type": "transaction-response", "id": str(uuid.uuid4()),
-                "entry": [responses[i] for i in range(len(entries))]}
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "id": str(uuid.uuid4()),
+            "entry": [responses[i] for i in range(len(entries))],
+        }
 
     def _batch(self, session: Session, entries: list[Any], agent: str | None) -> dict[str, Any]:
         out = []
@@ -475,22 +636,35 @@ def _check_mrn_free(session: Session, mrn: str, fhir_id: str) -> None:
     PatientID), so giving it to a second patient is refused before anything is written."""
     other = session.scalars(select(Patient.id).where(Patient.mrn == mrn, Patient.id != fhir_id)).first()
     if other is not None:
-        raise FhirError(409, "another Patient already has this identifier", code="duplicate",
-                        expression="Patient.identifier")
+        raise FhirError(
+            409, "another Patient already has this identifier", code="duplicate", expression="Patient.identifier"
+        )
 
 
 def _entry_response(result: WriteResult) -> dict[str, Any]:
     meta = result.resource.get("meta") or {}
     version = meta.get("versionId", "1")
     kind, rid = result.resource["resourceType"], result.resource["id"]
-    return {"fullUrl": f"{kind}/{rid}", "resource": result.resource,
-            "response": {"status": "201 Created" if result.status == 201 else "200 OK",
-                         "location": f"{kind}/{rid}/_history/{version}", "etag": f'W/"{version}"',
-                         "lastModified": meta.get("lastUpdated")}}
+    return {
+        "fullUrl": f"{kind}/{rid}",
+        "resource": result.resource,
+        "response": {
+            "status": "201 Created" if result.status == 201 else "200 OK",
+            "location": f"{kind}/{rid}/_history/{version}",
+            "etag": f'W/"{version}"',
+            "lastModified": meta.get("lastUpdated"),
+        },
+    }
 
 
-def operation_outcome(error: FhirError | None = None, *, severity: str = "error", code: str = "invalid",
-                      diagnostics: str = "", expression: str | None = None) -> dict[str, Any]:
+def operation_outcome(
+    error: FhirError | None = None,
+    *,
+    severity: str = "error",
+    code: str = "invalid",
+    diagnostics: str = "",
+    expression: str | None = None,
+) -> dict[str, Any]:
     if error is not None and error.issues:
         return {"resourceType": "OperationOutcome", "issue": error.issues}
     if error is not None:

@@ -39,8 +39,17 @@ def parse_fhir_datetime(value: str | None) -> dt.datetime | None:
 
 def effective_of(resource: Mapping[str, Any]) -> dt.datetime | None:
     """The date a ``date`` search matches: the clinically relevant time of the resource."""
-    for key in ("effectiveDateTime", "performedDateTime", "onsetDateTime", "started", "recorded",
-                "authoredOn", "recordedDate", "issued", "birthDate"):
+    for key in (
+        "effectiveDateTime",
+        "performedDateTime",
+        "onsetDateTime",
+        "started",
+        "recorded",
+        "authoredOn",
+        "recordedDate",
+        "issued",
+        "birthDate",
+    ):
         if resource.get(key):
             return parse_fhir_datetime(resource[key])
     for key in ("effectivePeriod", "performedPeriod", "period"):
@@ -63,24 +72,32 @@ def save_resource(session: Session, resource: dict[str, Any], *, patient_id: str
     return save_resources(session, [resource], patient_id=patient_id, origin=origin)[0]
 
 
-def save_resource_reporting(session: Session, resource: dict[str, Any], *, patient_id: str | None,
-                            origin: str, known_new: bool = False) -> tuple[FhirResource, bool]:
+def save_resource_reporting(
+    session: Session, resource: dict[str, Any], *, patient_id: str | None, origin: str, known_new: bool = False
+) -> tuple[FhirResource, bool]:
     """``save_resource``, also telling whether a version was stored before (False: this is its first).
 
     ``known_new``: the caller generated the id at random just now, so there is nothing to look up."""
-    (row, existed), = _save(session, [resource], patient_id=patient_id, origin=origin, known_new=known_new)
+    ((row, existed),) = _save(session, [resource], patient_id=patient_id, origin=origin, known_new=known_new)
     return row, existed
 
 
-def save_resources(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: str | None,
-                   origin: str) -> list[FhirResource]:
+def save_resources(
+    session: Session, resources: Iterable[dict[str, Any]], *, patient_id: str | None, origin: str
+) -> list[FhirResource]:
     """``save_resource`` for several resources at once (a report and its Observations): one query finds the
     stored versions, one flush writes the new rows, and identifiers are replaced only where content changed."""
     return [row for row, _ in _save(session, resources, patient_id=patient_id, origin=origin)]
 
 
-def _save(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: str | None,
-          origin: str, known_new: bool = False) -> list[tuple[FhirResource, bool]]:
+def _save(
+    session: Session,
+    resources: Iterable[dict[str, Any]],
+    *,
+    patient_id: str | None,
+    origin: str,
+    known_new: bool = False,
+) -> list[tuple[FhirResource, bool]]:
     resources = list(resources)
     keys = {(resource["resourceType"], resource["id"]) for resource in resources}
     # (type, id) pairs: PostgreSQL expands a row-value IN list into OR-ed equality pairs, each a full lookup in the
@@ -88,8 +105,11 @@ def _save(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: 
     # fresh bulk load), scan every row of the type and filter: that grew with the table (seen in the 10 000-patient
     # reassess benchmark). One cached statement with an expanding parameter, not an expression built per call.
     condition = tuple_(FhirResource.resource_type, FhirResource.fhir_id).in_(sorted(keys))
-    stored = {} if known_new else {(row.resource_type, row.fhir_id): row
-                                   for row in session.scalars(select(FhirResource).where(condition))}
+    stored = (
+        {}
+        if known_new
+        else {(row.resource_type, row.fhir_id): row for row in session.scalars(select(FhirResource).where(condition))}
+    )
     existed_before = set(stored)
     now = utcnow()
     rows: list[tuple[FhirResource, bool]] = []
@@ -113,8 +133,12 @@ def _save(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: 
             session.add(row)
             replaced = False
         meta.update({"versionId": str(row.version_id), "lastUpdated": now.isoformat(timespec="milliseconds")})
-        row.content = {"resourceType": resource_type, "id": fhir_id, "meta": meta,
-                       **{k: v for k, v in body.items() if k not in ("resourceType", "id")}}
+        row.content = {
+            "resourceType": resource_type,
+            "id": fhir_id,
+            "meta": meta,
+            **{k: v for k, v in body.items() if k not in ("resourceType", "id")},
+        }
         row.patient_id = patient_id
         row.effective = effective_of(resource)
         row.last_updated = now
@@ -125,15 +149,21 @@ def _save(session: Session, resources: Iterable[dict[str, Any]], *, patient_id: 
     session.flush()
     replaced_pks = [row.id for row, _, replaced in written if replaced]
     if replaced_pks:
-        session.query(FhirIdentifier).filter(FhirIdentifier.resource_pk.in_(replaced_pks)).delete(synchronize_session=False)
-    session.add_all(FhirIdentifier(resource_pk=row.id, resource_type=row.resource_type, system=system, value=value)
-                    for row, resource, _ in written for system, value in identifiers_of(resource))
+        session.query(FhirIdentifier).filter(FhirIdentifier.resource_pk.in_(replaced_pks)).delete(
+            synchronize_session=False
+        )
+    session.add_all(
+        FhirIdentifier(resource_pk=row.id, resource_type=row.resource_type, system=system, value=value)
+        for row, resource, _ in written
+        for system, value in identifiers_of(resource)
+    )
     return rows
 
 
 def get_resource(session: Session, resource_type: str, fhir_id: str) -> FhirResource | None:
-    return session.scalars(select(FhirResource).where(FhirResource.resource_type == resource_type,
-                                                      FhirResource.fhir_id == fhir_id)).first()
+    return session.scalars(
+        select(FhirResource).where(FhirResource.resource_type == resource_type, FhirResource.fhir_id == fhir_id)
+    ).first()
 
 
 def split_token(token: str) -> tuple[str | None, str]:
@@ -146,10 +176,15 @@ def split_token(token: str) -> tuple[str | None, str]:
 
 def find_by_identifier(session: Session, resource_type: str, token: str) -> list[FhirResource]:
     system, value = split_token(token)
-    matching = select(FhirIdentifier.resource_pk).where(FhirIdentifier.resource_type == resource_type,
-                                                        FhirIdentifier.value == value)
+    matching = select(FhirIdentifier.resource_pk).where(
+        FhirIdentifier.resource_type == resource_type, FhirIdentifier.value == value
+    )
     if system is not None:
-        matching = matching.where(FhirIdentifier.system == system) if system else matching.where(FhirIdentifier.system.is_(None))
+        matching = (
+            matching.where(FhirIdentifier.system == system)
+            if system
+            else matching.where(FhirIdentifier.system.is_(None))
+        )
     return list(session.scalars(select(FhirResource).where(FhirResource.id.in_(matching)).order_by(FhirResource.id)))
 
 
@@ -195,10 +230,21 @@ def _date_clause(column, raw: str):
     }[prefix]
 
 
-IGNORED_CONTROL_PARAMETERS = {"_count", "_offset", "_format", "_sort", "_summary", "_total", "_totalMethod", "_elements"}
+IGNORED_CONTROL_PARAMETERS = {
+    "_count",
+    "_offset",
+    "_format",
+    "_sort",
+    "_summary",
+    "_total",
+    "_totalMethod",
+    "_elements",
+}
 
 
-def applied_parameters(params: Mapping[str, list[str]], supported: Iterable[str], *, strict: bool) -> dict[str, list[str]]:
+def applied_parameters(
+    params: Mapping[str, list[str]], supported: Iterable[str], *, strict: bool
+) -> dict[str, list[str]]:
     """The parameters a search applies. Unknown ones are ignored (R4 search: a server SHOULD ignore them) unless
     the client asked for ``Prefer: handling=strict``, which makes them an error."""
     allowed = set(supported) | IGNORED_CONTROL_PARAMETERS
@@ -210,8 +256,15 @@ def applied_parameters(params: Mapping[str, list[str]], supported: Iterable[str]
     return {name: values for name, values in params.items() if name in allowed}
 
 
-def search(session: Session, resource_type: str, params: Mapping[str, list[str]], *, patient_id_system: str,
-           supported: Iterable[str], strict: bool = False) -> SearchPage:
+def search(
+    session: Session,
+    resource_type: str,
+    params: Mapping[str, list[str]],
+    *,
+    patient_id_system: str,
+    supported: Iterable[str],
+    strict: bool = False,
+) -> SearchPage:
     query = select(FhirResource).where(FhirResource.resource_type == resource_type)
     params = applied_parameters(params, supported, strict=strict)
     for name, values in params.items():
@@ -224,10 +277,15 @@ def search(session: Session, resource_type: str, params: Mapping[str, list[str]]
                 query = query.where(FhirResource.patient_id.in_(ids) if ids else false())
             elif name == "identifier":
                 system, value = split_token(raw)
-                sub = select(FhirIdentifier.resource_pk).where(FhirIdentifier.resource_type == resource_type,
-                                                               FhirIdentifier.value == value)
+                sub = select(FhirIdentifier.resource_pk).where(
+                    FhirIdentifier.resource_type == resource_type, FhirIdentifier.value == value
+                )
                 if system is not None:
-                    sub = sub.where(FhirIdentifier.system == system) if system else sub.where(FhirIdentifier.system.is_(None))
+                    sub = (
+                        sub.where(FhirIdentifier.system == system)
+                        if system
+                        else sub.where(FhirIdentifier.system.is_(None))
+                    )
                 query = query.where(FhirResource.id.in_(sub))
             elif name == "date":
                 query = query.where(_date_clause(FhirResource.effective, raw))
@@ -246,7 +304,7 @@ def search(session: Session, resource_type: str, params: Mapping[str, list[str]]
         raise SearchError("_count must not be negative")
     rows = list(session.scalars(query.order_by(FhirResource.last_updated.desc(), FhirResource.id.desc())))
     rows = [r for r in rows if _content_matches(r.content, params)]
-    return SearchPage([r.content for r in rows[offset:offset + count]], len(rows), offset, count)
+    return SearchPage([r.content for r in rows[offset : offset + count]], len(rows), offset, count)
 
 
 def _codes(concepts: Any) -> set[str]:
@@ -272,4 +330,9 @@ def _content_matches(content: Mapping[str, Any], params: Mapping[str, list[str]]
 
 
 def count_resources(session: Session, resource_type: str) -> int:
-    return session.scalar(select(func.count()).select_from(FhirResource).where(FhirResource.resource_type == resource_type)) or 0
+    return (
+        session.scalar(
+            select(func.count()).select_from(FhirResource).where(FhirResource.resource_type == resource_type)
+        )
+        or 0
+    )

@@ -48,6 +48,7 @@ class UTCDateTime(TypeDecorator):
             value = value.replace(tzinfo=dt.timezone.utc)
         return value
 
+
 LENGTH = Numeric(9, 1)
 """Lengths in mm at 0.1 mm resolution (contract §3)."""
 SUV = Numeric(9, 2)
@@ -189,7 +190,10 @@ class FhirResource(Base):
     """The FHIR store behind ``/fhir``: what we received and what we produced, versioned."""
 
     __tablename__ = "fhir_resources"
-    __table_args__ = (UniqueConstraint("resource_type", "fhir_id"), Index("ix_fhir_patient", "patient_id", "resource_type"))
+    __table_args__ = (
+        UniqueConstraint("resource_type", "fhir_id"),
+        Index("ix_fhir_patient", "patient_id", "resource_type"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     resource_type: Mapped[str] = mapped_column(String(40))
     fhir_id: Mapped[str] = mapped_column(String(64))
@@ -281,8 +285,13 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_ready", "status", "run_after"),
-        Index("uq_jobs_queued_dedupe", "dedupe_key", unique=True,
-              postgresql_where=text("status = 'queued'"), sqlite_where=text("status = 'queued'")),
+        Index(
+            "uq_jobs_queued_dedupe",
+            "dedupe_key",
+            unique=True,
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))

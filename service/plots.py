@@ -104,18 +104,35 @@ class _Frame:
         return self.inner_height / ((self.y_max - self.y_min) or 1.0)
 
 
-def _svg(frame: _Frame, title: str, description: str, body: Iterable[str], *, css_class: str,
-         data: dict[str, object] | None = None) -> str:
+def _svg(
+    frame: _Frame,
+    title: str,
+    description: str,
+    body: Iterable[str],
+    *,
+    css_class: str,
+    data: dict[str, object] | None = None,
+) -> str:
     attrs = "".join(f' data-{k}="{_attr(v)}"' for k, v in (data or {}).items())
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="plot {_attr(css_class)}" role="img" '
-            f'viewBox="0 0 {_num(frame.width)} {_num(frame.height)}" width="{_num(frame.width)}" '
-            f'height="{_num(frame.height)}" aria-label="{_attr(title)}"{attrs} {FONT} font-size="11">'
-            f"<title>{escape(title)}</title><desc>{escape(description)}</desc>"
-            + "".join(body) + "</svg>")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot {_attr(css_class)}" role="img" '
+        f'viewBox="0 0 {_num(frame.width)} {_num(frame.height)}" width="{_num(frame.width)}" '
+        f'height="{_num(frame.height)}" aria-label="{_attr(title)}"{attrs} {FONT} font-size="11">'
+        f"<title>{escape(title)}</title><desc>{escape(description)}</desc>" + "".join(body) + "</svg>"
+    )
 
 
-def _text(x: float, y: float, text: str, *, anchor: str = "start", css: str = "", size: int | None = None,
-          rotate: bool = False, fill: str = AXIS) -> str:
+def _text(
+    x: float,
+    y: float,
+    text: str,
+    *,
+    anchor: str = "start",
+    css: str = "",
+    size: int | None = None,
+    rotate: bool = False,
+    fill: str = AXIS,
+) -> str:
     extra = f' class="{_attr(css)}"' if css else ""
     if size:
         extra += f' font-size="{size}"'
@@ -124,14 +141,27 @@ def _text(x: float, y: float, text: str, *, anchor: str = "start", css: str = ""
     return f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}" fill="{fill}"{extra}>{escape(text)}</text>'
 
 
-def _line(x1: float, y1: float, x2: float, y2: float, *, stroke: str = AXIS, width: float = 1, dash: str = "",
-          css: str = "", data: dict[str, object] | None = None, title: str = "") -> str:
+def _line(
+    x1: float,
+    y1: float,
+    x2: float,
+    y2: float,
+    *,
+    stroke: str = AXIS,
+    width: float = 1,
+    dash: str = "",
+    css: str = "",
+    data: dict[str, object] | None = None,
+    title: str = "",
+) -> str:
     attrs = f' stroke-dasharray="{dash}"' if dash else ""
     attrs += f' class="{_attr(css)}"' if css else ""
     attrs += "".join(f' data-{k}="{_attr(v)}"' for k, v in (data or {}).items())
     inner = f"<title>{escape(title)}</title>" if title else ""
-    return (f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" stroke="{stroke}" '
-            f'stroke-width="{width}"{attrs}>{inner}</line>')
+    return (
+        f'<line x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" stroke="{stroke}" '
+        f'stroke-width="{width}"{attrs}>{inner}</line>'
+    )
 
 
 def _y_axis(frame: _Frame, ticks: Sequence[float], label: str, fmt) -> list[str]:
@@ -147,8 +177,9 @@ def _y_axis(frame: _Frame, ticks: Sequence[float], label: str, fmt) -> list[str]
 
 def _empty(width: float, height: float, title: str, message: str, css_class: str) -> str:
     frame = _Frame(width, height, 0, 0, 0, 0, 0, 1, 0, 1)
-    return _svg(frame, title, message, [_text(width / 2, height / 2, message, anchor="middle")],
-                css_class=f"{css_class} empty")
+    return _svg(
+        frame, title, message, [_text(width / 2, height / 2, message, anchor="middle")], css_class=f"{css_class} empty"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,8 +193,15 @@ class SpiderSeries:
     points: tuple[tuple[dt.date, float], ...]
 
 
-def spider_plot(series: Sequence[SpiderSeries], *, reference_date: dt.date, reference_label: str,
-                lines: Sequence[tuple[float, str]] = (), width: int = 640, height: int = 320) -> str:
+def spider_plot(
+    series: Sequence[SpiderSeries],
+    *,
+    reference_date: dt.date,
+    reference_label: str,
+    lines: Sequence[tuple[float, str]] = (),
+    width: int = 640,
+    height: int = 320,
+) -> str:
     """One polyline per lesion; x = weeks since ``reference_date`` (therapy start, else baseline)."""
     title = "Spider plot: percent change of each target lesion from baseline"
     drawn = [s for s in series if s.points]
@@ -179,36 +217,55 @@ def spider_plot(series: Sequence[SpiderSeries], *, reference_date: dt.date, refe
         x = frame.x(tick)
         body.append(_line(x, frame.top, x, frame.height - frame.bottom, stroke=GRID))
         body.append(_text(x, frame.height - frame.bottom + 14, f"{tick:g}".replace("-", MINUS), anchor="middle"))
-    body.append(_text(frame.left + frame.inner_width / 2, frame.height - 6, f"Weeks since {reference_label}",
-                      anchor="middle"))
+    body.append(
+        _text(frame.left + frame.inner_width / 2, frame.height - 6, f"Weeks since {reference_label}", anchor="middle")
+    )
     for value, label in lines:
         y = frame.y(value)
-        body.append(_line(frame.left, y, frame.width - frame.right, y, stroke="#777777", dash="4 3",
-                          css="reference-line", data={"value": value}))
+        body.append(
+            _line(
+                frame.left,
+                y,
+                frame.width - frame.right,
+                y,
+                stroke="#777777",
+                dash="4 3",
+                css="reference-line",
+                data={"value": value},
+            )
+        )
         body.append(_text(frame.width - frame.right - 4, y - 4, label, anchor="end", size=10))
     zero = frame.y(0)
     body.append(_line(frame.left, zero, frame.width - frame.right, zero, stroke=AXIS))
     for index, s in enumerate(drawn):
         colour = LESION_COLOURS[index % len(LESION_COLOURS)]
         coords = [(frame.x((day - reference_date).days / 7), frame.y(value)) for day, value in s.points]
-        data = {"lesion": s.lesion, "points": len(s.points),
-                "dates": " ".join(day.isoformat() for day, _ in s.points),
-                "percent": " ".join(f"{v:.2f}" for _, v in s.points)}
+        data = {
+            "lesion": s.lesion,
+            "points": len(s.points),
+            "dates": " ".join(day.isoformat() for day, _ in s.points),
+            "percent": " ".join(f"{v:.2f}" for _, v in s.points),
+        }
         attrs = "".join(f' data-{k}="{_attr(v)}"' for k, v in data.items())
         body.append(f'<g class="lesion-series"{attrs}>')
-        body.append(f'<polyline class="lesion" fill="none" stroke="{colour}" stroke-width="2" '
-                    f'points="{" ".join(f"{_num(x)},{_num(y)}" for x, y in coords)}"{attrs}>'
-                    f"<title>{escape(s.lesion)}</title></polyline>")
+        body.append(
+            f'<polyline class="lesion" fill="none" stroke="{colour}" stroke-width="2" '
+            f'points="{" ".join(f"{_num(x)},{_num(y)}" for x, y in coords)}"{attrs}>'
+            f"<title>{escape(s.lesion)}</title></polyline>"
+        )
         for (x, y), (day, value) in zip(coords, s.points, strict=True):
-            body.append(f'<circle cx="{_num(x)}" cy="{_num(y)}" r="3.5" fill="{colour}">'
-                        f"<title>{escape(s.lesion)}, {day.isoformat()}: {escape(signed(value))}</title></circle>")
+            body.append(
+                f'<circle cx="{_num(x)}" cy="{_num(y)}" r="3.5" fill="{colour}">'
+                f"<title>{escape(s.lesion)}, {day.isoformat()}: {escape(signed(value))}</title></circle>"
+            )
         body.append("</g>")
         legend_y = frame.top + 8 + index * 16
         legend_x = frame.width - frame.right + 12
         body.append(_line(legend_x, legend_y, legend_x + 18, legend_y, stroke=colour, width=2))
         body.append(_text(legend_x + 24, legend_y + 4, s.lesion))
-    description = "; ".join(f"{s.lesion}: " + ", ".join(f"{d.isoformat()} {signed(v)}" for d, v in s.points)
-                            for s in drawn)
+    description = "; ".join(
+        f"{s.lesion}: " + ", ".join(f"{d.isoformat()} {signed(v)}" for d, v in s.points) for s in drawn
+    )
     return _svg(frame, title, description, body, css_class="spider", data={"lesions": len(drawn)})
 
 
@@ -235,8 +292,15 @@ class Slope:
     label: str
 
 
-def burden_curve(series: Sequence[CurveSeries], *, therapy_start: dt.date | None, slopes: Sequence[Slope] = (),
-                 extra_points: Sequence[tuple[dt.date, float, str]] = (), width: int = 640, height: int = 320) -> str:
+def burden_curve(
+    series: Sequence[CurveSeries],
+    *,
+    therapy_start: dt.date | None,
+    slopes: Sequence[Slope] = (),
+    extra_points: Sequence[tuple[dt.date, float, str]] = (),
+    width: int = 640,
+    height: int = 320,
+) -> str:
     """Sum of diameters (mm) against the scan date; a vertical line at the therapy start (C1D1)."""
     title = "Sum of target-lesion diameters over time"
     drawn = [s for s in series if s.points]
@@ -270,47 +334,83 @@ def burden_curve(series: Sequence[CurveSeries], *, therapy_start: dt.date | None
         if x - last_x > 62:  # keep date labels from overlapping
             body.append(_text(x, frame.height - frame.bottom + 16, day.isoformat(), anchor="middle", size=10))
             last_x = x
-    body.append(_text(frame.left + frame.inner_width / 2, frame.height - legend_height - 6, "Scan date",
-                      anchor="middle"))
+    body.append(
+        _text(frame.left + frame.inner_width / 2, frame.height - legend_height - 6, "Scan date", anchor="middle")
+    )
     if therapy_start is not None:
         x = x_of(therapy_start)
-        body.append(_line(x, frame.top - 6, x, frame.height - frame.bottom, stroke="#2A7F2A", width=1.5, dash="6 3",
-                          css="therapy-start", data={"date": therapy_start.isoformat()},
-                          title=f"Immunotherapy start (C1D1) {therapy_start.isoformat()}"))
+        body.append(
+            _line(
+                x,
+                frame.top - 6,
+                x,
+                frame.height - frame.bottom,
+                stroke="#2A7F2A",
+                width=1.5,
+                dash="6 3",
+                css="therapy-start",
+                data={"date": therapy_start.isoformat()},
+                title=f"Immunotherapy start (C1D1) {therapy_start.isoformat()}",
+            )
+        )
         body.append(_text(x + 4, frame.top - 10, f"C1D1 {therapy_start.isoformat()}", fill="#2A7F2A", size=10))
     slope_colours = {"pre-treatment": "#7F3C8D", "on-treatment": "#D55E00"}
     for index, slope in enumerate(slopes):
         colour = slope_colours.get(slope.kind, AXIS)
         x1, y1 = x_of(slope.start[0]), frame.y(slope.start[1])
         x2, y2 = x_of(slope.end[0]), frame.y(slope.end[1])
-        body.append(_line(x1, y1, x2, y2, stroke=colour, width=3, dash="2 3", css=f"slope slope-{slope.kind}",
-                          data={"kind": slope.kind, "start": slope.start[0].isoformat(), "end": slope.end[0].isoformat()},
-                          title=slope.label))
+        body.append(
+            _line(
+                x1,
+                y1,
+                x2,
+                y2,
+                stroke=colour,
+                width=3,
+                dash="2 3",
+                css=f"slope slope-{slope.kind}",
+                data={"kind": slope.kind, "start": slope.start[0].isoformat(), "end": slope.end[0].isoformat()},
+                title=slope.label,
+            )
+        )
         key_y = frame.height - 16 * len(slopes) + 6 + index * 16
         body.append(_line(frame.left, key_y, frame.left + 22, key_y, stroke=colour, width=3, dash="2 3"))
         body.append(_text(frame.left + 28, key_y + 4, slope.label, fill=colour, css=f"slope-label slope-{slope.kind}"))
     for index, s in enumerate(drawn):
         colour = "#222222" if s.primary else LESION_COLOURS[(index + 1) % len(LESION_COLOURS)]
         coords = [(x_of(d), frame.y(v)) for d, v in s.points]
-        data = {"series": s.name, "points": len(s.points), "dates": " ".join(d.isoformat() for d, _ in s.points),
-                "values": " ".join(f"{v:g}" for _, v in s.points)}
+        data = {
+            "series": s.name,
+            "points": len(s.points),
+            "dates": " ".join(d.isoformat() for d, _ in s.points),
+            "values": " ".join(f"{v:g}" for _, v in s.points),
+        }
         attrs = "".join(f' data-{k}="{_attr(v)}"' for k, v in data.items())
         dash = "" if s.primary else ' stroke-dasharray="5 3"'
-        body.append(f'<polyline class="burden{" primary" if s.primary else ""}" fill="none" stroke="{colour}" '
-                    f'stroke-width="2"{dash} points="{" ".join(f"{_num(x)},{_num(y)}" for x, y in coords)}"{attrs}>'
-                    f"<title>{escape(s.name)}</title></polyline>")
+        body.append(
+            f'<polyline class="burden{" primary" if s.primary else ""}" fill="none" stroke="{colour}" '
+            f'stroke-width="2"{dash} points="{" ".join(f"{_num(x)},{_num(y)}" for x, y in coords)}"{attrs}>'
+            f"<title>{escape(s.name)}</title></polyline>"
+        )
         for (x, y), (day, value) in zip(coords, s.points, strict=True):
-            body.append(f'<circle class="burden-point" cx="{_num(x)}" cy="{_num(y)}" r="3.5" fill="{colour}">'
-                        f"<title>{escape(s.name)}, {day.isoformat()}: {value:g} mm</title></circle>")
+            body.append(
+                f'<circle class="burden-point" cx="{_num(x)}" cy="{_num(y)}" r="3.5" fill="{colour}">'
+                f"<title>{escape(s.name)}, {day.isoformat()}: {value:g} mm</title></circle>"
+            )
         if len(drawn) > 1:
             key_y = frame.height - legend_height + 6 + index * 16
-            body.append(_line(frame.left, key_y, frame.left + 22, key_y, stroke=colour, width=2,
-                              dash="" if s.primary else "5 3"))
+            body.append(
+                _line(
+                    frame.left, key_y, frame.left + 22, key_y, stroke=colour, width=2, dash="" if s.primary else "5 3"
+                )
+            )
             body.append(_text(frame.left + 28, key_y + 4, s.name))
     for day, value, label in extra_points:
-        body.append(f'<circle class="extra-point" cx="{_num(x_of(day))}" cy="{_num(frame.y(value))}" r="4" '
-                    f'fill="#FFFFFF" stroke="#7F3C8D" stroke-width="2" data-date="{day.isoformat()}" '
-                    f'data-value="{value:g}"><title>{escape(label)}</title></circle>')
+        body.append(
+            f'<circle class="extra-point" cx="{_num(x_of(day))}" cy="{_num(frame.y(value))}" r="4" '
+            f'fill="#FFFFFF" stroke="#7F3C8D" stroke-width="2" data-date="{day.isoformat()}" '
+            f'data-value="{value:g}"><title>{escape(label)}</title></circle>'
+        )
     description = "; ".join(f"{s.name}: " + ", ".join(f"{d.isoformat()} {v:g} mm" for d, v in s.points) for s in drawn)
     if slopes:
         description += ". " + "; ".join(s.label for s in slopes)
@@ -334,8 +434,15 @@ class WaterfallBar:
     href: str | None = None
 
 
-def waterfall(bars: Sequence[WaterfallBar], *, criterion: str, criterion_name: str,
-              lines: Sequence[tuple[float, str]] = (), width: int = 460, height: int = 260) -> str:
+def waterfall(
+    bars: Sequence[WaterfallBar],
+    *,
+    criterion: str,
+    criterion_name: str,
+    lines: Sequence[tuple[float, str]] = (),
+    width: int = 460,
+    height: int = 260,
+) -> str:
     """Bars sorted from the largest increase to the deepest decrease; reference lines (e.g. −30 %, +20 %)."""
     title = f"Waterfall plot: best percent change from baseline, {criterion_name}"
     if not bars:
@@ -354,20 +461,38 @@ def waterfall(bars: Sequence[WaterfallBar], *, criterion: str, criterion_name: s
         h = abs(bar.value) * frame.y_scale
         fill = CATEGORY_COLOURS.get(bar.response_class, "#8C8C8C")
         tooltip = f"{bar.label}: {signed(bar.value)}, best overall response {bar.category}"
-        rect = (f'<rect class="bar {_attr(bar.response_class)}" x="{_num(x)}" y="{_num(top)}" '
-                f'width="{_num(bar_width)}" height="{h:.2f}" fill="{fill}" data-patient="{_attr(bar.label)}" '
-                f'data-criterion="{_attr(criterion)}" data-value="{bar.value:.2f}" data-category="{_attr(bar.category)}">'
-                f"<title>{escape(tooltip)}</title></rect>")
+        rect = (
+            f'<rect class="bar {_attr(bar.response_class)}" x="{_num(x)}" y="{_num(top)}" '
+            f'width="{_num(bar_width)}" height="{h:.2f}" fill="{fill}" data-patient="{_attr(bar.label)}" '
+            f'data-criterion="{_attr(criterion)}" data-value="{bar.value:.2f}" data-category="{_attr(bar.category)}">'
+            f"<title>{escape(tooltip)}</title></rect>"
+        )
         body.append(f'<a href="{_attr(bar.href)}">{rect}</a>' if bar.href else rect)
     for value, label in lines:
         y = frame.y(value)
-        body.append(_line(frame.left, y, frame.width - frame.right, y, stroke="#555555", dash="4 3",
-                          css="reference-line", data={"value": value}))
+        body.append(
+            _line(
+                frame.left,
+                y,
+                frame.width - frame.right,
+                y,
+                stroke="#555555",
+                dash="4 3",
+                css="reference-line",
+                data={"value": value},
+            )
+        )
         body.append(_text(frame.width - frame.right - 2, y - 3, label, anchor="end", size=10))
     body.append(_line(frame.left, zero, frame.width - frame.right, zero))
     description = "; ".join(f"{b.label} {signed(b.value)} ({b.category})" for b in ordered)
-    return _svg(frame, title, description, body, css_class=f"waterfall {criterion}",
-                data={"criterion": criterion, "bars": len(ordered), "scale": f"{frame.y_scale:.6f}"})
+    return _svg(
+        frame,
+        title,
+        description,
+        body,
+        css_class=f"waterfall {criterion}",
+        data={"criterion": criterion, "bars": len(ordered), "scale": f"{frame.y_scale:.6f}"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -399,13 +524,16 @@ def incidence_bars(rows: Sequence[IncidenceRow], *, width: int = 640) -> str:
         share = 100 * row.met / row.evaluable if row.evaluable else 0.0
         label = row.label if len(row.label) <= 50 else row.label[:49] + "…"
         body.append(_text(frame.left - 6, y + 13, label, anchor="end", size=10))
-        body.append(f'<rect class="incidence" x="{_num(frame.left)}" y="{_num(y + 3)}" '
-                    f'width="{_num(frame.x(share) - frame.left)}" height="13" fill="#D55E00" '
-                    f'data-definition="{_attr(row.code)}" data-met="{row.met}" data-evaluable="{row.evaluable}" '
-                    f'data-not-evaluable="{row.not_evaluable}"><title>{escape(row.label)}: {row.met}/{row.evaluable} '
-                    f"evaluable met; {row.not_evaluable} not evaluable</title></rect>")
+        body.append(
+            f'<rect class="incidence" x="{_num(frame.left)}" y="{_num(y + 3)}" '
+            f'width="{_num(frame.x(share) - frame.left)}" height="13" fill="#D55E00" '
+            f'data-definition="{_attr(row.code)}" data-met="{row.met}" data-evaluable="{row.evaluable}" '
+            f'data-not-evaluable="{row.not_evaluable}"><title>{escape(row.label)}: {row.met}/{row.evaluable} '
+            f"evaluable met; {row.not_evaluable} not evaluable</title></rect>"
+        )
         note = f"{row.met}/{row.evaluable}" if row.evaluable else "n/e"
         body.append(_text(frame.width - frame.right + 6, y + 13, f"{note} (NE {row.not_evaluable})", size=10))
-    description = "; ".join(f"{r.label}: {r.met} of {r.evaluable} evaluable, {r.not_evaluable} not evaluable"
-                            for r in rows)
+    description = "; ".join(
+        f"{r.label}: {r.met} of {r.evaluable} evaluable, {r.not_evaluable} not evaluable" for r in rows
+    )
     return _svg(frame, title, description, body, css_class="incidence")

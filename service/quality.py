@@ -56,6 +56,7 @@ class Filters:
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> Filters:
         """From query parameters ``from``, ``to`` (ISO dates) and ``cancer_type``."""
+
         def day(name: str) -> dt.date | None:
             text = (args.get(name) or "").strip()
             if not text:
@@ -243,8 +244,16 @@ def best_change(patient: PatientRecord, criterion: Mapping[str, Any], filters: F
     if best is None:
         return None
     value, day, tp = best
-    return BestChange(patient.patient_id, patient.label, criterion["criterion"], value, day, tp.get("category") or "",
-                      tp.get("confirmed"), (criterion.get("best_response") or {}).get("category"))
+    return BestChange(
+        patient.patient_id,
+        patient.label,
+        criterion["criterion"],
+        value,
+        day,
+        tp.get("category") or "",
+        tp.get("confirmed"),
+        (criterion.get("best_response") or {}).get("category"),
+    )
 
 
 def waterfall(cohort: Cohort) -> dict[str, list[BestChange]]:
@@ -290,8 +299,10 @@ def discordance(cohort: Cohort) -> Discordance:
     names = criteria_names(cohort)
     status: dict[str, dict[str, str]] = {}
     for patient in cohort.patients:
-        status[patient.patient_id] = {c["criterion"]: progression_status(timepoints_in(c, cohort.filters))
-                                      for c in patient.result.get("criteria") or []}
+        status[patient.patient_id] = {
+            c["criterion"]: progression_status(timepoints_in(c, cohort.filters))
+            for c in patient.result.get("criteria") or []
+        }
     labels = {p.patient_id: p.label for p in cohort.patients}
     cells = {}
     for a in names:
@@ -306,8 +317,9 @@ def discordance(cohort: Cohort) -> Discordance:
                     discordant.append((patient_id, labels[patient_id]))
                 elif by_criterion[b] == "unconfirmed":
                     pending.append((patient_id, labels[patient_id]))
-            cells[(a, b)] = DiscordanceCell(a, b, tuple(sorted(discordant, key=lambda p: p[1])),
-                                            tuple(sorted(pending, key=lambda p: p[1])))
+            cells[(a, b)] = DiscordanceCell(
+                a, b, tuple(sorted(discordant, key=lambda p: p[1])), tuple(sorted(pending, key=lambda p: p[1]))
+            )
     return Discordance(tuple(names), cells, status)
 
 
@@ -400,14 +412,24 @@ def hyperprogression_incidence(cohort: Cohort) -> list[Incidence]:
                 not_met[code] += 1
             else:
                 not_evaluable[code] += 1
-    return [Incidence(code, codes.definition_display(code), tuple(sorted(met[code], key=lambda p: p[1])),
-                      not_met[code], not_evaluable[code]) for code in order]
+    return [
+        Incidence(
+            code,
+            codes.definition_display(code),
+            tuple(sorted(met[code], key=lambda p: p[1])),
+            not_met[code],
+            not_evaluable[code],
+        )
+        for code in order
+    ]
 
 
 def irae_alerts(cohort: Cohort) -> list[AlertRecord]:
     """irAE and sarcoid-like reaction alerts raised at scans in the period (any status but entered-in-error)."""
-    return sorted((a for a in cohort.alerts if a.code in IRAE_ALERT_CODES and a.status != "entered-in-error"),
-                  key=lambda a: (a.scan_date, a.label, a.key))
+    return sorted(
+        (a for a in cohort.alerts if a.code in IRAE_ALERT_CODES and a.status != "entered-in-error"),
+        key=lambda a: (a.scan_date, a.label, a.key),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -503,9 +525,23 @@ def delivery_failures(cohort: Cohort) -> DeliveryFailures:
 # Export
 # ---------------------------------------------------------------------------------------------------------------
 EXPORT_COLUMNS = [
-    "patient", "cancer_type", "criterion", "baseline_date", "treatment_start", "followups_in_period", "categories",
-    "best_percent_change", "best_percent_change_date", "best_response", "best_response_date", "best_response_because",
-    "best_response_confirmed", "progression_status", "progression_date", "hyperprogression_met", "alerts",
+    "patient",
+    "cancer_type",
+    "criterion",
+    "baseline_date",
+    "treatment_start",
+    "followups_in_period",
+    "categories",
+    "best_percent_change",
+    "best_percent_change_date",
+    "best_response",
+    "best_response_date",
+    "best_response_because",
+    "best_response_confirmed",
+    "progression_status",
+    "progression_date",
+    "hyperprogression_met",
+    "alerts",
     "assessment_version",
 ]
 """One row per patient and criterion. ``patient`` is the pseudonym; unpseudonymised exports add ``patient_id``
@@ -594,37 +630,86 @@ def summary(cohort: Cohort) -> dict[str, Any]:
     failures = delivery_failures(cohort)
     disc = discordance(cohort)
     return {
-        "filters": {"from": _iso(cohort.filters.start), "to": _iso(cohort.filters.end),
-                    "cancer_type": cohort.filters.cancer_type},
+        "filters": {
+            "from": _iso(cohort.filters.start),
+            "to": _iso(cohort.filters.end),
+            "cancer_type": cohort.filters.cancer_type,
+        },
         "patients": len(cohort.patients),
-        "waterfall": {name: [{"patient": e.label, "best_percent_change": float(round(e.percent, 2)),
-                              "scan_date": e.scan_date.isoformat(), "category": e.category,
-                              "best_response": e.best_response} for e in entries]
-                      for name, entries in waterfall(cohort).items()},
-        "discordance": [{"progressed_by": cell.progressed_by, "not_by": cell.not_by,
-                         "patients": [label for _, label in cell.discordant],
-                         "pending_confirmation": [label for _, label in cell.pending]}
-                        for cell in disc.cells.values() if cell.discordant or cell.pending],
-        "hyperprogression": [{"definition": i.code, "met": len(i.met), "not_met": i.not_met,
-                              "not_evaluable": i.not_evaluable,
-                              "incidence": None if i.proportion is None else round(i.proportion, 4)}
-                             for i in hyperprogression_incidence(cohort)],
-        "irae_alerts": [{"patient": a.label, "code": a.code, "pattern": a.key, "status": a.status,
-                         "scan_date": a.scan_date.isoformat(), "summary": a.summary} for a in irae_alerts(cohort)],
-        "turnaround_seconds": {"count": ta.count, "p50": ta.percentile(50), "p90": ta.percentile(90),
-                               "p95": ta.percentile(95), "max": ta.maximum, "undelivered": ta.undelivered},
-        "deliveries": {"total": failures.total, "delivered": failures.delivered,
-                       "failed_attempts": failures.failed_attempts,
-                       "failing": [_delivery_json(d) for d in failures.failing],
-                       "recovered": [_delivery_json(d) for d in failures.recovered]},
+        "waterfall": {
+            name: [
+                {
+                    "patient": e.label,
+                    "best_percent_change": float(round(e.percent, 2)),
+                    "scan_date": e.scan_date.isoformat(),
+                    "category": e.category,
+                    "best_response": e.best_response,
+                }
+                for e in entries
+            ]
+            for name, entries in waterfall(cohort).items()
+        },
+        "discordance": [
+            {
+                "progressed_by": cell.progressed_by,
+                "not_by": cell.not_by,
+                "patients": [label for _, label in cell.discordant],
+                "pending_confirmation": [label for _, label in cell.pending],
+            }
+            for cell in disc.cells.values()
+            if cell.discordant or cell.pending
+        ],
+        "hyperprogression": [
+            {
+                "definition": i.code,
+                "met": len(i.met),
+                "not_met": i.not_met,
+                "not_evaluable": i.not_evaluable,
+                "incidence": None if i.proportion is None else round(i.proportion, 4),
+            }
+            for i in hyperprogression_incidence(cohort)
+        ],
+        "irae_alerts": [
+            {
+                "patient": a.label,
+                "code": a.code,
+                "pattern": a.key,
+                "status": a.status,
+                "scan_date": a.scan_date.isoformat(),
+                "summary": a.summary,
+            }
+            for a in irae_alerts(cohort)
+        ],
+        "turnaround_seconds": {
+            "count": ta.count,
+            "p50": ta.percentile(50),
+            "p90": ta.percentile(90),
+            "p95": ta.percentile(95),
+            "max": ta.maximum,
+            "undelivered": ta.undelivered,
+        },
+        "deliveries": {
+            "total": failures.total,
+            "delivered": failures.delivered,
+            "failed_attempts": failures.failed_attempts,
+            "failing": [_delivery_json(d) for d in failures.failing],
+            "recovered": [_delivery_json(d) for d in failures.recovered],
+        },
     }
 
 
 def _delivery_json(d: DeliveryRecord) -> dict[str, Any]:
-    return {"patient": d.label, "scan_date": _iso(d.scan_date), "report_version": d.report_version,
-            "status": d.status, "attempts": d.attempts, "last_status_code": d.last_status_code,
-            "last_error": error_summary(d.last_error), "next_attempt_at": _iso(d.next_attempt_at),
-            "delivered_at": _iso(d.delivered_at)}
+    return {
+        "patient": d.label,
+        "scan_date": _iso(d.scan_date),
+        "report_version": d.report_version,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_status_code": d.last_status_code,
+        "last_error": error_summary(d.last_error),
+        "next_attempt_at": _iso(d.next_attempt_at),
+        "delivered_at": _iso(d.delivered_at),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -640,12 +725,17 @@ def load_cohort(session, filters: Filters, *, label: Callable[[str], str] | None
 
     label = label or (lambda patient_id: pseudonym(patient_id) or "")
     cancer_types = sorted({t or NOT_RECORDED for t in session.scalars(select(Patient.cancer_type).distinct())})
-    latest = (select(Assessment.patient_id, func.max(Assessment.version).label("version"))
-              .group_by(Assessment.patient_id).subquery())
-    query = (select(Patient, Assessment)
-             .join(latest, latest.c.patient_id == Patient.id)
-             .join(Assessment, (Assessment.patient_id == latest.c.patient_id) & (Assessment.version == latest.c.version))
-             .order_by(Patient.created_at, Patient.id))
+    latest = (
+        select(Assessment.patient_id, func.max(Assessment.version).label("version"))
+        .group_by(Assessment.patient_id)
+        .subquery()
+    )
+    query = (
+        select(Patient, Assessment)
+        .join(latest, latest.c.patient_id == Patient.id)
+        .join(Assessment, (Assessment.patient_id == latest.c.patient_id) & (Assessment.version == latest.c.version))
+        .order_by(Patient.created_at, Patient.id)
+    )
     if filters.cancer_type == NOT_RECORDED:
         query = query.where(Patient.cancer_type.is_(None))
     elif filters.cancer_type:
@@ -655,8 +745,11 @@ def load_cohort(session, filters: Filters, *, label: Callable[[str], str] | None
         followups = [as_date(d) for d in assessment.result.get("followup_dates") or []]
         if (filters.start or filters.end) and not any(filters.contains(d) for d in followups):
             continue
-        patients.append(PatientRecord(patient.id, label(patient.id), patient.mrn, patient.cancer_type,
-                                      assessment.version, assessment.result))
+        patients.append(
+            PatientRecord(
+                patient.id, label(patient.id), patient.mrn, patient.cancer_type, assessment.version, assessment.result
+            )
+        )
     ids = [p.patient_id for p in patients]
     labels = {p.patient_id: p.label for p in patients}
     if not ids:
@@ -670,25 +763,57 @@ def load_cohort(session, filters: Filters, *, label: Callable[[str], str] | None
             clauses.append(column <= filters.end)
         return clauses
 
-    first_delivery = (select(OutboxMessage.report_id, func.min(OutboxMessage.delivered_at).label("delivered_at"))
-                      .where(OutboxMessage.status == "delivered").group_by(OutboxMessage.report_id).subquery())
+    first_delivery = (
+        select(OutboxMessage.report_id, func.min(OutboxMessage.delivered_at).label("delivered_at"))
+        .where(OutboxMessage.status == "delivered")
+        .group_by(OutboxMessage.report_id)
+        .subquery()
+    )
     reports = tuple(
-        ReportRecord(r.patient_id, labels[r.patient_id], r.scan_date, r.identifier, r.version, r.status,
-                     r.first_input_at, delivered)
+        ReportRecord(
+            r.patient_id,
+            labels[r.patient_id],
+            r.scan_date,
+            r.identifier,
+            r.version,
+            r.status,
+            r.first_input_at,
+            delivered,
+        )
         for r, delivered in session.execute(
             select(Report, first_delivery.c.delivered_at)
             .outerjoin(first_delivery, first_delivery.c.report_id == Report.id)
             .where(Report.patient_id.in_(ids), *in_period(Report.scan_date))
-            .order_by(Report.scan_date, Report.id)))
+            .order_by(Report.scan_date, Report.id)
+        )
+    )
     deliveries = tuple(
-        DeliveryRecord(m.patient_id, labels[m.patient_id], scan_date, m.report_version, m.status, m.attempts,
-                       m.last_status_code, m.last_error, m.created_at, m.delivered_at, m.next_attempt_at)
+        DeliveryRecord(
+            m.patient_id,
+            labels[m.patient_id],
+            scan_date,
+            m.report_version,
+            m.status,
+            m.attempts,
+            m.last_status_code,
+            m.last_error,
+            m.created_at,
+            m.delivered_at,
+            m.next_attempt_at,
+        )
         for m, scan_date in session.execute(
-            select(OutboxMessage, Report.scan_date).outerjoin(Report, Report.id == OutboxMessage.report_id)
+            select(OutboxMessage, Report.scan_date)
+            .outerjoin(Report, Report.id == OutboxMessage.report_id)
             .where(OutboxMessage.patient_id.in_(ids), *in_period(Report.scan_date))
-            .order_by(OutboxMessage.id)))
+            .order_by(OutboxMessage.id)
+        )
+    )
     alerts = tuple(
         AlertRecord(a.patient_id, labels[a.patient_id], a.code, a.key, a.status, a.severity, a.scan_date, a.summary)
-        for a in session.scalars(select(Alert).where(Alert.patient_id.in_(ids), *in_period(Alert.scan_date))
-                                 .order_by(Alert.scan_date, Alert.id)))
+        for a in session.scalars(
+            select(Alert)
+            .where(Alert.patient_id.in_(ids), *in_period(Alert.scan_date))
+            .order_by(Alert.scan_date, Alert.id)
+        )
+    )
     return Cohort(filters, tuple(patients), reports, deliveries, alerts, tuple(cancer_types))

@@ -26,8 +26,14 @@ def _run(settings: Settings, patient_ids: list[str], force: bool) -> list[dict]:
         with db.write() as session:
             patient = session.get(Patient, patient_id)
             outcome = evaluate_and_publish(session, settings, patient, trigger="reassess", force=force)
-        results.append({"patient": patient_id, "version": outcome.version, "changes": outcome.changes,
-                        "reports_issued": outcome.reports_issued})
+        results.append(
+            {
+                "patient": patient_id,
+                "version": outcome.version,
+                "changes": outcome.changes,
+                "reports_issued": outcome.reports_issued,
+            }
+        )
     db.dispose()
     return results
 
@@ -37,13 +43,17 @@ def _chunk(args) -> list[dict]:
     return _run(settings, ids, force)
 
 
-def reassess(settings: Settings, *, patient: str | None, everyone: bool, force: bool, workers: int = 1, out=sys.stdout) -> int:
+def reassess(
+    settings: Settings, *, patient: str | None, everyone: bool, force: bool, workers: int = 1, out=sys.stdout
+) -> int:
     db = Database(settings.database_url)
     with db.read() as session:
         if everyone:
             ids = list(session.scalars(select(Patient.id).order_by(Patient.id)))
         else:
-            found = session.get(Patient, patient) or session.scalars(select(Patient).where(Patient.mrn == patient)).first()
+            found = (
+                session.get(Patient, patient) or session.scalars(select(Patient).where(Patient.mrn == patient)).first()
+            )
             if found is None:
                 print(f"unknown patient {patient}", file=sys.stderr)
                 return 2
@@ -59,6 +69,9 @@ def reassess(settings: Settings, *, patient: str | None, everyone: bool, force: 
     changed = [r for r in results if r["version"] is not None]
     for result in changed:
         print(json.dumps(result, default=str), file=out)
-    print(f"reassessed {len(results)} patient(s) in {time.monotonic() - started:.1f} s: "
-          f"{len(changed)} new assessment version(s)", file=out)
+    print(
+        f"reassessed {len(results)} patient(s) in {time.monotonic() - started:.1f} s: "
+        f"{len(changed)} new assessment version(s)",
+        file=out,
+    )
     return 0

@@ -29,8 +29,11 @@ def start_role_http(host: str, port: int, db: Database, ready: Callable[[], dict
             elif self.path == "/readyz":
                 checks = ready()
                 ok = all(checks.values())
-                self._send(200 if ok else 503, json.dumps({"status": "ready" if ok else "not-ready", "checks": checks}).encode(),
-                           "application/json")
+                self._send(
+                    200 if ok else 503,
+                    json.dumps({"status": "ready" if ok else "not-ready", "checks": checks}).encode(),
+                    "application/json",
+                )
             elif self.path == "/metrics":
                 self._send(200, render_metrics(db), "text/plain; version=0.0.4")
             else:

@@ -138,8 +138,14 @@ class SmartBackendAuth:
     # -- the assertion and the token -----------------------------------------------------------------------
     def client_assertion(self, token_url: str) -> str:
         now = int(time.time())
-        claims = {"iss": self.client_id, "sub": self.client_id, "aud": token_url, "iat": now,
-                  "exp": now + ASSERTION_LIFETIME_SECONDS, "jti": str(uuid.uuid4())}
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": token_url,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECONDS,
+            "jti": str(uuid.uuid4()),
+        }
         headers = {"kid": self.kid, "typ": "JWT"}
         if self.settings.ehr_jku:
             headers["jku"] = self.settings.ehr_jku
@@ -147,10 +153,16 @@ class SmartBackendAuth:
 
     def _request_token(self) -> None:
         token_url = self.token_url()
-        form = {"grant_type": "client_credentials", "scope": self.settings.ehr_scope,
-                "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": self.client_assertion(token_url)}
+        form = {
+            "grant_type": "client_credentials",
+            "scope": self.settings.ehr_scope,
+            "client_assertion_type": CLIENT_ASSERTION_TYPE,
+            "client_assertion": self.client_assertion(token_url),
+        }
         try:
-            response = self.session.post(token_url, data=form, headers={"Accept": "application/json"}, timeout=self.timeout)
+            response = self.session.post(
+                token_url, data=form, headers={"Accept": "application/json"}, timeout=self.timeout
+            )
         except requests.RequestException as exc:
             raise SmartAuthError(f"token endpoint unreachable: {type(exc).__name__}") from exc
         if response.status_code != 200:
@@ -161,7 +173,9 @@ class SmartBackendAuth:
                 pass
             if response.status_code in (400, 401) and not self.settings.ehr_token_url:
                 self._token_url = None  # discover again next time: the EHR may have moved its endpoint
-            raise SmartAuthError(f"token endpoint answered {response.status_code} {error}".strip(), response.status_code)
+            raise SmartAuthError(
+                f"token endpoint answered {response.status_code} {error}".strip(), response.status_code
+            )
         try:
             body = response.json()
             token = str(body["access_token"])

@@ -44,12 +44,20 @@ rolled back (one FHIR transaction Bundle, one batch entry): it holds them strong
 map cannot drop them between entries and each lesion is looked up once."""
 
 
-def ensure_lesion(session: Session, patient_id: str, identity_key: str, identity_source: str, label: str | None,
-                  cache: LesionCache | None = None) -> Lesion:
+def ensure_lesion(
+    session: Session,
+    patient_id: str,
+    identity_key: str,
+    identity_source: str,
+    label: str | None,
+    cache: LesionCache | None = None,
+) -> Lesion:
     key = (patient_id, identity_key)
     if cache is not None and key in cache:
         return cache[key]
-    lesion = session.scalars(select(Lesion).where(Lesion.patient_id == patient_id, Lesion.identity_key == identity_key)).first()
+    lesion = session.scalars(
+        select(Lesion).where(Lesion.patient_id == patient_id, Lesion.identity_key == identity_key)
+    ).first()
     if lesion is None:
         lesion = Lesion(patient_id=patient_id, identity_key=identity_key, identity_source=identity_source, label=label)
         session.add(lesion)
@@ -59,8 +67,9 @@ def ensure_lesion(session: Session, patient_id: str, identity_key: str, identity
     return lesion
 
 
-def attach_measurements(session: Session, patient_id: str, measurements: list[Measurement],
-                        lesions: LesionCache | None = None) -> None:
+def attach_measurements(
+    session: Session, patient_id: str, measurements: list[Measurement], lesions: LesionCache | None = None
+) -> None:
     """Give measurements their patient and lesion rows (an SR without patient waits for its images)."""
     for m in measurements:
         m.patient_id = patient_id
@@ -73,7 +82,9 @@ def link_study(session: Session, study: Study, patient: Patient) -> bool:
     if study.patient_id == patient.id:
         return False
     study.patient_id = patient.id
-    pending = list(session.scalars(select(Measurement).where(Measurement.study_id == study.id, Measurement.patient_id.is_(None))))
+    pending = list(
+        session.scalars(select(Measurement).where(Measurement.study_id == study.id, Measurement.patient_id.is_(None)))
+    )
     attach_measurements(session, patient.id, pending)
     return True
 
@@ -103,20 +114,30 @@ def enqueue(
     ``postpone`` moves an already-queued job's start to ``run_after`` (the study settle timer).
     """
     now = utcnow()
-    values = dict(kind=kind, dedupe_key=dedupe_key, patient_id=patient_id, study_id=study_id,
-                  payload=payload or {}, status="queued", run_after=run_after or now, attempts=0, created_at=now)
+    values = dict(
+        kind=kind,
+        dedupe_key=dedupe_key,
+        patient_id=patient_id,
+        study_id=study_id,
+        payload=payload or {},
+        status="queued",
+        run_after=run_after or now,
+        attempts=0,
+        created_at=now,
+    )
     statement = _insert(session, Job.__table__, values)
     if postpone:
         statement = statement.on_conflict_do_update(
-            index_elements=["dedupe_key"], index_where=QUEUED,
-            set_={"run_after": values["run_after"]})
+            index_elements=["dedupe_key"], index_where=QUEUED, set_={"run_after": values["run_after"]}
+        )
     else:
         # Not DO NOTHING: the update locks the queued job until this transaction commits, so a worker cannot
         # claim it (FOR UPDATE SKIP LOCKED skips it) and run it on data without ours — the request would be lost.
         # If a worker holds it already, PostgreSQL waits for that transaction; the job is then no longer queued
         # and a new one is inserted. (SQLite serialises writers: there the race cannot happen.)
-        statement = statement.on_conflict_do_update(index_elements=["dedupe_key"], index_where=QUEUED,
-                                                    set_={"payload": statement.excluded.payload})
+        statement = statement.on_conflict_do_update(
+            index_elements=["dedupe_key"], index_where=QUEUED, set_={"payload": statement.excluded.payload}
+        )
     session.execute(statement)
 
 
@@ -148,9 +169,19 @@ def audit(
     patient_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(AuditEvent(action=action, kind=kind, source=source, outcome=outcome, agent=agent,
-                           entity_type=entity_type, entity_ref=entity_ref, patient_id=patient_id,
-                           detail=detail or {}))
+    session.add(
+        AuditEvent(
+            action=action,
+            kind=kind,
+            source=source,
+            outcome=outcome,
+            agent=agent,
+            entity_type=entity_type,
+            entity_ref=entity_ref,
+            patient_id=patient_id,
+            detail=detail or {},
+        )
+    )
 
 
 def mark_study_activity(session: Session, study: Study) -> None:

@@ -52,8 +52,12 @@ class Worker:
 
     # -- jobs -------------------------------------------------------------------------------------------
     def _claim_query(self):
-        query = (select(Job).where(Job.status == "queued", Job.run_after <= utcnow())
-                 .order_by(Job.run_after, Job.id).limit(1))
+        query = (
+            select(Job)
+            .where(Job.status == "queued", Job.run_after <= utcnow())
+            .order_by(Job.run_after, Job.id)
+            .limit(1)
+        )
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         return query
@@ -99,19 +103,29 @@ class Worker:
                 job.status = "failed"
             else:
                 # Retry under the dedupe key, unless a newer copy is queued already (it will do the work).
-                duplicate = session.scalars(select(Job.id).where(Job.dedupe_key == job.dedupe_key,
-                                                                 Job.status == "queued", Job.id != job.id)).first()
+                duplicate = session.scalars(
+                    select(Job.id).where(Job.dedupe_key == job.dedupe_key, Job.status == "queued", Job.id != job.id)
+                ).first()
                 job.status = "done" if duplicate is not None else "queued"
-            audit(session, action="E", kind=f"job-failed-{job.kind}", source="worker", outcome="8",
-                  patient_id=job.patient_id, detail={"error": error, "attempts": job.attempts})
+            audit(
+                session,
+                action="E",
+                kind=f"job-failed-{job.kind}",
+                source="worker",
+                outcome="8",
+                patient_id=job.patient_id,
+                detail={"error": error, "attempts": job.attempts},
+            )
 
     def _wait_for_database(self, exc: DatabaseUnavailable) -> None:
         """Back off before the next transaction; the pool replaces dead connections (pre-ping) when we retry."""
         self._database_outages += 1
         delay = min(DATABASE_RETRY_MAX_SECONDS, 2.0 ** min(self._database_outages - 1, 8))
         delay *= 0.8 + 0.4 * random.random()
-        logger.warning("database unavailable: worker waits",
-                       extra={"fields": {"seconds": round(delay, 1), "reason": str(exc)[:200]}})
+        logger.warning(
+            "database unavailable: worker waits",
+            extra={"fields": {"seconds": round(delay, 1), "reason": str(exc)[:200]}},
+        )
         self._stop.wait(delay)
 
     def _process(self, session, job: Job) -> None:
@@ -120,20 +134,28 @@ class Worker:
             if patient is None:
                 return
             payload = job.payload or {}
-            if not payload.get("force") and context_pull.needs_pull(session, self.settings, patient,
-                                                                    str(payload.get("trigger", ""))):
+            if not payload.get("force") and context_pull.needs_pull(
+                session, self.settings, patient, str(payload.get("trigger", ""))
+            ):
                 # No therapy line posted to us: fetch the context from the EHR first; the pull re-queues this
                 # evaluation when it is done (or failed), so results are never held back for long.
                 context_pull.request_pull(session, patient, trigger=payload.get("trigger", "job"))
                 return
-            evaluate_and_publish(session, self.settings, patient, trigger=payload.get("trigger", "job"),
-                                 force=bool(payload.get("force")))
+            evaluate_and_publish(
+                session, self.settings, patient, trigger=payload.get("trigger", "job"), force=bool(payload.get("force"))
+            )
         elif job.kind == context_pull.JOB_KIND:
             patient = session.get(Patient, job.patient_id)
             if patient is not None:
                 payload = job.payload or {}
-                context_pull.run_pull(session, self.settings, self.ehr, patient, trigger=payload.get("trigger", "job"),
-                                      attempt=int(payload.get("attempt", 0)))
+                context_pull.run_pull(
+                    session,
+                    self.settings,
+                    self.ehr,
+                    patient,
+                    trigger=payload.get("trigger", "job"),
+                    attempt=int(payload.get("attempt", 0)),
+                )
         elif job.kind == "settle":
             study = session.get(Study, job.study_id)
             if study is None:
@@ -157,11 +179,22 @@ class Worker:
         now = utcnow()
         try:
             with self.db.write() as session:
-                query = (select(OutboxMessage)
-                         .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now,
-                                ~exists().where(and_(earlier.patient_id == OutboxMessage.patient_id,
-                                                     earlier.status == "pending", earlier.id < OutboxMessage.id)))
-                         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(1))
+                query = (
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.status == "pending",
+                        OutboxMessage.next_attempt_at <= now,
+                        ~exists().where(
+                            and_(
+                                earlier.patient_id == OutboxMessage.patient_id,
+                                earlier.status == "pending",
+                                earlier.id < OutboxMessage.id,
+                            )
+                        ),
+                    )
+                    .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+                    .limit(1)
+                )
                 if not self.db.is_sqlite:
                     query = query.with_for_update(skip_locked=True, of=OutboxMessage)
                 message = session.scalars(query).first()
@@ -189,22 +222,41 @@ class Worker:
                     message.status = "delivered"
                     message.delivered_at = utcnow()
                     message.last_error = None
-                    audit(session, action="C", kind="delivery", source="worker", entity_type="DiagnosticReport",
-                          entity_ref=message.report_identifier, patient_id=message.patient_id,
-                          detail={"version": message.report_version, "attempts": attempts, "status": status})
+                    audit(
+                        session,
+                        action="C",
+                        kind="delivery",
+                        source="worker",
+                        entity_type="DiagnosticReport",
+                        entity_ref=message.report_identifier,
+                        patient_id=message.patient_id,
+                        detail={"version": message.report_version, "attempts": attempts, "status": status},
+                    )
                 else:
                     message.last_error = error
-                    message.next_attempt_at = utcnow() + dt.timedelta(seconds=backoff(attempts, self.settings.retry_backoff_seconds))
-                    audit(session, action="C", kind="delivery-failed", source="worker", outcome="4",
-                          entity_type="DiagnosticReport", entity_ref=message.report_identifier,
-                          patient_id=message.patient_id, detail={"attempts": attempts, "status": status, "error": error[:200]})
+                    message.next_attempt_at = utcnow() + dt.timedelta(
+                        seconds=backoff(attempts, self.settings.retry_backoff_seconds)
+                    )
+                    audit(
+                        session,
+                        action="C",
+                        kind="delivery-failed",
+                        source="worker",
+                        outcome="4",
+                        entity_type="DiagnosticReport",
+                        entity_ref=message.report_identifier,
+                        patient_id=message.patient_id,
+                        detail={"attempts": attempts, "status": status, "error": error[:200]},
+                    )
         except DatabaseUnavailable as exc:
             # Sent but not marked: the message is sent again when its lease expires (conditional PUTs, no change).
             self._wait_for_database(exc)
         else:
             self._database_outages = 0
         if error:
-            logger.warning("delivery failed", extra={"fields": {"message": message_id, "status": status, "attempts": attempts}})
+            logger.warning(
+                "delivery failed", extra={"fields": {"message": message_id, "status": status, "attempts": attempts}}
+            )
         return True
 
     # -- loop -------------------------------------------------------------------------------------------
@@ -230,12 +282,16 @@ def pending_work(db: Database) -> dict[str, int]:
 
     with db.read() as session:
         jobs = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
-        outbox = session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "pending")) or 0
+        outbox = (
+            session.scalar(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "pending"))
+            or 0
+        )
     return {"jobs": jobs, "outbox": outbox}
 
 
 def requeue_failed_deliveries(db: Database) -> int:
     with db.write() as session:
-        result = session.execute(update(OutboxMessage).where(OutboxMessage.status == "pending")
-                                 .values(next_attempt_at=utcnow()))
+        result = session.execute(
+            update(OutboxMessage).where(OutboxMessage.status == "pending").values(next_attempt_at=utcnow())
+        )
         return result.rowcount or 0

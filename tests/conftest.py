@@ -20,12 +20,14 @@ from tests.support.processes import ServiceProcesses
 
 POSTGRES_URL = os.environ.get("IMMUNORAD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 
 def pytest_addoption(parser):
-    parser.addoption("--db", default=os.environ.get("IMMUNORAD_TEST_DB", "sqlite,postgresql"),
-                     help="comma list of backends for database tests: sqlite, postgresql")
+    parser.addoption(
+        "--db",
+        default=os.environ.get("IMMUNORAD_TEST_DB", "sqlite,postgresql"),
+        help="comma list of backends for database tests: sqlite, postgresql",
+    )
 
 
 def pytest_generate_tests(metafunc):
@@ -100,9 +102,16 @@ def settings_factory(db_url, tmp_path):
     from service.config import Settings
 
     def make(**overrides) -> Settings:
-        values = dict(var_dir=tmp_path / "var", database_url=db_url, http_port=free_port(), dicom_port=free_port(),
-                      api_token="test-token", study_settle_seconds=0.5, pseudonym_key="test-pseudonym-key",
-                      worker_poll_seconds=0.1)
+        values = dict(
+            var_dir=tmp_path / "var",
+            database_url=db_url,
+            http_port=free_port(),
+            dicom_port=free_port(),
+            api_token="test-token",
+            study_settle_seconds=0.5,
+            pseudonym_key="test-pseudonym-key",
+            worker_poll_seconds=0.1,
+        )
         values.update(overrides)
         return Settings(**values)
 

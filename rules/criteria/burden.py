@@ -50,6 +50,7 @@ TumourFilter = Callable[[TrackedLesion, LesionMeasurement], bool]
 
 # --- flags and flag-controlled thresholds ----------------------------------------------------------------
 
+
 def criterion_flags(ruleset: RuleSet, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """Every flag's value: ``<prefix>.<flag>`` if overridden, else the override of the flag it inherits, else default.
 
@@ -108,6 +109,7 @@ def fraction_as_decimal(value: Fraction) -> Decimal:
 
 # --- lesion groups for the new-lesion caps --------------------------------------------------------------
 
+
 def organ_of(lesion: TrackedLesion) -> str:
     """RECIST 1.1 / WG: all lymph nodes count as one organ; an unknown organ is never merged with another."""
     if lesion.nodal:
@@ -133,15 +135,21 @@ class NewLesionLedger:
     which lesions to count beyond the caps; largest first mirrors target selection].
     """
 
-    def __init__(self, measurable: Callable[[LesionMeasurement, Timepoint], bool], caps: Sequence[CapRule],
-                 value: LesionValueReader) -> None:
+    def __init__(
+        self,
+        measurable: Callable[[LesionMeasurement, Timepoint], bool],
+        caps: Sequence[CapRule],
+        value: LesionValueReader,
+    ) -> None:
         self._measurable = measurable
         self._caps = tuple(caps)
         self._value = value
         self.counted: list[TrackedLesion] = []
         self.joined: dict[str, dt.date] = {}
 
-    def admit(self, tp: Timepoint, present: Iterable[TrackedLesion]) -> tuple[list[TrackedLesion], list[tuple[TrackedLesion, str]]]:
+    def admit(
+        self, tp: Timepoint, present: Iterable[TrackedLesion]
+    ) -> tuple[list[TrackedLesion], list[tuple[TrackedLesion, str]]]:
         """Admit the present new lesions measurable at ``tp``; return (admitted, refused with the reason)."""
         candidates = []
         refused: list[tuple[TrackedLesion, str]] = []
@@ -174,6 +182,7 @@ class NewLesionLedger:
 
 
 # --- the burden at one scan -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BurdenReading:
@@ -215,8 +224,14 @@ class TumourBurden:
         return " + ".join(parts) if parts else "no lesions"
 
 
-def measure_burden(tp: Timepoint, index_lesions: Sequence[TrackedLesion], new_lesions: Sequence[TrackedLesion],
-                   value: LesionValueReader, *, not_assessable: Iterable[str] = ()) -> TumourBurden:
+def measure_burden(
+    tp: Timepoint,
+    index_lesions: Sequence[TrackedLesion],
+    new_lesions: Sequence[TrackedLesion],
+    value: LesionValueReader,
+    *,
+    not_assessable: Iterable[str] = (),
+) -> TumourBurden:
     blocked = set(not_assessable)
     readings = []
     for lesion, is_new in [(l, False) for l in index_lesions] + [(l, True) for l in new_lesions]:
@@ -242,9 +257,11 @@ def fmt_amount(value: Decimal | Fraction | None, unit: str) -> str:
 
 def burden_line(label: str, current: Decimal, baseline: Decimal, nadir: Decimal, unit: str) -> str:
     change = current - nadir
-    return (f"{label} {fmt_amount(current, unit)}: {fmt_pct(percent_change(current, baseline))} from baseline "
-            f"{fmt_amount(baseline, unit)}, {fmt_pct(percent_change(current, nadir))} and "
-            f"{'+' if change > 0 else ''}{fmt_amount(change, unit)} from nadir {fmt_amount(nadir, unit)}")
+    return (
+        f"{label} {fmt_amount(current, unit)}: {fmt_pct(percent_change(current, baseline))} from baseline "
+        f"{fmt_amount(baseline, unit)}, {fmt_pct(percent_change(current, nadir))} and "
+        f"{'+' if change > 0 else ''}{fmt_amount(change, unit)} from nadir {fmt_amount(nadir, unit)}"
+    )
 
 
 def meets_progression(current: Decimal, nadir: Decimal, *, fraction: Threshold, absolute: Threshold | None) -> bool:
@@ -262,8 +279,10 @@ def meets_progression(current: Decimal, nadir: Decimal, *, fraction: Threshold, 
 
 # --- non-target lesions and new lesions -------------------------------------------------------------------
 
-def nontarget_decision(engine: Engine, tp: Timepoint, nontargets: Sequence[TrackedLesion], *,
-                       all_absent_override: bool | None = None):
+
+def nontarget_decision(
+    engine: Engine, tp: Timepoint, nontargets: Sequence[TrackedLesion], *, all_absent_override: bool | None = None
+):
     """Non-target (non-index) status through the RECIST 1.1 ``nontarget_response`` table.
 
     The immune-related criteria use non-target lesions only for complete response (irRC Table 1; spec §4.2, §5):
@@ -271,13 +290,17 @@ def nontarget_decision(engine: Engine, tp: Timepoint, nontargets: Sequence[Track
     """
     nt = nontarget_state(tp, nontargets, after_complete_response=False)
     all_absent = nt.all_absent if all_absent_override is None else all_absent_override
-    return nt, engine.decide("RECIST-1.1", "nontarget_response", {
-        "has_nontargets": nt.has_nontargets,
-        "any_unequivocal_progression": nt.any_unequivocal_progression,
-        "reappearance_after_cr": False,
-        "all_nontargets_assessed": nt.all_assessed,
-        "all_nontargets_absent": all_absent and nt.all_assessed,
-    })
+    return nt, engine.decide(
+        "RECIST-1.1",
+        "nontarget_response",
+        {
+            "has_nontargets": nt.has_nontargets,
+            "any_unequivocal_progression": nt.any_unequivocal_progression,
+            "reappearance_after_cr": False,
+            "all_nontargets_assessed": nt.all_assessed,
+            "all_nontargets_absent": all_absent and nt.all_assessed,
+        },
+    )
 
 
 def unequivocal_progression(m: LesionMeasurement | None) -> bool:
@@ -288,6 +311,7 @@ def unequivocal_progression(m: LesionMeasurement | None) -> bool:
 
 
 # --- confirmation of progression (spec §3.4) ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ConfirmationStep:
@@ -321,7 +345,9 @@ class ProgressionConfirmation:
     - Confirmed progression is final.
     """
 
-    def __init__(self, window: Threshold, meets: Callable[[Decimal, Decimal], bool], label: str, unit: str = "mm") -> None:
+    def __init__(
+        self, window: Threshold, meets: Callable[[Decimal, Decimal], bool], label: str, unit: str = "mm"
+    ) -> None:
         self._window = window
         self._meets = meets
         self._label = label
@@ -333,8 +359,9 @@ class ProgressionConfirmation:
     def open_candidate(self) -> dt.date | None:
         return self._candidate.scan_date if self._candidate else None
 
-    def step(self, scan_date: dt.date, *, progression: bool, not_evaluable: bool, burden: Decimal,
-             nadir: Decimal) -> ConfirmationStep:
+    def step(
+        self, scan_date: dt.date, *, progression: bool, not_evaluable: bool, burden: Decimal, nadir: Decimal
+    ) -> ConfirmationStep:
         """``progression``: this timepoint meets progression against the running ``nadir`` (``burden`` may be partial)."""
         label = self._label
 
@@ -342,30 +369,45 @@ class ProgressionConfirmation:
             return fmt_amount(value, self._unit)
 
         if self.progression_date is not None:
-            return ConfirmationStep(True, True, self.progression_date,
-                                    f"{label} confirmed (progression dated {self.progression_date}) is final (spec §3.2 [D])",
-                                    final=True)
+            return ConfirmationStep(
+                True,
+                True,
+                self.progression_date,
+                f"{label} confirmed (progression dated {self.progression_date}) is final (spec §3.2 [D])",
+                final=True,
+            )
         candidate = self._candidate
         if candidate is not None:
             days = (scan_date - candidate.scan_date).days
             if not self._window.holds(days):
-                note = (f"{days} days after the unconfirmed {label} of {candidate.scan_date}: fewer than "
-                        f"{self._window.describe()}, neither confirms nor negates it (spec §3.4)")
+                note = (
+                    f"{days} days after the unconfirmed {label} of {candidate.scan_date}: fewer than "
+                    f"{self._window.describe()}, neither confirms nor negates it (spec §3.4)"
+                )
                 return ConfirmationStep(progression, False if progression else None, None, note)
             if not_evaluable:
-                return ConfirmationStep(False, None, None,
-                                        f"not evaluable: neither confirms nor negates the unconfirmed {label} of "
-                                        f"{candidate.scan_date} [D]")
+                return ConfirmationStep(
+                    False,
+                    None,
+                    None,
+                    f"not evaluable: neither confirms nor negates the unconfirmed {label} of {candidate.scan_date} [D]",
+                )
             if progression and self._meets(burden, candidate.nadir):
                 self._candidate = None
                 self.progression_date = candidate.scan_date
-                return ConfirmationStep(True, True, candidate.scan_date,
-                                        f"confirms the {label} of {candidate.scan_date}: {days} days later "
-                                        f"({self._window.describe()}), still {label} against the same nadir "
-                                        f"{amount(candidate.nadir)} (spec §3.4)")
+                return ConfirmationStep(
+                    True,
+                    True,
+                    candidate.scan_date,
+                    f"confirms the {label} of {candidate.scan_date}: {days} days later "
+                    f"({self._window.describe()}), still {label} against the same nadir "
+                    f"{amount(candidate.nadir)} (spec §3.4)",
+                )
             self._candidate = None
-            note = (f"negates the unconfirmed {label} of {candidate.scan_date}: {days} days later "
-                    f"({self._window.describe()}) and not {label} against its nadir {amount(candidate.nadir)} (spec §3.4)")
+            note = (
+                f"negates the unconfirmed {label} of {candidate.scan_date}: {days} days later "
+                f"({self._window.describe()}) and not {label} against its nadir {amount(candidate.nadir)} (spec §3.4)"
+            )
             if progression:
                 self._candidate = _Candidate(scan_date, nadir)
                 note += f"; {label} against the current nadir {amount(nadir)} starts a new unconfirmed {label}"
@@ -373,9 +415,13 @@ class ProgressionConfirmation:
             return ConfirmationStep(False, None, None, note)
         if progression:
             self._candidate = _Candidate(scan_date, nadir)
-            return ConfirmationStep(True, False, None,
-                                    f"unconfirmed {label}: needs a repeat assessment {self._window.describe()} later "
-                                    f"against the nadir {amount(nadir)} (spec §3.4)")
+            return ConfirmationStep(
+                True,
+                False,
+                None,
+                f"unconfirmed {label}: needs a repeat assessment {self._window.describe()} later "
+                f"against the nadir {amount(nadir)} (spec §3.4)",
+            )
         return ConfirmationStep(False, None, None)
 
 
@@ -384,29 +430,45 @@ class ProgressionConfirmation:
 UNCONFIRMED_PROGRESSION = "unconfirmed-progression"
 
 
-def immune_best_response(responses: Sequence[TimepointResponse], *, order: ResponseOrder, anchor: dt.date | None,
-                         stable_min_days: int, confirm_min_days: int, progression_date: dt.date | None,
-                         confirmed: bool) -> BestResponse:
+def immune_best_response(
+    responses: Sequence[TimepointResponse],
+    *,
+    order: ResponseOrder,
+    anchor: dt.date | None,
+    stable_min_days: int,
+    confirm_min_days: int,
+    progression_date: dt.date | None,
+    confirmed: bool,
+) -> BestResponse:
     """Best overall response with the RECIST 1.1 search (``recist_family.best_overall_response``), except that
     progression counts only once confirmed (spec §3.4): an unconfirmed or negated progression is neither a
     progression nor stable disease, and it interrupts a response's confirmation.
     """
     relabelled = [
         dataclasses.replace(r, category=UNCONFIRMED_PROGRESSION)
-        if r.category in order.progression and (progression_date is None or r.scan_date < progression_date) else r
+        if r.category in order.progression and (progression_date is None or r.scan_date < progression_date)
+        else r
         for r in responses
     ]
-    best = best_overall_response(relabelled, anchor=anchor, order=order, stable_min_days=stable_min_days,
-                                 confirm_min_days=confirm_min_days, confirmed=confirmed)
+    best = best_overall_response(
+        relabelled,
+        anchor=anchor,
+        order=order,
+        stable_min_days=stable_min_days,
+        confirm_min_days=confirm_min_days,
+        confirmed=confirmed,
+    )
     if best.category == order.not_evaluable:
         pending = [r for r in relabelled if r.category == UNCONFIRMED_PROGRESSION]
         if pending:
-            return dataclasses.replace(best, because=best.because + f"; {order.progression[0]} on "
-                                       f"{pending[-1].scan_date} is not confirmed")
+            return dataclasses.replace(
+                best, because=best.because + f"; {order.progression[0]} on {pending[-1].scan_date} is not confirmed"
+            )
     return best
 
 
 # --- the shared timepoint loop -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BurdenCriterion:
@@ -444,21 +506,32 @@ def baseline_burden(timeline: Timeline, spec: BurdenCriterion) -> tuple[Decimal,
     """Baseline burden: the index (target) lesions at the baseline scan (no new lesions exist at baseline)."""
     targets = timeline.lesions_with_role(LesionRole.TARGET)
     burden = measure_burden(timeline.baseline, targets, (), spec.lesion_value)
-    warnings = [f"baseline index lesion {name} has no measurement: left out of the baseline burden"
-                for name in burden.missing]
+    warnings = [
+        f"baseline index lesion {name} has no measurement: left out of the baseline burden" for name in burden.missing
+    ]
     return burden.total, warnings
 
 
-def assess_burden(engine: Engine, ruleset: RuleSet, timeline: Timeline, spec: BurdenCriterion,
-                  flags: Mapping[str, Any], *, is_tumour: TumourFilter | None = None) -> BurdenAssessment:
+def assess_burden(
+    engine: Engine,
+    ruleset: RuleSet,
+    timeline: Timeline,
+    spec: BurdenCriterion,
+    flags: Mapping[str, Any],
+    *,
+    is_tumour: TumourFilter | None = None,
+) -> BurdenAssessment:
     """Every follow-up timepoint of an immune-related burden criterion (spec §3–§5), with §3.4 confirmation."""
     cats = spec.categories
     targets = timeline.lesions_with_role(LesionRole.TARGET)
     nontargets = timeline.lesions_with_role(LesionRole.NON_TARGET)
     base, warnings = baseline_burden(timeline, spec)
     fraction = ruleset.threshold("progression_fraction_of_nadir")
-    absolute = (configured_threshold(ruleset, "progression_absolute_increase", flags)
-                if "progression_absolute_increase" in ruleset.thresholds else None)
+    absolute = (
+        configured_threshold(ruleset, "progression_absolute_increase", flags)
+        if "progression_absolute_increase" in ruleset.thresholds
+        else None
+    )
     partial_response = ruleset.threshold("partial_response_fraction_of_baseline")
 
     def meets(current: Decimal, nadir: Decimal) -> bool:
@@ -475,44 +548,66 @@ def assess_burden(engine: Engine, ruleset: RuleSet, timeline: Timeline, spec: Bu
         new_present, equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
         admitted, refused = ledger.admit(tp, new_present)
         for lesion in admitted:
-            trace.append(f"new lesion {lesion_name(lesion)} is measurable: added to the tumour burden from {tp.scan_date}")
-        blocked = (locally_treated_lesions(timeline, tp.scan_date)
-                   if flags.get("locally_treated_target_not_assessable", True) else set())
+            trace.append(
+                f"new lesion {lesion_name(lesion)} is measurable: added to the tumour burden from {tp.scan_date}"
+            )
+        blocked = (
+            locally_treated_lesions(timeline, tp.scan_date)
+            if flags.get("locally_treated_target_not_assessable", True)
+            else set()
+        )
         burden = measure_burden(tp, targets, ledger.counted, spec.lesion_value, not_assessable=blocked)
         counted_ids = set(ledger.joined)
         outside = [l for l in new_present if l.lesion_id not in counted_ids]
         for lesion, reason in refused:
             trace.append(f"new lesion {lesion_name(lesion)} {reason}: not in the burden, precludes {cats['CR']}")
         if equivocal:
-            trace.append("equivocal new lesion(s) followed, not counted: " + ", ".join(lesion_name(l) for l in equivocal))
+            trace.append(
+                "equivocal new lesion(s) followed, not counted: " + ", ".join(lesion_name(l) for l in equivocal)
+            )
         trace.append(f"burden: {burden.describe(spec.sum_unit)}")
         if targets:
-            trace.append(burden_line("tumour burden" if burden.complete else "partial burden (missing counted as 0)",
-                                     burden.total, base, nadir, spec.sum_unit))
+            trace.append(
+                burden_line(
+                    "tumour burden" if burden.complete else "partial burden (missing counted as 0)",
+                    burden.total,
+                    base,
+                    nadir,
+                    spec.sum_unit,
+                )
+            )
         if blocked & {l.lesion_id for l in targets}:
             trace.append("a target lesion was irradiated during follow-up: not assessable (flag for manual review)")
 
         progression = meets(burden.total, nadir)
         disappeared = burden.complete and spec.burden_disappeared(burden)
-        burden_decision = engine.decide(spec.criterion, "tumour_burden_response", {
-            "has_baseline_burden": bool(targets),
-            "all_burden_assessed": burden.complete,
-            "burden_meets_progression": progression,
-            "ne_partial_pd": bool(flags["ne_partial_pd"]),
-            "burden_disappeared": disappeared,
-            "burden_meets_partial_response": partial_response.holds(burden.total, base),
-        })
+        burden_decision = engine.decide(
+            spec.criterion,
+            "tumour_burden_response",
+            {
+                "has_baseline_burden": bool(targets),
+                "all_burden_assessed": burden.complete,
+                "burden_meets_progression": progression,
+                "ne_partial_pd": bool(flags["ne_partial_pd"]),
+                "burden_disappeared": disappeared,
+                "burden_meets_partial_response": partial_response.holds(burden.total, base),
+            },
+        )
         trace.append(burden_decision.trace())
 
         absent_override = spec.nontargets_absent(tp, nontargets) if spec.nontargets_absent else None
         nt, nt_decision = nontarget_decision(engine, tp, nontargets, all_absent_override=absent_override)
         if nt.has_nontargets:
             trace.append(nt_decision.trace())
-        overall = engine.decide(spec.criterion, "overall_response", {
-            "burden": burden_decision["burden"],
-            "nontarget": nt_decision["nontarget"],
-            "new_lesion_outside_burden": bool(outside),
-        })
+        overall = engine.decide(
+            spec.criterion,
+            "overall_response",
+            {
+                "burden": burden_decision["burden"],
+                "nontarget": nt_decision["nontarget"],
+                "new_lesion_outside_burden": bool(outside),
+            },
+        )
         trace.append(overall.trace())
         raw = overall["overall"]
 
@@ -520,72 +615,93 @@ def assess_burden(engine: Engine, ruleset: RuleSet, timeline: Timeline, spec: Bu
         elsewhere += [lesion_name(l) for l in outside if unequivocal_progression(tp.of(l.lesion_id))]
         review = False
         if spec.reader_review_table:
-            review_decision = engine.decide(spec.criterion, "reader_review", {
-                "unequivocal_progression_outside_burden": bool(elsewhere), "overall": raw})
+            review_decision = engine.decide(
+                spec.criterion,
+                "reader_review",
+                {"unequivocal_progression_outside_burden": bool(elsewhere), "overall": raw},
+            )
             review = bool(review_decision["reader_review"])
             if review:
                 trace.append(review_decision.trace())
-                tp_warnings.append(f"reader review: possible unequivocal {cats['PD']} "
-                                   f"({', '.join(elsewhere)}: unequivocal progression outside the measured burden)")
+                tp_warnings.append(
+                    f"reader review: possible unequivocal {cats['PD']} "
+                    f"({', '.join(elsewhere)}: unequivocal progression outside the measured burden)"
+                )
         elif elsewhere:
-            trace.append(f"unequivocal progression outside the measured burden ({', '.join(elsewhere)}) does not "
-                         f"define {cats['PD']} under {spec.criterion}")
+            trace.append(
+                f"unequivocal progression outside the measured burden ({', '.join(elsewhere)}) does not "
+                f"define {cats['PD']} under {spec.criterion}"
+            )
 
         if prior_complete and raw not in (cats["CR"], cats["NE"]):
             # Reappearance after a complete response is not defined by the sources: the category comes from the
             # burden only, and the reappearance is flagged (spec §4.2 policy [D], Example E4).
-            tp_warnings.append(f"disease reappeared after {cats['CR']}: category from the tumour burden only; reader review")
+            tp_warnings.append(
+                f"disease reappeared after {cats['CR']}: category from the tumour burden only; reader review"
+            )
 
-        step = confirmation.step(tp.scan_date, progression=raw == cats["PD"], not_evaluable=raw == cats["NE"],
-                                 burden=burden.total, nadir=nadir)
+        step = confirmation.step(
+            tp.scan_date,
+            progression=raw == cats["PD"],
+            not_evaluable=raw == cats["NE"],
+            burden=burden.total,
+            nadir=nadir,
+        )
         category = cats["PD"] if step.progression else raw
         if step.note:
             trace.append(step.note)
         if step.final and raw != cats["PD"]:
             trace.append(f"the burden alone would give {raw} at this timepoint")
-        responses.append(TimepointResponse(
-            criterion=spec.criterion,
-            scan_date=tp.scan_date,
-            category=category,
-            target_response=burden_decision["burden"] if targets else None,
-            nontarget_response=nt_decision["nontarget"],
-            new_lesions="present" if new_present else ("equivocal" if equivocal else "absent"),
-            sum_mm=burden.total,
-            sum_unit=spec.sum_unit,
-            baseline_sum=base,
-            nadir_sum=nadir,
-            percent_from_baseline=percent_change(burden.total, base) if burden.complete else None,
-            percent_from_nadir=percent_change(burden.total, nadir) if burden.complete else None,
-            absolute_from_nadir=(burden.total - nadir) if burden.complete else None,
-            confirmed=step.confirmed if step.progression else None,
-            progression_date=step.progression_date,
-            trace=tuple(trace),
-            warnings=tuple(tp_warnings),
-            extra={
-                "raw_category": raw,
-                "index_sum": burden.index_total,
-                "new_lesion_sum": burden.new_total,
-                "new_lesions_in_burden": tuple(lesion_name(l) for l in ledger.counted),
-                "new_lesions_outside_burden": tuple(lesion_name(l) for l in outside),
-                "reader_review": review,
-            },
-        ))
+        responses.append(
+            TimepointResponse(
+                criterion=spec.criterion,
+                scan_date=tp.scan_date,
+                category=category,
+                target_response=burden_decision["burden"] if targets else None,
+                nontarget_response=nt_decision["nontarget"],
+                new_lesions="present" if new_present else ("equivocal" if equivocal else "absent"),
+                sum_mm=burden.total,
+                sum_unit=spec.sum_unit,
+                baseline_sum=base,
+                nadir_sum=nadir,
+                percent_from_baseline=percent_change(burden.total, base) if burden.complete else None,
+                percent_from_nadir=percent_change(burden.total, nadir) if burden.complete else None,
+                absolute_from_nadir=(burden.total - nadir) if burden.complete else None,
+                confirmed=step.confirmed if step.progression else None,
+                progression_date=step.progression_date,
+                trace=tuple(trace),
+                warnings=tuple(tp_warnings),
+                extra={
+                    "raw_category": raw,
+                    "index_sum": burden.index_total,
+                    "new_lesion_sum": burden.new_total,
+                    "new_lesions_in_burden": tuple(lesion_name(l) for l in ledger.counted),
+                    "new_lesions_outside_burden": tuple(lesion_name(l) for l in outside),
+                    "reader_review": review,
+                },
+            )
+        )
         if burden.complete and raw != cats["NE"]:
             nadir = min(nadir, burden.total)
         prior_complete = prior_complete or category == cats["CR"]
     if confirmation.open_candidate is not None:
         window = int(ruleset.threshold("confirmation_min_days").value)
-        warnings.append(f"{cats['PD']} on {confirmation.open_candidate} is unconfirmed: a confirmation assessment is due "
-                        f"on or after {confirmation.open_candidate + dt.timedelta(days=window)}")
+        warnings.append(
+            f"{cats['PD']} on {confirmation.open_candidate} is unconfirmed: a confirmation assessment is due "
+            f"on or after {confirmation.open_candidate + dt.timedelta(days=window)}"
+        )
     return BurdenAssessment(tuple(responses), base, confirmation.progression_date, tuple(warnings))
 
 
 # --- total measured tumour burden (irRECIST, imRECIST) ---------------------------------------------------------
 
+
 def tmtb_lesion_value(too_small_mm: Decimal) -> LesionValueReader:
     """RECIST 1.1 diameters (LD; nodes short axis; too small to measure → 5 mm) for the TMTB (spec §4.2, §5)."""
+
     def value(m: LesionMeasurement | None, lesion: TrackedLesion) -> tuple[Decimal | None, str]:
         return recist_diameter(m, nodal=lesion.nodal, too_small_mm=too_small_mm)
+
     return value
 
 
@@ -616,8 +732,9 @@ def tmtb_caps(ruleset: RuleSet, flags: Mapping[str, Any]) -> tuple[CapRule, ...]
     return tuple(caps)
 
 
-def tmtb_criterion(ruleset: RuleSet, flags: Mapping[str, Any], categories: Mapping[str, str], *,
-                   reader_review_table: bool) -> BurdenCriterion:
+def tmtb_criterion(
+    ruleset: RuleSet, flags: Mapping[str, Any], categories: Mapping[str, str], *, reader_review_table: bool
+) -> BurdenCriterion:
     """irRECIST / imRECIST: TMTB = target SoD + new measurable lesions (RECIST 1.1 measurability: LD ≥ 10 mm,
     nodes SA ≥ 15 mm, slice-thickness rule), spec §4.2 and §5."""
     too_small = fraction_as_decimal(ruleset.threshold("too_small_default_diameter").value)
@@ -638,10 +755,17 @@ def tmtb_criterion(ruleset: RuleSet, flags: Mapping[str, Any], categories: Mappi
     )
 
 
-def assess_tmtb(engine: Engine, timeline: Timeline, criterion: str, categories: Mapping[str, str],
-                overrides: Mapping[str, Any] | None, *, is_tumour: TumourFilter | None = None,
-                reader_review_table: bool = False,
-                provisional: bool = False) -> CriterionAssessment:
+def assess_tmtb(
+    engine: Engine,
+    timeline: Timeline,
+    criterion: str,
+    categories: Mapping[str, str],
+    overrides: Mapping[str, Any] | None,
+    *,
+    is_tumour: TumourFilter | None = None,
+    reader_review_table: bool = False,
+    provisional: bool = False,
+) -> CriterionAssessment:
     """A TMTB-based immune-related criterion over the whole timeline (irRECIST §4, imRECIST §5).
 
     Both best overall responses are computed, as for RECIST 1.1: without and with confirmation of the response;
@@ -650,14 +774,18 @@ def assess_tmtb(engine: Engine, timeline: Timeline, criterion: str, categories: 
     ruleset = engine.rulebase[criterion]
     flags = criterion_flags(ruleset, overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(criterion, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",),
-                                   provisional=provisional)
+        return CriterionAssessment(
+            criterion, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=provisional
+        )
     spec = tmtb_criterion(ruleset, flags, categories, reader_review_table=reader_review_table)
     result = assess_burden(engine, ruleset, timeline, spec, flags, is_tumour=is_tumour)
-    kwargs = dict(order=spec.order, anchor=timeline.anchor_date,
-                  stable_min_days=threshold_int(ruleset.threshold("stable_disease_min_days")),
-                  confirm_min_days=threshold_int(ruleset.threshold("confirmation_min_days")),
-                  progression_date=result.progression_date)
+    kwargs = dict(
+        order=spec.order,
+        anchor=timeline.anchor_date,
+        stable_min_days=threshold_int(ruleset.threshold("stable_disease_min_days")),
+        confirm_min_days=threshold_int(ruleset.threshold("confirmation_min_days")),
+        progression_date=result.progression_date,
+    )
     conformance = [f"{criterion} baseline (RECIST 1.1 rules): {w}" for w in baseline_conformance(timeline, ruleset)]
     if not timeline.lesions_with_role(LesionRole.TARGET):
         conformance.append(f"no target lesion at baseline: {criterion} needs measurable disease")

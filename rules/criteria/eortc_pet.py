@@ -44,14 +44,20 @@ def region_uptake(tp: Timepoint, region: pet.Uptake) -> tuple[Decimal | None, st
     return m.sul_peak, ""
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: pet.TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> CriterionAssessment:
     """EORTC 1999 at every follow-up PET (spec §7.2)."""
     ruleset = engine.rulebase[CRITERION]
     flags = criterion_flags(ruleset, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (),
-                                   warnings=("no baseline PET with SUL values",))
+        return CriterionAssessment(
+            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
+        )
     if flags["gap_policy"] not in ("SMD", "PMR"):
         raise ValueError(f"eortc.gap_policy must be 'SMD' or 'PMR', not {flags['gap_policy']!r}")
     region, ties = pet.hottest(pet.uptakes(timeline.baseline, pet.baseline_lesions(timeline), is_tumour=is_tumour))
@@ -67,11 +73,19 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     for tp in pet.pet_followups(timeline):
         trace: list[str] = []
         if region is not None:
-            trace.append(f"tumour region defined at baseline: {region.name} SULpeak {pet.fmt_sul(region.sul)}"
-                         + (f" (hottest, tied with {', '.join(ties)}; chosen by name)" if ties else " (baseline hottest lesion)"))
+            trace.append(
+                f"tumour region defined at baseline: {region.name} SULpeak {pet.fmt_sul(region.sul)}"
+                + (f" (hottest, tied with {', '.join(ties)}; chosen by name)" if ties else " (baseline hottest lesion)")
+            )
         comparability = pet.scan_comparability(
-            timeline.baseline, tp, relative=ruleset.threshold("liver_relative_tolerance") if flags["liver_qc"] else None,
-            absolute=None, uptake=None, liver_required=False, label="EORTC")
+            timeline.baseline,
+            tp,
+            relative=ruleset.threshold("liver_relative_tolerance") if flags["liver_qc"] else None,
+            absolute=None,
+            uptake=None,
+            liver_required=False,
+            label="EORTC",
+        )
         trace += comparability.lines + comparability.failures
         new = pet.new_fdg_avid_lesions(tp, timeline, avid, is_tumour=is_tumour)
         trace += new.not_avid
@@ -79,8 +93,10 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             trace.append("new uptake in metastatic lesion(s): " + pet.describe_uptakes(new.avid))
         days = (tp.scan_date - anchor).days if anchor else None
         cycles = "one" if days is not None and one_cycle.holds(days) else "more"
-        trace.append(f"day {days} after C1D1 → after {'one cycle' if cycles == 'one' else 'more than one cycle'} "
-                     f"(one cycle: day {one_cycle.describe()}, eortc.one_cycle_max_days)")
+        trace.append(
+            f"day {days} after C1D1 → after {'one cycle' if cycles == 'one' else 'more than one cycle'} "
+            f"(one cycle: day {one_cycle.describe()}, eortc.one_cycle_max_days)"
+        )
 
         value, note = region_uptake(tp, region) if region is not None else (None, "no region")
         if note:
@@ -93,11 +109,17 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             pmd = ruleset.threshold("pmd_fraction_of_baseline")
             one = ruleset.threshold("pmr_one_cycle_fraction_of_baseline")
             more = ruleset.threshold("pmr_more_cycles_fraction_of_baseline")
-            meets_pmd, meets_one, meets_more = pmd.holds(value, region.sul), one.holds(value, region.sul), more.holds(value, region.sul)
+            meets_pmd, meets_one, meets_more = (
+                pmd.holds(value, region.sul),
+                one.holds(value, region.sul),
+                more.holds(value, region.sul),
+            )
             line = pet.change_line(f"region {region.name} SULpeak", value, region.sul, "baseline")
-            line += (f" (PMD {pet.relative_rule(pmd)}: {'yes' if meets_pmd else 'no'}; PMR after one cycle "
-                     f"{pet.relative_rule(one)}: {'yes' if meets_one else 'no'}; after more than one cycle "
-                     f"{pet.relative_rule(more)}: {'yes' if meets_more else 'no'})")
+            line += (
+                f" (PMD {pet.relative_rule(pmd)}: {'yes' if meets_pmd else 'no'}; PMR after one cycle "
+                f"{pet.relative_rule(one)}: {'yes' if meets_one else 'no'}; after more than one cycle "
+                f"{pet.relative_rule(more)}: {'yes' if meets_more else 'no'})"
+            )
             trace.append(line + ("" if evaluable else " [not used: NE]"))
         extent = False
         if region is not None:
@@ -105,49 +127,64 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             if before and now and before.long_axis_mm and now.long_axis_mm is not None:
                 threshold = ruleset.threshold("extent_increase_fraction")
                 extent = now.status is LesionStatus.PRESENT and threshold.holds(now.long_axis_mm, before.long_axis_mm)
-                trace.append(f"region longest dimension {before.long_axis_mm} → {now.long_axis_mm} mm "
-                             f"({pet.fmt_pct_signed(percent_change(now.long_axis_mm, before.long_axis_mm))}): "
-                             f"{'visible increase in extent' if extent else 'no increase'} ({pet.relative_rule(threshold)})")
+                trace.append(
+                    f"region longest dimension {before.long_axis_mm} → {now.long_axis_mm} mm "
+                    f"({pet.fmt_pct_signed(percent_change(now.long_axis_mm, before.long_axis_mm))}): "
+                    f"{'visible increase in extent' if extent else 'no increase'} ({pet.relative_rule(threshold)})"
+                )
         complete, complete_line = pet.complete_resolution(tp, timeline, below_liver, new, is_tumour=is_tumour)
         trace.append(complete_line)
-        decision = engine.decide(CRITERION, "metabolic_response", {
-            "new_uptake": bool(new.avid),
-            "extent_increase": extent,
-            "quantitative_evaluable": evaluable,
-            "uptake_meets_pmd": meets_pmd,
-            "complete_resolution": complete,
-            "cycles": cycles,
-            "decrease_meets_one_cycle_pmr": meets_one,
-            "decrease_meets_more_cycles_pmr": meets_more,
-            "gap_policy": flags["gap_policy"],
-        })
+        decision = engine.decide(
+            CRITERION,
+            "metabolic_response",
+            {
+                "new_uptake": bool(new.avid),
+                "extent_increase": extent,
+                "quantitative_evaluable": evaluable,
+                "uptake_meets_pmd": meets_pmd,
+                "complete_resolution": complete,
+                "cycles": cycles,
+                "decrease_meets_one_cycle_pmr": meets_one,
+                "decrease_meets_more_cycles_pmr": meets_more,
+                "gap_policy": flags["gap_policy"],
+            },
+        )
         trace.append(decision.trace())
         category = decision["category"]
         if category == "PMD" and progression_date is None:
             progression_date = tp.scan_date
-        responses.append(TimepointResponse(
-            criterion=CRITERION,
-            scan_date=tp.scan_date,
-            category=category,
-            new_lesions="present" if new.avid else "absent",
-            percent_from_baseline=change if evaluable else None,
-            progression_date=tp.scan_date if category == "PMD" else None,
-            trace=tuple(trace),
-            warnings=tuple("quantitative EORTC not evaluable: " + f for f in comparability.failures),
-            extra={
-                "region_lesion": region.name if region else None,
-                "region_sul_peak": value,
-                "baseline_region_sul_peak": region.sul if region else None,
-                "delta_sul_peak": pet.as_decimal(Fraction(value) - Fraction(region.sul)) if region and value is not None else None,
-                "cycles": cycles,
-                "liver_sul_mean": pet.liver_mean(tp),
-                "liver_comparable": comparability.comparable,
-                "new_fdg_avid_lesions": ", ".join(u.name for u in new.avid) or None,
-            },
-        ))
-    best = best_overall_response(responses, anchor=anchor, order=percist.ORDER,
-                                 stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                                 confirm_min_days=0, confirmed=False)
+        responses.append(
+            TimepointResponse(
+                criterion=CRITERION,
+                scan_date=tp.scan_date,
+                category=category,
+                new_lesions="present" if new.avid else "absent",
+                percent_from_baseline=change if evaluable else None,
+                progression_date=tp.scan_date if category == "PMD" else None,
+                trace=tuple(trace),
+                warnings=tuple("quantitative EORTC not evaluable: " + f for f in comparability.failures),
+                extra={
+                    "region_lesion": region.name if region else None,
+                    "region_sul_peak": value,
+                    "baseline_region_sul_peak": region.sul if region else None,
+                    "delta_sul_peak": pet.as_decimal(Fraction(value) - Fraction(region.sul))
+                    if region and value is not None
+                    else None,
+                    "cycles": cycles,
+                    "liver_sul_mean": pet.liver_mean(tp),
+                    "liver_comparable": comparability.comparable,
+                    "new_fdg_avid_lesions": ", ".join(u.name for u in new.avid) or None,
+                },
+            )
+        )
+    best = best_overall_response(
+        responses,
+        anchor=anchor,
+        order=percist.ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=0,
+        confirmed=False,
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

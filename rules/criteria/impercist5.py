@@ -35,8 +35,14 @@ def _selection_line(label: str, chosen: list[pet.Uptake]) -> str:
     return f"{label}: {terms or 'no lesion'} = {pet.fmt_sul(total)}"
 
 
-def baseline_sum(ruleset: RuleSet, percist_rules: RuleSet, percist_flags: Mapping[str, Any], timeline: Timeline, *,
-                 is_tumour: pet.TumourFilter | None) -> tuple[list[pet.Uptake] | None, list[str], list[str]]:
+def baseline_sum(
+    ruleset: RuleSet,
+    percist_rules: RuleSet,
+    percist_flags: Mapping[str, Any],
+    timeline: Timeline,
+    *,
+    is_tumour: pet.TumourFilter | None,
+) -> tuple[list[pet.Uptake] | None, list[str], list[str]]:
     """The baseline lesions summed: the hottest measurable lesions (≤ 5, ≤ 2 per organ)."""
     lines: list[str] = []
     warnings: list[str] = []
@@ -52,10 +58,13 @@ def baseline_sum(ruleset: RuleSet, percist_rules: RuleSet, percist_flags: Mappin
     else:
         measurable = [u for u in found if limit.holds(u.sul)]
         left_out = [u.name for u in found if u not in measurable]
-        lines.append(f"baseline measurability limit {limit.description}"
-                     + (f"; not measurable: {', '.join(left_out)}" if left_out else ""))
-    chosen = pet.select_hottest(measurable, max_total=ruleset.threshold("max_lesions"),
-                                max_per_organ=ruleset.threshold("max_lesions_per_organ"))
+        lines.append(
+            f"baseline measurability limit {limit.description}"
+            + (f"; not measurable: {', '.join(left_out)}" if left_out else "")
+        )
+    chosen = pet.select_hottest(
+        measurable, max_total=ruleset.threshold("max_lesions"), max_per_organ=ruleset.threshold("max_lesions_per_organ")
+    )
     if not chosen:
         warnings.append("no measurable lesion at the baseline PET: imPERCIST5 cannot be measured")
         return None, lines, warnings
@@ -63,19 +72,26 @@ def baseline_sum(ruleset: RuleSet, percist_rules: RuleSet, percist_flags: Mappin
     return chosen, lines, warnings
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: pet.TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> CriterionAssessment:
     """imPERCIST5 at every follow-up PET (spec §7.3)."""
     ruleset = engine.rulebase[CRITERION]
     flags = criterion_flags(ruleset, overrides)
     percist_rules, percist_flags = percist.ruleset_and_flags(engine, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (),
-                                   warnings=("no baseline PET with SUL values",))
+        return CriterionAssessment(
+            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
+        )
     if flags["reference"] not in ("baseline", "nadir"):
         raise ValueError(f"impercist5.reference must be 'baseline' or 'nadir', not {flags['reference']!r}")
-    chosen_at_baseline, base_lines, warnings = baseline_sum(ruleset, percist_rules, percist_flags, timeline,
-                                                           is_tumour=is_tumour)
+    chosen_at_baseline, base_lines, warnings = baseline_sum(
+        ruleset, percist_rules, percist_flags, timeline, is_tumour=is_tumour
+    )
     base_total = sum((u.sul for u in chosen_at_baseline), Decimal(0)) if chosen_at_baseline else None
     reference = base_total
     avid = ruleset.threshold("new_lesion_avid_fraction_of_liver_mean")
@@ -85,17 +101,21 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     for tp in pet.pet_followups(timeline):
         trace = list(base_lines)
         comparability = pet.scan_comparability(
-            timeline.baseline, tp,
+            timeline.baseline,
+            tp,
             relative=pet.policy_threshold(percist_rules, "liver_relative_tolerance", percist_flags),
             absolute=pet.policy_threshold(percist_rules, "liver_absolute_tolerance", percist_flags),
             uptake=percist_rules.threshold("uptake_time_max_difference"),
-            liver_required=bool(percist_flags["liver_reference_required"]), label="PERCIST")
+            liver_required=bool(percist_flags["liver_reference_required"]),
+            label="PERCIST",
+        )
         trace += comparability.lines + comparability.failures
         new = pet.new_fdg_avid_lesions(tp, timeline, avid, is_tumour=is_tumour)
         trace += new.not_avid
         pool = pet.uptakes(tp, pet.baseline_lesions(timeline), is_tumour=is_tumour) + list(new.avid)
-        chosen = pet.select_hottest(pool, max_total=ruleset.threshold("max_lesions"),
-                                    max_per_organ=ruleset.threshold("max_lesions_per_organ"))
+        chosen = pet.select_hottest(
+            pool, max_total=ruleset.threshold("max_lesions"), max_per_organ=ruleset.threshold("max_lesions_per_organ")
+        )
         total = sum((u.sul for u in chosen), Decimal(0))
         complete, complete_line = pet.complete_resolution(tp, timeline, below_liver, new, is_tumour=is_tumour)
         has_values = bool(chosen) or complete
@@ -119,42 +139,56 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             trace.append(line + ("" if evaluable else " [not used: NE]"))
         trace.append(complete_line)
         if new.avid:
-            trace.append("new FDG-avid lesion(s) " + pet.describe_uptakes(new.avid)
-                         + " join the sum; they do not define PMD by themselves (imPERCIST5)")
-        decision = engine.decide(CRITERION, "metabolic_response", {
-            "quantitative_evaluable": evaluable,
-            "complete_resolution": complete,
-            "sum_meets_pmd": meets_pmd,
-            "sum_meets_pmr": meets_pmr,
-        })
+            trace.append(
+                "new FDG-avid lesion(s) "
+                + pet.describe_uptakes(new.avid)
+                + " join the sum; they do not define PMD by themselves (imPERCIST5)"
+            )
+        decision = engine.decide(
+            CRITERION,
+            "metabolic_response",
+            {
+                "quantitative_evaluable": evaluable,
+                "complete_resolution": complete,
+                "sum_meets_pmd": meets_pmd,
+                "sum_meets_pmr": meets_pmr,
+            },
+        )
         trace.append(decision.trace())
         category = decision["category"]
         if category == "PMD" and progression_date is None:
             progression_date = tp.scan_date
-        responses.append(TimepointResponse(
-            criterion=CRITERION,
-            scan_date=tp.scan_date,
-            category=category,
-            new_lesions="present" if new.avid else "absent",
-            percent_from_baseline=percent_change(total, base_total) if evaluable and base_total else None,
-            progression_date=tp.scan_date if category == "PMD" else None,
-            trace=tuple(trace),
-            warnings=tuple("quantitative imPERCIST5 not evaluable: " + f for f in comparability.failures),
-            extra={
-                "sul_peak_sum": total,
-                "baseline_sul_peak_sum": base_total,
-                "reference_sul_peak_sum": reference,
-                "summed_lesions": ", ".join(u.name for u in chosen) or None,
-                "new_lesions_in_sum": ", ".join(u.name for u in chosen if u.new) or None,
-                "liver_sul_mean": pet.liver_mean(tp),
-                "liver_comparable": comparability.comparable,
-            },
-        ))
+        responses.append(
+            TimepointResponse(
+                criterion=CRITERION,
+                scan_date=tp.scan_date,
+                category=category,
+                new_lesions="present" if new.avid else "absent",
+                percent_from_baseline=percent_change(total, base_total) if evaluable and base_total else None,
+                progression_date=tp.scan_date if category == "PMD" else None,
+                trace=tuple(trace),
+                warnings=tuple("quantitative imPERCIST5 not evaluable: " + f for f in comparability.failures),
+                extra={
+                    "sul_peak_sum": total,
+                    "baseline_sul_peak_sum": base_total,
+                    "reference_sul_peak_sum": reference,
+                    "summed_lesions": ", ".join(u.name for u in chosen) or None,
+                    "new_lesions_in_sum": ", ".join(u.name for u in chosen if u.new) or None,
+                    "liver_sul_mean": pet.liver_mean(tp),
+                    "liver_comparable": comparability.comparable,
+                },
+            )
+        )
         if flags["reference"] == "nadir" and evaluable and reference is not None:
             reference = min(reference, total)
-    best = best_overall_response(responses, anchor=timeline.anchor_date, order=percist.ORDER,
-                                 stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                                 confirm_min_days=0, confirmed=False)
+    best = best_overall_response(
+        responses,
+        anchor=timeline.anchor_date,
+        order=percist.ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=0,
+        confirmed=False,
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

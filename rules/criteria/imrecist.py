@@ -27,8 +27,21 @@ CATEGORIES = {"CR": "CR", "PR": "PR", "SD": "SD", "PD": "PD", "NE": "NE"}
 """imRECIST uses the RECIST 1.1 category names (contract §5)."""
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: TumourFilter | None = None,
+) -> CriterionAssessment:
     """imRECIST over the whole timeline; ``provisional`` because the rules rest on secondary sources and [U] items."""
-    return assess_tmtb(engine, timeline, CRITERION, CATEGORIES, overrides, is_tumour=is_tumour,
-                       reader_review_table=False, provisional=True)
+    return assess_tmtb(
+        engine,
+        timeline,
+        CRITERION,
+        CATEGORIES,
+        overrides,
+        is_tumour=is_tumour,
+        reader_review_table=False,
+        provisional=True,
+    )

@@ -48,16 +48,22 @@ def within_months(start: dt.date | None, day: dt.date, window: Threshold) -> tup
     return (day <= end if window.inclusive else day < end), end
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: pet.TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> CriterionAssessment:
     """iRANO at every follow-up (spec §10); always provisional ([U] rules)."""
     ruleset = engine.rulebase[CRITERION]
     flags = criterion_flags(ruleset, overrides)
     rano_rules = engine.rulebase[rano.CRITERION]
     rano_flags = criterion_flags(rano_rules, overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",),
-                                   provisional=True)
+        return CriterionAssessment(
+            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=True
+        )
     targets = rano.targets_of(timeline)
     base, _, _ = rano.spd_of(timeline.baseline, targets, rano.too_small(rano_rules))
     nadir = base
@@ -69,26 +75,47 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     progression_date: dt.date | None = None
     responses: list[TimepointResponse] = []
     for tp in timeline.followups:
-        reading = rano.evaluate_scan(engine, rano_rules, rano_flags, timeline, tp, baseline_spd=base, nadir_spd=nadir,
-                                     previous=previous, is_tumour=is_tumour)
+        reading = rano.evaluate_scan(
+            engine,
+            rano_rules,
+            rano_flags,
+            timeline,
+            tp,
+            baseline_spd=base,
+            nadir_spd=nadir,
+            previous=previous,
+            is_tumour=is_tumour,
+        )
         trace = list(reading.trace)
         within, end = within_months(timeline.treatment_start, tp.scan_date, window)
-        trace.append(f"RANO 2010 at this scan: {reading.category}"
-                     + (f"; immunotherapy start {timeline.treatment_start}, 6-month window ends {end}: "
-                        f"{'within' if within else 'after'}" if end else "; immunotherapy start unknown: no deferral window"))
+        trace.append(
+            f"RANO 2010 at this scan: {reading.category}"
+            + (
+                f"; immunotherapy start {timeline.treatment_start}, 6-month window ends {end}: "
+                f"{'within' if within else 'after'}"
+                if end
+                else "; immunotherapy start unknown: no deferral window"
+            )
+        )
         interval_met = False
         if state == "provisional" and provisional_date is not None:
             days = (tp.scan_date - provisional_date).days
             interval_met = interval.holds(days)
-            trace.append(f"{days} days after the provisional PD of {provisional_date} "
-                         f"(confirmation {interval.describe()}: {'met' if interval_met else 'not yet'})")
-        decision = engine.decide(CRITERION, "deferral", {
-            "state": state,
-            "rano": reading.category,
-            "within_deferral_window": within,
-            "clinically_worse": reading.clinical_deterioration,
-            "confirmation_interval_met": interval_met,
-        })
+            trace.append(
+                f"{days} days after the provisional PD of {provisional_date} "
+                f"(confirmation {interval.describe()}: {'met' if interval_met else 'not yet'})"
+            )
+        decision = engine.decide(
+            CRITERION,
+            "deferral",
+            {
+                "state": state,
+                "rano": reading.category,
+                "within_deferral_window": within,
+                "clinically_worse": reading.clinical_deterioration,
+                "confirmation_interval_met": interval_met,
+            },
+        )
         trace.append(decision.trace())
         category, confirmed, new_state = decision["category"], decision["confirmed"], decision["state"]
         warnings: list[str] = []
@@ -96,7 +123,9 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
         if new_state == "provisional" and state == "none":
             provisional_date = tp.scan_date
             due = tp.scan_date + dt.timedelta(days=int(interval.value))
-            warnings.append(f"provisional PD (iRANO): confirm on follow-up imaging on or after {due} if clinically stable")
+            warnings.append(
+                f"provisional PD (iRANO): confirm on follow-up imaging on or after {due} if clinically stable"
+            )
         if new_state == "confirmed":
             if state == "provisional" and provisional_date is not None:
                 progression_date = provisional_date
@@ -107,10 +136,21 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             trace.append(f"provisional PD of {provisional_date} not confirmed: reset (pseudoprogression)")
             provisional_date = None
         state = new_state
-        responses.append(rano.response(reading, base, nadir, targets, criterion=CRITERION, category=category,
-                                       confirmed=confirmed, progression_date=tp_progression, trace=tuple(trace),
-                                       warnings=tuple(warnings),
-                                       extra={"rano_category": reading.category, "within_6_months": within}))
+        responses.append(
+            rano.response(
+                reading,
+                base,
+                nadir,
+                targets,
+                criterion=CRITERION,
+                category=category,
+                confirmed=confirmed,
+                progression_date=tp_progression,
+                trace=tuple(trace),
+                warnings=tuple(warnings),
+                extra={"rano_category": reading.category, "within_6_months": within},
+            )
+        )
         if reading.spd_complete and reading.category != "NE":
             nadir = min(nadir, reading.spd)
         previous = tp.scan_date
@@ -119,9 +159,12 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
         warnings.append(f"provisional PD of {provisional_date} is unconfirmed: follow-up imaging is due")
     # Provisional PD never counts as progression in the best response: it is reported as PD-u.
     counted = [r if not (r.category == "PD" and r.confirmed is False) else _as_pending(r) for r in responses]
-    kwargs = dict(anchor=timeline.anchor_date, order=ORDER,
-                  stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                  confirm_min_days=int(ruleset.threshold("confirmation_response_min_days").value))
+    kwargs = dict(
+        anchor=timeline.anchor_date,
+        order=ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=int(ruleset.threshold("confirmation_response_min_days").value),
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

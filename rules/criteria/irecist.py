@@ -88,6 +88,7 @@ CATEGORIES = ("target", "non-target", "new-lesions")
 
 # --- flags ----------------------------------------------------------------------------------------------
 
+
 def effective_flags(ruleset: RuleSet, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """Every flag's value: ``irecist.<flag>``, else for RECIST flags iRECIST reuses ``recist.<flag>``, else the default.
 
@@ -120,6 +121,7 @@ def _as_decimal(value: Fraction) -> Decimal:
 
 
 # --- new lesions: NLT / NLNT (spec §2.2) ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NewLesionClass:
@@ -165,27 +167,38 @@ def classify_new_lesions(
             size = fmt_mm(m.recist_diameter_mm) if m.status is LesionStatus.PRESENT else m.status.value
             organ = organ_of(lesion)
             if not is_measurable(m, ruleset, tp.scan.slice_thickness_mm):
-                limit = ruleset.threshold("measurable_node_min_short_axis" if m.nodal else "measurable_lesion_min_longest_diameter")
+                limit = ruleset.threshold(
+                    "measurable_node_min_short_axis" if m.nodal else "measurable_lesion_min_longest_diameter"
+                )
                 classes[lesion.lesion_id] = NewLesionClass(
-                    lesion, NewLesionKind.NLNT, tp.scan_date,
-                    f"{lesion_name(lesion)}: {axis} {size}, not measurable (needs {limit.describe()}) → NLNT")
+                    lesion,
+                    NewLesionKind.NLNT,
+                    tp.scan_date,
+                    f"{lesion_name(lesion)}: {axis} {size}, not measurable (needs {limit.describe()}) → NLNT",
+                )
             elif not max_total.holds(nlt_total + 1):
                 classes[lesion.lesion_id] = NewLesionClass(
-                    lesion, NewLesionKind.NLNT, tp.scan_date,
+                    lesion,
+                    NewLesionKind.NLNT,
+                    tp.scan_date,
                     f"{lesion_name(lesion)}: measurable but already {nlt_total} NLT (cap {max_total.describe()} [U]) → NLNT",
-                    capped=True)
+                    capped=True,
+                )
             elif not max_per_organ.holds(nlt_per_organ[organ] + 1):
                 classes[lesion.lesion_id] = NewLesionClass(
-                    lesion, NewLesionKind.NLNT, tp.scan_date,
+                    lesion,
+                    NewLesionKind.NLNT,
+                    tp.scan_date,
                     f"{lesion_name(lesion)}: measurable but already {nlt_per_organ[organ]} NLT in {organ} "
                     f"(cap {max_per_organ.describe()} per organ [U]) → NLNT",
-                    capped=True)
+                    capped=True,
+                )
             else:
                 nlt_total += 1
                 nlt_per_organ[organ] += 1
                 classes[lesion.lesion_id] = NewLesionClass(
-                    lesion, NewLesionKind.NLT, tp.scan_date,
-                    f"{lesion_name(lesion)}: {axis} {size}, measurable → NLT")
+                    lesion, NewLesionKind.NLT, tp.scan_date, f"{lesion_name(lesion)}: {axis} {size}, measurable → NLT"
+                )
     return classes
 
 
@@ -226,11 +239,13 @@ def _graded(m: LesionMeasurement | None, *codes: NonTargetChange) -> bool:
 
 
 def _unequivocal(m: LesionMeasurement | None) -> bool:
-    return m is not None and (m.nontarget_change is NonTargetChange.UNE
-                              or m.nontarget_status is NonTargetStatus.UNEQUIVOCAL_PROGRESSION)
+    return m is not None and (
+        m.nontarget_change is NonTargetChange.UNE or m.nontarget_status is NonTargetStatus.UNEQUIVOCAL_PROGRESSION
+    )
 
 
 # --- the episode (spec §2.8) ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Episode:
@@ -311,7 +326,11 @@ class _Context:
 def _target_values(ctx: _Context, tp: Timepoint) -> dict[str, Decimal | None]:
     """Per-target RECIST diameters at ``tp`` (recist_family.target_sum, with the same locally-treated rule as RECIST)."""
     targets = ctx.timeline.lesions_with_role(LesionRole.TARGET)
-    blocked = locally_treated_lesions(ctx.timeline, tp.scan_date) if ctx.flags["locally_treated_target_not_assessable"] else set()
+    blocked = (
+        locally_treated_lesions(ctx.timeline, tp.scan_date)
+        if ctx.flags["locally_treated_target_not_assessable"]
+        else set()
+    )
     sums = target_sum(tp, targets, too_small_mm=ctx.too_small_mm, not_assessable=blocked)
     return {reading.lesion.lesion_id: reading.diameter_mm for reading in sums.readings}
 
@@ -339,9 +358,17 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
     # 1. RECIST 1.1 components against the iRECIST nadir (spec §2.1). After iCPD the target response is graded
     #    strictly (no sticky PR) so that a late response is visible (kinetics spec §4.1).
     c = recist11.evaluate_timepoint(
-        ctx.engine, ruleset, timeline, tp, baseline_mm=ctx.baseline_mm, nadir_mm=state.nadir_mm,
-        prior_overall_cr=state.prior_icr, prior_target_response=state.prior_target_response and not after_icpd,
-        flags=flags, is_tumour=ctx.is_tumour)
+        ctx.engine,
+        ruleset,
+        timeline,
+        tp,
+        baseline_mm=ctx.baseline_mm,
+        nadir_mm=state.nadir_mm,
+        prior_overall_cr=state.prior_icr,
+        prior_target_response=state.prior_target_response and not after_icpd,
+        flags=flags,
+        is_tumour=ctx.is_tumour,
+    )
     trace.extend(c.trace)
     target = ctx.decide("target_component", {"recist_target": c.target}, trace)["target"]
     nontarget = ctx.decide("nontarget_component", {"recist_nontarget": c.nontarget}, trace)["nontarget"]
@@ -365,10 +392,14 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
         parts = " + ".join(f"{lesion_name(l)} {fmt_mm(nlt_now[l.lesion_id])}" for l in sorted(nlt, key=lesion_name))
         trace.append(f"NLT sum of measures {fmt_mm(nlt_som)} ({parts}); kept apart from the target sum (iRECIST §2.2)")
     if additional:
-        trace.append("new lesion(s) not recorded before: " + ", ".join(sorted(lesion_name(timeline.lesions[i]) for i in additional)))
+        trace.append(
+            "new lesion(s) not recorded before: "
+            + ", ".join(sorted(lesion_name(timeline.lesions[i]) for i in additional))
+        )
 
-    resolved_now = {i for i in state.known_new_lesions
-                    if (m := tp.of(i)) is not None and m.status is LesionStatus.ABSENT}
+    resolved_now = {
+        i for i in state.known_new_lesions if (m := tp.of(i)) is not None and m.status is LesionStatus.ABSENT
+    }
     recorded_unresolved = state.known_new_lesions - resolved_now
     # §2.3(d): after a reset, recorded new lesions progress like a RECIST category of their own.
     nlt_progressed = False
@@ -379,7 +410,9 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
         if complete or flags["ne_partial_pd"]:
             nlt_progressed = recist11.sum_meets_progression(ruleset, ref_som, state.nlt_nadir_mm)
         if nlt_progressed:
-            trace.append(f"recorded NLT sum of measures {fmt_mm(ref_som)} is ≥ 20 % and ≥ 5 mm over its nadir {fmt_mm(state.nlt_nadir_mm)}")
+            trace.append(
+                f"recorded NLT sum of measures {fmt_mm(ref_som)} is ≥ 20 % and ≥ 5 mm over its nadir {fmt_mm(state.nlt_nadir_mm)}"
+            )
     nlnt_ids = {l.lesion_id for l in nlnt}
     nlnt_unequivocal = any(_unequivocal(tp.of(i)) for i in state.known_new_lesions & nlnt_ids)
     if nlnt_unequivocal:
@@ -394,12 +427,25 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
 
     # 3. The category the components show (Table 2, 'no previous iUPD' column).
     icr_flag = bool(flags["icr_requires_nl_resolved"])
-    response = ctx.decide("timepoint_response", {
-        "target": target, "nontarget": nontarget, "new_lesions": new_lesions, "icr_requires_nl_resolved": icr_flag,
-    }, trace)["response"]
-    response_without_nl = ctx.decide("timepoint_response", {
-        "target": target, "nontarget": nontarget, "new_lesions": "absent", "icr_requires_nl_resolved": icr_flag,
-    })["response"]
+    response = ctx.decide(
+        "timepoint_response",
+        {
+            "target": target,
+            "nontarget": nontarget,
+            "new_lesions": new_lesions,
+            "icr_requires_nl_resolved": icr_flag,
+        },
+        trace,
+    )["response"]
+    response_without_nl = ctx.decide(
+        "timepoint_response",
+        {
+            "target": target,
+            "nontarget": nontarget,
+            "new_lesions": "absent",
+            "icr_requires_nl_resolved": icr_flag,
+        },
+    )["response"]
 
     # 4. With an open episode: timing, confirmation per category, reset per cause.
     days = (tp.scan_date - episode.anchor_date).days if episode else None
@@ -413,73 +459,127 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
         target_change = change_since(episode.target_values, target_now)
         nlt_change = change_since(episode.nlt_values, nlt_now)
         if target_change is not None:
-            trace.append(f"target sum vs the iUPD of {episode.anchor_date} ({fmt_mm(episode.target_sum_mm)}): "
-                         f"{'+' if target_change.delta_mm > 0 else ''}{fmt_mm(target_change.delta_mm)}"
-                         f"{'' if target_change.complete else ' (a lesion not assessed counted as 0)'}")
+            trace.append(
+                f"target sum vs the iUPD of {episode.anchor_date} ({fmt_mm(episode.target_sum_mm)}): "
+                f"{'+' if target_change.delta_mm > 0 else ''}{fmt_mm(target_change.delta_mm)}"
+                f"{'' if target_change.complete else ' (a lesion not assessed counted as 0)'}"
+            )
         if nlt_change is not None:
-            trace.append(f"NLT sum of measures vs the iUPD ({fmt_mm(episode.nlt_som_mm)}): "
-                         f"{'+' if nlt_change.delta_mm > 0 else ''}{fmt_mm(nlt_change.delta_mm)}")
+            trace.append(
+                f"NLT sum of measures vs the iUPD ({fmt_mm(episode.nlt_som_mm)}): "
+                f"{'+' if nlt_change.delta_mm > 0 else ''}{fmt_mm(nlt_change.delta_mm)}"
+            )
         followed_nlnt = (set(episode.new_lesions) | state.known_new_lesions) & nlnt_ids
         evidence = {
-            "target": dict(increment_met=_increase_met(ctx, target_change), further_increase=False,
-                           now_progressed=target == Category.IUPD.value),
-            "non-target": dict(increment_met=False, further_increase=NonTargetChange.INCLA.value in nt.changes.values(),
-                               now_progressed=nontarget == Category.IUPD.value),
-            "new-lesions": dict(increment_met=_increase_met(ctx, nlt_change),
-                                further_increase=any(_graded(tp.of(i), NonTargetChange.INCLA, NonTargetChange.UNE)
-                                                     for i in followed_nlnt),
-                                now_progressed=recorded_progressed),
+            "target": dict(
+                increment_met=_increase_met(ctx, target_change),
+                further_increase=False,
+                now_progressed=target == Category.IUPD.value,
+            ),
+            "non-target": dict(
+                increment_met=False,
+                further_increase=NonTargetChange.INCLA.value in nt.changes.values(),
+                now_progressed=nontarget == Category.IUPD.value,
+            ),
+            "new-lesions": dict(
+                increment_met=_increase_met(ctx, nlt_change),
+                further_increase=any(
+                    _graded(tp.of(i), NonTargetChange.INCLA, NonTargetChange.UNE) for i in followed_nlnt
+                ),
+                now_progressed=recorded_progressed,
+            ),
         }
         for category in CATEGORIES:
-            d = ctx.decide("confirmation", {
-                "category": category, "caused_iupd": category in episode.causes,
-                "additional_new_lesion": bool(additional), **evidence[category]})
+            d = ctx.decide(
+                "confirmation",
+                {
+                    "category": category,
+                    "caused_iupd": category in episode.causes,
+                    "additional_new_lesion": bool(additional),
+                    **evidence[category],
+                },
+            )
             if d["confirms"]:
                 trace.append(d.trace())
                 confirmation_codes.append(d["code"])
         if not confirmation_codes:
             # §2.5: every cause of the episode must allow the reset.
-            improved = ctx.decide("improvement", {"at_iupd": episode.response_without_new_lesions,
-                                                  "now": response_without_nl})["improved"]
+            improved = ctx.decide(
+                "improvement", {"at_iupd": episode.response_without_new_lesions, "now": response_without_nl}
+            )["improved"]
             reset = True
             for cause in episode.causes:
-                d = ctx.decide("reset", {
-                    "cause": cause, "target": target, "nontarget": nontarget,
-                    "new_lesions_resolved": new_lesions == "absent", "category_improved": improved,
-                    "target_decrease_met": _decrease_met(ctx, target_change)}, trace)
+                d = ctx.decide(
+                    "reset",
+                    {
+                        "cause": cause,
+                        "target": target,
+                        "nontarget": nontarget,
+                        "new_lesions_resolved": new_lesions == "absent",
+                        "category_improved": improved,
+                        "target_decrease_met": _decrease_met(ctx, target_change),
+                    },
+                    trace,
+                )
                 reset = reset and d["resolved"]
 
     # 5. The episode table decides the category.
-    step = ctx.decide("episode", {
-        "icpd_assigned": after_icpd,
-        "previous_iupd": episode is not None,
-        "early_scan": early,
-        "symptom_driven": bool(tp.scan.symptom_driven),
-        "additional_new_lesion": bool(additional),
-        "confirmation": bool(confirmation_codes) and not early,
-        "reset": reset,
-        "response": response,
-    }, trace)
+    step = ctx.decide(
+        "episode",
+        {
+            "icpd_assigned": after_icpd,
+            "previous_iupd": episode is not None,
+            "early_scan": early,
+            "symptom_driven": bool(tp.scan.symptom_driven),
+            "additional_new_lesion": bool(additional),
+            "confirmation": bool(confirmation_codes) and not early,
+            "reset": reset,
+            "response": response,
+        },
+        trace,
+    )
     category, transition, disregarded = step["category"], step["transition"], bool(step["disregarded"])
     if episode is not None and not after_icpd:
         if early:
-            warnings.append(f"scan {days} days after the iUPD of {episode.anchor_date} "
-                            f"(< {ctx.threshold('early_scan_min_days').value} days): "
-                            + ("an additional new lesion on a symptom-driven scan confirms progression"
-                               if category == Category.ICPD.value else
-                               "disregarded for confirmation; no nadir or anchor update (iRECIST WG FAQ)"))
+            warnings.append(
+                f"scan {days} days after the iUPD of {episode.anchor_date} "
+                f"(< {ctx.threshold('early_scan_min_days').value} days): "
+                + (
+                    "an additional new lesion on a symptom-driven scan confirms progression"
+                    if category == Category.ICPD.value
+                    else "disregarded for confirmation; no nadir or anchor update (iRECIST WG FAQ)"
+                )
+            )
         elif not ctx.threshold("confirm_window_warn_days").holds(days):
-            window = (f"{ctx.ruleset.threshold('confirmation_window_start_days').value}–"
-                      f"{ctx.threshold('confirm_window_warn_days').value} days")
-            warnings.append(f"confirmation scan {days} days after the iUPD of {episode.anchor_date}: evaluated, "
-                            f"but outside the confirmation window ({window}; iRECIST '4–8 weeks')")
+            window = (
+                f"{ctx.ruleset.threshold('confirmation_window_start_days').value}–"
+                f"{ctx.threshold('confirm_window_warn_days').value} days"
+            )
+            warnings.append(
+                f"confirmation scan {days} days after the iUPD of {episode.anchor_date}: evaluated, "
+                f"but outside the confirmation window ({window}; iRECIST '4–8 weeks')"
+            )
 
     # 6. State transitions.
     extra: dict[str, Any] = {"early_scan_disregarded": disregarded}
     reset_from: Episode | None = None
     if transition == "open":
-        episode = _open_episode(ctx, state, tp, c, target, nontarget, nt, additional, recorded_progressed,
-                                target_now, nlt_now, response_without_nl, present, trace)
+        episode = _open_episode(
+            ctx,
+            state,
+            tp,
+            c,
+            target,
+            nontarget,
+            nt,
+            additional,
+            recorded_progressed,
+            target_now,
+            nlt_now,
+            response_without_nl,
+            present,
+            trace,
+        )
         state.episode = episode
     elif transition == "confirm":
         state.confirmed, state.confirmed_on, state.episode = episode, tp.scan_date, None
@@ -532,20 +632,36 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
     )
 
 
-def _open_episode(ctx: _Context, state: _State, tp: Timepoint, c: recist11.RecistComponents, target: str,
-                  nontarget: str, nt: NonTargetState, additional: set[str], recorded_progressed: bool,
-                  target_now: Mapping[str, Decimal | None], nlt_now: Mapping[str, Decimal | None],
-                  response_without_nl: str, present: set[str], trace: list[str]) -> Episode:
+def _open_episode(
+    ctx: _Context,
+    state: _State,
+    tp: Timepoint,
+    c: recist11.RecistComponents,
+    target: str,
+    nontarget: str,
+    nt: NonTargetState,
+    additional: set[str],
+    recorded_progressed: bool,
+    target_now: Mapping[str, Decimal | None],
+    nlt_now: Mapping[str, Decimal | None],
+    response_without_nl: str,
+    present: set[str],
+    trace: list[str],
+) -> Episode:
     """Anchor a new episode at this iUPD (spec §2.8): sums, NLT sum of measures, causes, new lesions."""
     evidence = {
         "target": dict(progressed=target == Category.IUPD.value, reappearance_after_icr=state.prior_icr),
-        "non-target": dict(progressed=nontarget == Category.IUPD.value,
-                           reappearance_after_icr=bool(nt.reappeared) and not nt.any_unequivocal_progression),
+        "non-target": dict(
+            progressed=nontarget == Category.IUPD.value,
+            reappearance_after_icr=bool(nt.reappeared) and not nt.any_unequivocal_progression,
+        ),
         "new-lesions": dict(progressed=recorded_progressed, reappearance_after_icr=False),
     }
     causes, codes = [], []
     for category in CATEGORIES:
-        d = ctx.decide("iupd_cause", {"category": category, "additional_new_lesion": bool(additional), **evidence[category]})
+        d = ctx.decide(
+            "iupd_cause", {"category": category, "additional_new_lesion": bool(additional), **evidence[category]}
+        )
         if d["cause"]:
             trace.append(d.trace())
             causes.append(category)
@@ -571,9 +687,19 @@ def _open_episode(ctx: _Context, state: _State, tp: Timepoint, c: recist11.Recis
     )
 
 
-def _update_state(ctx: _Context, state: _State, tp: Timepoint, c: recist11.RecistComponents, category: str,
-                  target: str, present: set[str], resolved_now: set[str], nlt: Sequence[TrackedLesion],
-                  nlt_now: Mapping[str, Decimal | None], after_icpd: bool) -> None:
+def _update_state(
+    ctx: _Context,
+    state: _State,
+    tp: Timepoint,
+    c: recist11.RecistComponents,
+    category: str,
+    target: str,
+    present: set[str],
+    resolved_now: set[str],
+    nlt: Sequence[TrackedLesion],
+    nlt_now: Mapping[str, Decimal | None],
+    after_icpd: bool,
+) -> None:
     """Bookkeeping after a timepoint that counts (not a disregarded early scan)."""
     # New lesions stay recorded until seen resolved; a recorded lesion that reappears is a new lesion again.
     state.known_new_lesions = (state.known_new_lesions | present) - resolved_now
@@ -602,6 +728,7 @@ def _update_state(ctx: _Context, state: _State, tp: Timepoint, c: recist11.Recis
 
 # --- iBOR (spec §2.7) -----------------------------------------------------------------------------------
 
+
 def best_overall_response(
     responses: Sequence[TimepointResponse],
     *,
@@ -615,22 +742,38 @@ def best_overall_response(
     The RECIST-family search does the response part and iCPD; iUPD is the iBOR only when progression was never
     confirmed and nothing better happened (Table 3 example 8: iUPD, NE, NE… → iUPD).
     """
-    best = family_best_overall_response(responses, anchor=anchor, order=IRECIST_ORDER, stable_min_days=stable_min_days,
-                                        confirm_min_days=confirm_min_days, confirmed=confirmed)
+    best = family_best_overall_response(
+        responses,
+        anchor=anchor,
+        order=IRECIST_ORDER,
+        stable_min_days=stable_min_days,
+        confirm_min_days=confirm_min_days,
+        confirmed=confirmed,
+    )
     if best.category != Category.NE.value:
         return best
     unconfirmed = next((r for r in responses if r.category == Category.IUPD.value), None)
     if unconfirmed is not None:
-        return BestResponse(Category.IUPD.value, unconfirmed.scan_date, confirmed,
-                            f"unconfirmed progression on {unconfirmed.scan_date}, never confirmed, and no response or "
-                            "stable disease of the minimum duration (iRECIST Table 3 example 8)")
+        return BestResponse(
+            Category.IUPD.value,
+            unconfirmed.scan_date,
+            confirmed,
+            f"unconfirmed progression on {unconfirmed.scan_date}, never confirmed, and no response or "
+            "stable disease of the minimum duration (iRECIST Table 3 example 8)",
+        )
     return best
 
 
 # --- entry point ----------------------------------------------------------------------------------------
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: Callable[[TrackedLesion, LesionMeasurement], bool] | None = None) -> CriterionAssessment:
+
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: Callable[[TrackedLesion, LesionMeasurement], bool] | None = None,
+) -> CriterionAssessment:
     """iRECIST over the whole timeline (size spec §2)."""
     ruleset = engine.rulebase[CRITERION]
     flags = effective_flags(ruleset, overrides)
@@ -640,17 +783,29 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     base, base_warnings = recist11.baseline_sum(timeline, ruleset)
     warnings += base_warnings
     classes = classify_new_lesions(timeline, ruleset, is_tumour=is_tumour)
-    ctx = _Context(engine, ruleset, timeline, flags, base, classes,
-                   _as_decimal(ruleset.threshold("too_small_default_diameter").value), is_tumour)
+    ctx = _Context(
+        engine,
+        ruleset,
+        timeline,
+        flags,
+        base,
+        classes,
+        _as_decimal(ruleset.threshold("too_small_default_diameter").value),
+        is_tumour,
+    )
     state = _State(nadir_mm=base)
     responses = [_evaluate(ctx, state, tp) for tp in timeline.followups]
-    kwargs = dict(anchor=timeline.anchor_date,
-                  stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                  confirm_min_days=int(ruleset.threshold("confirmation_min_days").value))
+    kwargs = dict(
+        anchor=timeline.anchor_date,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=int(ruleset.threshold("confirmation_min_days").value),
+    )
     provisional = any(k.capped for k in classes.values())
     if provisional:
-        warnings.append("a measurable new lesion was recorded as NLNT because of the NLT cap (5 in total / 2 per organ), "
-                        "which the spec marks unverified [U]")
+        warnings.append(
+            "a measurable new lesion was recorded as NLNT because of the NLT cap (5 in total / 2 per organ), "
+            "which the spec marks unverified [U]"
+        )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

@@ -56,7 +56,10 @@ def lesion_product(measurement: LesionMeasurement | None, *, too_small_mm2: Deci
         return too_small_mm2, f"too small to measure → {too_small_mm2} mm²"
     if measurement.long_axis_mm is None or measurement.short_axis_mm is None:
         return None, "a diameter is not recorded (not assessed)"
-    return measurement.long_axis_mm * measurement.short_axis_mm, f"{measurement.long_axis_mm} × {measurement.short_axis_mm}"
+    return (
+        measurement.long_axis_mm * measurement.short_axis_mm,
+        f"{measurement.long_axis_mm} × {measurement.short_axis_mm}",
+    )
 
 
 def both_diameters_at_least(measurement: LesionMeasurement, minimum: Threshold) -> bool:
@@ -103,8 +106,14 @@ def cap_rules(ruleset: RuleSet, prefix: str) -> tuple[CapRule, ...]:
     cutaneous = ruleset.threshold(f"{prefix}_lesions_max_cutaneous")
     return (
         CapRule(f"{threshold_int(per_organ)} per organ", per_organ, organ_of),
-        CapRule(f"{threshold_int(visceral)} visceral", visceral, lambda l: None if is_cutaneous(l, sites) else "visceral"),
-        CapRule(f"{threshold_int(cutaneous)} cutaneous", cutaneous, lambda l: "cutaneous" if is_cutaneous(l, sites) else None),
+        CapRule(
+            f"{threshold_int(visceral)} visceral", visceral, lambda l: None if is_cutaneous(l, sites) else "visceral"
+        ),
+        CapRule(
+            f"{threshold_int(cutaneous)} cutaneous",
+            cutaneous,
+            lambda l: "cutaneous" if is_cutaneous(l, sites) else None,
+        ),
     )
 
 
@@ -115,9 +124,10 @@ def criterion_spec(ruleset: RuleSet, flags: Mapping[str, Any]) -> BurdenCriterio
 
     def nontargets_absent(tp: Timepoint, nontargets: Sequence[TrackedLesion]) -> bool:
         return all(
-            (m := tp.of(l.lesion_id)) is not None and (
-                m.status is LesionStatus.ABSENT or (l.nodal and node_is_normal(m, node_normal)))
-            for l in nontargets)
+            (m := tp.of(l.lesion_id)) is not None
+            and (m.status is LesionStatus.ABSENT or (l.nodal and node_is_normal(m, node_normal)))
+            for l in nontargets
+        )
 
     return BurdenCriterion(
         criterion=CRITERION,
@@ -142,8 +152,10 @@ def baseline_conformance(timeline: Timeline, ruleset: RuleSet, flags: Mapping[st
     for lesion in index:
         m = timeline.baseline.of(lesion.lesion_id)
         if minimum is not None and m is not None and not both_diameters_at_least(m, minimum):
-            warnings.append(f"index lesion {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is below the "
-                            f"irRC baseline minimum of {minimum.describe()} in both diameters (irrc.baseline_min_mm)")
+            warnings.append(
+                f"index lesion {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is below the "
+                f"irRC baseline minimum of {minimum.describe()} in both diameters (irrc.baseline_min_mm)"
+            )
     for cap in cap_rules(ruleset, "index"):
         counts = Counter(group for group in (cap.group(l) for l in index) if group is not None)
         for group, count in counts.items():
@@ -152,8 +164,13 @@ def baseline_conformance(timeline: Timeline, ruleset: RuleSet, flags: Mapping[st
     return warnings
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: TumourFilter | None = None,
+) -> CriterionAssessment:
     """irRC over the whole timeline (spec §3); the best overall response needs confirmation (spec §3.4)."""
     ruleset = engine.rulebase[CRITERION]
     flags = criterion_flags(ruleset, overrides)
@@ -164,10 +181,14 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     # irRC defines irCR and irPR as confirmed (Table 1: "two observations ≥ 4 weeks apart"): the best overall
     # response is always the confirmed one (spec §3.4).
     best = immune_best_response(
-        result.timepoints, order=spec.order, anchor=timeline.anchor_date,
+        result.timepoints,
+        order=spec.order,
+        anchor=timeline.anchor_date,
         stable_min_days=threshold_int(ruleset.threshold("stable_disease_min_days")),
         confirm_min_days=threshold_int(ruleset.threshold("confirmation_min_days")),
-        progression_date=result.progression_date, confirmed=True)
+        progression_date=result.progression_date,
+        confirmed=True,
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

@@ -27,9 +27,22 @@ CATEGORIES = {"CR": "irCR", "PR": "irPR", "SD": "irSD", "PD": "irPD", "NE": "NE"
 """irRECIST category names (contract §5 codes)."""
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: TumourFilter | None = None,
+) -> CriterionAssessment:
     """irRECIST over the whole timeline. ``best_response`` does not need confirmation of the response ("not
     mandatory", spec §4.2 [U]); ``best_response_confirmed`` does. Progression counts only once confirmed."""
-    return assess_tmtb(engine, timeline, CRITERION, CATEGORIES, overrides, is_tumour=is_tumour,
-                       reader_review_table=True, provisional=False)
+    return assess_tmtb(
+        engine,
+        timeline,
+        CRITERION,
+        CATEGORIES,
+        overrides,
+        is_tumour=is_tumour,
+        reader_review_table=True,
+        provisional=False,
+    )

@@ -45,6 +45,7 @@ EXTRA_KEY = {INJECTED: "injected", NON_INJECTED: "noninjected"}
 
 # --- injection status and lesion classes -------------------------------------------------------------------
 
+
 class InjectionHistory:
     """Whether each baseline lesion is injected at each visit (spec §6.1, §6.2 engine recommendation [D]).
 
@@ -73,37 +74,49 @@ class InjectionHistory:
                 before = previous.get(lesion.lesion_id, False)
                 now = before or by_procedure or bool(m is not None and m.injected)
                 if before and m is not None and m.injected is False:
-                    self.warnings.append(f"{lesion_name(lesion)} is reported not injected on {tp.scan_date} after being "
-                                         f"injected: kept injected (itRECIST re-classifies non-injected → injected only)")
+                    self.warnings.append(
+                        f"{lesion_name(lesion)} is reported not injected on {tp.scan_date} after being "
+                        f"injected: kept injected (itRECIST re-classifies non-injected → injected only)"
+                    )
                 if tp is not baseline and now and not before:
                     self.reclassified.setdefault(tp.scan_date, []).append(lesion_name(lesion))
                 self._status[(lesion.lesion_id, tp.scan_date)] = now
                 previous[lesion.lesion_id] = now
         for lesion in timeline.lesions.values():
             if lesion.role is LesionRole.NEW and any(
-                    (m := tp.of(lesion.lesion_id)) is not None and m.injected for tp in timeline.followups):
-                self.warnings.append(f"new lesion {lesion_name(lesion)} is reported injected: new lesions count as "
-                                     f"non-injected (spec §6.2 [U])")
+                (m := tp.of(lesion.lesion_id)) is not None and m.injected for tp in timeline.followups
+            ):
+                self.warnings.append(
+                    f"new lesion {lesion_name(lesion)} is reported injected: new lesions count as "
+                    f"non-injected (spec §6.2 [U])"
+                )
 
     def injected(self, lesion: TrackedLesion, day: dt.date) -> bool:
         return self._status.get((lesion.lesion_id, day), False)
 
 
-def lesion_classes(engine: Engine, timeline: Timeline, history: InjectionHistory, day: dt.date) -> dict[str, tuple[str, str]]:
+def lesion_classes(
+    engine: Engine, timeline: Timeline, history: InjectionHistory, day: dt.date
+) -> dict[str, tuple[str, str]]:
     """lesion id → (class, series) at ``day``, from the ``lesion_class`` table."""
     classes = {}
     for lesion in timeline.lesions.values():
         if lesion.role is LesionRole.NEW and lesion.first_seen > day:
             continue
-        decision = engine.decide(CRITERION, "lesion_class", {
-            "role": lesion.role.value,
-            "injected": lesion.role is not LesionRole.NEW and history.injected(lesion, day),
-        })
+        decision = engine.decide(
+            CRITERION,
+            "lesion_class",
+            {
+                "role": lesion.role.value,
+                "injected": lesion.role is not LesionRole.NEW and history.injected(lesion, day),
+            },
+        )
         classes[lesion.lesion_id] = (decision["lesion_class"], decision["series"])
     return classes
 
 
 # --- one series (injected or non-injected) ------------------------------------------------------------------
+
 
 @dataclass
 class SeriesState:
@@ -135,8 +148,11 @@ class LesionValues:
         too_small = fraction_as_decimal(recist.threshold("too_small_default_diameter").value)
         self._values: dict[tuple[str, dt.date], Decimal | None] = {}
         for tp in (timeline.baseline, *timeline.followups):
-            blocked = (locally_treated_lesions(timeline, tp.scan_date)
-                       if flags["locally_treated_target_not_assessable"] and tp is not timeline.baseline else set())
+            blocked = (
+                locally_treated_lesions(timeline, tp.scan_date)
+                if flags["locally_treated_target_not_assessable"] and tp is not timeline.baseline
+                else set()
+            )
             for lesion in timeline.lesions.values():
                 value = None
                 if lesion.lesion_id not in blocked:
@@ -152,8 +168,14 @@ class LesionValues:
         return sum((v for v in values if v is not None), Decimal(0))
 
 
-def series_references(state: SeriesState, targets: Sequence[TrackedLesion], values: LesionValues, timeline: Timeline,
-                      earlier: Sequence[dt.date], policy: str) -> tuple[Decimal, Decimal]:
+def series_references(
+    state: SeriesState,
+    targets: Sequence[TrackedLesion],
+    values: LesionValues,
+    timeline: Timeline,
+    earlier: Sequence[dt.date],
+    policy: str,
+) -> tuple[Decimal, Decimal]:
     """(baseline, nadir) of a series at a visit (spec §6.2 engine recommendation [D], flag
     ``itrecist.reclassification_references``); the nadir includes baseline and skips not-evaluable visits."""
     if policy == "as-recorded":
@@ -167,10 +189,19 @@ def series_references(state: SeriesState, targets: Sequence[TrackedLesion], valu
     return base, min([base, *(s for s in sums if s is not None)])
 
 
-def series_response(engine: Engine, recist: RuleSet, timeline: Timeline, tp: Timepoint, state: SeriesState,
-                    classes: Mapping[str, tuple[str, str]], values: LesionValues, earlier: Sequence[dt.date],
-                    flags: Mapping[str, Any], recist_flags: Mapping[str, Any],
-                    is_tumour: TumourFilter | None = None) -> SeriesResult:
+def series_response(
+    engine: Engine,
+    recist: RuleSet,
+    timeline: Timeline,
+    tp: Timepoint,
+    state: SeriesState,
+    classes: Mapping[str, tuple[str, str]],
+    values: LesionValues,
+    earlier: Sequence[dt.date],
+    flags: Mapping[str, Any],
+    recist_flags: Mapping[str, Any],
+    is_tumour: TumourFilter | None = None,
+) -> SeriesResult:
     """The injected or non-injected response at ``tp``: RECIST 1.1 (``recist11.evaluate_timepoint``) over the
     lesions of that series at that visit, against the series' own baseline and nadir."""
     members = {lid: timeline.lesions[lid] for lid, (_, series) in classes.items() if series == state.name}
@@ -181,21 +212,38 @@ def series_response(engine: Engine, recist: RuleSet, timeline: Timeline, tp: Tim
         return SeriesResult(None, None, None, None, False, (f"{state.name}: no lesion in this class",))
     base, nadir = series_references(state, targets, values, timeline, earlier, flags["reclassification_references"])
     view = dataclasses.replace(timeline, lesions=members)
-    c = recist11.evaluate_timepoint(engine, recist, view, tp, baseline_mm=base, nadir_mm=nadir,
-                                    prior_overall_cr=state.prior_cr, prior_target_response=state.prior_target_response,
-                                    flags=recist_flags, is_tumour=is_tumour)
+    c = recist11.evaluate_timepoint(
+        engine,
+        recist,
+        view,
+        tp,
+        baseline_mm=base,
+        nadir_mm=nadir,
+        prior_overall_cr=state.prior_cr,
+        prior_target_response=state.prior_target_response,
+        flags=recist_flags,
+        is_tumour=is_tumour,
+    )
     response = c.overall
     if not has_baseline_disease and response == "NE":
         # Non-injected series without baseline disease: only new lesions can say anything (PD).
         response = None
     names = ", ".join(f"{lesion_name(l)}" for l in members.values() if l.role is not LesionRole.NEW)
-    trace = (f"{state.name} lesions: {names or 'none at baseline'}",) + tuple(f"{state.name}: {line}" for line in c.trace)
+    trace = (f"{state.name} lesions: {names or 'none at baseline'}",) + tuple(
+        f"{state.name}: {line}" for line in c.trace
+    )
     if state.progression_date is not None:
         # As RECIST 1.1 §1.7: once a series has progressed, later visits are post-PD and never re-graded.
         response = "PD"
         trace += (f"{state.name}: progression on {state.progression_date}; this visit is post-PD (not re-graded)",)
-    return SeriesResult(response, c.sum_mm if targets else None, base if targets else None,
-                        nadir if targets else None, c.complete_sum, trace)
+    return SeriesResult(
+        response,
+        c.sum_mm if targets else None,
+        base if targets else None,
+        nadir if targets else None,
+        c.complete_sum,
+        trace,
+    )
 
 
 def update_series(state: SeriesState, result: SeriesResult, day: dt.date) -> None:
@@ -211,40 +259,60 @@ def update_series(state: SeriesState, result: SeriesResult, day: dt.date) -> Non
 
 # --- baseline conformance and assessment ------------------------------------------------------------------
 
-def baseline_conformance(timeline: Timeline, ruleset: RuleSet, recist: RuleSet,
-                         classes: Mapping[str, tuple[str, str]]) -> list[str]:
+
+def baseline_conformance(
+    timeline: Timeline, ruleset: RuleSet, recist: RuleSet, classes: Mapping[str, tuple[str, str]]
+) -> list[str]:
     """itRECIST baseline checks, as warnings (spec §6.1): 1–5 T-I, 1–5 T-NI, ≤ 10 targets, RECIST 1.1 measurability."""
     warnings = []
     counts = {"T-I": 0, "T-NI": 0}
     for lesion_id, (lesion_class, _) in classes.items():
         if lesion_class in counts:
             counts[lesion_class] += 1
-    for lesion_class, low, high in (("T-I", "injected_targets_min", "injected_targets_max"),
-                                    ("T-NI", "noninjected_targets_min", "noninjected_targets_max")):
-        if not ruleset.threshold(low).holds(counts[lesion_class]) or not ruleset.threshold(high).holds(counts[lesion_class]):
-            warnings.append(f"{counts[lesion_class]} {lesion_class} target lesions at baseline (itRECIST: between "
-                            f"{int(ruleset.threshold(low).value)} and {int(ruleset.threshold(high).value)})")
+    for lesion_class, low, high in (
+        ("T-I", "injected_targets_min", "injected_targets_max"),
+        ("T-NI", "noninjected_targets_min", "noninjected_targets_max"),
+    ):
+        if not ruleset.threshold(low).holds(counts[lesion_class]) or not ruleset.threshold(high).holds(
+            counts[lesion_class]
+        ):
+            warnings.append(
+                f"{counts[lesion_class]} {lesion_class} target lesions at baseline (itRECIST: between "
+                f"{int(ruleset.threshold(low).value)} and {int(ruleset.threshold(high).value)})"
+            )
     total = counts["T-I"] + counts["T-NI"]
     if not ruleset.threshold("max_targets").holds(total):
-        warnings.append(f"{total} target lesions at baseline (itRECIST allows at most {int(ruleset.threshold('max_targets').value)})")
+        warnings.append(
+            f"{total} target lesions at baseline (itRECIST allows at most {int(ruleset.threshold('max_targets').value)})"
+        )
     for target in timeline.lesions_with_role(LesionRole.TARGET):
         m = timeline.baseline.of(target.lesion_id)
         if m is not None and not is_measurable(m, recist, timeline.baseline.scan.slice_thickness_mm):
-            warnings.append(f"target {lesion_name(target)} is not measurable at baseline (RECIST 1.1 §3.1.1, as itRECIST)")
+            warnings.append(
+                f"target {lesion_name(target)} is not measurable at baseline (RECIST 1.1 §3.1.1, as itRECIST)"
+            )
     return warnings
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: TumourFilter | None = None,
+) -> CriterionAssessment:
     """itRECIST over the whole timeline: overall response as RECIST 1.1 (ends at the first overall PD), with the
     injected and non-injected responses at each timepoint in ``extra``. Provisional (spec §6 [U])."""
     ruleset = engine.rulebase[CRITERION]
     recist = engine.rulebase[ruleset.parameters.get("measurement_rules", recist11.CRITERION)]
     flags = criterion_flags(ruleset, overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",),
-                                   provisional=True)
-    recist_flags = {name: flags[name] for name in ("sticky_pr", "ne_partial_pd", "locally_treated_target_not_assessable")}
+        return CriterionAssessment(
+            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=True
+        )
+    recist_flags = {
+        name: flags[name] for name in ("sticky_pr", "ne_partial_pd", "locally_treated_target_not_assessable")
+    }
     recist_overrides = dict(overrides or {})
     recist_overrides.update({f"{recist.flag_prefix}.{name}": value for name, value in recist_flags.items()})
     overall = recist11.assess(engine, timeline, recist_overrides, is_tumour=is_tumour)
@@ -255,9 +323,14 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     states = {name: SeriesState(name) for name in SERIES}
     for name, state in states.items():
         state.recorded_baseline = values.total(
-            [timeline.lesions[lid] for lid, (cls, series) in base_classes.items()
-             if series == name and timeline.lesions[lid].role is LesionRole.TARGET],
-            timeline.baseline.scan_date, skip_missing=True)
+            [
+                timeline.lesions[lid]
+                for lid, (cls, series) in base_classes.items()
+                if series == name and timeline.lesions[lid].role is LesionRole.TARGET
+            ],
+            timeline.baseline.scan_date,
+            skip_missing=True,
+        )
 
     responses: list[TimepointResponse] = []
     earlier: list[dt.date] = []
@@ -272,15 +345,18 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
         if extra["reclassified"]:
             trace.append("re-classified non-injected → injected from this visit: " + ", ".join(extra["reclassified"]))
         for name in SERIES:
-            result = series_response(engine, recist, timeline, tp, states[name], classes, values, earlier, flags,
-                                     recist_flags, is_tumour)
+            result = series_response(
+                engine, recist, timeline, tp, states[name], classes, values, earlier, flags, recist_flags, is_tumour
+            )
             key = EXTRA_KEY[name]
             extra[f"{key}_response"] = result.response
             extra[f"{key}_sum_mm"] = result.sum_mm
             extra[f"{key}_baseline_mm"] = result.baseline_mm
             extra[f"{key}_nadir_mm"] = result.nadir_mm
             usable = result.sum_mm is not None and result.complete
-            extra[f"{key}_percent_from_baseline"] = percent_change(result.sum_mm, result.baseline_mm) if usable else None
+            extra[f"{key}_percent_from_baseline"] = (
+                percent_change(result.sum_mm, result.baseline_mm) if usable else None
+            )
             extra[f"{key}_percent_from_nadir"] = percent_change(result.sum_mm, result.nadir_mm) if usable else None
             extra[f"{key}_absolute_from_nadir"] = (result.sum_mm - result.nadir_mm) if usable else None
             trace.extend(result.trace)
@@ -294,8 +370,10 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     warnings = [w for w in overall.warnings if w not in recist_conformance]
     warnings = baseline_conformance(timeline, ruleset, recist, base_classes) + warnings + history.warnings
     if overall.progression_date is not None:
-        warnings.append("itRECIST continues assessment after a first progression iRECIST-like (Goldmacher 2020); "
-                        "not implemented here: timepoints after the first overall PD are not graded")
+        warnings.append(
+            "itRECIST continues assessment after a first progression iRECIST-like (Goldmacher 2020); "
+            "not implemented here: timepoints after the first overall PD are not graded"
+        )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

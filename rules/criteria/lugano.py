@@ -74,8 +74,9 @@ def lesion_size(m: LesionMeasurement | None, ruleset: RuleSet) -> LesionSize | N
         return LesionSize(Decimal(0), Decimal(0), Decimal(0), "absent")
     if m.status is LesionStatus.TOO_SMALL:
         side = fraction_as_decimal(ruleset.threshold("too_small_diameter").value)
-        return LesionSize(fraction_as_decimal(ruleset.threshold("too_small_product").value), side, side,
-                          "too small to measure")
+        return LesionSize(
+            fraction_as_decimal(ruleset.threshold("too_small_product").value), side, side, "too small to measure"
+        )
     if m.long_axis_mm is None or m.short_axis_mm is None:
         return None
     return LesionSize(m.long_axis_mm * m.short_axis_mm, m.long_axis_mm, m.short_axis_mm)
@@ -99,10 +100,12 @@ def lesion_progression(ruleset: RuleSet, size: LesionSize, reference: LesionSize
     met = ld_ok and ppd_ok and rise_ok
     ld_rule = ruleset.threshold("progression_long_axis")
     ppd_rule = ruleset.threshold("progression_ppd_fraction_of_nadir")
-    text = (f"{size.describe()} vs reference {reference.describe()}: LDi {size.ld} mm ({'meets' if ld_ok else 'fails'} "
-            f"{ld_rule.describe()}); PPD {fmt_pct(percent_change(size.ppd, reference.ppd))} ({'meets' if ppd_ok else 'fails'} "
-            f"{pet.relative_rule(ppd_rule)}); LDi/SDi rise {'+' if rise > 0 else ''}{rise} mm ({'meets' if rise_ok else 'fails'} "
-            f"{step.describe()} for a lesion {'' if small else 'not '}{size_class.describe()} at the reference) → {'PD' if met else 'no PD'}")
+    text = (
+        f"{size.describe()} vs reference {reference.describe()}: LDi {size.ld} mm ({'meets' if ld_ok else 'fails'} "
+        f"{ld_rule.describe()}); PPD {fmt_pct(percent_change(size.ppd, reference.ppd))} ({'meets' if ppd_ok else 'fails'} "
+        f"{pet.relative_rule(ppd_rule)}); LDi/SDi rise {'+' if rise > 0 else ''}{rise} mm ({'meets' if rise_ok else 'fails'} "
+        f"{step.describe()} for a lesion {'' if small else 'not '}{size_class.describe()} at the reference) → {'PD' if met else 'no PD'}"
+    )
     return met, text
 
 
@@ -140,7 +143,9 @@ def spd_of(tp: Timepoint, targets: list[TrackedLesion], ruleset: RuleSet) -> tup
     return total, complete, " + ".join(parts) if parts else "no targets"
 
 
-def new_lesion_is_pd(ruleset: RuleSet, flags: Mapping[str, Any], lesion: TrackedLesion, m: LesionMeasurement) -> tuple[bool, str]:
+def new_lesion_is_pd(
+    ruleset: RuleSet, flags: Mapping[str, Any], lesion: TrackedLesion, m: LesionMeasurement
+) -> tuple[bool, str]:
     """Lugano 2014: a new node > 1.5 cm in any axis; a new extranodal site > 1.0 cm (or smaller if unequivocal)."""
     axes = [a for a in (m.long_axis_mm, m.short_axis_mm) if a is not None]
     largest = max(axes) if axes else None
@@ -150,30 +155,51 @@ def new_lesion_is_pd(ruleset: RuleSet, flags: Mapping[str, Any], lesion: Tracked
         if largest is None:
             return False, f"new node {name}: size not reported, cannot be judged (> 1.5 cm needed)"
         met = threshold.holds(largest)
-        return met, (f"new node {name} largest axis {largest} mm ({'meets' if met else 'fails'} {threshold.describe()}) "
-                     f"→ {'PD' if met else 'not PD'}")
+        return met, (
+            f"new node {name} largest axis {largest} mm ({'meets' if met else 'fails'} {threshold.describe()}) "
+            f"→ {'PD' if met else 'not PD'}"
+        )
     threshold = ruleset.threshold("new_extranodal_min_axis")
     if largest is not None and threshold.holds(largest):
         return True, f"new extranodal lesion {name} {largest} mm ({threshold.describe()}) → PD"
     if flags["small_new_extranodal_is_pd"]:
-        return True, (f"new extranodal lesion {name} {largest if largest is not None else 'size n/a'}"
-                      f"{' mm' if largest is not None else ''} (not {threshold.describe()}), not equivocal (unequivocally lymphoma) → PD "
-                      f"(lugano.small_new_extranodal_is_pd)")
-    return False, f"new extranodal lesion {name} not {threshold.describe()}: not PD (lugano.small_new_extranodal_is_pd off)"
+        return True, (
+            f"new extranodal lesion {name} {largest if largest is not None else 'size n/a'}"
+            f"{' mm' if largest is not None else ''} (not {threshold.describe()}), not equivocal (unequivocally lymphoma) → PD "
+            f"(lugano.small_new_extranodal_is_pd)"
+        )
+    return (
+        False,
+        f"new extranodal lesion {name} not {threshold.describe()}: not PD (lugano.small_new_extranodal_is_pd off)",
+    )
 
 
-def evaluate_ct(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timeline, tp: Timepoint, *,
-                baseline_spd: Decimal, references: Mapping[str, LesionSize], reference_label: str = "nadir",
-                is_tumour: pet.TumourFilter | None = None) -> CtReading:
+def evaluate_ct(
+    engine: Engine,
+    ruleset: RuleSet,
+    flags: Mapping[str, Any],
+    timeline: Timeline,
+    tp: Timepoint,
+    *,
+    baseline_spd: Decimal,
+    references: Mapping[str, LesionSize],
+    reference_label: str = "nadir",
+    is_tumour: pet.TumourFilter | None = None,
+) -> CtReading:
     """Lugano 2014 CT-based response at one scan. ``references`` holds each followed lesion's reference size (its
     nadir; LYRIC passes the IR scan's sizes): lesions in it are tested by the lesion-level rule, other new lesions by
     the new-lesion rule."""
     trace: list[str] = []
     targets = targets_of(timeline)
     spd, complete, parts = spd_of(tp, targets, ruleset)
-    trace.append(f"SPD {parts} = {fmt_amount(spd, 'mm2')}"
-                 + (f": {pet.fmt_pct_signed(percent_change(spd, baseline_spd))} from baseline {fmt_amount(baseline_spd, 'mm2')}"
-                    if baseline_spd else ""))
+    trace.append(
+        f"SPD {parts} = {fmt_amount(spd, 'mm2')}"
+        + (
+            f": {pet.fmt_pct_signed(percent_change(spd, baseline_spd))} from baseline {fmt_amount(baseline_spd, 'mm2')}"
+            if baseline_spd
+            else ""
+        )
+    )
     sizes: dict[str, LesionSize] = {}
     progressing: list[str] = []
     for lesion in timeline.lesions.values():
@@ -210,31 +236,57 @@ def evaluate_ct(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], time
     node_normal = ruleset.threshold("node_normal_long_axis")
     targets_normal = complete and all(
         (s := sizes.get(l.lesion_id)) is not None and (node_normal.holds(s.ld) if l.nodal else s.ppd == 0)
-        for l in targets)
-    complete_response = (bool(targets) and targets_normal and (not nt.has_nontargets or (nt.all_assessed and nt.all_absent))
-                         and not new_present and not equivocal)
-    pr = bool(targets) and baseline_spd > 0 and ruleset.threshold("partial_response_fraction_of_baseline").holds(spd, baseline_spd)
-    decision = engine.decide(CRITERION, "ct_response", {
-        "lesion_progression": bool(progressing),
-        "new_lesion_progression": bool(new_pd),
-        "nontarget_progression": bool(nt_progression),
-        "all_targets_assessed": complete and bool(targets),
-        "complete_response": complete_response,
-        "spd_meets_partial_response": pr,
-    })
+        for l in targets
+    )
+    complete_response = (
+        bool(targets)
+        and targets_normal
+        and (not nt.has_nontargets or (nt.all_assessed and nt.all_absent))
+        and not new_present
+        and not equivocal
+    )
+    pr = (
+        bool(targets)
+        and baseline_spd > 0
+        and ruleset.threshold("partial_response_fraction_of_baseline").holds(spd, baseline_spd)
+    )
+    decision = engine.decide(
+        CRITERION,
+        "ct_response",
+        {
+            "lesion_progression": bool(progressing),
+            "new_lesion_progression": bool(new_pd),
+            "nontarget_progression": bool(nt_progression),
+            "all_targets_assessed": complete and bool(targets),
+            "complete_response": complete_response,
+            "spd_meets_partial_response": pr,
+        },
+    )
     trace.append(decision.trace())
     warnings = []
     if not targets:
         warnings.append("no target lesion at baseline: Lugano CT response needs measurable disease")
-    return CtReading(decision["category"], spd, complete, tuple(progressing), tuple(new_pd), tuple(nt_progression),
-                     sizes, tuple(trace), tuple(warnings))
+    return CtReading(
+        decision["category"],
+        spd,
+        complete,
+        tuple(progressing),
+        tuple(new_pd),
+        tuple(nt_progression),
+        sizes,
+        tuple(trace),
+        tuple(warnings),
+    )
 
 
 # --- PET-based response (Deauville) -------------------------------------------------------------------------
 
+
 def observation_value(timeline: Timeline, code: str, day: dt.date) -> Decimal | None:
     """The value of the last observation ``code`` dated ``day``."""
-    found = [o for o in timeline.facts.observations if o.code == code and o.effective_date == day and o.value is not None]
+    found = [
+        o for o in timeline.facts.observations if o.code == code and o.effective_date == day and o.value is not None
+    ]
     return found[-1].value if found else None
 
 
@@ -257,13 +309,17 @@ def hottest_uptake(tp: Timepoint, timeline: Timeline) -> tuple[Decimal | None, s
     return (max(sul), "SULpeak") if sul else (None, "")
 
 
-def new_avid_foci(ruleset: RuleSet, tp: Timepoint, timeline: Timeline, *, is_tumour: pet.TumourFilter | None) -> tuple[list[str], list[str]]:
+def new_avid_foci(
+    ruleset: RuleSet, tp: Timepoint, timeline: Timeline, *, is_tumour: pet.TumourFilter | None
+) -> tuple[list[str], list[str]]:
     """New FDG-avid foci: a new lesion with SULpeak above the liver SULmean (or SUVmax above the liver SUVmean when
     only SUVmax was reported; without a liver reference any reported uptake) — policy [D], rules/criteria/pet.py."""
     avid = ruleset.threshold("new_lesion_avid_fraction_of_liver_mean")
     unequivocal, _ = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
     liver = pet.reference_region(tp, ReferenceRegion.LIVER)
-    liver_suv = next((r.suv_mean for r in tp.references if r.region is ReferenceRegion.LIVER and r.suv_mean is not None), None)
+    liver_suv = next(
+        (r.suv_mean for r in tp.references if r.region is ReferenceRegion.LIVER and r.suv_mean is not None), None
+    )
     found, notes = [], []
     for lesion in unequivocal:
         m = tp.of(lesion.lesion_id)
@@ -276,8 +332,11 @@ def new_avid_foci(ruleset: RuleSet, tp: Timepoint, timeline: Timeline, *, is_tum
         else:
             notes.append(f"new lesion {lesion_name(lesion)}: no uptake value at this PET")
             continue
-        (found if ok else notes).append(lesion_name(lesion) if ok else
-                                        f"new lesion {lesion_name(lesion)} {value}: not above the liver (not FDG-avid)")
+        (found if ok else notes).append(
+            lesion_name(lesion)
+            if ok
+            else f"new lesion {lesion_name(lesion)} {value}: not above the liver (not FDG-avid)"
+        )
     return found, notes
 
 
@@ -290,8 +349,16 @@ class MetabolicReading:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def evaluate_metabolic(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timeline, tp: Timepoint,
-                       reference: Timepoint, *, is_tumour: pet.TumourFilter | None = None) -> MetabolicReading:
+def evaluate_metabolic(
+    engine: Engine,
+    ruleset: RuleSet,
+    flags: Mapping[str, Any],
+    timeline: Timeline,
+    tp: Timepoint,
+    reference: Timepoint,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> MetabolicReading:
     """Lugano 2014 PET-based response at ``tp`` against ``reference`` (the baseline; LYRIC also asks against the IR
     scan). ``category`` is ``None`` when no Deauville score was recorded for ``tp``."""
     score, note = deauville_score(timeline, tp.scan_date)
@@ -304,7 +371,9 @@ def evaluate_metabolic(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any
         change = "increased" if score > base_score else "reduced"
         trace.append(f"Deauville {base_score} → {score}: uptake {change}")
     else:
-        trace.append(f"reference ({reference.scan_date}): {base_note}" + ("; same score" if base_score is not None else ""))
+        trace.append(
+            f"reference ({reference.scan_date}): {base_note}" + ("; same score" if base_score is not None else "")
+        )
         now, kind = hottest_uptake(tp, timeline)
         before, before_kind = hottest_uptake(reference, timeline)
         if now is not None and before is not None and before > 0 and kind == before_kind:
@@ -317,26 +386,34 @@ def evaluate_metabolic(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any
                 change = "reduced"
             else:
                 change = "unchanged"
-            trace.append(pet.change_line(f"hottest {kind}", now, before, "reference") +
-                         f" → uptake {change} (significant change: {up.describe() if up else 'n/a'}, lugano.uptake_change_percent)")
+            trace.append(
+                pet.change_line(f"hottest {kind}", now, before, "reference")
+                + f" → uptake {change} (significant change: {up.describe() if up else 'n/a'}, lugano.uptake_change_percent)"
+            )
         else:
             trace.append("hottest lesion uptake not comparable with the reference (values missing)")
     foci, notes = new_avid_foci(ruleset, tp, timeline, is_tumour=is_tumour)
     trace += notes
     if foci:
         trace.append("new FDG-avid foci: " + ", ".join(foci))
-    decision = engine.decide(CRITERION, "metabolic_response", {
-        "deauville": str(score),
-        "new_fdg_avid_lesion": bool(foci),
-        "uptake_change": change,
-    })
+    decision = engine.decide(
+        CRITERION,
+        "metabolic_response",
+        {
+            "deauville": str(score),
+            "new_fdg_avid_lesion": bool(foci),
+            "uptake_change": change,
+        },
+    )
     trace.append(decision.trace())
     trace.append("bone marrow and spleen uptake are not in the facts: the reader's call")
-    return MetabolicReading(decision["category"], score, change, tuple(trace),
-                            {"deauville_score": score, "uptake_change": change})
+    return MetabolicReading(
+        decision["category"], score, change, tuple(trace), {"deauville_score": score, "uptake_change": change}
+    )
 
 
 # --- the whole timeline ---------------------------------------------------------------------------------------
+
 
 def baseline_references(timeline: Timeline, ruleset: RuleSet) -> dict[str, LesionSize]:
     refs: dict[str, LesionSize] = {}
@@ -366,8 +443,13 @@ def baseline_warnings(timeline: Timeline, ruleset: RuleSet) -> list[str]:
     return warnings
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: pet.TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> CriterionAssessment:
     """Lugano 2014 at every follow-up: CT-based category, PET-based category in ``extra`` (spec §9.1)."""
     ruleset = engine.rulebase[CRITERION]
     flags = criterion_flags(ruleset, overrides)
@@ -380,39 +462,50 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None
     for tp in timeline.followups:
-        ct = evaluate_ct(engine, ruleset, flags, timeline, tp, baseline_spd=base_spd, references=nadirs, is_tumour=is_tumour)
+        ct = evaluate_ct(
+            engine, ruleset, flags, timeline, tp, baseline_spd=base_spd, references=nadirs, is_tumour=is_tumour
+        )
         metabolic = evaluate_metabolic(engine, ruleset, flags, timeline, tp, timeline.baseline, is_tumour=is_tumour)
         trace = [f"baseline SPD {base_parts} = {fmt_amount(base_spd, 'mm2')}", *ct.trace, *metabolic.trace]
         if ct.category == "PD" and progression_date is None:
             progression_date = tp.scan_date
-        responses.append(TimepointResponse(
-            criterion=CRITERION,
-            scan_date=tp.scan_date,
-            category=ct.category,
-            new_lesions="present" if ct.progressing_new_lesions else "absent",
-            sum_mm=ct.spd if targets else None,
-            sum_unit="mm2",
-            baseline_sum=base_spd if targets else None,
-            nadir_sum=spd_nadir if targets else None,
-            percent_from_baseline=percent_change(ct.spd, base_spd) if targets and ct.spd_complete else None,
-            percent_from_nadir=percent_change(ct.spd, spd_nadir) if targets and ct.spd_complete else None,
-            absolute_from_nadir=(ct.spd - spd_nadir) if targets and ct.spd_complete else None,
-            progression_date=tp.scan_date if ct.category == "PD" else None,
-            trace=tuple(trace),
-            warnings=ct.warnings,
-            extra={
-                "metabolic_category": metabolic.category,
-                **metabolic.extra,
-                "progressing_lesions": ", ".join(ct.progressing_lesions + ct.progressing_new_lesions
-                                                 + ct.progressing_nontargets) or None,
-            },
-        ))
+        responses.append(
+            TimepointResponse(
+                criterion=CRITERION,
+                scan_date=tp.scan_date,
+                category=ct.category,
+                new_lesions="present" if ct.progressing_new_lesions else "absent",
+                sum_mm=ct.spd if targets else None,
+                sum_unit="mm2",
+                baseline_sum=base_spd if targets else None,
+                nadir_sum=spd_nadir if targets else None,
+                percent_from_baseline=percent_change(ct.spd, base_spd) if targets and ct.spd_complete else None,
+                percent_from_nadir=percent_change(ct.spd, spd_nadir) if targets and ct.spd_complete else None,
+                absolute_from_nadir=(ct.spd - spd_nadir) if targets and ct.spd_complete else None,
+                progression_date=tp.scan_date if ct.category == "PD" else None,
+                trace=tuple(trace),
+                warnings=ct.warnings,
+                extra={
+                    "metabolic_category": metabolic.category,
+                    **metabolic.extra,
+                    "progressing_lesions": ", ".join(
+                        ct.progressing_lesions + ct.progressing_new_lesions + ct.progressing_nontargets
+                    )
+                    or None,
+                },
+            )
+        )
         update_nadirs(nadirs, ct.sizes)
         if ct.spd_complete and ct.category != "NE":
             spd_nadir = min(spd_nadir, ct.spd)
-    best = best_overall_response(responses, anchor=timeline.anchor_date, order=RECIST_ORDER,
-                                 stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                                 confirm_min_days=0, confirmed=False)
+    best = best_overall_response(
+        responses,
+        anchor=timeline.anchor_date,
+        order=RECIST_ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=0,
+        confirmed=False,
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

@@ -28,14 +28,20 @@ from rules.timeline import Timeline, lesion_name
 CRITERION = "PERCIMT"
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: pet.TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> CriterionAssessment:
     """PERCIMT at every follow-up PET (spec §7.3)."""
     ruleset = engine.rulebase[CRITERION]
     flags = criterion_flags(ruleset, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (),
-                                   warnings=("no baseline PET with SUL values",))
+        return CriterionAssessment(
+            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
+        )
     avid = ruleset.threshold("new_lesion_avid_fraction_of_liver_mean")
     below_liver = ruleset.threshold("complete_resolution_fraction_of_liver_mean")
     small_max = ruleset.threshold("small_lesion_max_diameter")
@@ -45,8 +51,9 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     large_count = pet.policy_threshold(ruleset, "large_lesions_min_count", flags)
     very_large_count = pet.policy_threshold(ruleset, "very_large_lesions_min_count", flags)
     preexisting = pet.baseline_avid_lesions(timeline, avid, is_tumour=is_tumour)
-    base_line = ("pre-existing FDG-avid lesions (above the baseline liver SULmean): "
-                 + (", ".join(lesion_name(l) for l in preexisting) if preexisting else "none"))
+    base_line = "pre-existing FDG-avid lesions (above the baseline liver SULmean): " + (
+        ", ".join(lesion_name(l) for l in preexisting) if preexisting else "none"
+    )
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None
     for tp in pet.pet_followups(timeline):
@@ -70,58 +77,76 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             if not small_max.holds(diameter) and not large_min.holds(diameter):
                 boundary.append(label)
         if new.avid:
-            trace.append(f"new FDG-avid lesions: {len(new.avid)} — < 1.0 cm: {len(small)}"
-                         f"{' (' + ', '.join(small) + ')' if small else ''}; > 1.0 cm: {len(large)}"
-                         f"{' (' + ', '.join(large) + ')' if large else ''}; > 1.5 cm: {len(very_large)}"
-                         f"{' (' + ', '.join(very_large) + ')' if very_large else ''}")
+            trace.append(
+                f"new FDG-avid lesions: {len(new.avid)} — < 1.0 cm: {len(small)}"
+                f"{' (' + ', '.join(small) + ')' if small else ''}; > 1.0 cm: {len(large)}"
+                f"{' (' + ', '.join(large) + ')' if large else ''}; > 1.5 cm: {len(very_large)}"
+                f"{' (' + ', '.join(very_large) + ')' if very_large else ''}"
+            )
         else:
             trace.append("no new FDG-avid lesion")
         if unsized:
             tp_warnings.append(f"functional diameter (long axis) not reported for {', '.join(unsized)}: not counted")
         if boundary:
-            tp_warnings.append(f"{', '.join(boundary)}: exactly 1.0 cm is neither < 1.0 cm nor > 1.0 cm (PERCIMT "
-                               f"wording): not counted, reader review")
+            tp_warnings.append(
+                f"{', '.join(boundary)}: exactly 1.0 cm is neither < 1.0 cm nor > 1.0 cm (PERCIMT "
+                f"wording): not counted, reader review"
+            )
         small_met = small_count.holds(len(small))
         large_met = large_count.holds(len(large))
         very_large_met = very_large_count.holds(len(very_large))
         rules_text = "; ".join(
             f"{label}: {count} (PMD needs {pet.op(threshold)} {pet.fmt_count(threshold)}) → {'met' if met else 'not met'}"
-            for label, count, threshold, met in (("< 1.0 cm", len(small), small_count, small_met),
-                                                 ("> 1.0 cm", len(large), large_count, large_met),
-                                                 ("> 1.5 cm", len(very_large), very_large_count, very_large_met)))
+            for label, count, threshold, met in (
+                ("< 1.0 cm", len(small), small_count, small_met),
+                ("> 1.0 cm", len(large), large_count, large_met),
+                ("> 1.5 cm", len(very_large), very_large_count, very_large_met),
+            )
+        )
         trace.append(f"count rules, each on its own — {rules_text}")
         state = pet.resolution(tp, preexisting, below_liver)
         trace.append("pre-existing lesions: " + state.describe())
-        decision = engine.decide(CRITERION, "metabolic_response", {
-            "small_rule_met": small_met,
-            "large_rule_met": large_met,
-            "very_large_rule_met": very_large_met,
-            "new_fdg_avid_lesion": bool(new.avid),
-            "all_preexisting_resolved": state.all_resolved,
-            "some_preexisting_resolved": state.some_resolved,
-        })
+        decision = engine.decide(
+            CRITERION,
+            "metabolic_response",
+            {
+                "small_rule_met": small_met,
+                "large_rule_met": large_met,
+                "very_large_rule_met": very_large_met,
+                "new_fdg_avid_lesion": bool(new.avid),
+                "all_preexisting_resolved": state.all_resolved,
+                "some_preexisting_resolved": state.some_resolved,
+            },
+        )
         trace.append(decision.trace())
         category = decision["category"]
         if category == "PMD" and progression_date is None:
             progression_date = tp.scan_date
-        responses.append(TimepointResponse(
-            criterion=CRITERION,
-            scan_date=tp.scan_date,
-            category=category,
-            new_lesions="present" if new.avid else "absent",
-            progression_date=tp.scan_date if category == "PMD" else None,
-            trace=tuple(trace),
-            warnings=tuple(tp_warnings),
-            extra={
-                "new_lesions_below_1_cm": len(small),
-                "new_lesions_above_1_cm": len(large),
-                "new_lesions_above_1_5_cm": len(very_large),
-                "resolved_lesions": ", ".join(state.resolved) or None,
-            },
-        ))
-    best = best_overall_response(responses, anchor=timeline.anchor_date, order=percist.ORDER,
-                                 stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                                 confirm_min_days=0, confirmed=False)
+        responses.append(
+            TimepointResponse(
+                criterion=CRITERION,
+                scan_date=tp.scan_date,
+                category=category,
+                new_lesions="present" if new.avid else "absent",
+                progression_date=tp.scan_date if category == "PMD" else None,
+                trace=tuple(trace),
+                warnings=tuple(tp_warnings),
+                extra={
+                    "new_lesions_below_1_cm": len(small),
+                    "new_lesions_above_1_cm": len(large),
+                    "new_lesions_above_1_5_cm": len(very_large),
+                    "resolved_lesions": ", ".join(state.resolved) or None,
+                },
+            )
+        )
+    best = best_overall_response(
+        responses,
+        anchor=timeline.anchor_date,
+        order=percist.ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=0,
+        confirmed=False,
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

@@ -92,8 +92,9 @@ def ruleset_and_flags(engine: Engine, overrides: Mapping[str, Any] | None) -> tu
     return ruleset, criterion_flags(ruleset, overrides)
 
 
-def baseline_reading(ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timeline, *,
-                     is_tumour: pet.TumourFilter | None = None) -> PercistBaseline:
+def baseline_reading(
+    ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timeline, *, is_tumour: pet.TumourFilter | None = None
+) -> PercistBaseline:
     """The baseline hottest lesion and whether it is measurable (spec §7.1 [V:PMOD])."""
     lines: list[str] = []
     warnings: list[str] = []
@@ -102,10 +103,17 @@ def baseline_reading(ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timel
     top, ties = pet.hottest(found)
     limit = pet.measurability_limit(ruleset, base)
     if top is None:
-        return PercistBaseline(None, limit, False, ("baseline: no lesion SULpeak reported",),
-                               ("no SULpeak at the baseline PET: PERCIST cannot be measured",))
-    lines.append(f"baseline hottest lesion {top.name} SULpeak {pet.fmt_sul(top.sul)}"
-                 + (f" (tied with {', '.join(ties)}; chosen by name)" if ties else ""))
+        return PercistBaseline(
+            None,
+            limit,
+            False,
+            ("baseline: no lesion SULpeak reported",),
+            ("no SULpeak at the baseline PET: PERCIST cannot be measured",),
+        )
+    lines.append(
+        f"baseline hottest lesion {top.name} SULpeak {pet.fmt_sul(top.sul)}"
+        + (f" (tied with {', '.join(ties)}; chosen by name)" if ties else "")
+    )
     measurable = limit.holds(top.sul)
     if measurable is None:
         text = f"baseline measurability not checked: {limit.description}"
@@ -116,18 +124,27 @@ def baseline_reading(ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timel
         lines.append(text)
         return PercistBaseline(top, limit, True, tuple(lines), tuple(warnings))
     verdict = "measurable" if measurable else "NOT measurable"
-    lines.append(f"measurability: SULpeak {pet.fmt_sul(top.sul)} {'≥' if measurable else '<'} {limit.description} → {verdict}")
+    lines.append(
+        f"measurability: SULpeak {pet.fmt_sul(top.sul)} {'≥' if measurable else '<'} {limit.description} → {verdict}"
+    )
     if not measurable:
-        warnings.append(f"baseline hottest lesion {top.name} is below the PERCIST measurability limit "
-                        f"({limit.description}): no measurable target, only new lesions can be read")
+        warnings.append(
+            f"baseline hottest lesion {top.name} is below the PERCIST measurability limit "
+            f"({limit.description}): no measurable target, only new lesions can be read"
+        )
     return PercistBaseline(top, limit, measurable, tuple(lines), tuple(warnings))
 
 
-def _tlg(ruleset: RuleSet, timeline: Timeline, tp: Timepoint, new_avid: tuple[pet.Uptake, ...]) -> tuple[bool, str, Decimal | None, Decimal | None]:
+def _tlg(
+    ruleset: RuleSet, timeline: Timeline, tp: Timepoint, new_avid: tuple[pet.Uptake, ...]
+) -> tuple[bool, str, Decimal | None, Decimal | None]:
     """TLG > 75 % above baseline (PERCIST PMD): summed over baseline lesions with a baseline TLG (absent → 0) plus the
     new FDG-avid lesions reporting TLG [D]. Not applied when a baseline lesion's TLG is missing at the follow-up."""
-    base_lesions = [l for l in pet.baseline_lesions(timeline)
-                    if (m := timeline.baseline.of(l.lesion_id)) is not None and m.tlg is not None]
+    base_lesions = [
+        l
+        for l in pet.baseline_lesions(timeline)
+        if (m := timeline.baseline.of(l.lesion_id)) is not None and m.tlg is not None
+    ]
     if not base_lesions:
         return False, "TLG not reported at baseline: the TLG rule is not applied", None, None
     base_total = sum((timeline.baseline.of(l.lesion_id).tlg for l in base_lesions), Decimal(0))
@@ -147,13 +164,21 @@ def _tlg(ruleset: RuleSet, timeline: Timeline, tp: Timepoint, new_avid: tuple[pe
     threshold = ruleset.threshold("tlg_pmd_fraction")
     meets = base_total > 0 and threshold.holds(total, base_total)
     change = percent_change(total, base_total)
-    return meets, (f"TLG {pet.fmt_sul(total)} vs baseline {pet.fmt_sul(base_total)}"
-                   + (f" ({pet.fmt_pct_signed(change)})" if change is not None else "")
-                   + f": {'meets' if meets else 'does not meet'} PMD ({threshold.describe()} × baseline)"), base_total, total
+    return (
+        meets,
+        (
+            f"TLG {pet.fmt_sul(total)} vs baseline {pet.fmt_sul(base_total)}"
+            + (f" ({pet.fmt_pct_signed(change)})" if change is not None else "")
+            + f": {'meets' if meets else 'does not meet'} PMD ({threshold.describe()} × baseline)"
+        ),
+        base_total,
+        total,
+    )
 
 
-def _other_lesion_increases(ruleset: RuleSet, timeline: Timeline, tp: Timepoint, *,
-                            is_tumour: pet.TumourFilter | None) -> list[str]:
+def _other_lesion_increases(
+    ruleset: RuleSet, timeline: Timeline, tp: Timepoint, *, is_tumour: pet.TumourFilter | None
+) -> list[str]:
     """PERCIST PMR requires no SUL or size increase > 30 % in other lesions (each against its own baseline)."""
     threshold = ruleset.threshold("other_lesion_increase_fraction")
     increases = []
@@ -164,29 +189,49 @@ def _other_lesion_increases(ruleset: RuleSet, timeline: Timeline, tp: Timepoint,
         if is_tumour is not None and not is_tumour(lesion, now):
             continue
         if before.sul_peak and now.sul_peak is not None and threshold.holds(now.sul_peak, before.sul_peak):
-            increases.append(f"{lesion_name(lesion)} SULpeak {pet.fmt_sul(before.sul_peak)} → {pet.fmt_sul(now.sul_peak)} "
-                             f"({pet.fmt_pct_signed(percent_change(now.sul_peak, before.sul_peak))})")
-        if before.long_axis_mm and now.long_axis_mm is not None and threshold.holds(now.long_axis_mm, before.long_axis_mm):
-            increases.append(f"{lesion_name(lesion)} long axis {before.long_axis_mm} → {now.long_axis_mm} mm "
-                             f"({pet.fmt_pct_signed(percent_change(now.long_axis_mm, before.long_axis_mm))})")
+            increases.append(
+                f"{lesion_name(lesion)} SULpeak {pet.fmt_sul(before.sul_peak)} → {pet.fmt_sul(now.sul_peak)} "
+                f"({pet.fmt_pct_signed(percent_change(now.sul_peak, before.sul_peak))})"
+            )
+        if (
+            before.long_axis_mm
+            and now.long_axis_mm is not None
+            and threshold.holds(now.long_axis_mm, before.long_axis_mm)
+        ):
+            increases.append(
+                f"{lesion_name(lesion)} long axis {before.long_axis_mm} → {now.long_axis_mm} mm "
+                f"({pet.fmt_pct_signed(percent_change(now.long_axis_mm, before.long_axis_mm))})"
+            )
     return increases
 
 
-def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timeline, tp: Timepoint,
-                  baseline: PercistBaseline, *, is_tumour: pet.TumourFilter | None = None) -> PercistReading:
+def evaluate_scan(
+    engine: Engine,
+    ruleset: RuleSet,
+    flags: Mapping[str, Any],
+    timeline: Timeline,
+    tp: Timepoint,
+    baseline: PercistBaseline,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> PercistReading:
     """PERCIST 1.0 at one follow-up PET against the baseline PET (spec §7.1), without the no-reset rule."""
     trace: list[str] = list(baseline.lines)
     warnings: list[str] = []
     comparability = pet.scan_comparability(
-        timeline.baseline, tp,
+        timeline.baseline,
+        tp,
         relative=pet.policy_threshold(ruleset, "liver_relative_tolerance", flags),
         absolute=pet.policy_threshold(ruleset, "liver_absolute_tolerance", flags),
         uptake=ruleset.threshold("uptake_time_max_difference"),
-        liver_required=bool(flags["liver_reference_required"]), label="PERCIST")
+        liver_required=bool(flags["liver_reference_required"]),
+        label="PERCIST",
+    )
     trace += comparability.lines
     trace += comparability.failures
-    new = pet.new_fdg_avid_lesions(tp, timeline, ruleset.threshold("new_lesion_avid_fraction_of_liver_mean"),
-                                   is_tumour=is_tumour)
+    new = pet.new_fdg_avid_lesions(
+        tp, timeline, ruleset.threshold("new_lesion_avid_fraction_of_liver_mean"), is_tumour=is_tumour
+    )
     trace += new.not_avid
     if new.avid:
         trace.append("new FDG-avid lesion(s): " + pet.describe_uptakes(new.avid))
@@ -219,8 +264,8 @@ def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], ti
         meets_pmd = pmd_fraction.holds(hottest_sul, base_top.sul) and pmd_absolute.holds(delta)
         meets_pmr = pmr_fraction.holds(hottest_sul, base_top.sul) and pmr_absolute.holds(-delta)
         line = pet.change_line(f"{name} SULpeak", hottest_sul, base_top.sul, f"baseline hottest {base_top.name}")
-        pmd_rule = (f"{pet.relative_rule(pmd_fraction)} and {pet.op(pmd_absolute)} {pet.fmt_sul(pmd_absolute.value)} SUL increase")
-        pmr_rule = (f"{pet.relative_rule(pmr_fraction)} and {pet.op(pmr_absolute)} {pet.fmt_sul(pmr_absolute.value)} SUL decrease")
+        pmd_rule = f"{pet.relative_rule(pmd_fraction)} and {pet.op(pmd_absolute)} {pet.fmt_sul(pmd_absolute.value)} SUL increase"
+        pmr_rule = f"{pet.relative_rule(pmr_fraction)} and {pet.op(pmr_absolute)} {pet.fmt_sul(pmr_absolute.value)} SUL decrease"
         if meets_pmd:
             line += f" → meets PMD ({pmd_rule})"
         elif meets_pmr:
@@ -240,23 +285,33 @@ def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], ti
     nontarget_progression = "none"
     if progressing:
         nontarget_progression = "pmd" if flags["nontarget_progression_is_pmd"] else "ignored"
-        trace.append(f"reader: unequivocal progression of {', '.join(progressing)}"
-                     + ("" if nontarget_progression == "pmd" else " (not used: percist.nontarget_progression_is_pmd off)"))
+        trace.append(
+            f"reader: unequivocal progression of {', '.join(progressing)}"
+            + ("" if nontarget_progression == "pmd" else " (not used: percist.nontarget_progression_is_pmd off)")
+        )
 
-    decision = engine.decide(CRITERION, "metabolic_response", {
-        "new_fdg_avid_lesion": bool(new.avid),
-        "nontarget_progression": nontarget_progression,
-        "quantitative_evaluable": quantitative,
-        "hottest_meets_pmd": meets_pmd and quantitative,
-        "tlg_meets_pmd": tlg_meets and quantitative,
-        "complete_resolution": complete,
-        "hottest_meets_pmr": meets_pmr,
-        "other_lesion_increase": bool(increases),
-    })
+    decision = engine.decide(
+        CRITERION,
+        "metabolic_response",
+        {
+            "new_fdg_avid_lesion": bool(new.avid),
+            "nontarget_progression": nontarget_progression,
+            "quantitative_evaluable": quantitative,
+            "hottest_meets_pmd": meets_pmd and quantitative,
+            "tlg_meets_pmd": tlg_meets and quantitative,
+            "complete_resolution": complete,
+            "hottest_meets_pmr": meets_pmr,
+            "other_lesion_increase": bool(increases),
+        },
+    )
     trace.append(decision.trace())
     category = decision["category"]
-    new_only = category == Category.PMD.value and bool(new.avid) and not (quantitative and (meets_pmd or tlg_meets)) \
+    new_only = (
+        category == Category.PMD.value
+        and bool(new.avid)
+        and not (quantitative and (meets_pmd or tlg_meets))
         and nontarget_progression != "pmd"
+    )
     if not comparability.comparable:
         warnings.append("quantitative PERCIST not evaluable: " + "; ".join(comparability.failures))
     liver = pet.liver_mean(tp)
@@ -276,26 +331,49 @@ def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], ti
         "baseline_tlg": base_tlg,
         "new_lesion_only": new_only,
     }
-    return PercistReading(tp, category, decision.row, quantitative, top, hottest_sul, pct, delta, new.avid, new_only,
-                          tuple(trace), tuple(warnings), extra)
+    return PercistReading(
+        tp,
+        category,
+        decision.row,
+        quantitative,
+        top,
+        hottest_sul,
+        pct,
+        delta,
+        new.avid,
+        new_only,
+        tuple(trace),
+        tuple(warnings),
+        extra,
+    )
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: pet.TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> CriterionAssessment:
     """PERCIST 1.0 at every follow-up PET (spec §7.1)."""
     ruleset, flags = ruleset_and_flags(engine, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (),
-                                   warnings=("no baseline PET with SUL values",))
+        return CriterionAssessment(
+            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
+        )
     baseline = baseline_reading(ruleset, flags, timeline, is_tumour=is_tumour)
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None
     for tp in pet.pet_followups(timeline):
         reading = evaluate_scan(engine, ruleset, flags, timeline, tp, baseline, is_tumour=is_tumour)
-        carry = engine.decide(CRITERION, "after_progression", {
-            "progression_recorded": progression_date is not None,
-            "after_progression": flags["after_progression"],
-        })
+        carry = engine.decide(
+            CRITERION,
+            "after_progression",
+            {
+                "progression_recorded": progression_date is not None,
+                "after_progression": flags["after_progression"],
+            },
+        )
         trace = list(reading.trace)
         category = reading.category
         if carry["carry_pmd"]:
@@ -305,20 +383,29 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             trace.append(carry.trace())
         if category == Category.PMD.value and progression_date is None:
             progression_date = tp.scan_date
-        responses.append(TimepointResponse(
-            criterion=CRITERION,
-            scan_date=tp.scan_date,
-            category=category,
-            new_lesions="present" if reading.new_avid else "absent",
-            percent_from_baseline=reading.percent_from_baseline if reading.quantitative_evaluable else None,
-            progression_date=progression_date if category == Category.PMD.value else None,
-            trace=tuple(trace),
-            warnings=reading.warnings,
-            extra=dict(reading.extra, post_progression=progression_date is not None and progression_date < tp.scan_date),
-        ))
-    best = best_overall_response(responses, anchor=timeline.anchor_date, order=ORDER,
-                                 stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                                 confirm_min_days=0, confirmed=False)
+        responses.append(
+            TimepointResponse(
+                criterion=CRITERION,
+                scan_date=tp.scan_date,
+                category=category,
+                new_lesions="present" if reading.new_avid else "absent",
+                percent_from_baseline=reading.percent_from_baseline if reading.quantitative_evaluable else None,
+                progression_date=progression_date if category == Category.PMD.value else None,
+                trace=tuple(trace),
+                warnings=reading.warnings,
+                extra=dict(
+                    reading.extra, post_progression=progression_date is not None and progression_date < tp.scan_date
+                ),
+            )
+        )
+    best = best_overall_response(
+        responses,
+        anchor=timeline.anchor_date,
+        order=ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=0,
+        confirmed=False,
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

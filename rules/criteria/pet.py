@@ -46,6 +46,7 @@ TumourFilter = Callable[[TrackedLesion, LesionMeasurement], bool]
 
 # --- thresholds whose value or inclusiveness a policy flag sets -------------------------------------------
 
+
 def policy_threshold(ruleset: RuleSet, name: str, flags: Mapping[str, Any]) -> Threshold | None:
     """A threshold after its policy flags: the value from ``parameters.threshold_flags`` (``burden.configured_threshold``)
     and the inclusiveness from ``parameters.inclusive_flags``.
@@ -104,8 +105,9 @@ def fmt_pct_signed(value: Fraction | None) -> str:
 
 def op(threshold: Threshold) -> str:
     """The comparison a threshold makes, as a symbol."""
-    return {("at-least", True): "≥", ("at-least", False): ">", ("at-most", True): "≤",
-            ("at-most", False): "<"}[(threshold.direction, threshold.inclusive)]
+    return {("at-least", True): "≥", ("at-least", False): ">", ("at-most", True): "≤", ("at-most", False): "<"}[
+        (threshold.direction, threshold.inclusive)
+    ]
 
 
 def relative_rule(threshold: Threshold) -> str:
@@ -123,11 +125,14 @@ def fmt_delta(value: Decimal | Fraction) -> str:
 
 def change_line(label: str, current: Decimal | Fraction, reference: Decimal | Fraction, reference_label: str) -> str:
     """``"hottest lesion B SULpeak 5.5 vs baseline hottest A 8: −31.25 %, Δ −2.5"``."""
-    return (f"{label} {fmt_sul(current)} vs {reference_label} {fmt_sul(reference)}: "
-            f"{fmt_pct_signed(percent_change(current, reference))}, Δ {fmt_delta(Fraction(current) - Fraction(reference))}")
+    return (
+        f"{label} {fmt_sul(current)} vs {reference_label} {fmt_sul(reference)}: "
+        f"{fmt_pct_signed(percent_change(current, reference))}, Δ {fmt_delta(Fraction(current) - Fraction(reference))}"
+    )
 
 
 # --- which scans are PET scans ----------------------------------------------------------------------------
+
 
 def has_pet_values(tp: Timepoint | None) -> bool:
     """A timepoint is a PET scan when a lesion SUL/SUV value or a reference region was reported for it."""
@@ -143,6 +148,7 @@ def pet_followups(timeline: Timeline) -> list[Timepoint]:
 
 
 # --- reference regions, measurability ----------------------------------------------------------------------
+
 
 def reference_region(tp: Timepoint | None, region: ReferenceRegion) -> ReferenceMeasurement | None:
     """The (last reported) reference region of a scan with a SULmean (contract §3: Finding 126040, DCM)."""
@@ -182,16 +188,22 @@ def measurability_limit(ruleset: RuleSet, tp: Timepoint) -> MeasurabilityLimit:
         mean_multiple = ruleset.threshold(f"measurable_{prefix}_mean_multiple")
         sd_multiple = ruleset.threshold(f"measurable_{prefix}_sd_multiple")
         if ref.sul_sd is None:
-            return MeasurabilityLimit(None, f"{region.value} SULmean {fmt_sul(ref.sul_mean)} reported without its SD: "
-                                            f"the measurability limit cannot be computed")
+            return MeasurabilityLimit(
+                None,
+                f"{region.value} SULmean {fmt_sul(ref.sul_mean)} reported without its SD: "
+                f"the measurability limit cannot be computed",
+            )
         limit = mean_multiple.value * Fraction(ref.sul_mean) + sd_multiple.value * Fraction(ref.sul_sd)
-        description = (f"{format_fraction(mean_multiple.value)} × {region.value} SULmean {fmt_sul(ref.sul_mean)} + "
-                       f"{format_fraction(sd_multiple.value)} × SD {fmt_sul(ref.sul_sd)} = {fmt_sul(limit)}")
+        description = (
+            f"{format_fraction(mean_multiple.value)} × {region.value} SULmean {fmt_sul(ref.sul_mean)} + "
+            f"{format_fraction(sd_multiple.value)} × SD {fmt_sul(ref.sul_sd)} = {fmt_sul(limit)}"
+        )
         return MeasurabilityLimit(limit, description, mean_multiple)
     return MeasurabilityLimit(None, "no liver or blood-pool reference region reported")
 
 
 # --- comparability of two PET scans (quality control) ---------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Comparability:
@@ -200,8 +212,16 @@ class Comparability:
     failures: tuple[str, ...]
 
 
-def scan_comparability(baseline: Timepoint, tp: Timepoint, *, relative: Threshold | None, absolute: Threshold | None,
-                       uptake: Threshold | None, liver_required: bool, label: str) -> Comparability:
+def scan_comparability(
+    baseline: Timepoint,
+    tp: Timepoint,
+    *,
+    relative: Threshold | None,
+    absolute: Threshold | None,
+    uptake: Threshold | None,
+    liver_required: bool,
+    label: str,
+) -> Comparability:
     """Whether a follow-up PET can be compared quantitatively with the baseline PET.
 
     PERCIST 1.0 [V:PMC4377159 T2]: liver SULmean within ``relative`` (% of the baseline value) **and** ``absolute``
@@ -224,8 +244,10 @@ def scan_comparability(baseline: Timepoint, tp: Timepoint, *, relative: Threshol
         ok = True
         if relative is not None:
             within = relative.holds(abs(difference) * 100, base_liver) if base_liver != 0 else difference == 0
-            checks.append(f"{fmt_pct(percent_change(liver, base_liver)).replace('-', '−')} "
-                          f"({'within' if within else 'outside'} {relative.describe()})")
+            checks.append(
+                f"{fmt_pct(percent_change(liver, base_liver)).replace('-', '−')} "
+                f"({'within' if within else 'outside'} {relative.describe()})"
+            )
             ok = ok and within
         if absolute is not None:
             within = absolute.holds(abs(difference))
@@ -251,6 +273,7 @@ def scan_comparability(baseline: Timepoint, tp: Timepoint, *, relative: Threshol
 
 
 # --- lesion uptakes -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Uptake:
@@ -322,6 +345,7 @@ def describe_uptakes(found: Sequence[Uptake]) -> str:
 
 # --- new FDG-avid lesions and resolution ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class NewLesionReading:
     avid: tuple[Uptake, ...]
@@ -330,8 +354,9 @@ class NewLesionReading:
     """Why other new lesions present at this scan were not counted (for the trace)."""
 
 
-def new_fdg_avid_lesions(tp: Timepoint, timeline: Timeline, avid: Threshold, *,
-                         is_tumour: TumourFilter | None = None) -> NewLesionReading:
+def new_fdg_avid_lesions(
+    tp: Timepoint, timeline: Timeline, avid: Threshold, *, is_tumour: TumourFilter | None = None
+) -> NewLesionReading:
     """New lesions present at ``tp`` that are FDG-avid tumour (module docstring policy [D])."""
     unequivocal, equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
     liver = liver_mean(tp)
@@ -343,8 +368,10 @@ def new_fdg_avid_lesions(tp: Timepoint, timeline: Timeline, avid: Threshold, *,
             notes.append(f"new lesion {lesion_name(lesion)}: no SULpeak reported at this PET (no measurable uptake)")
             continue
         if liver is not None and not avid.holds(m.sul_peak, liver):
-            notes.append(f"new lesion {lesion_name(lesion)} SULpeak {fmt_sul(m.sul_peak)} is not above the liver SULmean "
-                         f"{fmt_sul(liver)}: background uptake, not FDG-avid")
+            notes.append(
+                f"new lesion {lesion_name(lesion)} SULpeak {fmt_sul(m.sul_peak)} is not above the liver SULmean "
+                f"{fmt_sul(liver)}: background uptake, not FDG-avid"
+            )
             continue
         found.append(Uptake(lesion, m, m.sul_peak))
     return NewLesionReading(tuple(sorted(found, key=lambda u: (-u.sul, u.name))), tuple(notes))
@@ -396,16 +423,27 @@ def resolution(tp: Timepoint, lesions: Iterable[TrackedLesion], below_liver: Thr
     return Resolution(tuple(done), tuple(persisting), tuple(unknown))
 
 
-def baseline_avid_lesions(timeline: Timeline, avid: Threshold, *, is_tumour: TumourFilter | None = None) -> list[TrackedLesion]:
+def baseline_avid_lesions(
+    timeline: Timeline, avid: Threshold, *, is_tumour: TumourFilter | None = None
+) -> list[TrackedLesion]:
     """Pre-existing FDG-avid lesions: baseline lesions whose SULpeak is above the baseline liver SULmean (or reported,
     without a liver reference)."""
     liver = liver_mean(timeline.baseline)
-    return [u.lesion for u in uptakes(timeline.baseline, baseline_lesions(timeline), is_tumour=is_tumour)
-            if liver is None or avid.holds(u.sul, liver)]
+    return [
+        u.lesion
+        for u in uptakes(timeline.baseline, baseline_lesions(timeline), is_tumour=is_tumour)
+        if liver is None or avid.holds(u.sul, liver)
+    ]
 
 
-def complete_resolution(tp: Timepoint, timeline: Timeline, below_liver: Threshold, new: NewLesionReading, *,
-                        is_tumour: TumourFilter | None = None) -> tuple[bool, str]:
+def complete_resolution(
+    tp: Timepoint,
+    timeline: Timeline,
+    below_liver: Threshold,
+    new: NewLesionReading,
+    *,
+    is_tumour: TumourFilter | None = None,
+) -> tuple[bool, str]:
     """CMR (policy [D]): every lesion with uptake at baseline and every new lesion seen so far has resolved to
     background (absent, or SULpeak below the liver SULmean), and no new FDG-avid lesion is present."""
     lesions = [u.lesion for u in uptakes(timeline.baseline, baseline_lesions(timeline), is_tumour=is_tumour)]

@@ -88,14 +88,19 @@ def too_small(ruleset: RuleSet) -> Decimal:
 
 
 def _value_on(timeline: Timeline, code: str, day: dt.date) -> Decimal | None:
-    found = [o for o in timeline.facts.observations if o.code == code and o.effective_date == day and o.value is not None]
+    found = [
+        o for o in timeline.facts.observations if o.code == code and o.effective_date == day and o.value is not None
+    ]
     return found[-1].value if found else None
 
 
 def _flag_between(timeline: Timeline, code: str, after: dt.date, until: dt.date) -> bool | None:
     """Value 1 recorded in (after, until]; ``None`` when nothing was recorded in that interval."""
-    found = [o for o in timeline.facts.observations
-             if o.code == code and o.value is not None and after < o.effective_date <= until]
+    found = [
+        o
+        for o in timeline.facts.observations
+        if o.code == code and o.value is not None and after < o.effective_date <= until
+    ]
     if not found:
         return None
     return any(o.value == 1 for o in found)
@@ -103,14 +108,20 @@ def _flag_between(timeline: Timeline, code: str, after: dt.date, until: dt.date)
 
 def dose_at(timeline: Timeline, day: dt.date) -> Decimal | None:
     """The corticosteroid dose in effect on ``day`` (latest ``steroid-dose`` on or before it)."""
-    found = [o for o in timeline.facts.observations
-             if o.code == STEROID_DOSE_CODE and o.value is not None and o.effective_date <= day]
+    found = [
+        o
+        for o in timeline.facts.observations
+        if o.code == STEROID_DOSE_CODE and o.value is not None and o.effective_date <= day
+    ]
     return max(found, key=lambda o: o.effective_date).value if found else None
 
 
 def last_radiotherapy(timeline: Timeline, day: dt.date) -> dt.date | None:
-    dates = [t.performed_date for t in timeline.facts.local_therapies
-             if t.kind is LocalTherapyKind.RADIOTHERAPY and t.performed_date <= day]
+    dates = [
+        t.performed_date
+        for t in timeline.facts.local_therapies
+        if t.kind is LocalTherapyKind.RADIOTHERAPY and t.performed_date <= day
+    ]
     return max(dates) if dates else None
 
 
@@ -126,14 +137,25 @@ def baseline_warnings(timeline: Timeline, ruleset: RuleSet) -> list[str]:
     for lesion in targets:
         m = timeline.baseline.of(lesion.lesion_id)
         if m is not None and not both_diameters_at_least(m, minimum):
-            warnings.append(f"target {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is not measurable "
-                            f"by RANO 2010 (both diameters {minimum.describe()})")
+            warnings.append(
+                f"target {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is not measurable "
+                f"by RANO 2010 (both diameters {minimum.describe()})"
+            )
     return warnings
 
 
-def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], timeline: Timeline, tp: Timepoint, *,
-                  baseline_spd: Decimal, nadir_spd: Decimal, previous: dt.date,
-                  is_tumour: pet.TumourFilter | None = None) -> RanoReading:
+def evaluate_scan(
+    engine: Engine,
+    ruleset: RuleSet,
+    flags: Mapping[str, Any],
+    timeline: Timeline,
+    tp: Timepoint,
+    *,
+    baseline_spd: Decimal,
+    nadir_spd: Decimal,
+    previous: dt.date,
+    is_tumour: pet.TumourFilter | None = None,
+) -> RanoReading:
     """RANO 2010 at one scan (spec §10)."""
     trace: list[str] = []
     warnings: list[str] = []
@@ -146,10 +168,12 @@ def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], ti
         pr_rule = ruleset.threshold("partial_response_fraction_of_baseline")
         meets_pd = (spd > 0) if nadir_spd == 0 else pd_rule.holds(spd, nadir_spd)
         meets_pr = baseline_spd > 0 and pr_rule.holds(spd, baseline_spd)
-        trace.append(f"{pet.fmt_pct_signed(percent_change(spd, baseline_spd))} from baseline {fmt_amount(baseline_spd, 'mm2')} "
-                     f"(PR {pet.relative_rule(pr_rule)}: {'met' if meets_pr else 'not met'}); "
-                     f"{pet.fmt_pct_signed(percent_change(spd, nadir_spd))} from the smallest SPD "
-                     f"{fmt_amount(nadir_spd, 'mm2')} (PD {pet.relative_rule(pd_rule)}: {'met' if meets_pd else 'not met'})")
+        trace.append(
+            f"{pet.fmt_pct_signed(percent_change(spd, baseline_spd))} from baseline {fmt_amount(baseline_spd, 'mm2')} "
+            f"(PR {pet.relative_rule(pr_rule)}: {'met' if meets_pr else 'not met'}); "
+            f"{pet.fmt_pct_signed(percent_change(spd, nadir_spd))} from the smallest SPD "
+            f"{fmt_amount(nadir_spd, 'mm2')} (PD {pet.relative_rule(pd_rule)}: {'met' if meets_pd else 'not met'})"
+        )
 
     new, equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
     if new:
@@ -164,31 +188,51 @@ def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], ti
 
     t2 = _value_on(timeline, T2_FLAIR_CODE, tp.scan_date)
     t2_progression = t2 == 1
-    trace.append("T2/FLAIR: " + ("not recorded (t2-flair-progression): treated as not worsening" if t2 is None
-                                 else ("significant increase" if t2_progression else "stable or better")))
+    trace.append(
+        "T2/FLAIR: "
+        + (
+            "not recorded (t2-flair-progression): treated as not worsening"
+            if t2 is None
+            else ("significant increase" if t2_progression else "stable or better")
+        )
+    )
     clinical = _flag_between(timeline, CLINICAL_DETERIORATION_CODE, previous, tp.scan_date)
-    trace.append("clinical status: " + ("not recorded (clinical-deterioration): treated as not worsening" if clinical is None
-                                        else ("deterioration" if clinical else "stable or better")))
+    trace.append(
+        "clinical status: "
+        + (
+            "not recorded (clinical-deterioration): treated as not worsening"
+            if clinical is None
+            else ("deterioration" if clinical else "stable or better")
+        )
+    )
     dose_now, dose_before = dose_at(timeline, tp.scan_date), dose_at(timeline, previous)
     steroids_increased = dose_now is not None and dose_before is not None and dose_now > dose_before
     steroids_reduced = dose_now is not None and dose_before is not None and dose_now < dose_before
     off_limit = pet.policy_threshold(ruleset, "off_steroids_max_dose", flags)
     off_steroids = dose_now is None or off_limit.holds(dose_now)
     if dose_now is None:
-        trace.append("corticosteroids: not recorded (steroid-dose): treated as not worsening (off steroids not verified)")
+        trace.append(
+            "corticosteroids: not recorded (steroid-dose): treated as not worsening (off steroids not verified)"
+        )
     else:
         trend = "increased" if steroids_increased else ("reduced" if steroids_reduced else "stable")
-        trace.append(f"corticosteroids: {dose_now} (previous {dose_before if dose_before is not None else 'n/a'}): "
-                     f"{trend}; {'off (≤ ' + str(off_limit.value) + ')' if off_steroids else 'on steroids'}")
+        trace.append(
+            f"corticosteroids: {dose_now} (previous {dose_before if dose_before is not None else 'n/a'}): "
+            f"{trend}; {'off (≤ ' + str(off_limit.value) + ')' if off_steroids else 'on steroids'}"
+        )
 
-    progression = engine.decide(CRITERION, "progression", {
-        "new_lesion": bool(new),
-        "nontarget_progression": bool(nt_progression),
-        "t2_flair_progression": t2_progression,
-        "clinical_deterioration": bool(clinical),
-        "spd_meets_progression": meets_pd,
-        "steroids_reduced": steroids_reduced,
-    })
+    progression = engine.decide(
+        CRITERION,
+        "progression",
+        {
+            "new_lesion": bool(new),
+            "nontarget_progression": bool(nt_progression),
+            "t2_flair_progression": t2_progression,
+            "clinical_deterioration": bool(clinical),
+            "spd_meets_progression": meets_pd,
+            "steroids_reduced": steroids_reduced,
+        },
+    )
     trace.append(progression.trace())
     rt_date = last_radiotherapy(timeline, tp.scan_date)
     window = ruleset.threshold("post_radiotherapy_window_days")
@@ -196,41 +240,72 @@ def evaluate_scan(engine: Engine, ruleset: RuleSet, flags: Mapping[str, Any], ti
     outside_field = [lesion_name(l) for l in new if tp.of(l.lesion_id).irradiated is False]
     biopsy = _flag_between(timeline, BIOPSY_PROGRESSION_CODE, previous, tp.scan_date) is True
     if rt_date is not None:
-        trace.append(f"radiotherapy on {rt_date}: day {(tp.scan_date - rt_date).days} "
-                     f"({'within' if within else 'after'} the first {window.describe()})"
-                     + (f"; new lesion(s) outside the radiation field: {', '.join(outside_field)}" if outside_field else "")
-                     + ("; histologically proven progression" if biopsy else ""))
-    post_rt = engine.decide(CRITERION, "post_radiotherapy", {
-        "progression": bool(progression["progression"]),
-        "within_post_radiotherapy_window": within,
-        "outside_field_or_histology": bool(outside_field) or biopsy,
-    })
+        trace.append(
+            f"radiotherapy on {rt_date}: day {(tp.scan_date - rt_date).days} "
+            f"({'within' if within else 'after'} the first {window.describe()})"
+            + (f"; new lesion(s) outside the radiation field: {', '.join(outside_field)}" if outside_field else "")
+            + ("; histologically proven progression" if biopsy else "")
+        )
+    post_rt = engine.decide(
+        CRITERION,
+        "post_radiotherapy",
+        {
+            "progression": bool(progression["progression"]),
+            "within_post_radiotherapy_window": within,
+            "outside_field_or_histology": bool(outside_field) or biopsy,
+        },
+    )
     if progression["progression"]:
         trace.append(post_rt.trace())
     if post_rt["outcome"] == "suppressed":
-        warnings.append("progression within 12 weeks of radiotherapy without new enhancement outside the field or "
-                        "histology: possible pseudoprogression (RANO 2010), reader review")
+        warnings.append(
+            "progression within 12 weeks of radiotherapy without new enhancement outside the field or "
+            "histology: possible pseudoprogression (RANO 2010), reader review"
+        )
     if progression.row == "NO-PD-STEROIDS-REDUCED":
         warnings.append("SPD ≥ 25 % above the nadir while corticosteroids were reduced: reader review")
 
-    disappeared = bool(targets) and complete and spd == 0 and (not nt.has_nontargets or (nt.all_assessed and nt.all_absent)) \
+    disappeared = (
+        bool(targets)
+        and complete
+        and spd == 0
+        and (not nt.has_nontargets or (nt.all_assessed and nt.all_absent))
         and not equivocal
-    overall = engine.decide(CRITERION, "overall_response", {
-        "outcome": post_rt["outcome"],
-        "all_targets_assessed": complete,
-        "complete_response": disappeared,
-        "off_steroids": off_steroids,
-        "spd_meets_partial_response": meets_pr,
-        "steroids_increased": steroids_increased,
-    })
+    )
+    overall = engine.decide(
+        CRITERION,
+        "overall_response",
+        {
+            "outcome": post_rt["outcome"],
+            "all_targets_assessed": complete,
+            "complete_response": disappeared,
+            "off_steroids": off_steroids,
+            "spd_meets_partial_response": meets_pr,
+            "steroids_increased": steroids_increased,
+        },
+    )
     trace.append(overall.trace())
     reason = progression.row if overall["category"] == "PD" else ""
-    return RanoReading(tp, overall["category"], spd, complete, reason, tuple(lesion_name(l) for l in new),
-                       bool(clinical), tuple(trace), tuple(warnings))
+    return RanoReading(
+        tp,
+        overall["category"],
+        spd,
+        complete,
+        reason,
+        tuple(lesion_name(l) for l in new),
+        bool(clinical),
+        tuple(trace),
+        tuple(warnings),
+    )
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-           is_tumour: pet.TumourFilter | None = None) -> CriterionAssessment:
+def assess(
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: pet.TumourFilter | None = None,
+) -> CriterionAssessment:
     """RANO 2010 at every follow-up until PD (spec §10)."""
     ruleset = engine.rulebase[CRITERION]
     flags = criterion_flags(ruleset, overrides)
@@ -243,8 +318,17 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None
     for tp in timeline.followups:
-        reading = evaluate_scan(engine, ruleset, flags, timeline, tp, baseline_spd=base, nadir_spd=nadir,
-                                previous=previous, is_tumour=is_tumour)
+        reading = evaluate_scan(
+            engine,
+            ruleset,
+            flags,
+            timeline,
+            tp,
+            baseline_spd=base,
+            nadir_spd=nadir,
+            previous=previous,
+            is_tumour=is_tumour,
+        )
         responses.append(response(reading, base, nadir, targets))
         if reading.spd_complete and reading.category != "NE":
             nadir = min(nadir, reading.spd)
@@ -253,9 +337,12 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             # RANO assessment ends at progression, as RECIST 1.1 (later scans are post-PD).
             progression_date = tp.scan_date
             break
-    kwargs = dict(anchor=timeline.anchor_date, order=RECIST_ORDER,
-                  stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                  confirm_min_days=int(ruleset.threshold("confirmation_min_days").value))
+    kwargs = dict(
+        anchor=timeline.anchor_date,
+        order=RECIST_ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=int(ruleset.threshold("confirmation_min_days").value),
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,
@@ -269,10 +356,20 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     )
 
 
-def response(reading: RanoReading, base: Decimal, nadir: Decimal, targets: list[TrackedLesion], *,
-             criterion: str = CRITERION, category: str | None = None, confirmed: bool | None = None,
-             progression_date: dt.date | None = None, trace: tuple[str, ...] | None = None,
-             warnings: tuple[str, ...] = (), extra: Mapping[str, Any] | None = None) -> TimepointResponse:
+def response(
+    reading: RanoReading,
+    base: Decimal,
+    nadir: Decimal,
+    targets: list[TrackedLesion],
+    *,
+    criterion: str = CRITERION,
+    category: str | None = None,
+    confirmed: bool | None = None,
+    progression_date: dt.date | None = None,
+    trace: tuple[str, ...] | None = None,
+    warnings: tuple[str, ...] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> TimepointResponse:
     """The ``TimepointResponse`` of a RANO reading (iRANO passes its own category and confirmation)."""
     has = bool(targets)
     category = category or reading.category
@@ -289,7 +386,9 @@ def response(reading: RanoReading, base: Decimal, nadir: Decimal, targets: list[
         percent_from_nadir=percent_change(reading.spd, nadir) if has and reading.spd_complete else None,
         absolute_from_nadir=(reading.spd - nadir) if has and reading.spd_complete else None,
         confirmed=confirmed,
-        progression_date=progression_date if progression_date else (reading.tp.scan_date if category == "PD" and criterion == CRITERION else None),
+        progression_date=progression_date
+        if progression_date
+        else (reading.tp.scan_date if category == "PD" and criterion == CRITERION else None),
         trace=trace if trace is not None else reading.trace,
         warnings=reading.warnings + tuple(warnings),
         extra=dict(extra or {}, progression_reason=reading.progression_reason or None),

@@ -52,14 +52,17 @@ class RecistComponents:
 
 def sum_meets_progression(ruleset: RuleSet, current: Decimal, nadir: Decimal) -> bool:
     """RECIST 1.1 §4.3.1: S ≥ 1.2 × N **and** S − N ≥ 5 mm (both required, nadir includes baseline)."""
-    return (ruleset.threshold("progression_fraction_of_nadir").holds(current, nadir)
-            and ruleset.threshold("progression_absolute_increase").holds(current - nadir))
+    return ruleset.threshold("progression_fraction_of_nadir").holds(current, nadir) and ruleset.threshold(
+        "progression_absolute_increase"
+    ).holds(current - nadir)
 
 
 def arithmetic_line(label: str, current: Decimal, baseline: Decimal, nadir: Decimal) -> str:
-    return (f"{label} {fmt_mm(current)}: {fmt_pct(percent_change(current, baseline))} from baseline {fmt_mm(baseline)}, "
-            f"{fmt_pct(percent_change(current, nadir))} and {'+' if current - nadir > 0 else ''}{fmt_mm(current - nadir)} "
-            f"from nadir {fmt_mm(nadir)}")
+    return (
+        f"{label} {fmt_mm(current)}: {fmt_pct(percent_change(current, baseline))} from baseline {fmt_mm(baseline)}, "
+        f"{fmt_pct(percent_change(current, nadir))} and {'+' if current - nadir > 0 else ''}{fmt_mm(current - nadir)} "
+        f"from nadir {fmt_mm(nadir)}"
+    )
 
 
 def evaluate_timepoint(
@@ -79,41 +82,61 @@ def evaluate_timepoint(
     targets = timeline.lesions_with_role(LesionRole.TARGET)
     nontargets = timeline.lesions_with_role(LesionRole.NON_TARGET)
     too_small = ruleset.threshold("too_small_default_diameter").value
-    blocked = locally_treated_lesions(timeline, tp.scan_date) if flags["locally_treated_target_not_assessable"] else set()
-    sums = target_sum(tp, targets, too_small_mm=Decimal(too_small.numerator) / Decimal(too_small.denominator), not_assessable=blocked)
+    blocked = (
+        locally_treated_lesions(timeline, tp.scan_date) if flags["locally_treated_target_not_assessable"] else set()
+    )
+    sums = target_sum(
+        tp, targets, too_small_mm=Decimal(too_small.numerator) / Decimal(too_small.denominator), not_assessable=blocked
+    )
     meets_pd = sum_meets_progression(ruleset, sums.total_mm, nadir_mm)
     meets_pr = ruleset.threshold("partial_response_fraction_of_baseline").holds(sums.total_mm, baseline_mm)
-    complete = targets_complete_response(sums.readings, ruleset.threshold("node_normal_short_axis")) if targets else False
+    complete = (
+        targets_complete_response(sums.readings, ruleset.threshold("node_normal_short_axis")) if targets else False
+    )
     trace = [f"targets: {sums.describe()}"]
     if targets:
-        trace.append(arithmetic_line("sum of diameters" if sums.complete else "partial sum (missing counted as 0)",
-                                     sums.total_mm, baseline_mm, nadir_mm))
+        trace.append(
+            arithmetic_line(
+                "sum of diameters" if sums.complete else "partial sum (missing counted as 0)",
+                sums.total_mm,
+                baseline_mm,
+                nadir_mm,
+            )
+        )
     if blocked & {t.lesion_id for t in targets}:
         trace.append("a target lesion was irradiated during follow-up: not assessable (flag for manual review)")
 
     target_decision = None
     if targets:
-        target_decision = engine.decide(CRITERION, "target_response", {
-            "all_targets_assessed": sums.complete,
-            "partial_sum_meets_progression": meets_pd,
-            "ne_partial_pd": bool(flags["ne_partial_pd"]),
-            "prior_overall_cr": prior_overall_cr,
-            "targets_complete_response": complete,
-            "sum_meets_progression": meets_pd,
-            "sum_meets_partial_response": meets_pr,
-            "sticky_pr": bool(flags["sticky_pr"]),
-            "prior_target_response": prior_target_response,
-        })
+        target_decision = engine.decide(
+            CRITERION,
+            "target_response",
+            {
+                "all_targets_assessed": sums.complete,
+                "partial_sum_meets_progression": meets_pd,
+                "ne_partial_pd": bool(flags["ne_partial_pd"]),
+                "prior_overall_cr": prior_overall_cr,
+                "targets_complete_response": complete,
+                "sum_meets_progression": meets_pd,
+                "sum_meets_partial_response": meets_pr,
+                "sticky_pr": bool(flags["sticky_pr"]),
+                "prior_target_response": prior_target_response,
+            },
+        )
         trace.append(target_decision.trace())
 
     nt = nontarget_state(tp, nontargets, after_complete_response=prior_overall_cr)
-    nt_decision = engine.decide(CRITERION, "nontarget_response", {
-        "has_nontargets": nt.has_nontargets,
-        "any_unequivocal_progression": nt.any_unequivocal_progression,
-        "reappearance_after_cr": bool(nt.reappeared),
-        "all_nontargets_assessed": nt.all_assessed,
-        "all_nontargets_absent": nt.all_absent,
-    })
+    nt_decision = engine.decide(
+        CRITERION,
+        "nontarget_response",
+        {
+            "has_nontargets": nt.has_nontargets,
+            "any_unequivocal_progression": nt.any_unequivocal_progression,
+            "reappearance_after_cr": bool(nt.reappeared),
+            "all_nontargets_assessed": nt.all_assessed,
+            "all_nontargets_absent": nt.all_absent,
+        },
+    )
     if nt.has_nontargets:
         trace.append(nt_decision.trace())
 
@@ -121,14 +144,22 @@ def evaluate_timepoint(
     if new:
         trace.append("new lesion(s): " + ", ".join(lesion_name(lesion) for lesion in new))
     if equivocal:
-        trace.append("equivocal new lesion(s) followed, not yet progression: " + ", ".join(lesion_name(l) for l in equivocal))
+        trace.append(
+            "equivocal new lesion(s) followed, not yet progression: " + ", ".join(lesion_name(l) for l in equivocal)
+        )
 
     if targets:
-        overall = engine.decide(CRITERION, "overall_response_with_targets", {
-            "target": target_decision["target"], "nontarget": nt_decision["nontarget"], "new_lesion": bool(new)})
+        overall = engine.decide(
+            CRITERION,
+            "overall_response_with_targets",
+            {"target": target_decision["target"], "nontarget": nt_decision["nontarget"], "new_lesion": bool(new)},
+        )
     else:
-        overall = engine.decide(CRITERION, "overall_response_nontarget_only", {
-            "nontarget": nt_decision["nontarget"], "new_lesion": bool(new)})
+        overall = engine.decide(
+            CRITERION,
+            "overall_response_nontarget_only",
+            {"nontarget": nt_decision["nontarget"], "new_lesion": bool(new)},
+        )
     trace.append(overall.trace())
     return RecistComponents(
         tp=tp,
@@ -162,7 +193,9 @@ def baseline_sum(timeline: Timeline, ruleset: RuleSet) -> tuple[Decimal, list[st
     return total, warnings
 
 
-def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *, is_tumour=None) -> CriterionAssessment:
+def assess(
+    engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *, is_tumour=None
+) -> CriterionAssessment:
     ruleset = engine.rulebase[CRITERION]
     flags = {name: ruleset.flag(name, overrides) for name in ruleset.flags}
     if timeline.baseline is None:
@@ -176,9 +209,18 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
     prior_target_response = False
     progression_date = None
     for tp in timeline.followups:
-        c = evaluate_timepoint(engine, ruleset, timeline, tp, baseline_mm=base, nadir_mm=nadir,
-                               prior_overall_cr=prior_cr, prior_target_response=prior_target_response,
-                               flags=flags, is_tumour=is_tumour)
+        c = evaluate_timepoint(
+            engine,
+            ruleset,
+            timeline,
+            tp,
+            baseline_mm=base,
+            nadir_mm=nadir,
+            prior_overall_cr=prior_cr,
+            prior_target_response=prior_target_response,
+            flags=flags,
+            is_tumour=is_tumour,
+        )
         progression = None
         if c.overall == "PD":
             progression = tp.scan_date
@@ -186,22 +228,24 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
                 first = min(timeline.lesions[i].first_seen for i in c.new_unequivocal)
                 progression = min(progression, first)
         has_targets = c.target != "NA"
-        responses.append(TimepointResponse(
-            criterion=CRITERION,
-            scan_date=tp.scan_date,
-            category=c.overall,
-            target_response=c.target if has_targets else None,
-            nontarget_response=c.nontarget,
-            new_lesions="present" if c.new_unequivocal else ("equivocal" if c.new_equivocal else "absent"),
-            sum_mm=c.sum_mm if has_targets else None,
-            baseline_sum=base if has_targets else None,
-            nadir_sum=nadir if has_targets else None,
-            percent_from_baseline=percent_change(c.sum_mm, base) if has_targets and c.complete_sum else None,
-            percent_from_nadir=percent_change(c.sum_mm, nadir) if has_targets and c.complete_sum else None,
-            absolute_from_nadir=(c.sum_mm - nadir) if has_targets and c.complete_sum else None,
-            progression_date=progression,
-            trace=c.trace,
-        ))
+        responses.append(
+            TimepointResponse(
+                criterion=CRITERION,
+                scan_date=tp.scan_date,
+                category=c.overall,
+                target_response=c.target if has_targets else None,
+                nontarget_response=c.nontarget,
+                new_lesions="present" if c.new_unequivocal else ("equivocal" if c.new_equivocal else "absent"),
+                sum_mm=c.sum_mm if has_targets else None,
+                baseline_sum=base if has_targets else None,
+                nadir_sum=nadir if has_targets else None,
+                percent_from_baseline=percent_change(c.sum_mm, base) if has_targets and c.complete_sum else None,
+                percent_from_nadir=percent_change(c.sum_mm, nadir) if has_targets and c.complete_sum else None,
+                absolute_from_nadir=(c.sum_mm - nadir) if has_targets and c.complete_sum else None,
+                progression_date=progression,
+                trace=c.trace,
+            )
+        )
         if c.complete_sum and c.target != "NE":
             nadir = min(nadir, c.sum_mm)
         prior_cr = prior_cr or c.overall == "CR"
@@ -211,9 +255,12 @@ def assess(engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | No
             progression_date = progression
             break
     anchor = timeline.anchor_date
-    kwargs = dict(anchor=anchor, order=RECIST_ORDER,
-                  stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
-                  confirm_min_days=int(ruleset.threshold("confirmation_min_days").value))
+    kwargs = dict(
+        anchor=anchor,
+        order=RECIST_ORDER,
+        stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
+        confirm_min_days=int(ruleset.threshold("confirmation_min_days").value),
+    )
     return CriterionAssessment(
         criterion=CRITERION,
         version=ruleset.version,

@@ -33,7 +33,9 @@ class LesionReading:
     note: str = ""
 
 
-def recist_diameter(measurement: LesionMeasurement | None, *, nodal: bool, too_small_mm: Decimal) -> tuple[Decimal | None, str]:
+def recist_diameter(
+    measurement: LesionMeasurement | None, *, nodal: bool, too_small_mm: Decimal
+) -> tuple[Decimal | None, str]:
     """The RECIST diameter of a lesion at a scan, with how it was obtained.
 
     - absent → 0 mm (contract §3: a lesion that has disappeared is measured as 0 mm);
@@ -61,7 +63,10 @@ def locally_treated_lesions(timeline: Timeline, up_to: dt.date) -> set[str]:
         return set()
     treated: set[str] = set()
     for therapy in timeline.facts.local_therapies:
-        if therapy.kind is LocalTherapyKind.RADIOTHERAPY and timeline.baseline.scan_date < therapy.performed_date <= up_to:
+        if (
+            therapy.kind is LocalTherapyKind.RADIOTHERAPY
+            and timeline.baseline.scan_date < therapy.performed_date <= up_to
+        ):
             treated.update(therapy.lesion_ids)
     return treated
 
@@ -136,7 +141,9 @@ class NonTargetState:
     """Reader change grades (NC/INC/NCLA/INCLA/UNE) by lesion name."""
 
 
-def nontarget_state(tp: Timepoint, nontargets: Sequence[TrackedLesion], *, after_complete_response: bool) -> NonTargetState:
+def nontarget_state(
+    tp: Timepoint, nontargets: Sequence[TrackedLesion], *, after_complete_response: bool
+) -> NonTargetState:
     """Read the non-target lesions' qualitative status (never inferred from diameters: spec §1.3 [D])."""
     unequivocal = False
     all_assessed = True
@@ -165,7 +172,9 @@ def nontarget_state(tp: Timepoint, nontargets: Sequence[TrackedLesion], *, after
     return NonTargetState(bool(nontargets), unequivocal, all_assessed, all_absent, tuple(reappeared), changes)
 
 
-def new_lesion_readings(tp: Timepoint, timeline: Timeline, *, is_tumour: Callable[[TrackedLesion, LesionMeasurement], bool] | None = None) -> tuple[list[TrackedLesion], list[TrackedLesion]]:
+def new_lesion_readings(
+    tp: Timepoint, timeline: Timeline, *, is_tumour: Callable[[TrackedLesion, LesionMeasurement], bool] | None = None
+) -> tuple[list[TrackedLesion], list[TrackedLesion]]:
     """New lesions present at ``tp``: (unequivocal, equivocal)."""
     unequivocal: list[TrackedLesion] = []
     equivocal: list[TrackedLesion] = []
@@ -191,7 +200,9 @@ def is_measurable(measurement: LesionMeasurement, ruleset: RuleSet, slice_thickn
     if measurement.status is not LesionStatus.PRESENT:
         return False
     if measurement.nodal:
-        return measurement.short_axis_mm is not None and ruleset.threshold("measurable_node_min_short_axis").holds(measurement.short_axis_mm)
+        return measurement.short_axis_mm is not None and ruleset.threshold("measurable_node_min_short_axis").holds(
+            measurement.short_axis_mm
+        )
     if measurement.long_axis_mm is None:
         return False
     if not ruleset.threshold("measurable_lesion_min_longest_diameter").holds(measurement.long_axis_mm):
@@ -228,6 +239,7 @@ def baseline_conformance(timeline: Timeline, ruleset: RuleSet) -> list[str]:
 
 
 # --- best overall response ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ResponseOrder:
@@ -267,7 +279,7 @@ def best_overall_response(
     def confirmation_for(index: int, acceptable: set[str]) -> TimepointResponse | None:
         first = evaluated[index]
         not_evaluable = 0
-        for later in evaluated[index + 1:]:
+        for later in evaluated[index + 1 :]:
             if later.category == order.not_evaluable:
                 not_evaluable += 1
                 if not_evaluable > 1:
@@ -296,19 +308,32 @@ def best_overall_response(
                 confirming = confirmation_for(i, acceptable)
                 if confirming is not None:
                     days = (confirming.scan_date - r.scan_date).days
-                    return BestResponse(category, r.scan_date, True,
-                                        f"{r.category} on {r.scan_date} confirmed by {confirming.category} on "
-                                        f"{confirming.scan_date} ({days} days ≥ {confirm_min_days})")
+                    return BestResponse(
+                        category,
+                        r.scan_date,
+                        True,
+                        f"{r.category} on {r.scan_date} confirmed by {confirming.category} on "
+                        f"{confirming.scan_date} ({days} days ≥ {confirm_min_days})",
+                    )
     stable_like = {order.complete, order.partial, order.stable}
     for category in (order.stable, order.non_cr_non_pd):
         pool = stable_like if category == order.stable else {order.non_cr_non_pd}
         for r in evaluated:
             if r.category in pool and anchor is not None and (r.scan_date - anchor).days >= stable_min_days:
-                return BestResponse(category, r.scan_date, confirmed,
-                                    f"{r.category} on {r.scan_date}, day {(r.scan_date - anchor).days} ≥ {stable_min_days}")
+                return BestResponse(
+                    category,
+                    r.scan_date,
+                    confirmed,
+                    f"{r.category} on {r.scan_date}, day {(r.scan_date - anchor).days} ≥ {stable_min_days}",
+                )
     progressed = next((r for r in evaluated if r.category in order.progression), None)
     if progressed is not None:
-        return BestResponse(progressed.category, progressed.scan_date, confirmed,
-                            "no response or stable disease of sufficient duration before progression")
-    return BestResponse(order.not_evaluable, None, confirmed,
-                        "no response, no stable disease of the minimum duration, no progression")
+        return BestResponse(
+            progressed.category,
+            progressed.scan_date,
+            confirmed,
+            "no response or stable disease of sufficient duration before progression",
+        )
+    return BestResponse(
+        order.not_evaluable, None, confirmed, "no response, no stable disease of the minimum duration, no progression"
+    )

@@ -27,8 +27,7 @@ from rules.results import CriterionAssessment, Finding, round2
 from rules.timeline import Timeline, TrackedLesion, lesion_name
 
 CRITERION = "irAE-imaging"
-SARCOID_WORDING = ("possible sarcoid-like reaction — not counted as progression; "
-                   "consider tissue sampling or follow-up")
+SARCOID_WORDING = "possible sarcoid-like reaction — not counted as progression; consider tissue sampling or follow-up"
 """Differential wording of §5.3 Q1 (the report and the Flag carry it verbatim)."""
 FLARE_CONFOUNDER = "flare-confounder"
 """Finding code of Q8/Q9 records (never an alert, so never a Flag: not an ``{C}/CodeSystem/alert`` code)."""
@@ -37,6 +36,7 @@ PROGRESSION_CATEGORIES = frozenset({"PD", "iUPD", "iCPD", "irPD"})
 
 
 # --- site and pattern ----------------------------------------------------------------------------------
+
 
 def site_class(organ: str | None) -> str:
     """The ``site`` input of ``new_lesion_action``: ``hilar-mediastinal`` (Q1 stations), ``other`` or ``unknown``.
@@ -71,25 +71,47 @@ class NewLesionDecision:
     decision: Decision
 
 
-def decide_finding(pattern: str, site: str, *, engine: Engine | None = None,
-                   overrides: Mapping[str, Any] | None = None) -> NewLesionDecision:
+def decide_finding(
+    pattern: str, site: str, *, engine: Engine | None = None, overrides: Mapping[str, Any] | None = None
+) -> NewLesionDecision:
     engine = engine or get_engine()
     ruleset = engine.rulebase[CRITERION]
-    decision = engine.decide(CRITERION, "new_lesion_action", {
-        "pattern": pattern,
-        "site": site,
-        "exclude_pneumonitis": bool(ruleset.flag("q2_exclude_pneumonitis_from_new_lesions", overrides)),
-    })
-    return NewLesionDecision(pattern, site, decision["action"], bool(decision["counts_as_new_lesion"]),
-                             decision["alert"], str(decision["rule"]), decision["label"], decision)
+    decision = engine.decide(
+        CRITERION,
+        "new_lesion_action",
+        {
+            "pattern": pattern,
+            "site": site,
+            "exclude_pneumonitis": bool(ruleset.flag("q2_exclude_pneumonitis_from_new_lesions", overrides)),
+        },
+    )
+    return NewLesionDecision(
+        pattern,
+        site,
+        decision["action"],
+        bool(decision["counts_as_new_lesion"]),
+        decision["alert"],
+        str(decision["rule"]),
+        decision["label"],
+        decision,
+    )
 
 
-def classify(lesion: TrackedLesion, measurement: LesionMeasurement, *, engine: Engine | None = None,
-             overrides: Mapping[str, Any] | None = None) -> NewLesionDecision:
+def classify(
+    lesion: TrackedLesion,
+    measurement: LesionMeasurement,
+    *,
+    engine: Engine | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> NewLesionDecision:
     """§5.3 for one lesion at one scan: the code reported with this measurement, else the lesion's first code."""
     pattern = codes.pattern_for_code(measurement.finding_code or lesion.finding_code)
-    return decide_finding(pattern.key if pattern else codes.NO_PATTERN,
-                          site_class(measurement.organ or lesion.organ), engine=engine, overrides=overrides)
+    return decide_finding(
+        pattern.key if pattern else codes.NO_PATTERN,
+        site_class(measurement.organ or lesion.organ),
+        engine=engine,
+        overrides=overrides,
+    )
 
 
 def is_tumour(lesion: TrackedLesion, measurement: LesionMeasurement) -> bool:
@@ -116,6 +138,7 @@ def tumour_hook(overrides: Mapping[str, Any] | None = None) -> Callable[[Tracked
 
 # --- onset ---------------------------------------------------------------------------------------------
 
+
 def exact_parameter(text: Any) -> Fraction:
     """``"365.25/12"`` or ``"2.2"`` as an exact fraction (rule-file parameters are strings)."""
     parts = str(text).split("/")
@@ -126,8 +149,9 @@ def exact_parameter(text: Any) -> Fraction:
 
 
 def _unit_days(unit: str, ruleset: RuleSet) -> Fraction:
-    return {"days": Fraction(1), "weeks": Fraction(7),
-            "months": exact_parameter(ruleset.parameters["days_per_month"])}[unit]
+    return {"days": Fraction(1), "weeks": Fraction(7), "months": exact_parameter(ruleset.parameters["days_per_month"])}[
+        unit
+    ]
 
 
 @dataclass(frozen=True)
@@ -155,10 +179,12 @@ def onset(pattern: str, day: dt.date, timeline: Timeline, ruleset: RuleSet) -> O
     evidence = str(window.get("evidence", ""))
     unverified = evidence == "U" or str(spec.get("evidence", "")) == "U"
     months = Fraction(days) / _unit_days("months", ruleset)
-    text = (f"onset day {days} after C1D1 ({round2(Fraction(days, 7))} weeks, {round2(months)} months): "
-            f"{'within' if inside else 'outside'} the "
-            f"{'typical' if own else 'generic pooled irAE'} window {window['from']}–{window['to']} {unit} "
-            f"({window['source']}{'; [U] unverified' if evidence == 'U' else ''})")
+    text = (
+        f"onset day {days} after C1D1 ({round2(Fraction(days, 7))} weeks, {round2(months)} months): "
+        f"{'within' if inside else 'outside'} the "
+        f"{'typical' if own else 'generic pooled irAE'} window {window['from']}–{window['to']} {unit} "
+        f"({window['source']}{'; [U] unverified' if evidence == 'U' else ''})"
+    )
     if spec.get("median") and spec["median"] != "not stated":
         text += f"; reported median {spec['median']}"
         if not own:
@@ -170,11 +196,14 @@ def onset(pattern: str, day: dt.date, timeline: Timeline, ruleset: RuleSet) -> O
 
 # --- CTCAE hook ----------------------------------------------------------------------------------------
 
+
 def ctcae(day: dt.date, timeline: Timeline, engine: Engine) -> tuple[Decision, str]:
     """§5.4: imaging-only → 'grade not determinable from imaging' unless clinical fields exist on/after onset."""
     names = engine.rulebase[CRITERION].parameters["clinical_observation_codes"]
-    after = sorted((o for o in timeline.facts.observations if o.effective_date >= day and o.value is not None),
-                   key=lambda o: o.effective_date)
+    after = sorted(
+        (o for o in timeline.facts.observations if o.effective_date >= day and o.value is not None),
+        key=lambda o: o.effective_date,
+    )
     graded = [o for o in after if o.code == names["grade"]]
     symptomatic = [o for o in after if o.code == names["symptomatic"]]
     if graded:
@@ -189,6 +218,7 @@ def ctcae(day: dt.date, timeline: Timeline, engine: Engine) -> tuple[Decision, s
 
 
 # --- occurrences ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Occurrence:
@@ -212,19 +242,35 @@ def occurrences(timeline: Timeline, *, engine: Engine, overrides: Mapping[str, A
         if organ is None and report.lesion_id in timeline.lesions:
             organ = timeline.lesions[report.lesion_id].organ
         decision = decide_finding(pattern.key, site_class(organ), engine=engine, overrides=overrides)
-        found.append(Occurrence(pattern, report.effective_date, codes.normalise_code(report.finding_code) or "",
-                                decision, f"reported finding {report.finding_code}",
-                                report.lesion_id))
+        found.append(
+            Occurrence(
+                pattern,
+                report.effective_date,
+                codes.normalise_code(report.finding_code) or "",
+                decision,
+                f"reported finding {report.finding_code}",
+                report.lesion_id,
+            )
+        )
     for m in timeline.facts.measurements:
         pattern = codes.pattern_for_code(m.finding_code)
         if pattern is None or m.status not in (LesionStatus.PRESENT, LesionStatus.TOO_SMALL):
             continue
         lesion = timeline.lesions.get(m.lesion_id)
         name = lesion_name(lesion) if lesion else (m.label or f"lesion …{m.lesion_id[-6:]}")
-        decision = decide_finding(pattern.key, site_class(m.organ or (lesion.organ if lesion else None)),
-                                  engine=engine, overrides=overrides)
-        found.append(Occurrence(pattern, m.scan_date, codes.normalise_code(m.finding_code) or "", decision,
-                                f"measured finding {name}", m.lesion_id))
+        decision = decide_finding(
+            pattern.key, site_class(m.organ or (lesion.organ if lesion else None)), engine=engine, overrides=overrides
+        )
+        found.append(
+            Occurrence(
+                pattern,
+                m.scan_date,
+                codes.normalise_code(m.finding_code) or "",
+                decision,
+                f"measured finding {name}",
+                m.lesion_id,
+            )
+        )
     return sorted(found, key=lambda o: (o.day, o.pattern.key, o.where))
 
 
@@ -238,8 +284,14 @@ def _coding_for(pattern: codes.IraePattern, reported: str) -> Mapping[str, str]:
 
 # --- findings ------------------------------------------------------------------------------------------
 
-def findings(timeline: Timeline, criteria: Sequence[CriterionAssessment], *, engine: Engine | None = None,
-             overrides: Mapping[str, Any] | None = None) -> list[Finding]:
+
+def findings(
+    timeline: Timeline,
+    criteria: Sequence[CriterionAssessment],
+    *,
+    engine: Engine | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[Finding]:
     """``irae`` Findings per coded pattern, one ``sarcoid-like-reaction`` Finding, and flare records (§5)."""
     engine = engine or get_engine()
     ruleset = engine.rulebase[CRITERION]
@@ -250,8 +302,10 @@ def findings(timeline: Timeline, criteria: Sequence[CriterionAssessment], *, eng
     out: list[Finding] = []
     for pattern_key, items in by_alert.get("irae", {}).items():
         out.append(_irae_finding(items, timeline, engine, ruleset))
-    sarcoid = sorted((o for items in by_alert.get("sarcoid-like-reaction", {}).values() for o in items),
-                     key=lambda o: (o.day, o.pattern.key, o.where))
+    sarcoid = sorted(
+        (o for items in by_alert.get("sarcoid-like-reaction", {}).values() for o in items),
+        key=lambda o: (o.day, o.pattern.key, o.where),
+    )
     if sarcoid:
         out.append(_sarcoid_finding(sarcoid, timeline, criteria, engine, ruleset))
     for pattern_key, items in by_alert.get("none", {}).items():
@@ -278,20 +332,31 @@ def _irae_finding(items: list[Occurrence], timeline: Timeline, engine: Engine, r
     hook, grade_text = ctcae(first.day, timeline, engine)
     effect = first.decision.decision
     urgent = severity["severity"] == "critical"
-    summary = (f"{'URGENT: ' if urgent else ''}radiological findings consistent with immune-related "
-               f"{pattern.term[0].lower() + pattern.term[1:]} ({first.decision.label}); CTCAE grade {hook['grade']}")
-    detail = "\n".join([
-        f"{pattern.term}: {_where(items)}.",
-        timing.text + ".",
-        f"Effect on 'new lesion = progression': {first.decision.action} — {effect.because}.",
-        grade_text + ".",
-        f"Severity: {severity.because}.",
-    ])
+    summary = (
+        f"{'URGENT: ' if urgent else ''}radiological findings consistent with immune-related "
+        f"{pattern.term[0].lower() + pattern.term[1:]} ({first.decision.label}); CTCAE grade {hook['grade']}"
+    )
+    detail = "\n".join(
+        [
+            f"{pattern.term}: {_where(items)}.",
+            timing.text + ".",
+            f"Effect on 'new lesion = progression': {first.decision.action} — {effect.because}.",
+            grade_text + ".",
+            f"Severity: {severity.because}.",
+        ]
+    )
     return Finding(
-        code="irae", scan_date=first.day, severity=severity["severity"], summary=summary, detail=detail,
+        code="irae",
+        scan_date=first.day,
+        severity=severity["severity"],
+        summary=summary,
+        detail=detail,
         rule=f"{effect.trace()}; {severity.trace()}; {hook.trace()}",
         source=f"{ruleset.source} Onset: {ruleset.parameters['onset']['patterns'].get(pattern.key, {}).get('source', '')}",
-        alert=True, key=pattern.key, codings=(_coding_for(pattern, first.code),))
+        alert=True,
+        key=pattern.key,
+        codings=(_coding_for(pattern, first.code),),
+    )
 
 
 def _counted_by(tp, names: Sequence[str]) -> bool:
@@ -301,8 +366,13 @@ def _counted_by(tp, names: Sequence[str]) -> bool:
     return any(name in line for line in tp.trace for name in names)
 
 
-def _sarcoid_finding(items: list[Occurrence], timeline: Timeline, criteria: Sequence[CriterionAssessment],
-                     engine: Engine, ruleset: RuleSet) -> Finding:
+def _sarcoid_finding(
+    items: list[Occurrence],
+    timeline: Timeline,
+    criteria: Sequence[CriterionAssessment],
+    engine: Engine,
+    ruleset: RuleSet,
+) -> Finding:
     first = items[0]
     lesion_ids = sorted({o.lesion_id for o in items if o.lesion_id and o.lesion_id in timeline.lesions})
     names = [lesion_name(timeline.lesions[i]) for i in lesion_ids]
@@ -332,17 +402,28 @@ def _sarcoid_finding(items: list[Occurrence], timeline: Timeline, criteria: Sequ
     if not criteria or not (not_counted or counted):
         lines.append("No response criterion was evaluated at that scan.")
     if context:
-        lines.append("Disease elsewhere is progressing (" + ", ".join(context) + "): the Q1 context (stable or "
-                     "responding disease elsewhere) does not hold; the differential stays open.")
+        lines.append(
+            "Disease elsewhere is progressing (" + ", ".join(context) + "): the Q1 context (stable or "
+            "responding disease elsewhere) does not hold; the differential stays open."
+        )
     elif not_counted:
-        lines.append("Disease elsewhere is stable or responding: 92 % of patients with a sarcoid-like reaction "
-                     "were responding (MSK-SLR). Under iRECIST this is at most a flagged iUPD.")
+        lines.append(
+            "Disease elsewhere is stable or responding: 92 % of patients with a sarcoid-like reaction "
+            "were responding (MSK-SLR). Under iRECIST this is at most a flagged iUPD."
+        )
     effect = first.decision.decision
     return Finding(
-        code="sarcoid-like-reaction", scan_date=first.day, severity=severity["severity"],
-        summary=SARCOID_WORDING, detail="\n".join(lines), rule=f"{effect.trace()}; {severity.trace()}",
+        code="sarcoid-like-reaction",
+        scan_date=first.day,
+        severity=severity["severity"],
+        summary=SARCOID_WORDING,
+        detail="\n".join(lines),
+        rule=f"{effect.trace()}; {severity.trace()}",
         source=f"{ruleset.source} Onset: {ruleset.parameters['onset']['patterns']['sarcoid-like']['source']}",
-        alert=True, key="sarcoid-like", codings=(_coding_for(first.pattern, first.code),))
+        alert=True,
+        key="sarcoid-like",
+        codings=(_coding_for(first.pattern, first.code),),
+    )
 
 
 def _flare_record(items: list[Occurrence], ruleset: RuleSet) -> Finding:
@@ -350,7 +431,14 @@ def _flare_record(items: list[Occurrence], ruleset: RuleSet) -> Finding:
     first = items[0]
     effect = first.decision.decision
     return Finding(
-        code=FLARE_CONFOUNDER, scan_date=first.day, severity="info",
+        code=FLARE_CONFOUNDER,
+        scan_date=first.day,
+        severity="info",
         summary=f"{first.pattern.term}: {first.decision.action}, not counted as a new lesion ({first.decision.label})",
-        detail=f"{_where(items)}. {effect.because}.", rule=effect.trace(), source=ruleset.source,
-        alert=False, key=first.pattern.key, codings=(first.pattern.primary_coding.as_fhir(),))
+        detail=f"{_where(items)}. {effect.because}.",
+        rule=effect.trace(),
+        source=ruleset.source,
+        alert=False,
+        key=first.pattern.key,
+        codings=(first.pattern.primary_coding.as_fhir(),),
+    )

@@ -32,8 +32,10 @@ from rules.kinetics import (
 from rules.results import CriterionAssessment, DefinitionResult, Finding, KineticsResult
 from rules.timeline import Timeline
 
-CONFLICT_NOTE = ("HPD decided on E2 kinetics; pseudoprogression can only be decided on the confirmation scan "
-                 "(spec §3.4: both can begin as iUPD).")
+CONFLICT_NOTE = (
+    "HPD decided on E2 kinetics; pseudoprogression can only be decided on the confirmation scan "
+    "(spec §3.4: both can begin as iUPD)."
+)
 
 
 def _fmt(value: float | None) -> str:
@@ -55,10 +57,12 @@ def _first_evaluation(kinetics: KineticsResult) -> str:
 
 
 def _numbers(kinetics: KineticsResult) -> str:
-    return (f"TGR_ref {_fmt(kinetics.tgr_reference)} %/month, TGR_exp {_fmt(kinetics.tgr_experimental)} %/month, "
-            f"TGR ratio {_fmt(kinetics.tgr_ratio)}, ΔTGR {_fmt(kinetics.tgr_difference)}; "
-            f"TGK_ref {_fmt(kinetics.tgk_reference)} mm/month, TGK_exp {_fmt(kinetics.tgk_experimental)} mm/month, "
-            f"TGKR {_fmt(kinetics.tgk_ratio)}")
+    return (
+        f"TGR_ref {_fmt(kinetics.tgr_reference)} %/month, TGR_exp {_fmt(kinetics.tgr_experimental)} %/month, "
+        f"TGR ratio {_fmt(kinetics.tgr_ratio)}, ΔTGR {_fmt(kinetics.tgr_difference)}; "
+        f"TGK_ref {_fmt(kinetics.tgk_reference)} mm/month, TGK_exp {_fmt(kinetics.tgk_experimental)} mm/month, "
+        f"TGKR {_fmt(kinetics.tgk_ratio)}"
+    )
 
 
 def _title(rules: KineticsRules, code: str) -> str:
@@ -84,15 +88,38 @@ def _iupd_at_e2(kinetics: KineticsResult, irecist: CriterionAssessment | None) -
     return _recist_e2(kinetics) == "PD"
 
 
-def _finding(rules: KineticsRules, code: str, scan_date: dt.date, summary: str, detail: str, rule: str,
-             source: str, key: str = "") -> Finding:
+def _finding(
+    rules: KineticsRules,
+    code: str,
+    scan_date: dt.date,
+    summary: str,
+    detail: str,
+    rule: str,
+    source: str,
+    key: str = "",
+) -> Finding:
     alert = rules.ruleset.parameters["alerts"][code]
-    return Finding(code=code, scan_date=scan_date, severity=alert["severity"], summary=summary, detail=detail,
-                   rule=rule, source=f"{source} {alert['source']}".strip(), alert=True, key=key)
+    return Finding(
+        code=code,
+        scan_date=scan_date,
+        severity=alert["severity"],
+        summary=summary,
+        detail=detail,
+        rule=rule,
+        source=f"{source} {alert['source']}".strip(),
+        alert=True,
+        key=key,
+    )
 
 
-def findings(kinetics: KineticsResult, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *,
-             engine: Engine | None = None, irecist: CriterionAssessment | None = None) -> list[Finding]:
+def findings(
+    kinetics: KineticsResult,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    engine: Engine | None = None,
+    irecist: CriterionAssessment | None = None,
+) -> list[Finding]:
     """The §3.4 alerts for one patient's kinetics (``rules.kinetics.assess_kinetics``).
 
     ``irecist`` (optional) is the iRECIST assessment; when given, its E2 category decides the HPD /
@@ -108,17 +135,31 @@ def findings(kinetics: KineticsResult, timeline: Timeline, overrides: Mapping[st
     if primary is None:
         raise ValueError(f"kinetics.PRIMARY_HPD_DEFINITION = {primary_code!r} is not a definition code")
     first_evaluation = _first_evaluation(kinetics)
-    hpd = rules.decide("alert_hyperprogression", {"primary_status": primary.status, "first_evaluation": first_evaluation})
+    hpd = rules.decide(
+        "alert_hyperprogression", {"primary_status": primary.status, "first_evaluation": first_evaluation}
+    )
     if hpd["hyperprogression"]:
-        detail = [f"Primary definition {_title(rules, primary_code)}: {primary.reason}",
-                  _definitions_by_status(rules, kinetics), _numbers(kinetics) + "."]
+        detail = [
+            f"Primary definition {_title(rules, primary_code)}: {primary.reason}",
+            _definitions_by_status(rules, kinetics),
+            _numbers(kinetics) + ".",
+        ]
         if first_evaluation == "atypical-window":
             detail.append("WINDOW_ATYPICAL: E2 is outside the 21–120-day window after C1D1.")
         if _iupd_at_e2(kinetics, irecist):
             detail.append(f"Conflict flag: iUPD at E2. {CONFLICT_NOTE}")
-        out.append(_finding(rules, "hyperprogression", kinetics.e2_date,
-                            f"Hyperprogressive disease by {_title(rules, primary_code)}",
-                            "\n".join(d for d in detail if d), hpd.trace(), primary.source, key=primary_code))
+        out.append(
+            _finding(
+                rules,
+                "hyperprogression",
+                kinetics.e2_date,
+                f"Hyperprogressive disease by {_title(rules, primary_code)}",
+                "\n".join(d for d in detail if d),
+                hpd.trace(),
+                primary.source,
+                key=primary_code,
+            )
+        )
     if hpd["hpd_not_evaluable"]:
         code = reason_code(primary) if primary.status == NOT_EVALUABLE else "WINDOW_ATYPICAL"
         detail = [f"{_title(rules, primary_code)}: {primary.reason}"]
@@ -126,15 +167,26 @@ def findings(kinetics: KineticsResult, timeline: Timeline, overrides: Mapping[st
         if flags:
             detail.append("Kinetics flags: " + ", ".join(flags) + ".")
         detail.append(_definitions_by_status(rules, kinetics))
-        out.append(_finding(rules, "hpd-not-evaluable", kinetics.e2_date,
-                            f"Hyperprogression not evaluable by {_title(rules, primary_code)}: {code}",
-                            "\n".join(d for d in detail if d), hpd.trace(), primary.source, key=code))
+        out.append(
+            _finding(
+                rules,
+                "hpd-not-evaluable",
+                kinetics.e2_date,
+                f"Hyperprogression not evaluable by {_title(rules, primary_code)}: {code}",
+                "\n".join(d for d in detail if d),
+                hpd.trace(),
+                primary.source,
+                key=code,
+            )
+        )
 
     # Fast progression (anchor by flag) and early death.
     oak = definition(kinetics, "fast-progression-oak")
     ferrara = definition(kinetics, "fast-progression-ferrara-2020")
-    fp = rules.decide("alert_fast_progression", {"fp_anchor": rules.flag("FP_ANCHOR"), "oak_status": oak.status,
-                                                 "ferrara_status": ferrara.status})
+    fp = rules.decide(
+        "alert_fast_progression",
+        {"fp_anchor": rules.flag("FP_ANCHOR"), "oak_status": oak.status, "ferrara_status": ferrara.status},
+    )
     if fp["raise"]:
         fired: DefinitionResult = definition(kinetics, fp["definition"])
         death_branch = fired.inputs.get("scan_branch") is not True and fired.inputs.get("death_branch") is True
@@ -142,31 +194,59 @@ def findings(kinetics: KineticsResult, timeline: Timeline, overrides: Mapping[st
         detail = fired.reason
         if death_branch:
             detail += "\nRetrospective (for audit): death from progression with no post-baseline scan."
-        out.append(_finding(rules, "fast-progression", when or baseline_date,
-                            _title(rules, fired.code) + (" — death branch (retrospective)" if death_branch else ""),
-                            detail, fp.trace(), fired.source,
-                            key=fired.code))
+        out.append(
+            _finding(
+                rules,
+                "fast-progression",
+                when or baseline_date,
+                _title(rules, fired.code) + (" — death branch (retrospective)" if death_branch else ""),
+                detail,
+                fp.trace(),
+                fired.source,
+                key=fired.code,
+            )
+        )
 
     early = definition(kinetics, "early-death")
     death_branch = oak.inputs.get("death_branch", UNKNOWN)
     ed = rules.decide("alert_early_death", {"early_death_status": early.status, "fp_death_branch": death_branch})
     if ed["raise"]:
         when = early.inputs.get("deceased") or oak.inputs.get("deceased")
-        detail = f"{_title(rules, 'early-death')}: {early.reason}\n{_title(rules, 'fast-progression-oak')}: {oak.reason}"
-        out.append(_finding(rules, "early-death", when or baseline_date, "Early death from progression (registry)",
-                            detail, ed.trace(), early.source))
+        detail = (
+            f"{_title(rules, 'early-death')}: {early.reason}\n{_title(rules, 'fast-progression-oak')}: {oak.reason}"
+        )
+        out.append(
+            _finding(
+                rules,
+                "early-death",
+                when or baseline_date,
+                "Early death from progression (registry)",
+                detail,
+                ed.trace(),
+                early.source,
+            )
+        )
 
     # Kinetic acceleration without RECIST PD.
     delta, _ = rules.float_test("acceleration_delta_tgr", kinetics.tgr_difference)
     recist = _recist_e2(kinetics)
     recist_pd = UNKNOWN if recist in (None, "NE") else recist == "PD"
-    acceleration = rules.decide("alert_kinetics_acceleration", {
-        "delta_tgr_over_50": delta, "recist_pd": recist_pd, "hyperprogression_raised": bool(hpd["hyperprogression"])})
+    acceleration = rules.decide(
+        "alert_kinetics_acceleration",
+        {"delta_tgr_over_50": delta, "recist_pd": recist_pd, "hyperprogression_raised": bool(hpd["hyperprogression"])},
+    )
     if acceleration["raise"]:
-        out.append(_finding(rules, "kinetics-acceleration", kinetics.e2_date,
-                            f"Tumour growth acceleration (ΔTGR {_fmt(kinetics.tgr_difference)} > 50) without RECIST progression",
-                            f"RECIST 1.1 at E2: {recist}. {_numbers(kinetics)}. {acceleration.because}.",
-                            acceleration.trace(), rules.ruleset.threshold("acceleration_delta_tgr").source))
+        out.append(
+            _finding(
+                rules,
+                "kinetics-acceleration",
+                kinetics.e2_date,
+                f"Tumour growth acceleration (ΔTGR {_fmt(kinetics.tgr_difference)} > 50) without RECIST progression",
+                f"RECIST 1.1 at E2: {recist}. {_numbers(kinetics)}. {acceleration.because}.",
+                acceleration.trace(),
+                rules.ruleset.threshold("acceleration_delta_tgr").source,
+            )
+        )
     return out
 
 

@@ -61,14 +61,16 @@ def first_local_treatment(timeline: Timeline) -> dict[str, dt.date]:
     return first
 
 
-def locally_treated(timeline: Timeline, lesion_id: str, up_to: dt.date,
-                    treated: dict[str, dt.date] | None = None) -> bool:
+def locally_treated(
+    timeline: Timeline, lesion_id: str, up_to: dt.date, treated: dict[str, dt.date] | None = None
+) -> bool:
     """Irradiated or injected on or before ``up_to``."""
     when = (treated if treated is not None else first_local_treatment(timeline)).get(lesion_id)
     return when is not None and when <= up_to
 
 
 # --- dissociated response (§4.2) ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LesionChange:
@@ -80,13 +82,16 @@ class LesionChange:
 
     def describe(self) -> str:
         delta = self.current_mm - self.baseline_mm
-        return (f"{lesion_name(self.lesion)} {fmt_mm(self.baseline_mm)} → {fmt_mm(self.current_mm)} "
-                f"({'+' if delta > 0 else ''}{fmt_mm(delta)}, {fmt_pct(percent_change(self.current_mm, self.baseline_mm))}): "
-                f"{self.change}")
+        return (
+            f"{lesion_name(self.lesion)} {fmt_mm(self.baseline_mm)} → {fmt_mm(self.current_mm)} "
+            f"({'+' if delta > 0 else ''}{fmt_mm(delta)}, {fmt_pct(percent_change(self.current_mm, self.baseline_mm))}): "
+            f"{self.change}"
+        )
 
 
-def lesion_changes(timeline: Timeline, tp: Timepoint, *, engine: Engine,
-                   overrides: Mapping[str, Any] | None = None) -> list[LesionChange]:
+def lesion_changes(
+    timeline: Timeline, tp: Timepoint, *, engine: Engine, overrides: Mapping[str, Any] | None = None
+) -> list[LesionChange]:
     """Target and measured non-target lesions versus baseline (§4.2: SA for nodes; disappeared = 0 mm)."""
     ruleset = engine.rulebase[CRITERION]
     resp, prog, prog_mm = (ruleset.threshold(n) for n in ("dr_resp_thr", "dr_prog_thr", "dr_prog_min_mm"))
@@ -104,17 +109,22 @@ def lesion_changes(timeline: Timeline, tp: Timepoint, *, engine: Engine,
         if base is None or now is None or base == 0:
             continue  # a non-target without a measured diameter is not in the lesion set
         delta = now - base
-        decision = engine.decide(CRITERION, "lesion_change", {
-            "meets_responding": resp.holds(delta, base),
-            "meets_progression_fraction": prog.holds(delta, base),
-            "meets_progression_mm": prog_mm.holds(delta),
-        })
+        decision = engine.decide(
+            CRITERION,
+            "lesion_change",
+            {
+                "meets_responding": resp.holds(delta, base),
+                "meets_progression_fraction": prog.holds(delta, base),
+                "meets_progression_mm": prog_mm.holds(delta),
+            },
+        )
         changes.append(LesionChange(lesion, base, now, decision["change"]))
     return changes
 
 
-def dissociated_response(timeline: Timeline, *, engine: Engine | None = None,
-                         overrides: Mapping[str, Any] | None = None) -> list[Finding]:
+def dissociated_response(
+    timeline: Timeline, *, engine: Engine | None = None, overrides: Mapping[str, Any] | None = None
+) -> list[Finding]:
     """A ``dissociated-response`` Finding (warning) at each follow-up where §4.2's rule holds."""
     engine = engine or get_engine()
     ruleset = engine.rulebase[CRITERION]
@@ -126,24 +136,38 @@ def dissociated_response(timeline: Timeline, *, engine: Engine | None = None,
         new, _equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
         responding = [c for c in changes if c.change == "responding"]
         progressing = [c for c in changes if c.change == "progressing"]
-        decision = engine.decide(CRITERION, "dissociated", {
-            "any_responding": bool(responding), "any_progressing": bool(progressing), "any_new": bool(new)})
+        decision = engine.decide(
+            CRITERION,
+            "dissociated",
+            {"any_responding": bool(responding), "any_progressing": bool(progressing), "any_new": bool(new)},
+        )
         if not decision["dissociated"]:
             continue
         discordant = [lesion_name(c.lesion) for c in progressing] + [lesion_name(l) + " (new)" for l in new]
         lines = [c.describe() for c in changes]
         if new:
             lines.append("new lesion(s), counted as progressing: " + ", ".join(lesion_name(l) for l in new))
-        lines.append(f"Discordant: {', '.join(discordant)}. Accompanies the RECIST/iRECIST category, does not replace it.")
-        out.append(Finding(
-            code="dissociated-response", scan_date=tp.scan_date, severity="warning",
-            summary=f"{DISSOCIATED_WORDING} (discordant: {', '.join(discordant)})",
-            detail="\n".join(lines), rule=decision.trace(), source=ruleset.source, alert=True,
-            key=tp.scan_date.isoformat()))
+        lines.append(
+            f"Discordant: {', '.join(discordant)}. Accompanies the RECIST/iRECIST category, does not replace it."
+        )
+        out.append(
+            Finding(
+                code="dissociated-response",
+                scan_date=tp.scan_date,
+                severity="warning",
+                summary=f"{DISSOCIATED_WORDING} (discordant: {', '.join(discordant)})",
+                detail="\n".join(lines),
+                rule=decision.trace(),
+                source=ruleset.source,
+                alert=True,
+                key=tp.scan_date.isoformat(),
+            )
+        )
     return out
 
 
 # --- abscopal response (§4.3) ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class AbscopalCandidate:
@@ -186,12 +210,18 @@ def abscopal_response(timeline: Timeline, *, engine: Engine | None = None) -> li
                 now = _diameter(tp, lesion, too_small)
                 if now is None:
                     continue
-                treated = lesion.lesion_id in therapy.lesion_ids or locally_treated(timeline, lesion.lesion_id, tp.scan_date)
-                decision = engine.decide(CRITERION, "abscopal", {
-                    "locally_treated": treated,
-                    "within_window": window.holds(months_between(day, tp.scan_date, ruleset)),
-                    "meets_decrease": decrease.holds(now - ref_mm, ref_mm),
-                })
+                treated = lesion.lesion_id in therapy.lesion_ids or locally_treated(
+                    timeline, lesion.lesion_id, tp.scan_date
+                )
+                decision = engine.decide(
+                    CRITERION,
+                    "abscopal",
+                    {
+                        "locally_treated": treated,
+                        "within_window": window.holds(months_between(day, tp.scan_date, ruleset)),
+                        "meets_decrease": decrease.holds(now - ref_mm, ref_mm),
+                    },
+                )
                 if decision["candidate"]:
                     candidates.append(AbscopalCandidate(lesion, ref_tp.scan_date, ref_mm, tp.scan_date, now))
                     traces.append(decision.trace())
@@ -199,24 +229,44 @@ def abscopal_response(timeline: Timeline, *, engine: Engine | None = None) -> li
         if not candidates:
             continue
         first = min(c.scan_date for c in candidates)
-        lines = [f"{lesion_name(c.lesion)}: {fmt_mm(c.reference_mm)} on {c.reference_date} → {fmt_mm(c.current_mm)} "
-                 f"on {c.scan_date} ({fmt_pct(percent_change(c.current_mm, c.reference_mm))}), not locally treated"
-                 for c in candidates]
-        lines.append("Systemic immunotherapy given in the same window may explain the regression: this is an "
-                     "association to review, not a causal attribution (§4.3).")
-        out.append(Finding(
-            code="abscopal-response", scan_date=first, severity="info",
-            summary=(f"abscopal response candidate (ABSCOPAL_RESPONSE_CANDIDATE): untreated lesion(s) decreased "
-                     f"≥ 30 % after {therapy.kind.value} on {day}"),
-            detail="\n".join(lines), rule="; ".join(dict.fromkeys(traces)), source=ruleset.source, alert=True,
-            key=f"{therapy.kind.value}-{day.isoformat()}"))
+        lines = [
+            f"{lesion_name(c.lesion)}: {fmt_mm(c.reference_mm)} on {c.reference_date} → {fmt_mm(c.current_mm)} "
+            f"on {c.scan_date} ({fmt_pct(percent_change(c.current_mm, c.reference_mm))}), not locally treated"
+            for c in candidates
+        ]
+        lines.append(
+            "Systemic immunotherapy given in the same window may explain the regression: this is an "
+            "association to review, not a causal attribution (§4.3)."
+        )
+        out.append(
+            Finding(
+                code="abscopal-response",
+                scan_date=first,
+                severity="info",
+                summary=(
+                    f"abscopal response candidate (ABSCOPAL_RESPONSE_CANDIDATE): untreated lesion(s) decreased "
+                    f"≥ 30 % after {therapy.kind.value} on {day}"
+                ),
+                detail="\n".join(lines),
+                rule="; ".join(dict.fromkeys(traces)),
+                source=ruleset.source,
+                alert=True,
+                key=f"{therapy.kind.value}-{day.isoformat()}",
+            )
+        )
     return out
 
 
 # --- durable response (§4.4) ----------------------------------------------------------------------------
 
-def durable_response(criteria: Sequence[CriterionAssessment], treatment_start: dt.date | None = None, *,
-                     engine: Engine | None = None, overrides: Mapping[str, Any] | None = None) -> list[Finding]:
+
+def durable_response(
+    criteria: Sequence[CriterionAssessment],
+    treatment_start: dt.date | None = None,
+    *,
+    engine: Engine | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[Finding]:
     """A ``durable-response`` info Finding (never an alert) per criterion with a DRR-qualifying response run.
 
     ``treatment_start`` is C1D1 (``timeline.treatment_start``): without it the "beginning within 12 months"
@@ -237,22 +287,38 @@ def durable_response(criteria: Sequence[CriterionAssessment], treatment_start: d
         for run in _response_runs(assessment, responses, ne_interrupts):
             start, end = run[0].scan_date, run[-1].scan_date
             duration = months_between(start, end, ruleset)
-            decision = engine.decide(CRITERION, "durable_response", {
-                "onset_within_limit": onset_limit.holds(months_between(treatment_start, start, ruleset)),
-                "duration_meets": duration_min.holds(duration),
-            })
+            decision = engine.decide(
+                CRITERION,
+                "durable_response",
+                {
+                    "onset_within_limit": onset_limit.holds(months_between(treatment_start, start, ruleset)),
+                    "duration_meets": duration_min.holds(duration),
+                },
+            )
             if not decision["durable"]:
                 continue
             reached = next(tp for tp in run if duration_min.holds(months_between(start, tp.scan_date, ruleset)))
-            out.append(Finding(
-                code="durable-response", scan_date=reached.scan_date, severity="info",
-                summary=(f"durable response ({assessment.criterion}): continuous {'/'.join(sorted(responses))} from "
-                         f"{start} to {end}"),
-                detail=(f"Response began day {(start - treatment_start).days} after treatment start and lasted "
+            out.append(
+                Finding(
+                    code="durable-response",
+                    scan_date=reached.scan_date,
+                    severity="info",
+                    summary=(
+                        f"durable response ({assessment.criterion}): continuous {'/'.join(sorted(responses))} from "
+                        f"{start} to {end}"
+                    ),
+                    detail=(
+                        f"Response began day {(start - treatment_start).days} after treatment start and lasted "
                         f"{(end - start).days} days ({float(duration):.2f} months) on "
                         f"{', '.join(f'{tp.scan_date} {tp.category}' for tp in run)}. DRR: continuous CR or PR "
-                        f"beginning within 12 months and lasting ≥ 6 months (Kaufman 2017)."),
-                rule=decision.trace(), source=ruleset.source, alert=False, key=assessment.criterion))
+                        f"beginning within 12 months and lasting ≥ 6 months (Kaufman 2017)."
+                    ),
+                    rule=decision.trace(),
+                    source=ruleset.source,
+                    alert=False,
+                    key=assessment.criterion,
+                )
+            )
             break
     return out
 

@@ -24,7 +24,9 @@ from rules.engine import Engine, get_engine
 from rules.results import CriterionAssessment, Finding, TimepointResponse
 from rules.timeline import Timeline
 
-RESET_CATEGORIES = frozenset({Category.ICR.value, Category.IPR.value, Category.ISD.value, Category.NON_ICR_NON_IUPD.value})
+RESET_CATEGORIES = frozenset(
+    {Category.ICR.value, Category.IPR.value, Category.ISD.value, Category.NON_ICR_NON_IUPD.value}
+)
 """What a reset shows (size spec §2.5; kinetics spec §4.1 names iSD, iPR and iCR; non-iCR/non-iUPD is their
 non-target-only analogue, iRECIST §2.7 [D])."""
 LATE_RESPONSE_CATEGORIES = frozenset({Category.ICR.value, Category.IPR.value})
@@ -34,12 +36,30 @@ def _definition(engine: Engine, code: str) -> Mapping[str, Any]:
     return engine.rulebase[irecist_criterion.CRITERION].parameters["findings"][code]
 
 
-def _finding(engine: Engine, code: str, scan_date: dt.date, summary: str, detail: str, rule: str, *,
-             key: str = "", window_end: dt.date | None = None) -> Finding:
+def _finding(
+    engine: Engine,
+    code: str,
+    scan_date: dt.date,
+    summary: str,
+    detail: str,
+    rule: str,
+    *,
+    key: str = "",
+    window_end: dt.date | None = None,
+) -> Finding:
     definition = _definition(engine, code)
-    return Finding(code=code, scan_date=scan_date, severity=definition["severity"], summary=summary, detail=detail,
-                   rule=rule, source=definition["source"], alert=bool(definition["alert"]), key=key,
-                   window_end=window_end)
+    return Finding(
+        code=code,
+        scan_date=scan_date,
+        severity=definition["severity"],
+        summary=summary,
+        detail=detail,
+        rule=rule,
+        source=definition["source"],
+        alert=bool(definition["alert"]),
+        key=key,
+        window_end=window_end,
+    )
 
 
 def _weeks(days: int) -> str:
@@ -63,9 +83,16 @@ def confirmation_due(irecist: CriterionAssessment, *, engine: Engine) -> Finding
         detail += f" (latest scan {latest.scan_date.isoformat()}: {latest.category}"
         detail += ", disregarded as too early)" if latest.extra.get("early_scan_disregarded") else ", not confirmed)"
     causes = ", ".join(episode.get("causes") or ())
-    return _finding(engine, "confirmation-due", anchor,
-                    f"iRECIST iUPD of {anchor.isoformat()} ({causes}) needs a confirmation scan by {end.isoformat()}",
-                    detail, "irecist.confirmation-due", key=anchor.isoformat(), window_end=end)
+    return _finding(
+        engine,
+        "confirmation-due",
+        anchor,
+        f"iRECIST iUPD of {anchor.isoformat()} ({causes}) needs a confirmation scan by {end.isoformat()}",
+        detail,
+        "irecist.confirmation-due",
+        key=anchor.isoformat(),
+        window_end=end,
+    )
 
 
 def _recist_pd_before(recist: CriterionAssessment | None, day: dt.date) -> dt.date | None:
@@ -74,7 +101,9 @@ def _recist_pd_before(recist: CriterionAssessment | None, day: dt.date) -> dt.da
     return recist.progression_date
 
 
-def pseudoprogressions(irecist: CriterionAssessment, recist: CriterionAssessment | None, *, engine: Engine) -> list[Finding]:
+def pseudoprogressions(
+    irecist: CriterionAssessment, recist: CriterionAssessment | None, *, engine: Engine
+) -> list[Finding]:
     """Every reset of an iUPD episode (kinetics spec §4.1): dated to the timepoint that shows the reset."""
     out = []
     for tp in irecist.timepoints:
@@ -83,15 +112,27 @@ def pseudoprogressions(irecist: CriterionAssessment, recist: CriterionAssessment
             continue
         anchor = dt.date.fromisoformat(anchor_text)
         days = (tp.scan_date - anchor).days
-        detail = (f"iUPD on {anchor.isoformat()} not confirmed: {tp.category} on {tp.scan_date.isoformat()} "
-                  f"({days} days later), no iCPD in between; the bar is reset (iRECIST §2.5)")
+        detail = (
+            f"iUPD on {anchor.isoformat()} not confirmed: {tp.category} on {tp.scan_date.isoformat()} "
+            f"({days} days later), no iCPD in between; the bar is reset (iRECIST §2.5)"
+        )
         recist_pd = _recist_pd_before(recist, tp.scan_date)
         if recist_pd is not None:
-            detail += (f". RECIST 1.1 called PD on {recist_pd.isoformat()} and ended there; iRECIST continues "
-                       f"with {tp.category}")
-        out.append(_finding(engine, "pseudoprogression", tp.scan_date,
-                            f"Pseudoprogression: iUPD of {anchor.isoformat()} followed by {tp.category}",
-                            detail, "irecist.pseudoprogression", key=anchor.isoformat()))
+            detail += (
+                f". RECIST 1.1 called PD on {recist_pd.isoformat()} and ended there; iRECIST continues "
+                f"with {tp.category}"
+            )
+        out.append(
+            _finding(
+                engine,
+                "pseudoprogression",
+                tp.scan_date,
+                f"Pseudoprogression: iUPD of {anchor.isoformat()} followed by {tp.category}",
+                detail,
+                "irecist.pseudoprogression",
+                key=anchor.isoformat(),
+            )
+        )
     return out
 
 
@@ -106,17 +147,30 @@ def late_response_after_icpd(irecist: CriterionAssessment, *, engine: Engine) ->
         response = tp.extra.get("after_icpd_response")
         if response in LATE_RESPONSE_CATEGORIES:
             progression = irecist.progression_date.isoformat() if irecist.progression_date else "n/a"
-            detail = (f"lesions show {response} on {tp.scan_date.isoformat()} after iCPD on {icpd.scan_date.isoformat()} "
-                      f"(progression date {progression}); retrospective label LATE_RESPONSE_AFTER_iCPD — iCPD stays "
-                      "final for endpoints (kinetics spec §4.1)")
-            return _finding(engine, "late-response-after-icpd", tp.scan_date,
-                            f"Response ({response}) after confirmed progression", detail,
-                            "irecist.late-response-after-icpd", key=icpd.scan_date.isoformat())
+            detail = (
+                f"lesions show {response} on {tp.scan_date.isoformat()} after iCPD on {icpd.scan_date.isoformat()} "
+                f"(progression date {progression}); retrospective label LATE_RESPONSE_AFTER_iCPD — iCPD stays "
+                "final for endpoints (kinetics spec §4.1)"
+            )
+            return _finding(
+                engine,
+                "late-response-after-icpd",
+                tp.scan_date,
+                f"Response ({response}) after confirmed progression",
+                detail,
+                "irecist.late-response-after-icpd",
+                key=icpd.scan_date.isoformat(),
+            )
     return None
 
 
-def findings(timeline: Timeline, irecist: CriterionAssessment, recist: CriterionAssessment | None = None, *,
-             engine: Engine | None = None) -> list[Finding]:
+def findings(
+    timeline: Timeline,
+    irecist: CriterionAssessment,
+    recist: CriterionAssessment | None = None,
+    *,
+    engine: Engine | None = None,
+) -> list[Finding]:
     """The iRECIST pattern findings for one patient, in date order.
 
     ``timeline`` is the one the assessments were made on; a latest scan the iRECIST assessment did not grade

@@ -93,18 +93,31 @@ def _authenticate() -> Response | None:
             return None
 
     try:
-        principal = authenticate(context.settings, context.api_token, token=token, method=request.method,
-                                 path=request.path, body_loader=body)
+        principal = authenticate(
+            context.settings, context.api_token, token=token, method=request.method, path=request.path, body_loader=body
+        )
     except AuthError as refused:
         try:
             with context.db.write() as session:
-                audit(session, action="E", kind="auth-failure" if refused.status == 401 else "access-denied",
-                      source="api", outcome="4", agent=refused.agent,
-                      detail={"path": request.path, "method": request.method, "status": refused.status,
-                              "reason": refused.reason if token else "missing token"})
+                audit(
+                    session,
+                    action="E",
+                    kind="auth-failure" if refused.status == 401 else "access-denied",
+                    source="api",
+                    outcome="4",
+                    agent=refused.agent,
+                    detail={
+                        "path": request.path,
+                        "method": request.method,
+                        "status": refused.status,
+                        "reason": refused.reason if token else "missing token",
+                    },
+                )
         except DatabaseUnavailable:
             pass
-        response = _error_response(refused.status, refused.reason, code="login" if refused.status == 401 else "forbidden")
+        response = _error_response(
+            refused.status, refused.reason, code="login" if refused.status == 401 else "forbidden"
+        )
         response.headers["WWW-Authenticate"] = refused.www_authenticate
         return response
     g.agent = principal.agent
@@ -120,12 +133,18 @@ def _authenticate() -> Response | None:
         patient_id = parts[2] if page_view and len(parts) >= 3 and parts[1] == "patients" else None
         try:
             with context.db.write() as session:
-                audit(session, action="R" if request.method in ("GET", "HEAD") else "E",
-                      kind="access-failed" if failed else "ui-read", source="api",
-                      outcome=("8" if response.status_code >= 500 else "4") if failed else "0",
-                      agent=principal.agent, patient_id=patient_id,
-                      entity_type="Patient" if patient_id else None, entity_ref=patient_id,
-                      detail={"path": request.path, "method": request.method, "status": response.status_code})
+                audit(
+                    session,
+                    action="R" if request.method in ("GET", "HEAD") else "E",
+                    kind="access-failed" if failed else "ui-read",
+                    source="api",
+                    outcome=("8" if response.status_code >= 500 else "4") if failed else "0",
+                    agent=principal.agent,
+                    patient_id=patient_id,
+                    entity_type="Patient" if patient_id else None,
+                    entity_ref=patient_id,
+                    detail={"path": request.path, "method": request.method, "status": response.status_code},
+                )
         except Exception:  # noqa: BLE001 - the answer goes out even if the audit database is unreachable
             logger.warning("access outcome not audited", extra={"fields": {"status": response.status_code}})
         return response
@@ -167,8 +186,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        codes = {400: "invalid", 404: "not-found", 405: "not-supported", 406: "not-supported", 413: "too-costly",
-                 415: "not-supported"}
+        codes = {
+            400: "invalid",
+            404: "not-found",
+            405: "not-supported",
+            406: "not-supported",
+            413: "too-costly",
+            415: "not-supported",
+        }
         message = {413: f"request larger than {settings.max_request_bytes} bytes"}.get(error.code, error.description)
         return _error_response(error.code or 500, message, codes.get(error.code, "processing"))
 

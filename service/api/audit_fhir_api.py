@@ -64,9 +64,16 @@ def _searchset(kind: str, page: Page, params: dict[str, list[str]]) -> dict:
         links.append({"relation": "next", "url": link(page.offset + page.count)})
     if page.offset > 0:
         links.append({"relation": "previous", "url": link(max(page.offset - page.count, 0))})
-    return {"resourceType": "Bundle", "type": "searchset", "total": page.total, "link": links,
-            "entry": [{"fullUrl": f"{root}/fhir/{kind}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-                      for r in page.resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": page.total,
+        "link": links,
+        "entry": [
+            {"fullUrl": f"{root}/fhir/{kind}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in page.resources
+        ],
+    }
 
 
 def _search(kind: str, searcher, supported: tuple[str, ...]):
@@ -77,8 +84,15 @@ def _search(kind: str, searcher, supported: tuple[str, ...]):
             page = searcher(session, settings, params)
         except SearchError as exc:
             raise FhirError(400, str(exc), code="not-supported") from exc
-        audit(session, action="R", kind="fhir-search", source="api", agent=_agent(), entity_type=kind,
-              detail={"parameters": sorted(params), "matches": page.total})
+        audit(
+            session,
+            action="R",
+            kind="fhir-search",
+            source="api",
+            agent=_agent(),
+            entity_type=kind,
+            detail={"parameters": sorted(params), "matches": page.total},
+        )
     return fhir_response(_searchset(kind, page, params))
 
 
@@ -88,8 +102,15 @@ def _read(kind: str, fhir_id: str, reader):
         resource = reader(session, settings, fhir_id)
         if resource is None:
             raise FhirError(404, f"{kind}/{fhir_id} is not known", code="not-found")
-        audit(session, action="R", kind="fhir-read", source="api", agent=_agent(), entity_type=kind,
-              entity_ref=f"{kind}/{fhir_id}")
+        audit(
+            session,
+            action="R",
+            kind="fhir-read",
+            source="api",
+            agent=_agent(),
+            entity_type=kind,
+            entity_ref=f"{kind}/{fhir_id}",
+        )
     return fhir_response(resource, headers={"ETag": 'W/"1"', "Last-Modified": resource["meta"]["lastUpdated"]})
 
 

@@ -26,7 +26,15 @@ def _verify_client():
     Discovery stays open (it lists no patient data). A ``jti`` seen before within the token lifetime is a
     replay. Accepted calls and refusals are audited.
     """
-    from service.auth import CDS_MAX_LIFETIME_SECONDS, LEEWAY_SECONDS, AuthError, bearer_token, cds_endpoint_url, jti_key, verify_cds_jwt
+    from service.auth import (
+        CDS_MAX_LIFETIME_SECONDS,
+        LEEWAY_SECONDS,
+        AuthError,
+        bearer_token,
+        cds_endpoint_url,
+        jti_key,
+        verify_cds_jwt,
+    )
 
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return None
@@ -39,18 +47,44 @@ def _verify_client():
             if principal.method == "cds-jwt":
                 key = jti_key(principal.issuer or "", str(principal.claims["jti"]))
                 since = utcnow() - dt.timedelta(seconds=CDS_MAX_LIFETIME_SECONDS + LEEWAY_SECONDS)
-                replayed = session.scalars(select(AuditEvent.id).where(
-                    AuditEvent.kind == "cds-auth", AuditEvent.entity_ref == key, AuditEvent.outcome == "0",
-                    AuditEvent.recorded >= since).limit(1)).first()
+                replayed = session.scalars(
+                    select(AuditEvent.id)
+                    .where(
+                        AuditEvent.kind == "cds-auth",
+                        AuditEvent.entity_ref == key,
+                        AuditEvent.outcome == "0",
+                        AuditEvent.recorded >= since,
+                    )
+                    .limit(1)
+                ).first()
                 if replayed is not None:
                     raise AuthError(401, "the token's jti was used before (replay)", agent=principal.agent)
-                audit(session, action="E", kind="cds-auth", source="api", agent=principal.agent, entity_type="JWT",
-                      entity_ref=key, detail={"path": request.path, "sub": principal.subject})
+                audit(
+                    session,
+                    action="E",
+                    kind="cds-auth",
+                    source="api",
+                    agent=principal.agent,
+                    entity_type="JWT",
+                    entity_ref=key,
+                    detail={"path": request.path, "sub": principal.subject},
+                )
     except AuthError as refused:
         with ctx().db.write() as session:
-            audit(session, action="E", kind="auth-failure", source="api", outcome="4", agent=refused.agent,
-                  detail={"path": request.path, "method": request.method, "status": refused.status,
-                          "reason": refused.reason})
+            audit(
+                session,
+                action="E",
+                kind="auth-failure",
+                source="api",
+                outcome="4",
+                agent=refused.agent,
+                detail={
+                    "path": request.path,
+                    "method": request.method,
+                    "status": refused.status,
+                    "reason": refused.reason,
+                },
+            )
         response = jsonify({"error": refused.reason})
         response.status_code = refused.status
         response.headers["WWW-Authenticate"] = refused.www_authenticate
@@ -82,14 +116,18 @@ def _patient_resource(payload: dict) -> dict:
         import requests
 
         try:
-            response = requests.get(f"{str(server).rstrip('/')}/Patient/{payload['context']['patientId']}",
-                                    headers={"Authorization": f"Bearer {authorization['access_token']}",
-                                             "Accept": "application/fhir+json"}, timeout=(3, 5))
+            response = requests.get(
+                f"{str(server).rstrip('/')}/Patient/{payload['context']['patientId']}",
+                headers={"Authorization": f"Bearer {authorization['access_token']}", "Accept": "application/fhir+json"},
+                timeout=(3, 5),
+            )
             if response.status_code == 200 and response.json().get("resourceType") == "Patient":
                 return response.json()
         except (requests.RequestException, ValueError):
             pass
-    raise PrefetchMissing("the Patient is required: prefetch it (Patient/{{context.patientId}}) or grant fhirAuthorization")
+    raise PrefetchMissing(
+        "the Patient is required: prefetch it (Patient/{{context.patientId}}) or grant fhirAuthorization"
+    )
 
 
 def _find_patient(session, resource: dict) -> Patient | None:
@@ -127,11 +165,25 @@ def patient_view():
         patient = _find_patient(session, resource)
         if patient is None:
             return jsonify({"cards": []})
-        alerts = list(session.scalars(select(Alert).where(Alert.patient_id == patient.id, Alert.status == "active")
-                                      .order_by(Alert.scan_date, Alert.identifier)))
+        alerts = list(
+            session.scalars(
+                select(Alert)
+                .where(Alert.patient_id == patient.id, Alert.status == "active")
+                .order_by(Alert.scan_date, Alert.identifier)
+            )
+        )
         states = [alert_state(a) for a in alerts]
-        audit(session, action="R", kind="cds-hooks", source="api", agent=g.get("agent"), entity_type="Patient", entity_ref=patient.id,
-              patient_id=patient.id, detail={"hook": "patient-view", "cards": len(states)})
+        audit(
+            session,
+            action="R",
+            kind="cds-hooks",
+            source="api",
+            agent=g.get("agent"),
+            entity_type="Patient",
+            entity_ref=patient.id,
+            patient_id=patient.id,
+            detail={"hook": "patient-view", "cards": len(states)},
+        )
     page = f"{ctx().settings.base_url}/ui/patients/{patient.id}"
     return jsonify({"cards": cards_for(states, patient_page_url=page)})
 
@@ -142,6 +194,12 @@ def feedback():
     if payload is None or not isinstance(payload.get("feedback", []), list):
         return jsonify({"error": "a CDS Hooks feedback request (an object with a feedback list) is required"}), 400
     with ctx().db.write() as session:
-        audit(session, action="C", kind="cds-feedback", source="api", agent=g.get("agent"),
-              detail={"feedback": payload.get("feedback", [])[:50]})
+        audit(
+            session,
+            action="C",
+            kind="cds-feedback",
+            source="api",
+            agent=g.get("agent"),
+            detail={"feedback": payload.get("feedback", [])[:50]},
+        )
     return jsonify({})

@@ -17,8 +17,19 @@ from service.store import audit
 blueprint = Blueprint("fhir", __name__, url_prefix="/fhir")
 
 READABLE_TYPES = tuple(sorted(set(ACCEPTED_TYPES) | set(READ_ONLY_TYPES)))
-SEARCH_PARAMS = ("patient", "subject", "subject:identifier", "patient:identifier", "identifier", "date",
-                 "_lastUpdated", "_id", "status", "code", "category")
+SEARCH_PARAMS = (
+    "patient",
+    "subject",
+    "subject:identifier",
+    "patient:identifier",
+    "identifier",
+    "date",
+    "_lastUpdated",
+    "_id",
+    "status",
+    "code",
+    "category",
+)
 
 
 def _body() -> dict:
@@ -26,7 +37,9 @@ def _body() -> dict:
         raise FhirError(413, "request too large", code="too-costly")
     content_type = (request.mimetype or "").lower()
     if content_type and content_type not in ("application/fhir+json", "application/json", "text/json"):
-        raise FhirError(415, f"unsupported content type {content_type}: send application/fhir+json", code="not-supported")
+        raise FhirError(
+            415, f"unsupported content type {content_type}: send application/fhir+json", code="not-supported"
+        )
     return load_json_body(request.get_data(cache=False))
 
 
@@ -55,19 +68,37 @@ def _version_headers(resource: dict, status: int) -> dict:
     if meta.get("lastUpdated"):
         headers["Last-Modified"] = meta["lastUpdated"]
     if status == 201:
-        headers["Location"] = f"{request.url_root.rstrip('/')}/fhir/{resource['resourceType']}/{resource['id']}/_history/{version}"
+        headers["Location"] = (
+            f"{request.url_root.rstrip('/')}/fhir/{resource['resourceType']}/{resource['id']}/_history/{version}"
+        )
     return headers
 
 
 def _param_type(name: str) -> str:
-    return {"patient": "reference", "target": "reference", "agent": "reference", "entity": "reference",
-            "date": "date", "recorded": "date", "_lastUpdated": "date"}.get(name, "token")
+    return {
+        "patient": "reference",
+        "target": "reference",
+        "agent": "reference",
+        "entity": "reference",
+        "date": "date",
+        "recorded": "date",
+        "_lastUpdated": "date",
+    }.get(name, "token")
 
 
 def capability_statement() -> dict:
     settings = ctx().settings
-    writable = {"Patient", "Observation", "BodyStructure", "ImagingStudy", "MedicationAdministration",
-                "MedicationStatement", "MedicationRequest", "Procedure", "Condition"}
+    writable = {
+        "Patient",
+        "Observation",
+        "BodyStructure",
+        "ImagingStudy",
+        "MedicationAdministration",
+        "MedicationStatement",
+        "MedicationRequest",
+        "Procedure",
+        "Condition",
+    }
     resources = []
     for kind in READABLE_TYPES:
         interactions = [{"code": "read"}, {"code": "search-type"}]
@@ -82,7 +113,9 @@ def capability_statement() -> dict:
             "conditionalCreate": kind in writable,
             "conditionalUpdate": kind in writable,
             "conditionalDelete": "not-supported",
-            "searchParam": [{"name": n, "type": _param_type(n)} for n in AUDIT_SEARCH[kind]] if kind in AUDIT_SEARCH else [
+            "searchParam": [{"name": n, "type": _param_type(n)} for n in AUDIT_SEARCH[kind]]
+            if kind in AUDIT_SEARCH
+            else [
                 {"name": "patient", "type": "reference"},
                 {"name": "subject", "type": "reference"},
                 {"name": "subject:identifier", "type": "token"},
@@ -97,10 +130,14 @@ def capability_statement() -> dict:
             ],
         }
         if kind == "DiagnosticReport":
-            entry["supportedProfile"] = ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"]
+            entry["supportedProfile"] = [
+                "http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"
+            ]
         if kind == "Observation":
-            entry["supportedProfile"] = ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-tumor-size",
-                                         "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-disease-status"]
+            entry["supportedProfile"] = [
+                "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-tumor-size",
+                "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-disease-status",
+            ]
         resources.append(entry)
     body = {
         "resourceType": "CapabilityStatement",
@@ -112,31 +149,61 @@ def capability_statement() -> dict:
         "date": "2026-11-24",
         "kind": "instance",
         "software": {"name": "immunorad", "version": __import__("rules").__version__},
-        "implementation": {"description": "immunorad: imaging response assessment for cancer immunotherapy",
-                           "url": f"{request.url_root.rstrip('/')}/fhir"},
+        "implementation": {
+            "description": "immunorad: imaging response assessment for cancer immunotherapy",
+            "url": f"{request.url_root.rstrip('/')}/fhir",
+        },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "rest": [{
-            "mode": "server",
-            "security": {"cors": False, "description": _security_description(settings),
-                         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                                  "code": "OAuth"}]}]},
-            "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "cors": False,
+                    "description": _security_description(settings),
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "OAuth",
+                                }
+                            ]
+                        }
+                    ],
+                },
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            }
+        ],
     }
     return body
 
 
 def _security_description(settings) -> str:
-    modes = {"token": "the static API token (IMMUNORAD_API_TOKEN)",
-             "jwt": "an OAuth 2.0 access token (JWT) from the configured issuer, with SMART system scopes"}
+    modes = {
+        "token": "the static API token (IMMUNORAD_API_TOKEN)",
+        "jwt": "an OAuth 2.0 access token (JWT) from the configured issuer, with SMART system scopes",
+    }
     return "Bearer token required: " + " or ".join(modes[m] for m in settings.api_auth if m in modes)
 
 
-AUDIT_SEARCH = {"AuditEvent": ("patient", "date", "_lastUpdated", "_id", "action", "outcome", "type", "subtype", "agent",
-                               "entity-type", "entity"),
-                "Provenance": ("patient", "target", "recorded", "_lastUpdated", "_id")}
+AUDIT_SEARCH = {
+    "AuditEvent": (
+        "patient",
+        "date",
+        "_lastUpdated",
+        "_id",
+        "action",
+        "outcome",
+        "type",
+        "subtype",
+        "agent",
+        "entity-type",
+        "entity",
+    ),
+    "Provenance": ("patient", "target", "recorded", "_lastUpdated", "_id"),
+}
 
 
 @blueprint.get("/metadata")
@@ -203,8 +270,16 @@ def read(kind: str, fhir_id: str):
         row = get_resource(session, kind, fhir_id)
         if row is None:
             raise FhirError(404, f"{kind}/{fhir_id} is not known", code="not-found")
-        audit(session, action="R", kind="fhir-read", source="api", agent=_agent(), entity_type=kind,
-              entity_ref=f"{kind}/{fhir_id}", patient_id=row.patient_id)
+        audit(
+            session,
+            action="R",
+            kind="fhir-read",
+            source="api",
+            agent=_agent(),
+            entity_type=kind,
+            entity_ref=f"{kind}/{fhir_id}",
+            patient_id=row.patient_id,
+        )
         content = row.content
     return fhir_response(content, headers=_version_headers(content, 200))
 
@@ -221,7 +296,9 @@ def search_type(kind: str):
     strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
     settings = ctx().settings
     try:
-        params = applied_parameters({key: request.args.getlist(key) for key in request.args}, SEARCH_PARAMS, strict=strict)
+        params = applied_parameters(
+            {key: request.args.getlist(key) for key in request.args}, SEARCH_PARAMS, strict=strict
+        )
     except SearchError as exc:
         raise FhirError(400, str(exc), code="not-supported") from exc
     with ctx().db.write() as session:
@@ -229,14 +306,23 @@ def search_type(kind: str):
             page = search(session, kind, params, patient_id_system=settings.patient_id_system, supported=SEARCH_PARAMS)
         except SearchError as exc:
             raise FhirError(400, str(exc), code="not-supported") from exc
-        audit(session, action="R", kind="fhir-search", source="api", agent=_agent(), entity_type=kind,
-              detail={"parameters": sorted(params), "matches": page.total})
+        audit(
+            session,
+            action="R",
+            kind="fhir-search",
+            source="api",
+            agent=_agent(),
+            entity_type=kind,
+            detail={"parameters": sorted(params), "matches": page.total},
+        )
     base = f"{request.url_root.rstrip('/')}/fhir/{kind}"
+
     def link(offset: int) -> str:
         query = [(k, v) for k, values in params.items() if k != "_offset" for v in values] + [("_offset", str(offset))]
         if "_count" not in params:
             query.append(("_count", str(page.count)))
         return f"{base}?{urlencode(query)}"
+
     links = [{"relation": "self", "url": link(page.offset)}]
     if page.offset + page.count < page.total:
         links.append({"relation": "next", "url": link(page.offset + page.count)})
@@ -247,7 +333,13 @@ def search_type(kind: str):
         "type": "searchset",
         "total": page.total,
         "link": links,
-        "entry": [{"fullUrl": f"{request.url_root.rstrip('/')}/fhir/{r['resourceType']}/{r['id']}", "resource": r,
-                   "search": {"mode": "match"}} for r in page.resources],
+        "entry": [
+            {
+                "fullUrl": f"{request.url_root.rstrip('/')}/fhir/{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in page.resources
+        ],
     }
     return fhir_response(bundle)

@@ -46,12 +46,22 @@ def export_response(args: Mapping[str, str], *, source: str) -> Response:
     with ctx().db.write() as session:
         cohort = quality.load_cohort(session, filters)
         rows = quality.export_rows(cohort, pseudonymise=pseudonymise)
-        audit(session, agent=g.get("agent"), action="R", kind="quality-export", source=source,
-              detail={"pseudonymised": pseudonymise, "rows": len(rows), **filters.as_args()})
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="quality-export",
+            source=source,
+            detail={"pseudonymised": pseudonymise, "rows": len(rows), **filters.as_args()},
+        )
     body = quality.export_csv(rows, pseudonymise=pseudonymise)
-    return Response(body, mimetype="text/csv", headers={
-        "Content-Type": "text/csv; charset=utf-8; header=present",
-        "Content-Disposition": "attachment; filename=immunorad-quality.csv",
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
-    })
+    return Response(
+        body,
+        mimetype="text/csv",
+        headers={
+            "Content-Type": "text/csv; charset=utf-8; header=present",
+            "Content-Disposition": "attachment; filename=immunorad-quality.csv",
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -33,8 +33,15 @@ def _iso(value):
 @blueprint.get("/patients")
 def patients():
     with ctx().db.write() as session:
-        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Patient",
-              detail={"list": "patients"})
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="Patient",
+            detail={"list": "patients"},
+        )
         rows = list(session.scalars(select(Patient).order_by(Patient.created_at)))
         latest = {}
         for a in session.scalars(select(Assessment).order_by(Assessment.patient_id, Assessment.version)):
@@ -42,10 +49,20 @@ def patients():
         out = []
         for p in rows:
             a = latest.get(p.id)
-            out.append({"id": p.id, "identifier": p.mrn, "assessment_version": a.version if a else None,
-                        "baseline": a.result.get("baseline_date") if a else None,
-                        "followups": len(a.result.get("followup_dates", [])) if a else 0,
-                        "active_alerts": len(list(session.scalars(select(Alert.id).where(Alert.patient_id == p.id, Alert.status == "active"))))})
+            out.append(
+                {
+                    "id": p.id,
+                    "identifier": p.mrn,
+                    "assessment_version": a.version if a else None,
+                    "baseline": a.result.get("baseline_date") if a else None,
+                    "followups": len(a.result.get("followup_dates", [])) if a else 0,
+                    "active_alerts": len(
+                        list(
+                            session.scalars(select(Alert.id).where(Alert.patient_id == p.id, Alert.status == "active"))
+                        )
+                    ),
+                }
+            )
     return jsonify({"patients": out})
 
 
@@ -54,20 +71,42 @@ def patient_timeline(patient_id: str):
     """The latest assessment: lesion table, every criterion side by side, best responses, findings."""
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
-        latest = session.scalars(select(Assessment).where(Assessment.patient_id == patient.id)
-                                 .order_by(Assessment.version.desc()).limit(1)).first()
-        reports = list(session.scalars(select(Report).where(Report.patient_id == patient.id).order_by(Report.scan_date)))
-        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Patient", entity_ref=patient.id, patient_id=patient.id)
+        latest = session.scalars(
+            select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version.desc()).limit(1)
+        ).first()
+        reports = list(
+            session.scalars(select(Report).where(Report.patient_id == patient.id).order_by(Report.scan_date))
+        )
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="Patient",
+            entity_ref=patient.id,
+            patient_id=patient.id,
+        )
         body = {
             "patient": {"id": patient.id, "identifier": patient.mrn, "sex": patient.sex},
             "assessment": latest.result if latest else None,
             "assessment_version": latest.version if latest else None,
             "rulebase_version": latest.rulebase_version if latest else None,
             "inputs_hash": latest.inputs_hash if latest else None,
-            "best_overall_response": {c["criterion"]: {"unconfirmed": c.get("best_response"), "confirmed": c.get("best_response_confirmed")}
-                                      for c in (latest.result.get("criteria", []) if latest else [])},
-            "reports": [{"id": r.fhir_id, "scan_date": _iso(r.scan_date), "version": r.version, "status": r.status,
-                         "identifier": r.identifier} for r in reports],
+            "best_overall_response": {
+                c["criterion"]: {"unconfirmed": c.get("best_response"), "confirmed": c.get("best_response_confirmed")}
+                for c in (latest.result.get("criteria", []) if latest else [])
+            },
+            "reports": [
+                {
+                    "id": r.fhir_id,
+                    "scan_date": _iso(r.scan_date),
+                    "version": r.version,
+                    "status": r.status,
+                    "identifier": r.identifier,
+                }
+                for r in reports
+            ],
         }
     return jsonify(body)
 
@@ -76,12 +115,31 @@ def patient_timeline(patient_id: str):
 def assessments(patient_id: str):
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
-        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Assessment",
-              entity_ref=patient.id, patient_id=patient.id)
-        rows = list(session.scalars(select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version)))
-        out = [{"version": a.version, "created_at": _iso(a.created_at), "inputs_hash": a.inputs_hash,
-                "rulebase_version": a.rulebase_version, "trigger": a.trigger, "changes": a.changes,
-                "result": a.result if request.args.get("full") else None} for a in rows]
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="Assessment",
+            entity_ref=patient.id,
+            patient_id=patient.id,
+        )
+        rows = list(
+            session.scalars(select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version))
+        )
+        out = [
+            {
+                "version": a.version,
+                "created_at": _iso(a.created_at),
+                "inputs_hash": a.inputs_hash,
+                "rulebase_version": a.rulebase_version,
+                "trigger": a.trigger,
+                "changes": a.changes,
+                "result": a.result if request.args.get("full") else None,
+            }
+            for a in rows
+        ]
     return jsonify({"patient": patient.id, "assessments": out})
 
 
@@ -89,16 +147,38 @@ def assessments(patient_id: str):
 def alerts():
     status = request.args.get("status")
     with ctx().db.write() as session:
-        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Flag",
-              patient_id=request.args.get("patient"), detail={"list": "alerts"})
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="Flag",
+            patient_id=request.args.get("patient"),
+            detail={"list": "alerts"},
+        )
         query = select(Alert).order_by(Alert.updated_at.desc())
         if status:
             query = query.where(Alert.status == status)
         if request.args.get("patient"):
             query = query.where(Alert.patient_id == request.args["patient"])
-        out = [{"identifier": a.identifier, "patient": a.patient_id, "code": a.code, "key": a.key, "status": a.status,
-                "severity": a.severity, "scan_date": _iso(a.scan_date), "summary": a.summary, "detail": a.detail,
-                "rule": a.rule, "source": a.source, "updated_at": _iso(a.updated_at)} for a in session.scalars(query.limit(1000))]
+        out = [
+            {
+                "identifier": a.identifier,
+                "patient": a.patient_id,
+                "code": a.code,
+                "key": a.key,
+                "status": a.status,
+                "severity": a.severity,
+                "scan_date": _iso(a.scan_date),
+                "summary": a.summary,
+                "detail": a.detail,
+                "rule": a.rule,
+                "source": a.source,
+                "updated_at": _iso(a.updated_at),
+            }
+            for a in session.scalars(query.limit(1000))
+        ]
     return jsonify({"alerts": out})
 
 
@@ -109,28 +189,60 @@ def alert_entered_in_error(identifier: str):
         if alert is None:
             abort(404, description="unknown alert")
         alert.status = "entered-in-error"
-        audit(session, agent=g.get("agent"), action="U", kind="alert-entered-in-error", source="api", entity_type="Flag",
-              entity_ref=identifier, patient_id=alert.patient_id)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="U",
+            kind="alert-entered-in-error",
+            source="api",
+            entity_type="Flag",
+            entity_ref=identifier,
+            patient_id=alert.patient_id,
+        )
         from service.store import enqueue
 
         # The inputs did not change, so only a forced evaluation re-issues the Flag with its new status.
-        enqueue(session, "evaluate", f"evaluate-force:{alert.patient_id}", patient_id=alert.patient_id,
-                payload={"trigger": "alert-status", "force": True})
+        enqueue(
+            session,
+            "evaluate",
+            f"evaluate-force:{alert.patient_id}",
+            patient_id=alert.patient_id,
+            payload={"trigger": "alert-status", "force": True},
+        )
     return jsonify({"identifier": identifier, "status": "entered-in-error"})
 
 
 @blueprint.get("/deliveries")
 def deliveries():
     with ctx().db.write() as session:
-        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="Bundle",
-              detail={"list": "deliveries"})
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="Bundle",
+            detail={"list": "deliveries"},
+        )
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
         if request.args.get("status"):
             query = query.where(OutboxMessage.status == request.args["status"])
-        out = [{"id": m.id, "patient": m.patient_id, "report": m.report_identifier, "version": m.report_version,
-                "status": m.status, "attempts": m.attempts, "last_status_code": m.last_status_code,
-                "last_error": m.last_error, "created_at": _iso(m.created_at), "delivered_at": _iso(m.delivered_at),
-                "next_attempt_at": _iso(m.next_attempt_at)} for m in session.scalars(query.limit(1000))]
+        out = [
+            {
+                "id": m.id,
+                "patient": m.patient_id,
+                "report": m.report_identifier,
+                "version": m.report_version,
+                "status": m.status,
+                "attempts": m.attempts,
+                "last_status_code": m.last_status_code,
+                "last_error": m.last_error,
+                "created_at": _iso(m.created_at),
+                "delivered_at": _iso(m.delivered_at),
+                "next_attempt_at": _iso(m.next_attempt_at),
+            }
+            for m in session.scalars(query.limit(1000))
+        ]
     return jsonify({"deliveries": out})
 
 
@@ -145,31 +257,69 @@ def report_prefill(report_id: str):
         row = get_resource(session, "DiagnosticReport", report_id)
         if row is None:
             abort(404, description="unknown report")
-        audit(session, agent=g.get("agent"), action="R", kind="prefill-read", source="api", entity_type="DiagnosticReport",
-              entity_ref=report_id, patient_id=row.patient_id)
-        forms = {f["contentType"].split(";")[0]: base64.b64decode(f["data"]).decode("utf-8")
-                 for f in row.content.get("presentedForm", [])}
-    wanted = "text/html" if "html" in (request.args.get("format") or request.headers.get("Accept", "")) else "text/plain"
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="prefill-read",
+            source="api",
+            entity_type="DiagnosticReport",
+            entity_ref=report_id,
+            patient_id=row.patient_id,
+        )
+        forms = {
+            f["contentType"].split(";")[0]: base64.b64decode(f["data"]).decode("utf-8")
+            for f in row.content.get("presentedForm", [])
+        }
+    wanted = (
+        "text/html" if "html" in (request.args.get("format") or request.headers.get("Accept", "")) else "text/plain"
+    )
     return Response(forms.get(wanted, ""), mimetype=wanted, headers={"Content-Type": f"{wanted}; charset=utf-8"})
 
 
-AUDIT_COLUMNS = ["id", "recorded", "action", "kind", "outcome", "agent", "source", "entity_type", "entity_ref", "patient", "detail"]
+AUDIT_COLUMNS = [
+    "id",
+    "recorded",
+    "action",
+    "kind",
+    "outcome",
+    "agent",
+    "source",
+    "entity_type",
+    "entity_ref",
+    "patient",
+    "detail",
+]
 
 
 @blueprint.get("/audit")
 def audit_events():
     with ctx().db.read() as session:
-        rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(int(request.args.get("limit", 500)))))
+        rows = list(
+            session.scalars(
+                select(AuditEvent).order_by(AuditEvent.id.desc()).limit(int(request.args.get("limit", 500)))
+            )
+        )
         out = [_audit_row(e, pseudonymise=False) for e in rows]
     return jsonify({"events": out})
 
 
 def _audit_row(event: AuditEvent, *, pseudonymise: bool) -> dict:
-    return {"id": event.id, "recorded": _iso(event.recorded), "action": event.action, "kind": event.kind,
-            "outcome": event.outcome, "agent": event.agent, "source": event.source, "entity_type": event.entity_type,
-            "entity_ref": pseudonym(event.entity_ref) if pseudonymise and event.entity_type in ("Patient",) else event.entity_ref,
-            "patient": pseudonym(event.patient_id) if pseudonymise else event.patient_id,
-            "detail": json.dumps(event.detail, sort_keys=True, default=str)}
+    return {
+        "id": event.id,
+        "recorded": _iso(event.recorded),
+        "action": event.action,
+        "kind": event.kind,
+        "outcome": event.outcome,
+        "agent": event.agent,
+        "source": event.source,
+        "entity_type": event.entity_type,
+        "entity_ref": pseudonym(event.entity_ref)
+        if pseudonymise and event.entity_type in ("Patient",)
+        else event.entity_ref,
+        "patient": pseudonym(event.patient_id) if pseudonymise else event.patient_id,
+        "detail": json.dumps(event.detail, sort_keys=True, default=str),
+    }
 
 
 @blueprint.get("/audit/export.csv")
@@ -182,7 +332,19 @@ def audit_export():
     with ctx().db.write() as session:
         for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id)):
             writer.writerow(_audit_row(event, pseudonymise=pseudonymise))
-        audit(session, agent=g.get("agent"), action="R", kind="audit-export", source="api", detail={"pseudonymised": pseudonymise})
-    return Response(buffer.getvalue(), mimetype="text/csv",
-                    headers={"Content-Type": "text/csv; charset=utf-8",
-                             "Content-Disposition": "attachment; filename=immunorad-audit.csv"})
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="audit-export",
+            source="api",
+            detail={"pseudonymised": pseudonymise},
+        )
+    return Response(
+        buffer.getvalue(),
+        mimetype="text/csv",
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": "attachment; filename=immunorad-audit.csv",
+        },
+    )

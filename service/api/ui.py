@@ -48,12 +48,20 @@ from service.api.context import ctx
 from service.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.store import audit
 
-blueprint = Blueprint("ui", __name__, url_prefix="/ui", template_folder="../templates",
-                      static_folder="../static", static_url_path="/static")
+blueprint = Blueprint(
+    "ui",
+    __name__,
+    url_prefix="/ui",
+    template_folder="../templates",
+    static_folder="../static",
+    static_url_path="/static",
+)
 
 TOKEN_COOKIE = "immunorad_token"
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-                           "base-uri 'none'; frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 SPIDER_CRITERION = "RECIST-1.1"
 """The spider plot's reference lines are RECIST 1.1's (PR −30 % from baseline, PD +20 % from the nadir)."""
 BURDEN_CRITERIA = ("iRECIST", "RECIST-1.1")
@@ -71,11 +79,11 @@ def _token_to_cookie():
         return None
     args = request.args.to_dict(flat=False)
     args.pop("token", None)
-    response = redirect(request.script_root + request.path + (f"?{urlencode(args, doseq=True)}" if args else ""),
-                        code=303)
+    response = redirect(
+        request.script_root + request.path + (f"?{urlencode(args, doseq=True)}" if args else ""), code=303
+    )
     if not request.headers.get("Authorization"):
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure,
-                            path="/ui")
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/ui")
     return response
 
 
@@ -150,15 +158,24 @@ def index():
 def patients():
     """Every patient with their latest assessment at a glance (clinical page: MRN shown)."""
     with ctx().db.read() as session:
-        latest = (select(Assessment.patient_id, func.max(Assessment.version).label("version"))
-                  .group_by(Assessment.patient_id).subquery())
+        latest = (
+            select(Assessment.patient_id, func.max(Assessment.version).label("version"))
+            .group_by(Assessment.patient_id)
+            .subquery()
+        )
         rows = session.execute(
             select(Patient, Assessment)
             .outerjoin(latest, latest.c.patient_id == Patient.id)
-            .outerjoin(Assessment, (Assessment.patient_id == latest.c.patient_id) & (Assessment.version == latest.c.version))
-            .order_by(Patient.mrn, Patient.id))
-        active = dict(session.execute(select(Alert.patient_id, func.count()).where(Alert.status == "active")
-                                      .group_by(Alert.patient_id)).all())
+            .outerjoin(
+                Assessment, (Assessment.patient_id == latest.c.patient_id) & (Assessment.version == latest.c.version)
+            )
+            .order_by(Patient.mrn, Patient.id)
+        )
+        active = dict(
+            session.execute(
+                select(Alert.patient_id, func.count()).where(Alert.status == "active").group_by(Alert.patient_id)
+            ).all()
+        )
         items = []
         for patient, assessment in rows:
             result = assessment.result if assessment else {}
@@ -166,11 +183,24 @@ def patients():
             for criterion in (result.get("criteria") or [])[:2]:
                 tps = criterion.get("timepoints") or []
                 if tps:
-                    latest_categories.append((criterion["criterion"], tps[-1]["category"],
-                                              quality.response_class(tps[-1]["category"], tps[-1].get("confirmed"))))
-            items.append({"id": patient.id, "mrn": patient.mrn, "version": assessment.version if assessment else None,
-                          "baseline": result.get("baseline_date"), "followups": len(result.get("followup_dates") or []),
-                          "latest": latest_categories, "active_alerts": active.get(patient.id, 0)})
+                    latest_categories.append(
+                        (
+                            criterion["criterion"],
+                            tps[-1]["category"],
+                            quality.response_class(tps[-1]["category"], tps[-1].get("confirmed")),
+                        )
+                    )
+            items.append(
+                {
+                    "id": patient.id,
+                    "mrn": patient.mrn,
+                    "version": assessment.version if assessment else None,
+                    "baseline": result.get("baseline_date"),
+                    "followups": len(result.get("followup_dates") or []),
+                    "latest": latest_categories,
+                    "active_alerts": active.get(patient.id, 0),
+                }
+            )
     return render_template("patients.html", patients=items)
 
 
@@ -183,22 +213,31 @@ def patient_page(patient_id: str):
         abort(400, description="version must be a whole number")
     with ctx().db.read() as session:
         patient = _patient(session, patient_id)
-        versions = list(session.scalars(select(Assessment).where(Assessment.patient_id == patient.id)
-                                        .order_by(Assessment.version)))
+        versions = list(
+            session.scalars(select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version))
+        )
         shown = versions[-1] if versions else None
         if wanted is not None:
             shown = next((a for a in versions if a.version == int(wanted)), None)
             if shown is None:
                 abort(404, description=f"no assessment version {wanted} for this patient")
-        alerts = list(session.scalars(select(Alert).where(Alert.patient_id == patient.id)
-                                      .order_by(Alert.scan_date, Alert.code, Alert.key)))
+        alerts = list(
+            session.scalars(
+                select(Alert).where(Alert.patient_id == patient.id).order_by(Alert.scan_date, Alert.code, Alert.key)
+            )
+        )
         reports = _report_rows(session, patient.id)
         view = PatientView.build(shown.result) if shown else None
         history = version_history(versions)
-        context = dict(patient={"id": patient.id, "mrn": patient.mrn, "sex": patient.sex,
-                                "cancer_type": patient.cancer_type},
-                       assessment=shown, latest_version=versions[-1].version if versions else None,
-                       view=view, alerts=[_alert_row(a) for a in alerts], reports=reports, history=history)
+        context = dict(
+            patient={"id": patient.id, "mrn": patient.mrn, "sex": patient.sex, "cancer_type": patient.cancer_type},
+            assessment=shown,
+            latest_version=versions[-1].version if versions else None,
+            view=view,
+            alerts=[_alert_row(a) for a in alerts],
+            reports=reports,
+            history=history,
+        )
     return render_template("patient.html", **context)
 
 
@@ -212,16 +251,30 @@ def report_page(report_id: str):
         if row is None or row.origin != "immunorad":
             abort(404, description="unknown report")
         report = session.scalars(select(Report).where(Report.fhir_id == report_id)).first()
-        forms = {f.get("contentType", "").split(";")[0]: base64.b64decode(f.get("data", "")).decode("utf-8", "replace")
-                 for f in row.content.get("presentedForm", [])}
-        audit(session, agent=g.get("agent"), action="R", kind="prefill-read", source="ui",
-              entity_type="DiagnosticReport", entity_ref=report_id, patient_id=row.patient_id)
-        context = dict(report_id=report_id, patient_id=row.patient_id, status=row.content.get("status"),
-                       scan_date=(row.content.get("effectiveDateTime") or "")[:10],
-                       version=report.version if report else row.version_id,
-                       conclusion=row.content.get("conclusion"),
-                       fragment=Markup(sanitise_fragment(forms.get("text/html", ""))),
-                       plain=forms.get("text/plain", ""))
+        forms = {
+            f.get("contentType", "").split(";")[0]: base64.b64decode(f.get("data", "")).decode("utf-8", "replace")
+            for f in row.content.get("presentedForm", [])
+        }
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="prefill-read",
+            source="ui",
+            entity_type="DiagnosticReport",
+            entity_ref=report_id,
+            patient_id=row.patient_id,
+        )
+        context = dict(
+            report_id=report_id,
+            patient_id=row.patient_id,
+            status=row.content.get("status"),
+            scan_date=(row.content.get("effectiveDateTime") or "")[:10],
+            version=report.version if report else row.version_id,
+            conclusion=row.content.get("conclusion"),
+            fragment=Markup(sanitise_fragment(forms.get("text/html", ""))),
+            plain=forms.get("text/plain", ""),
+        )
     return render_template("report.html", **context)
 
 
@@ -317,24 +370,40 @@ class PatientView:
         start = quality.as_date(result.get("treatment_start"))
         followups = [quality.as_date(d) for d in result.get("followup_dates") or []]
         days = ([baseline] if baseline else []) + [d for d in followups if d]
-        columns = tuple(Column(d, "Baseline" if d == baseline else f"FU{i}", (d - start).days if start else None)
-                        for i, d in enumerate(days, start=0 if baseline else 1))
+        columns = tuple(
+            Column(d, "Baseline" if d == baseline else f"FU{i}", (d - start).days if start else None)
+            for i, d in enumerate(days, start=0 if baseline else 1)
+        )
         series, untracked = spider_series(result, baseline)
         if baseline is None:
             spider = plots.spider_plot((), reference_date=dt.date.today(), reference_label="baseline")
         else:
-            reference, label = (start, f"therapy start (C1D1 {start})") if start else (baseline, f"baseline ({baseline})")
-            spider = plots.spider_plot(series, reference_date=reference, reference_label=label,
-                                       lines=reference_lines(SPIDER_CRITERION))
+            reference, label = (
+                (start, f"therapy start (C1D1 {start})") if start else (baseline, f"baseline ({baseline})")
+            )
+            spider = plots.spider_plot(
+                series, reference_date=reference, reference_label=label, lines=reference_lines(SPIDER_CRITERION)
+            )
         warnings = list(result.get("warnings") or [])
         for criterion in result.get("criteria") or []:
             name = codes.criterion_display(criterion["criterion"])
             warnings += [f"{name}: {w}" for w in criterion.get("warnings") or []]
             for tp in criterion.get("timepoints") or []:
                 warnings += [f"{name} {tp['scan_date']}: {w}" for w in tp.get("warnings") or []]
-        return cls(baseline, start, columns, lesion_rows(result, columns), criteria_rows(result, columns),
-                   Markup(spider), tuple(series), tuple(untracked), Markup(burden_svg(result)),
-                   kinetics_view(result.get("kinetics")), tuple(dict.fromkeys(warnings)), result.get("rulebase_version"))
+        return cls(
+            baseline,
+            start,
+            columns,
+            lesion_rows(result, columns),
+            criteria_rows(result, columns),
+            Markup(spider),
+            tuple(series),
+            tuple(untracked),
+            Markup(burden_svg(result)),
+            kinetics_view(result.get("kinetics")),
+            tuple(dict.fromkeys(warnings)),
+            result.get("rulebase_version"),
+        )
 
 
 def lesion_rows(result: Mapping[str, Any], columns: Sequence[Column]) -> tuple[Row, ...]:
@@ -349,8 +418,15 @@ def lesion_rows(result: Mapping[str, Any], columns: Sequence[Column]) -> tuple[R
             cell = cells.get(column.day.isoformat())
             status = (cell or {}).get("status") or "none"
             row_cells.append(Cell(lesion_cell_text(cell), css=f"lesion-{status}"))
-        rows.append(Row(str(lesion.get("lesion") or "?"), role, site_display(lesion.get("organ")), tuple(row_cells),
-                        {"role": lesion.get("role"), "identity": lesion.get("identity")}))
+        rows.append(
+            Row(
+                str(lesion.get("lesion") or "?"),
+                role,
+                site_display(lesion.get("organ")),
+                tuple(row_cells),
+                {"role": lesion.get("role"), "identity": lesion.get("identity")},
+            )
+        )
     return tuple(rows)
 
 
@@ -370,24 +446,44 @@ def criteria_rows(result: Mapping[str, Any], columns: Sequence[Column]) -> tuple
                 cells.append(Cell("—", "not-graded", ("after progression",) if after else ()))
                 continue
             unit = tp.get("sum_unit") or "mm"
-            lines = [f"{'SPD' if unit in ('mm2', 'mm²') else 'Sum'} {mm_text(tp.get('sum_mm'), unit)}",
-                     f"{percent_text(quality.as_fraction(tp.get('percent_from_baseline')))} from baseline",
-                     f"{percent_text(quality.as_fraction(tp.get('percent_from_nadir')))} from nadir"]
+            lines = [
+                f"{'SPD' if unit in ('mm2', 'mm²') else 'Sum'} {mm_text(tp.get('sum_mm'), unit)}",
+                f"{percent_text(quality.as_fraction(tp.get('percent_from_baseline')))} from baseline",
+                f"{percent_text(quality.as_fraction(tp.get('percent_from_nadir')))} from nadir",
+            ]
             if tp.get("confirmed") is not None:
                 lines.append("confirmed" if tp["confirmed"] else "unconfirmed")
             window = (tp.get("extra") or {}).get("confirmation_window")
             if isinstance(window, Mapping) and tp.get("category") in codes.UNCONFIRMED_PROGRESSION_CATEGORIES:
                 lines.append(f"confirm {window.get('start')} to {window.get('end')}")
-            cells.append(Cell(tp["category"], quality.response_class(tp["category"], tp.get("confirmed")),
-                              tuple(lines), tuple(tp.get("trace") or ())))
+            cells.append(
+                Cell(
+                    tp["category"],
+                    quality.response_class(tp["category"], tp.get("confirmed")),
+                    tuple(lines),
+                    tuple(tp.get("trace") or ()),
+                )
+            )
         best = criterion.get("best_response") or {}
         confirmed = criterion.get("best_response_confirmed") or {}
-        rows.append(Row(criterion["criterion"], criterion.get("version") or "", "", tuple(cells), {
-            "best": best.get("category"), "best_because": best.get("because"),
-            "best_class": quality.response_class(best.get("category")),
-            "confirmed": confirmed.get("category"), "confirmed_because": confirmed.get("because"),
-            "progression_date": criterion.get("progression_date"), "provisional": criterion.get("provisional"),
-            "source": criterion.get("source")}))
+        rows.append(
+            Row(
+                criterion["criterion"],
+                criterion.get("version") or "",
+                "",
+                tuple(cells),
+                {
+                    "best": best.get("category"),
+                    "best_because": best.get("because"),
+                    "best_class": quality.response_class(best.get("category")),
+                    "confirmed": confirmed.get("category"),
+                    "confirmed_because": confirmed.get("because"),
+                    "progression_date": criterion.get("progression_date"),
+                    "provisional": criterion.get("provisional"),
+                    "source": criterion.get("source"),
+                },
+            )
+        )
     return tuple(rows)
 
 
@@ -436,8 +532,10 @@ def reference_lines(criterion: str) -> tuple[tuple[float, str], ...]:
     except KeyError:
         return ()
     lines = []
-    for name, label, note in (("partial_response_fraction_of_baseline", "PR", ""),
-                              ("progression_fraction_of_nadir", "PD", " (from nadir)")):
+    for name, label, note in (
+        ("partial_response_fraction_of_baseline", "PR", ""),
+        ("progression_fraction_of_nadir", "PD", " (from nadir)"),
+    ):
         try:
             value = float((ruleset.threshold(name).value - 1) * 100)
         except RuleFileError:
@@ -447,8 +545,11 @@ def reference_lines(criterion: str) -> tuple[tuple[float, str], ...]:
 
 
 def _burden_points(criterion: Mapping[str, Any]) -> list[tuple[dt.date, float]]:
-    return [(quality.as_date(tp["scan_date"]), float(quality.as_fraction(tp["sum_mm"])))
-            for tp in criterion.get("timepoints") or [] if quality.as_fraction(tp.get("sum_mm")) is not None]
+    return [
+        (quality.as_date(tp["scan_date"]), float(quality.as_fraction(tp["sum_mm"])))
+        for tp in criterion.get("timepoints") or []
+        if quality.as_fraction(tp.get("sum_mm")) is not None
+    ]
 
 
 def burden_svg(result: Mapping[str, Any]) -> str:
@@ -461,8 +562,14 @@ def burden_svg(result: Mapping[str, Any]) -> str:
     points: list[tuple[dt.date, float]] = []
     if primary is not None and baseline is not None:
         tps = primary.get("timepoints") or []
-        first_baseline = next((quality.as_fraction(tp.get("baseline_sum")) for tp in tps
-                               if quality.as_fraction(tp.get("baseline_sum")) is not None), None)
+        first_baseline = next(
+            (
+                quality.as_fraction(tp.get("baseline_sum"))
+                for tp in tps
+                if quality.as_fraction(tp.get("baseline_sum")) is not None
+            ),
+            None,
+        )
         points = ([(baseline, float(first_baseline))] if first_baseline is not None else []) + _burden_points(primary)
         series.append(plots.CurveSeries("Sum of diameters, target lesions", tuple(points)))
     burden = by_name.get("irRECIST")
@@ -470,11 +577,15 @@ def burden_svg(result: Mapping[str, Any]) -> str:
         other = _burden_points(burden)
         mine = dict(points)
         if any(mine.get(day) != value for day, value in other):
-            series.append(plots.CurveSeries("irRECIST tumour burden (with new measurable lesions)",
-                                            tuple(points[:1] + other), primary=False))
+            series.append(
+                plots.CurveSeries(
+                    "irRECIST tumour burden (with new measurable lesions)", tuple(points[:1] + other), primary=False
+                )
+            )
     slopes, extra = growth_slopes(result.get("kinetics") or {}, dict(points))
-    return plots.burden_curve(series, therapy_start=quality.as_date(result.get("treatment_start")), slopes=slopes,
-                              extra_points=extra)
+    return plots.burden_curve(
+        series, therapy_start=quality.as_date(result.get("treatment_start")), slopes=slopes, extra_points=extra
+    )
 
 
 def growth_slopes(kinetics: Mapping[str, Any], sums: Mapping[dt.date, float]) -> tuple[list[plots.Slope], list]:
@@ -492,11 +603,23 @@ def growth_slopes(kinetics: Mapping[str, Any], sums: Mapping[dt.date, float]) ->
     if e0 is not None and kinetics.get("tgk_reference") is not None:
         s0 = round(s1 - kinetics["tgk_reference"] * (e1 - e0).days / FERTE_MONTH_DAYS, 1)
         extra.append((e0, s0, f"E0 {e0.isoformat()} (pre-baseline scan): sum {s0:g} mm"))
-        slopes.append(plots.Slope("pre-treatment", (e0, s0), (e1, s1),
-                                  f"Before treatment (E0→E1): TGR {rate_text(kinetics.get('tgr_reference'), '%/month')}"))
+        slopes.append(
+            plots.Slope(
+                "pre-treatment",
+                (e0, s0),
+                (e1, s1),
+                f"Before treatment (E0→E1): TGR {rate_text(kinetics.get('tgr_reference'), '%/month')}",
+            )
+        )
     if e2 is not None and e2 in sums:
-        slopes.append(plots.Slope("on-treatment", (e1, s1), (e2, sums[e2]),
-                                  f"On treatment (E1→E2): TGR {rate_text(kinetics.get('tgr_experimental'), '%/month')}"))
+        slopes.append(
+            plots.Slope(
+                "on-treatment",
+                (e1, s1),
+                (e2, sums[e2]),
+                f"On treatment (E1→E2): TGR {rate_text(kinetics.get('tgr_experimental'), '%/month')}",
+            )
+        )
     return slopes, extra
 
 
@@ -508,43 +631,80 @@ def kinetics_view(kinetics: Mapping[str, Any] | None) -> KineticsView | None:
         return "not evaluable" if value is None else f"{value:.2f}"
 
     rows = (
-        ("Tumour growth rate (TGR)", rate_text(kinetics.get("tgr_reference"), "%/month"),
-         rate_text(kinetics.get("tgr_experimental"), "%/month"),
-         f"ratio {plain(kinetics.get('tgr_ratio'))}; difference {rate_text(kinetics.get('tgr_difference'), '%/month')}"),
-        ("Tumour growth kinetics (TGK)", rate_text(kinetics.get("tgk_reference"), "mm/month"),
-         rate_text(kinetics.get("tgk_experimental"), "mm/month"), f"ratio {plain(kinetics.get('tgk_ratio'))}"),
+        (
+            "Tumour growth rate (TGR)",
+            rate_text(kinetics.get("tgr_reference"), "%/month"),
+            rate_text(kinetics.get("tgr_experimental"), "%/month"),
+            f"ratio {plain(kinetics.get('tgr_ratio'))}; difference {rate_text(kinetics.get('tgr_difference'), '%/month')}",
+        ),
+        (
+            "Tumour growth kinetics (TGK)",
+            rate_text(kinetics.get("tgk_reference"), "mm/month"),
+            rate_text(kinetics.get("tgk_experimental"), "mm/month"),
+            f"ratio {plain(kinetics.get('tgk_ratio'))}",
+        ),
     )
-    definitions = tuple((d["code"], codes.definition_display(d["code"]), d["status"],
-                         d.get("reason", "") + (" (borderline)" if d.get("borderline") else ""))
-                        for d in kinetics.get("definitions") or [])
+    definitions = tuple(
+        (
+            d["code"],
+            codes.definition_display(d["code"]),
+            d["status"],
+            d.get("reason", "") + (" (borderline)" if d.get("borderline") else ""),
+        )
+        for d in kinetics.get("definitions") or []
+    )
     notes = tuple(kinetics.get("notes") or ()) + tuple(f"flag {f}" for f in kinetics.get("flags") or ())
-    return KineticsView(kinetics.get("e0_date"), kinetics.get("e1_date"), kinetics.get("e2_date"), rows, definitions,
-                        notes)
+    return KineticsView(
+        kinetics.get("e0_date"), kinetics.get("e1_date"), kinetics.get("e2_date"), rows, definitions, notes
+    )
 
 
 def _alert_row(alert: Alert) -> dict[str, Any]:
-    return {"code": alert.code, "key": alert.key, "status": alert.status, "severity": alert.severity,
-            "indicator": codes.alert_indicator(alert.code, alert.severity), "scan_date": alert.scan_date,
-            "first_raised": alert.first_raised, "summary": alert.summary,
-            "detail": [line for line in (alert.detail or "").splitlines() if line.strip()],
-            "rule": alert.rule, "source": alert.source, "identifier": alert.identifier,
-            "window_end": (alert.finding or {}).get("window_end")}
+    return {
+        "code": alert.code,
+        "key": alert.key,
+        "status": alert.status,
+        "severity": alert.severity,
+        "indicator": codes.alert_indicator(alert.code, alert.severity),
+        "scan_date": alert.scan_date,
+        "first_raised": alert.first_raised,
+        "summary": alert.summary,
+        "detail": [line for line in (alert.detail or "").splitlines() if line.strip()],
+        "rule": alert.rule,
+        "source": alert.source,
+        "identifier": alert.identifier,
+        "window_end": (alert.finding or {}).get("window_end"),
+    }
 
 
 def _report_rows(session, patient_id: str) -> list[dict[str, Any]]:
     reports = list(session.scalars(select(Report).where(Report.patient_id == patient_id).order_by(Report.scan_date)))
     latest_delivery: dict[int, OutboxMessage] = {}
-    for message in session.scalars(select(OutboxMessage).where(OutboxMessage.patient_id == patient_id)
-                                   .order_by(OutboxMessage.id)):
+    for message in session.scalars(
+        select(OutboxMessage).where(OutboxMessage.patient_id == patient_id).order_by(OutboxMessage.id)
+    ):
         if message.report_id is not None:
             latest_delivery[message.report_id] = message
     rows = []
     for r in reports:
         message = latest_delivery.get(r.id)
-        rows.append({"fhir_id": r.fhir_id, "scan_date": r.scan_date, "version": r.version, "status": r.status,
-                     "delivery": None if message is None else {
-                         "status": message.status, "attempts": message.attempts, "version": message.report_version,
-                         "delivered_at": message.delivered_at, "last_error": message.last_error}})
+        rows.append(
+            {
+                "fhir_id": r.fhir_id,
+                "scan_date": r.scan_date,
+                "version": r.version,
+                "status": r.status,
+                "delivery": None
+                if message is None
+                else {
+                    "status": message.status,
+                    "attempts": message.attempts,
+                    "version": message.report_version,
+                    "delivered_at": message.delivered_at,
+                    "last_error": message.last_error,
+                },
+            }
+        )
     return rows
 
 
@@ -565,10 +725,18 @@ def version_history(versions: Sequence[Assessment]) -> list[VersionRow]:
     rows = []
     previous: Assessment | None = None
     for a in versions:
-        rows.append(VersionRow(a.version, a.created_at, a.trigger, a.rulebase_version, a.inputs_hash,
-                               None if previous is None else previous.inputs_hash != a.inputs_hash,
-                               None if previous is None else previous.rulebase_version != a.rulebase_version,
-                               tuple(change_text(c) for c in a.changes or [])))
+        rows.append(
+            VersionRow(
+                a.version,
+                a.created_at,
+                a.trigger,
+                a.rulebase_version,
+                a.inputs_hash,
+                None if previous is None else previous.inputs_hash != a.inputs_hash,
+                None if previous is None else previous.rulebase_version != a.rulebase_version,
+                tuple(change_text(c) for c in a.changes or []),
+            )
+        )
         previous = a
     return list(reversed(rows))
 
@@ -591,27 +759,58 @@ def dashboard_context(cohort: quality.Cohort, args: Mapping[str, str]) -> dict[s
     names = quality.criteria_names(cohort)
     panels = []
     for criterion, entries in quality.waterfall(cohort).items():
-        bars = [plots.WaterfallBar(e.label, float(e.percent), e.category,
-                                   quality.response_class(e.category, e.confirmed),
-                                   url_for("ui.patient_page", patient_id=e.patient_id)) for e in entries]
-        panels.append({"criterion": criterion, "svg": Markup(plots.waterfall(
-            bars, criterion=criterion, criterion_name=codes.criterion_display(criterion),
-            lines=reference_lines(criterion))),
-            "entries": entries})
+        bars = [
+            plots.WaterfallBar(
+                e.label,
+                float(e.percent),
+                e.category,
+                quality.response_class(e.category, e.confirmed),
+                url_for("ui.patient_page", patient_id=e.patient_id),
+            )
+            for e in entries
+        ]
+        panels.append(
+            {
+                "criterion": criterion,
+                "svg": Markup(
+                    plots.waterfall(
+                        bars,
+                        criterion=criterion,
+                        criterion_name=codes.criterion_display(criterion),
+                        lines=reference_lines(criterion),
+                    )
+                ),
+                "entries": entries,
+            }
+        )
     pair_a = args.get("a") if args.get("a") in names else (SPIDER_CRITERION if SPIDER_CRITERION in names else None)
     pair_b = args.get("b") if args.get("b") in names else ("iRECIST" if "iRECIST" in names else None)
     crosstab = quality.category_crosstab(cohort, pair_a, pair_b) if pair_a and pair_b and pair_a != pair_b else None
     incidence = quality.hyperprogression_incidence(cohort)
     # The chart names each definition by author and year; the table below it gives the full definition.
-    incidence_svg = plots.incidence_bars([plots.IncidenceRow(i.code, short_definition_name(i.label), len(i.met),
-                                                             i.evaluable, i.not_evaluable) for i in incidence])
+    incidence_svg = plots.incidence_bars(
+        [
+            plots.IncidenceRow(i.code, short_definition_name(i.label), len(i.met), i.evaluable, i.not_evaluable)
+            for i in incidence
+        ]
+    )
     filters = cohort.filters
     return dict(
-        cohort=cohort, filters=filters, filter_args=filters.as_args(), criteria=names, panels=panels,
-        discordance=quality.discordance(cohort), crosstab=crosstab, pair=(pair_a, pair_b),
-        incidence=incidence, incidence_svg=Markup(incidence_svg), irae=quality.irae_alerts(cohort),
-        turnaround=quality.turnaround(cohort), failures=quality.delivery_failures(cohort),
-        response_class=quality.response_class, error_summary=quality.error_summary,
+        cohort=cohort,
+        filters=filters,
+        filter_args=filters.as_args(),
+        criteria=names,
+        panels=panels,
+        discordance=quality.discordance(cohort),
+        crosstab=crosstab,
+        pair=(pair_a, pair_b),
+        incidence=incidence,
+        incidence_svg=Markup(incidence_svg),
+        irae=quality.irae_alerts(cohort),
+        turnaround=quality.turnaround(cohort),
+        failures=quality.delivery_failures(cohort),
+        response_class=quality.response_class,
+        error_summary=quality.error_summary,
         export_url=url_for("ui.quality_export", **filters.as_args()),
     )
 
@@ -660,4 +859,3 @@ def sanitise_fragment(fragment: str) -> str:
     parser.feed(fragment)
     parser.close()
     return "".join(parser.out) + "".join(f"</{t}>" for t in reversed(parser.open))
-

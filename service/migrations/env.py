@@ -20,8 +20,11 @@ def run_migrations_online() -> None:
             connection.execute(text("SELECT pg_advisory_lock(7356001)"))
             connection.commit()
         try:
-            context.configure(connection=connection, target_metadata=target_metadata,
-                              render_as_batch=connection.dialect.name == "sqlite")
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=connection.dialect.name == "sqlite",
+            )
             with context.begin_transaction():
                 context.run_migrations()
         finally:

@@ -17,13 +17,17 @@ from service.models import Instance, Measurement
 from service.worker import Worker
 from tests.support.dcmtk import echoscu, storescu
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "ohif-dcmjs"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"
 
 
 @pytest.fixture
 def listener(settings, db):
-    config = ListenerConfig(ae_title=settings.ae_title, host="127.0.0.1", port=settings.dicom_port,
-                            allowed_calling_aets=("STORESCU", "PYNETDICOM"))
+    config = ListenerConfig(
+        ae_title=settings.ae_title,
+        host="127.0.0.1",
+        port=settings.dicom_port,
+        allowed_calling_aets=("STORESCU", "PYNETDICOM"),
+    )
     server = start_listener(config, DicomIngest(db, settings))
     yield config
     server.shutdown()
@@ -61,11 +65,24 @@ def test_echo_and_ae_title_checks(listener):
 
 
 def test_resent_instance_is_accepted_and_changes_nothing(listener, db, tmp_path):
-    image = build_ct_image(patient_id="MRN-DUP", patient_name="DUP^TEST", study_instance_uid="1.2.826.0.1.3680043.10.511.7.1",
-                           study_date=dt.date(2024, 1, 8))
-    report = build_measurement_report(evidence=[image], lesions=[LesionSpec(tracking_uid="1.2.826.0.1.3680043.10.511.7.2",
-                                                                            label="T1", long_axis_mm=30.0, short_axis_mm=20.0,
-                                                                            baseline_category="target")])
+    image = build_ct_image(
+        patient_id="MRN-DUP",
+        patient_name="DUP^TEST",
+        study_instance_uid="1.2.826.0.1.3680043.10.511.7.1",
+        study_date=dt.date(2024, 1, 8),
+    )
+    report = build_measurement_report(
+        evidence=[image],
+        lesions=[
+            LesionSpec(
+                tracking_uid="1.2.826.0.1.3680043.10.511.7.2",
+                label="T1",
+                long_axis_mm=30.0,
+                short_axis_mm=20.0,
+                baseline_category="target",
+            )
+        ],
+    )
     files = [save(image, tmp_path, "ct.dcm"), save(report, tmp_path, "sr.dcm")]
     assert storescu("127.0.0.1", listener.port, files).returncode == 0
     before = (count(db, Instance), count(db, Measurement))
@@ -83,15 +100,21 @@ def test_storage_unavailable_answers_a700(settings_factory, tmp_path):
     config = ListenerConfig(ae_title="IMMUNORAD", host="127.0.0.1", port=settings.dicom_port)
     server = start_listener(config, DicomIngest(down, settings))
     try:
-        image = build_ct_image(patient_id="MRN-DOWN", patient_name="DOWN^TEST", study_instance_uid="1.2.826.0.1.3680043.10.511.7.3",
-                               study_date=dt.date(2024, 1, 8))
+        image = build_ct_image(
+            patient_id="MRN-DOWN",
+            patient_name="DOWN^TEST",
+            study_instance_uid="1.2.826.0.1.3680043.10.511.7.3",
+            study_date=dt.date(2024, 1, 8),
+        )
         status = pynetdicom_store(settings.dicom_port, image)
         assert status.Status == 0xA700
     finally:
         server.shutdown()
 
 
-def test_a_store_that_waits_too_long_for_a_lock_answers_a700_in_time_and_succeeds_when_resent(backend, settings_factory, caplog):
+def test_a_store_that_waits_too_long_for_a_lock_answers_a700_in_time_and_succeeds_when_resent(
+    backend, settings_factory, caplog
+):
     if backend != "postgresql":
         pytest.skip("PostgreSQL lock_timeout; SQLite serialises writers with its busy timeout instead")
     import time
@@ -104,10 +127,12 @@ def test_a_store_that_waits_too_long_for_a_lock_answers_a700_in_time_and_succeed
     config = ListenerConfig(ae_title="IMMUNORAD", host="127.0.0.1", port=settings.dicom_port)
     server = start_listener(config, DicomIngest(db, settings))
     study_uid = "1.2.826.0.1.3680043.10.511.7.9"
-    first = build_ct_image(patient_id="MRN-LOCK", patient_name="LOCK^TEST", study_instance_uid=study_uid,
-                           study_date=dt.date(2024, 1, 8))
-    second = build_ct_image(patient_id="MRN-LOCK", patient_name="LOCK^TEST", study_instance_uid=study_uid,
-                            study_date=dt.date(2024, 1, 8))
+    first = build_ct_image(
+        patient_id="MRN-LOCK", patient_name="LOCK^TEST", study_instance_uid=study_uid, study_date=dt.date(2024, 1, 8)
+    )
+    second = build_ct_image(
+        patient_id="MRN-LOCK", patient_name="LOCK^TEST", study_instance_uid=study_uid, study_date=dt.date(2024, 1, 8)
+    )
     try:
         assert pynetdicom_store(settings.dicom_port, first).Status == 0x0000
         # Another transaction holds the study's row (as a long one might): every instance of the study updates it.
@@ -128,10 +153,16 @@ def test_a_store_that_waits_too_long_for_a_lock_answers_a700_in_time_and_succeed
 
 
 def test_unreadable_report_gets_c000_range_with_a_comment(listener, db):
-    image = build_ct_image(patient_id="MRN-BADSR", patient_name="BAD^SR", study_instance_uid="1.2.826.0.1.3680043.10.511.7.4",
-                           study_date=dt.date(2024, 1, 8))
-    report = build_measurement_report(evidence=[image], lesions=[LesionSpec(tracking_uid="1.2.826.0.1.3680043.10.511.7.5",
-                                                                            label="T1", long_axis_mm=30.0)])
+    image = build_ct_image(
+        patient_id="MRN-BADSR",
+        patient_name="BAD^SR",
+        study_instance_uid="1.2.826.0.1.3680043.10.511.7.4",
+        study_date=dt.date(2024, 1, 8),
+    )
+    report = build_measurement_report(
+        evidence=[image],
+        lesions=[LesionSpec(tracking_uid="1.2.826.0.1.3680043.10.511.7.5", label="T1", long_axis_mm=30.0)],
+    )
     report.ContentSequence[0].ValueType = "NOTATYPE"  # the content tree no longer parses
     status = pynetdicom_store(listener.port, report)
     assert 0xC000 <= status.Status <= 0xCFFF
@@ -143,7 +174,7 @@ def test_unreadable_report_gets_c000_range_with_a_comment(listener, db):
 
 @pytest.mark.parametrize("flavour", ["dcmjs-adapter", "cornerstone-adapters"])
 def test_ohif_reports_match_lesions_by_label_and_give_pr_at_minus_30(flavour, listener, settings, db):
-    """Real OHIF output (../shared/fixtures/ohif-dcmjs): images first, then the two reports.
+    """Real OHIF output (tests/fixtures/ohif-dcmjs): images first, then the two reports.
 
     Flavour A (dcmjs) has no patient in the SR header and lengths labelled px: the patient comes from the
     images and the lengths are recomputed from Pixel Spacing. Lesions are matched by label (the Tracking UIDs

@@ -30,12 +30,24 @@ from rules.facts import to_mm, to_suv
 STUDY_UID = "2.25.111111111111111111111111111111111111"
 STUDY_DATE = dt.date(2024, 1, 8)
 CT = build_ct_image(
-    patient_id="IMM-001", patient_name="Test^Patient", study_instance_uid=STUDY_UID, study_date=STUDY_DATE,
-    accession_number="ACC0001", birth_date=dt.date(1960, 1, 1), sex="F", pixel_spacing_mm=0.8,
+    patient_id="IMM-001",
+    patient_name="Test^Patient",
+    study_instance_uid=STUDY_UID,
+    study_date=STUDY_DATE,
+    accession_number="ACC0001",
+    birth_date=dt.date(1960, 1, 1),
+    sex="F",
+    pixel_spacing_mm=0.8,
 )
 PET = build_pet_image(
-    patient_id="IMM-001", patient_name="Test^Patient", study_instance_uid=STUDY_UID, study_date=STUDY_DATE,
-    accession_number="ACC0001", birth_date=dt.date(1960, 1, 1), sex="F", patient_weight_kg=82.5,
+    patient_id="IMM-001",
+    patient_name="Test^Patient",
+    study_instance_uid=STUDY_UID,
+    study_date=STUDY_DATE,
+    accession_number="ACC0001",
+    birth_date=dt.date(1960, 1, 1),
+    sex="F",
+    patient_weight_kg=82.5,
 )
 
 
@@ -86,8 +98,9 @@ def test_pet_image_carries_what_suv_needs():
 
 def test_image_arguments_are_checked():
     with pytest.raises(ValueError, match='"pixel_spacing_mm"'):
-        build_ct_image(patient_id="X", patient_name="X", study_instance_uid=STUDY_UID, study_date=STUDY_DATE,
-                       pixel_spacing_mm=0)
+        build_ct_image(
+            patient_id="X", patient_name="X", study_instance_uid=STUDY_UID, study_date=STUDY_DATE, pixel_spacing_mm=0
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,8 +126,9 @@ def test_report_takes_patient_and_study_from_the_evidence_and_declares_99immrad(
     ],
 )
 def test_all_three_sr_classes_are_read(document_class, sop_class_uid):
-    report = roundtrip([LesionSpec(tracking_uid="2.25.1", long_axis_mm=36.1, short_axis_mm=21.0)],
-                       document_class=document_class)
+    report = roundtrip(
+        [LesionSpec(tracking_uid="2.25.1", long_axis_mm=36.1, short_axis_mm=21.0)], document_class=document_class
+    )
     assert report.sop_class_uid == sop_class_uid
     assert (report.groups[0].long_axis_mm, report.groups[0].short_axis_mm) == (Decimal("36.1"), Decimal("21.0"))
 
@@ -124,13 +138,27 @@ def test_all_three_sr_classes_are_read(document_class, sop_class_uid):
 
 
 def test_targets_and_nodes():
-    report = roundtrip([
-        LesionSpec(tracking_uid="2.25.10", label="T1 liver", site=codes.SCT.Liver, long_axis_mm=36.1,
-                   short_axis_mm=21.0, baseline_category="target"),
-        LesionSpec(tracking_uid="2.25.11", label="N1", nodal=True, long_axis_mm=25.0, short_axis_mm=15.2,
-                   baseline_category="target"),
-        LesionSpec(tracking_uid="2.25.12", label="T2", diameter_mm=18.44, baseline_category="target"),
-    ])
+    report = roundtrip(
+        [
+            LesionSpec(
+                tracking_uid="2.25.10",
+                label="T1 liver",
+                site=codes.SCT.Liver,
+                long_axis_mm=36.1,
+                short_axis_mm=21.0,
+                baseline_category="target",
+            ),
+            LesionSpec(
+                tracking_uid="2.25.11",
+                label="N1",
+                nodal=True,
+                long_axis_mm=25.0,
+                short_axis_mm=15.2,
+                baseline_category="target",
+            ),
+            LesionSpec(tracking_uid="2.25.12", label="T2", diameter_mm=18.44, baseline_category="target"),
+        ]
+    )
     groups = by_uid(report)
     t1, n1, t2 = groups["2.25.10"], groups["2.25.11"], groups["2.25.12"]
     assert (t1.identity_key, t1.identity_source, t1.label) == ("2.25.10", "tracking-uid", "T1 liver")
@@ -145,11 +173,13 @@ def test_targets_and_nodes():
 
 def test_nodal_flag_is_kept_when_the_site_is_not_lymph_node():
     mediastinal = codes.SCT.MediastinalLymphNode  # 62683002: a node, but not the code 59441001
-    report = roundtrip([
-        LesionSpec(tracking_uid="2.25.20", site=mediastinal, nodal=True, short_axis_mm=12.0),
-        LesionSpec(tracking_uid="2.25.21", site=mediastinal, nodal=False, short_axis_mm=12.0),
-        LesionSpec(tracking_uid="2.25.22", site=codes.SCT.LymphNode, long_axis_mm=9.0),
-    ])
+    report = roundtrip(
+        [
+            LesionSpec(tracking_uid="2.25.20", site=mediastinal, nodal=True, short_axis_mm=12.0),
+            LesionSpec(tracking_uid="2.25.21", site=mediastinal, nodal=False, short_axis_mm=12.0),
+            LesionSpec(tracking_uid="2.25.22", site=codes.SCT.LymphNode, long_axis_mm=9.0),
+        ]
+    )
     groups = by_uid(report)
     assert groups["2.25.20"].nodal is True and groups["2.25.20"].finding_sites[0].value == "62683002"
     assert groups["2.25.21"].nodal is False  # the parser does not read anatomy from code meanings
@@ -158,7 +188,9 @@ def test_nodal_flag_is_kept_when_the_site_is_not_lymph_node():
 
 def test_decimal_values_are_accepted():
     # rules.facts holds Decimal millimetres; highdicom's NUM takes floats only.
-    group = roundtrip([LesionSpec(tracking_uid="2.25.25", long_axis_mm=Decimal("31.7"), sul_peak=Decimal("4.25"))]).groups[0]
+    group = roundtrip(
+        [LesionSpec(tracking_uid="2.25.25", long_axis_mm=Decimal("31.7"), sul_peak=Decimal("4.25"))]
+    ).groups[0]
     assert (group.long_axis_mm, group.sul_peak) == (Decimal("31.7"), Decimal("4.25"))
 
 
@@ -172,19 +204,29 @@ def test_unlabelled_lesion_gets_a_generated_tracking_identifier():
     [("absent", "112045"), ("present", "112046"), ("unequivocal-progression", "112047")],
 )
 def test_non_target_current_response(status, code_value):
-    sr = on_the_wire(build_measurement_report(
-        evidence=[CT],
-        lesions=[LesionSpec(tracking_uid="2.25.40", label="NT1", baseline_category="non-target",
-                            nontarget_status=status)],
-    ))
+    sr = on_the_wire(
+        build_measurement_report(
+            evidence=[CT],
+            lesions=[
+                LesionSpec(tracking_uid="2.25.40", label="NT1", baseline_category="non-target", nontarget_status=status)
+            ],
+        )
+    )
     group = parse_measurement_report(sr).groups[0]
     assert (group.baseline_category, group.nontarget_status) == ("non-target", status)
     # A lesion with no measurement is a valid TID 1501 group with no sizes and nothing rejected.
     assert (group.long_axis_mm, group.short_axis_mm, group.disappeared, group.rejected_reason) == (
-        None, None, False, None)
+        None,
+        None,
+        False,
+        None,
+    )
     assert group.referenced_sop_instance_uids == (CT.SOPInstanceUID,)
-    written = [i for i in sr.ContentSequence[-1].ContentSequence[0].ContentSequence
-               if i.ConceptNameCodeSequence[0].CodeValue == "112048"]
+    written = [
+        i
+        for i in sr.ContentSequence[-1].ContentSequence[0].ContentSequence
+        if i.ConceptNameCodeSequence[0].CodeValue == "112048"
+    ]
     assert written[0].ConceptCodeSequence[0].CodeValue == code_value
 
 
@@ -195,11 +237,13 @@ def test_non_target_change_grades(change):
 
 
 def test_99immrad_booleans():
-    report = roundtrip([
-        LesionSpec(tracking_uid="2.25.60", injected=True, irradiated=False, equivocal=True, too_small=True),
-        LesionSpec(tracking_uid="2.25.61", injected=False, irradiated=True, equivocal=False, too_small=False),
-        LesionSpec(tracking_uid="2.25.62"),
-    ])
+    report = roundtrip(
+        [
+            LesionSpec(tracking_uid="2.25.60", injected=True, irradiated=False, equivocal=True, too_small=True),
+            LesionSpec(tracking_uid="2.25.61", injected=False, irradiated=True, equivocal=False, too_small=False),
+            LesionSpec(tracking_uid="2.25.62"),
+        ]
+    )
     yes, no, unset = (by_uid(report)[uid] for uid in ("2.25.60", "2.25.61", "2.25.62"))
     assert (yes.injected, yes.irradiated, yes.equivocal, yes.too_small) == (True, False, True, True)
     assert (no.injected, no.irradiated, no.equivocal, no.too_small) == (False, True, False, False)
@@ -207,11 +251,13 @@ def test_99immrad_booleans():
 
 
 def test_too_small_and_absent():
-    report = roundtrip([
-        LesionSpec(tracking_uid="2.25.70", too_small=True, baseline_category="target"),
-        LesionSpec(tracking_uid="2.25.71", long_axis_mm=0.0, short_axis_mm=0.0),
-        LesionSpec(tracking_uid="2.25.72", long_axis_mm=0.0, short_axis_mm=4.0),
-    ])
+    report = roundtrip(
+        [
+            LesionSpec(tracking_uid="2.25.70", too_small=True, baseline_category="target"),
+            LesionSpec(tracking_uid="2.25.71", long_axis_mm=0.0, short_axis_mm=0.0),
+            LesionSpec(tracking_uid="2.25.72", long_axis_mm=0.0, short_axis_mm=4.0),
+        ]
+    )
     small, gone, shrunk = (by_uid(report)[uid] for uid in ("2.25.70", "2.25.71", "2.25.72"))
     assert (small.too_small, small.disappeared, small.long_axis_mm) == (True, False, None)
     assert (gone.disappeared, gone.long_axis_mm, gone.short_axis_mm) == (True, Decimal("0.0"), Decimal("0.0"))
@@ -231,10 +277,17 @@ def test_lymph_node_finding_makes_the_lesion_nodal():
 
 
 def test_legacy_srt_finding_site_concept_and_values():
-    sr = on_the_wire(build_measurement_report(evidence=[CT], lesions=[
-        LesionSpec(tracking_uid="2.25.90", site=Code("T-62000", "SRT", "Liver"), long_axis_mm=20.0),
-        LesionSpec(tracking_uid="2.25.91", site=Code("T-C4000", "SRT", "Lymph node"), nodal=True, short_axis_mm=16.0),
-    ]))
+    sr = on_the_wire(
+        build_measurement_report(
+            evidence=[CT],
+            lesions=[
+                LesionSpec(tracking_uid="2.25.90", site=Code("T-62000", "SRT", "Liver"), long_axis_mm=20.0),
+                LesionSpec(
+                    tracking_uid="2.25.91", site=Code("T-C4000", "SRT", "Lymph node"), nodal=True, short_axis_mm=16.0
+                ),
+            ],
+        )
+    )
     # Rewrite every Finding Site concept name to the legacy (G-C0E3, SRT), as older producers write it.
     rewritten = 0
     for group in sr.ContentSequence[-1].ContentSequence:
@@ -256,11 +309,23 @@ def test_legacy_srt_finding_site_concept_and_values():
 
 @pytest.mark.parametrize(("legacy", "bw_unit"), [(False, "g/ml{SUVbw}"), (True, "{SUVbw}g/ml")])
 def test_pet_values_in_both_unit_spellings(legacy, bw_unit):
-    lesion = LesionSpec(tracking_uid="2.25.100", suv_max=12.34, suv_peak=9.8, sul_max=8.05, sul_peak=7.1,
-                        metabolic_volume_ml=14.2, tlg=98.0, legacy_suv_units=legacy, image_index=1)
+    lesion = LesionSpec(
+        tracking_uid="2.25.100",
+        suv_max=12.34,
+        suv_peak=9.8,
+        sul_max=8.05,
+        sul_peak=7.1,
+        metabolic_volume_ml=14.2,
+        tlg=98.0,
+        legacy_suv_units=legacy,
+        image_index=1,
+    )
     sr = on_the_wire(build_measurement_report(evidence=[CT, PET], lesions=[lesion]))
-    units = {i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
-             for i in sr.ContentSequence[-1].ContentSequence[0].ContentSequence if i.ValueType == "NUM"}
+    units = {
+        i.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue
+        for i in sr.ContentSequence[-1].ContentSequence[0].ContentSequence
+        if i.ValueType == "NUM"
+    }
     assert bw_unit in units
     group = parse_measurement_report(sr).groups[0]
     assert (group.suv_max, group.suv_peak) == (Decimal("12.34"), Decimal("9.80"))
@@ -277,8 +342,16 @@ def test_pet_values_in_both_unit_spellings(legacy, bw_unit):
 def test_reference_regions(region, unit):
     report = roundtrip(
         [LesionSpec(tracking_uid="2.25.110", sul_peak=5.5)],
-        [ReferenceRegionSpec(region=region, mean=2.13, sd=0.31, unit=unit, tracking_uid="2.25.111",
-                             legacy_suv_units=(region == "spleen"))],
+        [
+            ReferenceRegionSpec(
+                region=region,
+                mean=2.13,
+                sd=0.31,
+                unit=unit,
+                tracking_uid="2.25.111",
+                legacy_suv_units=(region == "spleen"),
+            )
+        ],
     )
     reference, lesion = by_uid(report)["2.25.111"], by_uid(report)["2.25.110"]
     assert reference.finding == Coded("126040", "DCM", "Background for Lesion to Background SUV Ratio")
@@ -399,8 +472,10 @@ lesion_specs = st.builds(
     LesionSpec,
     tracking_uid=st.integers(1, 10**30).map(lambda n: f"2.25.{n}"),
     # Not dcmjs's default "web annotation", which names no lesion.
-    label=st.none() | st.from_regex(r"[A-Za-z][A-Za-z0-9 ]{0,20}[A-Za-z0-9]", fullmatch=True).filter(
-        lambda text: text != "web annotation"),
+    label=st.none()
+    | st.from_regex(r"[A-Za-z][A-Za-z0-9 ]{0,20}[A-Za-z0-9]", fullmatch=True).filter(
+        lambda text: text != "web annotation"
+    ),
     site=st.sampled_from(SITES),
     nodal=st.booleans(),
     long_axis_mm=millimetres,
@@ -443,11 +518,18 @@ def test_random_lesion_specs_round_trip(specs):
         assert tuple((s.value, s.scheme) for s in group.finding_sites) == expected_sites
         assert group.nodal == (spec.nodal or (site is not None and site == codes.SCT.LymphNode))
         assert (group.baseline_category, group.nontarget_status, group.nontarget_change) == (
-            spec.baseline_category, spec.nontarget_status, spec.nontarget_change)
+            spec.baseline_category,
+            spec.nontarget_status,
+            spec.nontarget_change,
+        )
         assert (group.injected, group.irradiated) == (spec.injected, spec.irradiated)
         assert (group.equivocal, group.too_small) == (bool(spec.equivocal), bool(spec.too_small))
         assert (group.suv_max, group.suv_peak, group.sul_max, group.sul_peak) == (
-            to_suv(spec.suv_max), to_suv(spec.suv_peak), to_suv(spec.sul_max), to_suv(spec.sul_peak))
+            to_suv(spec.suv_max),
+            to_suv(spec.suv_peak),
+            to_suv(spec.sul_max),
+            to_suv(spec.sul_peak),
+        )
         assert (group.metabolic_volume_ml, group.tlg) == (to_suv(spec.metabolic_volume_ml), to_suv(spec.tlg))
         assert group.referenced_sop_instance_uids == ((CT, PET)[spec.image_index].SOPInstanceUID,)
         assert group.rejected_reason is None

@@ -1,4 +1,4 @@
-"""TID 1500 parsing against real OHIF/dcmjs output (``shared/fixtures/ohif-dcmjs``) and malformed input.
+"""TID 1500 parsing against real OHIF/dcmjs output (``tests/fixtures/ohif-dcmjs``) and malformed input.
 
 The fixtures' ground truth is in their README: three lesions, T1 liver 30/25 → 21/18 mm, T2 lung
 40/30 → 28/21 mm, N1 node 25/20 → 20/14 mm; RECIST sums 90 → 63 mm (exactly −30 %).
@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from dicom_listener.sr_model import Coded, ParsedReport, SRParseError
 from dicom_listener.sr_parser import parse_measurement_report, parse_measurement_report_file
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared/fixtures/ohif-dcmjs"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"
 LABELS = ("label:T1 liver", "label:T2 lung", "label:N1 node")
 
 
@@ -263,7 +263,9 @@ def test_length_units_are_converted_to_mm(unit, value, expected):
 
 def test_unknown_length_unit_rejects_the_group():
     ds = _read("baseline_cornerstone-adapters.dcm")
-    _item(_group_items(ds, 0), "103339001").MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue = "[in_i]"
+    _item(_group_items(ds, 0), "103339001").MeasuredValueSequence[0].MeasurementUnitsCodeSequence[
+        0
+    ].CodeValue = "[in_i]"
     group = parse_measurement_report(ds).groups[0]
     assert group.long_axis_mm is None
     assert group.rejected_reason == "Long Axis in unknown unit '[in_i]'"

@@ -26,13 +26,27 @@ def get(url: str, token: str):
 
 def test_serve_with_demo_cohort_then_reassess(db_url, tmp_path):
     http_port, dicom_port = free_port(), free_port()
-    env = dict(os.environ, IMMUNORAD_DATABASE_URL=db_url, IMMUNORAD_VAR_DIR=str(tmp_path / "var"),
-               IMMUNORAD_HTTP_PORT=str(http_port), IMMUNORAD_DICOM_PORT=str(dicom_port),
-               IMMUNORAD_STUDY_SETTLE_SECONDS="1", IMMUNORAD_WORKER_POLL_SECONDS="0.1", IMMUNORAD_API_TOKEN="",
-               IMMUNORAD_GUNICORN_WORKERS="1")
+    env = dict(
+        os.environ,
+        IMMUNORAD_DATABASE_URL=db_url,
+        IMMUNORAD_VAR_DIR=str(tmp_path / "var"),
+        IMMUNORAD_HTTP_PORT=str(http_port),
+        IMMUNORAD_DICOM_PORT=str(dicom_port),
+        IMMUNORAD_STUDY_SETTLE_SECONDS="1",
+        IMMUNORAD_WORKER_POLL_SECONDS="0.1",
+        IMMUNORAD_API_TOKEN="",
+        IMMUNORAD_GUNICORN_WORKERS="1",
+    )
     env.pop("IMMUNORAD_API_TOKEN")
-    serve = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--demo"], env=env, cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--demo"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     output = []
     try:
         deadline = time.monotonic() + 120
@@ -63,8 +77,14 @@ def test_serve_with_demo_cohort_then_reassess(db_url, tmp_path):
         codes = {code for _, code in alerts}
         assert {"pseudoprogression", "dissociated-response", "hyperprogression", "fast-progression"} <= codes
 
-        reassess = subprocess.run([sys.executable, "-m", "service.cli", "reassess", "--all"], env=env, cwd=REPO,
-                                  capture_output=True, text=True, timeout=120)
+        reassess = subprocess.run(
+            [sys.executable, "-m", "service.cli", "reassess", "--all"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert reassess.returncode == 0, reassess.stderr
         assert "reassessed 4 patient(s)" in reassess.stdout
         assert "0 new assessment version(s)" in reassess.stdout  # same inputs, same rule base: nothing changes

@@ -18,29 +18,61 @@ CRITERIA = ("RECIST-1.1", "iRECIST", "irRECIST", "irRC")
 
 EXPECTED = {
     # E1: SoD 90 → 63 (exactly −30 %: PR) → 58 → 61; SPD 2450 → 1246 (> 1225 = 50 %: irSD) → 1056 → 1144.
-    "E1": {"RECIST-1.1": ["PR", "PR", "PR"], "iRECIST": ["iPR", "iPR", "iPR"], "irRECIST": ["irPR", "irPR", "irPR"],
-           "irRC": ["irSD", "irPR", "irPR"]},
+    "E1": {
+        "RECIST-1.1": ["PR", "PR", "PR"],
+        "iRECIST": ["iPR", "iPR", "iPR"],
+        "irRECIST": ["irPR", "irPR", "irPR"],
+        "irRC": ["irSD", "irPR", "irPR"],
+    },
     # E3: 20 → 24 (+20 %, +4 mm: SD) → 25 (PD/iUPD) → 31 (+6 mm vs iUPD: iCPD); irRC 264 ≥ 250 → irPD-u at TP1.
-    "E3": {"RECIST-1.1": ["SD", "PD", None], "iRECIST": ["iSD", "iUPD", "iCPD"],
-           "irRECIST": ["irSD", "irPD-u", "irPD-c"], "irRC": ["irPD-u", "irPD-c", "irPD-c"]},
+    "E3": {
+        "RECIST-1.1": ["SD", "PD", None],
+        "iRECIST": ["iSD", "iUPD", "iCPD"],
+        "irRECIST": ["irSD", "irPD-u", "irPD-c"],
+        "irRC": ["irPD-u", "irPD-c", "irPD-c"],
+    },
     # E5: new measurable N1 at TP2 (NLT 12) → iUPD; NLT SOM 18 − 12 = 6 ≥ 5 → iCPD; irRC 1110 < 1237.5 at TP2.
-    "E5": {"RECIST-1.1": ["SD", "PD", None, None], "iRECIST": ["iSD", "iUPD", "iCPD", "iCPD"],
-           "irRECIST": ["irSD", "irPD-u", "irPD-c", "irPD-c"], "irRC": ["irSD", "irSD", "irPD-u", "irPD-c"]},
+    "E5": {
+        "RECIST-1.1": ["SD", "PD", None, None],
+        "iRECIST": ["iSD", "iUPD", "iCPD", "iCPD"],
+        "irRECIST": ["irSD", "irPD-u", "irPD-c", "irPD-c"],
+        "irRC": ["irSD", "irSD", "irPD-u", "irPD-c"],
+    },
     # E7: new 6×4 lesion while targets respond → RECIST PD, iUPD; SoD 52 → 40 (−12 mm ≥ 5) → iPR (reset).
-    "E7": {"RECIST-1.1": ["PD", None, None], "iRECIST": ["iUPD", "iPR", "iPR"], "irRECIST": ["irPR", "irPR", "irPR"],
-           "irRC": ["irPR", "irPR", "irPR"]},
+    "E7": {
+        "RECIST-1.1": ["PD", None, None],
+        "iRECIST": ["iUPD", "iPR", "iPR"],
+        "irRECIST": ["irPR", "irPR", "irPR"],
+        "irRC": ["irPR", "irPR", "irPR"],
+    },
     # E9: T3 not imaged at TP2 → NE (partial 41 < 72); TP3 72 = 1.2 × nadir 60 and +12 mm → PD.
-    "E9": {"RECIST-1.1": ["SD", "NE", "PD"], "iRECIST": ["iSD", "NE", "iUPD"], "irRECIST": ["irSD", "NE", "irPD-u"],
-           "irRC": ["irSD", "NE", "irPD-u"]},
+    "E9": {
+        "RECIST-1.1": ["SD", "NE", "PD"],
+        "iRECIST": ["iSD", "NE", "iUPD"],
+        "irRECIST": ["irSD", "NE", "irPD-u"],
+        "irRC": ["irSD", "NE", "irPD-u"],
+    },
     # E11: TSTM → 5 mm + measured 3 → 8 (−70.37 %: PR); then both absent → CR.
-    "E11": {"RECIST-1.1": ["PR", "CR", "CR"], "iRECIST": ["iPR", "iCR", "iCR"], "irRECIST": ["irPR", "irCR", "irCR"],
-            "irRC": ["irPR", "irCR", "irCR"]},
+    "E11": {
+        "RECIST-1.1": ["PR", "CR", "CR"],
+        "iRECIST": ["iPR", "iCR", "iCR"],
+        "irRECIST": ["irPR", "irCR", "irCR"],
+        "irRC": ["irPR", "irCR", "irCR"],
+    },
     # E13: new 8×6 lesion → NLNT (iUPD), invisible to irRECIST, 48 mm² to irRC; reader INCLA → iCPD.
-    "E13": {"RECIST-1.1": ["SD", "PD", None], "iRECIST": ["iSD", "iUPD", "iCPD"], "irRECIST": ["irSD", "irSD", "irSD"],
-            "irRC": ["irSD", "irSD", "irSD"]},
+    "E13": {
+        "RECIST-1.1": ["SD", "PD", None],
+        "iRECIST": ["iSD", "iUPD", "iCPD"],
+        "irRECIST": ["irSD", "irSD", "irSD"],
+        "irRC": ["irSD", "irSD", "irSD"],
+    },
     # E15: 100 → 70 → 70 → 80 (sticky PR); SPD 2688 ≥ 2572.5 = 1.25 × 2058 → irPD-u, confirmed 56 days later.
-    "E15": {"RECIST-1.1": ["PR"] * 5, "iRECIST": ["iPR"] * 5, "irRECIST": ["irPR", "irPR", "irSD", "irSD", "irSD"],
-            "irRC": ["irPR", "irPR", "irPD-u", "irPD-c", "irPD-c"]},
+    "E15": {
+        "RECIST-1.1": ["PR"] * 5,
+        "iRECIST": ["iPR"] * 5,
+        "irRECIST": ["irPR", "irPR", "irSD", "irSD", "irSD"],
+        "irRC": ["irPR", "irPR", "irPD-u", "irPD-c", "irPD-c"],
+    },
 }
 
 
@@ -49,8 +81,14 @@ def category(observation: dict | None) -> str | None:
         return None
     code = observation["valueCodeableConcept"]["coding"][0]["code"]
     if code == "irPD":
-        confirmed = next((c.get("valueBoolean") for c in observation.get("component", [])
-                          if c["code"]["coding"][0]["code"] == "confirmed"), None)
+        confirmed = next(
+            (
+                c.get("valueBoolean")
+                for c in observation.get("component", [])
+                if c["code"]["coding"][0]["code"] == "confirmed"
+            ),
+            None,
+        )
         return "irPD-c" if confirmed else "irPD-u"
     return code
 

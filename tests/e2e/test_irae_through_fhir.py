@@ -36,8 +36,12 @@ NODES = (  # (label, station, finding, LD, SA) at 2024-05-06 and 2024-07-01
 TP2 = E1.scans["TP2"]
 # E1 without any new lesion (contract §5 categories; size spec §11 E1): what the nodes must not change.
 RESPONDING = {
-    "RECIST-1.1": ["PR", "PR", "PR"], "iRECIST": ["iPR", "iPR", "iPR"], "irRECIST": ["irPR", "irPR", "irPR"],
-    "irRC": ["irSD", "irPR", "irPR"], "imRECIST": ["PR", "PR", "PR"], "itRECIST": ["PR", "PR", "PR"],
+    "RECIST-1.1": ["PR", "PR", "PR"],
+    "iRECIST": ["iPR", "iPR", "iPR"],
+    "irRECIST": ["irPR", "irPR", "irPR"],
+    "irRC": ["irSD", "irPR", "irPR"],
+    "imRECIST": ["PR", "PR", "PR"],
+    "itRECIST": ["PR", "PR", "PR"],
 }
 PROGRESSION = {"PD", "iUPD", "iCPD", "irPD"}
 
@@ -59,25 +63,51 @@ def evaluate(settings, db) -> None:
 
 
 def therapy(client, mrn: str) -> None:
-    kc.post_bundle(client, {"resourceType": "Bundle", "type": "transaction",
-                            "entry": [kc.patient_entry(mrn)] + kc.therapy_entries(mrn, "pembrolizumab", E1.c1d1, None)})
+    kc.post_bundle(
+        client,
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [kc.patient_entry(mrn)] + kc.therapy_entries(mrn, "pembrolizumab", E1.c1d1, None),
+        },
+    )
 
 
 def e1_with_nodes(mrn: str, *, coded: bool) -> list:
     """E1's scans as CT images + TID 1500 SRs; from TP2 the three nodes, with their finding code when ``coded``."""
     datasets = []
     for label, day in sorted(E1.scans.items(), key=lambda item: item[1]):
-        image = build_ct_image(patient_id=mrn, patient_name="SARCOID^TEST", study_instance_uid=stable_uid(mrn, "study", label),
-                               study_date=day, series_instance_uid=stable_uid(mrn, "series", label),
-                               sop_instance_uid=stable_uid(mrn, "image", label))
+        image = build_ct_image(
+            patient_id=mrn,
+            patient_name="SARCOID^TEST",
+            study_instance_uid=stable_uid(mrn, "study", label),
+            study_date=day,
+            series_instance_uid=stable_uid(mrn, "series", label),
+            sop_instance_uid=stable_uid(mrn, "image", label),
+        )
         specs = [spec for lesion in E1.lesions if (spec := lesion_spec(E1, mrn, lesion, label)) is not None]
         if day >= TP2:
             for name, station, finding, ld, sa in NODES:
-                specs.append(LesionSpec(tracking_uid=stable_uid(mrn, "lesion", name), label=name, site=station,
-                                        finding=finding if coded else None, nodal=True, long_axis_mm=ld, short_axis_mm=sa))
-        datasets += [image, build_measurement_report(evidence=[image], lesions=specs,
-                                                     sop_instance_uid=stable_uid(mrn, "sr", label),
-                                                     series_instance_uid=stable_uid(mrn, "sr-series", label))]
+                specs.append(
+                    LesionSpec(
+                        tracking_uid=stable_uid(mrn, "lesion", name),
+                        label=name,
+                        site=station,
+                        finding=finding if coded else None,
+                        nodal=True,
+                        long_axis_mm=ld,
+                        short_axis_mm=sa,
+                    )
+                )
+        datasets += [
+            image,
+            build_measurement_report(
+                evidence=[image],
+                lesions=specs,
+                sop_instance_uid=stable_uid(mrn, "sr", label),
+                series_instance_uid=stable_uid(mrn, "sr-series", label),
+            ),
+        ]
     return datasets
 
 
@@ -108,7 +138,9 @@ def assert_sarcoid_flag(client, mrn: str, finding_code: str) -> dict:
     assert flag["status"] == "active"
     assert flag["period"]["start"] == TP2.isoformat()
     assert flag["code"]["text"] == SARCOID_WORDING
-    assert {"system": kc.SNOMED, "code": finding_code} in [{k: c[k] for k in ("system", "code")} for c in flag["code"]["coding"]]
+    assert {"system": kc.SNOMED, "code": finding_code} in [
+        {k: c[k] for k in ("system", "code")} for c in flag["code"]["coding"]
+    ]
     report = kc.report_at(client, mrn, TP2)
     assert kc.flag_report(flag)["reference"] == f"DiagnosticReport/{report['id']}"
     return flag
@@ -126,15 +158,22 @@ def test_sarcoid_like_nodes_in_a_responding_patient_through_dicom(app_client, se
     assert not set(flags) & {"confirmation-due", "hyperprogression", "fast-progression"}
     assert_sarcoid_flag(app_client, mrn, "31541009")
     # The differential, as the EHR shows it.
-    [card] = [c for c in kc.patient_view(app_client, cds_ehr, mrn) if c["source"]["topic"]["code"] == "sarcoid-like-reaction"]
+    [card] = [
+        c for c in kc.patient_view(app_client, cds_ehr, mrn) if c["source"]["topic"]["code"] == "sarcoid-like-reaction"
+    ]
     assert card["indicator"] == "warning"
     assert card["summary"] == SARCOID_WORDING
-    assert "Not counted as new lesions by: RECIST-1.1 (PR), iRECIST (iPR), irRECIST (irPR), irRC (irPR)" in card["detail"]
+    assert (
+        "Not counted as new lesions by: RECIST-1.1 (PR), iRECIST (iPR), irRECIST (irPR), irRC (irPR)" in card["detail"]
+    )
     assert "within the typical window 1.8–9.1 months" in card["detail"]
     # The pre-filled report section of that scan says it too.
     report = kc.report_at(app_client, mrn, TP2)
     import base64
-    text = base64.b64decode(next(f["data"] for f in report["presentedForm"] if f["contentType"].startswith("text/plain"))).decode()
+
+    text = base64.b64decode(
+        next(f["data"] for f in report["presentedForm"] if f["contentType"].startswith("text/plain"))
+    ).decode()
     assert SARCOID_WORDING in text
 
 
@@ -155,20 +194,39 @@ def test_sarcoid_like_lymphadenopathy_reported_as_a_fhir_condition(app_client, s
     kc.post_bundle(app_client, kc.measurements_bundle(E1, mrn))
     condition = {
         "resourceType": "Condition",
-        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                                           "code": "provisional"}]},
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
-                                  "code": "encounter-diagnosis"}]}],
-        "code": {"coding": [{"system": kc.SNOMED, "code": "52324001", "display": "Mediastinal lymphadenopathy"}],
-                 "text": "New symmetric bilateral hilar and subcarinal lymphadenopathy"},
+        "clinicalStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+        },
+        "verificationStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "provisional"}]
+        },
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                        "code": "encounter-diagnosis",
+                    }
+                ]
+            }
+        ],
+        "code": {
+            "coding": [{"system": kc.SNOMED, "code": "52324001", "display": "Mediastinal lymphadenopathy"}],
+            "text": "New symmetric bilateral hilar and subcarinal lymphadenopathy",
+        },
         "bodySite": [{"coding": [{"system": kc.SNOMED, "code": "62683002", "display": "Mediastinal lymph node"}]}],
         "subject": {"reference": f"Patient?identifier={kc.SYSTEM}|{mrn}"},
         "onsetDateTime": TP2.isoformat(),
         "recordedDate": TP2.isoformat(),
     }
-    kc.post_bundle(app_client, {"resourceType": "Bundle", "type": "transaction",
-                                "entry": [kc.put_entry(condition, "urn:test:condition", f"{mrn}-sarcoid")]})
+    kc.post_bundle(
+        app_client,
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [kc.put_entry(condition, "urn:test:condition", f"{mrn}-sarcoid")],
+        },
+    )
     evaluate(settings, db)
     assert categories_over_time(app_client, mrn) == RESPONDING
     assert_sarcoid_flag(app_client, mrn, "52324001")
@@ -176,24 +234,51 @@ def test_sarcoid_like_lymphadenopathy_reported_as_a_fhir_condition(app_client, s
 
 def test_measured_node_with_a_fhir_finding_on_the_same_lesion_is_not_progression(app_client, settings, db):
     mrn = "MRN-SARCOID-FOCUS"
-    case = Case("E1+node", E1.c1d1, E1.scans, E1.lesions + (
-        Lesion("N1 right hilar node", NEW, "hilar lymph node", nodal=True, cells={"TP2": c(22, 16), "TP3": c(22, 16)}),))
+    case = Case(
+        "E1+node",
+        E1.c1d1,
+        E1.scans,
+        E1.lesions
+        + (
+            Lesion(
+                "N1 right hilar node", NEW, "hilar lymph node", nodal=True, cells={"TP2": c(22, 16), "TP3": c(22, 16)}
+            ),
+        ),
+    )
     kc.post_bundle(app_client, kc.clinical_bundle(kc.KExample("E1", case), mrn=mrn))
     kc.post_bundle(app_client, kc.measurements_bundle(case, mrn))
     subject = {"reference": f"Patient?identifier={kc.SYSTEM}|{mrn}"}
     finding = {
-        "resourceType": "Observation", "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}],
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
+        ],
         "code": {"coding": [{"system": "http://loinc.org", "code": "59776-5", "display": "Procedure findings"}]},
-        "subject": subject, "effectiveDateTime": TP2.isoformat(),
-        "contained": [{"resourceType": "BodyStructure", "id": "lesion", "patient": subject, "identifier": [
-            {"system": "urn:dicom:uid", "value": f"urn:oid:{stable_uid(mrn, 'lesion', 'N1 right hilar node')}"}]}],
+        "subject": subject,
+        "effectiveDateTime": TP2.isoformat(),
+        "contained": [
+            {
+                "resourceType": "BodyStructure",
+                "id": "lesion",
+                "patient": subject,
+                "identifier": [
+                    {"system": "urn:dicom:uid", "value": f"urn:oid:{stable_uid(mrn, 'lesion', 'N1 right hilar node')}"}
+                ],
+            }
+        ],
         "focus": [{"reference": "#lesion"}],
         "bodySite": {"coding": [{"system": kc.SNOMED, "code": "53074004"}]},
         "valueCodeableConcept": {"coding": [{"system": kc.SNOMED, "code": "31541009", "display": "Sarcoidosis"}]},
     }
-    kc.post_bundle(app_client, {"resourceType": "Bundle", "type": "transaction",
-                                "entry": [kc.put_entry(finding, "urn:test:finding", f"{mrn}-node")]})
+    kc.post_bundle(
+        app_client,
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [kc.put_entry(finding, "urn:test:finding", f"{mrn}-node")],
+        },
+    )
     evaluate(settings, db)
     got = categories_over_time(app_client, mrn)
     assert not {c for values in got.values() for c in values} & PROGRESSION, got
@@ -205,24 +290,34 @@ def test_irae_pneumonitis_observation_raises_an_irae_alert_not_progression(app_c
     kc.post_bundle(app_client, kc.clinical_bundle(kc.KExample("E1", E1), mrn=mrn))
     kc.post_bundle(app_client, kc.measurements_bundle(E1, mrn))
     finding = {
-        "resourceType": "Observation", "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}],
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging"}]}
+        ],
         "code": {"coding": [{"system": "http://loinc.org", "code": "59776-5", "display": "Procedure findings"}]},
-        "subject": {"reference": f"Patient?identifier={kc.SYSTEM}|{mrn}"}, "effectiveDateTime": "2024-03-11",
+        "subject": {"reference": f"Patient?identifier={kc.SYSTEM}|{mrn}"},
+        "effectiveDateTime": "2024-03-11",
         "bodySite": {"coding": [{"system": kc.SNOMED, "code": "39607008", "display": "Lung"}]},
         "valueCodeableConcept": {"coding": [{"system": kc.SNOMED, "code": "205237003", "display": "Pneumonitis"}]},
     }
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [kc.put_entry(finding, "urn:test:finding", f"{mrn}-p")]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [kc.put_entry(finding, "urn:test:finding", f"{mrn}-p")],
+    }
     kc.post_bundle(app_client, bundle)
     evaluate(settings, db)
-    kc.post_bundle(app_client, bundle)   # the same finding sent again: one alert
+    kc.post_bundle(app_client, bundle)  # the same finding sent again: one alert
     evaluate(settings, db)
     assert categories_over_time(app_client, mrn) == RESPONDING
     flags = kc.flags_by_code(app_client, mrn)
     [flag] = flags["irae"]
     assert flag["status"] == "active" and flag["period"]["start"] == "2024-03-11"
     # The organ / pattern as a second coding (SNOMED CT, contract §5).
-    assert {"system": kc.SNOMED, "code": "205237003"} in [{k: c[k] for k in ("system", "code")} for c in flag["code"]["coding"]]
+    assert {"system": kc.SNOMED, "code": "205237003"} in [
+        {k: c[k] for k in ("system", "code")} for c in flag["code"]["coding"]
+    ]
     assert "immune-related pneumonitis" in flag["code"]["text"]
     [card] = [c for c in kc.patient_view(app_client, cds_ehr, mrn) if c["source"]["topic"]["code"] == "irae"]
     assert card["indicator"] == "warning"

@@ -67,15 +67,26 @@ def test_worked_example_kinetics_observation(example, app_client, settings, db):
     # Numeric components: the spec's numbers (K12: TGR.ref 19.67, TGR.exp −21.72 and the same formulas).
     assert kc.numbers(kinetics) == example.numbers
     if "E0" in example.case.scans:
-        sums = {label: sum(cell.ld for lesion in example.case.lesions if lesion.role is T
-                           for lab, cell in lesion.cells.items() if lab == label) for label in ("E0", "BL", "TP1")}
-        assert example.numbers == kc.reference_numbers(sums["E0"], sums["BL"], sums["TP1"], example.case.scans["E0"],
-                                                       example.case.scans["BL"], e2)
+        sums = {
+            label: sum(
+                cell.ld
+                for lesion in example.case.lesions
+                if lesion.role is T
+                for lab, cell in lesion.cells.items()
+                if lab == label
+            )
+            for label in ("E0", "BL", "TP1")
+        }
+        assert example.numbers == kc.reference_numbers(
+            sums["E0"], sums["BL"], sums["TP1"], example.case.scans["E0"], example.case.scans["BL"], e2
+        )
 
     # Every definition, named (contract §5: never a bare "HPD").
     got = kc.definition_statuses(kinetics)
     skip = TTF_DECIDED_AFTER_E2.get(example.key, set())
-    assert {k: v for k, v in got.items() if k not in skip} == {k: v for k, v in example.statuses.items() if k not in skip}
+    assert {k: v for k, v in got.items() if k not in skip} == {
+        k: v for k, v in example.statuses.items() if k not in skip
+    }
 
 
 def test_a_kinetics_observation_on_every_report(app_client, settings, db):
@@ -148,11 +159,15 @@ def test_k5_acceleration_below_recist_is_informational_only(app_client, settings
     mrn = kc.submit(app_client, kc.K5)
     evaluate(settings, db)
     [report] = kc.reports(app_client, mrn)
-    assert kc.categories(app_client, report)["RECIST-1.1"] == "SD"   # +13.5 %
+    assert kc.categories(app_client, report)["RECIST-1.1"] == "SD"  # +13.5 %
     kinetics = kc.kinetics_of(app_client, report)
     assert "H2_REQUIRE_PD = false" in kc.definition_reason(kinetics, "saada-bouzid-2017")
     # §3.4: KINETICS_ACCELERATION needs ΔTGR > 50 (25.34 here); no HPD alert without PD.
-    assert not set(kc.flags_by_code(app_client, mrn)) & {"hyperprogression", "fast-progression", "kinetics-acceleration"}
+    assert not set(kc.flags_by_code(app_client, mrn)) & {
+        "hyperprogression",
+        "fast-progression",
+        "kinetics-acceleration",
+    }
 
 
 def test_k7_lo_russo_without_kinetics(app_client, settings, db):
@@ -170,7 +185,8 @@ def test_k7_lo_russo_without_kinetics(app_client, settings, db):
     flags = kc.flags_by_code(app_client, mrn)
     assert "hyperprogression" not in flags
     assert [f["code"]["text"] for f in flags["hpd-not-evaluable"]] == [
-        "Hyperprogression not evaluable by Kas 2020 (RECIST > 20 % and ΔTGR > 100): E0_MISSING"]
+        "Hyperprogression not evaluable by Kas 2020 (RECIST > 20 % and ΔTGR > 100): E0_MISSING"
+    ]
 
 
 def test_therapy_stop_after_e2_decides_the_ttf_definitions(app_client, settings, db):
@@ -199,7 +215,9 @@ def test_k12_golden_row_of_the_reference_code(app_client, settings, db):
     evaluate(settings, db)
     [report] = kc.reports(app_client, mrn)
     kinetics = kc.kinetics_of(app_client, report)
-    quantities = {c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in kinetics["component"] if "valueQuantity" in c}
+    quantities = {
+        c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in kinetics["component"] if "valueQuantity" in c
+    }
     assert quantities["tgr-reference"]["value"] == 19.67 and quantities["tgr-experimental"]["value"] == -21.72
     assert quantities["tgr-reference"]["unit"] and quantities["tgk-reference"]["unit"]
     assert kc.categories(app_client, report)["RECIST-1.1"] == "SD"  # −16.7 %
@@ -207,10 +225,15 @@ def test_k12_golden_row_of_the_reference_code(app_client, settings, db):
 
 # --- K9: dissociated response, lesion level ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("example, expected", [
-    (kc.K9, {"RECIST-1.1": "SD", "iRECIST": "iSD"}),     # −20.6 %: neither ≤ −30 % nor ≥ +20 %
-    (kc.K9B, {"RECIST-1.1": "PD", "iRECIST": "iUPD"}),   # plus a new 12 mm lung nodule
-], ids=["K9", "K9b"])
+
+@pytest.mark.parametrize(
+    "example, expected",
+    [
+        (kc.K9, {"RECIST-1.1": "SD", "iRECIST": "iSD"}),  # −20.6 %: neither ≤ −30 % nor ≥ +20 %
+        (kc.K9B, {"RECIST-1.1": "PD", "iRECIST": "iUPD"}),  # plus a new 12 mm lung nodule
+    ],
+    ids=["K9", "K9b"],
+)
 def test_k9_dissociated_response_through_dicom(example, expected, app_client, settings, db, cds_ehr):
     mrn = example.mrn
     kc.post_bundle(app_client, kc.clinical_bundle(example))
@@ -219,7 +242,7 @@ def test_k9_dissociated_response_through_dicom(example, expected, app_client, se
     [report] = kc.reports(app_client, mrn)
     got = kc.categories(app_client, report)
     assert {k: got[k] for k in expected} == expected
-    kinetics = kc.kinetics_of(app_client, report)   # a kinetics Observation on every report, E0 or not
+    kinetics = kc.kinetics_of(app_client, report)  # a kinetics Observation on every report, E0 or not
     assert kc.numbers(kinetics) == example.numbers
     assert kc.definition_statuses(kinetics) == example.statuses
     flags = kc.flags_by_code(app_client, mrn)
@@ -228,23 +251,30 @@ def test_k9_dissociated_response_through_dicom(example, expected, app_client, se
     assert kc.flag_report(dissociated)["reference"] == f"DiagnosticReport/{report['id']}"
     discordant = "L2 lung" + (", N1 lung (new)" if example is kc.K9B else "")
     assert dissociated["code"]["text"].endswith(f"(discordant: {discordant})")
-    assert ("confirmation-due" in flags) is (example is kc.K9B)   # K9b: "iUPD — confirm in 4–8 weeks"
+    assert ("confirmation-due" in flags) is (example is kc.K9B)  # K9b: "iUPD — confirm in 4–8 weeks"
     # Lesion level, in the card's detail: L1 −50.0 % and L3 −33.3 % responding, L2 +35.0 % (≥ 20 % and ≥ 5 mm)
     # progressing — the spec's K9 table.
-    card = next(c for c in kc.patient_view(app_client, cds_ehr, mrn) if c["source"]["topic"]["code"] == "dissociated-response")
+    card = next(
+        c for c in kc.patient_view(app_client, cds_ehr, mrn) if c["source"]["topic"]["code"] == "dissociated-response"
+    )
     assert card["indicator"] == "info"
-    for line in ("L1 liver 30 mm → 15 mm (-15 mm, -50.00 %): responding",
-                 "L2 lung 20 mm → 27 mm (+7 mm, +35.00 %): progressing",
-                 "L3 node 18 mm → 12 mm (-6 mm, -33.33 %): responding"):
+    for line in (
+        "L1 liver 30 mm → 15 mm (-15 mm, -50.00 %): responding",
+        "L2 lung 20 mm → 27 mm (+7 mm, +35.00 %): progressing",
+        "L3 node 18 mm → 12 mm (-6 mm, -33.33 %): responding",
+    ):
         assert f"- {line}\n" in card["detail"], card["detail"]
 
 
 # --- K11: death without a post-baseline scan --------------------------------------------------------------------------
 
+
 def test_k11_early_death_and_death_branch_fast_progression(app_client, settings, db, cds_ehr):
     mrn = kc.submit(app_client, kc.K11)
     evaluate(settings, db)
-    [patient] = [e["resource"] for e in app_client.get(f"/fhir/Patient?identifier={kc.SYSTEM}|{mrn}").get_json()["entry"]]
+    [patient] = [
+        e["resource"] for e in app_client.get(f"/fhir/Patient?identifier={kc.SYSTEM}|{mrn}").get_json()["entry"]
+    ]
     assert patient["deceasedDateTime"] == "2024-06-10"
     # No follow-up scan: no DiagnosticReport (contract §5, one per timepoint after baseline).
     assert kc.reports(app_client, mrn) == []
@@ -256,8 +286,10 @@ def test_k11_early_death_and_death_branch_fast_progression(app_client, settings,
     early = next(d for d in kinetics["definitions"] if d["code"] == "early-death")
     assert "69 days after E1" in early["reason"]
     # The alerts reach the chart: fast progression (critical, retrospective) and early death (registry, info).
-    assert kc.indicators(kc.patient_view(app_client, cds_ehr, mrn)) == {"fast-progression": "critical",
-                                                                        "early-death": "info"}
+    assert kc.indicators(kc.patient_view(app_client, cds_ehr, mrn)) == {
+        "fast-progression": "critical",
+        "early-death": "info",
+    }
 
 
 def test_k11_alerts_are_flag_resources(app_client, settings, db):
@@ -271,14 +303,21 @@ def test_k11_alerts_are_flag_resources(app_client, settings, db):
 
 # --- K13: baseline prognostic panel -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pet_as", ["reference-regions", "suvmax-observations"])
 def test_k13_baseline_prognostic_panel(pet_as, app_client, settings, db):
     example = kc.K13
     if pet_as == "suvmax-observations":
         # The same PET values as {C}/CodeSystem/immunorad imaging-biomarker Observations (contract §4).
         codes = {"bone marrow": "suvmax-bone-marrow", "spleen": "suvmax-spleen", "liver": "suvmax-liver"}
-        clinical = kc.Clinical(sex="male", labs=example.clinical.labs, biomarkers=example.clinical.biomarkers + tuple(
-            (codes[organ], day, value, "g/mL{SUVbw}") for organ, day, value in example.clinical.reference_regions))
+        clinical = kc.Clinical(
+            sex="male",
+            labs=example.clinical.labs,
+            biomarkers=example.clinical.biomarkers
+            + tuple(
+                (codes[organ], day, value, "g/mL{SUVbw}") for organ, day, value in example.clinical.reference_regions
+            ),
+        )
         example = kc.KExample("K13", example.case, clinical)
     mrn = kc.submit(app_client, example, mrn=f"MRN-K13-{pet_as}")
     evaluate(settings, db)
@@ -306,16 +345,25 @@ FP_C1D1 = D("2024-02-05")
 
 def fp_case(days_after_c1d1: int, t1: int, t2: int) -> Case:
     # E1 2024-02-01: 22 + 22 = 44 mm. +50 % is S(E2) = 66 (integer test S2·2 ≥ S1·3).
-    return Case("FP", FP_C1D1, {"BL": D("2024-02-01"), "TP1": FP_C1D1 + dt.timedelta(days=days_after_c1d1)},
-                (Lesion("T1 lung", T, "lung", cells={"BL": c(22, 16), "TP1": c(t1, 20)}),
-                 Lesion("T2 liver", T, "liver", cells={"BL": c(22, 16), "TP1": c(t2, 20)})))
+    return Case(
+        "FP",
+        FP_C1D1,
+        {"BL": D("2024-02-01"), "TP1": FP_C1D1 + dt.timedelta(days=days_after_c1d1)},
+        (
+            Lesion("T1 lung", T, "lung", cells={"BL": c(22, 16), "TP1": c(t1, 20)}),
+            Lesion("T2 liver", T, "liver", cells={"BL": c(22, 16), "TP1": c(t2, 20)}),
+        ),
+    )
 
 
-@pytest.mark.parametrize("days, t1, t2, expected", [
-    (42, 33, 33, "met"),       # 42 days ≤ 42 and 66·2 = 132 ≥ 44·3 = 132 (inclusive)
-    (42, 33, 32, "not-met"),   # 65·2 = 130 < 132
-    (43, 40, 40, "not-met"),   # 43 days > 42, whatever the growth
-])
+@pytest.mark.parametrize(
+    "days, t1, t2, expected",
+    [
+        (42, 33, 33, "met"),  # 42 days ≤ 42 and 66·2 = 132 ≥ 44·3 = 132 (inclusive)
+        (42, 33, 32, "not-met"),  # 65·2 = 130 < 132
+        (43, 40, 40, "not-met"),  # 43 days > 42, whatever the growth
+    ],
+)
 def test_fast_progression_oak_boundaries_through_fhir(days, t1, t2, expected, app_client, settings, db):
     example = kc.KExample(f"FP-{days}-{t1 + t2}", fp_case(days, t1, t2))
     mrn = kc.submit(app_client, example)

@@ -63,6 +63,7 @@ def wait_idle(service, timeout: float = 60) -> None:
             return False
         time.sleep(1.5)
         return idle(service)
+
     service.wait_for(stable, timeout=timeout, message="queue and outbox to drain")
 
 
@@ -125,8 +126,12 @@ def test_bad_input_gets_protocol_errors_and_the_service_keeps_serving(service, t
 
     import datetime as dt
 
-    good = build_ct_image(patient_id="MRN-BAD", patient_name="BAD^INPUT", study_instance_uid="1.2.826.0.1.3680043.10.511.9.1",
-                          study_date=dt.date(2024, 1, 1))
+    good = build_ct_image(
+        patient_id="MRN-BAD",
+        patient_name="BAD^INPUT",
+        study_instance_uid="1.2.826.0.1.3680043.10.511.9.1",
+        study_date=dt.date(2024, 1, 1),
+    )
     ok_path = tmp_path / "ok.dcm"
     good.save_as(ok_path, enforce_file_format=True)
     # A truncated file: storescu itself cannot parse it, so send the truncated data set bytes with pynetdicom.
@@ -138,8 +143,12 @@ def test_bad_input_gets_protocol_errors_and_the_service_keeps_serving(service, t
     status = send_raw("127.0.0.1", service.dicom_port, truncated_path)
     assert 0xC000 <= status <= 0xCFFF, hex(status)
 
-    no_patient = build_ct_image(patient_id="", patient_name="", study_instance_uid="1.2.826.0.1.3680043.10.511.9.2",
-                                study_date=dt.date(2024, 1, 1))
+    no_patient = build_ct_image(
+        patient_id="",
+        patient_name="",
+        study_instance_uid="1.2.826.0.1.3680043.10.511.9.2",
+        study_date=dt.date(2024, 1, 1),
+    )
     path = tmp_path / "nopatient.dcm"
     no_patient.save_as(path, enforce_file_format=True)
     result = storescu("127.0.0.1", service.dicom_port, [path])
@@ -147,8 +156,9 @@ def test_bad_input_gets_protocol_errors_and_the_service_keeps_serving(service, t
 
     status, body, _ = service.request("POST", "/fhir", b'{"resourceType": "Bundle", "type": ')
     assert status == 400 and body["resourceType"] == "OperationOutcome"
-    status, body, _ = service.request("POST", "/fhir/Observation", {"resourceType": "Observation", "status": "not-a-status",
-                                                                   "code": {"text": "x"}})
+    status, body, _ = service.request(
+        "POST", "/fhir/Observation", {"resourceType": "Observation", "status": "not-a-status", "code": {"text": "x"}}
+    )
     assert status == 422 and body["resourceType"] == "OperationOutcome"
 
     # Still serving: C-ECHO, a good image, health.

@@ -24,8 +24,13 @@ def start_roles(db_url, tmp_path, recording_ehr):
 
     def start(name: str = "svc", *, roles=Roles.ROLES, ehr=True, **env: str) -> Roles:
         extra = {"IMMUNORAD_EHR_TIMEOUT_SECONDS": "2", **env}
-        service = Roles(db_url=db_url, var_dir=tmp_path / name, ehr_url=recording_ehr.base_url if ehr else None,
-                        extra_env=extra, roles=roles)
+        service = Roles(
+            db_url=db_url,
+            var_dir=tmp_path / name,
+            ehr_url=recording_ehr.base_url if ehr else None,
+            extra_env=extra,
+            roles=roles,
+        )
         started.append(service)
         service.start()
         return service

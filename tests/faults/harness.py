@@ -61,6 +61,7 @@ def cohort(size: int, prefix: str, *, offset: int = 0) -> list[CohortPatient]:
 
 # -- DICOM sending ------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class StoreResult:
     sop_uid: str
@@ -78,8 +79,15 @@ def _nodelay(association) -> None:
         pass
 
 
-def store(host: str, port: int, datasets: Sequence[Dataset], *, ae_title: str = "IMMUNORAD", calling: str = "FAULTS",
-          after_each: Callable[[StoreResult], None] | None = None) -> list[StoreResult]:
+def store(
+    host: str,
+    port: int,
+    datasets: Sequence[Dataset],
+    *,
+    ae_title: str = "IMMUNORAD",
+    calling: str = "FAULTS",
+    after_each: Callable[[StoreResult], None] | None = None,
+) -> list[StoreResult]:
     """C-STORE ``datasets`` in one association (pynetdicom), recording each status. Never raises for the
     peer going away: the instances not answered get ``status=None``."""
     from pynetdicom import AE
@@ -163,18 +171,33 @@ def is_idle(service: ServiceProcesses, *, outbox: bool = True) -> bool:
 
 def wait_idle(service: ServiceProcesses, timeout: float = 90, *, quiet: float = 1.5, outbox: bool = True) -> None:
     """Queue and outbox empty twice, ``quiet`` seconds apart (settle timers are 1 s in these tests)."""
+
     def stable():
         if not is_idle(service, outbox=outbox):
             return False
         time.sleep(quiet)
         return is_idle(service, outbox=outbox)
+
     service.wait_for(stable, timeout=timeout, message="queue and outbox to drain")
 
 
 # -- database reads -----------------------------------------------------------------------------------
 
-TABLES = ("patients", "studies", "instances", "lesions", "measurements", "clinical_facts", "fhir_resources",
-          "fhir_identifiers", "assessments", "reports", "alerts", "jobs", "outbox")
+TABLES = (
+    "patients",
+    "studies",
+    "instances",
+    "lesions",
+    "measurements",
+    "clinical_facts",
+    "fhir_resources",
+    "fhir_identifiers",
+    "assessments",
+    "reports",
+    "alerts",
+    "jobs",
+    "outbox",
+)
 """Every table that holds data (audit_events is left out: a refusal is audited by design)."""
 
 
@@ -197,6 +220,7 @@ def rows(engine, sql: str, **params) -> list:
 
 
 # -- the EHR stand-in, timestamped and holdable ----------------------------------------------------------
+
 
 class RecordingEhr(FakeEhr):
     """FakeEhr that notes when each bundle arrived and can hold the next delivery (to kill the worker
@@ -243,6 +267,7 @@ class RecordingEhr(FakeEhr):
 
 # -- processes -----------------------------------------------------------------------------------------
 
+
 class Roles(ServiceProcesses):
     """ServiceProcesses whose roles can be checked for life and killed by process id."""
 
@@ -280,6 +305,7 @@ def write_files(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
 
 def measurement_groups(ds: Dataset) -> int:
     """TID 1500 Measurement Groups (125007, DCM) under Imaging Measurements (126010, DCM); 0 for an image."""
+
     def code(item) -> str | None:
         seq = item.get("ConceptNameCodeSequence")
         return str(seq[0].CodeValue) if seq else None

@@ -22,7 +22,9 @@ import psycopg
 def _bin_dir() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     if not found:
-        raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql (Debian's postgresql package)")
+        raise RuntimeError(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql (Debian's postgresql package)"
+        )
     return found[-1].parent
 
 
@@ -53,7 +55,9 @@ class PrivateCluster:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=100"
-        _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"])
+        _as_postgres(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"]
+        )
 
     def stop(self, mode: str = "immediate") -> None:
         """``immediate`` is a crash as far as the data is concerned: recovery replays the WAL on start."""
@@ -75,12 +79,20 @@ class SharedCluster:
         self.version = sorted(os.listdir("/etc/postgresql"))[-1]
 
     def stop(self, mode: str = "immediate") -> None:
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", self.version, "main", "stop", "-m", mode],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, "main", "stop", "-m", mode],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def start(self) -> None:
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", self.version, "main", "start"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, "main", "start"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         for _ in range(60):
             if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode == 0:
                 return

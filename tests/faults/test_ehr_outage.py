@@ -43,8 +43,12 @@ def test_ehr_down_for_minutes_then_back(start_roles, recording_ehr, engine):
         attempts = [scalar(engine, "SELECT attempts FROM outbox WHERE id = :id", id=h[0]) for h in heads]
         return min(attempts) if len(attempts) == len(patients) else 0
 
-    service.wait_for(lambda: heads_attempts() >= OUTAGE_ATTEMPTS, timeout=120, interval=0.5,
-                     message=f"{OUTAGE_ATTEMPTS} failed attempts per patient")
+    service.wait_for(
+        lambda: heads_attempts() >= OUTAGE_ATTEMPTS,
+        timeout=120,
+        interval=0.5,
+        message=f"{OUTAGE_ATTEMPTS} failed attempts per patient",
+    )
     assert recording_ehr.arrivals == []
 
     # What an operator sees meanwhile.
@@ -54,7 +58,9 @@ def test_ehr_down_for_minutes_then_back(start_roles, recording_ehr, engine):
     assert metric_sum(values, "immunorad_outbox", status="delivered") == 0
     lag = metric_sum(values, "immunorad_delivery_lag_seconds")
     assert lag > 0
-    assert metric_sum(values, "immunorad_errors_total", kind="delivery-failed") >= (OUTAGE_ATTEMPTS - 1) * len(patients)  # the last may be in flight
+    assert metric_sum(values, "immunorad_errors_total", kind="delivery-failed") >= (OUTAGE_ATTEMPTS - 1) * len(
+        patients
+    )  # the last may be in flight
     time.sleep(1.0)
     assert metric_sum(read_metrics(service), "immunorad_delivery_lag_seconds") > lag  # the lag grows
 

@@ -73,9 +73,17 @@ class DicomLoad(threading.Thread):
         batch_no = 0
         while not self.stop.is_set():
             study = generate_uid()
-            batch = [build_ct_image(patient_id=f"PGLOAD-{batch_no % 7}", patient_name="LOAD^PG", study_instance_uid=study,
-                                    study_date=dt.date(2024, 1, 1), sop_instance_uid=generate_uid(), instance_number=i + 1)
-                     for i in range(5)]
+            batch = [
+                build_ct_image(
+                    patient_id=f"PGLOAD-{batch_no % 7}",
+                    patient_name="LOAD^PG",
+                    study_instance_uid=study,
+                    study_date=dt.date(2024, 1, 1),
+                    sop_instance_uid=generate_uid(),
+                    instance_number=i + 1,
+                )
+                for i in range(5)
+            ]
             self.results += store("127.0.0.1", self.port, batch, calling="PGLOAD")
             batch_no += 1
             time.sleep(0.02)
@@ -120,8 +128,12 @@ def until(predicate, timeout: float, what: str) -> None:
 
 
 def test_postgres_restart_under_load(cluster, recording_ehr, tmp_path):
-    service = Roles(db_url=cluster.url, var_dir=tmp_path / "svc", ehr_url=recording_ehr.base_url,
-                    extra_env={"IMMUNORAD_EHR_TIMEOUT_SECONDS": "2"})
+    service = Roles(
+        db_url=cluster.url,
+        var_dir=tmp_path / "svc",
+        ehr_url=recording_ehr.base_url,
+        extra_env={"IMMUNORAD_EHR_TIMEOUT_SECONDS": "2"},
+    )
     service.start()
     engine = create_engine(cluster.url, pool_pre_ping=True)
     dicom, fhir = DicomLoad(service.dicom_port), FhirLoad(service)
@@ -165,11 +177,14 @@ def test_postgres_restart_under_load(cluster, recording_ehr, tmp_path):
         # The same processes carry on (no restart by hand or by a supervisor): a case goes all the way to the EHR.
         dead = [role for role in service.ROLES if not service.alive(role)]
         assert not dead, f"{dead} exited during the restart:\n" + "\n".join(
-            service.log_path(role).read_text(errors="replace")[-3000:] for role in dead)
+            service.log_path(role).read_text(errors="replace")[-3000:] for role in dead
+        )
         assert {role: service.pid(role) for role in service.ROLES} == pids
         (patient,) = cohort(1, "PG-AFTER")
         assert service.request("POST", "/fhir", patient.bundle)[0] == 200
-        assert [r.status for r in store("127.0.0.1", service.dicom_port, patient.datasets)] == [0] * len(patient.datasets)
+        assert [r.status for r in store("127.0.0.1", service.dicom_port, patient.datasets)] == [0] * len(
+            patient.datasets
+        )
         wait_idle(service, timeout=120)
         dates = sorted(r["effectiveDateTime"][:10] for r in recording_ehr.reports_for(patient.mrn))
         assert dates == sorted(patient.expected_followups)

@@ -49,8 +49,11 @@ def check_results(engine, ehr, patients, *, exactly_once: bool) -> None:
         assert dates == sorted(expected), f"{patient.mrn}: EHR has reports for {dates}, expected {expected}"
     assert scalar(engine, "SELECT count(*) FROM reports") == expected_total
     # A re-sent instance or a re-run job must not record a new assessment version for the same inputs.
-    duplicates = rows(engine, "SELECT patient_id, inputs_hash, count(*) FROM assessments "
-                              "GROUP BY patient_id, inputs_hash, rulebase_version HAVING count(*) > 1")
+    duplicates = rows(
+        engine,
+        "SELECT patient_id, inputs_hash, count(*) FROM assessments "
+        "GROUP BY patient_id, inputs_hash, rulebase_version HAVING count(*) > 1",
+    )
     assert duplicates == [], f"assessment versions recorded twice for the same inputs: {duplicates}"
     assert scalar(engine, "SELECT count(*) FROM jobs WHERE status = 'failed'") == 0
     assert scalar(engine, "SELECT count(*) FROM outbox WHERE status <> 'delivered'") == 0
@@ -96,8 +99,12 @@ def test_sigkill_dicom_listener_mid_stream(start_roles, recording_ehr, engine):
     thread.start()
     first: list = []
     for patient in patients:
-        first += store("127.0.0.1", service.dicom_port, patient.datasets,
-                       after_each=lambda r: acked.release() if r.status == 0 else None)
+        first += store(
+            "127.0.0.1",
+            service.dicom_port,
+            patient.datasets,
+            after_each=lambda r: acked.release() if r.status == 0 else None,
+        )
     thread.join(30)
     assert killed.is_set()
     sent_ok = acknowledged(first)

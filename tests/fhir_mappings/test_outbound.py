@@ -77,60 +77,115 @@ def with_irecist(assessment, first_category="iUPD"):
     """E1 plus an iRECIST assessment: iUPD at TP1 (window in ``extra``), iCPD confirmed at TP2."""
     recist_tp1 = assessment.criterion("RECIST-1.1").timepoints[0]
     tp1 = TimepointResponse(
-        criterion="iRECIST", scan_date=E1_TP1, category=first_category, target_response="iPR",
-        nontarget_response="NON-iCR/NON-iUPD", new_lesions="present", sum_mm=recist_tp1.sum_mm,
-        baseline_sum=recist_tp1.baseline_sum, percent_from_baseline=Fraction(-30),
-        percent_from_nadir=Fraction(-30), confirmed=False,
+        criterion="iRECIST",
+        scan_date=E1_TP1,
+        category=first_category,
+        target_response="iPR",
+        nontarget_response="NON-iCR/NON-iUPD",
+        new_lesions="present",
+        sum_mm=recist_tp1.sum_mm,
+        baseline_sum=recist_tp1.baseline_sum,
+        percent_from_baseline=Fraction(-30),
+        percent_from_nadir=Fraction(-30),
+        confirmed=False,
         trace=("new lesion N1 → iUPD (iRECIST Table 2)",),
-        extra={"iupd_confirmation_window": (D("2024-04-08"), D("2024-05-06")), "nlt_sum_mm": 12, "reset": False,
-               "note_text": "NLT SOM 12 mm", "nested": {"ignored": True}})
-    tp2 = TimepointResponse(criterion="iRECIST", scan_date=E1_TP2, category="iCPD", new_lesions="NLT growth",
-                            confirmed=True, progression_date=E1_TP1, trace=("NLT SOM +6 mm → iCPD",))
+        extra={
+            "iupd_confirmation_window": (D("2024-04-08"), D("2024-05-06")),
+            "nlt_sum_mm": 12,
+            "reset": False,
+            "note_text": "NLT SOM 12 mm",
+            "nested": {"ignored": True},
+        },
+    )
+    tp2 = TimepointResponse(
+        criterion="iRECIST",
+        scan_date=E1_TP2,
+        category="iCPD",
+        new_lesions="NLT growth",
+        confirmed=True,
+        progression_date=E1_TP1,
+        trace=("NLT SOM +6 mm → iCPD",),
+    )
     irecist = CriterionAssessment(
-        criterion="iRECIST", version="2017", source="Seymour 2017", flags={}, timepoints=(tp1, tp2),
-        best_response=BestResponse("iCPD", E1_TP2, False, "iCPD on 2024-05-06"), progression_date=E1_TP1,
-        provisional=True)
+        criterion="iRECIST",
+        version="2017",
+        source="Seymour 2017",
+        flags={},
+        timepoints=(tp1, tp2),
+        best_response=BestResponse("iCPD", E1_TP2, False, "iCPD on 2024-05-06"),
+        progression_date=E1_TP1,
+        provisional=True,
+    )
     criteria = tuple(c for c in assessment.criteria if c.criterion != "iRECIST") + (irecist,)
     return dataclasses.replace(assessment, criteria=criteria)
 
 
 KINETICS = KineticsResult(
-    e0_date=D("2023-11-06"), e1_date=D("2024-01-08"), e2_date=E1_TP1,
-    tgr_reference=10.123, tgr_experimental=-15.5, tgr_ratio=None, tgr_difference=-25.623,
-    tgk_reference=1.5, tgk_experimental=-4.25, tgk_ratio=-2.8333333,
+    e0_date=D("2023-11-06"),
+    e1_date=D("2024-01-08"),
+    e2_date=E1_TP1,
+    tgr_reference=10.123,
+    tgr_experimental=-15.5,
+    tgr_ratio=None,
+    tgr_difference=-25.623,
+    tgk_reference=1.5,
+    tgk_experimental=-4.25,
+    tgk_ratio=-2.8333333,
     definitions=(
         DefinitionResult("champiat-2017", "not-met", "no RECIST PD at E2", "Champiat 2017"),
-        DefinitionResult("kas-2020", "not-evaluable", "TGR ratio undefined: reference TGR ≤ 0", "Kas 2020",
-                         borderline=True),
+        DefinitionResult(
+            "kas-2020", "not-evaluable", "TGR ratio undefined: reference TGR ≤ 0", "Kas 2020", borderline=True
+        ),
         DefinitionResult("fast-progression-oak", "met", "E2 day 56 ≤ 42? no — synthetic", "Gandara 2021"),
     ),
-    flags=("UNDEFINED_RATIO",), notes=("E0 from an outside CT",))
+    flags=("UNDEFINED_RATIO",),
+    notes=("E0 from an outside CT",),
+)
 
 BIOMARKERS = (
-    BiomarkerResult("tmtv", "Total metabolic tumour volume", 123.4, "mL", "high", "Seban 2019, median cut-off",
-                    "Seban 2019"),
-    BiomarkerResult("lipi", "Lung Immune Prognostic Index", "intermediate", None, None, "Mezquita 2018",
-                    "Mezquita 2018"),
-    BiomarkerResult("blr", "Bone marrow-to-liver ratio", None, None, None, "Seban 2019", "Seban 2019",
-                    missing=("liver SUVmean",)),
+    BiomarkerResult(
+        "tmtv", "Total metabolic tumour volume", 123.4, "mL", "high", "Seban 2019, median cut-off", "Seban 2019"
+    ),
+    BiomarkerResult(
+        "lipi", "Lung Immune Prognostic Index", "intermediate", None, None, "Mezquita 2018", "Mezquita 2018"
+    ),
+    BiomarkerResult(
+        "blr", "Bone marrow-to-liver ratio", None, None, None, "Seban 2019", "Seban 2019", missing=("liver SUVmean",)
+    ),
 )
 
 
 def finding(code, scan_date=E1_TP1, severity="info", **kw):
-    return Finding(code=code, scan_date=scan_date, severity=severity, summary=kw.pop("summary", f"{code} found"),
-                   detail=kw.pop("detail", "step 1\nstep 2"), rule=kw.pop("rule", f"R-{code}"),
-                   source=kw.pop("source", "spec"), **kw)
+    return Finding(
+        code=code,
+        scan_date=scan_date,
+        severity=severity,
+        summary=kw.pop("summary", f"{code} found"),
+        detail=kw.pop("detail", "step 1\nstep 2"),
+        rule=kw.pop("rule", f"R-{code}"),
+        source=kw.pop("source", "spec"),
+        **kw,
+    )
 
 
 def alert(code, status="active", scan_date=E1_TP1, report_date=None, **kw):
-    return AlertState(finding=finding(code, scan_date=scan_date, **kw), identifier=f"key-E1/{code}/{scan_date}",
-                      status=status, first_raised=scan_date, report_date=report_date or scan_date)
+    return AlertState(
+        finding=finding(code, scan_date=scan_date, **kw),
+        identifier=f"key-E1/{code}/{scan_date}",
+        status=status,
+        first_raised=scan_date,
+        report_date=report_date or scan_date,
+    )
 
 
 ALERTS = (
     alert("hyperprogression", severity="critical"),
-    alert("irae", severity="warning", key="pneumonitis",
-          codings=({"system": SNOMED, "code": "205237003", "display": "Pneumonitis"},)),
+    alert(
+        "irae",
+        severity="warning",
+        key="pneumonitis",
+        codings=({"system": SNOMED, "code": "205237003", "display": "Pneumonitis"},),
+    ),
     alert("pseudoprogression", status="inactive", window_end=D("2024-05-06")),
     alert("dissociated-response", alert=False),
 )
@@ -152,8 +207,9 @@ def test_e1_tp1_recist_observation_is_pr_at_minus_30_percent():
     assert obs["code"]["coding"][1]["code"] == "OVRLRESP"
     assert obs["code"]["coding"][1]["system"] == codes.CDISC_RSTESTCD
     assert [(c["system"], c["code"]) for c in obs["method"]["coding"]] == [(CRITERIA, "RECIST-1.1"), (DCM, "126081")]
-    assert obs["identifier"] == [{"use": "official", "system": f"{C}/identifier/observation",
-                                  "value": "key-E1/2024-03-11/RECIST-1.1"}]
+    assert obs["identifier"] == [
+        {"use": "official", "system": f"{C}/identifier/observation", "value": "key-E1/2024-03-11/RECIST-1.1"}
+    ]
     assert obs["effectiveDateTime"] == "2024-03-11"
     assert obs["subject"] == {"reference": "Patient/pat-e1", "identifier": {"system": MRN_SYSTEM, "value": "MRN-E1"}}
     assert quantity(component(obs, "percent-change-from-baseline")) == (-30.00, UCUM, "%")
@@ -162,10 +218,16 @@ def test_e1_tp1_recist_observation_is_pr_at_minus_30_percent():
     assert quantity(component(obs, "baseline-sum")) == (90, UCUM, "mm")
     assert quantity(component(obs, "absolute-change-from-nadir")) == (-27, UCUM, "mm")
     assert component(obs, "target-response")["valueCodeableConcept"]["coding"][0] == {
-        "system": RESPONSE, "code": "PR", "display": "partial response"}
+        "system": RESPONSE,
+        "code": "PR",
+        "display": "partial response",
+    }
     assert component(obs, "non-target-response")["valueCodeableConcept"]["coding"][0]["code"] == "NON-CR/NON-PD"
     assert component(obs, "new-lesions")["valueCodeableConcept"]["coding"][0] == {
-        "system": IMMUNORAD, "code": "absent", "display": "Absent"}
+        "system": IMMUNORAD,
+        "code": "absent",
+        "display": "Absent",
+    }
     # confirmation and progression date are not set for RECIST 1.1 PR at TP1; BOR only on the latest timepoint
     assert component(obs, "confirmed") is None and component(obs, "progression-date") is None
     assert component(obs, "best-overall-response") is None
@@ -214,13 +276,16 @@ def test_e3_pd_uses_the_change_from_nadir_in_the_conclusion():
 
 
 # -- mCODE CancerDiseaseStatus ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("case, scan_date, category, snomed", [
-    (cases.E1, E1_TP1, "PR", "268910001"),          # PR → improved
-    (cases.E11, D("2024-09-23"), "CR", "268910001"),  # CR → improved (preferred VS, not the US-extension remission)
-    (cases.E3, D("2024-04-29"), "SD", "359746009"),   # SD → stable
-    (cases.E3, D("2024-06-24"), "PD", "271299001"),   # PD → worsened
-    (cases.E9, D("2024-06-03"), "NE", "709137006"),   # NE (T3 not imaged) → undetermined
-])
+@pytest.mark.parametrize(
+    "case, scan_date, category, snomed",
+    [
+        (cases.E1, E1_TP1, "PR", "268910001"),  # PR → improved
+        (cases.E11, D("2024-09-23"), "CR", "268910001"),  # CR → improved (preferred VS, not the US-extension remission)
+        (cases.E3, D("2024-04-29"), "SD", "359746009"),  # SD → stable
+        (cases.E3, D("2024-06-24"), "PD", "271299001"),  # PD → worsened
+        (cases.E9, D("2024-06-03"), "NE", "709137006"),  # NE (T3 not imaged) → undetermined
+    ],
+)
 def test_mcode_cancer_disease_status_value_mapping(case, scan_date, category, snomed):
     r = report(case, scan_date, primary_criterion="RECIST-1.1")
     status = mcode_status(r)
@@ -228,9 +293,12 @@ def test_mcode_cancer_disease_status_value_mapping(case, scan_date, category, sn
     assert status["code"]["coding"][0] == {"system": LOINC, "code": "97509-4", "display": "Cancer disease progression"}
     assert status["valueCodeableConcept"]["coding"][0]["system"] == SNOMED
     assert status["valueCodeableConcept"]["coding"][0]["code"] == snomed
-    assert status["extension"] == [{
-        "url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-disease-status-evidence-type",
-        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "363679005", "display": "Imaging"}]}}]
+    assert status["extension"] == [
+        {
+            "url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-disease-status-evidence-type",
+            "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "363679005", "display": "Imaging"}]},
+        }
+    ]
     assert status["effectiveDateTime"] == scan_date.isoformat()
     source = criterion_observation(r.observations, "RECIST-1.1")
     assert source["valueCodeableConcept"]["coding"][0]["code"] == category
@@ -259,8 +327,11 @@ def test_every_criterion_is_mapped_generically():
     obs = criterion_observation(r.observations, "iRECIST")
     assert obs["identifier"][0]["value"] == "key-E1/2024-03-11/iRECIST"
     assert obs["method"]["coding"] == [{"system": CRITERIA, "code": "iRECIST", "display": "iRECIST"}]  # no DCM code
-    assert obs["valueCodeableConcept"]["coding"][0] == {"system": RESPONSE, "code": "iUPD",
-                                                         "display": "unconfirmed progressive disease"}
+    assert obs["valueCodeableConcept"]["coding"][0] == {
+        "system": RESPONSE,
+        "code": "iUPD",
+        "display": "unconfirmed progressive disease",
+    }
     assert component(obs, "confirmed")["valueBoolean"] is False
     assert component(obs, "new-lesions")["valueCodeableConcept"]["coding"][0]["code"] == "present"
     assert component(obs, "provisional")["valueBoolean"] is True
@@ -284,12 +355,19 @@ def test_every_criterion_is_mapped_generically():
 def test_rano_carries_the_ncit_code():
     a = assess(cases.E1)
     recist = a.criterion("RECIST-1.1")
-    rano = dataclasses.replace(recist, criterion="RANO", version="2010",
-                               timepoints=tuple(dataclasses.replace(tp, criterion="RANO") for tp in recist.timepoints))
+    rano = dataclasses.replace(
+        recist,
+        criterion="RANO",
+        version="2010",
+        timepoints=tuple(dataclasses.replace(tp, criterion="RANO") for tp in recist.timepoints),
+    )
     r = report(cases.E1, E1_TP1, assessment=dataclasses.replace(a, criteria=(rano,)))
     obs = criterion_observation(r.observations, "RANO")
-    assert obs["method"]["coding"][1] == {"system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
-                                          "code": "C114879", "display": "RANO"}
+    assert obs["method"]["coding"][1] == {
+        "system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+        "code": "C114879",
+        "display": "RANO",
+    }
 
 
 def test_spd_is_in_square_millimetres():
@@ -297,8 +375,9 @@ def test_spd_is_in_square_millimetres():
     recist = a.criterion("RECIST-1.1")
     tps = tuple(dataclasses.replace(tp, criterion="Lugano-2014", sum_unit="mm2") for tp in recist.timepoints)
     lugano = dataclasses.replace(recist, criterion="Lugano-2014", version="2014", timepoints=tps)
-    obs = criterion_observation(report(cases.E1, E1_TP1, assessment=dataclasses.replace(a, criteria=(lugano,)))
-                                .observations, "Lugano-2014")
+    obs = criterion_observation(
+        report(cases.E1, E1_TP1, assessment=dataclasses.replace(a, criteria=(lugano,))).observations, "Lugano-2014"
+    )
     assert quantity(component(obs, "sum-of-diameters")) == (63, UCUM, "mm2")
     assert quantity(component(obs, "absolute-change-from-nadir")) == (-27, UCUM, "mm2")
 
@@ -318,15 +397,21 @@ def test_kinetics_observation():
     assert ratio["dataAbsentReason"]["text"] == "not evaluable (kinetics flags: UNDEFINED_RATIO)"
     champiat = component(obs, "champiat-2017", HYPERPROGRESSION)
     assert champiat["valueCodeableConcept"] == {
-        "coding": [{"system": IMMUNORAD, "code": "not-met", "display": "Not met"}], "text": "no RECIST PD at E2"}
+        "coding": [{"system": IMMUNORAD, "code": "not-met", "display": "Not met"}],
+        "text": "no RECIST PD at E2",
+    }
     kas = component(obs, "kas-2020", HYPERPROGRESSION)["valueCodeableConcept"]
     assert kas["coding"][0]["code"] == "not-evaluable" and kas["text"].endswith("(borderline)")
-    assert component(obs, "fast-progression-oak", HYPERPROGRESSION)["valueCodeableConcept"]["coding"][0]["code"] == "met"
+    assert (
+        component(obs, "fast-progression-oak", HYPERPROGRESSION)["valueCodeableConcept"]["coding"][0]["code"] == "met"
+    )
     assert "E0 from an outside CT" in obs["note"][0]["text"]
     # no kinetics, no kinetics Observation
     without = dataclasses.replace(assess(cases.E1), kinetics=None)
-    assert observation_with_code(report(cases.E1, E1_TP1, assessment=without).observations, IMMUNORAD,
-                                 "tumour-kinetics") is None
+    assert (
+        observation_with_code(report(cases.E1, E1_TP1, assessment=without).observations, IMMUNORAD, "tumour-kinetics")
+        is None
+    )
 
 
 def test_biomarker_observations():
@@ -344,27 +429,35 @@ def test_biomarker_observations():
 def test_diagnostic_report_shape():
     r = report(cases.E1, E1_TP1, alerts=ALERTS)
     dr = r.diagnostic_report
-    assert dr["identifier"] == [{"use": "official", "system": f"{C}/identifier/diagnostic-report",
-                                 "value": "key-E1/2024-03-11"}]
+    assert dr["identifier"] == [
+        {"use": "official", "system": f"{C}/identifier/diagnostic-report", "value": "key-E1/2024-03-11"}
+    ]
     assert dr["id"] == resource_id(f"{C}/identifier/diagnostic-report", "key-E1/2024-03-11")
     assert dr["status"] == "preliminary"
     assert [c["coding"][0] for c in dr["category"]] == [
         {"system": LOINC, "code": "LP29684-5", "display": "Radiology"},
-        {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}]
+        {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"},
+    ]
     assert dr["code"]["coding"][0] == {"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}
     assert dr["code"]["coding"][1]["system"] == IMMUNORAD
     assert dr["subject"] == {"reference": "Patient/pat-e1", "identifier": {"system": MRN_SYSTEM, "value": "MRN-E1"}}
     assert dr["effectiveDateTime"] == "2024-03-11"
     assert dr["issued"] == "2024-08-01T09:30:00+00:00"
-    assert dr["imagingStudy"] == [{"type": "ImagingStudy", "identifier": {
-        "system": "urn:dicom:uid", "value": "urn:oid:1.2.826.0.1.3680043.10.511.20240311"}}]
+    assert dr["imagingStudy"] == [
+        {
+            "type": "ImagingStudy",
+            "identifier": {"system": "urn:dicom:uid", "value": "urn:oid:1.2.826.0.1.3680043.10.511.20240311"},
+        }
+    ]
     assert [x["reference"] for x in dr["result"]] == [f"Observation/{o['id']}" for o in r.observations]
     assert "performer" not in dr  # never a Device (interop-notes §4.2)
     assert dr["conclusion"] == "RECIST 1.1: PR (\u221230.00 % from baseline)" or dr["conclusion"].startswith(
-        "RECIST 1.1: PR (\u221230.00 % from baseline) · ")
+        "RECIST 1.1: PR (\u221230.00 % from baseline) · "
+    )
     assert dr["conclusionCode"][0]["coding"][0] == {"system": RESPONSE, "code": "PR", "display": "partial response"}
     # The text states the alerts the report's own assessment raised at its date (not later Flag states).
     from fhir_mappings.outbound import findings_as_of
+
     plain, html = render_prefill(assess(cases.E1), E1_TP1, findings_as_of(assess(cases.E1), E1_TP1, ALERTS))
     forms = {f["contentType"]: f for f in dr["presentedForm"]}
     assert set(forms) == {"text/plain; charset=utf-8", "text/html; charset=utf-8"}
@@ -376,14 +469,21 @@ def test_conclusion_lists_every_criterion():
     a = assess(cases.E1)
     recist_only = dataclasses.replace(a, criteria=(a.criterion("RECIST-1.1"),))
     r = report(cases.E1, E1_TP1, assessment=with_irecist(recist_only))
-    assert r.diagnostic_report["conclusion"] == ("RECIST 1.1: PR (\u221230.00 % from baseline) · "
-                                                 "iRECIST: iUPD (\u221230.00 % from nadir, unconfirmed)")
+    assert r.diagnostic_report["conclusion"] == (
+        "RECIST 1.1: PR (\u221230.00 % from baseline) · iRECIST: iUPD (\u221230.00 % from nadir, unconfirmed)"
+    )
 
 
 def test_identifiers_and_ids_are_stable_and_re_evaluation_amends():
     first = report(cases.E1, E1_TP1, alerts=ALERTS, assessment=rich_e1())
-    again = report(cases.E1, E1_TP1, alerts=ALERTS, assessment=rich_e1(), status="amended",
-                   issued=dt.datetime(2024, 9, 1, 12, 0, 5, 250000, tzinfo=dt.timezone(dt.timedelta(hours=2))))
+    again = report(
+        cases.E1,
+        E1_TP1,
+        alerts=ALERTS,
+        assessment=rich_e1(),
+        status="amended",
+        issued=dt.datetime(2024, 9, 1, 12, 0, 5, 250000, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    )
     for before, after in zip(first.all(), again.all(), strict=True):
         assert before["id"] == after["id"]
         assert before["identifier"] == after["identifier"]
@@ -401,9 +501,12 @@ def test_the_canonical_is_configurable():
     r = report(cases.E1, E1_TP1, canonical="https://hospital.example/immunorad/")
     obs = criterion_observation(r.observations, "RECIST-1.1")
     assert obs["method"]["coding"][0]["system"] == "https://hospital.example/immunorad/CodeSystem/response-criteria"
-    assert obs["valueCodeableConcept"]["coding"][0]["system"] == "https://hospital.example/immunorad/CodeSystem/response"
+    assert (
+        obs["valueCodeableConcept"]["coding"][0]["system"] == "https://hospital.example/immunorad/CodeSystem/response"
+    )
     assert r.diagnostic_report["identifier"][0]["system"] == (
-        "https://hospital.example/immunorad/identifier/diagnostic-report")
+        "https://hospital.example/immunorad/identifier/diagnostic-report"
+    )
 
 
 def test_resource_id_is_a_deterministic_uuid():
@@ -420,30 +523,39 @@ def test_flags():
     by_code = {f["code"]["coding"][0]["code"]: f for f in r.flags}
     hpd = by_code["hyperprogression"]
     assert hpd["code"]["coding"][0] == {"system": ALERT, "code": "hyperprogression", "display": "Hyperprogression"}
-    assert hpd["identifier"] == [{"use": "official", "system": f"{C}/identifier/flag",
-                                  "value": "key-E1/hyperprogression/2024-03-11"}]
+    assert hpd["identifier"] == [
+        {"use": "official", "system": f"{C}/identifier/flag", "value": "key-E1/hyperprogression/2024-03-11"}
+    ]
     assert hpd["status"] == "active"
-    assert hpd["category"][0]["coding"][0] == {"system": "http://terminology.hl7.org/CodeSystem/flag-category",
-                                               "code": "clinical", "display": "Clinical"}
+    assert hpd["category"][0]["coding"][0] == {
+        "system": "http://terminology.hl7.org/CodeSystem/flag-category",
+        "code": "clinical",
+        "display": "Clinical",
+    }
     assert hpd["subject"]["reference"] == "Patient/pat-e1"
     assert hpd["period"] == {"start": "2024-03-11"}
     extensions = {e["url"]: e for e in hpd["extension"]}
     detail = extensions["http://hl7.org/fhir/StructureDefinition/flag-detail"]["valueReference"]
     assert detail["reference"] == f"DiagnosticReport/{r.diagnostic_report['id']}"
     priority = extensions["http://hl7.org/fhir/StructureDefinition/flag-priority"]["valueCodeableConcept"]
-    assert priority["coding"][0] == {"system": "http://hl7.org/fhir/flag-priority-code", "code": "PH",
-                                     "display": "High priority"}
+    assert priority["coding"][0] == {
+        "system": "http://hl7.org/fhir/flag-priority-code",
+        "code": "PH",
+        "display": "High priority",
+    }
     # author: a contained Device, never a dangling Device/immunorad
     assert hpd["author"]["reference"] == "#immunorad"
     assert hpd["contained"][0]["resourceType"] == "Device" and hpd["contained"][0]["id"] == "immunorad"
     irae = by_code["irae"]
     assert irae["code"]["coding"][1] == {"system": SNOMED, "code": "205237003", "display": "Pneumonitis"}
-    assert {e["url"]: e for e in irae["extension"]}[
-        "http://hl7.org/fhir/StructureDefinition/flag-priority"]["valueCodeableConcept"]["coding"][0]["code"] == "PM"
+    assert {e["url"]: e for e in irae["extension"]}["http://hl7.org/fhir/StructureDefinition/flag-priority"][
+        "valueCodeableConcept"
+    ]["coding"][0]["code"] == "PM"
     pseudo = by_code["pseudoprogression"]
     assert pseudo["status"] == "inactive" and pseudo["period"] == {"start": "2024-03-11", "end": "2024-05-06"}
-    assert {e["url"]: e for e in pseudo["extension"]}[
-        "http://hl7.org/fhir/StructureDefinition/flag-priority"]["valueCodeableConcept"]["coding"][0]["code"] == "PL"
+    assert {e["url"]: e for e in pseudo["extension"]}["http://hl7.org/fhir/StructureDefinition/flag-priority"][
+        "valueCodeableConcept"
+    ]["coding"][0]["code"] == "PL"
 
 
 def test_a_flag_links_to_the_report_of_the_timepoint_that_raised_it():
@@ -455,7 +567,8 @@ def test_a_flag_links_to_the_report_of_the_timepoint_that_raised_it():
     bundle = ehr_transaction_bundle(r, context(cases.E1, E1_TP2))
     flag = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Flag")
     assert flag["extension"][0]["valueReference"]["reference"] == (
-        f"DiagnosticReport?identifier={C}/identifier/diagnostic-report|key-E1/2024-03-11")
+        f"DiagnosticReport?identifier={C}/identifier/diagnostic-report|key-E1/2024-03-11"
+    )
 
 
 # -- the EHR transaction Bundle ---------------------------------------------------------------------------------
@@ -485,12 +598,17 @@ def test_ehr_transaction_bundle_has_only_conditional_puts_and_resolved_reference
         assert entry["fullUrl"] == f"urn:uuid:{original['id']}"
         assert "id" not in resource
         ident = resource["identifier"][0]
-        assert entry["request"] == {"method": "PUT",
-                                    "url": f"{resource['resourceType']}?identifier={ident['system']}|{ident['value']}"}
+        assert entry["request"] == {
+            "method": "PUT",
+            "url": f"{resource['resourceType']}?identifier={ident['system']}|{ident['value']}",
+        }
         full_urls.add(entry["fullUrl"])
     for reference in _references(bundle):
-        assert (reference in full_urls or reference.startswith("#")
-                or re.fullmatch(r"[A-Z][A-Za-z]+\?identifier=\S+\|\S+", reference)), reference
+        assert (
+            reference in full_urls
+            or reference.startswith("#")
+            or re.fullmatch(r"[A-Z][A-Za-z]+\?identifier=\S+\|\S+", reference)
+        ), reference
     dr = bundle["entry"][0]["resource"]
     assert dr["subject"]["reference"] == f"Patient?identifier={MRN_SYSTEM}|MRN-E1"
     assert all(x["reference"] in full_urls for x in dr["result"])
@@ -504,21 +622,30 @@ def test_ehr_transaction_bundle_has_only_conditional_puts_and_resolved_reference
 
 
 def test_conditional_urls_escape_search_special_characters():
-    assert conditional_url("Observation", "http://x/id", "a|b,c$d") == r"Observation?identifier=http://x/id|a%5C%7Cb%5C%2Cc%5C%24d"
+    assert (
+        conditional_url("Observation", "http://x/id", "a|b,c$d")
+        == r"Observation?identifier=http://x/id|a%5C%7Cb%5C%2Cc%5C%24d"
+    )
     assert conditional_url("Patient", "urn:immunorad:mrn", "MRN 1") == "Patient?identifier=urn:immunorad:mrn|MRN%201"
 
 
 # -- every emitted resource is valid R4 -------------------------------------------------------------------------
 def _all_reports():
     yield "E1-rich", build_report(rich_e1(), context(cases.E1, E1_TP1), ALERTS), context(cases.E1, E1_TP1)
-    yield "E1-rich-TP2", build_report(rich_e1(), context(cases.E1, E1_TP2, status="amended"), ALERTS), \
-        context(cases.E1, E1_TP2, status="amended")
+    yield (
+        "E1-rich-TP2",
+        build_report(rich_e1(), context(cases.E1, E1_TP2, status="amended"), ALERTS),
+        context(cases.E1, E1_TP2, status="amended"),
+    )
     for case in (cases.E1, cases.E3, cases.E9, cases.E11):
         assessment = assess(case)
         for day in assessment.followup_dates:
             # the rules' own findings of this timepoint, as the service would raise them
-            alerts = [AlertState(f, f"key-{case.name}/{f.code}/{f.key}/{f.scan_date}", "active", f.scan_date, day)
-                      for f in assessment.findings if f.scan_date == day]
+            alerts = [
+                AlertState(f, f"key-{case.name}/{f.code}/{f.key}/{f.scan_date}", "active", f.scan_date, day)
+                for f in assessment.findings
+                if f.scan_date == day
+            ]
             for status in ("preliminary", "amended"):
                 ctx = context(case, day, status=status, primary_criterion="RECIST-1.1")
                 yield f"{case.name}-{day}-{status}", build_report(assessment, ctx, alerts), ctx
@@ -571,11 +698,29 @@ def _codings(node, found=None):
 
 def test_every_emitted_system_is_declared_in_codes():
     local = codes.LocalSystems.from_canonical(C)
-    declared = {codes.LOINC, codes.SNOMED, codes.DCM, codes.NCIT, codes.UCUM, codes.V2_0074,
-                codes.OBSERVATION_CATEGORY, codes.FLAG_CATEGORY, codes.FLAG_PRIORITY, codes.DATA_ABSENT_REASON,
-                codes.OBSERVATION_INTERPRETATION, codes.CDISC_RSTESTCD, codes.DICOM_UID, local.response_criteria,
-                local.response, local.immunorad, local.hyperprogression, local.alert,
-                local.diagnostic_report_identifier, local.observation_identifier, local.flag_identifier}
+    declared = {
+        codes.LOINC,
+        codes.SNOMED,
+        codes.DCM,
+        codes.NCIT,
+        codes.UCUM,
+        codes.V2_0074,
+        codes.OBSERVATION_CATEGORY,
+        codes.FLAG_CATEGORY,
+        codes.FLAG_PRIORITY,
+        codes.DATA_ABSENT_REASON,
+        codes.OBSERVATION_INTERPRETATION,
+        codes.CDISC_RSTESTCD,
+        codes.DICOM_UID,
+        local.response_criteria,
+        local.response,
+        local.immunorad,
+        local.hyperprogression,
+        local.alert,
+        local.diagnostic_report_identifier,
+        local.observation_identifier,
+        local.flag_identifier,
+    }
     resources = report(cases.E1, E1_TP1, alerts=ALERTS, assessment=rich_e1())
     emitted = {system for resource in resources.all() for system, _ in _codings(resource)}
     emitted |= {resource["identifier"][0]["system"] for resource in resources.all()}

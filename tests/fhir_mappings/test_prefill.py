@@ -116,11 +116,21 @@ def test_html_is_escaped():
     assessment = assess(cases.E1)
     table = list(assessment.lesion_table)
     table[0] = {**table[0], "lesion": "<script>alert(1)</script> & co"}
-    hostile = Finding(code="irae", scan_date=D("2024-03-11"), severity="warning", summary='pneumonitis <b>"G2"</b>',
-                      detail="GGO > 5 % & consolidation", rule="IRAE<1>", source="<a href=x>spec</a>")
+    hostile = Finding(
+        code="irae",
+        scan_date=D("2024-03-11"),
+        severity="warning",
+        summary='pneumonitis <b>"G2"</b>',
+        detail="GGO > 5 % & consolidation",
+        rule="IRAE<1>",
+        source="<a href=x>spec</a>",
+    )
     alert = AlertState(hostile, "k/irae", "active", D("2024-03-11"), D("2024-03-11"))
-    _, fragment = render_prefill(dataclasses.replace(assessment, lesion_table=tuple(table),
-                                                     warnings=("check <this>",)), D("2024-03-11"), (alert,))
+    _, fragment = render_prefill(
+        dataclasses.replace(assessment, lesion_table=tuple(table), warnings=("check <this>",)),
+        D("2024-03-11"),
+        (alert,),
+    )
     assert "<script>" not in fragment and "<b>" not in fragment and "<a href" not in fragment
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in fragment
     assert "GGO &gt; 5 % &amp; consolidation" in fragment and "check &lt;this&gt;" in fragment

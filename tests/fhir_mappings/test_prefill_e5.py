@@ -33,8 +33,10 @@ def test_e5_iupd_states_the_category_the_window_and_the_new_lesion_sums():
     assert "iRECIST: unconfirmed progressive disease (iUPD)." in plain
     assert "Unconfirmed progression (iUPD) on this scan (caused by new lesions)." in plain
     # 2024-05-06 + 28 days = 2024-06-03; + 56 days = 2024-07-01.
-    assert ("Confirmation window: 2024-06-03 to 2024-07-01 (4 to 8 weeks after the iUPD): the next assessment in "
-            "this window confirms progression (iCPD) or not.") in plain
+    assert (
+        "Confirmation window: 2024-06-03 to 2024-07-01 (4 to 8 weeks after the iUPD): the next assessment in "
+        "this window confirms progression (iCPD) or not."
+    ) in plain
     # NLT: N1 liver LD 12 mm ≥ 10 → measurable new lesion; its sum of measures is kept apart from the target sum.
     assert "New lesions — measurable (NLT): N1 liver, sum of measures 12 mm; non-measurable (NLNT): none." in plain
     assert "Sum of diameters 45 mm; baseline 48 mm (\u22126.25 %); nadir 45 mm (0.00 %, 0 mm)." in plain
@@ -62,9 +64,11 @@ def test_e5_confirming_scan_states_icpd_how_and_the_growth_of_the_nlt_sum():
     plain, _ = render_prefill(assess(cases.E5), CONFIRMING_SCAN, ())
     assert "iRECIST: confirmed progressive disease (iCPD)." in plain
     # NLT sum 18 − 12 = +6 mm ≥ 5 → iCPD 28 days after the iUPD; progression dated to the iUPD.
-    assert ("Progression confirmed (iCPD): the iUPD of 2024-05-06 (caused by new lesions) is confirmed on this scan, "
-            "28 days later, by an increase of the new-lesion (NLT) sum of measures over its value at the iUPD; "
-            "at the iUPD: target sum 45 mm, NLT sum of measures 12 mm.") in plain
+    assert (
+        "Progression confirmed (iCPD): the iUPD of 2024-05-06 (caused by new lesions) is confirmed on this scan, "
+        "28 days later, by an increase of the new-lesion (NLT) sum of measures over its value at the iUPD; "
+        "at the iUPD: target sum 45 mm, NLT sum of measures 12 mm."
+    ) in plain
     assert "New lesions — measurable (NLT): N1 liver, sum of measures 18 mm (+6 mm from 12 mm at the iUPD)" in plain
     assert "Date of progression: 2024-05-06." in plain
     assert "RECIST 1.1: not graded after progression dated 2024-05-06" in plain

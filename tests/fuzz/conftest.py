@@ -27,11 +27,19 @@ def cases(default: int) -> int:
 
 
 def fuzz_settings(default: int) -> settings:
-    return settings(max_examples=cases(default), deadline=None, database=None,
-                    derandomize=os.environ.get("IMMUNORAD_FUZZ_RANDOM") != "1",
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large, HealthCheck.filter_too_much],
-                    print_blob=True)
+    return settings(
+        max_examples=cases(default),
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("IMMUNORAD_FUZZ_RANDOM") != "1",
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+        print_blob=True,
+    )
 
 
 @pytest.fixture
@@ -49,5 +57,13 @@ def tally(request):
 def pytest_sessionfinish(session, exitstatus):
     target = os.environ.get("IMMUNORAD_FUZZ_REPORT")
     if target and TRIED:
-        Path(target).write_text(json.dumps({"tried": dict(TRIED), "outcomes": {k: dict(v) for k, v in OUTCOMES.items()},
-                                            "exitstatus": int(exitstatus)}, indent=1))
+        Path(target).write_text(
+            json.dumps(
+                {
+                    "tried": dict(TRIED),
+                    "outcomes": {k: dict(v) for k, v in OUTCOMES.items()},
+                    "exitstatus": int(exitstatus),
+                },
+                indent=1,
+            )
+        )

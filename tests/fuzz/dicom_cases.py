@@ -1,7 +1,7 @@
 """Malformed, truncated and oversized DICOM for the fuzz tests: seeds and Hypothesis strategies.
 
 Seeds are real objects: CT and PET images from our builders, TID 1500 reports from highdicom (three SR
-classes), and the OHIF/dcmjs producer output in ../shared/fixtures. Two mutators:
+classes), and the OHIF/dcmjs producer output in tests/fixtures/ohif-dcmjs. Two mutators:
 
 - ``byte_mutations``: the Part 10 bytes are cut, flipped, spliced, and element headers (tags, VRs,
   lengths) are overwritten — biased towards the header and content tree, where the parsers work;
@@ -26,7 +26,7 @@ from pydicom.sr.codedict import codes
 
 from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report, build_pet_image
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "ohif-dcmjs"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"
 UID_ROOT = "1.2.826.0.1.3680043.10.511.88."
 SEED_SOP = "999999999999"
 """Seed SOP Instance UIDs end with these 12 digits; each case gets its own 12 (same length: same bytes)."""
@@ -54,29 +54,73 @@ def lenient_writing():
 def seed_datasets() -> dict[str, Dataset]:
     study = UID_ROOT + "1"
     day = dt.date(2024, 3, 11)
-    ct = build_ct_image(patient_id="FUZZ-1", patient_name="FUZZ^CT", study_instance_uid=study, study_date=day,
-                        sop_instance_uid=UID_ROOT + "2." + SEED_SOP, pixel_spacing_mm=0.7, accession_number="A1")
-    pet = build_pet_image(patient_id="FUZZ-1", patient_name="FUZZ^PET", study_instance_uid=UID_ROOT + "3", study_date=day,
-                          sop_instance_uid=UID_ROOT + "4." + SEED_SOP)
+    ct = build_ct_image(
+        patient_id="FUZZ-1",
+        patient_name="FUZZ^CT",
+        study_instance_uid=study,
+        study_date=day,
+        sop_instance_uid=UID_ROOT + "2." + SEED_SOP,
+        pixel_spacing_mm=0.7,
+        accession_number="A1",
+    )
+    pet = build_pet_image(
+        patient_id="FUZZ-1",
+        patient_name="FUZZ^PET",
+        study_instance_uid=UID_ROOT + "3",
+        study_date=day,
+        sop_instance_uid=UID_ROOT + "4." + SEED_SOP,
+    )
     lesions = [
-        LesionSpec(tracking_uid=UID_ROOT + "10", label="T1 liver", site=codes.SCT.Liver, long_axis_mm=31.5,
-                   short_axis_mm=22.0, baseline_category="target"),
-        LesionSpec(tracking_uid=UID_ROOT + "11", label="T2 node", nodal=True, long_axis_mm=18.0, short_axis_mm=12.5,
-                   baseline_category="target"),
-        LesionSpec(tracking_uid=UID_ROOT + "12", label="NT bone", nontarget_status="present", baseline_category="non-target",
-                   nontarget_change="INC"),
+        LesionSpec(
+            tracking_uid=UID_ROOT + "10",
+            label="T1 liver",
+            site=codes.SCT.Liver,
+            long_axis_mm=31.5,
+            short_axis_mm=22.0,
+            baseline_category="target",
+        ),
+        LesionSpec(
+            tracking_uid=UID_ROOT + "11",
+            label="T2 node",
+            nodal=True,
+            long_axis_mm=18.0,
+            short_axis_mm=12.5,
+            baseline_category="target",
+        ),
+        LesionSpec(
+            tracking_uid=UID_ROOT + "12",
+            label="NT bone",
+            nontarget_status="present",
+            baseline_category="non-target",
+            nontarget_change="INC",
+        ),
         LesionSpec(tracking_uid=UID_ROOT + "13", label="N1 lung", long_axis_mm=12.0, equivocal=True),
         LesionSpec(tracking_uid=UID_ROOT + "14", label="T3 small", too_small=True, baseline_category="target"),
     ]
     seeds = {"ct": ct, "pet": pet}
     for n, document_class in enumerate(("comprehensive-3d", "comprehensive", "enhanced")):
         seeds[f"sr-{document_class}"] = build_measurement_report(
-            evidence=[ct], lesions=lesions, document_class=document_class,
-            sop_instance_uid=UID_ROOT + f"5{n}." + SEED_SOP, series_instance_uid=UID_ROOT + f"6{n}")
+            evidence=[ct],
+            lesions=lesions,
+            document_class=document_class,
+            sop_instance_uid=UID_ROOT + f"5{n}." + SEED_SOP,
+            series_instance_uid=UID_ROOT + f"6{n}",
+        )
     seeds["sr-pet"] = build_measurement_report(
-        evidence=[pet], lesions=[LesionSpec(tracking_uid=UID_ROOT + "20", label="L1", long_axis_mm=25.0, suv_max=9.1,
-                                            sul_peak=6.2, baseline_category="target")],
-        sop_instance_uid=UID_ROOT + "57." + SEED_SOP, series_instance_uid=UID_ROOT + "67")
+        evidence=[pet],
+        lesions=[
+            LesionSpec(
+                tracking_uid=UID_ROOT + "20",
+                label="L1",
+                long_axis_mm=25.0,
+                suv_max=9.1,
+                sul_peak=6.2,
+                baseline_category="target",
+            )
+        ],
+        sop_instance_uid=UID_ROOT + "57." + SEED_SOP,
+        series_instance_uid=UID_ROOT + "67",
+    )
     return seeds
 
 
@@ -122,15 +166,73 @@ def sop_uid_of(data: bytes, fallback: str) -> str:
 
 # -- byte-level mutations -------------------------------------------------------------------------------
 
-VRS = [b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF",
-       b"OL", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT",
-       b"\x00\x00", b"ZZ"]
+VRS = [
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FL",
+    b"FD",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OW",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SQ",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UC",
+    b"UI",
+    b"UL",
+    b"UN",
+    b"UR",
+    b"US",
+    b"UT",
+    b"\x00\x00",
+    b"ZZ",
+]
 INTERESTING_LENGTHS = [0, 1, 2, 3, 0xFF, 0xFFFF, 0x10000, 0x7FFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFF0]
-TAGS = [(0x0002, 0x0010), (0x0008, 0x0016), (0x0008, 0x0018), (0x0008, 0x0020), (0x0008, 0x0060), (0x0010, 0x0020),
-        (0x0020, 0x000D), (0x0020, 0x000E), (0x0028, 0x0010), (0x0028, 0x0011), (0x0028, 0x0030), (0x0028, 0x0100),
-        (0x7FE0, 0x0010), (0x0040, 0xA730), (0x0040, 0xA040), (0x0040, 0xA010), (0x0040, 0xA043), (0x0008, 0x0100),
-        (0x0008, 0x0102), (0x0040, 0xA30A), (0x0040, 0xA300), (0x0040, 0x08EA), (0x0040, 0xA124), (0x0040, 0xA160),
-        (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD), (0x0054, 0x0016), (0x0018, 0x1074)]
+TAGS = [
+    (0x0002, 0x0010),
+    (0x0008, 0x0016),
+    (0x0008, 0x0018),
+    (0x0008, 0x0020),
+    (0x0008, 0x0060),
+    (0x0010, 0x0020),
+    (0x0020, 0x000D),
+    (0x0020, 0x000E),
+    (0x0028, 0x0010),
+    (0x0028, 0x0011),
+    (0x0028, 0x0030),
+    (0x0028, 0x0100),
+    (0x7FE0, 0x0010),
+    (0x0040, 0xA730),
+    (0x0040, 0xA040),
+    (0x0040, 0xA010),
+    (0x0040, 0xA043),
+    (0x0008, 0x0100),
+    (0x0008, 0x0102),
+    (0x0040, 0xA30A),
+    (0x0040, 0xA300),
+    (0x0040, 0x08EA),
+    (0x0040, 0xA124),
+    (0x0040, 0xA160),
+    (0xFFFE, 0xE000),
+    (0xFFFE, 0xE00D),
+    (0xFFFE, 0xE0DD),
+    (0x0054, 0x0016),
+    (0x0018, 0x1074),
+]
 
 
 def _tag_bytes(tag: tuple[int, int]) -> bytes:
@@ -145,7 +247,7 @@ def _mutate(draw, data: bytearray) -> bytearray:
         position = draw(st.one_of(st.integers(0, max(hot - 1, 0)), st.integers(0, max(size - 1, 0)))) if size else 0
         op = draw(st.sampled_from(["truncate", "flip", "insert", "delete", "length", "vr", "tag", "splice", "grow"]))
         if op == "truncate":
-            del data[draw(st.integers(0, size)):]
+            del data[draw(st.integers(0, size)) :]
         elif op == "flip" and size:
             for offset in range(draw(st.integers(1, 8))):
                 if position + offset < size:
@@ -153,7 +255,7 @@ def _mutate(draw, data: bytearray) -> bytearray:
         elif op == "insert":
             data[position:position] = draw(st.binary(min_size=1, max_size=64))
         elif op == "delete":
-            del data[position:position + draw(st.integers(1, 256))]
+            del data[position : position + draw(st.integers(1, 256))]
         elif op in ("length", "vr", "tag"):
             tag = _tag_bytes(draw(st.sampled_from(TAGS)))
             hits = []
@@ -169,15 +271,15 @@ def _mutate(draw, data: bytearray) -> bytearray:
                 value = draw(st.one_of(st.sampled_from(INTERESTING_LENGTHS), st.integers(0, 2**32 - 1)))
                 width = draw(st.sampled_from([2, 4]))
                 start = at + draw(st.sampled_from([4, 6, 8]))
-                data[start:start + width] = struct.pack("<I" if width == 4 else "<H", value % (2 ** (8 * width)))
+                data[start : start + width] = struct.pack("<I" if width == 4 else "<H", value % (2 ** (8 * width)))
             elif op == "vr":
-                data[at + 4:at + 6] = draw(st.sampled_from(VRS))
+                data[at + 4 : at + 6] = draw(st.sampled_from(VRS))
             else:
-                data[at:at + 4] = _tag_bytes(draw(st.sampled_from(TAGS)))
+                data[at : at + 4] = _tag_bytes(draw(st.sampled_from(TAGS)))
         elif op == "splice":
             _, other = draw(st.sampled_from(seeds()))
             start = draw(st.integers(0, max(len(other) - 1, 0)))
-            data[position:position + draw(st.integers(0, 512))] = other[start:start + draw(st.integers(1, 2048))]
+            data[position : position + draw(st.integers(0, 512))] = other[start : start + draw(st.integers(1, 2048))]
         elif op == "grow":
             data += draw(st.sampled_from([b"\x00" * 1024, b"\xff" * 4096, bytes(range(256)) * 64]))
     return data
@@ -194,7 +296,9 @@ def meta_length(data: bytes) -> int:
     """Bytes of preamble + File Meta (the part a C-STORE does not carry)."""
     fp = io.BytesIO(data)
     pydicom.filereader.read_preamble(fp, False)
-    pydicom.filereader.read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=lambda tag, vr, length: tag.group != 2)
+    pydicom.filereader.read_dataset(
+        fp, is_implicit_VR=False, is_little_endian=True, stop_when=lambda tag, vr, length: tag.group != 2
+    )
     return fp.tell()
 
 
@@ -209,18 +313,84 @@ def wire_mutations(draw) -> tuple[str, bytes]:
 
 # -- data-set-level mutations ---------------------------------------------------------------------------
 
-ODD_VALUES = ["", " ", "NaN", "nan", "inf", "-inf", "1e309", "-1e309", "1e-400", "0", "-0", "-1", "99999999999999999999",
-              "1,5", "abc", "12.5.3", "\\", "\x00", "é" * 70, "x" * 1100, "2.25.1", "19000101", "20241301", "00000000"]
-TREE_KEYWORDS = ["ValueType", "RelationshipType", "ConceptNameCodeSequence", "ConceptCodeSequence", "ContentSequence",
-                 "MeasuredValueSequence", "NumericValue", "MeasurementUnitsCodeSequence", "CodeValue",
-                 "CodingSchemeDesignator", "CodeMeaning", "UID", "TextValue", "GraphicData", "GraphicType",
-                 "ReferencedSOPSequence", "ReferencedSOPInstanceUID", "ContentTemplateSequence", "TemplateIdentifier"]
-HEADER_KEYWORDS = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "StudyDate", "Modality", "SOPClassUID",
-                   "PixelSpacing", "SliceThickness", "Rows", "Columns", "BitsAllocated", "PatientBirthDate", "PatientSex",
-                   "CurrentRequestedProcedureEvidenceSequence", "CodingSchemeIdentificationSequence", "PatientWeight",
-                   "RadiopharmaceuticalInformationSequence", "NumberOfFrames", "SpecificCharacterSet", "AccessionNumber"]
-ODD_SOP_CLASSES = ["1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.35", "1.2.840.10008.5.1.4.1.1.88.22",
-                   "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.128", "1.2.3", ""]
+ODD_VALUES = [
+    "",
+    " ",
+    "NaN",
+    "nan",
+    "inf",
+    "-inf",
+    "1e309",
+    "-1e309",
+    "1e-400",
+    "0",
+    "-0",
+    "-1",
+    "99999999999999999999",
+    "1,5",
+    "abc",
+    "12.5.3",
+    "\\",
+    "\x00",
+    "é" * 70,
+    "x" * 1100,
+    "2.25.1",
+    "19000101",
+    "20241301",
+    "00000000",
+]
+TREE_KEYWORDS = [
+    "ValueType",
+    "RelationshipType",
+    "ConceptNameCodeSequence",
+    "ConceptCodeSequence",
+    "ContentSequence",
+    "MeasuredValueSequence",
+    "NumericValue",
+    "MeasurementUnitsCodeSequence",
+    "CodeValue",
+    "CodingSchemeDesignator",
+    "CodeMeaning",
+    "UID",
+    "TextValue",
+    "GraphicData",
+    "GraphicType",
+    "ReferencedSOPSequence",
+    "ReferencedSOPInstanceUID",
+    "ContentTemplateSequence",
+    "TemplateIdentifier",
+]
+HEADER_KEYWORDS = [
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "StudyDate",
+    "Modality",
+    "SOPClassUID",
+    "PixelSpacing",
+    "SliceThickness",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "PatientBirthDate",
+    "PatientSex",
+    "CurrentRequestedProcedureEvidenceSequence",
+    "CodingSchemeIdentificationSequence",
+    "PatientWeight",
+    "RadiopharmaceuticalInformationSequence",
+    "NumberOfFrames",
+    "SpecificCharacterSet",
+    "AccessionNumber",
+]
+ODD_SOP_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.88.11",
+    "1.2.840.10008.5.1.4.1.1.88.35",
+    "1.2.840.10008.5.1.4.1.1.88.22",
+    "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.128",
+    "1.2.3",
+    "",
+]
 
 
 def _nodes(ds: Dataset, depth: int = 0) -> list[Dataset]:
@@ -253,15 +423,35 @@ def tree_mutations(draw) -> tuple[str, bytes]:
                     target[keyword].value = draw(st.sampled_from(ODD_VALUES))
                 elif op == "empty-seq" and keyword in target and target[keyword].VR == "SQ":
                     target[keyword].value = []
-                elif op == "duplicate" and keyword in target and target[keyword].VR == "SQ" and len(target[keyword].value):
+                elif (
+                    op == "duplicate"
+                    and keyword in target
+                    and target[keyword].VR == "SQ"
+                    and len(target[keyword].value)
+                ):
                     items = list(target[keyword].value)
                     target[keyword].value = items + items[: draw(st.integers(1, len(items)))]
                 elif op == "sop-class":
                     ds.SOPClassUID = draw(st.sampled_from(ODD_SOP_CLASSES))
                     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
                 elif op == "type" and keyword in target and target[keyword].VR != "SQ":
-                    target[keyword].value = draw(st.sampled_from(["CONTAINER", "NUM", "CODE", "TEXT", "UIDREF", "SCOORD",
-                                                                  "IMAGE", "DATE", "CONTAINS", "HAS PROPERTIES", "?"]))
+                    target[keyword].value = draw(
+                        st.sampled_from(
+                            [
+                                "CONTAINER",
+                                "NUM",
+                                "CODE",
+                                "TEXT",
+                                "UIDREF",
+                                "SCOORD",
+                                "IMAGE",
+                                "DATE",
+                                "CONTAINS",
+                                "HAS PROPERTIES",
+                                "?",
+                            ]
+                        )
+                    )
             except (TypeError, ValueError, AttributeError, OverflowError):
                 pass
     try:
@@ -272,11 +462,19 @@ def tree_mutations(draw) -> tuple[str, bytes]:
 
 # -- oversized ------------------------------------------------------------------------------------------
 
+
 def big_ct(megabytes: int, number: int) -> bytes:
     """A valid single-frame CT of about ``megabytes`` MB (square, 16 bit)."""
     side = int((megabytes * 1024 * 1024 / 2) ** 0.5)
-    ds = build_ct_image(patient_id="FUZZ-BIG", patient_name="FUZZ^BIG", study_instance_uid=UID_ROOT + "7",
-                        study_date=dt.date(2024, 3, 11), sop_instance_uid=UID_ROOT + f"8.{number}", rows=side, columns=side)
+    ds = build_ct_image(
+        patient_id="FUZZ-BIG",
+        patient_name="FUZZ^BIG",
+        study_instance_uid=UID_ROOT + "7",
+        study_date=dt.date(2024, 3, 11),
+        sop_instance_uid=UID_ROOT + f"8.{number}",
+        rows=side,
+        columns=side,
+    )
     return _encode(ds)
 
 

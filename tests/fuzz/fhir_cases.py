@@ -24,71 +24,184 @@ def subject(mrn: str = "FUZZ-FHIR-1") -> dict:
 
 def seed_resources() -> list[dict]:
     mrn = "FUZZ-FHIR-1"
-    lesion = {"resourceType": "BodyStructure", "id": "l1",
-              "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.826.0.1.3680043.10.511.90.1"}, {"value": "T1"}],
-              "patient": subject(mrn)}
+    lesion = {
+        "resourceType": "BodyStructure",
+        "id": "l1",
+        "identifier": [
+            {"system": "urn:dicom:uid", "value": "urn:oid:1.2.826.0.1.3680043.10.511.90.1"},
+            {"value": "T1"},
+        ],
+        "patient": subject(mrn),
+    }
     return [
-        {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": mrn}], "gender": "female", "birthDate": "1960-01-01"},
-        {"resourceType": "Observation", "status": "final", "identifier": [{"system": "urn:fuzz:obs", "value": "o1"}],
-         "code": {"coding": [{"system": LOINC, "code": "21889-1"}]}, "subject": subject(mrn),
-         "effectiveDateTime": "2024-03-11", "contained": [lesion], "focus": [{"reference": "#l1"}],
-         "bodySite": {"coding": [{"system": SCT, "code": "10200004"}]},
-         "component": [
-             {"code": {"coding": [{"system": LOINC, "code": "33728-7"}]},
-              "valueQuantity": {"value": 31.5, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"}},
-             {"code": {"coding": [{"system": LOINC, "code": "33729-5"}]},
-              "valueQuantity": {"value": 2.2, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"}},
-             {"code": {"coding": [{"system": OWN, "code": "lesion-role"}]},
-              "valueCodeableConcept": {"coding": [{"system": OWN, "code": "target"}]}},
-             {"code": {"coding": [{"system": OWN, "code": "nodal"}]}, "valueBoolean": False}]},
-        {"resourceType": "Observation", "status": "final", "identifier": [{"system": "urn:fuzz:obs", "value": "nt1"}],
-         "code": {"coding": [{"system": LOINC, "code": "21889-1"}]}, "subject": subject(mrn),
-         "effectiveDateTime": "2024-05-06", "focus": [{"identifier": {"value": "NT bone"}}],
-         "component": [{"code": {"coding": [{"system": OWN, "code": "non-target-status"}]},
-                        "valueCodeableConcept": {"coding": [{"system": OWN, "code": "present"}]}},
-                       {"code": {"coding": [{"system": OWN, "code": "non-target-change"}]},
-                        "valueCodeableConcept": {"coding": [{"system": OWN, "code": "INC"}]}}]},
-        {"resourceType": "Observation", "status": "final", "identifier": [{"system": "urn:fuzz:obs", "value": "ecog"}],
-         "code": {"coding": [{"system": LOINC, "code": "89247-1"}]}, "subject": subject(mrn),
-         "effectiveDateTime": "2024-01-10", "valueInteger": 1},
-        {"resourceType": "Observation", "status": "final", "identifier": [{"system": "urn:fuzz:obs", "value": "ldh"}],
-         "code": {"coding": [{"system": LOINC, "code": "2532-0"}]}, "subject": subject(mrn),
-         "effectiveDateTime": "2024-01-10", "valueQuantity": {"value": 310, "unit": "U/L"},
-         "referenceRange": [{"high": {"value": 250, "unit": "U/L"}}]},
-        {"resourceType": "MedicationAdministration", "status": "completed",
-         "identifier": [{"system": "urn:fuzz:ma", "value": "c1d1"}],
-         "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "L01FF02"}], "text": "pembrolizumab"},
-         "subject": subject(mrn), "effectiveDateTime": "2024-01-15"},
-        {"resourceType": "MedicationStatement", "status": "stopped", "identifier": [{"system": "urn:fuzz:ms", "value": "stop"}],
-         "medicationCodeableConcept": {"text": "nivolumab"}, "subject": subject(mrn),
-         "effectivePeriod": {"start": "2024-01-15", "end": "2024-06-01"}},
-        {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
-         "identifier": [{"system": "urn:fuzz:mr", "value": "r1"}],
-         "medicationCodeableConcept": {"text": "ipilimumab"}, "subject": subject(mrn), "authoredOn": "2024-01-02"},
-        {"resourceType": "Procedure", "status": "completed", "identifier": [{"system": "urn:fuzz:proc", "value": "rt1"}],
-         "code": {"coding": [{"system": SCT, "code": "108290001"}]}, "subject": subject(mrn),
-         "performedDateTime": "2024-02-01", "contained": [lesion],
-         "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/procedure-targetBodyStructure",
-                        "valueReference": {"reference": "#l1"}}]},
-        {"resourceType": "ImagingStudy", "status": "available",
-         "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.826.0.1.3680043.10.511.90.2"}],
-         "subject": subject(mrn), "started": "2024-03-11T09:00:00Z"},
-        {"resourceType": "Condition", "identifier": [{"system": "urn:fuzz:cond", "value": "irae1"}],
-         "code": {"coding": [{"system": SCT, "code": "233703007"}]}, "subject": subject(mrn), "onsetDateTime": "2024-04-01"},
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": SYSTEM, "value": mrn}],
+            "gender": "female",
+            "birthDate": "1960-01-01",
+        },
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "identifier": [{"system": "urn:fuzz:obs", "value": "o1"}],
+            "code": {"coding": [{"system": LOINC, "code": "21889-1"}]},
+            "subject": subject(mrn),
+            "effectiveDateTime": "2024-03-11",
+            "contained": [lesion],
+            "focus": [{"reference": "#l1"}],
+            "bodySite": {"coding": [{"system": SCT, "code": "10200004"}]},
+            "component": [
+                {
+                    "code": {"coding": [{"system": LOINC, "code": "33728-7"}]},
+                    "valueQuantity": {"value": 31.5, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"},
+                },
+                {
+                    "code": {"coding": [{"system": LOINC, "code": "33729-5"}]},
+                    "valueQuantity": {"value": 2.2, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"},
+                },
+                {
+                    "code": {"coding": [{"system": OWN, "code": "lesion-role"}]},
+                    "valueCodeableConcept": {"coding": [{"system": OWN, "code": "target"}]},
+                },
+                {"code": {"coding": [{"system": OWN, "code": "nodal"}]}, "valueBoolean": False},
+            ],
+        },
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "identifier": [{"system": "urn:fuzz:obs", "value": "nt1"}],
+            "code": {"coding": [{"system": LOINC, "code": "21889-1"}]},
+            "subject": subject(mrn),
+            "effectiveDateTime": "2024-05-06",
+            "focus": [{"identifier": {"value": "NT bone"}}],
+            "component": [
+                {
+                    "code": {"coding": [{"system": OWN, "code": "non-target-status"}]},
+                    "valueCodeableConcept": {"coding": [{"system": OWN, "code": "present"}]},
+                },
+                {
+                    "code": {"coding": [{"system": OWN, "code": "non-target-change"}]},
+                    "valueCodeableConcept": {"coding": [{"system": OWN, "code": "INC"}]},
+                },
+            ],
+        },
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "identifier": [{"system": "urn:fuzz:obs", "value": "ecog"}],
+            "code": {"coding": [{"system": LOINC, "code": "89247-1"}]},
+            "subject": subject(mrn),
+            "effectiveDateTime": "2024-01-10",
+            "valueInteger": 1,
+        },
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "identifier": [{"system": "urn:fuzz:obs", "value": "ldh"}],
+            "code": {"coding": [{"system": LOINC, "code": "2532-0"}]},
+            "subject": subject(mrn),
+            "effectiveDateTime": "2024-01-10",
+            "valueQuantity": {"value": 310, "unit": "U/L"},
+            "referenceRange": [{"high": {"value": 250, "unit": "U/L"}}],
+        },
+        {
+            "resourceType": "MedicationAdministration",
+            "status": "completed",
+            "identifier": [{"system": "urn:fuzz:ma", "value": "c1d1"}],
+            "medicationCodeableConcept": {
+                "coding": [{"system": "http://www.whocc.no/atc", "code": "L01FF02"}],
+                "text": "pembrolizumab",
+            },
+            "subject": subject(mrn),
+            "effectiveDateTime": "2024-01-15",
+        },
+        {
+            "resourceType": "MedicationStatement",
+            "status": "stopped",
+            "identifier": [{"system": "urn:fuzz:ms", "value": "stop"}],
+            "medicationCodeableConcept": {"text": "nivolumab"},
+            "subject": subject(mrn),
+            "effectivePeriod": {"start": "2024-01-15", "end": "2024-06-01"},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "identifier": [{"system": "urn:fuzz:mr", "value": "r1"}],
+            "medicationCodeableConcept": {"text": "ipilimumab"},
+            "subject": subject(mrn),
+            "authoredOn": "2024-01-02",
+        },
+        {
+            "resourceType": "Procedure",
+            "status": "completed",
+            "identifier": [{"system": "urn:fuzz:proc", "value": "rt1"}],
+            "code": {"coding": [{"system": SCT, "code": "108290001"}]},
+            "subject": subject(mrn),
+            "performedDateTime": "2024-02-01",
+            "contained": [lesion],
+            "extension": [
+                {
+                    "url": "http://hl7.org/fhir/StructureDefinition/procedure-targetBodyStructure",
+                    "valueReference": {"reference": "#l1"},
+                }
+            ],
+        },
+        {
+            "resourceType": "ImagingStudy",
+            "status": "available",
+            "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.826.0.1.3680043.10.511.90.2"}],
+            "subject": subject(mrn),
+            "started": "2024-03-11T09:00:00Z",
+        },
+        {
+            "resourceType": "Condition",
+            "identifier": [{"system": "urn:fuzz:cond", "value": "irae1"}],
+            "code": {"coding": [{"system": SCT, "code": "233703007"}]},
+            "subject": subject(mrn),
+            "onsetDateTime": "2024-04-01",
+        },
         {k: v for k, v in lesion.items() if k != "id"},
     ]
 
 
 ODD_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=40), st.sampled_from(["", " ", "2024-13-45", "2024-02-30T25:61:00Z", "1e999", "-0", "NaN", "x" * 5000,
-                                          "Patient/", "Patient?identifier=", "#", "#missing", "urn:uuid:nope", "\u0000",
-                                          "\ud7ff\ue000", "../../etc/passwd", "<script>", "Observation/../Patient/1"]),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "2024-13-45",
+            "2024-02-30T25:61:00Z",
+            "1e999",
+            "-0",
+            "NaN",
+            "x" * 5000,
+            "Patient/",
+            "Patient?identifier=",
+            "#",
+            "#missing",
+            "urn:uuid:nope",
+            "\u0000",
+            "\ud7ff\ue000",
+            "../../etc/passwd",
+            "<script>",
+            "Observation/../Patient/1",
+        ]
+    ),
 )
 
-JSON = st.recursive(ODD_SCALARS, lambda children: st.one_of(st.lists(children, max_size=4),
-                                                             st.dictionaries(st.text(max_size=12), children, max_size=4)),
-                    max_leaves=12)
+JSON = st.recursive(
+    ODD_SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 def _paths(value, prefix=()) -> list[tuple]:
@@ -127,13 +240,39 @@ def mutated_resource(draw) -> dict:
                 value = parent[key]
                 parent[key] = [value] if not isinstance(value, list) else (value[0] if value else {})
             elif op == "add" and isinstance(parent, dict):
-                parent[draw(st.sampled_from(["_" + str(key), "extension", "modifierExtension", "id", "meta",
-                                             "contained", "unknownElement"]))] = draw(JSON)
+                parent[
+                    draw(
+                        st.sampled_from(
+                            [
+                                "_" + str(key),
+                                "extension",
+                                "modifierExtension",
+                                "id",
+                                "meta",
+                                "contained",
+                                "unknownElement",
+                            ]
+                        )
+                    )
+                ] = draw(JSON)
             elif op == "duplicate" and isinstance(parent, list):
                 parent.append(copy.deepcopy(parent[key]))
             elif op == "resource-type":
-                resource["resourceType"] = draw(st.sampled_from(["Patient", "Observation", "Bundle", "DiagnosticReport",
-                                                                 "Flag", "Basic", "", "patient", "Observation "]))
+                resource["resourceType"] = draw(
+                    st.sampled_from(
+                        [
+                            "Patient",
+                            "Observation",
+                            "Bundle",
+                            "DiagnosticReport",
+                            "Flag",
+                            "Basic",
+                            "",
+                            "patient",
+                            "Observation ",
+                        ]
+                    )
+                )
         except (KeyError, IndexError, TypeError):
             pass
     return resource
@@ -155,16 +294,47 @@ def bundles(draw) -> dict:
     for n in range(draw(st.integers(1, 5))):
         resource = draw(st.one_of(st.sampled_from(seed_resources()), mutated_resource()))
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
-        ident = (resource.get("identifier") or [{}])[0] if isinstance(resource, dict) and isinstance(resource.get("identifier"), list) else {}
-        conditional = f"{kind}?identifier={ident.get('system', '')}|{ident.get('value', '')}" if isinstance(ident, dict) else f"{kind}"
-        method, url = draw(st.sampled_from([("PUT", conditional), ("POST", str(kind)), ("PUT", f"{kind}/x{n}"),
-                                            ("DELETE", f"{kind}/x"), ("GET", str(kind)), ("PATCH", conditional),
-                                            ("PUT", None), ("POST", "Patient?identifier=a|b"), ("PUT", "?identifier=")]))
-        full_url = draw(st.sampled_from([None, f"urn:uuid:00000000-0000-4000-8000-00000000000{n}",
-                                         "urn:uuid:00000000-0000-4000-8000-000000000000", "not-a-url"]))
+        ident = (
+            (resource.get("identifier") or [{}])[0]
+            if isinstance(resource, dict) and isinstance(resource.get("identifier"), list)
+            else {}
+        )
+        conditional = (
+            f"{kind}?identifier={ident.get('system', '')}|{ident.get('value', '')}"
+            if isinstance(ident, dict)
+            else f"{kind}"
+        )
+        method, url = draw(
+            st.sampled_from(
+                [
+                    ("PUT", conditional),
+                    ("POST", str(kind)),
+                    ("PUT", f"{kind}/x{n}"),
+                    ("DELETE", f"{kind}/x"),
+                    ("GET", str(kind)),
+                    ("PATCH", conditional),
+                    ("PUT", None),
+                    ("POST", "Patient?identifier=a|b"),
+                    ("PUT", "?identifier="),
+                ]
+            )
+        )
+        full_url = draw(
+            st.sampled_from(
+                [
+                    None,
+                    f"urn:uuid:00000000-0000-4000-8000-00000000000{n}",
+                    "urn:uuid:00000000-0000-4000-8000-000000000000",
+                    "not-a-url",
+                ]
+            )
+        )
         entries.append(entry(resource, method, url, full_url))
-    bundle = {"resourceType": "Bundle", "type": draw(st.sampled_from(["transaction", "batch", "collection", "searchset", ""])),
-              "entry": entries}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": draw(st.sampled_from(["transaction", "batch", "collection", "searchset", ""])),
+        "entry": entries,
+    }
     if draw(st.booleans()):
         bundle = draw(mutated_value(bundle))
     return bundle
@@ -190,8 +360,21 @@ def raw_bodies() -> st.SearchStrategy[bytes]:
     return st.one_of(
         st.binary(max_size=512),
         st.builds(lambda data, cut: data[:cut], st.sampled_from(valid), st.integers(0, 400)),
-        st.sampled_from([b"", b"null", b"[]", b"{}", b"0", b'"Patient"', b"NaN", b'{"resourceType":"Patient","birthDate":1e999}',
-                         b'{"resourceType":"Patient","resourceType":"Observation"}', b'\xef\xbb\xbf{"resourceType":"Patient"}',
-                         b'{"resourceType":"Patient","gender":"\xff\xfe"}', b'{"resourceType":"Patient"' + b" " * 100000 + b"}",
-                         b'{"resourceType":"Bundle","type":"transaction","entry":[' + b"{}," * 2000 + b"{}]}"]),
+        st.sampled_from(
+            [
+                b"",
+                b"null",
+                b"[]",
+                b"{}",
+                b"0",
+                b'"Patient"',
+                b"NaN",
+                b'{"resourceType":"Patient","birthDate":1e999}',
+                b'{"resourceType":"Patient","resourceType":"Observation"}',
+                b'\xef\xbb\xbf{"resourceType":"Patient"}',
+                b'{"resourceType":"Patient","gender":"\xff\xfe"}',
+                b'{"resourceType":"Patient"' + b" " * 100000 + b"}",
+                b'{"resourceType":"Bundle","type":"transaction","entry":[' + b"{}," * 2000 + b"{}]}",
+            ]
+        ),
     )

@@ -40,7 +40,6 @@ from tests.fuzz.dicom_cases import (
 SEED_UID = "1.2.826.0.1.3680043.10.511.88.1"
 
 
-
 @pytest.fixture
 def ingest(settings, db):
     return DicomIngest(db, settings)
@@ -49,8 +48,11 @@ def ingest(settings, db):
 def crash_site(exc: BaseException) -> tuple[str, str]:
     """(file, function) of the innermost frame of project code in the traceback."""
     root = str(REPO) + "/"
-    own = [f for f in traceback.extract_tb(exc.__traceback__)
-           if f.filename.startswith(root) and "/.venv/" not in f.filename and "/tests/" not in f.filename]
+    own = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename.startswith(root) and "/.venv/" not in f.filename and "/tests/" not in f.filename
+    ]
     if not own:
         return ("?", "?")
     last = own[-1]
@@ -62,8 +64,13 @@ def check_case(ingest, db, data: bytes, tally) -> int:
     """Ingest one case; its outcome as a DIMSE status (0x0000 or the refusal's status)."""
     uid = sop_uid_of(data, SEED_UID)
     before = counts(db.engine)
-    received = ReceivedInstance(sop_instance_uid=uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
-                                transfer_syntax=pydicom.uid.ExplicitVRLittleEndian, calling_ae="FUZZER", encoded=data)
+    received = ReceivedInstance(
+        sop_instance_uid=uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+        transfer_syntax=pydicom.uid.ExplicitVRLittleEndian,
+        calling_ae="FUZZER",
+        encoded=data,
+    )
     try:
         ingest(received)
     except StoreRejected as refused:
@@ -75,11 +82,13 @@ def check_case(ingest, db, data: bytes, tally) -> int:
         return status
     except Exception as exc:  # noqa: BLE001 - classified below
         site = crash_site(exc)
-        raise AssertionError(f"crash ({type(exc).__name__} in {site}): the SCP would answer 0xA700 and the sender "
-                             f"would retry forever") from exc
+        raise AssertionError(
+            f"crash ({type(exc).__name__} in {site}): the SCP would answer 0xA700 and the sender would retry forever"
+        ) from exc
     with db.engine.connect() as conn:
         stored = conn.exec_driver_sql(
-            "SELECT count(*) FROM instances WHERE sop_uid = " + ("?" if db.is_sqlite else "%s"), (uid,)).scalar()
+            "SELECT count(*) FROM instances WHERE sop_uid = " + ("?" if db.is_sqlite else "%s"), (uid,)
+        ).scalar()
     assert stored == 1, f"acknowledged but instance {uid} is stored {stored} times"
     tally("stored")
     return 0
@@ -121,11 +130,12 @@ def test_oversized_instances(ingest, db, tally):
     # A declared length far beyond the data (Pixel Data of 4 GB) is "truncated": refused, no crash, no hang.
     data = bytearray(big_ct(1, 3))
     at = data.rfind(b"\xe0\x7f\x10\x00OW\x00\x00")
-    data[at + 8:at + 12] = b"\xf0\xff\xff\xff"
+    data[at + 8 : at + 12] = b"\xf0\xff\xff\xff"
     assert 0xC000 <= check_case(ingest, db, bytes(data), tally) <= 0xCFFF
 
 
 # -- cases fuzzing found once: unreadable headers and values a database column refuses ------------------------
+
 
 def _unreadable_case(name: str) -> bytes:
     import struct
@@ -136,7 +146,12 @@ def _unreadable_case(name: str) -> bytes:
     if name == "not-a-transfer-syntax":
         return ct.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.5.1.4\x00", 1)  # ValueError in check_complete
     # OSError in pydicom: a sequence item cut inside its first element's tag
-    return ct + struct.pack("<HH", 0x0040, 0xA730) + b"SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff\x40\x00"
+    return (
+        ct
+        + struct.pack("<HH", 0x0040, 0xA730)
+        + b"SQ\x00\x00\xff\xff\xff\xff"
+        + b"\xfe\xff\x00\xe0\xff\xff\xff\xff\x40\x00"
+    )
 
 
 @pytest.mark.parametrize("name", ["unknown-vr", "not-a-transfer-syntax", "cut-inside-an-item"])
@@ -144,17 +159,27 @@ def test_an_unreadable_header_is_refused_with_0xc000(ingest, db, tally, name):
     assert check_case(ingest, db, _unreadable_case(name), tally) == 0xC000
 
 
-@pytest.mark.parametrize("original, replacement, reason", [
-    (b"FUZZ-1", b"FU\x00Z-1", "PatientID is not a valid LO value"),  # PostgreSQL text cannot hold NUL
-    (b"FUZZ-1", b"F" * 66, "PatientID is longer than the 64 characters"),
-])
+@pytest.mark.parametrize(
+    "original, replacement, reason",
+    [
+        (b"FUZZ-1", b"FU\x00Z-1", "PatientID is not a valid LO value"),  # PostgreSQL text cannot hold NUL
+        (b"FUZZ-1", b"F" * 66, "PatientID is longer than the 64 characters"),
+    ],
+)
 def test_an_invalid_identifying_value_is_refused_on_both_backends(ingest, db, tally, original, replacement, reason):
     ct = with_fresh_uid(dict(seeds())["ct"], 434343)
     at = ct.index(original)
     length_at = at - 2  # explicit VR little endian, short form: the 2-byte length precedes the value
     value = replacement + (b" " if len(replacement) % 2 else b"")
-    data = ct[:length_at] + len(value).to_bytes(2, "little") + value + ct[at + len(original):]
+    data = ct[:length_at] + len(value).to_bytes(2, "little") + value + ct[at + len(original) :]
     with pytest.raises(StoreRejected, match=reason):
-        ingest(ReceivedInstance(sop_instance_uid=sop_uid_of(data, SEED_UID), sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                                transfer_syntax=pydicom.uid.ExplicitVRLittleEndian, calling_ae="FUZZER", encoded=data))
+        ingest(
+            ReceivedInstance(
+                sop_instance_uid=sop_uid_of(data, SEED_UID),
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                transfer_syntax=pydicom.uid.ExplicitVRLittleEndian,
+                calling_ae="FUZZER",
+                encoded=data,
+            )
+        )
     assert check_case(ingest, db, data, tally) == 0xC000

@@ -46,8 +46,8 @@ def listener(settings, db):
 def split_pdus(stream: bytes) -> list[bytes]:
     pdus, at = [], 0
     while at + 6 <= len(stream):
-        length = struct.unpack(">I", stream[at + 2:at + 6])[0]
-        pdus.append(stream[at:at + 6 + length])
+        length = struct.unpack(">I", stream[at + 2 : at + 6])[0]
+        pdus.append(stream[at : at + 6 + length])
         at += 6 + length
     return pdus
 
@@ -108,7 +108,7 @@ def replay(port: int, pdus: list[bytes]) -> list[int]:
             pass
     statuses, at = [], answer.find(STATUS_TAG)
     while at != -1:
-        statuses.append(struct.unpack("<H", answer[at + 8:at + 10])[0])
+        statuses.append(struct.unpack("<H", answer[at + 8 : at + 10])[0])
         at = answer.find(STATUS_TAG, at + 1)
     return statuses
 
@@ -126,7 +126,7 @@ def conversations(draw, pdus: list[bytes]) -> list[bytes]:
         if not pdu and op in ("flip", "length", "type"):
             op = "garbage"
         if op == "cut":
-            out[index] = bytes(pdu[:draw(st.integers(0, len(pdu)))])
+            out[index] = bytes(pdu[: draw(st.integers(0, len(pdu)))])
         elif op == "flip":
             for _ in range(draw(st.integers(1, 6))):
                 pdu[draw(st.integers(0, len(pdu) - 1))] = draw(st.integers(0, 255))
@@ -135,8 +135,10 @@ def conversations(draw, pdus: list[bytes]) -> list[bytes]:
             # the PDU length, or the first PDV item's length inside a P-DATA-TF
             at = draw(st.sampled_from([2, 6] if pdu[0] == 0x04 and len(pdu) > 10 else [2]))
             pdu.extend(b"\x00" * max(0, at + 4 - len(pdu)))
-            pdu[at:at + 4] = struct.pack(">I", draw(st.sampled_from([0, 1, 2, 6, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF,
-                                                                      max(len(pdu) - 7, 0), len(pdu) * 2])))
+            pdu[at : at + 4] = struct.pack(
+                ">I",
+                draw(st.sampled_from([0, 1, 2, 6, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, max(len(pdu) - 7, 0), len(pdu) * 2])),
+            )
             out[index] = bytes(pdu)
         elif op == "drop":
             del out[index]
@@ -187,9 +189,17 @@ def test_raw_garbage_and_slow_half_open_connections(listener, tally, backend):
         pytest.skip("transport level: the database plays no part (run once, on SQLite)")
 
     @fuzz_settings(60)
-    @given(data=st.one_of(st.binary(max_size=4096),
-                          st.builds(lambda t, n, body: bytes([t, 0]) + struct.pack(">I", n) + body,
-                                    st.integers(0, 255), st.integers(0, 2**32 - 1), st.binary(max_size=256))))
+    @given(
+        data=st.one_of(
+            st.binary(max_size=4096),
+            st.builds(
+                lambda t, n, body: bytes([t, 0]) + struct.pack(">I", n) + body,
+                st.integers(0, 255),
+                st.integers(0, 2**32 - 1),
+                st.binary(max_size=256),
+            ),
+        )
+    )
     def run(data):
         replay(listener.port, [data])
         tally("sent")

@@ -27,8 +27,22 @@ from tests.faults.harness import counts
 from tests.fuzz.conftest import fuzz_settings
 from tests.fuzz.fhir_cases import JSON, ODD_SCALARS, bundles, mutated_resource, raw_bodies, seed_resources
 
-TYPES = ["Patient", "Observation", "BodyStructure", "ImagingStudy", "MedicationAdministration", "MedicationStatement",
-         "MedicationRequest", "Procedure", "Condition", "DiagnosticReport", "Flag", "AuditEvent", "Bundle", "Basic"]
+TYPES = [
+    "Patient",
+    "Observation",
+    "BodyStructure",
+    "ImagingStudy",
+    "MedicationAdministration",
+    "MedicationStatement",
+    "MedicationRequest",
+    "Procedure",
+    "Condition",
+    "DiagnosticReport",
+    "Flag",
+    "AuditEvent",
+    "Bundle",
+    "Basic",
+]
 
 
 class _Errors(logging.Handler):
@@ -47,7 +61,10 @@ class _Errors(logging.Handler):
 def fhir(app_client, db, tally):
     """``fhir(method, path, body, content_type)``: send one request and check the two properties."""
     patient = seed_resources()[0]
-    assert app_client.post("/fhir/Patient", json=patient, content_type="application/fhir+json").status_code in (200, 201)
+    assert app_client.post("/fhir/Patient", json=patient, content_type="application/fhir+json").status_code in (
+        200,
+        201,
+    )
     errors = _Errors()
     app_logger = logging.getLogger("service.api.app")
     app_logger.addHandler(errors)
@@ -61,8 +78,10 @@ def fhir(app_client, db, tally):
         errors.seen.clear()
         response = app_client.open(path, method=method, data=data, content_type=content_type)
         status = response.status_code
-        assert status < 500, (f"{method} {path} → {status}: {response.get_data()[:300]!r}\nbody: {data[:400]!r}\n"
-                              f"logged: {errors.seen!r:.300}\nafter these writes:\n" + "\n".join(history[-8:]))
+        assert status < 500, (
+            f"{method} {path} → {status}: {response.get_data()[:300]!r}\nbody: {data[:400]!r}\n"
+            f"logged: {errors.seen!r:.300}\nafter these writes:\n" + "\n".join(history[-8:])
+        )
         if status < 300 and method != "GET":
             history.append(f"  {method} {path} → {status}: {data[:300]!r}")
         if status >= 400:
@@ -89,7 +108,9 @@ def test_mutated_resources(fhir):
             query = urllib.parse.urlencode({"identifier": f"urn:fuzz|{len(json.dumps(resource)) % 7}"})
             fhir("PUT", f"/fhir/{kind}?{query}", resource)
         else:
-            fhir("PUT", f"/fhir/{kind}/{resource.get('id') if isinstance(resource.get('id'), str) else 'fz1'}", resource)
+            fhir(
+                "PUT", f"/fhir/{kind}/{resource.get('id') if isinstance(resource.get('id'), str) else 'fz1'}", resource
+            )
 
     run()
 
@@ -105,10 +126,21 @@ def test_bundles(fhir):
 
 def test_arbitrary_json_and_bytes(fhir):
     @fuzz_settings(200)
-    @given(body=st.one_of(JSON.map(lambda v: json.dumps(v, allow_nan=True).encode()), raw_bodies()),
-           path=st.sampled_from(["/fhir", "/fhir/Patient", "/fhir/Observation", "/fhir/Bundle", "/fhir/Procedure"]),
-           content_type=st.sampled_from(["application/fhir+json", "application/json", "application/fhir+json; charset=latin-1",
-                                         "text/plain", "application/xml", "multipart/form-data", ""]))
+    @given(
+        body=st.one_of(JSON.map(lambda v: json.dumps(v, allow_nan=True).encode()), raw_bodies()),
+        path=st.sampled_from(["/fhir", "/fhir/Patient", "/fhir/Observation", "/fhir/Bundle", "/fhir/Procedure"]),
+        content_type=st.sampled_from(
+            [
+                "application/fhir+json",
+                "application/json",
+                "application/fhir+json; charset=latin-1",
+                "text/plain",
+                "application/xml",
+                "multipart/form-data",
+                "",
+            ]
+        ),
+    )
     def run(body, path, content_type):
         fhir("POST", path, body, content_type)
 
@@ -116,15 +148,53 @@ def test_arbitrary_json_and_bytes(fhir):
 
 
 def test_search_parameters(fhir):
-    names = ["patient", "subject", "subject:identifier", "patient:identifier", "identifier", "date", "_lastUpdated",
-             "_id", "status", "code", "category", "_count", "_offset", "_sort", "_include", "_format", "unknown", "date:exact"]
-    values = st.one_of(ODD_SCALARS.map(str), st.sampled_from(["ge2024-01-01", "lt2024", "eq2024-13-01", "gt", "sa2024-01-01T00:00",
-                                                             "urn:immunorad:mrn|FUZZ-FHIR-1", "|", "a|b|c", "-1", "0",
-                                                             "99999999999999999999", "Patient/FUZZ", "json", "xml"]))
+    names = [
+        "patient",
+        "subject",
+        "subject:identifier",
+        "patient:identifier",
+        "identifier",
+        "date",
+        "_lastUpdated",
+        "_id",
+        "status",
+        "code",
+        "category",
+        "_count",
+        "_offset",
+        "_sort",
+        "_include",
+        "_format",
+        "unknown",
+        "date:exact",
+    ]
+    values = st.one_of(
+        ODD_SCALARS.map(str),
+        st.sampled_from(
+            [
+                "ge2024-01-01",
+                "lt2024",
+                "eq2024-13-01",
+                "gt",
+                "sa2024-01-01T00:00",
+                "urn:immunorad:mrn|FUZZ-FHIR-1",
+                "|",
+                "a|b|c",
+                "-1",
+                "0",
+                "99999999999999999999",
+                "Patient/FUZZ",
+                "json",
+                "xml",
+            ]
+        ),
+    )
 
     @fuzz_settings(200)
-    @given(kind=st.sampled_from(TYPES + ["", "metadata", "Patient/1/_history", "Observation/$validate"]),
-           params=st.lists(st.tuples(st.sampled_from(names), values), max_size=4))
+    @given(
+        kind=st.sampled_from(TYPES + ["", "metadata", "Patient/1/_history", "Observation/$validate"]),
+        params=st.lists(st.tuples(st.sampled_from(names), values), max_size=4),
+    )
     def run(kind, params):
         fhir("GET", f"/fhir/{kind}?{urllib.parse.urlencode(params)}")
 
@@ -146,13 +216,18 @@ def _patient_nested(depth: int) -> bytes:
 
 # -- cases a larger fuzz run (bench, scale 3) found once: each was a 500 ----------------------------------------
 
+
 @pytest.mark.parametrize("bundle_type", ["transaction", "batch"])
-@pytest.mark.parametrize("request_part, full_url", [
-    ({"method": "PUT", "url": None}, "urn:uuid:00000000-0000-4000-8000-000000000002"),
-    ({"method": "POST", "url": "Patient"}, 7),
-    ({"method": "PUT", "url": "Patient/p1", "ifMatch": 1}, None),
-    ({"method": "POST", "url": "Patient", "ifNoneExist": ["identifier=x"]}, None),
-], ids=["url-null", "fullUrl-number", "ifMatch-number", "ifNoneExist-list"])
+@pytest.mark.parametrize(
+    "request_part, full_url",
+    [
+        ({"method": "PUT", "url": None}, "urn:uuid:00000000-0000-4000-8000-000000000002"),
+        ({"method": "POST", "url": "Patient"}, 7),
+        ({"method": "PUT", "url": "Patient/p1", "ifMatch": 1}, None),
+        ({"method": "POST", "url": "Patient", "ifNoneExist": ["identifier=x"]}, None),
+    ],
+    ids=["url-null", "fullUrl-number", "ifMatch-number", "ifNoneExist-list"],
+)
 def test_bundle_entries_with_mistyped_request_fields_are_refused(fhir, bundle_type, request_part, full_url):
     entry = {"resource": {"resourceType": "Patient", "id": "p1"}, "request": request_part}
     if full_url is not None:
@@ -167,8 +242,11 @@ def test_a_nul_character_in_a_search_parameter_is_a_400(fhir, query):
 
 
 @pytest.mark.parametrize("path", ["/fhir", "/fhir/Patient"])
-@pytest.mark.parametrize("body", [_nested(100_000), _nested(5_000), _nested(101), _patient_nested(201)],
-                         ids=["100000-deep", "5000-deep", "101-deep", "patient-201-deep"])
+@pytest.mark.parametrize(
+    "body",
+    [_nested(100_000), _nested(5_000), _nested(101), _patient_nested(201)],
+    ids=["100000-deep", "5000-deep", "101-deep", "patient-201-deep"],
+)
 def test_deeply_nested_json_is_a_400(app_client, db, path, body):
     before = counts(db.engine)
     response = app_client.post(path, data=body, content_type="application/fhir+json")
@@ -183,7 +261,10 @@ def test_deeply_nested_json_is_a_400(app_client, db, path, body):
 def test_nesting_up_to_the_limit_is_parsed(app_client):
     # 100 arrays deep is JSON we read: refused for what it is (not a Bundle), not for its depth.
     response = app_client.post("/fhir", data=_nested(100), content_type="application/fhir+json")
-    assert response.status_code == 400 and response.get_json()["issue"][0]["diagnostics"] == "POST to the base needs a Bundle"
+    assert (
+        response.status_code == 400
+        and response.get_json()["issue"][0]["diagnostics"] == "POST to the base needs a Bundle"
+    )
     patient = app_client.post("/fhir/Patient", data=_patient_nested(99), content_type="application/fhir+json")
     assert patient.status_code == 201, patient.get_data()[:300]
 
@@ -195,8 +276,12 @@ TAKEN = {"resourceType": "Patient", "identifier": [{"system": "urn:immunorad:mrn
 def two_patients(app_client, db):
     """One patient holding MRN TAKEN-1, one (``Patient/other``) stored without identifier; their stored rows."""
     assert app_client.post("/fhir/Patient", json=TAKEN, content_type="application/fhir+json").status_code == 201
-    assert app_client.put("/fhir/Patient/other", json={"resourceType": "Patient"},
-                          content_type="application/fhir+json").status_code == 201
+    assert (
+        app_client.put(
+            "/fhir/Patient/other", json={"resourceType": "Patient"}, content_type="application/fhir+json"
+        ).status_code
+        == 201
+    )
     return _stored(db)
 
 
@@ -210,7 +295,10 @@ def _stored(db) -> tuple:
 def _assert_taken(outcome: dict) -> None:
     assert outcome["resourceType"] == "OperationOutcome"
     issue = outcome["issue"][0]
-    assert issue["code"] in ("duplicate", "conflict") and "another Patient already has this identifier" in issue["diagnostics"]
+    assert (
+        issue["code"] in ("duplicate", "conflict")
+        and "another Patient already has this identifier" in issue["diagnostics"]
+    )
 
 
 def test_update_to_a_taken_identifier_is_a_409(app_client, db, two_patients):
@@ -233,11 +321,20 @@ def test_changing_an_identifier_to_a_taken_one_is_a_409(app_client, db, two_pati
 
 
 def test_transaction_update_to_a_taken_identifier_is_a_409(app_client, db, two_patients):
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Patient", "identifier": [{"system": "urn:immunorad:mrn", "value": "FRESH-1"}]},
-         "request": {"method": "POST", "url": "Patient"}},
-        {"resource": TAKEN | {"id": "other"}, "request": {"method": "PUT", "url": "Patient/other"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:immunorad:mrn", "value": "FRESH-1"}],
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"resource": TAKEN | {"id": "other"}, "request": {"method": "PUT", "url": "Patient/other"}},
+        ],
+    }
     response = app_client.post("/fhir", json=bundle, content_type="application/fhir+json")
     assert response.status_code == 409
     _assert_taken(response.get_json())
@@ -246,11 +343,20 @@ def test_transaction_update_to_a_taken_identifier_is_a_409(app_client, db, two_p
 
 
 def test_batch_update_to_a_taken_identifier_is_a_409_entry(app_client, db, two_patients):
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": TAKEN | {"id": "other"}, "request": {"method": "PUT", "url": "Patient/other"}},
-        {"resource": {"resourceType": "Patient", "identifier": [{"system": "urn:immunorad:mrn", "value": "FRESH-1"}]},
-         "request": {"method": "POST", "url": "Patient"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": TAKEN | {"id": "other"}, "request": {"method": "PUT", "url": "Patient/other"}},
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:immunorad:mrn", "value": "FRESH-1"}],
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    }
     response = app_client.post("/fhir", json=bundle, content_type="application/fhir+json")
     assert response.status_code == 200
     first, second = response.get_json()["entry"]

@@ -247,9 +247,7 @@ def _run_healthcheck(instructions: list[Instruction], http_port: int, role_port:
     environment["IMMUNORAD_HTTP_PORT"] = str(http_port)
     if role_port is not None:
         environment["IMMUNORAD_ROLE_HTTP_PORT"] = str(role_port)
-    completed = subprocess.run(
-        [sys.executable, "-c", command[2]], env=environment, capture_output=True, timeout=30
-    )
+    completed = subprocess.run([sys.executable, "-c", command[2]], env=environment, capture_output=True, timeout=30)
     return completed.returncode
 
 

@@ -102,9 +102,7 @@ PRODUCTION_VALUES: dict[str, Any] = {
         },
     },
     "networkPolicy": {
-        "apiIngressFrom": [
-            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
-        ],
+        "apiIngressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
         "databaseEgressTo": [{"ipBlock": {"cidr": "10.30.0.0/24"}}],
         "ehrEgressTo": [{"ipBlock": {"cidr": "10.40.1.10/32"}}],
     },
@@ -368,18 +366,14 @@ def test_role_ports_match_the_configmap(rendered: Rendered) -> None:
     assert _port_number(container(rendered.deployment("api")), "http") == int(data["IMMUNORAD_HTTP_PORT"])
     assert _port_number(container(rendered.deployment("dicom")), "dicom") == int(data["IMMUNORAD_DICOM_PORT"])
     for role in ("dicom", "worker"):
-        assert _port_number(container(rendered.deployment(role)), "role-http") == int(
-            data["IMMUNORAD_ROLE_HTTP_PORT"]
-        )
+        assert _port_number(container(rendered.deployment(role)), "role-http") == int(data["IMMUNORAD_ROLE_HTTP_PORT"])
 
 
 # --- scaling and availability -------------------------------------------------------------------
 
 
 def test_hpa_for_api_and_worker(rendered: Rendered) -> None:
-    targets = {
-        hpa["spec"]["scaleTargetRef"]["name"]: hpa for hpa in rendered.of_kind("HorizontalPodAutoscaler")
-    }
+    targets = {hpa["spec"]["scaleTargetRef"]["name"]: hpa for hpa in rendered.of_kind("HorizontalPodAutoscaler")}
     assert {f"{RELEASE}-api", f"{RELEASE}-worker"} <= set(targets)
     for name, hpa in targets.items():
         assert hpa["apiVersion"] == "autoscaling/v2"
@@ -390,16 +384,11 @@ def test_hpa_for_api_and_worker(rendered: Rendered) -> None:
 
 def test_production_runs_three_replicas_of_every_role(production_render: Rendered) -> None:
     hpas = {
-        h["spec"]["scaleTargetRef"]["name"]: h["spec"]
-        for h in production_render.of_kind("HorizontalPodAutoscaler")
+        h["spec"]["scaleTargetRef"]["name"]: h["spec"] for h in production_render.of_kind("HorizontalPodAutoscaler")
     }
     for role in ROLES:
         name = f"{RELEASE}-{role}"
-        replicas = (
-            hpas[name]["minReplicas"]
-            if name in hpas
-            else production_render.deployment(role)["spec"]["replicas"]
-        )
+        replicas = hpas[name]["minReplicas"] if name in hpas else production_render.deployment(role)["spec"]["replicas"]
         assert replicas == 3, role
 
 
@@ -418,9 +407,7 @@ def test_pdb_for_every_role(rendered: Rendered) -> None:
 
 def _policy_for(rendered: Rendered, labels: dict[str, str]) -> dict[str, Any]:
     policies = [
-        p
-        for p in rendered.of_kind("NetworkPolicy")
-        if selects(p["spec"]["podSelector"]["matchLabels"], labels)
+        p for p in rendered.of_kind("NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], labels)
     ]
     assert len(policies) == 1, labels
     return policies[0]["spec"]
@@ -435,9 +422,7 @@ def _egress_ports(policy: dict[str, Any]) -> set[str | int]:
 
 
 def test_network_policy_for_every_workload(rendered: Rendered) -> None:
-    for workload in (
-        rendered.of_kind("Deployment") + rendered.of_kind("StatefulSet") + rendered.of_kind("Job")
-    ):
+    for workload in rendered.of_kind("Deployment") + rendered.of_kind("StatefulSet") + rendered.of_kind("Job"):
         policy = _policy_for(rendered, pod_labels(workload))
         assert set(policy["policyTypes"]) == {"Ingress", "Egress"}, workload["metadata"]["name"]
 
@@ -470,9 +455,7 @@ def test_services_select_their_pods_and_target_named_ports(rendered: Rendered) -
     for service in rendered.of_kind("Service"):
         selected = [w for w in workloads if selects(service["spec"]["selector"], pod_labels(w))]
         assert len(selected) == 1, service["metadata"]["name"]
-        port_names = {
-            p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]
-        }
+        port_names = {p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in port_names, (service["metadata"]["name"], port)
 
@@ -480,9 +463,7 @@ def test_services_select_their_pods_and_target_named_ports(rendered: Rendered) -
 def test_dicom_service_is_tcp_and_clusterip_by_default(default_render: Rendered) -> None:
     service = default_render.named("Service", f"{RELEASE}-dicom")
     assert service["spec"]["type"] == "ClusterIP"
-    assert service["spec"]["ports"] == [
-        {"name": "dicom", "port": 11112, "targetPort": "dicom", "protocol": "TCP"}
-    ]
+    assert service["spec"]["ports"] == [{"name": "dicom", "port": 11112, "targetPort": "dicom", "protocol": "TCP"}]
 
 
 def test_production_dicom_service_is_a_tls_load_balancer(production_render: Rendered) -> None:
@@ -704,25 +685,16 @@ def test_bundled_postgresql_by_default(default_render: Rendered) -> None:
         # $(IMMUNORAD_DB_PASSWORD) only expands when the variable is defined earlier in the list.
         assert names.index("IMMUNORAD_DB_PASSWORD") < names.index("IMMUNORAD_DATABASE_URL")
         url = next(e["value"] for e in env if e["name"] == "IMMUNORAD_DATABASE_URL")
-        assert (
-            url
-            == f"postgresql+psycopg://immunorad:$(IMMUNORAD_DB_PASSWORD)@{RELEASE}-postgresql:5432/immunorad"
-        )
+        assert url == f"postgresql+psycopg://immunorad:$(IMMUNORAD_DB_PASSWORD)@{RELEASE}-postgresql:5432/immunorad"
 
 
 def test_existing_secret_replaces_the_chart_secret() -> None:
     values = copy.deepcopy(PRODUCTION_VALUES)
     values["secrets"] = {"existingSecret": "immunorad-credentials"}
     rendered = render(values)
-    assert [s["metadata"]["name"] for s in rendered.of_kind("Secret")] == [], (
-        "the operator's Secret is used as is"
-    )
+    assert [s["metadata"]["name"] for s in rendered.of_kind("Secret")] == [], "the operator's Secret is used as is"
     for role in ROLES:
-        refs = [
-            r["secretRef"]["name"]
-            for r in container(rendered.deployment(role))["envFrom"]
-            if "secretRef" in r
-        ]
+        refs = [r["secretRef"]["name"] for r in container(rendered.deployment(role))["envFrom"] if "secretRef" in r]
         assert refs == ["immunorad-credentials"]
     job = rendered.named("Job", f"{RELEASE}-migrate")
     url_ref = next(e for e in container(job)["env"] if e["name"] == "IMMUNORAD_DATABASE_URL")["valueFrom"][

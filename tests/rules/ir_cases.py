@@ -1,7 +1,7 @@
 """Helpers and extra timelines for the immune-related criteria tests (irRC, irRECIST, imRECIST, itRECIST).
 
 The worked examples E1–E15 are in ``tests/rules/cases.py``; the timelines here are built from the rules of
-../shared/spec/clinical/criteria-size-pet.md §3–§6 to test boundaries, with the arithmetic in comments.
+docs/clinical/criteria-size-pet.md §3–§6 to test boundaries, with the arithmetic in comments.
 """
 
 from __future__ import annotations
@@ -60,14 +60,20 @@ def case(name: str, scan_days: Iterable[int], *lesions: Lesion) -> Case:
     return Case(name, C1D1, scans(*scan_days), tuple(lesions))
 
 
-def with_injections(facts: PatientFacts, *, injected_at: Mapping[str, Iterable[dt.date]] = {},
-                    procedures: Iterable[tuple[dt.date, tuple[str, ...]]] = ()) -> PatientFacts:
+def with_injections(
+    facts: PatientFacts,
+    *,
+    injected_at: Mapping[str, Iterable[dt.date]] = {},
+    procedures: Iterable[tuple[dt.date, tuple[str, ...]]] = (),
+) -> PatientFacts:
     """itRECIST facts: ``injected_at`` marks lesion measurements as injected on given scan dates;
     ``procedures`` adds intratumoral-injection ``LocalTherapy`` facts (date, lesion ids)."""
     marks = {(lesion_id, day) for lesion_id, days in injected_at.items() for day in days}
     measurements = tuple(
-        dataclasses.replace(m, injected=True) if (m.lesion_id, m.scan_date) in marks else m
-        for m in facts.measurements)
-    therapies = tuple(LocalTherapy(LocalTherapyKind.INTRATUMORAL_INJECTION, day, lesion_ids=ids, source="test")
-                      for day, ids in procedures)
+        dataclasses.replace(m, injected=True) if (m.lesion_id, m.scan_date) in marks else m for m in facts.measurements
+    )
+    therapies = tuple(
+        LocalTherapy(LocalTherapyKind.INTRATUMORAL_INJECTION, day, lesion_ids=ids, source="test")
+        for day, ids in procedures
+    )
     return dataclasses.replace(facts, measurements=measurements, local_therapies=facts.local_therapies + therapies)

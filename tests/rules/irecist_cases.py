@@ -1,6 +1,6 @@
 """Helpers and extra timelines for the iRECIST tests (size spec §2), beyond the worked examples of ``cases.py``.
 
-The timelines here are built from the rules of ../shared/spec/clinical/criteria-size-pet.md §2 to hit each
+The timelines here are built from the rules of docs/clinical/criteria-size-pet.md §2 to hit each
 boundary the spec names; the arithmetic is in the comments next to each one. Most use a single non-nodal target
 whose longest diameter *is* the sum, so the numbers read directly.
 """
@@ -29,7 +29,9 @@ NT_INCLA = Cell(nontarget_status=NonTargetStatus.PRESENT, nontarget_change=NonTa
 """Non-target graded 'further increase from last assessment' (WG code INCLA)."""
 NT_NC = Cell(nontarget_status=NonTargetStatus.PRESENT, nontarget_change=NonTargetChange.NC)
 NT_NCLA = Cell(nontarget_status=NonTargetStatus.PRESENT, nontarget_change=NonTargetChange.NCLA)
-NT_STILL_UNEQUIVOCAL = Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION, nontarget_change=NonTargetChange.NCLA)
+NT_STILL_UNEQUIVOCAL = Cell(
+    nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION, nontarget_change=NonTargetChange.NCLA
+)
 NT_GONE = Cell(0, 0, LesionStatus.ABSENT, nontarget_status=NonTargetStatus.ABSENT)
 NT_SEEN = Cell(nontarget_status=NonTargetStatus.PRESENT)
 
@@ -62,8 +64,9 @@ def every_8_weeks(n: int) -> dict[str, dt.date]:
     return schedule(*(56 * i for i in range(1, n + 1)))
 
 
-def single_target(name: str, sums: Sequence[float | Cell], scans: Mapping[str, dt.date] | None = None,
-                  *extra: Lesion) -> Case:
+def single_target(
+    name: str, sums: Sequence[float | Cell], scans: Mapping[str, dt.date] | None = None, *extra: Lesion
+) -> Case:
     """One non-nodal liver target whose longest diameter is the sum of diameters (BL first)."""
     scans = dict(scans or every_8_weeks(len(sums) - 1))
     labels = list(scans)
@@ -115,20 +118,26 @@ def new_lesion_reset(decrease_to: float) -> Case:
     TP3 ``decrease_to`` with N1 unchanged: 45 is −5 mm ≥ 5 → reset (iii) to iPR; 46 is −4 mm → stays iUPD (iPR at
     both, so policy (ii) does not apply).
     """
-    return single_target(f"nl-reset-{decrease_to}", [80, 60, 50, decrease_to], None,
-                         new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)}))
+    return single_target(
+        f"nl-reset-{decrease_to}",
+        [80, 60, 50, decrease_to],
+        None,
+        new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)}),
+    )
 
 
 # Reset policy (ii): the category ignoring the unchanged new lesion improves iSD → iPR with only −3 mm.
 # BL 100; TP1 72 (−28 % → iSD); TP2 72 + N1 → iUPD (iSD ignoring N1); TP3 69: 69 ≤ 70 → iPR, −3 mm < 5, but
 # iSD → iPR is better → reset to iPR (N1 persists, recorded).
-IMPROVED_CATEGORY = single_target("nl-reset-improved", [100, 72, 72, 69], None,
-                                  new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)}))
+IMPROVED_CATEGORY = single_target(
+    "nl-reset-improved", [100, 72, 72, 69], None, new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)})
+)
 
 # WG scenario F: PR already reached, then a new lesion → iUPD, then no change in any measurement → remains iUPD.
 # BL 100; TP1 60 (iPR); TP2 60 + N1 → iUPD; TP3 60, N1 unchanged: not resolved, iPR → iPR, 0 mm → iUPD.
-SCENARIO_F = single_target("scenario-F", [100, 60, 60, 60], None,
-                           new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)}))
+SCENARIO_F = single_target(
+    "scenario-F", [100, 60, 60, 60], None, new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)})
+)
 
 # Table 3 example 8: iUPD, NE, NE → iBOR iUPD (NE keeps the episode open and never updates the nadir).
 # BL 50; TP1 60 → iUPD; TP2, TP3 the target not assessed → NE, NE.
@@ -158,5 +167,6 @@ def measurability_case(diameter: float, *, nodal: bool = False) -> Case:
     else:
         cells = {"TP2": c(diameter, diameter), "TP3": c(diameter + 5, diameter + 5)}
     organ = "lymph node" if nodal else "lung"
-    return single_target(f"measurability-{diameter}-{organ}", [50, 50, 50, 50], None,
-                         new_lesion("N1", cells, organ=organ, nodal=nodal))
+    return single_target(
+        f"measurability-{diameter}-{organ}", [50, 50, 50, 50], None, new_lesion("N1", cells, organ=organ, nodal=nodal)
+    )

@@ -40,8 +40,11 @@ def test_pet_only_at_baseline_is_not_enough():
     baseline = cases.E5.scans["BL"]
     facts = dataclasses.replace(
         facts,
-        measurements=tuple(m if m.scan_date == baseline else dataclasses.replace(m, sul_peak=None) for m in facts.measurements),
-        references=tuple(r for r in facts.references if r.scan_date == baseline))
+        measurements=tuple(
+            m if m.scan_date == baseline else dataclasses.replace(m, sul_peak=None) for m in facts.measurements
+        ),
+        references=tuple(r for r in facts.references if r.scan_date == baseline),
+    )
     assert applicable(facts) == set(RECIST_FAMILY)
 
 
@@ -53,11 +56,23 @@ def test_lymphoma_and_glioma():
     assert applicable(dataclasses.replace(pc.e5_pet(), cancer_type="lymphoma")) == set(LYMPHOMA_CRITERIA)
 
 
-@pytest.mark.parametrize("value, category", [
-    (None, "solid"), ("", "solid"), ("solid", "solid"), ("Solid tumour", "solid"), ("melanoma", "solid"),
-    ("lymphoma", "lymphoma"), ("Hodgkin lymphoma", "lymphoma"), ("118600007", "lymphoma"),
-    ("http://snomed.info/sct|118599009", "lymphoma"), ("118601006", "lymphoma"),
-    ("GLIOMA", "glioma"), ("glioblastoma", "glioma"), ("393563007", "glioma"),
-])
+@pytest.mark.parametrize(
+    "value, category",
+    [
+        (None, "solid"),
+        ("", "solid"),
+        ("solid", "solid"),
+        ("Solid tumour", "solid"),
+        ("melanoma", "solid"),
+        ("lymphoma", "lymphoma"),
+        ("Hodgkin lymphoma", "lymphoma"),
+        ("118600007", "lymphoma"),
+        ("http://snomed.info/sct|118599009", "lymphoma"),
+        ("118601006", "lymphoma"),
+        ("GLIOMA", "glioma"),
+        ("glioblastoma", "glioma"),
+        ("393563007", "glioma"),
+    ],
+)
 def test_cancer_type_values(value, category):
     assert cancer_category(value) == category

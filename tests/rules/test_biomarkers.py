@@ -66,16 +66,32 @@ def test_k13_every_biomarker(engine):
 
 def test_every_cut_off_says_it_is_cohort_derived(engine):
     for result in panel(ic.k13(), engine).values():
-        if result.code in ("blr", "slr", "slr-wong-2020", "tmtv", "tmtv-seban-2020", "sarcopenia-prado",
-                           "sarcopenia-martin", "sarcopenia-dercle-53", "dnlr", "ps3-ct", "ps7"):
+        if result.code in (
+            "blr",
+            "slr",
+            "slr-wong-2020",
+            "tmtv",
+            "tmtv-seban-2020",
+            "sarcopenia-prado",
+            "sarcopenia-martin",
+            "sarcopenia-dercle-53",
+            "dnlr",
+            "ps3-ct",
+            "ps7",
+        ):
             assert "cohort-derived" in result.method, result.code
         assert "imaging-biomarkers" in result.method
 
 
 def test_ps3_ct_uses_the_recist_baseline_sum_from_the_criteria(engine):
-    facts = ic.k13(measurements=(
-        ic.m("T1 liver", ic.K13_BL, 55, 40, role=ic.T, organ="liver"), ic.m("T2 lung", ic.K13_BL, 40, 30, role=ic.T),
-        ic.m("T1 liver", "2024-03-11", 50, 35, organ="liver"), ic.m("T2 lung", "2024-03-11", 40, 30)))
+    facts = ic.k13(
+        measurements=(
+            ic.m("T1 liver", ic.K13_BL, 55, 40, role=ic.T, organ="liver"),
+            ic.m("T2 lung", ic.K13_BL, 40, 30, role=ic.T),
+            ic.m("T1 liver", "2024-03-11", 50, 35, organ="liver"),
+            ic.m("T2 lung", "2024-03-11", 40, 30),
+        )
+    )
     tl = make_timeline(facts, engine)
     recist = recist11.assess(engine, tl)
     assert recist.timepoints[0].baseline_sum == Decimal("95")
@@ -84,6 +100,7 @@ def test_ps3_ct_uses_the_recist_baseline_sum_from_the_criteria(engine):
 
 
 # --- boundaries ---------------------------------------------------------------------------------------------
+
 
 def test_dnlr_exactly_3_is_not_high(engine):
     # 6.0 / (8.0 − 6.0) = 3.0: the cut-off is strict (> 3) → normal; LIPI then has LDH only → intermediate.
@@ -94,8 +111,12 @@ def test_dnlr_exactly_3_is_not_high(engine):
 
 def test_smi_exactly_52_4_is_not_low_by_prado(engine):
     # 134.144 / 1.60² = 134.144 / 2.56 = 52.4 exactly: Prado men < 52.4 is strict → normal; Dercle < 53 → low.
-    r = panel(with_observations(ic.obs("skeletal-muscle-area-l3", "134.144"), ic.obs("height", "160", "cm"),
-                                ic.obs("weight", "64", "kg")), engine)  # BMI 64 / 2.56 = 25.0
+    r = panel(
+        with_observations(
+            ic.obs("skeletal-muscle-area-l3", "134.144"), ic.obs("height", "160", "cm"), ic.obs("weight", "64", "kg")
+        ),
+        engine,
+    )  # BMI 64 / 2.56 = 25.0
     assert r["smi"].value == Decimal("52.4")
     assert r["sarcopenia-prado"].interpretation == "normal"
     assert r["sarcopenia-dercle-53"].interpretation == "low"
@@ -126,16 +147,22 @@ def test_sex_or_weight_missing(engine):
 @pytest.mark.parametrize("marrow, expected", [("2.37", "low"), ("2.38", "high")])
 def test_blr_cut_off_is_strict(engine, marrow, expected):
     # 0.79 × 3.0 = 2.37: BLR 2.37/3.0 = 0.79 exactly is not > 0.79; 2.38/3.0 = 0.793 is.
-    refs = (ReferenceMeasurement(ReferenceRegion.BONE_MARROW, D(ic.K13_BL), suv_max=Decimal(marrow)),
-            ReferenceMeasurement(ReferenceRegion.LIVER, D(ic.K13_BL), suv_max=Decimal("3.0")))
+    refs = (
+        ReferenceMeasurement(ReferenceRegion.BONE_MARROW, D(ic.K13_BL), suv_max=Decimal(marrow)),
+        ReferenceMeasurement(ReferenceRegion.LIVER, D(ic.K13_BL), suv_max=Decimal("3.0")),
+    )
     assert panel(ic.k13(references=refs), engine)["blr"].interpretation == expected
 
 
 # --- inputs from other places, and what is missing ----------------------------------------------------------
 
+
 def test_pet_values_from_observations_and_tmtv_from_lesion_volumes(engine):
     observations = tuple(o for o in ic.k13().observations if o.code != "tmtv") + (
-        ic.obs("suvmax-bone-marrow", "2.6"), ic.obs("suvmax-spleen", "3.5"), ic.obs("suvmax-liver", "3.0"))
+        ic.obs("suvmax-bone-marrow", "2.6"),
+        ic.obs("suvmax-spleen", "3.5"),
+        ic.obs("suvmax-liver", "3.0"),
+    )
     measurements = (
         ic.m("T1 liver", ic.K13_BL, 55, 40, role=ic.T, organ="liver", metabolic_volume_ml=Decimal("15")),
         ic.m("T2 lung", ic.K13_BL, 40, 30, role=ic.T, metabolic_volume_ml=Decimal("9")),
@@ -152,7 +179,9 @@ def test_pet_values_from_observations_and_tmtv_from_lesion_volumes(engine):
 def test_nothing_measured_is_not_evaluable_with_what_is_missing(engine):
     r = panel(ic.k13(observations=(), references=()), engine)
     assert r["blr"].interpretation is None and set(r["blr"].missing) == {
-        "SUVmax bone marrow at baseline PET", "SUVmax liver at baseline PET"}
+        "SUVmax bone marrow at baseline PET",
+        "SUVmax liver at baseline PET",
+    }
     assert r["tmtv"].missing and r["dnlr"].missing == ("leukocytes", "neutrophils")
     assert r["lipi"].interpretation is None and "dNLR" in r["lipi"].missing
     assert r["ps3-ct"].interpretation is None and "SMI" in r["ps3-ct"].missing
@@ -166,16 +195,24 @@ def test_values_after_treatment_start_are_not_baseline(engine):
 
 
 def test_lipi_good_and_ldh_without_uln(engine):
-    r = panel(with_observations(ic.obs("leukocytes", "8.0"), ic.obs("neutrophils", "5.0"),
-                                ic.obs("ldh", "200", "U/L", reference_high="250")), engine)
+    r = panel(
+        with_observations(
+            ic.obs("leukocytes", "8.0"), ic.obs("neutrophils", "5.0"), ic.obs("ldh", "200", "U/L", reference_high="250")
+        ),
+        engine,
+    )
     assert (r["lipi"].value, r["lipi"].interpretation) == (0, "good")
     r = panel(with_observations(ic.obs("ldh", "300", "U/L")), engine)
     assert "LDH upper limit of normal" in r["lipi"].missing
 
 
 def test_npvm_absent_when_only_lung_and_nodes(engine):
-    facts = ic.k13(measurements=(ic.m("T1 lung", ic.K13_BL, 60, 40, role=ic.T),
-                                 ic.m("T2 node", ic.K13_BL, 40, 35, role=ic.T, organ="lymph node", nodal=True)))
+    facts = ic.k13(
+        measurements=(
+            ic.m("T1 lung", ic.K13_BL, 60, 40, role=ic.T),
+            ic.m("T2 node", ic.K13_BL, 40, 35, role=ic.T, organ="lymph node", nodal=True),
+        )
+    )
     r = panel(facts, engine)
     # TB1D = 60 + 35 (node SA) = 95 > 90 (1) + SMI low (1) + no NPVM (0) → 2/3.
     assert (r["ps3-ct"].value, r["ps3-ct"].interpretation) == (2, "2/3")
@@ -183,9 +220,14 @@ def test_npvm_absent_when_only_lung_and_nodes(engine):
 
 def test_ps7_with_its_unverified_clinical_items(engine):
     extra = (ic.obs("ecog", "1"), ic.obs("albumin", "3.2", "g/dL"))
-    facts = ic.k13(observations=ic.k13().observations + extra, measurements=(
-        ic.m("T1 liver", ic.K13_BL, 55, 40, role=ic.T, organ="liver"), ic.m("T2 lung", ic.K13_BL, 40, 30, role=ic.T),
-        ic.m("NT bone", ic.K13_BL, role=ic.NT, organ="bone")))
+    facts = ic.k13(
+        observations=ic.k13().observations + extra,
+        measurements=(
+            ic.m("T1 liver", ic.K13_BL, 55, 40, role=ic.T, organ="liver"),
+            ic.m("T2 lung", ic.K13_BL, 40, 30, role=ic.T),
+            ic.m("NT bone", ic.K13_BL, role=ic.NT, organ="bone"),
+        ),
+    )
     r = panel(facts, engine)
     # PS3-CT 3 + ECOG 1 ≥ 1 (1) + albumin 32 g/L < 35 (1) + LDH 300 > 250 (1) + sites liver, lung, bone = 3 > 2 (1).
     assert (r["ps7"].value, r["ps7"].interpretation) == (7, "7/7")

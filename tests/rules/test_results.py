@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from rules.results import percent_change
 
-AMOUNTS = st.one_of(st.integers(-10_000, 10_000),
-                    st.decimals(min_value=-10_000, max_value=10_000, places=2, allow_nan=False, allow_infinity=False),
-                    st.fractions(min_value=-10_000, max_value=10_000, max_denominator=10_000))
+AMOUNTS = st.one_of(
+    st.integers(-10_000, 10_000),
+    st.decimals(min_value=-10_000, max_value=10_000, places=2, allow_nan=False, allow_infinity=False),
+    st.fractions(min_value=-10_000, max_value=10_000, max_denominator=10_000),
+)
 
 
 def test_worked_example_e1_is_an_exact_30_percent_decrease():

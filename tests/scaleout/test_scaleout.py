@@ -94,15 +94,21 @@ def test_two_of_each_role_one_database(pg_url, ehr, tmp_path):
         run_all([a.start, b.start])
 
         # FHIR: each patient's Bundle through one API or the other, both APIs at once.
-        statuses = run_all([lambda: [post_fhir(a, p.bundle) for p in patients[0::2]],
-                            lambda: [post_fhir(b, p.bundle) for p in patients[1::2]]])
+        statuses = run_all(
+            [
+                lambda: [post_fhir(a, p.bundle) for p in patients[0::2]],
+                lambda: [post_fhir(b, p.bundle) for p in patients[1::2]],
+            ]
+        )
         assert statuses == [[200] * len(patients[0::2]), [200] * len(patients[1::2])]
 
         # DICOM: the whole cohort to both listeners at once, in opposite patient orders.
         def send(service, order, calling):
             return [r for p in order for r in store("127.0.0.1", service.dicom_port, p.datasets, calling=calling)]
 
-        via_a, via_b = run_all([lambda: send(a, patients, "PACS-A"), lambda: send(b, list(reversed(patients)), "PACS-B")])
+        via_a, via_b = run_all(
+            [lambda: send(a, patients, "PACS-A"), lambda: send(b, list(reversed(patients)), "PACS-B")]
+        )
         for results in (via_a, via_b):
             bad = [(r.sop_uid, hex(r.status) if r.status is not None else None) for r in results if r.status != 0]
             assert not bad, f"C-STORE failures under concurrency: {bad[:5]}\n{listener_warnings(a, b)}"
@@ -112,16 +118,26 @@ def test_two_of_each_role_one_database(pg_url, ehr, tmp_path):
         all_uids = {uid for p in patients for uid in p.sop_uids}
         assert scalar(engine, "SELECT count(*) FROM instances") == len(all_uids)
         assert scalar(engine, "SELECT count(*) FROM patients") == len(patients)
-        assert scalar(engine, "SELECT count(DISTINCT study_uid) FROM studies") == scalar(engine, "SELECT count(*) FROM studies")
+        assert scalar(engine, "SELECT count(DISTINCT study_uid) FROM studies") == scalar(
+            engine, "SELECT count(*) FROM studies"
+        )
 
         # Produced exactly once.
         expected = {p.mrn: sorted(p.expected_followups) for p in patients}
         produced = collections.defaultdict(list)
-        for mrn, scan_date in rows(engine, "SELECT p.mrn, r.scan_date FROM reports r JOIN patients p ON p.id = r.patient_id"):
+        for mrn, scan_date in rows(
+            engine, "SELECT p.mrn, r.scan_date FROM reports r JOIN patients p ON p.id = r.patient_id"
+        ):
             produced[mrn].append(str(scan_date))
         assert {m: sorted(d) for m, d in produced.items()} == expected
-        assert rows(engine, "SELECT patient_id, inputs_hash FROM assessments GROUP BY patient_id, inputs_hash, "
-                            "rulebase_version HAVING count(*) > 1") == []
+        assert (
+            rows(
+                engine,
+                "SELECT patient_id, inputs_hash FROM assessments GROUP BY patient_id, inputs_hash, "
+                "rulebase_version HAVING count(*) > 1",
+            )
+            == []
+        )
         local = a.request("GET", "/fhir/DiagnosticReport?_count=1000")[1]
         assert local["total"] == sum(len(d) for d in expected.values())
 

@@ -32,10 +32,16 @@ def key_file(client_key, tmp_path):
 @pytest.fixture
 def smart_settings(settings_factory, smart_ehr, key_file):
     """Settings that deliver to and pull from the SMART EHR, authenticated by SMART Backend Services."""
+
     def make(**overrides):
-        values = dict(ehr_fhir_url=smart_ehr.base_url, ehr_client_id=CLIENT_ID, ehr_private_key=str(key_file),
-                      ehr_key_id=KID, ehr_timeout_seconds=5.0, ehr_scope="system/DiagnosticReport.write "
-                      "system/Observation.write system/Flag.write system/*.read")
+        values = dict(
+            ehr_fhir_url=smart_ehr.base_url,
+            ehr_client_id=CLIENT_ID,
+            ehr_private_key=str(key_file),
+            ehr_key_id=KID,
+            ehr_timeout_seconds=5.0,
+            ehr_scope="system/DiagnosticReport.write system/Observation.write system/Flag.write system/*.read",
+        )
         values.update(overrides)
         return settings_factory(**values)
 

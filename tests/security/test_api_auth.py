@@ -19,20 +19,28 @@ SYSTEM = "urn:immunorad:mrn"
 
 
 def patient(mrn: str) -> dict:
-    return {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": mrn}], "gender": "male",
-            "birthDate": "1950-01-01"}
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": SYSTEM, "value": mrn}],
+        "gender": "male",
+        "birthDate": "1950-01-01",
+    }
 
 
 def refusals(db) -> list[AuditEvent]:
     with db.read() as session:
-        return list(session.scalars(select(AuditEvent).where(AuditEvent.kind.in_(("auth-failure", "access-denied")))
-                                    .order_by(AuditEvent.id)))
+        return list(
+            session.scalars(
+                select(AuditEvent).where(AuditEvent.kind.in_(("auth-failure", "access-denied"))).order_by(AuditEvent.id)
+            )
+        )
 
 
 @pytest.fixture
 def jwt_settings(settings_factory, smart_ehr):
-    return settings_factory(api_auth=("token", "jwt"), api_jwks_url=smart_ehr.as_jwks_url,
-                            api_jwt_issuer=smart_ehr.as_issuer)
+    return settings_factory(
+        api_auth=("token", "jwt"), api_jwks_url=smart_ehr.as_jwks_url, api_jwt_issuer=smart_ehr.as_issuer
+    )
 
 
 def bearer(token: str) -> dict:
@@ -80,7 +88,12 @@ def test_jwt_with_the_right_scopes_reads_and_writes(jwt_settings, smart_ehr, db)
     assert client.get("/fhir/Patient?identifier=JWT-1", headers=bearer(reader)).status_code == 200
     everything = smart_ehr.access_token(audience, "system/*.read")
     assert client.get("/api/patients", headers=bearer(everything)).status_code == 200
-    assert client.get("/fhir/AuditEvent", headers=bearer(smart_ehr.access_token(audience, "user/AuditEvent.read"))).status_code == 200
+    assert (
+        client.get(
+            "/fhir/AuditEvent", headers=bearer(smart_ehr.access_token(audience, "user/AuditEvent.read"))
+        ).status_code
+        == 200
+    )
     # The static token keeps working next to JWTs.
     assert client.get("/fhir/Patient", headers=bearer(jwt_settings.api_token)).status_code == 200
     with db.read() as session:
@@ -97,9 +110,16 @@ def test_a_new_key_server_at_the_address_of_an_old_one_is_trusted_at_once(settin
     first = SmartEhr()
     first.start()
     port = first.server.server_address[1]
-    settings = settings_factory(api_auth=("token", "jwt"), api_jwks_url=first.as_jwks_url, api_jwt_issuer=first.as_issuer)
+    settings = settings_factory(
+        api_auth=("token", "jwt"), api_jwks_url=first.as_jwks_url, api_jwt_issuer=first.as_issuer
+    )
     audience = f"{settings.base_url}/fhir"
-    assert make_client(settings).get("/fhir/Patient", headers=bearer(first.access_token(audience, "system/*.read"))).status_code == 200
+    assert (
+        make_client(settings)
+        .get("/fhir/Patient", headers=bearer(first.access_token(audience, "system/*.read")))
+        .status_code
+        == 200
+    )
     first.stop()
     second = SmartEhr()  # new keys, new kid, same address
     second.start(port=port)
@@ -111,15 +131,31 @@ def test_a_new_key_server_at_the_address_of_an_old_one_is_trusted_at_once(settin
         second.stop()
 
 
-@pytest.mark.parametrize("scope, method, path, body", [
-    ("system/Patient.read", "POST", "/fhir/Patient", patient("JWT-2")),
-    ("system/Observation.write", "GET", "/fhir/Observation", None),
-    ("system/Observation.read", "GET", "/api/patients", None),
-    ("patient/*.read", "GET", "/fhir/Patient", None),
-    ("system/Observation.write", "POST", "/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": patient("JWT-3"), "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|JWT-3"}}]}),
-    ("system/Patient.read", "GET", "/fhir/AuditEvent", None),
-])
+@pytest.mark.parametrize(
+    "scope, method, path, body",
+    [
+        ("system/Patient.read", "POST", "/fhir/Patient", patient("JWT-2")),
+        ("system/Observation.write", "GET", "/fhir/Observation", None),
+        ("system/Observation.read", "GET", "/api/patients", None),
+        ("patient/*.read", "GET", "/fhir/Patient", None),
+        (
+            "system/Observation.write",
+            "POST",
+            "/fhir",
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": patient("JWT-3"),
+                        "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|JWT-3"},
+                    }
+                ],
+            },
+        ),
+        ("system/Patient.read", "GET", "/fhir/AuditEvent", None),
+    ],
+)
 def test_jwt_without_the_scope_for_the_request_is_403(jwt_settings, smart_ehr, db, scope, method, path, body):
     client = make_client(jwt_settings)
     token = smart_ehr.access_token(f"{jwt_settings.base_url}/fhir", scope)
@@ -135,8 +171,13 @@ def test_jwt_without_the_scope_for_the_request_is_403(jwt_settings, smart_ehr, d
 
 def test_bundle_entries_decide_the_scopes(jwt_settings, smart_ehr):
     client = make_client(jwt_settings)
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": patient("JWT-4"), "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|JWT-4"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient("JWT-4"), "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|JWT-4"}}
+        ],
+    }
     token = smart_ehr.access_token(f"{jwt_settings.base_url}/fhir", "system/Patient.cu system/Observation.write")
     assert client.post("/fhir", json=bundle, headers=bearer(token)).status_code == 200
 
@@ -150,10 +191,18 @@ def forged_tokens(settings, smart_ehr) -> dict[str, str]:
         "other issuer": smart_ehr.access_token(audience, "system/*.read", issuer="https://evil.example"),
         "unknown key": smart_ehr.access_token(audience, "system/*.read", key=stranger, kid="stranger"),
         "wrong key, known kid": smart_ehr.access_token(audience, "system/*.read", key=stranger),
-        "HS256": jwt.encode({"iss": smart_ehr.as_issuer, "aud": audience, "exp": 2**31, "scope": "system/*.read"},
-                            "secret-secret-secret-secret-secret", algorithm="HS256", headers={"kid": smart_ehr.as_kid}),
-        "alg none": jwt.encode({"iss": smart_ehr.as_issuer, "aud": audience, "exp": 2**31, "scope": "system/*.read"},
-                               None, algorithm="none", headers={"kid": smart_ehr.as_kid}),
+        "HS256": jwt.encode(
+            {"iss": smart_ehr.as_issuer, "aud": audience, "exp": 2**31, "scope": "system/*.read"},
+            "secret-secret-secret-secret-secret",
+            algorithm="HS256",
+            headers={"kid": smart_ehr.as_kid},
+        ),
+        "alg none": jwt.encode(
+            {"iss": smart_ehr.as_issuer, "aud": audience, "exp": 2**31, "scope": "system/*.read"},
+            None,
+            algorithm="none",
+            headers={"kid": smart_ehr.as_kid},
+        ),
         "truncated": smart_ehr.access_token(audience, "system/*.read")[:-10],
         "no exp": smart_ehr.access_token(audience, "system/*.read", exp=None),
     }
@@ -168,9 +217,13 @@ def test_invalid_jwts_are_401_and_audited(jwt_settings, smart_ehr, db):
         assert response.get_json()["resourceType"] == "OperationOutcome"
     events = refusals(db)
     assert len(events) == len(tokens) and {e.kind for e in events} == {"auth-failure"}
-    assert {e.detail["reason"] for e in events} >= {"token expired", "token audience does not match",
-                                                    "token issuer not accepted", "unknown signing key",
-                                                    "token signature algorithm not accepted"}
+    assert {e.detail["reason"] for e in events} >= {
+        "token expired",
+        "token audience does not match",
+        "token issuer not accepted",
+        "unknown signing key",
+        "token signature algorithm not accepted",
+    }
 
 
 def test_scope_grammar():

@@ -27,7 +27,10 @@ def auth(settings) -> dict:
 def load_patient(client, settings, db) -> str:
     _, _, case = demo_cohort()[0]
     assert client.post("/fhir", json=case_bundle(case, MRN, SYSTEM), headers=auth(settings)).status_code == 200
-    assert client.post("/fhir", json=case_measurements_bundle(case, MRN, SYSTEM), headers=auth(settings)).status_code == 200
+    assert (
+        client.post("/fhir", json=case_measurements_bundle(case, MRN, SYSTEM), headers=auth(settings)).status_code
+        == 200
+    )
     Worker(settings, db).drain()
     with db.read() as session:
         return patient_by_mrn(session, MRN).id
@@ -82,8 +85,9 @@ def test_provenance_of_every_assessment(settings, db):
     client = make_client(settings)
     patient_id = load_patient(client, settings, db)
     with db.read() as session:
-        assessments = list(session.scalars(select(Assessment).where(Assessment.patient_id == patient_id)
-                                          .order_by(Assessment.version)))
+        assessments = list(
+            session.scalars(select(Assessment).where(Assessment.patient_id == patient_id).order_by(Assessment.version))
+        )
     bundle = client.get(f"/fhir/Provenance?patient={patient_id}", headers=auth(settings)).get_json()
     assert bundle["total"] == len(assessments) >= 1
     provenance = bundle["entry"][0]["resource"]

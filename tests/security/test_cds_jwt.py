@@ -20,16 +20,25 @@ SERVICE = "/cds-services/immunorad-alerts"
 
 
 def hook_request() -> dict:
-    return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
-            "context": {"userId": "Practitioner/1", "patientId": "unknown-patient"},
-            "prefetch": {"patient": {"resourceType": "Patient", "id": "unknown-patient",
-                                     "identifier": [{"system": "urn:immunorad:mrn", "value": "nobody"}]}}}
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/1", "patientId": "unknown-patient"},
+        "prefetch": {
+            "patient": {
+                "resourceType": "Patient",
+                "id": "unknown-patient",
+                "identifier": [{"system": "urn:immunorad:mrn", "value": "nobody"}],
+            }
+        },
+    }
 
 
 @pytest.fixture
 def cds_settings(settings_factory, smart_ehr):
-    return settings_factory(cds_issuers=((smart_ehr.cds_issuer, smart_ehr.cds_jwks_url),),
-                            public_url="https://immunorad.hospital.example")
+    return settings_factory(
+        cds_issuers=((smart_ehr.cds_issuer, smart_ehr.cds_jwks_url),), public_url="https://immunorad.hospital.example"
+    )
 
 
 def url(settings, path: str = SERVICE) -> str:
@@ -80,12 +89,19 @@ def test_refusals(cds_settings, smart_ehr, db):
         "unknown kid": smart_ehr.cds_jwt(audience, key=stranger, kid="stranger"),
         "expired": smart_ehr.cds_jwt(audience, lifetime=-300),
         "lives too long": smart_ehr.cds_jwt(audience, lifetime=48 * 3600),
-        "HS384": jwt.encode({"iss": smart_ehr.cds_issuer, "aud": audience, "exp": 2**31, "iat": 1, "jti": "x"},
-                            "a-shared-secret-long-enough-for-hs384-0123456789abcdef", algorithm="HS384",
-                            headers={"kid": smart_ehr.cds_kid, "typ": "JWT"}),
+        "HS384": jwt.encode(
+            {"iss": smart_ehr.cds_issuer, "aud": audience, "exp": 2**31, "iat": 1, "jti": "x"},
+            "a-shared-secret-long-enough-for-hs384-0123456789abcdef",
+            algorithm="HS384",
+            headers={"kid": smart_ehr.cds_kid, "typ": "JWT"},
+        ),
         "no jti": smart_ehr.cds_jwt(audience, jti=""),
-        "no typ": jwt.encode({"iss": smart_ehr.cds_issuer, "aud": audience, "exp": 2**31, "iat": 1, "jti": "y"},
-                             smart_ehr.cds_key, algorithm="ES384", headers={"kid": smart_ehr.cds_kid, "typ": None}),
+        "no typ": jwt.encode(
+            {"iss": smart_ehr.cds_issuer, "aud": audience, "exp": 2**31, "iat": 1, "jti": "y"},
+            smart_ehr.cds_key,
+            algorithm="ES384",
+            headers={"kid": smart_ehr.cds_kid, "typ": None},
+        ),
     }
     for name, token in bad.items():
         response = call(client, token)

@@ -44,26 +44,46 @@ def _key() -> rsa.RSAPrivateKey:
 
 
 def _write_key(key, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     return path
 
 
-def _certificate(subject: str, key, issuer_name: x509.Name, issuer_key, *, ca: bool = False,
-                 usage: x509.ObjectIdentifier | None = None, san: bool = False) -> x509.Certificate:
+def _certificate(
+    subject: str,
+    key,
+    issuer_name: x509.Name,
+    issuer_key,
+    *,
+    ca: bool = False,
+    usage: x509.ObjectIdentifier | None = None,
+    san: bool = False,
+) -> x509.Certificate:
     now = dt.datetime.now(dt.timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(issuer_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if ca:
-        builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
     else:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -92,9 +112,15 @@ def pki(tmp_path_factory) -> Pki:
 
 @pytest.fixture(scope="module")
 def ct_file(tmp_path_factory) -> Path:
-    ds = build_ct_image(patient_id="TLS-1", patient_name="TLS^TEST", study_instance_uid="2.25.101",
-                        study_date=dt.date(2024, 1, 2), series_instance_uid="2.25.102", sop_instance_uid="2.25.103",
-                        accession_number="A1")
+    ds = build_ct_image(
+        patient_id="TLS-1",
+        patient_name="TLS^TEST",
+        study_instance_uid="2.25.101",
+        study_date=dt.date(2024, 1, 2),
+        series_instance_uid="2.25.102",
+        sop_instance_uid="2.25.103",
+        accession_number="A1",
+    )
     path = tmp_path_factory.mktemp("dicom") / "ct.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -104,8 +130,13 @@ class Listener:
     def __init__(self, pki: Pki, *, mutual: bool, allowed: tuple[str, ...] = ()) -> None:
         self.received: list[ReceivedInstance] = []
         self.port = free_port()
-        config = ListenerConfig(port=self.port, tls_cert=str(pki.server_cert), tls_key=str(pki.server_key),
-                                tls_ca=str(pki.ca) if mutual else None, allowed_calling_aets=allowed)
+        config = ListenerConfig(
+            port=self.port,
+            tls_cert=str(pki.server_cert),
+            tls_key=str(pki.server_key),
+            tls_ca=str(pki.ca) if mutual else None,
+            allowed_calling_aets=allowed,
+        )
         self.server = start_listener(config, self.received.append)
 
     def stop(self) -> None:
@@ -147,15 +178,21 @@ def test_plain_tcp_to_the_tls_port_fails(mutual, ct_file):
 def test_mutual_tls_refuses_clients_without_a_trusted_certificate(pki, mutual, ct_file):
     anonymous = storescu("127.0.0.1", mutual.port, [ct_file], extra=["+tla", "+cf", str(pki.ca)])
     assert anonymous.returncode != 0
-    rogue = storescu("127.0.0.1", mutual.port, [ct_file], extra=tls_options(pki, cert=pki.rogue_cert, key=pki.rogue_key))
+    rogue = storescu(
+        "127.0.0.1", mutual.port, [ct_file], extra=tls_options(pki, cert=pki.rogue_cert, key=pki.rogue_key)
+    )
     assert rogue.returncode != 0 and not mutual.received
 
 
 def test_the_client_verifies_the_server(pki, mutual, ct_file, tmp_path):
     other_ca = tmp_path / "other-ca.crt"
     other_ca.write_bytes(pki.rogue_cert.read_bytes())
-    result = storescu("127.0.0.1", mutual.port, [ct_file],
-                      extra=["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(other_ca)])
+    result = storescu(
+        "127.0.0.1",
+        mutual.port,
+        [ct_file],
+        extra=["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(other_ca)],
+    )
     assert result.returncode != 0 and not mutual.received
 
 

@@ -29,40 +29,77 @@ DEMO_NAME = "DEMO^PATIENT"
 
 def ehr_context() -> list[dict]:
     return [
-        {"resourceType": "Patient", "id": "ehr-777", "identifier": [{"system": SYSTEM, "value": PULLED_MRN}],
-         "name": [{"family": PULLED_NAME[0], "given": [PULLED_NAME[1]]}], "gender": "male", "birthDate": "1949-11-23"},
-        *[{"resourceType": "MedicationAdministration", "id": f"ma-{n}", "status": "completed",
-           "medicationCodeableConcept": {"text": "nivolumab"}, "subject": {"reference": "Patient/ehr-777"},
-           "effectiveDateTime": day} for n, day in enumerate(("2024-01-15", "2024-01-29", "2024-02-12"))],
+        {
+            "resourceType": "Patient",
+            "id": "ehr-777",
+            "identifier": [{"system": SYSTEM, "value": PULLED_MRN}],
+            "name": [{"family": PULLED_NAME[0], "given": [PULLED_NAME[1]]}],
+            "gender": "male",
+            "birthDate": "1949-11-23",
+        },
+        *[
+            {
+                "resourceType": "MedicationAdministration",
+                "id": f"ma-{n}",
+                "status": "completed",
+                "medicationCodeableConcept": {"text": "nivolumab"},
+                "subject": {"reference": "Patient/ehr-777"},
+                "effectiveDateTime": day,
+            }
+            for n, day in enumerate(("2024-01-15", "2024-01-29", "2024-02-12"))
+        ],
     ]
 
 
 def test_full_run_with_a_smart_ehr_keeps_logs_free_of_phi(db_url, tmp_path, smart_ehr, key_file):
     smart_ehr.add(*ehr_context())
-    processes = ServiceProcesses(db_url=db_url, var_dir=tmp_path / "var", ehr_url=smart_ehr.base_url, extra_env={
-        "IMMUNORAD_EHR_CLIENT_ID": CLIENT_ID, "IMMUNORAD_EHR_PRIVATE_KEY": str(key_file), "IMMUNORAD_EHR_KEY_ID": KID,
-        "IMMUNORAD_EHR_SCOPE": "system/DiagnosticReport.write system/Observation.write system/Flag.write system/*.read",
-        "IMMUNORAD_LOG_LEVEL": "DEBUG",
-        "IMMUNORAD_CDS_ISSUERS": f"{smart_ehr.cds_issuer}|{smart_ehr.cds_jwks_url}",
-    })
+    processes = ServiceProcesses(
+        db_url=db_url,
+        var_dir=tmp_path / "var",
+        ehr_url=smart_ehr.base_url,
+        extra_env={
+            "IMMUNORAD_EHR_CLIENT_ID": CLIENT_ID,
+            "IMMUNORAD_EHR_PRIVATE_KEY": str(key_file),
+            "IMMUNORAD_EHR_KEY_ID": KID,
+            "IMMUNORAD_EHR_SCOPE": "system/DiagnosticReport.write system/Observation.write system/Flag.write system/*.read",
+            "IMMUNORAD_LOG_LEVEL": "DEBUG",
+            "IMMUNORAD_CDS_ISSUERS": f"{smart_ehr.cds_issuer}|{smart_ehr.cds_jwks_url}",
+        },
+    )
     cohort = demo_cohort()
     db = Database(db_url)
     try:
         processes.start()
-        run_demo(base_url=processes.base_url, token=processes.token, dicom_host="127.0.0.1",
-                 dicom_port=processes.dicom_port, ae_title="IMMUNORAD")
+        run_demo(
+            base_url=processes.base_url,
+            token=processes.token,
+            dicom_host="127.0.0.1",
+            dicom_port=processes.dicom_port,
+            ae_title="IMMUNORAD",
+        )
         # A patient known only through DICOM (the first demo timeline under another MRN and name).
-        statuses = send_datasets(case_datasets(cohort[0][2], PULLED_MRN, patient_name=f"{PULLED_NAME[0]}^{PULLED_NAME[1]}"),
-                                 host="127.0.0.1", port=processes.dicom_port, ae_title="IMMUNORAD")
+        statuses = send_datasets(
+            case_datasets(cohort[0][2], PULLED_MRN, patient_name=f"{PULLED_NAME[0]}^{PULLED_NAME[1]}"),
+            host="127.0.0.1",
+            port=processes.dicom_port,
+            ae_title="IMMUNORAD",
+        )
         assert set(statuses) == {0}
         # Error paths: a refused token, an invalid resource that names the patient, a signed CDS Hooks call.
         assert processes.request("GET", "/fhir/Patient", token="wrong")[0] == 401
-        bad = {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": "DEMO-0001"}],
-               "name": [{"text": DEMO_NAME}], "gender": "not-a-gender"}
+        bad = {
+            "resourceType": "Patient",
+            "identifier": [{"system": SYSTEM, "value": "DEMO-0001"}],
+            "name": [{"text": DEMO_NAME}],
+            "gender": "not-a-gender",
+        }
         assert processes.request("POST", "/fhir/Patient", bad)[0] == 422
-        hook = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
-                "context": {"userId": "Practitioner/1", "patientId": "ehr-777"},
-                "prefetch": {"patient": ehr_context()[0]}}
+        hook = {
+            "hook": "patient-view",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/1", "patientId": "ehr-777"},
+            "prefetch": {"patient": ehr_context()[0]},
+        }
         jwt = smart_ehr.cds_jwt(f"{processes.base_url}/cds-services/immunorad-alerts")
         status, _, _ = processes.request("POST", "/cds-services/immunorad-alerts", hook, token=jwt)
         assert status == 200
@@ -70,9 +107,12 @@ def test_full_run_with_a_smart_ehr_keeps_logs_free_of_phi(db_url, tmp_path, smar
         def settled():
             with db.read() as session:
                 pulled = session.scalars(select(ClinicalFact).where(ClinicalFact.origin == "ehr-pull")).all()
-            reported = {r["subject"]["identifier"]["value"] if "identifier" in r["subject"] else r["subject"].get("reference")
-                        for r in smart_ehr.reports()}
+            reported = {
+                r["subject"]["identifier"]["value"] if "identifier" in r["subject"] else r["subject"].get("reference")
+                for r in smart_ehr.reports()
+            }
             return pending_work(db) == {"jobs": 0, "outbox": 0} and len(pulled) == 3 and len(reported) >= 5
+
         processes.wait_for(settled, timeout=120, message="all patients evaluated and delivered")
     finally:
         processes.stop()
@@ -86,7 +126,9 @@ def test_full_run_with_a_smart_ehr_keeps_logs_free_of_phi(db_url, tmp_path, smar
     with db.read() as session:
         patients = session.scalars(select(Patient)).all()
         studies = session.scalars(select(Study)).all()
-        assert session.scalars(select(AuditEvent).where(AuditEvent.kind == "ehr-pull", AuditEvent.outcome == "0")).first()
+        assert session.scalars(
+            select(AuditEvent).where(AuditEvent.kind == "ehr-pull", AuditEvent.outcome == "0")
+        ).first()
     db.dispose()
     needles = {DEMO_NAME, DEMO_NAME.replace("^", " "), *PULLED_NAME, PULLED_MRN, "1949-11-23"}
     needles |= {mrn for mrn, _, _ in cohort}

@@ -34,14 +34,20 @@ def test_token_by_discovery_with_a_signed_assertion(kind, algorithm, tmp_path, s
     ehr.register_client_key(key, KID)
     ehr.start()
     try:
-        settings = settings_factory(ehr_fhir_url=ehr.base_url, ehr_client_id=CLIENT_ID, ehr_key_id=KID,
-                                    ehr_private_key=str(write_pem(key, tmp_path / "k.pem")))
+        settings = settings_factory(
+            ehr_fhir_url=ehr.base_url,
+            ehr_client_id=CLIENT_ID,
+            ehr_key_id=KID,
+            ehr_private_key=str(write_pem(key, tmp_path / "k.pem")),
+        )
         auth = SmartBackendAuth(settings)
         token = auth.token()
         assert token and auth.token() == token, "the token is cached"
         assert len(ehr.token_requests) == 1 and not ehr.token_failures
         form = ehr.token_requests[0]
-        assert form["grant_type"] == "client_credentials" and set(form["scope"].split()) >= {"system/DiagnosticReport.write"}
+        assert form["grant_type"] == "client_credentials" and set(form["scope"].split()) >= {
+            "system/DiagnosticReport.write"
+        }
         header = jwt.get_unverified_header(form["client_assertion"])
         assert header == {"alg": algorithm, "kid": KID, "typ": "JWT"}
         claims = jwt.decode(form["client_assertion"], key.public_key(), algorithms=[algorithm], audience=ehr.token_url)
@@ -100,44 +106,75 @@ def test_static_token_still_works_without_smart(settings_factory, ehr):
 
 # -- the context pull ----------------------------------------------------------------------------------------
 def ehr_patient() -> dict:
-    return {"resourceType": "Patient", "id": "ehr-p1", "meta": {"versionId": "3"},
-            "identifier": [{"system": SYSTEM, "value": MRN}], "gender": "female", "birthDate": "1958-04-02"}
+    return {
+        "resourceType": "Patient",
+        "id": "ehr-p1",
+        "meta": {"versionId": "3"},
+        "identifier": [{"system": SYSTEM, "value": MRN}],
+        "gender": "female",
+        "birthDate": "1958-04-02",
+    }
 
 
 def administration(rid: str, day: str, drug: str = "pembrolizumab") -> dict:
-    return {"resourceType": "MedicationAdministration", "id": rid, "status": "completed",
-            "medicationCodeableConcept": {"text": drug}, "subject": {"reference": "Patient/ehr-p1"},
-            "effectiveDateTime": day}
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": rid,
+        "status": "completed",
+        "medicationCodeableConcept": {"text": drug},
+        "subject": {"reference": "Patient/ehr-p1"},
+        "effectiveDateTime": day,
+    }
 
 
 def therapy_facts() -> list[dict]:
     return [
         ehr_patient(),
-        administration("ma-1", "2024-01-15"), administration("ma-2", "2024-02-05"), administration("ma-3", "2024-02-26"),
+        administration("ma-1", "2024-01-15"),
+        administration("ma-2", "2024-02-05"),
+        administration("ma-3", "2024-02-26"),
         administration("ma-4", "2024-01-16", drug="ondansetron"),  # not a checkpoint inhibitor: ignored
         administration("ma-other", "2023-01-01") | {"subject": {"reference": "Patient/someone-else"}},
-        {"resourceType": "Procedure", "id": "rt-1", "status": "completed",
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "108290001"}]},
-         "subject": {"reference": "Patient/ehr-p1"}, "performedDateTime": "2023-12-01"},
-        {"resourceType": "Observation", "id": "ldh-1", "status": "final",
-         "code": {"coding": [{"system": "http://loinc.org", "code": "2532-0"}]}, "subject": {"reference": "Patient/ehr-p1"},
-         "effectiveDateTime": "2024-01-10", "valueQuantity": {"value": 310, "unit": "U/L"},
-         "referenceRange": [{"high": {"value": 250, "unit": "U/L"}}]},
+        {
+            "resourceType": "Procedure",
+            "id": "rt-1",
+            "status": "completed",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "108290001"}]},
+            "subject": {"reference": "Patient/ehr-p1"},
+            "performedDateTime": "2023-12-01",
+        },
+        {
+            "resourceType": "Observation",
+            "id": "ldh-1",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2532-0"}]},
+            "subject": {"reference": "Patient/ehr-p1"},
+            "effectiveDateTime": "2024-01-10",
+            "valueQuantity": {"value": 310, "unit": "U/L"},
+            "referenceRange": [{"high": {"value": 250, "unit": "U/L"}}],
+        },
     ]
 
 
 def post_measurements(settings, mrn: str = MRN) -> None:
     _, _, case = demo_cohort()[0]
     client = make_client(settings)
-    response = client.post("/fhir", json=case_measurements_bundle(case, mrn, SYSTEM),
-                           headers={"Authorization": f"Bearer {settings.api_token}"})
+    response = client.post(
+        "/fhir",
+        json=case_measurements_bundle(case, mrn, SYSTEM),
+        headers={"Authorization": f"Bearer {settings.api_token}"},
+    )
     assert response.status_code == 200, response.get_json()
 
 
 def pulled(db, patient_id: str) -> dict[str, dict]:
     with db.read() as session:
-        return {f.source_ref: {"kind": f.kind, "payload": f.payload} for f in session.scalars(
-            select(ClinicalFact).where(ClinicalFact.patient_id == patient_id, ClinicalFact.origin == "ehr-pull"))}
+        return {
+            f.source_ref: {"kind": f.kind, "payload": f.payload}
+            for f in session.scalars(
+                select(ClinicalFact).where(ClinicalFact.patient_id == patient_id, ClinicalFact.origin == "ehr-pull")
+            )
+        }
 
 
 def test_missing_therapy_is_pulled_from_the_ehr_then_reports_are_delivered_authenticated(smart_ehr, smart_settings):
@@ -151,22 +188,29 @@ def test_missing_therapy_is_pulled_from_the_ehr_then_reports_are_delivered_authe
         Worker(settings, db).drain()
         with db.read() as session:
             patient = patient_by_mrn(session, MRN)
-            latest = session.scalars(select(Assessment).where(Assessment.patient_id == patient.id)
-                                     .order_by(Assessment.version.desc())).first()
+            latest = session.scalars(
+                select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version.desc())
+            ).first()
             assert (patient.sex, str(patient.birth_date)) == ("female", "1958-04-02")
             events = list(session.scalars(select(AuditEvent).where(AuditEvent.kind == "ehr-pull")))
             outbox = list(session.scalars(select(OutboxMessage)))
         facts = pulled(db, patient.id)
-        assert sorted(facts) == ["ehr:MedicationAdministration/ma-1", "ehr:MedicationAdministration/ma-2",
-                                 "ehr:MedicationAdministration/ma-3", "ehr:Observation/ldh-1", "ehr:Procedure/rt-1"]
+        assert sorted(facts) == [
+            "ehr:MedicationAdministration/ma-1",
+            "ehr:MedicationAdministration/ma-2",
+            "ehr:MedicationAdministration/ma-3",
+            "ehr:Observation/ldh-1",
+            "ehr:Procedure/rt-1",
+        ]
         assert facts["ehr:MedicationAdministration/ma-1"]["payload"]["ehr_source"]["server"] == smart_ehr.base_url
         # The first evaluation waited for the pull: the therapy start is known from the first assessment on.
         assert latest.version == 1 and latest.result["treatment_start"] == "2024-01-15"
         assert [e.outcome for e in events] == ["0"] and events[0].detail["added"] == 5
         # Paged searches (the EHR serves two per page) and nothing read without a token.
         assert len(smart_ehr.searches("MedicationAdministration")) == 2
-        assert not smart_ehr.refused and all(auth for _, path, auth in smart_ehr.requests if path.startswith("/fhir/")
-                                             and ".well-known" not in path)
+        assert not smart_ehr.refused and all(
+            auth for _, path, auth in smart_ehr.requests if path.startswith("/fhir/") and ".well-known" not in path
+        )
         assert smart_ehr.reports() and all(m.status == "delivered" for m in outbox)
         assert len(smart_ehr.token_requests) == 1, "one token served the pull and the deliveries"
     finally:
@@ -186,9 +230,16 @@ def test_a_change_at_the_ehr_is_pulled_again_and_re_evaluated(smart_ehr, smart_s
         with db.read() as session:
             patient_id = patient_by_mrn(session, MRN).id
         # The therapy is stopped at the EHR and the radiotherapy record is withdrawn.
-        smart_ehr.add({"resourceType": "MedicationStatement", "id": "ms-stop", "status": "stopped",
-                       "medicationCodeableConcept": {"text": "pembrolizumab"}, "subject": {"reference": "Patient/ehr-p1"},
-                       "effectivePeriod": {"start": "2024-01-15", "end": "2024-04-01"}})
+        smart_ehr.add(
+            {
+                "resourceType": "MedicationStatement",
+                "id": "ms-stop",
+                "status": "stopped",
+                "medicationCodeableConcept": {"text": "pembrolizumab"},
+                "subject": {"reference": "Patient/ehr-p1"},
+                "effectivePeriod": {"start": "2024-01-15", "end": "2024-04-01"},
+            }
+        )
         smart_ehr.remove("Procedure", "rt-1")
         with db.write() as session:
             evaluate_soon(session, patient_id, "test")
@@ -197,10 +248,17 @@ def test_a_change_at_the_ehr_is_pulled_again_and_re_evaluated(smart_ehr, smart_s
         assert "ehr:Procedure/rt-1" not in facts
         assert facts["ehr:MedicationStatement/ms-stop"]["payload"]["stop_date"] == "2024-04-01"
         with db.read() as session:
-            versions = list(session.scalars(select(Assessment).where(Assessment.patient_id == patient_id)
-                                            .order_by(Assessment.version)))
-            changes = [e.detail for e in session.scalars(select(AuditEvent).where(AuditEvent.kind == "ehr-pull")
-                                                         .order_by(AuditEvent.id))]
+            versions = list(
+                session.scalars(
+                    select(Assessment).where(Assessment.patient_id == patient_id).order_by(Assessment.version)
+                )
+            )
+            changes = [
+                e.detail
+                for e in session.scalars(
+                    select(AuditEvent).where(AuditEvent.kind == "ehr-pull").order_by(AuditEvent.id)
+                )
+            ]
         assert len(versions) == 2 and versions[-1].trigger == "ehr-context"
         assert (changes[-1]["added"], changes[-1]["removed"]) == (1, 1)
     finally:
@@ -234,8 +292,14 @@ def test_a_patient_with_posted_therapy_is_not_pulled_and_an_unreachable_ehr_does
         _, _, case = demo_cohort()[0]
         from service.demo import case_bundle
 
-        assert client.post("/fhir", json=case_bundle(case, "MRN-POSTED", SYSTEM),
-                           headers={"Authorization": f"Bearer {settings.api_token}"}).status_code == 200
+        assert (
+            client.post(
+                "/fhir",
+                json=case_bundle(case, "MRN-POSTED", SYSTEM),
+                headers={"Authorization": f"Bearer {settings.api_token}"},
+            ).status_code
+            == 200
+        )
         post_measurements(settings, "MRN-POSTED")
         Worker(settings, db).drain()
         assert len(smart_ehr.searches("Patient")) == before

@@ -70,12 +70,16 @@ def staged(example_case: Case, labels: tuple[str, ...]) -> tuple[str, ...]:
 
 # --- no duplicates -------------------------------------------------------------------------------------------------
 
+
 def test_reevaluation_never_duplicates_flags(app_client, settings, db):
     mrn = kc.submit(app_client, kc.K1)
     evaluate(settings, db)
     first = snapshot(app_client, mrn)
-    assert sorted(kc.flag_code(f) for f in kc.flags(app_client, mrn)) == ["confirmation-due", "fast-progression",
-                                                                          "hyperprogression"]
+    assert sorted(kc.flag_code(f) for f in kc.flags(app_client, mrn)) == [
+        "confirmation-due",
+        "fast-progression",
+        "hyperprogression",
+    ]
     # The same data again (conditional PUTs): nothing changes.
     kc.submit(app_client, kc.K1)
     evaluate(settings, db)
@@ -100,12 +104,18 @@ def test_reevaluation_never_duplicates_flags(app_client, settings, db):
 
 # --- resolved --------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case, iupd, confirming, then", [
-    (E3, "TP2", "TP3", "iCPD"),   # SoD 25 → 31 mm: iUPD confirmed (+6 mm ≥ 5)
-    (E7, "TP1", "TP2", "iPR"),    # new lesion while targets respond, then iPR: pseudoprogression
-], ids=["E3-confirmed", "E7-reset"])
-def test_confirmation_due_is_resolved_when_the_confirming_scan_arrives(case, iupd, confirming, then, app_client,
-                                                                       settings, db, cds_ehr):
+
+@pytest.mark.parametrize(
+    "case, iupd, confirming, then",
+    [
+        (E3, "TP2", "TP3", "iCPD"),  # SoD 25 → 31 mm: iUPD confirmed (+6 mm ≥ 5)
+        (E7, "TP1", "TP2", "iPR"),  # new lesion while targets respond, then iPR: pseudoprogression
+    ],
+    ids=["E3-confirmed", "E7-reset"],
+)
+def test_confirmation_due_is_resolved_when_the_confirming_scan_arrives(
+    case, iupd, confirming, then, app_client, settings, db, cds_ehr
+):
     mrn = f"MRN-{case.name}-LIFECYCLE"
     example = kc.KExample(case.name, case)
     kc.post_bundle(app_client, kc.clinical_bundle(example, mrn=mrn))
@@ -126,7 +136,7 @@ def test_confirmation_due_is_resolved_when_the_confirming_scan_arrives(case, iup
     assert resolved["id"] == due["id"]
     assert resolved["status"] == "inactive" and resolved["period"]["start"] == iupd_day.isoformat()
     assert resolved["period"]["end"] >= resolved["period"]["start"]
-    assert kc.flag_report(resolved) == kc.flag_report(due)   # still the report of the iUPD scan
+    assert kc.flag_report(resolved) == kc.flag_report(due)  # still the report of the iUPD scan
     cards = kc.indicators(kc.patient_view(app_client, cds_ehr, mrn))
     assert "confirmation-due" not in cards
     if then == "iPR":
@@ -151,6 +161,7 @@ def test_a_resolved_flag_ends_at_the_scan_that_resolved_it(app_client, settings,
 
 # --- entered-in-error ------------------------------------------------------------------------------------------------
 
+
 def _mark_in_error(client, mrn: str, code: str) -> str:
     [flag] = kc.flags_by_code(client, mrn)[code]
     identifier = identifier_of(flag)
@@ -171,8 +182,10 @@ def test_entered_in_error_stays_so_after_reevaluation(app_client, settings, db, 
     assert after[identifier] == (before[identifier][0], "entered-in-error")
     assert {k: v for k, v in after.items() if k != identifier} == {k: v for k, v in before.items() if k != identifier}
     # New clinical data → a new evaluation that raises hyperprogression again: the human decision stands.
-    kc.post_bundle(app_client, {"resourceType": "Bundle", "type": "transaction",
-                                "entry": [kc.ecog_entry(mrn, kc.D("2024-03-19"), 2)]})
+    kc.post_bundle(
+        app_client,
+        {"resourceType": "Bundle", "type": "transaction", "entry": [kc.ecog_entry(mrn, kc.D("2024-03-19"), 2)]},
+    )
     evaluate(settings, db)
     reassess_patient(settings, mrn)
     assert snapshot(app_client, mrn)[identifier] == (before[identifier][0], "entered-in-error")
@@ -190,11 +203,12 @@ def test_entered_in_error_reaches_the_flag_resource(app_client, settings, db):
     mrn = kc.submit(app_client, kc.K1)
     evaluate(settings, db)
     identifier = _mark_in_error(app_client, mrn, "hyperprogression")
-    evaluate(settings, db)   # the job the API queued
+    evaluate(settings, db)  # the job the API queued
     assert snapshot(app_client, mrn)[identifier][1] == "entered-in-error"
 
 
 # --- delivery to the EHR ---------------------------------------------------------------------------------------------
+
 
 def _client(settings):
     client = create_app(settings).test_client()
@@ -236,8 +250,12 @@ def test_flags_are_delivered_with_their_report_and_follow_its_lifecycle(settings
     assert ehr.versions[key] == 1
     # The report of 2024-06-24 and its Flag came in one transaction.
     [bundle] = [b for b in ehr.bundles if any(e["resource"] is due[0] or e["resource"] == due[0] for e in b["entry"])]
-    assert next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")["resource"][
-        "effectiveDateTime"] == "2024-06-24"
+    assert (
+        next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")["resource"][
+            "effectiveDateTime"
+        ]
+        == "2024-06-24"
+    )
 
     # The confirming scan: the Flag is re-sent, inactive, to the same identifier (no duplicate in the EHR).
     kc.post_bundle(client, kc.measurements_bundle(E3, mrn, labels=("TP3",)))

@@ -42,21 +42,41 @@ def finding_bundle(mrn: str, code: str, display: str, site: str, day: str, *, as
     concept = {"coding": [{"system": kc.SNOMED, "code": code, "display": display}]}
     body_site = {"coding": [{"system": kc.SNOMED, "code": site}]}
     if as_condition:
-        resource = {"resourceType": "Condition", "code": concept, "bodySite": [body_site], "subject": subject,
-                    "onsetDateTime": day}
+        resource = {
+            "resourceType": "Condition",
+            "code": concept,
+            "bodySite": [body_site],
+            "subject": subject,
+            "onsetDateTime": day,
+        }
     else:
-        resource = {"resourceType": "Observation", "status": "final",
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "59776-5", "display": "Procedure findings"}]},
-                    "subject": subject, "effectiveDateTime": day, "bodySite": body_site, "valueCodeableConcept": concept}
-    return {"resourceType": "Bundle", "type": "transaction", "entry": [kc.put_entry(resource, "urn:test:finding", f"{mrn}-{code}")]}
+        resource = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "59776-5", "display": "Procedure findings"}]},
+            "subject": subject,
+            "effectiveDateTime": day,
+            "bodySite": body_site,
+            "valueCodeableConcept": concept,
+        }
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [kc.put_entry(resource, "urn:test:finding", f"{mrn}-{code}")],
+    }
 
 
 # Kinetic acceleration below RECIST PD (spec §3.4 KINETICS_ACCELERATION): E0 50, E1 52, E2 62 mm 28 days later
 # (+19.2 %: SD). TGR_ref 6.26 %/month; TGR_exp = 100·(exp(3·ln(62/52)/0.9199) − 1) = 77.5 %/month; ΔTGR 71.3 > 50.
-ACCELERATION = Case("acceleration", D("2024-03-04"),
-                    {"E0": D("2024-01-02"), "BL": D("2024-03-01"), "TP1": D("2024-03-29")},
-                    (Lesion("T1 liver", T, "liver", cells={"E0": c(30, 20), "BL": c(31, 21), "TP1": c(37, 25)}),
-                     Lesion("T2 lung", T, "lung", cells={"E0": c(20, 14), "BL": c(21, 15), "TP1": c(25, 17)})))
+ACCELERATION = Case(
+    "acceleration",
+    D("2024-03-04"),
+    {"E0": D("2024-01-02"), "BL": D("2024-03-01"), "TP1": D("2024-03-29")},
+    (
+        Lesion("T1 liver", T, "liver", cells={"E0": c(30, 20), "BL": c(31, 21), "TP1": c(37, 25)}),
+        Lesion("T2 lung", T, "lung", cells={"E0": c(20, 14), "BL": c(21, 15), "TP1": c(25, 17)}),
+    ),
+)
 
 
 def test_discovery(app_client):
@@ -75,8 +95,11 @@ def test_patient_view_with_prefetch_returns_the_cards_of_the_active_alerts(app_c
     cards = body["cards"]
     # Hyperprogression (Kas 2020) and fast progression (OAK) are critical, the due confirmation scan a warning;
     # the most urgent come first.
-    assert kc.indicators(cards) == {"hyperprogression": "critical", "fast-progression": "critical",
-                                    "confirmation-due": "warning"}
+    assert kc.indicators(cards) == {
+        "hyperprogression": "critical",
+        "fast-progression": "critical",
+        "confirmation-due": "warning",
+    }
     assert [c["indicator"] for c in cards] == ["critical", "critical", "warning"]
     patient_id = app_client.get(f"/api/patients/{mrn}").get_json()["patient"]["id"]
     for card in cards:
@@ -84,13 +107,18 @@ def test_patient_view_with_prefetch_returns_the_cards_of_the_active_alerts(app_c
         assert 0 < len(card["summary"]) < 140
         assert card["source"]["label"] == "immunorad"
         assert card["source"]["topic"]["system"] == kc.ALERT
-        assert card["detail"].startswith("**")   # Markdown
-        assert card["links"] == [{"label": "Open the immunorad response assessment",
-                                  "url": f"{kc.PUBLIC_URL}/ui/patients/{patient_id}", "type": "absolute"}]
+        assert card["detail"].startswith("**")  # Markdown
+        assert card["links"] == [
+            {
+                "label": "Open the immunorad response assessment",
+                "url": f"{kc.PUBLIC_URL}/ui/patients/{patient_id}",
+                "type": "absolute",
+            }
+        ]
     hpd = next(c for c in cards if c["source"]["topic"]["code"] == "hyperprogression")
     assert "Kas 2020" in hpd["summary"] and "ΔTGR 193.98" in hpd["detail"]
     due = next(c for c in cards if c["source"]["topic"]["code"] == "confirmation-due")
-    assert "2024-05-13" in due["summary"]   # 8 weeks after the iUPD of 2024-03-18
+    assert "2024-05-13" in due["summary"]  # 8 weeks after the iUPD of 2024-03-18
     # No identifiers in the cards: neither the MRN nor the EHR's ids.
     text = json.dumps(cards)
     assert mrn not in text and "999-99-9999" not in text and "ehr-4711" not in text
@@ -98,11 +126,21 @@ def test_patient_view_with_prefetch_returns_the_cards_of_the_active_alerts(app_c
     again = kc.patient_view(app_client, cds_ehr, mrn, ehr_patient_id="ehr-4711")
     assert sorted(c["uuid"] for c in again) == sorted(c["uuid"] for c in cards)
     # Feedback on a card is accepted.
-    feedback = {"feedback": [{"card": cards[0]["uuid"], "outcome": "overridden",
-                              "overrideReason": {"reason": {"code": "disagree", "display": "Clinical disagreement"}},
-                              "outcomeTimestamp": "2024-03-19T09:00:00Z"}]}
-    response = app_client.post(f"{kc.CDS_SERVICE}/feedback", json=feedback, headers={
-        "Authorization": f"Bearer {cds_ehr.token(kc.PUBLIC_URL + kc.CDS_SERVICE + '/feedback')}"})
+    feedback = {
+        "feedback": [
+            {
+                "card": cards[0]["uuid"],
+                "outcome": "overridden",
+                "overrideReason": {"reason": {"code": "disagree", "display": "Clinical disagreement"}},
+                "outcomeTimestamp": "2024-03-19T09:00:00Z",
+            }
+        ]
+    }
+    response = app_client.post(
+        f"{kc.CDS_SERVICE}/feedback",
+        json=feedback,
+        headers={"Authorization": f"Bearer {cds_ehr.token(kc.PUBLIC_URL + kc.CDS_SERVICE + '/feedback')}"},
+    )
     assert response.status_code == 200
 
 
@@ -119,10 +157,16 @@ def test_card_indicator_per_alert(app_client, settings, db, cds_ehr):
         "pneumonitis": kc.submit(app_client, kc.KExample("E1", E1), mrn="MRN-PNEUMONITIS"),
         "sarcoid": kc.submit(app_client, kc.KExample("E1", E1), mrn="MRN-SARCOID"),
     }
-    kc.post_bundle(app_client, finding_bundle(patients["pneumonitis"], "205237003", "Pneumonitis", "39607008",
-                                              "2024-03-11", as_condition=False))
-    kc.post_bundle(app_client, finding_bundle(patients["sarcoid"], "31541009", "Sarcoidosis", "53074004",
-                                              "2024-05-06", as_condition=True))
+    kc.post_bundle(
+        app_client,
+        finding_bundle(
+            patients["pneumonitis"], "205237003", "Pneumonitis", "39607008", "2024-03-11", as_condition=False
+        ),
+    )
+    kc.post_bundle(
+        app_client,
+        finding_bundle(patients["sarcoid"], "31541009", "Sarcoidosis", "53074004", "2024-05-06", as_condition=True),
+    )
     evaluate(settings, db)
     got = {name: kc.indicators(kc.patient_view(app_client, cds_ehr, mrn)) for name, mrn in patients.items()}
     assert got["K1"] == {"hyperprogression": "critical", "fast-progression": "critical", "confirmation-due": "warning"}
@@ -144,11 +188,14 @@ def test_patient_unknown_to_immunorad_gets_no_cards(app_client, settings, db, cd
     assert (status, body) == (200, {"cards": []})
 
 
-@pytest.mark.parametrize("change, status", [
-    (lambda body: body.update(hook="order-select"), 400),
-    (lambda body: body.pop("hookInstance"), 400),
-    (lambda body: body["context"].pop("patientId"), 400),
-])
+@pytest.mark.parametrize(
+    "change, status",
+    [
+        (lambda body: body.update(hook="order-select"), 400),
+        (lambda body: body.pop("hookInstance"), 400),
+        (lambda body: body["context"].pop("patientId"), 400),
+    ],
+)
 def test_malformed_hook_calls_are_refused(change, status, app_client, cds_ehr):
     body = kc.hook_request("MRN-K1")
     change(body)

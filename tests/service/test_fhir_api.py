@@ -11,20 +11,36 @@ SYSTEM = "urn:immunorad:mrn"
 
 
 def patient(mrn: str) -> dict:
-    return {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": mrn}], "gender": "male", "birthDate": "1955-03-02"}
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": SYSTEM, "value": mrn}],
+        "gender": "male",
+        "birthDate": "1955-03-02",
+    }
 
 
 def tumour_observation(mrn: str, key: str, day: str, long_mm: float, *, identifier: str | None = None) -> dict:
     obs = {
-        "resourceType": "Observation", "status": "final",
+        "resourceType": "Observation",
+        "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "21889-1"}]},
         "subject": {"identifier": {"system": SYSTEM, "value": mrn}},
         "effectiveDateTime": day,
-        "contained": [{"resourceType": "BodyStructure", "id": "l", "identifier": [{"value": key}],
-                       "patient": {"identifier": {"system": SYSTEM, "value": mrn}}}],
+        "contained": [
+            {
+                "resourceType": "BodyStructure",
+                "id": "l",
+                "identifier": [{"value": key}],
+                "patient": {"identifier": {"system": SYSTEM, "value": mrn}},
+            }
+        ],
         "focus": [{"reference": "#l"}],
-        "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "33728-7"}]},
-                       "valueQuantity": {"value": long_mm, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"}}],
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "33728-7"}]},
+                "valueQuantity": {"value": long_mm, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"},
+            }
+        ],
     }
     if identifier:
         obs["identifier"] = [{"system": "urn:test:obs", "value": identifier}]
@@ -56,14 +72,19 @@ def test_requests_without_or_with_a_wrong_token_are_refused_and_audited(app_clie
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert app_client.get("/api/patients", headers={"Authorization": "Bearer wrong"}).status_code == 401
     with db.read() as session:
-        assert session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "auth-failure")) == 2
+        assert (
+            session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.kind == "auth-failure")) == 2
+        )
 
 
-@pytest.mark.parametrize("data, content_type, status", [
-    (b'{"resourceType": "Patient", ', "application/fhir+json", 400),
-    (b"<Patient/>", "application/fhir+xml", 415),
-    (b'["not", "a", "resource"]', "application/fhir+json", 400),
-])
+@pytest.mark.parametrize(
+    "data, content_type, status",
+    [
+        (b'{"resourceType": "Patient", ', "application/fhir+json", 400),
+        (b"<Patient/>", "application/fhir+xml", 415),
+        (b'["not", "a", "resource"]', "application/fhir+json", 400),
+    ],
+)
 def test_malformed_bodies(app_client, data, content_type, status):
     response = app_client.post("/fhir/Patient", data=data, headers={"Content-Type": content_type})
     assert response.status_code == status
@@ -93,19 +114,34 @@ def test_oversized_request_gets_413(settings_factory):
 
     settings = settings_factory(max_request_bytes=1000)
     client = create_app(settings).test_client()
-    body = patient("MRN-BIG") | {"text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">" + "x" * 5000 + "</div>"}}
+    body = patient("MRN-BIG") | {
+        "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 5000 + "</div>"}
+    }
     response = client.post("/fhir/Patient", json=body, headers={"Authorization": f"Bearer {settings.api_token}"})
     assert response.status_code == 413 and response.get_json()["resourceType"] == "OperationOutcome"
 
 
 def test_transaction_is_all_or_nothing(app_client, db):
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111", "resource": patient("MRN-TX"),
-         "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {"resourceType": "Observation", "status": "bogus", "code": {"text": "x"},
-                      "subject": {"reference": "urn:uuid:11111111-1111-4111-8111-111111111111"}},
-         "request": {"method": "POST", "url": "Observation"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
+                "resource": patient("MRN-TX"),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "bogus",
+                    "code": {"text": "x"},
+                    "subject": {"reference": "urn:uuid:11111111-1111-4111-8111-111111111111"},
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
     response = app_client.post("/fhir", json=bundle)
     assert response.status_code == 422
     assert "entry 1" in response.get_json()["issue"][0]["diagnostics"]
@@ -113,11 +149,17 @@ def test_transaction_is_all_or_nothing(app_client, db):
 
 
 def test_batch_entries_succeed_or_fail_alone(app_client, db):
-    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": patient("MRN-BATCH"), "request": {"method": "POST", "url": "Patient"}},
-        {"resource": {"resourceType": "Observation", "status": "bogus", "code": {"text": "x"}},
-         "request": {"method": "POST", "url": "Observation"}},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": patient("MRN-BATCH"), "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {"resourceType": "Observation", "status": "bogus", "code": {"text": "x"}},
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
     response = app_client.post("/fhir", json=bundle)
     assert response.status_code == 200
     body = response.get_json()
@@ -144,15 +186,20 @@ def test_conditional_create_and_update_on_identifier(app_client, db):
         values = list(session.scalars(select(Measurement.long_axis_mm)))
     assert [float(v) for v in values] == [31.0]
     # A version-aware update with a stale If-Match is refused.
-    stale = app_client.put(f"/fhir/Observation/{first.get_json()['id']}", json=changed | {"id": first.get_json()["id"]},
-                           headers={"If-Match": 'W/"1"'})
+    stale = app_client.put(
+        f"/fhir/Observation/{first.get_json()['id']}",
+        json=changed | {"id": first.get_json()["id"]},
+        headers={"If-Match": 'W/"1"'},
+    )
     assert stale.status_code == 412
 
 
 def test_a_conditional_put_that_matches_nothing_but_names_a_stored_id_replaces_its_measurement(app_client, db):
     # The identifier matches no resource, so this is a create, with the client's id: that id is already stored,
     # so the stored resource gets a new version and its measurement is replaced, not doubled.
-    first = app_client.post("/fhir/Observation", json=tumour_observation("MRN-R", "T1", "2024-01-08", 30, identifier="r-1"))
+    first = app_client.post(
+        "/fhir/Observation", json=tumour_observation("MRN-R", "T1", "2024-01-08", 30, identifier="r-1")
+    )
     stored_id = first.get_json()["id"]
     again = tumour_observation("MRN-R", "T1", "2024-01-08", 33, identifier="r-2") | {"id": stored_id}
     response = app_client.put("/fhir/Observation?identifier=urn:test:obs|r-2", json=again)
@@ -164,10 +211,18 @@ def test_a_conditional_put_that_matches_nothing_but_names_a_stored_id_replaces_i
 
 def test_a_transaction_of_many_timepoints_keeps_one_lesion_per_identity(app_client, db):
     days = ["2024-01-08", "2024-03-04", "2024-04-29", "2024-06-24"]
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": tumour_observation("MRN-L", key, day, 20 + i, identifier=f"l-{key}-{day}"),
-         "request": {"method": "PUT", "url": f"Observation?identifier=urn:test:obs|l-{key}-{day}"}}
-        for i, day in enumerate(days) for key in ("T1", "T2")]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": tumour_observation("MRN-L", key, day, 20 + i, identifier=f"l-{key}-{day}"),
+                "request": {"method": "PUT", "url": f"Observation?identifier=urn:test:obs|l-{key}-{day}"},
+            }
+            for i, day in enumerate(days)
+            for key in ("T1", "T2")
+        ],
+    }
     assert app_client.post("/fhir", json=bundle).status_code == 200
     with db.read() as session:
         lesion_ids = list(session.scalars(select(Measurement.lesion_id)))
@@ -178,8 +233,10 @@ def test_a_transaction_of_many_timepoints_keeps_one_lesion_per_identity(app_clie
 
 def test_search_paging_and_parameters(app_client):
     for i in range(5):
-        app_client.post("/fhir/Observation", json=tumour_observation("MRN-S", f"T{i}", f"2024-01-0{i + 1}", 20 + i,
-                                                                     identifier=f"s-{i}"))
+        app_client.post(
+            "/fhir/Observation",
+            json=tumour_observation("MRN-S", f"T{i}", f"2024-01-0{i + 1}", 20 + i, identifier=f"s-{i}"),
+        )
     page = app_client.get(f"/fhir/Observation?subject:identifier={SYSTEM}|MRN-S&_count=2").get_json()
     assert page["type"] == "searchset" and page["total"] == 5 and len(page["entry"]) == 2
     next_url = next(l["url"] for l in page["link"] if l["relation"] == "next")
@@ -196,12 +253,26 @@ def test_search_paging_and_parameters(app_client):
 
 def test_checkpoint_inhibitors_become_therapy_lines_other_drugs_do_not(app_client, db):
     def administration(name: str, day: str) -> dict:
-        return {"resourceType": "MedicationAdministration", "status": "completed",
-                "medicationCodeableConcept": {"text": name}, "subject": {"identifier": {"system": SYSTEM, "value": "MRN-M"}},
-                "effectiveDateTime": day}
+        return {
+            "resourceType": "MedicationAdministration",
+            "status": "completed",
+            "medicationCodeableConcept": {"text": name},
+            "subject": {"identifier": {"system": SYSTEM, "value": "MRN-M"}},
+            "effectiveDateTime": day,
+        }
 
-    assert app_client.post("/fhir/MedicationAdministration", json=administration("Nivolumab 240 mg", "2024-02-01")).status_code == 201
-    assert app_client.post("/fhir/MedicationAdministration", json=administration("paracetamol", "2024-02-01")).status_code == 201
+    assert (
+        app_client.post(
+            "/fhir/MedicationAdministration", json=administration("Nivolumab 240 mg", "2024-02-01")
+        ).status_code
+        == 201
+    )
+    assert (
+        app_client.post("/fhir/MedicationAdministration", json=administration("paracetamol", "2024-02-01")).status_code
+        == 201
+    )
     with db.read() as session:
         facts = list(session.scalars(select(ClinicalFact)))
-    assert [(f.kind, f.payload["agent"], f.payload["start_date"]) for f in facts] == [("therapy-line", "nivolumab", "2024-02-01")]
+    assert [(f.kind, f.payload["agent"], f.payload["start_date"]) for f in facts] == [
+        ("therapy-line", "nivolumab", "2024-02-01")
+    ]

@@ -27,16 +27,27 @@ def fhir(service) -> SyncFHIRClient:
 
 def tumour_size(client: SyncFHIRClient, mrn: str, index: int, day: str, long_mm: float):
     return client.resource(
-        "Observation", status="final",
+        "Observation",
+        status="final",
         identifier=[{"system": "urn:test:fhirpy", "value": f"{mrn}-{index}"}],
         code={"coding": [{"system": "http://loinc.org", "code": "21889-1"}]},
         subject={"identifier": {"system": SYSTEM, "value": mrn}},
         effectiveDateTime=day,
-        contained=[{"resourceType": "BodyStructure", "id": "l", "identifier": [{"value": f"lesion-{index % 2}"}],
-                    "patient": {"identifier": {"system": SYSTEM, "value": mrn}}}],
+        contained=[
+            {
+                "resourceType": "BodyStructure",
+                "id": "l",
+                "identifier": [{"value": f"lesion-{index % 2}"}],
+                "patient": {"identifier": {"system": SYSTEM, "value": mrn}},
+            }
+        ],
         focus=[{"reference": "#l"}],
-        component=[{"code": {"coding": [{"system": "http://loinc.org", "code": "33728-7"}]},
-                    "valueQuantity": {"value": long_mm, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"}}],
+        component=[
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "33728-7"}]},
+                "valueQuantity": {"value": long_mm, "unit": "mm", "system": "http://unitsofmeasure.org", "code": "mm"},
+            }
+        ],
     )
 
 
@@ -44,23 +55,26 @@ def test_create_read_and_conditional_update(fhir: SyncFHIRClient):
     metadata = fhir.execute("metadata", method="get")
     assert metadata["resourceType"] == "CapabilityStatement" and metadata["fhirVersion"] == "4.0.1"
 
-    patient = fhir.resource("Patient", identifier=[{"system": SYSTEM, "value": "FHIRPY-1"}], gender="female",
-                            birthDate="1961-07-01")
+    patient = fhir.resource(
+        "Patient", identifier=[{"system": SYSTEM, "value": "FHIRPY-1"}], gender="female", birthDate="1961-07-01"
+    )
     patient.save()
     assert patient.id and patient["meta"]["versionId"] == "1"
     read = fhir.reference("Patient", patient.id).to_resource()
     assert read["identifier"] == [{"system": SYSTEM, "value": "FHIRPY-1"}]
 
     # Conditional create (If-None-Exist): the existing Patient is returned, nothing is created.
-    conditional = SyncFHIRClient(fhir.url, authorization=fhir.authorization,
-                                 extra_headers={"If-None-Exist": f"identifier={SYSTEM}|FHIRPY-1"})
+    conditional = SyncFHIRClient(
+        fhir.url, authorization=fhir.authorization, extra_headers={"If-None-Exist": f"identifier={SYSTEM}|FHIRPY-1"}
+    )
     duplicate = conditional.resource("Patient", identifier=[{"system": SYSTEM, "value": "FHIRPY-1"}], gender="female")
     duplicate.save()
     assert duplicate.id == patient.id and duplicate["meta"]["versionId"] == "1"
 
     # Conditional update on identifier (PUT Patient?identifier=…): one match → updated in place.
-    changed = fhir.resource("Patient", identifier=[{"system": SYSTEM, "value": "FHIRPY-1"}], gender="female",
-                            birthDate="1961-07-02")
+    changed = fhir.resource(
+        "Patient", identifier=[{"system": SYSTEM, "value": "FHIRPY-1"}], gender="female", birthDate="1961-07-02"
+    )
     updated, created = fhir.resources("Patient").search(identifier=f"{SYSTEM}|FHIRPY-1").update(changed)
     assert not created and updated.id == patient.id and updated["meta"]["versionId"] == "2"
     assert fhir.resources("Patient").search(identifier=f"{SYSTEM}|FHIRPY-1").fetch_raw()["total"] == 1
@@ -70,19 +84,30 @@ def test_create_read_and_conditional_update(fhir: SyncFHIRClient):
     assert created and made.id != patient.id
 
     # Conditional update of an Observation by its own identifier keeps one resource per identifier.
-    first, created = fhir.resources("Observation").search(identifier="urn:test:fhirpy|FHIRPY-1-0").update(
-        tumour_size(fhir, "FHIRPY-1", 0, "2024-01-02", 30))
-    again, created_again = fhir.resources("Observation").search(identifier="urn:test:fhirpy|FHIRPY-1-0").update(
-        tumour_size(fhir, "FHIRPY-1", 0, "2024-01-02", 31))
+    first, created = (
+        fhir.resources("Observation")
+        .search(identifier="urn:test:fhirpy|FHIRPY-1-0")
+        .update(tumour_size(fhir, "FHIRPY-1", 0, "2024-01-02", 30))
+    )
+    again, created_again = (
+        fhir.resources("Observation")
+        .search(identifier="urn:test:fhirpy|FHIRPY-1-0")
+        .update(tumour_size(fhir, "FHIRPY-1", 0, "2024-01-02", 31))
+    )
     assert created and not created_again and again.id == first.id
     assert again["component"][0]["valueQuantity"]["value"] == 31
 
     # Two resources with one identifier: a conditional update must refuse (412).
     for _ in range(2):
-        fhir.resource("Observation", **{k: v for k, v in tumour_size(fhir, "FHIRPY-1", 9, "2024-01-02", 20).items()
-                                       if k != "identifier"}, identifier=[{"system": "urn:test:dup", "value": "d"}]).save()
+        fhir.resource(
+            "Observation",
+            **{k: v for k, v in tumour_size(fhir, "FHIRPY-1", 9, "2024-01-02", 20).items() if k != "identifier"},
+            identifier=[{"system": "urn:test:dup", "value": "d"}],
+        ).save()
     with pytest.raises(MultipleResourcesFound):
-        fhir.resources("Observation").search(identifier="urn:test:dup|d").update(tumour_size(fhir, "FHIRPY-1", 9, "2024-01-02", 21))
+        fhir.resources("Observation").search(identifier="urn:test:dup|d").update(
+            tumour_size(fhir, "FHIRPY-1", 9, "2024-01-02", 21)
+        )
 
 
 def test_searches_page_through_next_links(fhir: SyncFHIRClient):
@@ -102,12 +127,20 @@ def test_searches_page_through_next_links(fhir: SyncFHIRClient):
     assert sorted(o["effectiveDateTime"] for o in everything) == days
     since = by_patient.search(date__ge="2024-04-01").limit(2).fetch_all()
     assert sorted(o["effectiveDateTime"] for o in since) == days[3:]
-    recent = fhir.resources("Observation").search(_lastUpdated__ge=before.strftime("%Y-%m-%dT%H:%M:%SZ")).limit(4).fetch_all()
+    recent = (
+        fhir.resources("Observation")
+        .search(_lastUpdated__ge=before.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        .limit(4)
+        .fetch_all()
+    )
     assert {o.id for o in everything} <= {o.id for o in recent}
     patient = fhir.resources("Patient").search(identifier=f"{SYSTEM}|FHIRPY-PAGE").get()
     by_reference = sizes.search(patient=patient.id).limit(5).fetch_all()
     assert {o.id for o in by_reference} == {o.id for o in everything}
-    assert fhir.resources("Observation").search(identifier="urn:test:fhirpy|FHIRPY-PAGE-3").get()["effectiveDateTime"] == days[3]
+    assert (
+        fhir.resources("Observation").search(identifier="urn:test:fhirpy|FHIRPY-PAGE-3").get()["effectiveDateTime"]
+        == days[3]
+    )
 
 
 def test_errors_reach_the_client_as_operation_outcomes(fhir: SyncFHIRClient, service):
@@ -132,7 +165,12 @@ def test_results_are_read_back_with_the_client(fhir: SyncFHIRClient, service):
     deadline = time.monotonic() + 60
     reports = []
     while time.monotonic() < deadline and len(reports) < 3:
-        reports = fhir.resources("DiagnosticReport").search(Raw(**{"subject:identifier": f"{SYSTEM}|{mrn}"})).limit(1).fetch_all()
+        reports = (
+            fhir.resources("DiagnosticReport")
+            .search(Raw(**{"subject:identifier": f"{SYSTEM}|{mrn}"}))
+            .limit(1)
+            .fetch_all()
+        )
         time.sleep(0.3)
     assert len(reports) == 3, "one report per follow-up (TP1–TP3)"
     first = min(reports, key=lambda r: r["effectiveDateTime"])

@@ -18,15 +18,34 @@ def require(tool: str) -> str:
     return path
 
 
-def storescu(host: str, port: int, files: Sequence[Path], *, aec: str = "IMMUNORAD", aet: str = "STORESCU",
-             extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
+def storescu(
+    host: str,
+    port: int,
+    files: Sequence[Path],
+    *,
+    aec: str = "IMMUNORAD",
+    aet: str = "STORESCU",
+    extra: Sequence[str] = (),
+) -> subprocess.CompletedProcess:
     """Send files with storescu; TCP_NODELAY=1 so Nagle's algorithm does not throttle DCMTK."""
     env = dict(os.environ, TCP_NODELAY="1")
     # -R: propose exactly the SOP classes of the files (DCMTK 3.6.7 does not propose Comprehensive 3D SR by default).
-    return subprocess.run([require("storescu"), "-R", "-aec", aec, "-aet", aet, *extra, host, str(port), *map(str, files)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [require("storescu"), "-R", "-aec", aec, "-aet", aet, *extra, host, str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
-def echoscu(host: str, port: int, *, aec: str = "IMMUNORAD", aet: str = "ECHOSCU", extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run([require("echoscu"), "-aec", aec, "-aet", aet, *extra, host, str(port)],
-                          capture_output=True, text=True, env=dict(os.environ, TCP_NODELAY="1"), timeout=60)
+def echoscu(
+    host: str, port: int, *, aec: str = "IMMUNORAD", aet: str = "ECHOSCU", extra: Sequence[str] = ()
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [require("echoscu"), "-aec", aec, "-aet", aet, *extra, host, str(port)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TCP_NODELAY="1"),
+        timeout=60,
+    )

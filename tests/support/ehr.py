@@ -58,17 +58,27 @@ class FakeEhr:
                 with ehr.lock:
                     ehr.requests.append(("POST", self.path, self.headers.get("Authorization")))
                 if ehr.down:
-                    self._reply(503, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]})
+                    self._reply(
+                        503, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]}
+                    )
                     return
                 if not self._authorised():
                     ehr.rejected.append((401, self.path))
-                    self._reply(401, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]})
+                    self._reply(
+                        401, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]}
+                    )
                     return
                 bundle = json.loads(raw)
                 problem = ehr._check_bundle(bundle)
                 if problem:
                     ehr.rejected.append((400, problem))
-                    self._reply(400, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid", "diagnostics": problem}]})
+                    self._reply(
+                        400,
+                        {
+                            "resourceType": "OperationOutcome",
+                            "issue": [{"severity": "error", "code": "invalid", "diagnostics": problem}],
+                        },
+                    )
                     return
                 self._reply(200, ehr._apply(bundle))
 
@@ -76,7 +86,9 @@ class FakeEhr:
                 with ehr.lock:
                     ehr.requests.append(("GET", self.path, self.headers.get("Authorization")))
                 if not self._authorised():
-                    self._reply(401, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]})
+                    self._reply(
+                        401, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]}
+                    )
                     return
                 path, _, query = self.path.partition("?")
                 kind = path.rstrip("/").split("/")[-1]
@@ -84,13 +96,26 @@ class FakeEhr:
                 items = ehr.search_data.get(kind, [])
                 offset = int(params.get("_offset", ["0"])[0])
                 count = int(params.get("_count", ["2"])[0])
-                page = items[offset:offset + count]
+                page = items[offset : offset + count]
                 links = []
                 if offset + count < len(items):
                     rest = "&".join(f"{k}={v[0]}" for k, v in params.items() if k not in ("_offset", "_count"))
-                    links.append({"relation": "next", "url": f"{ehr.base_url}/{kind}?{rest}&_count={count}&_offset={offset + count}"})
-                self._reply(200, {"resourceType": "Bundle", "type": "searchset", "total": len(items), "link": links,
-                                  "entry": [{"resource": r, "search": {"mode": "match"}} for r in page]})
+                    links.append(
+                        {
+                            "relation": "next",
+                            "url": f"{ehr.base_url}/{kind}?{rest}&_count={count}&_offset={offset + count}",
+                        }
+                    )
+                self._reply(
+                    200,
+                    {
+                        "resourceType": "Bundle",
+                        "type": "searchset",
+                        "total": len(items),
+                        "link": links,
+                        "entry": [{"resource": r, "search": {"mode": "match"}} for r in page],
+                    },
+                )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -135,17 +160,27 @@ class FakeEhr:
     def observation_for(self, report: dict, criterion: str) -> dict | None:
         """The criterion Observation a delivered report references (bundle-internal urn:uuid references)."""
         with self.lock:
-            bundles = [b for b in self.bundles if any(e["resource"] is report or e["resource"] == report for e in b["entry"])]
+            bundles = [
+                b for b in self.bundles if any(e["resource"] is report or e["resource"] == report for e in b["entry"])
+            ]
         for bundle in reversed(bundles):
             by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
             for ref in report.get("result", []):
                 obs = by_url.get(ref.get("reference"))
-                is_criterion = any(c.get("code") == "overall-response" for c in (obs or {}).get("code", {}).get("coding", []))
-                if is_criterion and any(c.get("code") == criterion for c in (obs.get("method") or {}).get("coding", [])):
+                is_criterion = any(
+                    c.get("code") == "overall-response" for c in (obs or {}).get("code", {}).get("coding", [])
+                )
+                if is_criterion and any(
+                    c.get("code") == criterion for c in (obs.get("method") or {}).get("coding", [])
+                ):
                     return obs
         return None
 
     def delivery_count(self, kind: str, identifier_value_contains: str) -> int:
         with self.lock:
-            return sum(1 for b in self.bundles for e in b["entry"]
-                       if e["request"]["url"].startswith(kind + "?") and identifier_value_contains in e["request"]["url"])
+            return sum(
+                1
+                for b in self.bundles
+                for e in b["entry"]
+                if e["request"]["url"].startswith(kind + "?") and identifier_value_contains in e["request"]["url"]
+            )

@@ -25,29 +25,39 @@ def free_port() -> int:
 class ServiceProcesses:
     ROLES = ("api", "dicom", "worker")
 
-    def __init__(self, *, db_url: str, var_dir: Path, ehr_url: str | None = None, extra_env: dict | None = None,
-                 token: str = "e2e-token", roles: tuple[str, ...] = ROLES) -> None:
+    def __init__(
+        self,
+        *,
+        db_url: str,
+        var_dir: Path,
+        ehr_url: str | None = None,
+        extra_env: dict | None = None,
+        token: str = "e2e-token",
+        roles: tuple[str, ...] = ROLES,
+    ) -> None:
         self.var_dir = var_dir
         self.token = token
         self.http_port = free_port()
         self.dicom_port = free_port()
         self.roles = roles
         self.env = dict(os.environ)
-        self.env.update({
-            "IMMUNORAD_DATABASE_URL": db_url,
-            "IMMUNORAD_VAR_DIR": str(var_dir),
-            "IMMUNORAD_HTTP_PORT": str(self.http_port),
-            "IMMUNORAD_DICOM_PORT": str(self.dicom_port),
-            "IMMUNORAD_API_TOKEN": token,
-            # Long enough that an SR sent right after its images (even on a loaded CI machine) arrives before
-            # the image-only study settles into a not-evaluable timepoint.
-            "IMMUNORAD_STUDY_SETTLE_SECONDS": "3",
-            "IMMUNORAD_WORKER_POLL_SECONDS": "0.1",
-            "IMMUNORAD_GUNICORN_WORKERS": "2",
-            "IMMUNORAD_PSEUDONYM_KEY": "e2e-pseudonym-key",
-            "IMMUNORAD_LOG_LEVEL": "INFO",
-            "IMMUNORAD_EHR_TIMEOUT_SECONDS": "5",
-        })
+        self.env.update(
+            {
+                "IMMUNORAD_DATABASE_URL": db_url,
+                "IMMUNORAD_VAR_DIR": str(var_dir),
+                "IMMUNORAD_HTTP_PORT": str(self.http_port),
+                "IMMUNORAD_DICOM_PORT": str(self.dicom_port),
+                "IMMUNORAD_API_TOKEN": token,
+                # Long enough that an SR sent right after its images (even on a loaded CI machine) arrives before
+                # the image-only study settles into a not-evaluable timepoint.
+                "IMMUNORAD_STUDY_SETTLE_SECONDS": "3",
+                "IMMUNORAD_WORKER_POLL_SECONDS": "0.1",
+                "IMMUNORAD_GUNICORN_WORKERS": "2",
+                "IMMUNORAD_PSEUDONYM_KEY": "e2e-pseudonym-key",
+                "IMMUNORAD_LOG_LEVEL": "INFO",
+                "IMMUNORAD_EHR_TIMEOUT_SECONDS": "5",
+            }
+        )
         if ehr_url:
             self.env["IMMUNORAD_EHR_FHIR_URL"] = ehr_url
         self.env.update(extra_env or {})
@@ -63,8 +73,14 @@ class ServiceProcesses:
 
     def start_role(self, role: str) -> None:
         log = open(self.log_path(role), "ab")
-        self.processes[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=self.env, cwd=REPO,
-                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[role] = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", role],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start(self) -> None:
         for role in self.roles:
@@ -89,12 +105,16 @@ class ServiceProcesses:
                     ok = False
             for role, proc in self.processes.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{role} exited with {proc.returncode}: {self.log_path(role).read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"{role} exited with {proc.returncode}: {self.log_path(role).read_text()[-3000:]}"
+                    )
             if ok:
                 return
             time.sleep(0.2)
-        raise TimeoutError("service did not become ready: " + "; ".join(
-            f"{r}: {self.log_path(r).read_text()[-1500:]}" for r in self.processes))
+        raise TimeoutError(
+            "service did not become ready: "
+            + "; ".join(f"{r}: {self.log_path(r).read_text()[-1500:]}" for r in self.processes)
+        )
 
     def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
         proc = self.processes.pop(role)
@@ -122,8 +142,15 @@ class ServiceProcesses:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.var_dir.glob("*.log")))
 
     # -- HTTP helpers -----------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: dict | bytes | None = None, *, token: str | None = "default",
-                headers: dict | None = None) -> tuple[int, dict | str, dict]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict | bytes | None = None,
+        *,
+        token: str | None = "default",
+        headers: dict | None = None,
+    ) -> tuple[int, dict | str, dict]:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         all_headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
         if token == "default":

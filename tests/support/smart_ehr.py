@@ -44,8 +44,9 @@ def new_key(kind: str = "ec"):
 
 
 def write_pem(key, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     path.chmod(0o600)
     return path
 
@@ -69,10 +70,20 @@ def _codes(concept) -> set[str]:
 class SmartEhr(FakeEhr):
     """``FakeEhr`` behind SMART Backend Services (see the module docstring)."""
 
-    def __init__(self, *, client_id: str = "immunorad", client_jwks: dict | None = None,
-                 scopes_allowed: tuple[str, ...] = ("system/DiagnosticReport.write", "system/Observation.write",
-                                                    "system/Flag.write", "system/*.read"),
-                 token_lifetime: int = 300, page_size: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: str = "immunorad",
+        client_jwks: dict | None = None,
+        scopes_allowed: tuple[str, ...] = (
+            "system/DiagnosticReport.write",
+            "system/Observation.write",
+            "system/Flag.write",
+            "system/*.read",
+        ),
+        token_lifetime: int = 300,
+        page_size: int = 2,
+    ) -> None:
         super().__init__()
         self.client_id = client_id
         self.client_jwks = client_jwks or {"keys": []}
@@ -125,7 +136,9 @@ class SmartEhr(FakeEhr):
 
     def remove(self, resource_type: str, resource_id: str) -> None:
         with self.lock:
-            self.search_data[resource_type] = [r for r in self.search_data.get(resource_type, []) if r.get("id") != resource_id]
+            self.search_data[resource_type] = [
+                r for r in self.search_data.get(resource_type, []) if r.get("id") != resource_id
+            ]
 
     # -- authorisation server for immunorad's own API (JWT access tokens) -------------------------------------
     @property
@@ -136,21 +149,62 @@ class SmartEhr(FakeEhr):
     def as_jwks_url(self) -> str:
         return f"{self.root}/auth/jwks.json"
 
-    def access_token(self, audience: str, scope: str, *, lifetime: int = 300, issuer: str | None = None, key=None,
-                     kid: str | None = None, algorithm: str = "RS384", **claims) -> str:
+    def access_token(
+        self,
+        audience: str,
+        scope: str,
+        *,
+        lifetime: int = 300,
+        issuer: str | None = None,
+        key=None,
+        kid: str | None = None,
+        algorithm: str = "RS384",
+        **claims,
+    ) -> str:
         """A JWT access token for calling immunorad (as an OAuth server such as Keycloak would issue it)."""
         now = int(time.time())
-        payload = {"iss": issuer or self.as_issuer, "sub": "reporting-app", "client_id": "reporting-app", "aud": audience,
-                   "iat": now, "exp": now + lifetime, "jti": str(uuid.uuid4()), "scope": scope, **claims}
-        return jwt.encode(payload, key if key is not None else self.as_key, algorithm=algorithm,
-                          headers={"kid": kid or self.as_kid, "typ": "JWT"})
+        payload = {
+            "iss": issuer or self.as_issuer,
+            "sub": "reporting-app",
+            "client_id": "reporting-app",
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": str(uuid.uuid4()),
+            "scope": scope,
+            **claims,
+        }
+        return jwt.encode(
+            payload,
+            key if key is not None else self.as_key,
+            algorithm=algorithm,
+            headers={"kid": kid or self.as_kid, "typ": "JWT"},
+        )
 
     # -- CDS Hooks client ------------------------------------------------------------------------------------
-    def cds_jwt(self, audience: str, *, lifetime: int = 300, jti: str | None = None, key=None, kid: str | None = None,
-                issuer: str | None = None, jku: str | None | bool = True, algorithm: str = "ES384", **claims) -> str:
+    def cds_jwt(
+        self,
+        audience: str,
+        *,
+        lifetime: int = 300,
+        jti: str | None = None,
+        key=None,
+        kid: str | None = None,
+        issuer: str | None = None,
+        jku: str | None | bool = True,
+        algorithm: str = "ES384",
+        **claims,
+    ) -> str:
         now = int(time.time())
-        payload = {"iss": issuer or self.cds_issuer, "sub": "ehr-cds-client", "aud": audience, "iat": now,
-                   "exp": now + lifetime, "jti": jti if jti is not None else str(uuid.uuid4()), **claims}
+        payload = {
+            "iss": issuer or self.cds_issuer,
+            "sub": "ehr-cds-client",
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": jti if jti is not None else str(uuid.uuid4()),
+            **claims,
+        }
         headers = {"kid": kid or self.cds_kid, "typ": "JWT"}
         if jku is True:
             headers["jku"] = self.cds_jwks_url
@@ -181,8 +235,14 @@ class SmartEhr(FakeEhr):
             return refuse("unknown kid", 401)
         try:
             key = jwt.PyJWK(jwk).key
-            claims = jwt.decode(assertion, key, algorithms=[header["alg"]], audience=self.token_url,
-                                issuer=self.client_id, options={"require": ["iss", "sub", "aud", "exp", "jti"]})
+            claims = jwt.decode(
+                assertion,
+                key,
+                algorithms=[header["alg"]],
+                audience=self.token_url,
+                issuer=self.client_id,
+                options={"require": ["iss", "sub", "aud", "exp", "jti"]},
+            )
         except jwt.PyJWTError as exc:
             return refuse(f"assertion rejected: {type(exc).__name__}", 401)
         if claims["sub"] != self.client_id:
@@ -199,8 +259,12 @@ class SmartEhr(FakeEhr):
         token = secrets.token_urlsafe(24)
         with self.lock:
             self.tokens[token] = (time.time() + self.token_lifetime, granted)
-        return 200, {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime,
-                     "scope": " ".join(sorted(granted))}
+        return 200, {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": self.token_lifetime,
+            "scope": " ".join(sorted(granted)),
+        }
 
     def _grants(self, authorization: str | None, resource_types: set[str], write: bool) -> int:
         """200 when the bearer token is live and its scopes cover the types; 401 or 403 otherwise."""
@@ -210,8 +274,15 @@ class SmartEhr(FakeEhr):
         if expiry < time.time():
             return 401
         for kind in resource_types:
-            ok = any(s in scopes for s in (f"system/{kind}.{'write' if write else 'read'}", f"system/*.{'write' if write else 'read'}",
-                                           f"system/{kind}.*", "system/*.*"))
+            ok = any(
+                s in scopes
+                for s in (
+                    f"system/{kind}.{'write' if write else 'read'}",
+                    f"system/*.{'write' if write else 'read'}",
+                    f"system/{kind}.*",
+                    "system/*.*",
+                )
+            )
             if not ok:
                 return 403
         return 200
@@ -235,7 +306,9 @@ class SmartEhr(FakeEhr):
                 self.wfile.write(data)
 
             def _outcome(self, status: int, code: str) -> None:
-                self._reply(status, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]})
+                self._reply(
+                    status, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
+                )
 
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
@@ -274,14 +347,18 @@ class SmartEhr(FakeEhr):
                     ehr.requests.append(("GET", self.path, self.headers.get("Authorization")))
                 path, _, query = self.path.partition("?")
                 if path == "/fhir/.well-known/smart-configuration":
-                    self._reply(200, {
-                        "token_endpoint": ehr.token_url,
-                        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-                        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
-                        "grant_types_supported": ["client_credentials"],
-                        "scopes_supported": list(ehr.scopes_allowed),
-                        "capabilities": ["client-confidential-asymmetric"],
-                    }, "application/json")
+                    self._reply(
+                        200,
+                        {
+                            "token_endpoint": ehr.token_url,
+                            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+                            "grant_types_supported": ["client_credentials"],
+                            "scopes_supported": list(ehr.scopes_allowed),
+                            "capabilities": ["client-confidential-asymmetric"],
+                        },
+                        "application/json",
+                    )
                     return
                 if path == "/auth/jwks.json":
                     self._reply(200, {"keys": [jwk_of(ehr.as_key, ehr.as_kid)]}, "application/json")
@@ -304,25 +381,51 @@ class SmartEhr(FakeEhr):
                 for name, values in params.items():
                     if name in ("patient", "subject"):
                         wanted = values[0].split("/")[-1]
-                        items = [r for r in items if str(((r.get("subject") or r.get("patient") or {}).get("reference") or "")).split("/")[-1] == wanted]
+                        items = [
+                            r
+                            for r in items
+                            if str(((r.get("subject") or r.get("patient") or {}).get("reference") or "")).split("/")[-1]
+                            == wanted
+                        ]
                     elif name == "identifier":
                         system, _, value = values[0].rpartition("|")
-                        items = [r for r in items if any(i.get("value") == value and (not system or i.get("system") == system)
-                                                         for i in r.get("identifier", []))]
+                        items = [
+                            r
+                            for r in items
+                            if any(
+                                i.get("value") == value and (not system or i.get("system") == system)
+                                for i in r.get("identifier", [])
+                            )
+                        ]
                     elif name == "code":
                         tokens = set(values[0].split(","))
                         items = [r for r in items if _codes(r.get("code")) & tokens]
                 offset = int(params.get("_offset", ["0"])[0])
                 count = min(int(params.get("_count", [str(ehr.page_size)])[0]), ehr.page_size)
-                page = items[offset:offset + count]
+                page = items[offset : offset + count]
                 links = []
                 if offset + count < len(items):
                     rest = [(k, v[0]) for k, v in params.items() if k not in ("_offset", "_count")]
-                    links.append({"relation": "next", "url": f"{ehr.base_url}/{kind}?" + urlencode(
-                        rest + [("_count", str(count)), ("_offset", str(offset + count))])})
-                self._reply(200, {"resourceType": "Bundle", "type": "searchset", "total": len(items), "link": links,
-                                  "entry": [{"fullUrl": f"{ehr.base_url}/{kind}/{r['id']}", "resource": r,
-                                             "search": {"mode": "match"}} for r in page]})
+                    links.append(
+                        {
+                            "relation": "next",
+                            "url": f"{ehr.base_url}/{kind}?"
+                            + urlencode(rest + [("_count", str(count)), ("_offset", str(offset + count))]),
+                        }
+                    )
+                self._reply(
+                    200,
+                    {
+                        "resourceType": "Bundle",
+                        "type": "searchset",
+                        "total": len(items),
+                        "link": links,
+                        "entry": [
+                            {"fullUrl": f"{ehr.base_url}/{kind}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                            for r in page
+                        ],
+                    },
+                )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         # The in-process app caches JWKS clients by URL; one cached for an earlier test server on this (reused)
@@ -334,4 +437,3 @@ class SmartEhr(FakeEhr):
     def searches(self, kind: str) -> list[str]:
         with self.lock:
             return [p for m, p, _ in self.requests if m == "GET" and p.startswith(f"/fhir/{kind}")]
-

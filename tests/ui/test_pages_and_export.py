@@ -134,9 +134,13 @@ def test_the_token_moves_from_the_address_into_a_cookie(app_client, settings):
 def test_patient_page_lists_versions_and_what_changed(app_client, settings, db):
     mrn, case = "DEMO-0001", COHORT["DEMO-0001"]
     # First the scans up to TP2, then TP3 arrives: version 2 adds the TP3 categories.
-    early = dataclasses.replace(case, scans={k: v for k, v in case.scans.items() if k != "TP3"},
-                                lesions=tuple(dataclasses.replace(l, cells={k: v for k, v in l.cells.items() if k != "TP3"})
-                                              for l in case.lesions))
+    early = dataclasses.replace(
+        case,
+        scans={k: v for k, v in case.scans.items() if k != "TP3"},
+        lesions=tuple(
+            dataclasses.replace(l, cells={k: v for k, v in l.cells.items() if k != "TP3"}) for l in case.lesions
+        ),
+    )
     send_case(app_client, settings, mrn, early)
     Worker(settings, db).drain()
     send_case(app_client, settings, mrn, case)
@@ -148,15 +152,15 @@ def test_patient_page_lists_versions_and_what_changed(app_client, settings, db):
     page = app_client.get(f"/ui/patients/{patient_id}").data.decode()
     versions = re.findall(r'<tr data-version="(\d+)"', page)
     assert versions == ["3", "2", "1"]
-    v2 = page[page.index('data-version="2"'):page.index('data-version="1"')]
+    v2 = page[page.index('data-version="2"') : page.index('data-version="1"')]
     # TP3 (2024-07-01): SoD 61 mm, −32.22 % → PR by RECIST 1.1, irPR by irRC (SPD 1144 vs 2450: −53.31 %).
     assert "RECIST 1.1, 2024-07-01: — → PR" in v2 and "irRC, 2024-07-01: — → irPR" in v2
-    v3 = page[page.index('data-version="3"'):page.index('data-version="2"')]
+    v3 = page[page.index('data-version="3"') : page.index('data-version="2"')]
     assert "reassess" in v3 and "no change in any category or alert" in v3 and "<small>same</small>" in v3
     # An older version can be shown as it was: two follow-ups only.
     old = app_client.get(f"/ui/patients/{patient_id}?version=1").data.decode()
     assert "version 1 (latest is" in old
-    assert len(re.findall(r'<th scope="col" data-date=', old[:old.index('id="criteria-table"')])) == 3
+    assert len(re.findall(r'<th scope="col" data-date=', old[: old.index('id="criteria-table"')])) == 3
     assert app_client.get(f"/ui/patients/{patient_id}?version=9").status_code == 404
     assert app_client.get(f"/ui/patients/{patient_id}?version=x").status_code == 400
 
@@ -164,9 +168,13 @@ def test_patient_page_lists_versions_and_what_changed(app_client, settings, db):
 def test_stored_report_html_is_rebuilt_from_text_and_known_tags():
     from service.api.ui import sanitise_fragment
 
-    stored = ('<section class="x"><h2 onclick="steal()">Response assessment</h2><script>alert(1)</script>'
-              '<p>SoD &lt; 5 mm <a href="http://evil">link</a></p><table><tr><th scope="row">T1</th>'
-              '<td style="x">28 × 21</td></tr></table><ul><li>one<li>two</ul>')
+    stored = (
+        '<section class="x"><h2 onclick="steal()">Response assessment</h2><script>alert(1)</script>'
+        '<p>SoD &lt; 5 mm <a href="http://evil">link</a></p><table><tr><th scope="row">T1</th>'
+        '<td style="x">28 × 21</td></tr></table><ul><li>one<li>two</ul>'
+    )
     clean = sanitise_fragment(stored)
-    assert clean == ('<section><h2>Response assessment</h2>alert(1)<p>SoD &lt; 5 mm link</p><table><tr>'
-                     '<th scope="row">T1</th><td>28 × 21</td></tr></table><ul><li>one<li>two</li></li></ul></section>')
+    assert clean == (
+        "<section><h2>Response assessment</h2>alert(1)<p>SoD &lt; 5 mm link</p><table><tr>"
+        '<th scope="row">T1</th><td>28 × 21</td></tr></table><ul><li>one<li>two</li></li></ul></section>'
+    )

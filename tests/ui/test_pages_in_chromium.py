@@ -108,8 +108,13 @@ def ehr():
 def service(db_url, tmp_path, ehr):
     """The HTTP API (gunicorn) and the worker as real processes, delivering to the EHR stand-in."""
     # One gunicorn worker: the pages are requested one at a time, and two cores start three processes faster.
-    processes = ServiceProcesses(db_url=db_url, var_dir=tmp_path / "var", ehr_url=ehr.base_url, roles=("api", "worker"),
-                                 extra_env={"IMMUNORAD_GUNICORN_WORKERS": "1"})
+    processes = ServiceProcesses(
+        db_url=db_url,
+        var_dir=tmp_path / "var",
+        ehr_url=ehr.base_url,
+        roles=("api", "worker"),
+        extra_env={"IMMUNORAD_GUNICORN_WORKERS": "1"},
+    )
     processes.start()
     yield processes
     processes.stop()
@@ -120,8 +125,11 @@ def demo(service, ehr):
     """The demo cohort, evaluated and delivered, except the last patient's reports, which the EHR refuses."""
     for mrn in COHORT:
         send_patient(service, mrn)
-    service.wait_for(lambda: settled(service, list(COHORT), {EHR_DOWN_FOR}), timeout=90,
-                     message="cohort evaluated, delivered but for one patient")
+    service.wait_for(
+        lambda: settled(service, list(COHORT), {EHR_DOWN_FOR}),
+        timeout=90,
+        message="cohort evaluated, delivered but for one patient",
+    )
     patients = {p["identifier"]: p["id"] for p in api(service, "/api/patients")["patients"]}
     return {mrn: api(service, f"/api/patients/{patients[mrn]}") for mrn in COHORT}
 
@@ -154,8 +162,11 @@ def expected_spider(assessment: dict) -> dict[str, list[float]]:
 
 
 def best_change(criterion: dict) -> float | None:
-    changes = [fraction(tp["percent_from_baseline"]) for tp in criterion["timepoints"]
-               if tp["percent_from_baseline"] is not None]
+    changes = [
+        fraction(tp["percent_from_baseline"])
+        for tp in criterion["timepoints"]
+        if tp["percent_from_baseline"] is not None
+    ]
     return float(min(changes)) if changes else None
 
 
@@ -190,9 +201,12 @@ def check_patient_page(page, body: dict) -> None:
                 assert text == f"{float(Fraction(cell['long_axis_mm'])):g} × {float(Fraction(cell['short_axis_mm'])):g}"
     # Spider plot: one polyline per target lesion, one point per measured scan, the right percent changes.
     expected = expected_spider(assessment)
-    lines = page.eval_on_selector_all("svg.spider polyline.lesion", """els => els.map(e => ({
+    lines = page.eval_on_selector_all(
+        "svg.spider polyline.lesion",
+        """els => els.map(e => ({
         lesion: e.dataset.lesion, points: e.getAttribute('points').trim().split(/\\s+/).length,
-        percent: e.dataset.percent.split(' ').map(Number)}))""")
+        percent: e.dataset.percent.split(' ').map(Number)}))""",
+    )
     assert sorted(line["lesion"] for line in lines) == sorted(expected)
     for line in lines:
         assert line["points"] == len(expected[line["lesion"]])
@@ -209,7 +223,7 @@ def check_patient_page(page, body: dict) -> None:
         row = page.locator(f'#criteria-table tr[data-criterion="{criterion["criterion"]}"]')
         shown = row.locator("td.cat[data-category]").evaluate_all("els => els.map(e => e.dataset.category)")
         by_day = {tp["scan_date"]: tp["category"] for tp in criterion["timepoints"]}
-        assert shown[:len(days) - 1] == [by_day.get(day, "—") for day in days[1:]]
+        assert shown[: len(days) - 1] == [by_day.get(day, "—") for day in days[1:]]
     assert page.locator("#version-table tbody tr").count() >= 1
 
 
@@ -245,10 +259,16 @@ def test_patient_pages_and_dashboard_for_the_demo_cohort(service, demo, page, ar
     kinetics = demo["DEMO-0004"]["assessment"]["kinetics"]
     pre = page.locator("svg.burden line.slope-pre-treatment")
     on = page.locator("svg.burden line.slope-on-treatment")
-    assert (pre.get_attribute("data-start"), pre.get_attribute("data-end")) == (kinetics["e0_date"], kinetics["e1_date"])
+    assert (pre.get_attribute("data-start"), pre.get_attribute("data-end")) == (
+        kinetics["e0_date"],
+        kinetics["e1_date"],
+    )
     assert (on.get_attribute("data-start"), on.get_attribute("data-end")) == (kinetics["e1_date"], kinetics["e2_date"])
     labels = " ".join(page.locator("svg.burden text.slope-label").all_text_contents())
-    assert f"+{kinetics['tgr_reference']:.2f} %/month" in labels and f"+{kinetics['tgr_experimental']:.2f} %/month" in labels
+    assert (
+        f"+{kinetics['tgr_reference']:.2f} %/month" in labels
+        and f"+{kinetics['tgr_experimental']:.2f} %/month" in labels
+    )
     # E0 sum recovered from TGK_ref: 44 − 4.0583 mm/month × 30 days × 12/365.25 = 40 mm (20 + 20 at E0).
     assert page.locator("svg.burden circle.extra-point").get_attribute("data-value") == "40"
     alert = page.locator('#alert-list li[data-code="hyperprogression"]')
@@ -284,9 +304,12 @@ def check_dashboard(page, demo: dict, ids: dict) -> None:
     mrn_of = {patient_id: mrn for mrn, patient_id in ids.items()}
     assert "4 patients" in page.inner_text("#cohort-size")
     # Waterfall: one bar per patient per criterion, its value the best percent change, its height matching.
-    bars = page.eval_on_selector_all("svg.waterfall rect.bar", """els => els.map(e => ({
+    bars = page.eval_on_selector_all(
+        "svg.waterfall rect.bar",
+        """els => els.map(e => ({
         criterion: e.dataset.criterion, value: Number(e.dataset.value), height: Number(e.getAttribute('height')),
-        scale: Number(e.closest('svg').dataset.scale), href: e.closest('a').getAttribute('href')}))""")
+        scale: Number(e.closest('svg').dataset.scale), href: e.closest('a').getAttribute('href')}))""",
+    )
     criteria = [c["criterion"] for c in demo["DEMO-0001"]["assessment"]["criteria"]]
     assert page.locator("svg.waterfall").count() == len(criteria)
     for criterion in criteria:

@@ -20,10 +20,18 @@ def parse(svg: str) -> ET.Element:
 
 
 def test_spider_plot_draws_one_polyline_per_lesion_with_its_points():
-    series = [plots.SpiderSeries("T1 lung", ((D("2024-01-08"), 0.0), (D("2024-03-11"), -30.0), (D("2024-05-06"), -35.0))),
-              plots.SpiderSeries("T3 node", ((D("2024-01-08"), 0.0), (D("2024-03-11"), -30.0)))]
-    root = parse(plots.spider_plot(series, reference_date=D("2024-01-15"), reference_label="C1D1",
-                                   lines=[(-30.0, "PR −30 %"), (20.0, "PD +20 %")]))
+    series = [
+        plots.SpiderSeries("T1 lung", ((D("2024-01-08"), 0.0), (D("2024-03-11"), -30.0), (D("2024-05-06"), -35.0))),
+        plots.SpiderSeries("T3 node", ((D("2024-01-08"), 0.0), (D("2024-03-11"), -30.0))),
+    ]
+    root = parse(
+        plots.spider_plot(
+            series,
+            reference_date=D("2024-01-15"),
+            reference_label="C1D1",
+            lines=[(-30.0, "PR −30 %"), (20.0, "PD +20 %")],
+        )
+    )
     lines = root.findall(f".//{SVG}polyline")
     assert [p.get("data-lesion") for p in lines] == ["T1 lung", "T3 node"]
     assert [len(p.get("points").split()) for p in lines] == [3, 2]
@@ -36,13 +44,21 @@ def test_spider_plot_draws_one_polyline_per_lesion_with_its_points():
 
 def test_text_is_escaped_in_every_plot():
     hostile = '<script>alert("x")</script> & "co"'
-    spider = plots.spider_plot([plots.SpiderSeries(hostile, ((D("2024-01-01"), 0.0), (D("2024-02-01"), 5.0)))],
-                               reference_date=D("2024-01-01"), reference_label=hostile)
-    waterfall = plots.waterfall([plots.WaterfallBar(hostile, -40.0, hostile, "response", href='/x?a="1"&b=<2>')],
-                                criterion="RECIST-1.1", criterion_name=hostile)
-    burden = plots.burden_curve([plots.CurveSeries(hostile, ((D("2024-01-01"), 50.0), (D("2024-02-01"), 40.0)))],
-                                therapy_start=D("2024-01-05"),
-                                slopes=[plots.Slope("on-treatment", (D("2024-01-01"), 50.0), (D("2024-02-01"), 40.0), hostile)])
+    spider = plots.spider_plot(
+        [plots.SpiderSeries(hostile, ((D("2024-01-01"), 0.0), (D("2024-02-01"), 5.0)))],
+        reference_date=D("2024-01-01"),
+        reference_label=hostile,
+    )
+    waterfall = plots.waterfall(
+        [plots.WaterfallBar(hostile, -40.0, hostile, "response", href='/x?a="1"&b=<2>')],
+        criterion="RECIST-1.1",
+        criterion_name=hostile,
+    )
+    burden = plots.burden_curve(
+        [plots.CurveSeries(hostile, ((D("2024-01-01"), 50.0), (D("2024-02-01"), 40.0)))],
+        therapy_start=D("2024-01-05"),
+        slopes=[plots.Slope("on-treatment", (D("2024-01-01"), 50.0), (D("2024-02-01"), 40.0), hostile)],
+    )
     incidence = plots.incidence_bars([plots.IncidenceRow("x", hostile, 1, 2, 0)])
     for svg in (spider, waterfall, burden, incidence):
         assert "<script>" not in svg
@@ -52,8 +68,12 @@ def test_text_is_escaped_in_every_plot():
 
 
 def test_waterfall_bar_heights_are_the_values_to_scale():
-    bars = [plots.WaterfallBar("p-a", -35.56, "PR", "response"), plots.WaterfallBar("p-b", 81.82, "PD", "progression"),
-            plots.WaterfallBar("p-c", -20.59, "SD", "stable"), plots.WaterfallBar("p-d", 0.0, "SD", "stable")]
+    bars = [
+        plots.WaterfallBar("p-a", -35.56, "PR", "response"),
+        plots.WaterfallBar("p-b", 81.82, "PD", "progression"),
+        plots.WaterfallBar("p-c", -20.59, "SD", "stable"),
+        plots.WaterfallBar("p-d", 0.0, "SD", "stable"),
+    ]
     root = parse(plots.waterfall(bars, criterion="RECIST-1.1", criterion_name="RECIST 1.1"))
     scale = float(root.get("data-scale"))
     rects = root.findall(f".//{SVG}rect")
@@ -68,16 +88,23 @@ def test_waterfall_bar_heights_are_the_values_to_scale():
 
 def test_burden_curve_marks_therapy_start_and_slopes():
     series = [plots.CurveSeries("Sum", ((D("2024-02-01"), 44.0), (D("2024-03-18"), 80.0)))]
-    slopes = [plots.Slope("pre-treatment", (D("2024-01-02"), 40.0), (D("2024-02-01"), 44.0), "before: +33.66 %/month"),
-              plots.Slope("on-treatment", (D("2024-02-01"), 44.0), (D("2024-03-18"), 80.0), "on: +227.64 %/month")]
-    root = parse(plots.burden_curve(series, therapy_start=D("2024-02-05"), slopes=slopes,
-                                    extra_points=[(D("2024-01-02"), 40.0, "E0")]))
+    slopes = [
+        plots.Slope("pre-treatment", (D("2024-01-02"), 40.0), (D("2024-02-01"), 44.0), "before: +33.66 %/month"),
+        plots.Slope("on-treatment", (D("2024-02-01"), 44.0), (D("2024-03-18"), 80.0), "on: +227.64 %/month"),
+    ]
+    root = parse(
+        plots.burden_curve(
+            series, therapy_start=D("2024-02-05"), slopes=slopes, extra_points=[(D("2024-01-02"), 40.0, "E0")]
+        )
+    )
     assert root.find(f".//{SVG}line[@class='therapy-start']").get("data-date") == "2024-02-05"
     drawn = {line.get("data-kind"): line for line in root.findall(f".//{SVG}line") if line.get("data-kind")}
     assert set(drawn) == {"pre-treatment", "on-treatment"}
+
     # The pre-treatment segment rises less steeply than the on-treatment one (pixels: smaller y is higher).
     def slope(line):
         return (float(line.get("y1")) - float(line.get("y2"))) / (float(line.get("x2")) - float(line.get("x1")))
+
     assert 0 < slope(drawn["pre-treatment"]) < slope(drawn["on-treatment"])
     assert root.find(f".//{SVG}polyline").get("data-values") == "44 80"
 

@@ -101,8 +101,10 @@ def test_category_crosstab_counts_timepoints_and_not_graded_scans():
 
 def test_progression_status_reads_the_criterion_categories():
     assert quality.progression_status([{"category": "iUPD", "confirmed": False}]) == "unconfirmed"
-    assert quality.progression_status([{"category": "iUPD", "confirmed": False},
-                                       {"category": "iPR", "confirmed": None}]) == "not-progressed"
+    assert (
+        quality.progression_status([{"category": "iUPD", "confirmed": False}, {"category": "iPR", "confirmed": None}])
+        == "not-progressed"
+    )
     assert quality.progression_status([{"category": "irPD", "confirmed": True}]) == "progressed"
     assert quality.progression_status([{"category": "irPD", "confirmed": False}]) == "unconfirmed"
     assert quality.progression_status([]) == "not-progressed"
@@ -111,24 +113,31 @@ def test_progression_status_reads_the_criterion_categories():
 # -- hyperprogression, irAE ----------------------------------------------------------------------------------------
 def test_hyperprogression_incidence_counts_met_among_evaluable():
     # DEMO-0004 (K1-like, E0 present): Champiat 2017 met; DEMO-0001 has no E0: not evaluable.
-    rows = {i.code: i for i in quality.hyperprogression_incidence(
-        cohort(record(DEMO["DEMO-0004"], "p-hpd"), record(DEMO["DEMO-0001"], "p-pr")))}
+    rows = {
+        i.code: i
+        for i in quality.hyperprogression_incidence(
+            cohort(record(DEMO["DEMO-0004"], "p-hpd"), record(DEMO["DEMO-0001"], "p-pr"))
+        )
+    }
     champiat = rows["champiat-2017"]
     assert champiat.met == (("id-p-hpd", "p-hpd"),) and champiat.not_met == 0 and champiat.not_evaluable == 1
     assert champiat.proportion == 1.0
     assert rows["early-death"].met == () and rows["early-death"].not_met == 2 and rows["early-death"].proportion == 0
     assert list(rows)[0] == "champiat-2017"  # the rule base's order (contract §5)
     # E2 of DEMO-0004 is 2024-03-18: a period after it leaves the patient out.
-    later = quality.hyperprogression_incidence(cohort(record(DEMO["DEMO-0004"], "p-hpd"),
-                                                      filters=Filters(start=D("2024-04-01"))))
+    later = quality.hyperprogression_incidence(
+        cohort(record(DEMO["DEMO-0004"], "p-hpd"), filters=Filters(start=D("2024-04-01")))
+    )
     assert later == []
 
 
 def test_irae_alerts_are_the_irae_and_sarcoid_like_flags():
-    alerts = (AlertRecord("a", "p-a", "irae", "pneumonitis", "active", "warning", D("2024-03-11"), "pneumonitis"),
-              AlertRecord("a", "p-a", "hyperprogression", "", "active", "critical", D("2024-03-11"), "HPD"),
-              AlertRecord("b", "p-b", "sarcoid-like-reaction", "", "inactive", "warning", D("2024-02-11"), "SLR"),
-              AlertRecord("b", "p-b", "irae", "colitis", "entered-in-error", "warning", D("2024-02-11"), "x"))
+    alerts = (
+        AlertRecord("a", "p-a", "irae", "pneumonitis", "active", "warning", D("2024-03-11"), "pneumonitis"),
+        AlertRecord("a", "p-a", "hyperprogression", "", "active", "critical", D("2024-03-11"), "HPD"),
+        AlertRecord("b", "p-b", "sarcoid-like-reaction", "", "inactive", "warning", D("2024-02-11"), "SLR"),
+        AlertRecord("b", "p-b", "irae", "colitis", "entered-in-error", "warning", D("2024-02-11"), "x"),
+    )
     found = quality.irae_alerts(cohort(alerts=alerts))
     assert [(a.code, a.key) for a in found] == [("sarcoid-like-reaction", ""), ("irae", "pneumonitis")]
 
@@ -145,8 +154,12 @@ def test_turnaround_from_first_input_to_first_delivery():
     def report(received, delivered):
         return ReportRecord("p", "p-x", D("2024-03-11"), "r", 1, "preliminary", received, delivered)
 
-    reports = (report(T0, T0 + dt.timedelta(seconds=30)), report(T0, T0 + dt.timedelta(minutes=5)),
-               report(T0, None), report(None, T0))
+    reports = (
+        report(T0, T0 + dt.timedelta(seconds=30)),
+        report(T0, T0 + dt.timedelta(minutes=5)),
+        report(T0, None),
+        report(None, T0),
+    )
     result = quality.turnaround(cohort(reports=reports))
     assert result.seconds == (30.0, 300.0) and result.undelivered == 1 and result.no_input_time == 1
     assert result.percentile(50) == 165.0 and result.maximum == 300.0
@@ -156,12 +169,30 @@ def test_turnaround_from_first_input_to_first_delivery():
 
 def test_delivery_failures_failing_now_and_recovered():
     def delivery(status, attempts, error=None):
-        return DeliveryRecord("p", "p-x", D("2024-03-11"), 1, status, attempts, 503 if error else 200, error,
-                              T0, T0 if status == "delivered" else None, T0)
+        return DeliveryRecord(
+            "p",
+            "p-x",
+            D("2024-03-11"),
+            1,
+            status,
+            attempts,
+            503 if error else 200,
+            error,
+            T0,
+            T0 if status == "delivered" else None,
+            T0,
+        )
 
-    result = quality.delivery_failures(cohort(deliveries=(
-        delivery("pending", 3, "EHR answered 503"), delivery("delivered", 2), delivery("delivered", 1),
-        delivery("pending", 0))))
+    result = quality.delivery_failures(
+        cohort(
+            deliveries=(
+                delivery("pending", 3, "EHR answered 503"),
+                delivery("delivered", 2),
+                delivery("delivered", 1),
+                delivery("pending", 0),
+            )
+        )
+    )
     assert len(result.failing) == 1 and len(result.recovered) == 1
     assert result.failed_attempts == 3 + 1 and result.delivered == 2 and result.total == 4
 
@@ -181,8 +212,10 @@ def test_filters_from_query_parameters():
 
 # -- export ----------------------------------------------------------------------------------------------------------
 def test_export_is_rfc4180_round_trips_and_is_pseudonymous():
-    records = (record(cases.E1, "p-e1", cancer_type="=HYPERLINK(\"http://x\")", mrn="MRN-SECRET-1"),
-               record(cases.E7, "p-e7", cancer_type='melanoma, "cutaneous"\r\nstage IV', mrn="MRN-SECRET-7"))
+    records = (
+        record(cases.E1, "p-e1", cancer_type='=HYPERLINK("http://x")', mrn="MRN-SECRET-1"),
+        record(cases.E7, "p-e7", cancer_type='melanoma, "cutaneous"\r\nstage IV', mrn="MRN-SECRET-7"),
+    )
     rows = quality.export_rows(cohort(*records))
     text = quality.export_csv(rows)
     assert text.startswith(",".join(quality.EXPORT_COLUMNS) + "\r\n")
@@ -195,7 +228,7 @@ def test_export_is_rfc4180_round_trips_and_is_pseudonymous():
     assert again.getvalue() == text
     assert "MRN-SECRET" not in text and "id-p-e1" not in text
     # A spreadsheet must not run a cell: a formula-like free text gets a leading apostrophe.
-    assert parsed[0]["cancer_type"] == "'=HYPERLINK(\"http://x\")"
+    assert parsed[0]["cancer_type"] == '\'=HYPERLINK("http://x")'
     e1 = next(r for r in parsed if r["patient"] == "p-e1" and r["criterion"] == "RECIST-1.1")
     assert e1["best_percent_change"] == "-35.56" and e1["best_response"] == "PR"
     assert e1["categories"] == "2024-03-11 PR; 2024-05-06 PR; 2024-07-01 PR"
@@ -217,5 +250,9 @@ def test_summary_is_json_ready_and_pseudonymous():
     data = quality.summary(cohort(record(cases.E7, "p-e7", mrn="MRN-SECRET")))
     text = json.dumps(data)
     assert "MRN-SECRET" not in text and "id-p-e7" not in text
-    assert data["discordance"][0] == {"progressed_by": "RECIST-1.1", "not_by": "iRECIST", "patients": ["p-e7"],
-                                      "pending_confirmation": []}
+    assert data["discordance"][0] == {
+        "progressed_by": "RECIST-1.1",
+        "not_by": "iRECIST",
+        "patients": ["p-e7"],
+        "pending_confirmation": [],
+    }

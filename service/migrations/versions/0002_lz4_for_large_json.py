@@ -14,12 +14,13 @@ a fifth, and reads of stored reports decompress faster.
 Only values written from now on use LZ4; stored ones stay readable as they are (PostgreSQL records the method
 per value). On SQLite, or a server without LZ4, nothing changes.
 """
+
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
@@ -29,7 +30,9 @@ LARGE_JSON = (("fhir_resources", "content"), ("assessments", "result"), ("outbox
 def _lz4_available(bind) -> bool:
     if bind.dialect.name != "postgresql":
         return False
-    methods = bind.execute(sa.text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")).scalar()
+    methods = bind.execute(
+        sa.text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
+    ).scalar()
     return bool(methods) and "lz4" in methods
 
 

@@ -23,8 +23,7 @@ def assess(facts, overrides=None):
 
 def region_case(fu, *, day=56, bl="10.0", bl_ld=None, fu_ld=None):
     scans = {"BL": D("2024-01-02"), "FU1": C1D1 + dt.timedelta(days=day)}
-    lesion = PetLesion("A lung", "lung", {"BL": bl, "FU1": fu},
-                       long_axis={"BL": bl_ld, "FU1": fu_ld} if bl_ld else {})
+    lesion = PetLesion("A lung", "lung", {"BL": bl, "FU1": fu}, long_axis={"BL": bl_ld, "FU1": fu_ld} if bl_ld else {})
     return pet_facts("eortc", C1D1, scans, (lesion,), {"BL": LIVERS, "FU1": LIVERS})
 
 
@@ -53,25 +52,28 @@ def test_e7_region_t2_graded_on_each_scan():
     assert tp2.category == "PMR" and tp2.extra["region_lesion"] == "T2 liver"
 
 
-@pytest.mark.parametrize("fu, day, overrides, expected", [
-    # After one cycle (day 21 ≤ 21): PMR at ≥ 15 % decrease: 8.5 = −15 % exactly → PMR; 8.51 → SMD.
-    ("8.5", 21, None, "PMR"),
-    ("8.51", 21, None, "SMD"),
-    # Day 22 is after more than one cycle: −15 % is in the 15-25 % gap → SMD (eortc.gap_policy default).
-    ("8.5", 22, None, "SMD"),
-    ("8.5", 22, {"eortc.gap_policy": "PMR"}, "PMR"),
-    # After more than one cycle: > 25 % needed: 7.5 = −25 % exactly → gap → SMD; 7.49 → PMR.
-    ("7.5", 56, None, "SMD"),
-    ("7.5", 56, {"eortc.gap_policy": "PMR"}, "PMR"),
-    ("7.49", 56, None, "PMR"),
-    # 8.6 = −14 %: below 15 % → SMD whatever the gap policy.
-    ("8.6", 56, {"eortc.gap_policy": "PMR"}, "SMD"),
-    # PMD at > 25 % increase: 12.5 = +25 % exactly → SMD; 12.51 → PMD.
-    ("12.5", 56, None, "SMD"),
-    ("12.51", 56, None, "PMD"),
-    # eortc.one_cycle_max_days moves the one-cycle boundary: day 22 counts as one cycle with 28.
-    ("8.5", 22, {"eortc.one_cycle_max_days": 28}, "PMR"),
-])
+@pytest.mark.parametrize(
+    "fu, day, overrides, expected",
+    [
+        # After one cycle (day 21 ≤ 21): PMR at ≥ 15 % decrease: 8.5 = −15 % exactly → PMR; 8.51 → SMD.
+        ("8.5", 21, None, "PMR"),
+        ("8.51", 21, None, "SMD"),
+        # Day 22 is after more than one cycle: −15 % is in the 15-25 % gap → SMD (eortc.gap_policy default).
+        ("8.5", 22, None, "SMD"),
+        ("8.5", 22, {"eortc.gap_policy": "PMR"}, "PMR"),
+        # After more than one cycle: > 25 % needed: 7.5 = −25 % exactly → gap → SMD; 7.49 → PMR.
+        ("7.5", 56, None, "SMD"),
+        ("7.5", 56, {"eortc.gap_policy": "PMR"}, "PMR"),
+        ("7.49", 56, None, "PMR"),
+        # 8.6 = −14 %: below 15 % → SMD whatever the gap policy.
+        ("8.6", 56, {"eortc.gap_policy": "PMR"}, "SMD"),
+        # PMD at > 25 % increase: 12.5 = +25 % exactly → SMD; 12.51 → PMD.
+        ("12.5", 56, None, "SMD"),
+        ("12.51", 56, None, "PMD"),
+        # eortc.one_cycle_max_days moves the one-cycle boundary: day 22 counts as one cycle with 28.
+        ("8.5", 22, {"eortc.one_cycle_max_days": 28}, "PMR"),
+    ],
+)
 def test_25_and_15_percent_boundaries(fu, day, overrides, expected):
     assert categories(assess(region_case(fu, day=day), overrides)) == [expected]
 

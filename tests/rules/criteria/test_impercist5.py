@@ -57,28 +57,35 @@ def test_e7_new_lesion_does_not_define_pmd():
     assert tp2.extra["new_lesions_in_sum"] is None
 
 
-@pytest.mark.parametrize("fu, expected", [
-    # Baseline 6.0 + 4.0 = 10.0. PMD ≥ +30 % (inclusive): 13.0 exactly → PMD; 12.99 → SMD.
-    (("8.0", "5.0"), "PMD"),
-    (("7.99", "5.0"), "SMD"),
-    # PMR ≥ −30 % (inclusive): 7.0 exactly → PMR; 7.01 → SMD.
-    (("4.0", "3.0"), "PMR"),
-    (("4.01", "3.0"), "SMD"),
-])
+@pytest.mark.parametrize(
+    "fu, expected",
+    [
+        # Baseline 6.0 + 4.0 = 10.0. PMD ≥ +30 % (inclusive): 13.0 exactly → PMD; 12.99 → SMD.
+        (("8.0", "5.0"), "PMD"),
+        (("7.99", "5.0"), "SMD"),
+        # PMR ≥ −30 % (inclusive): 7.0 exactly → PMR; 7.01 → SMD.
+        (("4.0", "3.0"), "PMR"),
+        (("4.01", "3.0"), "SMD"),
+    ],
+)
 def test_30_percent_boundaries_inclusive(fu, expected):
-    lesions = (PetLesion("A lung", "lung", {"BL": "6.0", "FU1": fu[0]}),
-               PetLesion("B bone", "bone", {"BL": "4.0", "FU1": fu[1]}))
+    lesions = (
+        PetLesion("A lung", "lung", {"BL": "6.0", "FU1": fu[0]}),
+        PetLesion("B bone", "bone", {"BL": "4.0", "FU1": fu[1]}),
+    )
     assert categories(assess(pet_facts("b", C1D1, SCANS, lesions, LIVERS))) == [expected]
 
 
 def test_at_most_5_lesions_and_2_per_organ():
     # Three lung lesions (9, 8, 7): only two count (≤ 2 per organ); plus 6, 5, 4 in three organs: the fifth is 5.
-    lesions = (PetLesion("L1 lung", "lung", {"BL": "9.0", "FU1": "9.0"}),
-               PetLesion("L2 lung", "lung", {"BL": "8.0", "FU1": "8.0"}),
-               PetLesion("L3 lung", "lung", {"BL": "7.0", "FU1": "7.0"}),
-               PetLesion("B bone", "bone", {"BL": "6.0", "FU1": "6.0"}),
-               PetLesion("K liver", "liver", {"BL": "5.0", "FU1": "5.0"}),
-               PetLesion("S skin", "skin", {"BL": "4.0", "FU1": "4.0"}))
+    lesions = (
+        PetLesion("L1 lung", "lung", {"BL": "9.0", "FU1": "9.0"}),
+        PetLesion("L2 lung", "lung", {"BL": "8.0", "FU1": "8.0"}),
+        PetLesion("L3 lung", "lung", {"BL": "7.0", "FU1": "7.0"}),
+        PetLesion("B bone", "bone", {"BL": "6.0", "FU1": "6.0"}),
+        PetLesion("K liver", "liver", {"BL": "5.0", "FU1": "5.0"}),
+        PetLesion("S skin", "skin", {"BL": "4.0", "FU1": "4.0"}),
+    )
     tp = assess(pet_facts("cap", C1D1, SCANS, lesions, LIVERS)).timepoints[0]
     # 9 + 8 + 6 + 5 + 4 = 32 (L3 left out: third lung lesion; then only 5 lesions).
     assert tp.extra["sul_peak_sum"] == Decimal("32.0")

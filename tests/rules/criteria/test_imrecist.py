@@ -25,10 +25,23 @@ def assess(case_, overrides=None):
 
 
 # Initial PD from a new measurable lesion, negated 4 weeks later by shrinkage (pseudoprogression).
-PSEUDO = case("im-pseudo", [56, 112, 140, 168],
-              Lesion("T1 lung", T, "lung", cells={"BL": c(40, 30), "TP1": c(30, 22), "TP2": c(30, 22), "TP3": c(20, 15), "TP4": c(18, 12)}),
-              Lesion("T2 liver", T, "liver", cells={"BL": c(30, 20), "TP1": c(20, 15), "TP2": c(20, 15), "TP3": c(14, 10), "TP4": c(12, 9)}),
-              Lesion("N1 liver", NEW, "liver", cells={"TP2": c(12, 10), "TP3": c(8, 6), "TP4": ABSENT}))
+PSEUDO = case(
+    "im-pseudo",
+    [56, 112, 140, 168],
+    Lesion(
+        "T1 lung",
+        T,
+        "lung",
+        cells={"BL": c(40, 30), "TP1": c(30, 22), "TP2": c(30, 22), "TP3": c(20, 15), "TP4": c(18, 12)},
+    ),
+    Lesion(
+        "T2 liver",
+        T,
+        "liver",
+        cells={"BL": c(30, 20), "TP1": c(20, 15), "TP2": c(20, 15), "TP3": c(14, 10), "TP4": c(12, 9)},
+    ),
+    Lesion("N1 liver", NEW, "liver", cells={"TP2": c(12, 10), "TP3": c(8, 6), "TP4": ABSENT}),
+)
 
 
 def test_provisional_and_recist_category_names():
@@ -72,9 +85,17 @@ def test_new_non_measurable_lesions_never_define_pd():
 
 
 def test_nontarget_progression_does_not_define_pd():
-    nt = Lesion("NT bone", NT, "bone", cells={"BL": cases.NT_PRESENT, "TP1": cases.NT_PRESENT,
-                                              "TP2": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION),
-                                              "TP3": cases.NT_PRESENT})
+    nt = Lesion(
+        "NT bone",
+        NT,
+        "bone",
+        cells={
+            "BL": cases.NT_PRESENT,
+            "TP1": cases.NT_PRESENT,
+            "TP2": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION),
+            "TP3": cases.NT_PRESENT,
+        },
+    )
     a = assess(cases.Case("E1-nt", cases.E1.c1d1, cases.E1.scans, cases.E1.lesions[:3] + (nt,)))
     assert categories(a) == ["PR", "PR", "PR"]
     assert a.timepoints[1].nontarget_response == "PD"
@@ -88,8 +109,14 @@ def test_5_mm_rule_is_a_flag():
 
 def test_complete_response_needs_new_lesions_gone():
     # T1 20 → absent; new N1 6 mm (non-measurable) present → targets gone but CR precluded → PR.
-    a = assess(case("im-cr", [56, 84], Lesion("T1", T, "lung", cells={"BL": c(20, 15), "TP1": ABSENT, "TP2": ABSENT}),
-                    Lesion("N1", NEW, "liver", cells={"TP1": c(6, 4), "TP2": ABSENT})))
+    a = assess(
+        case(
+            "im-cr",
+            [56, 84],
+            Lesion("T1", T, "lung", cells={"BL": c(20, 15), "TP1": ABSENT, "TP2": ABSENT}),
+            Lesion("N1", NEW, "liver", cells={"TP1": c(6, 4), "TP2": ABSENT}),
+        )
+    )
     # TP1 sum 0 → burden CR, but N1 present → PR; TP2 N1 gone → CR.
     assert categories(a) == ["PR", "CR"]
     assert a.timepoints[0].target_response == "CR"

@@ -51,19 +51,24 @@ def upmd_then(days, fu2, *, n1_fu2="5.0", n1_fu2_ld=12):
     """A 8.0 at baseline; FU1 (day 56): A 8.0 + new N1 5.0 (12 mm) → UPMD; FU2 ``days`` later."""
     fu1 = C1D1 + dt.timedelta(days=56)
     scans = {"BL": D("2024-01-02"), "FU1": fu1, "FU2": fu1 + dt.timedelta(days=days)}
-    lesions = (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "8.0", "FU2": fu2}),
-               PetLesion("N1 liver", "liver", {"FU1": "5.0", "FU2": n1_fu2}, long_axis={"FU1": 12, "FU2": n1_fu2_ld}))
+    lesions = (
+        PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "8.0", "FU2": fu2}),
+        PetLesion("N1 liver", "liver", {"FU1": "5.0", "FU2": n1_fu2}, long_axis={"FU1": 12, "FU2": n1_fu2_ld}),
+    )
     return pet_facts("ipercist", C1D1, scans, lesions, {"BL": LIVER, "FU1": LIVER, "FU2": LIVER})
 
 
-@pytest.mark.parametrize("days, expected, confirmed", [
-    # 27 days is before the 28-day window: PMD again keeps the UPMD open.
-    (27, "UPMD", False),
-    (28, "CPMD", True),
-    (56, "CPMD", True),
-    # 57 days is after the window: still confirms, with a warning (late scans are evaluated).
-    (57, "CPMD", True),
-])
+@pytest.mark.parametrize(
+    "days, expected, confirmed",
+    [
+        # 27 days is before the 28-day window: PMD again keeps the UPMD open.
+        (27, "UPMD", False),
+        (28, "CPMD", True),
+        (56, "CPMD", True),
+        # 57 days is after the window: still confirms, with a warning (late scans are evaluated).
+        (57, "CPMD", True),
+    ],
+)
 def test_confirmation_window(days, expected, confirmed):
     a = assess(upmd_then(days, "8.0", n1_fu2="6.0"))
     tp = a.timepoints[1]

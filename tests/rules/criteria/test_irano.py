@@ -31,7 +31,9 @@ def glioma(scans, cells, *, new=None, observations=()):
 
 
 def labels(a):
-    return [f"{tp.category}-{'c' if tp.confirmed else 'u'}" if tp.category == "PD" else tp.category for tp in a.timepoints]
+    return [
+        f"{tp.category}-{'c' if tp.confirmed else 'u'}" if tp.category == "PD" else tp.category for tp in a.timepoints
+    ]
 
 
 def test_provisional_pd_confirmed_and_back_dated():
@@ -57,15 +59,21 @@ def test_pd_again_before_the_confirmation_interval_stays_provisional():
     a = assess(glioma(scans, [c(20, 20), c(25, 20), c(27, 20)]))
     assert labels(a) == ["PD-u", "PD-u"] and any("unconfirmed" in w for w in a.warnings)
     # irano.confirm_min_days 56 confirms it.
-    assert labels(assess(glioma(scans, [c(20, 20), c(25, 20), c(27, 20)]), {"irano.confirm_min_days": 56})) == ["PD-u", "PD-c"]
+    assert labels(assess(glioma(scans, [c(20, 20), c(25, 20), c(27, 20)]), {"irano.confirm_min_days": 56})) == [
+        "PD-u",
+        "PD-c",
+    ]
 
 
-@pytest.mark.parametrize("scan, expected", [
-    # C1D1 2024-01-08 + 6 calendar months = 2024-07-08: a PD on that day is within the window → provisional.
-    (D("2024-07-08"), "PD-u"),
-    # The day after: RANO PD without confirmation.
-    (D("2024-07-09"), "PD-c"),
-])
+@pytest.mark.parametrize(
+    "scan, expected",
+    [
+        # C1D1 2024-01-08 + 6 calendar months = 2024-07-08: a PD on that day is within the window → provisional.
+        (D("2024-07-08"), "PD-u"),
+        # The day after: RANO PD without confirmation.
+        (D("2024-07-09"), "PD-c"),
+    ],
+)
 def test_6_month_boundary(scan, expected):
     a = assess(glioma({"BL": D("2024-01-02"), "TP1": scan}, [c(20, 20), c(25, 20)]))
     assert labels(a) == [expected]
@@ -79,5 +87,7 @@ def test_new_lesion_after_6_months_is_pd_without_confirmation():
 
 def test_clinically_worse_patient_is_not_deferred():
     scans = {"BL": D("2024-01-02"), "TP1": D("2024-03-04")}
-    facts = glioma(scans, [c(20, 20), c(25, 20)], observations=[observation("clinical-deterioration", D("2024-03-01"), 1)])
+    facts = glioma(
+        scans, [c(20, 20), c(25, 20)], observations=[observation("clinical-deterioration", D("2024-03-01"), 1)]
+    )
     assert labels(assess(facts)) == ["PD-c"]

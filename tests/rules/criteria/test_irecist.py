@@ -70,6 +70,7 @@ RULESET = ENGINE.rulebase[irecist.CRITERION]
 
 # --- worked examples (size spec §11, iRECIST columns) ----------------------------------------------------
 
+
 def test_e1_ipr_at_exactly_minus_30_percent():
     # SoD 90 → 63: 63 × 10 = 630 ≤ 90 × 7 = 630 → iPR (exactly −30.00 %); 58 → iPR; 61 (+3 mm vs nadir 58) → iPR.
     a = run(cases.E1)
@@ -188,6 +189,7 @@ def test_e15_sticky_ipr_and_its_flags():
 
 # --- boundaries the spec names ---------------------------------------------------------------------------
 
+
 def test_cumulative_increment_4_then_2_mm_confirms():
     # BL 50; 50 (iSD); 60 (+20 %, +10 → iUPD, anchor 60); 64 (+4 vs anchor → iUPD); 66 (+6 cumulative ≥ 5 → iCPD).
     a = run(CUMULATIVE)
@@ -234,9 +236,17 @@ def test_early_scan_without_symptoms_is_disregarded_even_with_a_new_lesion_which
     # Not symptom-driven: the early scan with N9 is disregarded; at the next regular scan (38 days after the iUPD)
     # N9 is still there and was never recorded at an iUPD → an additional new lesion → iCPD.
     scans = {"BL": D("2024-01-02"), "TP1": D("2024-03-04"), "TP2": D("2024-03-14"), "TP3": D("2024-04-11")}
-    case = Case("early-nl", C1D1, scans, (
-        Lesion("T1 liver", T, "liver", cells={"BL": c(50, 50), "TP1": c(60, 60), "TP2": c(60, 60), "TP3": c(60, 60)}),
-        new_lesion("N9 lung", {"TP2": c(12, 10), "TP3": c(12, 10)})))
+    case = Case(
+        "early-nl",
+        C1D1,
+        scans,
+        (
+            Lesion(
+                "T1 liver", T, "liver", cells={"BL": c(50, 50), "TP1": c(60, 60), "TP2": c(60, 60), "TP3": c(60, 60)}
+            ),
+            new_lesion("N9 lung", {"TP2": c(12, 10), "TP3": c(12, 10)}),
+        ),
+    )
     a = run(case)
     assert categories(a) == ["iUPD", "iUPD", "iCPD"]
     assert a.timepoints[1].extra["early_scan_disregarded"] is True
@@ -253,12 +263,27 @@ def test_early_symptom_driven_scan_with_growth_only_is_disregarded():
 def test_early_scan_never_updates_nadir_or_anchor():
     # BL 80; TP1 60 (iSD); TP2 50 + N1 → iUPD (anchor 50, nadir 50); early scan 10 days later at 40 (−10) is
     # disregarded; TP4 at 50: vs the anchor 50 → 0 mm (the early 40 is not a new anchor or nadir) → stays iUPD.
-    scans = {"BL": D("2024-01-02"), "TP1": D("2024-03-04"), "TP2": D("2024-04-29"), "TP3": D("2024-05-09"),
-             "TP4": D("2024-06-24")}
-    case = Case("early-nadir", C1D1, scans, (
-        Lesion("T1 liver", T, "liver", cells={"BL": c(80, 80), "TP1": c(60, 60), "TP2": c(50, 50), "TP3": c(40, 40),
-                                             "TP4": c(50, 50)}),
-        new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4), "TP4": c(6, 4)})))
+    scans = {
+        "BL": D("2024-01-02"),
+        "TP1": D("2024-03-04"),
+        "TP2": D("2024-04-29"),
+        "TP3": D("2024-05-09"),
+        "TP4": D("2024-06-24"),
+    }
+    case = Case(
+        "early-nadir",
+        C1D1,
+        scans,
+        (
+            Lesion(
+                "T1 liver",
+                T,
+                "liver",
+                cells={"BL": c(80, 80), "TP1": c(60, 60), "TP2": c(50, 50), "TP3": c(40, 40), "TP4": c(50, 50)},
+            ),
+            new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4), "TP4": c(6, 4)}),
+        ),
+    )
     a = run(case)
     assert categories(a) == ["iSD", "iUPD", "iUPD", "iUPD"]
     assert a.timepoints[3].nadir_sum == Decimal(50)
@@ -298,12 +323,15 @@ def test_scenario_f_no_change_remains_iupd():
     assert categories(run(SCENARIO_F)) == ["iPR", "iUPD", "iUPD"]
 
 
-@pytest.mark.parametrize("diameter, nodal, kind, last", [
-    (10, False, "NLT", "iCPD"),     # LD 10 ≥ 10 → NLT; SOM 10 → 15 = +5 → iCPD
-    (9.9, False, "NLNT", "iUPD"),   # LD 9.9 < 10 → NLNT; +5 mm without a reader grade does not confirm
-    (15, True, "NLT", "iCPD"),      # node SA 15 ≥ 15 → NLT
-    (14.9, True, "NLNT", "iUPD"),   # node SA 14.9 (10–15 mm) → NLNT
-])
+@pytest.mark.parametrize(
+    "diameter, nodal, kind, last",
+    [
+        (10, False, "NLT", "iCPD"),  # LD 10 ≥ 10 → NLT; SOM 10 → 15 = +5 → iCPD
+        (9.9, False, "NLNT", "iUPD"),  # LD 9.9 < 10 → NLNT; +5 mm without a reader grade does not confirm
+        (15, True, "NLT", "iCPD"),  # node SA 15 ≥ 15 → NLT
+        (14.9, True, "NLNT", "iUPD"),  # node SA 14.9 (10–15 mm) → NLNT
+    ],
+)
 def test_new_lesion_measurability(diameter, nodal, kind, last):
     a = run(measurability_case(diameter, nodal=nodal))
     tp = a.timepoints[1]
@@ -315,11 +343,19 @@ def test_new_lesion_target_cap_5_in_total_and_2_per_organ():
     # Seven measurable new lesions at TP2: lung 20, 19, 18 (3 in lung), liver 17, 16, node SA 16 and 15 (nodes are
     # one organ). Largest first: lung 20, lung 19 → NLT; lung 18 → NLNT (2 per organ); liver 17, 16 → NLT (4);
     # node 16 → NLT (5 in total); node 15 → NLNT (cap). The cap is [U]: the assessment is provisional.
-    sizes = [("L1", "lung", False, 20), ("L2", "lung", False, 19), ("L3", "lung", False, 18),
-             ("H1", "liver", False, 17), ("H2", "liver", False, 16), ("N1", "mediastinum node", True, 16),
-             ("N2", "axillary node", True, 15)]
-    new = [new_lesion(name, {"TP2": c(30, size) if nodal else c(size, size)}, organ=organ, nodal=nodal)
-           for name, organ, nodal, size in sizes]
+    sizes = [
+        ("L1", "lung", False, 20),
+        ("L2", "lung", False, 19),
+        ("L3", "lung", False, 18),
+        ("H1", "liver", False, 17),
+        ("H2", "liver", False, 16),
+        ("N1", "mediastinum node", True, 16),
+        ("N2", "axillary node", True, 15),
+    ]
+    new = [
+        new_lesion(name, {"TP2": c(30, size) if nodal else c(size, size)}, organ=organ, nodal=nodal)
+        for name, organ, nodal, size in sizes
+    ]
     a = run(single_target("cap", [50, 50, 50], None, *new))
     tp = a.timepoints[1]
     assert tp.extra["nlt"] == ["H1", "H2", "L1", "L2", "N1"]
@@ -376,8 +412,9 @@ def test_new_lesion_iupd_sum_and_the_nadir(flag, expected):
     # BL 100; 80 (iSD); 60 + N1 → iUPD; 58 (N1 unchanged, −2 mm, iPR both times) → iUPD; 72 with N1 unchanged.
     # irecist.nadir_includes_iupd_timepoints on (default): nadir 58, 72 ≥ 69.6 and +14 → target PD in a category that
     # had not progressed → iCPD. Off: the iUPD sums never lower the nadir, which stays 80 → 72 is not PD → iUPD.
-    case = single_target("nl-nadir", [100, 80, 60, 58, 72], None,
-                         new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4), "TP4": c(6, 4)}))
+    case = single_target(
+        "nl-nadir", [100, 80, 60, 58, 72], None, new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4), "TP4": c(6, 4)})
+    )
     a = run(case, {"irecist.nadir_includes_iupd_timepoints": flag})
     assert categories(a) == ["iSD", "iUPD", "iUPD", expected]
 
@@ -387,34 +424,51 @@ def test_pd_in_a_category_that_had_not_progressed_confirms():
     a = run(single_target("t-then-nl", [50, 60, 60], None, new_lesion("N1 lung", {"TP2": c(6, 4)})))
     assert categories(a) == ["iUPD", "iCPD"] and a.timepoints[1].extra["confirmation"] == ["additional-new-lesion"]
     # New-lesion iUPD, then target PD (72 ≥ 1.2 × nadir 60 = 72, +12) → iCPD (target now progressed).
-    a = run(single_target("nl-then-t", [60, 60, 60, 72], None,
-                          new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)})))
+    a = run(single_target("nl-then-t", [60, 60, 60, 72], None, new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)})))
     assert categories(a) == ["iSD", "iUPD", "iCPD"]
     assert a.timepoints[2].extra["confirmation"] == ["target-now-progressed"]
     # New-lesion iUPD, then unequivocal non-target progression → iCPD (non-target now progressed).
-    a = run(single_target("nl-then-nt", [50, 50, 50, 50], None,
-                          new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)}),
-                          non_target({"BL": NT_SEEN, "TP1": NT_SEEN, "TP2": NT_SEEN, "TP3": NT_UNE})))
+    a = run(
+        single_target(
+            "nl-then-nt",
+            [50, 50, 50, 50],
+            None,
+            new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)}),
+            non_target({"BL": NT_SEEN, "TP1": NT_SEEN, "TP2": NT_SEEN, "TP3": NT_UNE}),
+        )
+    )
     assert categories(a) == ["iSD", "iUPD", "iCPD"]
     assert a.timepoints[2].extra["confirmation"] == ["nontarget-now-progressed"]
 
 
 def test_non_target_iupd_confirmed_by_any_further_increase():
     # UNE → iUPD (cause non-target); next INCLA (need not be unequivocal again) → iCPD.
-    a = run(single_target("nt-incla", [50, 50, 50, 50], None,
-                          non_target({"BL": NT_SEEN, "TP1": NT_SEEN, "TP2": NT_UNE, "TP3": NT_INCLA})))
+    a = run(
+        single_target(
+            "nt-incla",
+            [50, 50, 50, 50],
+            None,
+            non_target({"BL": NT_SEEN, "TP1": NT_SEEN, "TP2": NT_UNE, "TP3": NT_INCLA}),
+        )
+    )
     assert categories(a) == ["iSD", "iUPD", "iCPD"]
     assert a.timepoints[1].extra["episode"]["cause_codes"] == ["nontarget-unequivocal"]
 
 
-@pytest.mark.parametrize("cell, expected", [
-    (NT_NC, "iSD"),                   # graded without UNE → no longer unequivocally progressed → reset
-    (NT_NCLA, "iSD"),                 # no change from last, without UNE → reset (spec §2.5 [D])
-    (NT_STILL_UNEQUIVOCAL, "iUPD"),   # status still unequivocal progression, no further increase → stays iUPD
-])
+@pytest.mark.parametrize(
+    "cell, expected",
+    [
+        (NT_NC, "iSD"),  # graded without UNE → no longer unequivocally progressed → reset
+        (NT_NCLA, "iSD"),  # no change from last, without UNE → reset (spec §2.5 [D])
+        (NT_STILL_UNEQUIVOCAL, "iUPD"),  # status still unequivocal progression, no further increase → stays iUPD
+    ],
+)
 def test_non_target_iupd_reset_or_stay(cell, expected):
-    a = run(single_target("nt-reset", [50, 50, 50, 50], None,
-                          non_target({"BL": NT_SEEN, "TP1": NT_SEEN, "TP2": NT_UNE, "TP3": cell})))
+    a = run(
+        single_target(
+            "nt-reset", [50, 50, 50, 50], None, non_target({"BL": NT_SEEN, "TP1": NT_SEEN, "TP2": NT_UNE, "TP3": cell})
+        )
+    )
     assert categories(a) == ["iSD", "iUPD", expected]
 
 
@@ -424,8 +478,12 @@ def test_reappearance_after_icr():
     assert categories(a) == ["iCR", "iCR", "iUPD"]
     assert a.timepoints[2].extra["episode"]["cause_codes"] == ["target-reappearance"]
     # Non-target only: gone (iCR) → present again → iUPD.
-    case = Case("reappear-nt", C1D1, every_8_weeks(3),
-                (non_target({"BL": NT_SEEN, "TP1": NT_GONE, "TP2": NT_GONE, "TP3": NT_SEEN}),))
+    case = Case(
+        "reappear-nt",
+        C1D1,
+        every_8_weeks(3),
+        (non_target({"BL": NT_SEEN, "TP1": NT_GONE, "TP2": NT_GONE, "TP3": NT_SEEN}),),
+    )
     a = run(case)
     assert categories(a) == ["iCR", "iCR", "iUPD"]
     assert a.timepoints[2].extra["episode"]["cause_codes"] == ["nontarget-reappearance"]
@@ -433,8 +491,14 @@ def test_reappearance_after_icr():
 
 def test_new_lesion_resolved_then_reappearing_is_a_new_lesion_again():
     # 40 → 20 + N1 (iUPD) → 0, N1 gone → reset (i) → iCR → N1 back → iUPD (a new lesion after iCR).
-    a = run(single_target("nl-back", [40, 20, ABSENT, ABSENT], None,
-                          new_lesion("N1 lung", {"TP1": c(6, 4), "TP2": ABSENT, "TP3": c(6, 4)})))
+    a = run(
+        single_target(
+            "nl-back",
+            [40, 20, ABSENT, ABSENT],
+            None,
+            new_lesion("N1 lung", {"TP1": c(6, 4), "TP2": ABSENT, "TP3": c(6, 4)}),
+        )
+    )
     assert categories(a) == ["iUPD", "iCR", "iUPD"]
 
 
@@ -442,17 +506,22 @@ def test_new_lesion_resolved_then_reappearing_is_a_new_lesion_again():
 def test_icr_requires_new_lesions_resolved(flag, expected):
     # Targets gone while N1 persists: after the reset (policy (ii): iPR → iCR ignoring N1) the category is iPR
     # unless irecist.icr_requires_nl_resolved is off.
-    a = run(single_target("icr-nl", [40, 20, 20, ABSENT], None,
-                          new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)})),
-            {"irecist.icr_requires_nl_resolved": flag})
+    a = run(
+        single_target("icr-nl", [40, 20, 20, ABSENT], None, new_lesion("N1 lung", {"TP2": c(6, 4), "TP3": c(6, 4)})),
+        {"irecist.icr_requires_nl_resolved": flag},
+    )
     assert categories(a) == ["iPR", "iUPD", expected]
 
 
 def test_recorded_nlt_progressing_after_a_reset_opens_a_new_episode():
     # N1 NLT 12 → iUPD; shrinkage resets (targets 50 → 40); NLT nadir 12. N1 at 18: 18 ≥ 14.4 and +6 → iUPD again
     # (§2.3(d)), cause new-lesion-progression.
-    case = single_target("nlt-d", [80, 50, 50, 40, 40], None,
-                         new_lesion("N1 liver", {"TP2": c(12, 10), "TP3": c(12, 10), "TP4": c(18, 15)}, organ="liver"))
+    case = single_target(
+        "nlt-d",
+        [80, 50, 50, 40, 40],
+        None,
+        new_lesion("N1 liver", {"TP2": c(12, 10), "TP3": c(12, 10), "TP4": c(18, 15)}, organ="liver"),
+    )
     a = run(case)
     assert categories(a) == ["iPR", "iUPD", "iPR", "iUPD"]
     assert a.timepoints[3].extra["episode"]["cause_codes"] == ["new-lesion-progression"]
@@ -460,9 +529,12 @@ def test_recorded_nlt_progressing_after_a_reset_opens_a_new_episode():
 
 def test_equivocal_new_lesion_dates_progression_to_its_first_scan():
     # N1 equivocal at TP1, unequivocal at TP2 (iUPD), grows as NLT +5 at TP3 → iCPD dated TP1 (RECIST 1.1 §4.3.2).
-    case = single_target("equivocal", [50, 50, 50, 50], None,
-                         new_lesion("N1 liver", {"TP1": c(12, 10, equivocal=True), "TP2": c(12, 10), "TP3": c(17, 12)},
-                                    organ="liver"))
+    case = single_target(
+        "equivocal",
+        [50, 50, 50, 50],
+        None,
+        new_lesion("N1 liver", {"TP1": c(12, 10, equivocal=True), "TP2": c(12, 10), "TP3": c(17, 12)}, organ="liver"),
+    )
     a = run(case)
     assert categories(a) == ["iSD", "iUPD", "iCPD"]
     assert a.progression_date == case.scans["TP1"]
@@ -484,68 +556,101 @@ def test_no_baseline():
 
 # --- iBOR (spec §2.7, Table 3) -----------------------------------------------------------------------------
 
+
 def _responses(*cats: str) -> list[TimepointResponse]:
     return [TimepointResponse("iRECIST", C1D1 + dt.timedelta(days=56 * (i + 1)), cat) for i, cat in enumerate(cats)]
 
 
-@pytest.mark.parametrize("sequence, expected", [
-    (("iCR", "iPR", "iUPD", "iUPD", "iCPD"), "iCR"),   # example 1
-    (("iUPD", "iPR", "iCR", "iUPD", "NE"), "iCR"),     # example 2
-    (("iUPD", "iPR", "iSD", "iUPD", "iCPD"), "iPR"),   # example 3
-    (("iUPD", "NE", "iPR", "iUPD", "iCPD"), "iPR"),    # example 4
-    (("iUPD", "iSD", "iUPD", "iCPD", "iCPD"), "iSD"),  # example 5 (iSD on day 112 ≥ 42)
-    (("iUPD", "iCPD", "iCPD", "iCPD", "iCPD"), "iCPD"),  # example 6
-    (("iUPD", "iUPD", "iCPD", "iCPD", "iCPD"), "iCPD"),  # example 7: iCPD wins over the earlier iUPD
-    (("iUPD", "NE", "NE", "NE", "NE"), "iUPD"),        # example 8
-    (("NE", "NE"), "NE"),
-    (("NON-iCR/NON-iUPD", "iUPD"), "NON-iCR/NON-iUPD"),
-])
+@pytest.mark.parametrize(
+    "sequence, expected",
+    [
+        (("iCR", "iPR", "iUPD", "iUPD", "iCPD"), "iCR"),  # example 1
+        (("iUPD", "iPR", "iCR", "iUPD", "NE"), "iCR"),  # example 2
+        (("iUPD", "iPR", "iSD", "iUPD", "iCPD"), "iPR"),  # example 3
+        (("iUPD", "NE", "iPR", "iUPD", "iCPD"), "iPR"),  # example 4
+        (("iUPD", "iSD", "iUPD", "iCPD", "iCPD"), "iSD"),  # example 5 (iSD on day 112 ≥ 42)
+        (("iUPD", "iCPD", "iCPD", "iCPD", "iCPD"), "iCPD"),  # example 6
+        (("iUPD", "iUPD", "iCPD", "iCPD", "iCPD"), "iCPD"),  # example 7: iCPD wins over the earlier iUPD
+        (("iUPD", "NE", "NE", "NE", "NE"), "iUPD"),  # example 8
+        (("NE", "NE"), "NE"),
+        (("NON-iCR/NON-iUPD", "iUPD"), "NON-iCR/NON-iUPD"),
+    ],
+)
 def test_ibor_table_3(sequence, expected):
-    best = irecist.best_overall_response(_responses(*sequence), anchor=C1D1, stable_min_days=42, confirm_min_days=28,
-                                         confirmed=False)
+    best = irecist.best_overall_response(
+        _responses(*sequence), anchor=C1D1, stable_min_days=42, confirm_min_days=28, confirmed=False
+    )
     assert best.category == expected
 
 
 def test_ibor_stable_disease_minimum_duration():
     # iSD only on day 41 < 42, then iUPD never confirmed → iUPD; on day 42 → iSD.
     for day, expected in ((41, "iUPD"), (42, "iSD")):
-        responses = [TimepointResponse("iRECIST", C1D1 + dt.timedelta(days=day), "iSD"),
-                     TimepointResponse("iRECIST", C1D1 + dt.timedelta(days=day + 56), "iUPD")]
-        assert irecist.best_overall_response(responses, anchor=C1D1, stable_min_days=42, confirm_min_days=28,
-                                             confirmed=False).category == expected
+        responses = [
+            TimepointResponse("iRECIST", C1D1 + dt.timedelta(days=day), "iSD"),
+            TimepointResponse("iRECIST", C1D1 + dt.timedelta(days=day + 56), "iUPD"),
+        ]
+        assert (
+            irecist.best_overall_response(
+                responses, anchor=C1D1, stable_min_days=42, confirm_min_days=28, confirmed=False
+            ).category
+            == expected
+        )
 
 
-@pytest.mark.parametrize("sequence, expected", [
-    (("iPR", "iPR"), "iPR"),                 # 56 days ≥ 28
-    (("iPR", "NE", "iPR"), "iPR"),           # one NE in between is allowed
-    (("iPR", "NE", "NE", "iPR"), "iSD"),     # two NE: not confirmed; iPR counts as iSD (day 56 ≥ 42)
-    (("iCR", "iPR"), "iPR"),                 # no iPR after iCR for iCR; the pair confirms iPR
-    (("iCR", "iCR"), "iCR"),
-    (("iPR", "iUPD", "iPR"), "iSD"),         # an iUPD in between breaks confirmation
-])
+@pytest.mark.parametrize(
+    "sequence, expected",
+    [
+        (("iPR", "iPR"), "iPR"),  # 56 days ≥ 28
+        (("iPR", "NE", "iPR"), "iPR"),  # one NE in between is allowed
+        (("iPR", "NE", "NE", "iPR"), "iSD"),  # two NE: not confirmed; iPR counts as iSD (day 56 ≥ 42)
+        (("iCR", "iPR"), "iPR"),  # no iPR after iCR for iCR; the pair confirms iPR
+        (("iCR", "iCR"), "iCR"),
+        (("iPR", "iUPD", "iPR"), "iSD"),  # an iUPD in between breaks confirmation
+    ],
+)
 def test_ibor_confirmed(sequence, expected):
-    best = irecist.best_overall_response(_responses(*sequence), anchor=C1D1, stable_min_days=42, confirm_min_days=28,
-                                         confirmed=True)
+    best = irecist.best_overall_response(
+        _responses(*sequence), anchor=C1D1, stable_min_days=42, confirm_min_days=28, confirmed=True
+    )
     assert best.category == expected
 
 
 # --- the rule file --------------------------------------------------------------------------------------
 
+
 def test_rule_file_loads_total_and_exclusive():
     ruleset = load_ruleset(RULESET_DIR / "irecist.yaml")
     assert ruleset.criterion == "iRECIST" and ruleset.flag_prefix == "irecist"
-    assert set(ruleset.tables) == {"target_component", "nontarget_component", "timepoint_response", "improvement",
-                                   "iupd_cause", "confirmation", "reset", "episode"}
+    assert set(ruleset.tables) == {
+        "target_component",
+        "nontarget_component",
+        "timepoint_response",
+        "improvement",
+        "iupd_cause",
+        "confirmation",
+        "reset",
+        "episode",
+    }
 
 
 def test_thresholds_restated_from_recist_are_identical():
     # iRECIST §2.1: measurability, the PR/PD thresholds and baseline rules are RECIST 1.1's.
     recist = ENGINE.rulebase[recist11.CRITERION]
-    for name in ("partial_response_fraction_of_baseline", "progression_fraction_of_nadir",
-                 "progression_absolute_increase", "node_normal_short_axis", "too_small_default_diameter",
-                 "measurable_lesion_min_longest_diameter", "measurable_node_min_short_axis", "max_targets",
-                 "max_targets_per_organ", "baseline_max_days_before_treatment", "confirmation_min_days",
-                 "stable_disease_min_days"):
+    for name in (
+        "partial_response_fraction_of_baseline",
+        "progression_fraction_of_nadir",
+        "progression_absolute_increase",
+        "node_normal_short_axis",
+        "too_small_default_diameter",
+        "measurable_lesion_min_longest_diameter",
+        "measurable_node_min_short_axis",
+        "max_targets",
+        "max_targets_per_organ",
+        "baseline_max_days_before_treatment",
+        "confirmation_min_days",
+        "stable_disease_min_days",
+    ):
         mine, theirs = RULESET.threshold(name), recist.threshold(name)
         assert (mine.value, mine.direction, mine.inclusive) == (theirs.value, theirs.direction, theirs.inclusive), name
         assert mine.source, name
@@ -555,8 +660,12 @@ def test_thresholds_restated_from_recist_are_identical():
 
 def test_numeric_flags_default_to_their_thresholds():
     # Spec §12 defaults: 26 days, 56 days, ≥ 5 mm, 5 mm.
-    expected = {"early_scan_min_days": 26, "confirm_window_warn_days": 56, "confirm_increment_mm": 5,
-                "nl_reset_min_decrease_mm": 5}
+    expected = {
+        "early_scan_min_days": 26,
+        "confirm_window_warn_days": 56,
+        "confirm_increment_mm": 5,
+        "nl_reset_min_decrease_mm": 5,
+    }
     for flag, threshold in RULESET.parameters["flag_thresholds"].items():
         assert RULESET.flags[flag].default == expected[flag]
         assert RULESET.threshold(threshold).value == expected[flag]
@@ -581,24 +690,96 @@ ROWS = {
         ({"recist_nontarget": "NONE"}, "NONE", {"nontarget": "NONE"}),
     ],
     "timepoint_response": [
-        (dict(target="iUPD", nontarget="iCR", new_lesions="absent", icr_requires_nl_resolved=True), "iUPD-TARGET", {"response": "iUPD"}),
-        (dict(target="iPR", nontarget="iUPD", new_lesions="recorded", icr_requires_nl_resolved=True), "iUPD-NONTARGET", {"response": "iUPD"}),
-        (dict(target="iCR", nontarget="iCR", new_lesions="progressed", icr_requires_nl_resolved=True), "iUPD-NEW-LESION", {"response": "iUPD"}),
-        (dict(target="NE", nontarget="NE", new_lesions="progressed", icr_requires_nl_resolved=True), "iUPD-NEW-LESION", {"response": "iUPD"}),
-        (dict(target="iCR", nontarget="NONE", new_lesions="absent", icr_requires_nl_resolved=True), "iCR", {"response": "iCR"}),
-        (dict(target="iCR", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=True), "iPR-NEW-LESION-PERSISTS", {"response": "iPR"}),
-        (dict(target="iCR", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=False), "iCR-NEW-LESION-PERSISTS", {"response": "iCR"}),
-        (dict(target="iCR", nontarget="NE", new_lesions="absent", icr_requires_nl_resolved=True), "iPR-TARGET-iCR", {"response": "iPR"}),
-        (dict(target="iCR", nontarget="NON-iCR/NON-iUPD", new_lesions="recorded", icr_requires_nl_resolved=False), "iPR-TARGET-iCR", {"response": "iPR"}),
-        (dict(target="iPR", nontarget="NE", new_lesions="absent", icr_requires_nl_resolved=True), "iPR", {"response": "iPR"}),
-        (dict(target="iSD", nontarget="NON-iCR/NON-iUPD", new_lesions="recorded", icr_requires_nl_resolved=True), "iSD", {"response": "iSD"}),
-        (dict(target="NE", nontarget="NON-iCR/NON-iUPD", new_lesions="absent", icr_requires_nl_resolved=True), "NE-TARGET", {"response": "NE"}),
-        (dict(target="NONE", nontarget="iCR", new_lesions="absent", icr_requires_nl_resolved=True), "NT-ONLY-iCR", {"response": "iCR"}),
-        (dict(target="NONE", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=True), "NT-ONLY-NEW-LESION-PERSISTS", {"response": "NON-iCR/NON-iUPD"}),
-        (dict(target="NONE", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=False), "NT-ONLY-iCR-NEW-LESION-PERSISTS", {"response": "iCR"}),
-        (dict(target="NONE", nontarget="NON-iCR/NON-iUPD", new_lesions="recorded", icr_requires_nl_resolved=True), "NT-ONLY-NON-iCR-NON-iUPD", {"response": "NON-iCR/NON-iUPD"}),
-        (dict(target="NONE", nontarget="NE", new_lesions="absent", icr_requires_nl_resolved=True), "NT-ONLY-NE", {"response": "NE"}),
-        (dict(target="NONE", nontarget="NONE", new_lesions="absent", icr_requires_nl_resolved=True), "NO-DISEASE", {"response": "NE"}),
+        (
+            dict(target="iUPD", nontarget="iCR", new_lesions="absent", icr_requires_nl_resolved=True),
+            "iUPD-TARGET",
+            {"response": "iUPD"},
+        ),
+        (
+            dict(target="iPR", nontarget="iUPD", new_lesions="recorded", icr_requires_nl_resolved=True),
+            "iUPD-NONTARGET",
+            {"response": "iUPD"},
+        ),
+        (
+            dict(target="iCR", nontarget="iCR", new_lesions="progressed", icr_requires_nl_resolved=True),
+            "iUPD-NEW-LESION",
+            {"response": "iUPD"},
+        ),
+        (
+            dict(target="NE", nontarget="NE", new_lesions="progressed", icr_requires_nl_resolved=True),
+            "iUPD-NEW-LESION",
+            {"response": "iUPD"},
+        ),
+        (
+            dict(target="iCR", nontarget="NONE", new_lesions="absent", icr_requires_nl_resolved=True),
+            "iCR",
+            {"response": "iCR"},
+        ),
+        (
+            dict(target="iCR", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=True),
+            "iPR-NEW-LESION-PERSISTS",
+            {"response": "iPR"},
+        ),
+        (
+            dict(target="iCR", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=False),
+            "iCR-NEW-LESION-PERSISTS",
+            {"response": "iCR"},
+        ),
+        (
+            dict(target="iCR", nontarget="NE", new_lesions="absent", icr_requires_nl_resolved=True),
+            "iPR-TARGET-iCR",
+            {"response": "iPR"},
+        ),
+        (
+            dict(target="iCR", nontarget="NON-iCR/NON-iUPD", new_lesions="recorded", icr_requires_nl_resolved=False),
+            "iPR-TARGET-iCR",
+            {"response": "iPR"},
+        ),
+        (
+            dict(target="iPR", nontarget="NE", new_lesions="absent", icr_requires_nl_resolved=True),
+            "iPR",
+            {"response": "iPR"},
+        ),
+        (
+            dict(target="iSD", nontarget="NON-iCR/NON-iUPD", new_lesions="recorded", icr_requires_nl_resolved=True),
+            "iSD",
+            {"response": "iSD"},
+        ),
+        (
+            dict(target="NE", nontarget="NON-iCR/NON-iUPD", new_lesions="absent", icr_requires_nl_resolved=True),
+            "NE-TARGET",
+            {"response": "NE"},
+        ),
+        (
+            dict(target="NONE", nontarget="iCR", new_lesions="absent", icr_requires_nl_resolved=True),
+            "NT-ONLY-iCR",
+            {"response": "iCR"},
+        ),
+        (
+            dict(target="NONE", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=True),
+            "NT-ONLY-NEW-LESION-PERSISTS",
+            {"response": "NON-iCR/NON-iUPD"},
+        ),
+        (
+            dict(target="NONE", nontarget="iCR", new_lesions="recorded", icr_requires_nl_resolved=False),
+            "NT-ONLY-iCR-NEW-LESION-PERSISTS",
+            {"response": "iCR"},
+        ),
+        (
+            dict(target="NONE", nontarget="NON-iCR/NON-iUPD", new_lesions="recorded", icr_requires_nl_resolved=True),
+            "NT-ONLY-NON-iCR-NON-iUPD",
+            {"response": "NON-iCR/NON-iUPD"},
+        ),
+        (
+            dict(target="NONE", nontarget="NE", new_lesions="absent", icr_requires_nl_resolved=True),
+            "NT-ONLY-NE",
+            {"response": "NE"},
+        ),
+        (
+            dict(target="NONE", nontarget="NONE", new_lesions="absent", icr_requires_nl_resolved=True),
+            "NO-DISEASE",
+            {"response": "NE"},
+        ),
     ],
     "improvement": [
         ({"at_iupd": "iSD", "now": "iPR"}, "SD-TO-RESPONSE", {"improved": True}),
@@ -611,46 +792,332 @@ ROWS = {
         ({"at_iupd": "iUPD", "now": "iSD"}, "PROGRESSION-OR-NE-AT-IUPD", {"improved": False}),
     ],
     "iupd_cause": [
-        (dict(category="target", progressed=True, reappearance_after_icr=False, additional_new_lesion=True), "TARGET-SUM", {"cause": True, "code": "target-sum"}),
-        (dict(category="target", progressed=True, reappearance_after_icr=True, additional_new_lesion=False), "TARGET-REAPPEARANCE", {"cause": True, "code": "target-reappearance"}),
-        (dict(category="target", progressed=False, reappearance_after_icr=True, additional_new_lesion=True), "TARGET-NOT-PROGRESSED", {"cause": False}),
-        (dict(category="non-target", progressed=True, reappearance_after_icr=False, additional_new_lesion=False), "NONTARGET-UNEQUIVOCAL", {"cause": True, "code": "nontarget-unequivocal"}),
-        (dict(category="non-target", progressed=True, reappearance_after_icr=True, additional_new_lesion=False), "NONTARGET-REAPPEARANCE", {"cause": True, "code": "nontarget-reappearance"}),
-        (dict(category="non-target", progressed=False, reappearance_after_icr=False, additional_new_lesion=True), "NONTARGET-NOT-PROGRESSED", {"cause": False}),
-        (dict(category="new-lesions", progressed=False, reappearance_after_icr=False, additional_new_lesion=True), "NEW-LESION", {"cause": True, "code": "new-lesion"}),
-        (dict(category="new-lesions", progressed=True, reappearance_after_icr=False, additional_new_lesion=False), "RECORDED-NEW-LESIONS-PROGRESSED", {"cause": True, "code": "new-lesion-progression"}),
-        (dict(category="new-lesions", progressed=False, reappearance_after_icr=False, additional_new_lesion=False), "NEW-LESIONS-NOT-PROGRESSED", {"cause": False}),
+        (
+            dict(category="target", progressed=True, reappearance_after_icr=False, additional_new_lesion=True),
+            "TARGET-SUM",
+            {"cause": True, "code": "target-sum"},
+        ),
+        (
+            dict(category="target", progressed=True, reappearance_after_icr=True, additional_new_lesion=False),
+            "TARGET-REAPPEARANCE",
+            {"cause": True, "code": "target-reappearance"},
+        ),
+        (
+            dict(category="target", progressed=False, reappearance_after_icr=True, additional_new_lesion=True),
+            "TARGET-NOT-PROGRESSED",
+            {"cause": False},
+        ),
+        (
+            dict(category="non-target", progressed=True, reappearance_after_icr=False, additional_new_lesion=False),
+            "NONTARGET-UNEQUIVOCAL",
+            {"cause": True, "code": "nontarget-unequivocal"},
+        ),
+        (
+            dict(category="non-target", progressed=True, reappearance_after_icr=True, additional_new_lesion=False),
+            "NONTARGET-REAPPEARANCE",
+            {"cause": True, "code": "nontarget-reappearance"},
+        ),
+        (
+            dict(category="non-target", progressed=False, reappearance_after_icr=False, additional_new_lesion=True),
+            "NONTARGET-NOT-PROGRESSED",
+            {"cause": False},
+        ),
+        (
+            dict(category="new-lesions", progressed=False, reappearance_after_icr=False, additional_new_lesion=True),
+            "NEW-LESION",
+            {"cause": True, "code": "new-lesion"},
+        ),
+        (
+            dict(category="new-lesions", progressed=True, reappearance_after_icr=False, additional_new_lesion=False),
+            "RECORDED-NEW-LESIONS-PROGRESSED",
+            {"cause": True, "code": "new-lesion-progression"},
+        ),
+        (
+            dict(category="new-lesions", progressed=False, reappearance_after_icr=False, additional_new_lesion=False),
+            "NEW-LESIONS-NOT-PROGRESSED",
+            {"cause": False},
+        ),
     ],
     "confirmation": [
-        (dict(category="target", caused_iupd=True, increment_met=True, further_increase=False, now_progressed=False, additional_new_lesion=False), "TARGET-FURTHER-5MM", {"confirms": True}),
-        (dict(category="target", caused_iupd=True, increment_met=False, further_increase=False, now_progressed=True, additional_new_lesion=False), "TARGET-NO-FURTHER-INCREASE", {"confirms": False}),
-        (dict(category="target", caused_iupd=False, increment_met=False, further_increase=False, now_progressed=True, additional_new_lesion=False), "TARGET-NEWLY-PROGRESSED", {"confirms": True}),
-        (dict(category="target", caused_iupd=False, increment_met=True, further_increase=False, now_progressed=False, additional_new_lesion=True), "TARGET-NOT-PROGRESSED", {"confirms": False}),
-        (dict(category="non-target", caused_iupd=True, increment_met=False, further_increase=True, now_progressed=False, additional_new_lesion=False), "NONTARGET-FURTHER-INCREASE", {"confirms": True}),
-        (dict(category="non-target", caused_iupd=True, increment_met=False, further_increase=False, now_progressed=True, additional_new_lesion=False), "NONTARGET-NO-FURTHER-INCREASE", {"confirms": False}),
-        (dict(category="non-target", caused_iupd=False, increment_met=False, further_increase=False, now_progressed=True, additional_new_lesion=False), "NONTARGET-NEWLY-PROGRESSED", {"confirms": True}),
-        (dict(category="non-target", caused_iupd=False, increment_met=False, further_increase=True, now_progressed=False, additional_new_lesion=False), "NONTARGET-NOT-PROGRESSED", {"confirms": False}),
-        (dict(category="new-lesions", caused_iupd=False, increment_met=False, further_increase=False, now_progressed=False, additional_new_lesion=True), "ADDITIONAL-NEW-LESION", {"confirms": True}),
-        (dict(category="new-lesions", caused_iupd=True, increment_met=True, further_increase=False, now_progressed=False, additional_new_lesion=False), "NLT-FURTHER-5MM", {"confirms": True}),
-        (dict(category="new-lesions", caused_iupd=True, increment_met=False, further_increase=True, now_progressed=False, additional_new_lesion=False), "NLNT-INCREASE", {"confirms": True}),
-        (dict(category="new-lesions", caused_iupd=True, increment_met=False, further_increase=False, now_progressed=True, additional_new_lesion=False), "NEW-LESIONS-UNCHANGED", {"confirms": False}),
-        (dict(category="new-lesions", caused_iupd=False, increment_met=False, further_increase=False, now_progressed=True, additional_new_lesion=False), "RECORDED-NEW-LESIONS-NEWLY-PROGRESSED", {"confirms": True}),
-        (dict(category="new-lesions", caused_iupd=False, increment_met=True, further_increase=True, now_progressed=False, additional_new_lesion=False), "NO-NEW-LESION-PROGRESSION", {"confirms": False}),
+        (
+            dict(
+                category="target",
+                caused_iupd=True,
+                increment_met=True,
+                further_increase=False,
+                now_progressed=False,
+                additional_new_lesion=False,
+            ),
+            "TARGET-FURTHER-5MM",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="target",
+                caused_iupd=True,
+                increment_met=False,
+                further_increase=False,
+                now_progressed=True,
+                additional_new_lesion=False,
+            ),
+            "TARGET-NO-FURTHER-INCREASE",
+            {"confirms": False},
+        ),
+        (
+            dict(
+                category="target",
+                caused_iupd=False,
+                increment_met=False,
+                further_increase=False,
+                now_progressed=True,
+                additional_new_lesion=False,
+            ),
+            "TARGET-NEWLY-PROGRESSED",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="target",
+                caused_iupd=False,
+                increment_met=True,
+                further_increase=False,
+                now_progressed=False,
+                additional_new_lesion=True,
+            ),
+            "TARGET-NOT-PROGRESSED",
+            {"confirms": False},
+        ),
+        (
+            dict(
+                category="non-target",
+                caused_iupd=True,
+                increment_met=False,
+                further_increase=True,
+                now_progressed=False,
+                additional_new_lesion=False,
+            ),
+            "NONTARGET-FURTHER-INCREASE",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="non-target",
+                caused_iupd=True,
+                increment_met=False,
+                further_increase=False,
+                now_progressed=True,
+                additional_new_lesion=False,
+            ),
+            "NONTARGET-NO-FURTHER-INCREASE",
+            {"confirms": False},
+        ),
+        (
+            dict(
+                category="non-target",
+                caused_iupd=False,
+                increment_met=False,
+                further_increase=False,
+                now_progressed=True,
+                additional_new_lesion=False,
+            ),
+            "NONTARGET-NEWLY-PROGRESSED",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="non-target",
+                caused_iupd=False,
+                increment_met=False,
+                further_increase=True,
+                now_progressed=False,
+                additional_new_lesion=False,
+            ),
+            "NONTARGET-NOT-PROGRESSED",
+            {"confirms": False},
+        ),
+        (
+            dict(
+                category="new-lesions",
+                caused_iupd=False,
+                increment_met=False,
+                further_increase=False,
+                now_progressed=False,
+                additional_new_lesion=True,
+            ),
+            "ADDITIONAL-NEW-LESION",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="new-lesions",
+                caused_iupd=True,
+                increment_met=True,
+                further_increase=False,
+                now_progressed=False,
+                additional_new_lesion=False,
+            ),
+            "NLT-FURTHER-5MM",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="new-lesions",
+                caused_iupd=True,
+                increment_met=False,
+                further_increase=True,
+                now_progressed=False,
+                additional_new_lesion=False,
+            ),
+            "NLNT-INCREASE",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="new-lesions",
+                caused_iupd=True,
+                increment_met=False,
+                further_increase=False,
+                now_progressed=True,
+                additional_new_lesion=False,
+            ),
+            "NEW-LESIONS-UNCHANGED",
+            {"confirms": False},
+        ),
+        (
+            dict(
+                category="new-lesions",
+                caused_iupd=False,
+                increment_met=False,
+                further_increase=False,
+                now_progressed=True,
+                additional_new_lesion=False,
+            ),
+            "RECORDED-NEW-LESIONS-NEWLY-PROGRESSED",
+            {"confirms": True},
+        ),
+        (
+            dict(
+                category="new-lesions",
+                caused_iupd=False,
+                increment_met=True,
+                further_increase=True,
+                now_progressed=False,
+                additional_new_lesion=False,
+            ),
+            "NO-NEW-LESION-PROGRESSION",
+            {"confirms": False},
+        ),
     ],
     "reset": [
-        (dict(cause="target", target="iSD", nontarget="iUPD", new_lesions_resolved=False, category_improved=False, target_decrease_met=False), "TARGET-RESOLVED", {"resolved": True}),
-        (dict(cause="target", target="iUPD", nontarget="iCR", new_lesions_resolved=True, category_improved=True, target_decrease_met=True), "TARGET-STILL-PROGRESSED", {"resolved": False}),
-        (dict(cause="non-target", target="iUPD", nontarget="NON-iCR/NON-iUPD", new_lesions_resolved=False, category_improved=False, target_decrease_met=False), "NONTARGET-RESOLVED", {"resolved": True}),
-        (dict(cause="non-target", target="iCR", nontarget="NE", new_lesions_resolved=True, category_improved=True, target_decrease_met=True), "NONTARGET-STILL-PROGRESSED", {"resolved": False}),
-        (dict(cause="new-lesions", target="iSD", nontarget="iCR", new_lesions_resolved=True, category_improved=False, target_decrease_met=False), "NEW-LESIONS-RESOLVED", {"resolved": True}),
-        (dict(cause="new-lesions", target="iPR", nontarget="iCR", new_lesions_resolved=False, category_improved=True, target_decrease_met=False), "CATEGORY-IMPROVED", {"resolved": True}),
-        (dict(cause="new-lesions", target="iPR", nontarget="iCR", new_lesions_resolved=False, category_improved=False, target_decrease_met=True), "TARGETS-SHRANK", {"resolved": True}),
-        (dict(cause="new-lesions", target="iPR", nontarget="iCR", new_lesions_resolved=False, category_improved=False, target_decrease_met=False), "NEW-LESIONS-NO-CHANGE", {"resolved": False}),
+        (
+            dict(
+                cause="target",
+                target="iSD",
+                nontarget="iUPD",
+                new_lesions_resolved=False,
+                category_improved=False,
+                target_decrease_met=False,
+            ),
+            "TARGET-RESOLVED",
+            {"resolved": True},
+        ),
+        (
+            dict(
+                cause="target",
+                target="iUPD",
+                nontarget="iCR",
+                new_lesions_resolved=True,
+                category_improved=True,
+                target_decrease_met=True,
+            ),
+            "TARGET-STILL-PROGRESSED",
+            {"resolved": False},
+        ),
+        (
+            dict(
+                cause="non-target",
+                target="iUPD",
+                nontarget="NON-iCR/NON-iUPD",
+                new_lesions_resolved=False,
+                category_improved=False,
+                target_decrease_met=False,
+            ),
+            "NONTARGET-RESOLVED",
+            {"resolved": True},
+        ),
+        (
+            dict(
+                cause="non-target",
+                target="iCR",
+                nontarget="NE",
+                new_lesions_resolved=True,
+                category_improved=True,
+                target_decrease_met=True,
+            ),
+            "NONTARGET-STILL-PROGRESSED",
+            {"resolved": False},
+        ),
+        (
+            dict(
+                cause="new-lesions",
+                target="iSD",
+                nontarget="iCR",
+                new_lesions_resolved=True,
+                category_improved=False,
+                target_decrease_met=False,
+            ),
+            "NEW-LESIONS-RESOLVED",
+            {"resolved": True},
+        ),
+        (
+            dict(
+                cause="new-lesions",
+                target="iPR",
+                nontarget="iCR",
+                new_lesions_resolved=False,
+                category_improved=True,
+                target_decrease_met=False,
+            ),
+            "CATEGORY-IMPROVED",
+            {"resolved": True},
+        ),
+        (
+            dict(
+                cause="new-lesions",
+                target="iPR",
+                nontarget="iCR",
+                new_lesions_resolved=False,
+                category_improved=False,
+                target_decrease_met=True,
+            ),
+            "TARGETS-SHRANK",
+            {"resolved": True},
+        ),
+        (
+            dict(
+                cause="new-lesions",
+                target="iPR",
+                nontarget="iCR",
+                new_lesions_resolved=False,
+                category_improved=False,
+                target_decrease_met=False,
+            ),
+            "NEW-LESIONS-NO-CHANGE",
+            {"resolved": False},
+        ),
     ],
 }
 
-_EPISODE_BASE = dict(icpd_assigned=False, previous_iupd=True, early_scan=False, symptom_driven=False,
-                     additional_new_lesion=False, confirmation=False, reset=False, response="iSD")
+_EPISODE_BASE = dict(
+    icpd_assigned=False,
+    previous_iupd=True,
+    early_scan=False,
+    symptom_driven=False,
+    additional_new_lesion=False,
+    confirmation=False,
+    reset=False,
+    response="iSD",
+)
 
 
 def _ep(**changes):
@@ -659,27 +1126,58 @@ def _ep(**changes):
 
 ROWS["episode"] = [
     (_ep(icpd_assigned=True, response="iPR"), "AFTER-iCPD", {"category": "iCPD", "transition": "final"}),
-    (_ep(early_scan=True, symptom_driven=True, additional_new_lesion=True), "EARLY-SYMPTOMATIC-NEW-LESION", {"category": "iCPD", "transition": "confirm"}),
-    (_ep(early_scan=True, confirmation=True, response="iUPD"), "EARLY-SCAN-DISREGARDED", {"category": "iUPD", "transition": "keep", "disregarded": True}),
-    (_ep(early_scan=True, symptom_driven=True, reset=True), "EARLY-SYMPTOMATIC-NO-NEW-LESION", {"category": "iUPD", "disregarded": True}),
-    (_ep(confirmation=True, reset=True, response="iPR"), "CONFIRMED", {"category": "iCPD", "transition": "confirm", "disregarded": False}),
+    (
+        _ep(early_scan=True, symptom_driven=True, additional_new_lesion=True),
+        "EARLY-SYMPTOMATIC-NEW-LESION",
+        {"category": "iCPD", "transition": "confirm"},
+    ),
+    (
+        _ep(early_scan=True, confirmation=True, response="iUPD"),
+        "EARLY-SCAN-DISREGARDED",
+        {"category": "iUPD", "transition": "keep", "disregarded": True},
+    ),
+    (
+        _ep(early_scan=True, symptom_driven=True, reset=True),
+        "EARLY-SYMPTOMATIC-NO-NEW-LESION",
+        {"category": "iUPD", "disregarded": True},
+    ),
+    (
+        _ep(confirmation=True, reset=True, response="iPR"),
+        "CONFIRMED",
+        {"category": "iCPD", "transition": "confirm", "disregarded": False},
+    ),
     (_ep(response="NE"), "NE-EPISODE-STAYS-OPEN", {"category": "NE", "transition": "keep"}),
     (_ep(response="iUPD", reset=True), "STILL-PROGRESSED", {"category": "iUPD", "transition": "keep"}),
     (_ep(response="iPR"), "NOT-RESET", {"category": "iUPD", "transition": "keep"}),
     (_ep(response="iCR", reset=True), "RESET-iCR", {"category": "iCR", "transition": "reset"}),
     (_ep(response="iPR", reset=True), "RESET-iPR", {"category": "iPR", "transition": "reset"}),
     (_ep(response="iSD", reset=True), "RESET-iSD", {"category": "iSD", "transition": "reset"}),
-    (_ep(response="NON-iCR/NON-iUPD", reset=True), "RESET-NON-iCR-NON-iUPD", {"category": "NON-iCR/NON-iUPD", "transition": "reset"}),
+    (
+        _ep(response="NON-iCR/NON-iUPD", reset=True),
+        "RESET-NON-iCR-NON-iUPD",
+        {"category": "NON-iCR/NON-iUPD", "transition": "reset"},
+    ),
     (_ep(previous_iupd=False, response="iUPD"), "OPEN", {"category": "iUPD", "transition": "open"}),
     (_ep(previous_iupd=False, response="iCR"), "NO-EPISODE-iCR", {"category": "iCR", "transition": "none"}),
-    (_ep(previous_iupd=False, response="iPR", confirmation=True), "NO-EPISODE-iPR", {"category": "iPR", "transition": "none"}),
+    (
+        _ep(previous_iupd=False, response="iPR", confirmation=True),
+        "NO-EPISODE-iPR",
+        {"category": "iPR", "transition": "none"},
+    ),
     (_ep(previous_iupd=False, response="iSD"), "NO-EPISODE-iSD", {"category": "iSD", "transition": "none"}),
-    (_ep(previous_iupd=False, response="NON-iCR/NON-iUPD"), "NO-EPISODE-NON-iCR-NON-iUPD", {"category": "NON-iCR/NON-iUPD"}),
+    (
+        _ep(previous_iupd=False, response="NON-iCR/NON-iUPD"),
+        "NO-EPISODE-NON-iCR-NON-iUPD",
+        {"category": "NON-iCR/NON-iUPD"},
+    ),
     (_ep(previous_iupd=False, response="NE"), "NO-EPISODE-NE", {"category": "NE", "transition": "none"}),
 ]
 
-ROW_CASES = [pytest.param(table, case, row, outputs, id=f"{table}:{row}:{i}")
-             for table, rows in ROWS.items() for i, (case, row, outputs) in enumerate(rows)]
+ROW_CASES = [
+    pytest.param(table, case, row, outputs, id=f"{table}:{row}:{i}")
+    for table, rows in ROWS.items()
+    for i, (case, row, outputs) in enumerate(rows)
+]
 
 
 @pytest.mark.parametrize("table, case, row, outputs", ROW_CASES)
@@ -698,9 +1196,23 @@ def test_every_row_has_a_test():
 
 # --- properties over random timelines ------------------------------------------------------------------------
 
-RECIST_EQUIVALENT = {"iCR": "CR", "iPR": "PR", "iSD": "SD", "NON-iCR/NON-iUPD": "NON-CR/NON-PD", "NE": "NE", "iUPD": "PD"}
+RECIST_EQUIVALENT = {
+    "iCR": "CR",
+    "iPR": "PR",
+    "iSD": "SD",
+    "NON-iCR/NON-iUPD": "NON-CR/NON-PD",
+    "NE": "NE",
+    "iUPD": "PD",
+}
 ORGANS = ("lung", "liver", "bone", "adrenal")
-CHANGES = (None, NonTargetChange.NC, NonTargetChange.INC, NonTargetChange.NCLA, NonTargetChange.INCLA, NonTargetChange.UNE)
+CHANGES = (
+    None,
+    NonTargetChange.NC,
+    NonTargetChange.INC,
+    NonTargetChange.NCLA,
+    NonTargetChange.INCLA,
+    NonTargetChange.UNE,
+)
 MM = st.integers(min_value=0, max_value=800).map(lambda tenths: Decimal(tenths) / 10)
 
 
@@ -731,44 +1243,109 @@ def random_facts(draw) -> PatientFacts:
         nodal = draw(st.booleans())
         organ = "lymph node" if nodal else draw(st.sampled_from(ORGANS))
         base = Decimal(draw(st.integers(min_value=150 if nodal else 100, max_value=600))) / 10
-        measurements.append(LesionMeasurement(f"T{t}", baseline, role=LesionRole.TARGET, nodal=nodal, organ=organ,
-                                              long_axis_mm=base + (10 if nodal else 0), short_axis_mm=base, label=f"T{t}"))
+        measurements.append(
+            LesionMeasurement(
+                f"T{t}",
+                baseline,
+                role=LesionRole.TARGET,
+                nodal=nodal,
+                organ=organ,
+                long_axis_mm=base + (10 if nodal else 0),
+                short_axis_mm=base,
+                label=f"T{t}",
+            )
+        )
         for when in dates:
-            measurements.append(LesionMeasurement(f"T{t}", when, nodal=nodal, organ=organ, label=f"T{t}",
-                                                  **draw(measured_cell(nodal=nodal))))
-    nontarget_statuses = st.sampled_from([NonTargetStatus.PRESENT] * 4 + [NonTargetStatus.ABSENT,
-                                          NonTargetStatus.UNEQUIVOCAL_PROGRESSION, None])
+            measurements.append(
+                LesionMeasurement(
+                    f"T{t}", when, nodal=nodal, organ=organ, label=f"T{t}", **draw(measured_cell(nodal=nodal))
+                )
+            )
+    nontarget_statuses = st.sampled_from(
+        [NonTargetStatus.PRESENT] * 4 + [NonTargetStatus.ABSENT, NonTargetStatus.UNEQUIVOCAL_PROGRESSION, None]
+    )
     for n in range(draw(st.integers(min_value=0 if measurements else 1, max_value=2))):
-        measurements.append(LesionMeasurement(f"NT{n}", baseline, role=LesionRole.NON_TARGET, organ="bone",
-                                              nontarget_status=NonTargetStatus.PRESENT, label=f"NT{n}"))
+        measurements.append(
+            LesionMeasurement(
+                f"NT{n}",
+                baseline,
+                role=LesionRole.NON_TARGET,
+                organ="bone",
+                nontarget_status=NonTargetStatus.PRESENT,
+                label=f"NT{n}",
+            )
+        )
         for when in dates:
             status = draw(nontarget_statuses)
-            measurements.append(LesionMeasurement(
-                f"NT{n}", when, organ="bone", label=f"NT{n}",
-                status=(LesionStatus.NOT_ASSESSED if status is None else
-                        LesionStatus.ABSENT if status is NonTargetStatus.ABSENT else LesionStatus.PRESENT),
-                nontarget_status=status, nontarget_change=draw(st.sampled_from(CHANGES))))
+            measurements.append(
+                LesionMeasurement(
+                    f"NT{n}",
+                    when,
+                    organ="bone",
+                    label=f"NT{n}",
+                    status=(
+                        LesionStatus.NOT_ASSESSED
+                        if status is None
+                        else LesionStatus.ABSENT
+                        if status is NonTargetStatus.ABSENT
+                        else LesionStatus.PRESENT
+                    ),
+                    nontarget_status=status,
+                    nontarget_change=draw(st.sampled_from(CHANGES)),
+                )
+            )
     for k in range(draw(st.integers(min_value=0, max_value=3))):
         first = draw(st.integers(min_value=0, max_value=len(dates) - 1))
         nodal = draw(st.booleans())
         organ = "lymph node" if nodal else draw(st.sampled_from(ORGANS))
         for i, when in enumerate(dates[first:]):
             cell = draw(measured_cell(nodal=nodal, allow_absent=i > 0))
-            measurements.append(LesionMeasurement(
-                f"N{k}", when, role=LesionRole.NEW, nodal=nodal, organ=organ, label=f"N{k}",
-                nontarget_change=draw(st.sampled_from(CHANGES)), equivocal=draw(st.booleans()) and i == 0, **cell))
+            measurements.append(
+                LesionMeasurement(
+                    f"N{k}",
+                    when,
+                    role=LesionRole.NEW,
+                    nodal=nodal,
+                    organ=organ,
+                    label=f"N{k}",
+                    nontarget_change=draw(st.sampled_from(CHANGES)),
+                    equivocal=draw(st.booleans()) and i == 0,
+                    **cell,
+                )
+            )
     scans = tuple(Scan(scan_date=when, symptom_driven=True) for when in dates if draw(st.booleans()))
-    return PatientFacts(patient_ref="random", therapy_lines=(TherapyLine("pembrolizumab", c1d1),), scans=scans,
-                        measurements=tuple(measurements))
+    return PatientFacts(
+        patient_ref="random",
+        therapy_lines=(TherapyLine("pembrolizumab", c1d1),),
+        scans=scans,
+        measurements=tuple(measurements),
+    )
 
 
 def _projection(assessment):
     """Everything a report shows, without the traces (which name lesions in input order)."""
     return (
-        [(tp.scan_date, tp.category, tp.target_response, tp.nontarget_response, tp.new_lesions, tp.sum_mm,
-          tp.nadir_sum, tp.confirmed, tp.progression_date, tp.extra, sorted(tp.warnings)) for tp in assessment.timepoints],
-        assessment.best_response, assessment.best_response_confirmed, assessment.progression_date,
-        sorted(assessment.warnings), assessment.provisional,
+        [
+            (
+                tp.scan_date,
+                tp.category,
+                tp.target_response,
+                tp.nontarget_response,
+                tp.new_lesions,
+                tp.sum_mm,
+                tp.nadir_sum,
+                tp.confirmed,
+                tp.progression_date,
+                tp.extra,
+                sorted(tp.warnings),
+            )
+            for tp in assessment.timepoints
+        ],
+        assessment.best_response,
+        assessment.best_response_confirmed,
+        assessment.progression_date,
+        sorted(assessment.warnings),
+        assessment.provisional,
     )
 
 

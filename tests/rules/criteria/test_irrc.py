@@ -28,6 +28,7 @@ def assess(case_, overrides=None):
 
 # --- worked examples (spec §11, irRC column) -------------------------------------------------------------
 
+
 def test_e1_irpr_needs_minus_50_percent_and_a_repeat():
     a = assess(cases.E1)
     tp1, tp2, tp3 = a.timepoints
@@ -105,7 +106,10 @@ def test_e9b_partial_burden_already_irpd():
     # The policy is recist.ne_partial_pd (E9b: all four criteria say NE with it off); irrc.ne_partial_pd wins.
     assert categories(assess(cases.E9B, {"recist.ne_partial_pd": False})) == ["irSD", "NE"]
     assert categories(assess(cases.E9B, {"irrc.ne_partial_pd": False})) == ["irSD", "NE"]
-    assert categories(assess(cases.E9B, {"recist.ne_partial_pd": False, "irrc.ne_partial_pd": True})) == ["irSD", "irPD"]
+    assert categories(assess(cases.E9B, {"recist.ne_partial_pd": False, "irrc.ne_partial_pd": True})) == [
+        "irSD",
+        "irPD",
+    ]
 
 
 def test_e11_too_small_to_measure_is_25_mm2_and_ircr_is_confirmed():
@@ -145,12 +149,18 @@ def test_e15_bidimensional_amplification():
 
 # --- boundaries ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ld, expected", [
-    # BL 20×10 = 200; 50 % of 200 = 100: 10×10 = 100 → irPR (inclusive); 10.1×10 = 101 → irSD.
-    (10, "irPR"), (10.1, "irSD"),
-    # nadir 200; 125 % of 200 = 250: 25×10 = 250 → irPD (inclusive); 24.9×10 = 249 → irSD.
-    (25, "irPD"), (24.9, "irSD"),
-])
+
+@pytest.mark.parametrize(
+    "ld, expected",
+    [
+        # BL 20×10 = 200; 50 % of 200 = 100: 10×10 = 100 → irPR (inclusive); 10.1×10 = 101 → irSD.
+        (10, "irPR"),
+        (10.1, "irSD"),
+        # nadir 200; 125 % of 200 = 250: 25×10 = 250 → irPD (inclusive); 24.9×10 = 249 → irSD.
+        (25, "irPD"),
+        (24.9, "irSD"),
+    ],
+)
 def test_minus_50_and_plus_25_percent_are_inclusive(ld, expected):
     a = assess(case("bound", [56], Lesion("T1", T, "liver", cells={"BL": c(20, 10), "TP1": c(ld, 10)})))
     assert categories(a) == [expected]
@@ -159,8 +169,14 @@ def test_minus_50_and_plus_25_percent_are_inclusive(ld, expected):
 @pytest.mark.parametrize("perpendicular, in_burden", [(5, True), (4.9, False)])
 def test_new_lesion_5x5_is_measurable_5x4_9_is_not(perpendicular, in_burden):
     # T1 20×20 = 400 throughout; N1 5×5 = 25 joins the TB (425, +6.25 %); 5×4.9 does not (400).
-    a = assess(case("new-5x5", [56], Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": c(20, 20)}),
-                    Lesion("N1", NEW, "liver", cells={"TP1": c(5, perpendicular)})))
+    a = assess(
+        case(
+            "new-5x5",
+            [56],
+            Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": c(20, 20)}),
+            Lesion("N1", NEW, "liver", cells={"TP1": c(5, perpendicular)}),
+        )
+    )
     tp = a.timepoints[0]
     assert tp.sum_mm == (Decimal(425) if in_burden else Decimal(400))
     assert (tp.extra["new_lesions_in_burden"] == ("N1",)) is in_burden
@@ -171,16 +187,29 @@ def test_new_non_measurable_lesion_turns_ircr_into_irpr():
     # T1 20×20 → absent (TB ↓ 100 %). N1 5×4.9 is not measurable: precludes irCR → irPR (Table 1).
     # N1 5×5 is measurable: TB 25 ≤ 200 → irPR on the burden.
     for perpendicular, burden_category in ((4.9, "irCR"), (5, "irPR")):
-        a = assess(case("ircr", [56], Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": ABSENT}),
-                        Lesion("N1", NEW, "liver", cells={"TP1": c(5, perpendicular)})))
+        a = assess(
+            case(
+                "ircr",
+                [56],
+                Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": ABSENT}),
+                Lesion("N1", NEW, "liver", cells={"TP1": c(5, perpendicular)}),
+            )
+        )
         assert a.timepoints[0].category == "irPR"
         assert a.timepoints[0].target_response == burden_category
 
 
 def test_new_measurable_lesion_flag():
     # irrc.new_measurable_min_mm = 6: a 5×5 new lesion is no longer measurable.
-    a = assess(case("new-flag", [56], Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": c(20, 20)}),
-                    Lesion("N1", NEW, "liver", cells={"TP1": c(5, 5)})), {"irrc.new_measurable_min_mm": 6})
+    a = assess(
+        case(
+            "new-flag",
+            [56],
+            Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": c(20, 20)}),
+            Lesion("N1", NEW, "liver", cells={"TP1": c(5, 5)}),
+        ),
+        {"irrc.new_measurable_min_mm": 6},
+    )
     assert a.timepoints[0].sum_mm == Decimal(400)
 
 
@@ -237,32 +266,51 @@ def test_confirmed_irpd_is_final():
 
 def test_irpd_is_tested_before_irpr():
     # BL 40×25 = 1000; TP1 10×10 = 100 → irPR; TP2 13×10 = 130 ≥ 1.25 × 100 = 125 and ≤ 500 (−87 %) → irPD.
-    a = assess(case("pd-first", [56, 112], Lesion("T1", T, "liver", cells={"BL": c(40, 25), "TP1": c(10, 10), "TP2": c(13, 10)})))
+    a = assess(
+        case(
+            "pd-first", [56, 112], Lesion("T1", T, "liver", cells={"BL": c(40, 25), "TP1": c(10, 10), "TP2": c(13, 10)})
+        )
+    )
     assert labels(a) == ["irPR", "irPD-u"]
 
 
 def test_zero_nadir_any_reappearance_is_irpd():
     # E11 plus TP4: after irCR (nadir 0), T1 back at 4×4 = 16 mm² > 0 → irPD-u (spec §3.2 zero-nadir rule).
     e11 = cases.E11
-    reappear = cases.Case("E11-reappear", e11.c1d1, e11.scans | {"TP4": D("2024-11-18")},
-                          (Lesion("T1 lung", T, "lung", cells=e11.lesions[0].cells | {"TP4": c(4, 4)}),
-                           Lesion("T2 lung", T, "lung", cells=e11.lesions[1].cells | {"TP4": ABSENT})))
+    reappear = cases.Case(
+        "E11-reappear",
+        e11.c1d1,
+        e11.scans | {"TP4": D("2024-11-18")},
+        (
+            Lesion("T1 lung", T, "lung", cells=e11.lesions[0].cells | {"TP4": c(4, 4)}),
+            Lesion("T2 lung", T, "lung", cells=e11.lesions[1].cells | {"TP4": ABSENT}),
+        ),
+    )
     a = assess(reappear)
     assert labels(a) == ["irPR", "irCR", "irCR", "irPD-u"]
     assert a.timepoints[3].nadir_sum == 0
     assert any("reappeared" in w for w in a.timepoints[3].warnings)
 
 
-@pytest.mark.parametrize("short_axis, normalised, expected", [
-    # T1 lung 20×20 = 400 → absent; T2 node 25×18 = 450 → 12×SA. Baseline SPD 850.
-    (9, False, "irPR"),   # default: a residual node (12×9 = 108 mm²) prevents irCR (E4); 108 ≤ 425 → irPR
-    (9, True, "irCR"),    # irrc.node_normalisation: SA 9 < 10 is normal → irCR
-    (10, True, "irPR"),   # SA 10 is not < 10
-])
+@pytest.mark.parametrize(
+    "short_axis, normalised, expected",
+    [
+        # T1 lung 20×20 = 400 → absent; T2 node 25×18 = 450 → 12×SA. Baseline SPD 850.
+        (9, False, "irPR"),  # default: a residual node (12×9 = 108 mm²) prevents irCR (E4); 108 ≤ 425 → irPR
+        (9, True, "irCR"),  # irrc.node_normalisation: SA 9 < 10 is normal → irCR
+        (10, True, "irPR"),  # SA 10 is not < 10
+    ],
+)
 def test_node_normalisation_flag(short_axis, normalised, expected):
-    a = assess(case("node", [56], Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": ABSENT}),
-                    Lesion("T2 node", T, "lymph node", nodal=True, cells={"BL": c(25, 18), "TP1": c(12, short_axis)})),
-               {"irrc.node_normalisation": normalised})
+    a = assess(
+        case(
+            "node",
+            [56],
+            Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": ABSENT}),
+            Lesion("T2 node", T, "lymph node", nodal=True, cells={"BL": c(25, 18), "TP1": c(12, short_axis)}),
+        ),
+        {"irrc.node_normalisation": normalised},
+    )
     assert categories(a) == [expected]
 
 
@@ -285,7 +333,11 @@ def test_new_lesion_cap_5_per_organ():
 
 def test_new_lesion_cap_10_visceral():
     # 12 new 10×10 lesions over 3 organs (4 each, under 5 per organ): only 10 visceral are counted → 400 + 1000.
-    news = [Lesion(f"N{organ}{i}", NEW, organ, cells={"TP1": c(10, 10)}) for organ in ("liver", "lung", "bone") for i in range(4)]
+    news = [
+        Lesion(f"N{organ}{i}", NEW, organ, cells={"TP1": c(10, 10)})
+        for organ in ("liver", "lung", "bone")
+        for i in range(4)
+    ]
     a = assess(case("cap-visceral", [56], Lesion("T1", T, "lung", cells={"BL": c(20, 20), "TP1": c(20, 20)}), *news))
     assert a.timepoints[0].sum_mm == Decimal(1400)
     assert len(a.timepoints[0].extra["new_lesions_outside_burden"]) == 2
@@ -293,9 +345,17 @@ def test_new_lesion_cap_10_visceral():
 
 def test_nonindex_progression_does_not_define_irpd():
     # E1 with the bone non-index lesion unequivocally progressing at TP2: irRC Table 2 keeps irPR.
-    nt = Lesion("NT bone", NT, "bone", cells={"BL": cases.NT_PRESENT, "TP1": cases.NT_PRESENT,
-                                              "TP2": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION),
-                                              "TP3": cases.NT_PRESENT})
+    nt = Lesion(
+        "NT bone",
+        NT,
+        "bone",
+        cells={
+            "BL": cases.NT_PRESENT,
+            "TP1": cases.NT_PRESENT,
+            "TP2": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION),
+            "TP3": cases.NT_PRESENT,
+        },
+    )
     e1 = cases.Case("E1-nt", cases.E1.c1d1, cases.E1.scans, cases.E1.lesions[:3] + (nt,))
     a = assess(e1)
     assert categories(a) == ["irSD", "irPR", "irPR"]
@@ -308,5 +368,8 @@ def test_flagged_thresholds_default_to_the_flag_defaults():
     for name in ("irRC", "irRECIST", "imRECIST"):
         ruleset = rulebase[name]
         flags = criterion_flags(ruleset, None)
-        for threshold in (ruleset.parameters.get("threshold_flags") or {}):
-            assert configured_threshold(ruleset, threshold, flags).value == ruleset.threshold(threshold).value, (name, threshold)
+        for threshold in ruleset.parameters.get("threshold_flags") or {}:
+            assert configured_threshold(ruleset, threshold, flags).value == ruleset.threshold(threshold).value, (
+                name,
+                threshold,
+            )

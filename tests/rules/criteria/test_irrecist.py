@@ -27,6 +27,7 @@ def assess(case_, overrides=None):
 
 # --- worked examples (spec §11, irRECIST column) ---------------------------------------------------------
 
+
 def test_e1_irpr_at_exactly_minus_30_percent():
     a = assess(cases.E1)
     # TMTB BL 40 + 30 + 20 = 90; TP1 28 + 21 + 14 = 63: 63 × 10 = 630 ≤ 90 × 7 = 630 → irPR (−30.00 %).
@@ -118,32 +119,54 @@ def test_e15_no_sticky_pr_in_irrecist():
 
 # --- boundaries ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, expected", [
-    # baseline 100: irPR at ≤ 70 (inclusive); irPD at ≥ 120 and ≥ +5 mm (inclusive).
-    (70, "irPR"), (70.1, "irSD"), (119.9, "irSD"), (120, "irPD"),
-])
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        # baseline 100: irPR at ≤ 70 (inclusive); irPD at ≥ 120 and ≥ +5 mm (inclusive).
+        (70, "irPR"),
+        (70.1, "irSD"),
+        (119.9, "irSD"),
+        (120, "irPD"),
+    ],
+)
 def test_boundaries_against_100_mm(value, expected):
     a = assess(case("bound", [56], Lesion("T1", T, "liver", cells={"BL": c(100, 50), "TP1": c(value, 40)})))
     assert categories(a) == [expected]
 
 
-@pytest.mark.parametrize("ld, expected_sum, expected", [
-    # T1 50 → 50; new N1 LD 10 ≥ 10 → measurable: TMTB 60 = 1.2 × 50, +10 mm → irPD-u.
-    (10, Decimal(60), "irPD"),
-    # N1 LD 9.9 < 10 → not measurable: TMTB 50 → irSD (N1 precludes irCR only).
-    (9.9, Decimal(50), "irSD"),
-])
+@pytest.mark.parametrize(
+    "ld, expected_sum, expected",
+    [
+        # T1 50 → 50; new N1 LD 10 ≥ 10 → measurable: TMTB 60 = 1.2 × 50, +10 mm → irPD-u.
+        (10, Decimal(60), "irPD"),
+        # N1 LD 9.9 < 10 → not measurable: TMTB 50 → irSD (N1 precludes irCR only).
+        (9.9, Decimal(50), "irSD"),
+    ],
+)
 def test_new_lesion_10_mm_is_measurable_9_9_is_not(ld, expected_sum, expected):
-    a = assess(case("new-10", [56], Lesion("T1", T, "lung", cells={"BL": c(50, 30), "TP1": c(50, 30)}),
-                    Lesion("N1", NEW, "liver", cells={"TP1": c(ld, 8)})))
+    a = assess(
+        case(
+            "new-10",
+            [56],
+            Lesion("T1", T, "lung", cells={"BL": c(50, 30), "TP1": c(50, 30)}),
+            Lesion("N1", NEW, "liver", cells={"TP1": c(ld, 8)}),
+        )
+    )
     assert a.timepoints[0].sum_mm == expected_sum and categories(a) == [expected]
 
 
 @pytest.mark.parametrize("short_axis, expected_sum", [(15, Decimal(65)), (14.9, Decimal(50))])
 def test_new_node_needs_15_mm_short_axis(short_axis, expected_sum):
     # A new node counts by its short axis when ≥ 15 mm: 50 + 15 = 65; 14.9 is not measurable.
-    a = assess(case("new-node", [56], Lesion("T1", T, "lung", cells={"BL": c(50, 30), "TP1": c(50, 30)}),
-                    Lesion("N1 node", NEW, "lymph node", nodal=True, cells={"TP1": c(20, short_axis)})))
+    a = assess(
+        case(
+            "new-node",
+            [56],
+            Lesion("T1", T, "lung", cells={"BL": c(50, 30), "TP1": c(50, 30)}),
+            Lesion("N1 node", NEW, "lymph node", nodal=True, cells={"TP1": c(20, short_axis)}),
+        )
+    )
     assert a.timepoints[0].sum_mm == expected_sum
 
 
@@ -168,23 +191,37 @@ def test_new_lesion_cap_5_in_total():
 def test_confirmation_27_versus_28_days(days, expected):
     # T1 50 → TP1 (day 56) 60: +20 %, +10 mm → irPD-u; TP2 62 is irPD again: 27 days later it cannot confirm,
     # 28 days later it does (against the same nadir 50), dated to TP1.
-    a = assess(case("confirm", [56, days], Lesion("T1", T, "liver", cells={"BL": c(50, 30), "TP1": c(60, 30), "TP2": c(62, 30)})))
+    a = assess(
+        case(
+            "confirm", [56, days], Lesion("T1", T, "liver", cells={"BL": c(50, 30), "TP1": c(60, 30), "TP2": c(62, 30)})
+        )
+    )
     assert labels(a) == expected
     assert a.progression_date == (D("2024-03-04") if days == 84 else None)
 
 
 def test_later_non_progression_negates_irpd():
     # TP1 60 irPD-u; TP2 28 days later 55 < 60 (= 1.2 × 50) → negated, irSD; BOR irSD.
-    a = assess(case("negate", [56, 84], Lesion("T1", T, "liver", cells={"BL": c(50, 30), "TP1": c(60, 30), "TP2": c(55, 30)})))
+    a = assess(
+        case("negate", [56, 84], Lesion("T1", T, "liver", cells={"BL": c(50, 30), "TP1": c(60, 30), "TP2": c(55, 30)}))
+    )
     assert labels(a) == ["irPD-u", "irSD"]
     assert a.progression_date is None and a.best_response.category == "irSD"
 
 
 def test_nontarget_progression_raises_reader_review_only():
     # E1 with the bone non-target unequivocally progressing at TP2: still irPR (policy), with a reader-review warning.
-    nt = Lesion("NT bone", NT, "bone", cells={"BL": cases.NT_PRESENT, "TP1": cases.NT_PRESENT,
-                                              "TP2": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION),
-                                              "TP3": cases.NT_PRESENT})
+    nt = Lesion(
+        "NT bone",
+        NT,
+        "bone",
+        cells={
+            "BL": cases.NT_PRESENT,
+            "TP1": cases.NT_PRESENT,
+            "TP2": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION),
+            "TP3": cases.NT_PRESENT,
+        },
+    )
     a = assess(cases.Case("E1-nt", cases.E1.c1d1, cases.E1.scans, cases.E1.lesions[:3] + (nt,)))
     assert categories(a) == ["irPR", "irPR", "irPR"]
     tp2 = a.timepoints[1]
@@ -198,9 +235,15 @@ def test_reappearance_after_ircr_graded_on_tmtb_and_flagged():
     # 4 ≤ 0.7 × 27 → irPR. Either way the reappearance is flagged for the reader (policy [D], E4).
     for ld, expected in ((6, "irPD"), (4, "irPR")):
         e11 = cases.E11
-        reappear = cases.Case("E11-back", e11.c1d1, e11.scans | {"TP4": D("2024-11-18")},
-                              (Lesion("T1 lung", T, "lung", cells=e11.lesions[0].cells | {"TP4": c(ld, ld)}),
-                               Lesion("T2 lung", T, "lung", cells=e11.lesions[1].cells | {"TP4": ABSENT})))
+        reappear = cases.Case(
+            "E11-back",
+            e11.c1d1,
+            e11.scans | {"TP4": D("2024-11-18")},
+            (
+                Lesion("T1 lung", T, "lung", cells=e11.lesions[0].cells | {"TP4": c(ld, ld)}),
+                Lesion("T2 lung", T, "lung", cells=e11.lesions[1].cells | {"TP4": ABSENT}),
+            ),
+        )
         tp4 = assess(reappear).timepoints[3]
         assert tp4.category == expected
         assert any("reappeared after irCR" in w for w in tp4.warnings)
@@ -208,6 +251,12 @@ def test_reappearance_after_ircr_graded_on_tmtb_and_flagged():
 
 def test_node_target_below_10_mm_allows_ircr():
     # Nodal target 18 → 9 mm SA, lung target 20 → absent: TMTB 9 > 0 but the nodes are normal → irCR.
-    a = assess(case("node", [56], Lesion("T1 node", T, "lymph node", nodal=True, cells={"BL": c(25, 18), "TP1": c(12, 9)}),
-                    Lesion("T2 lung", T, "lung", cells={"BL": c(20, 15), "TP1": ABSENT})))
+    a = assess(
+        case(
+            "node",
+            [56],
+            Lesion("T1 node", T, "lymph node", nodal=True, cells={"BL": c(25, 18), "TP1": c(12, 9)}),
+            Lesion("T2 lung", T, "lung", cells={"BL": c(20, 15), "TP1": ABSENT}),
+        )
+    )
     assert a.timepoints[0].sum_mm == Decimal(9) and categories(a) == ["irCR"]

@@ -14,7 +14,21 @@ from fractions import Fraction
 from rules.criteria import itrecist
 from rules.evaluate import evaluate_patient
 from tests.rules import cases
-from tests.rules.ir_cases import ABSENT, BL, C1D1, NEW, NT, T, Lesion, c, case, categories, days_after, run, with_injections
+from tests.rules.ir_cases import (
+    ABSENT,
+    BL,
+    C1D1,
+    NEW,
+    NT,
+    T,
+    Lesion,
+    c,
+    case,
+    categories,
+    days_after,
+    run,
+    with_injections,
+)
 
 D = dt.date.fromisoformat
 TP1, TP2 = days_after(C1D1, 56), days_after(C1D1, 112)
@@ -25,22 +39,31 @@ def assess(facts, overrides=None):
 
 
 # Injected lesions respond while non-injected lesions progress (dissociated response).
-DISSOCIATED = with_injections(case(
-    "it-dissociated", [56, 112],
-    Lesion("T1 skin", T, "skin", cells={"BL": c(30, 20), "TP1": c(15, 10), "TP2": c(5, 4)}),
-    Lesion("T2 subcutis", T, "subcutaneous", cells={"BL": c(20, 15), "TP1": c(10, 8), "TP2": ABSENT}),
-    Lesion("T3 lung", T, "lung", cells={"BL": c(25, 20), "TP1": c(30, 22), "TP2": c(30, 22)}),
-    Lesion("T4 node", T, "lymph node", nodal=True, cells={"BL": c(22, 15), "TP1": c(24, 18), "TP2": c(24, 18)}),
-    Lesion("NT liver", NT, "liver", cells=cases.nt_present(["BL", "TP1", "TP2"])),
-).facts(), injected_at={"T1 skin": [BL], "T2 subcutis": [BL]})
+DISSOCIATED = with_injections(
+    case(
+        "it-dissociated",
+        [56, 112],
+        Lesion("T1 skin", T, "skin", cells={"BL": c(30, 20), "TP1": c(15, 10), "TP2": c(5, 4)}),
+        Lesion("T2 subcutis", T, "subcutaneous", cells={"BL": c(20, 15), "TP1": c(10, 8), "TP2": ABSENT}),
+        Lesion("T3 lung", T, "lung", cells={"BL": c(25, 20), "TP1": c(30, 22), "TP2": c(30, 22)}),
+        Lesion("T4 node", T, "lymph node", nodal=True, cells={"BL": c(22, 15), "TP1": c(24, 18), "TP2": c(24, 18)}),
+        Lesion("NT liver", NT, "liver", cells=cases.nt_present(["BL", "TP1", "TP2"])),
+    ).facts(),
+    injected_at={"T1 skin": [BL], "T2 subcutis": [BL]},
+)
 
 
 def test_injected_respond_non_injected_progress():
     a = assess(DISSOCIATED)
     assert a.provisional is True and a.criterion == "itRECIST"
     tp1, tp2 = a.timepoints
-    assert tp1.extra["lesion_classes"] == {"T1 skin": "T-I", "T2 subcutis": "T-I", "T3 lung": "T-NI",
-                                           "T4 node": "T-NI", "NT liver": "NT-NI"}
+    assert tp1.extra["lesion_classes"] == {
+        "T1 skin": "T-I",
+        "T2 subcutis": "T-I",
+        "T3 lung": "T-NI",
+        "T4 node": "T-NI",
+        "NT liver": "NT-NI",
+    }
     # Baselines: T-I 30 + 20 = 50; T-NI 25 + 15 (node SA) = 40; overall 90.
     assert tp1.extra["injected_baseline_mm"] == Decimal(50) and tp1.extra["noninjected_baseline_mm"] == Decimal(40)
     # TP1 injected 15 + 10 = 25 ≤ 0.7 × 50 = 35 → PR (−50 %).
@@ -62,12 +85,16 @@ def test_injected_respond_non_injected_progress():
 
 def test_new_lesion_counts_toward_the_non_injected_response():
     # T-I 30 → 20 (−33.33 % → PR); T-NI 30 → 30; new lesion N1 → overall PD and non-injected PD; injected PR.
-    facts = with_injections(case(
-        "it-new", [56],
-        Lesion("T1 skin", T, "skin", cells={"BL": c(30, 20), "TP1": c(20, 15)}),
-        Lesion("T2 lung", T, "lung", cells={"BL": c(30, 20), "TP1": c(30, 20)}),
-        Lesion("N1 liver", NEW, "liver", cells={"TP1": c(12, 10)}),
-    ).facts(), injected_at={"T1 skin": [BL]})
+    facts = with_injections(
+        case(
+            "it-new",
+            [56],
+            Lesion("T1 skin", T, "skin", cells={"BL": c(30, 20), "TP1": c(20, 15)}),
+            Lesion("T2 lung", T, "lung", cells={"BL": c(30, 20), "TP1": c(30, 20)}),
+            Lesion("N1 liver", NEW, "liver", cells={"TP1": c(12, 10)}),
+        ).facts(),
+        injected_at={"T1 skin": [BL]},
+    )
     a = assess(facts)
     tp = a.timepoints[0]
     assert tp.category == "PD" and a.progression_date == TP1
@@ -79,7 +106,8 @@ def test_new_lesion_counts_toward_the_non_injected_response():
 def reclassification_case(*, by_procedure: bool):
     """T1 skin injected from C1D1 (procedure); T2 skin non-injected until it is injected on day 70; T3 lung never."""
     facts = case(
-        "it-reclass", [56, 112],
+        "it-reclass",
+        [56, 112],
         Lesion("T1 skin", T, "skin", cells={"BL": c(30, 20), "TP1": c(20, 15), "TP2": c(15, 10)}),
         Lesion("T2 skin", T, "skin", cells={"BL": c(20, 15), "TP1": c(20, 15), "TP2": c(12, 9)}),
         Lesion("T3 lung", T, "lung", cells={"BL": c(30, 20), "TP1": c(30, 20), "TP2": c(30, 20)}),
@@ -102,7 +130,10 @@ def test_reclassification_non_injected_to_injected():
         # Injected {T1, T2}: baseline recomputed 30 + 20 = 50, nadir min(50, TP1 20 + 20 = 40) = 40;
         # sum 15 + 12 = 27 ≤ 35 → PR (−46 %).
         assert (tp2.extra["injected_baseline_mm"], tp2.extra["injected_nadir_mm"], tp2.extra["injected_sum_mm"]) == (
-            Decimal(50), Decimal(40), Decimal(27))
+            Decimal(50),
+            Decimal(40),
+            Decimal(27),
+        )
         assert tp2.extra["injected_response"] == "PR"
         # Non-injected {T3}: baseline 30, nadir 30, sum 30 → SD. Overall 15 + 12 + 30 = 57 > 56 → SD.
         assert (tp2.extra["noninjected_baseline_mm"], tp2.extra["noninjected_sum_mm"]) == (Decimal(30), Decimal(30))
@@ -124,9 +155,13 @@ def test_reclassification_references_as_recorded_flag():
 
 def test_injected_lesions_stay_injected():
     facts = reclassification_case(by_procedure=True)
-    facts = dataclasses.replace(facts, measurements=tuple(
-        dataclasses.replace(m, injected=False) if m.lesion_id == "T1 skin" and m.scan_date == TP2 else m
-        for m in facts.measurements))
+    facts = dataclasses.replace(
+        facts,
+        measurements=tuple(
+            dataclasses.replace(m, injected=False) if m.lesion_id == "T1 skin" and m.scan_date == TP2 else m
+            for m in facts.measurements
+        ),
+    )
     a = assess(facts)
     assert a.timepoints[1].extra["lesion_classes"]["T1 skin"] == "T-I"
     assert any("kept injected" in w for w in a.warnings)

@@ -30,6 +30,7 @@ def case(*lesions):
 
 # --- L1 ------------------------------------------------------------------------------------------------------
 
+
 def test_l1_week_8_lesion_level_pd_and_week_16_sd():
     a = assess(pc.l1())
     w8, w16 = a.timepoints
@@ -58,73 +59,103 @@ def test_l1_pet_version_deauville():
 
 # --- CT boundaries ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fu, expected", [
-    # One node 40×25 = 1000; PR at ≥ 50 % decrease (inclusive): 25×20 = 500 → PR; 25.1×20 = 502 → SD.
-    (c(25, 20), "PR"),
-    (c(25.1, 20), "SD"),
-])
+
+@pytest.mark.parametrize(
+    "fu, expected",
+    [
+        # One node 40×25 = 1000; PR at ≥ 50 % decrease (inclusive): 25×20 = 500 → PR; 25.1×20 = 502 → SD.
+        (c(25, 20), "PR"),
+        (c(25.1, 20), "SD"),
+    ],
+)
 def test_pr_50_percent_boundary(fu, expected):
-    assert categories(assess(case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 25), "TP1": fu})))) == [expected]
+    assert categories(assess(case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 25), "TP1": fu})))) == [
+        expected
+    ]
 
 
-@pytest.mark.parametrize("bl, fu, expected", [
-    # LDi must be > 15 mm: 10×8 = 80 → 15×12 = 180 (+125 %, +5 mm) but LDi 15 → not PD (SD).
-    (c(10, 8), c(15, 12), "SD"),
-    (c(10, 8), c(15.1, 12), "PD"),
-    # PPD ≥ +50 % from nadir (lesion > 2 cm: +10 mm): 30×20 = 600 → 40×22.5 = 900 (+50 % exactly, +10 mm) → PD;
-    # 40×22.4 = 896 (+49.33 %) → SD.
-    (c(30, 20), c(40, 22.5), "PD"),
-    (c(30, 20), c(40, 22.4), "SD"),
-    # Lesion ≤ 2 cm at nadir needs +5 mm: 20×10 = 200 → 25×12 = 300 (+50 %, +5 mm) → PD;
-    # 24.9×12.1 = 301.29 (+50.6 %) but +4.9 mm → SD.
-    (c(20, 10), c(25, 12), "PD"),
-    (c(20, 10), c(24.9, 12.1), "SD"),
-    # Lesion > 2 cm (21 mm) needs +10 mm: 21×10 = 210 → 30×12 = 360 (+71 %, +9 mm) → SD; 31×12 (+10 mm) → PD.
-    (c(21, 10), c(30, 12), "SD"),
-    (c(21, 10), c(31, 12), "PD"),
-])
+@pytest.mark.parametrize(
+    "bl, fu, expected",
+    [
+        # LDi must be > 15 mm: 10×8 = 80 → 15×12 = 180 (+125 %, +5 mm) but LDi 15 → not PD (SD).
+        (c(10, 8), c(15, 12), "SD"),
+        (c(10, 8), c(15.1, 12), "PD"),
+        # PPD ≥ +50 % from nadir (lesion > 2 cm: +10 mm): 30×20 = 600 → 40×22.5 = 900 (+50 % exactly, +10 mm) → PD;
+        # 40×22.4 = 896 (+49.33 %) → SD.
+        (c(30, 20), c(40, 22.5), "PD"),
+        (c(30, 20), c(40, 22.4), "SD"),
+        # Lesion ≤ 2 cm at nadir needs +5 mm: 20×10 = 200 → 25×12 = 300 (+50 %, +5 mm) → PD;
+        # 24.9×12.1 = 301.29 (+50.6 %) but +4.9 mm → SD.
+        (c(20, 10), c(25, 12), "PD"),
+        (c(20, 10), c(24.9, 12.1), "SD"),
+        # Lesion > 2 cm (21 mm) needs +10 mm: 21×10 = 210 → 30×12 = 360 (+71 %, +9 mm) → SD; 31×12 (+10 mm) → PD.
+        (c(21, 10), c(30, 12), "SD"),
+        (c(21, 10), c(31, 12), "PD"),
+    ],
+)
 def test_lesion_level_progression_boundaries(bl, fu, expected):
     # A stable extranodal target (liver 20×20) keeps the first case from being CR (a node ≤ 15 mm LDi is normal).
-    assert categories(assess(case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": bl, "TP1": fu}),
-                                  Lesion("L1", T, "liver", cells={"BL": c(20, 20), "TP1": c(20, 20)})))) == [expected]
+    assert categories(
+        assess(
+            case(
+                Lesion("N1", T, "lymph node", nodal=True, cells={"BL": bl, "TP1": fu}),
+                Lesion("L1", T, "liver", cells={"BL": c(20, 20), "TP1": c(20, 20)}),
+            )
+        )
+    ) == [expected]
 
 
 def test_pd_relative_to_each_lesions_nadir():
     # 40×30 = 1200 → 20×15 = 300 (nadir; −75 % → PR) → 30×23 = 690: +130 % from the nadir, LDi 30 > 15, +10 mm
     # (nadir LDi 20 ≤ 2 cm needs +5) → PD, although the SPD is still −42.5 % from baseline.
-    a = assess(case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(20, 15), "TP2": c(30, 23)})))
+    a = assess(
+        case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(20, 15), "TP2": c(30, 23)}))
+    )
     assert categories(a) == ["PR", "PD"]
 
 
-@pytest.mark.parametrize("new_cell, nodal, overrides, expected", [
-    # New node must be > 1.5 cm in any axis: 15 mm → not PD; 15.1 → PD.
-    (c(15, 10), True, None, "SD"),
-    (c(15.1, 10), True, None, "PD"),
-    # New extranodal site > 1.0 cm → PD.
-    (c(10.1, 8), False, None, "PD"),
-    # ≤ 1.0 cm: PD when not equivocal (unequivocally lymphoma, lugano.small_new_extranodal_is_pd), else not.
-    (c(8, 6), False, None, "PD"),
-    (c(8, 6), False, {"lugano.small_new_extranodal_is_pd": False}, "SD"),
-    (c(8, 6, equivocal=True), False, None, "SD"),
-])
+@pytest.mark.parametrize(
+    "new_cell, nodal, overrides, expected",
+    [
+        # New node must be > 1.5 cm in any axis: 15 mm → not PD; 15.1 → PD.
+        (c(15, 10), True, None, "SD"),
+        (c(15.1, 10), True, None, "PD"),
+        # New extranodal site > 1.0 cm → PD.
+        (c(10.1, 8), False, None, "PD"),
+        # ≤ 1.0 cm: PD when not equivocal (unequivocally lymphoma, lugano.small_new_extranodal_is_pd), else not.
+        (c(8, 6), False, None, "PD"),
+        (c(8, 6), False, {"lugano.small_new_extranodal_is_pd": False}, "SD"),
+        (c(8, 6, equivocal=True), False, None, "SD"),
+    ],
+)
 def test_new_lesions(new_cell, nodal, overrides, expected):
-    facts = case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}),
-                 Lesion("X1", NEW, "lymph node" if nodal else "liver", nodal=nodal, cells={"TP1": new_cell}))
+    facts = case(
+        Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}),
+        Lesion("X1", NEW, "lymph node" if nodal else "liver", nodal=nodal, cells={"TP1": new_cell}),
+    )
     assert categories(assess(facts, overrides)) == [expected]
 
 
 def test_too_small_to_measure_counts_5_by_5_and_cr():
     # Node 40×30 = 1200 + liver 20×20 = 400 = 1600 → node 15×10 (LDi ≤ 15 mm: normal) + liver TSTM (5×5 = 25):
     # SPD 150 + 25 = 175 (−89 %) → PR (the extranodal lesion is still present) → CR when it is gone.
-    a = assess(case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(15, 10), "TP2": c(15, 10)}),
-                    Lesion("L1", T, "liver", cells={"BL": c(20, 20), "TP1": TSTM, "TP2": ABSENT})))
+    a = assess(
+        case(
+            Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(15, 10), "TP2": c(15, 10)}),
+            Lesion("L1", T, "liver", cells={"BL": c(20, 20), "TP1": TSTM, "TP2": ABSENT}),
+        )
+    )
     assert a.timepoints[0].sum_mm == Decimal(175)
     assert categories(a) == ["PR", "CR"]
 
 
 def test_not_assessed_target_is_ne_and_regrowth_is_pd():
-    a = assess(case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": NOT_ASSESSED, "TP2": c(30, 20)}),
-                    Lesion("L1", T, "liver", cells={"BL": c(20, 20), "TP1": ABSENT, "TP2": c(8, 6)})))
+    a = assess(
+        case(
+            Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": NOT_ASSESSED, "TP2": c(30, 20)}),
+            Lesion("L1", T, "liver", cells={"BL": c(20, 20), "TP1": ABSENT, "TP2": c(8, 6)}),
+        )
+    )
     # TP1: N1 not assessed → NE. TP2: L1 resolved (nadir 0 × 0) and regrew → PD.
     assert categories(a) == ["NE", "PD"]
 
@@ -132,39 +163,58 @@ def test_not_assessed_target_is_ne_and_regrowth_is_pd():
 def test_nontarget_unequivocal_progression_is_pd():
     from rules.facts import NonTargetStatus
     from rules.scenario import Cell
-    a = assess(case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}),
-                    Lesion("S1", NT, "spleen", cells={"BL": cases.NT_PRESENT,
-                                                      "TP1": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION)})))
+
+    a = assess(
+        case(
+            Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}),
+            Lesion(
+                "S1",
+                NT,
+                "spleen",
+                cells={"BL": cases.NT_PRESENT, "TP1": Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION)},
+            ),
+        )
+    )
     assert categories(a) == ["PD"]
 
 
 # --- PET (Deauville) ------------------------------------------------------------------------------------------
 
+
 def pet_case(bl_score, fu_score, bl_suv="10.0", fu_suv="10.0", extra_observations=()):
     facts = case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}))
     suv = {SCANS["BL"]: bl_suv, SCANS["TP1"]: fu_suv}
     measurements = tuple(dataclasses.replace(m, suv_max=Decimal(suv[m.scan_date])) for m in facts.measurements)
-    observations = tuple(o for o in (deauville(SCANS["BL"], bl_score) if bl_score else None,
-                                     deauville(SCANS["TP1"], fu_score) if fu_score else None) if o)
+    observations = tuple(
+        o
+        for o in (
+            deauville(SCANS["BL"], bl_score) if bl_score else None,
+            deauville(SCANS["TP1"], fu_score) if fu_score else None,
+        )
+        if o
+    )
     return dataclasses.replace(facts, measurements=measurements, observations=observations + tuple(extra_observations))
 
 
-@pytest.mark.parametrize("bl, fu, bl_suv, fu_suv, expected", [
-    (5, 3, "10.0", "4.0", "CMR"),
-    (5, 1, "10.0", "1.0", "CMR"),
-    # Deauville 5 → 4: reduced uptake → PMR.
-    (5, 4, "10.0", "9.0", "PMR"),
-    # 4 → 5: increased → PMD.
-    (4, 5, "10.0", "10.0", "PMD"),
-    # Same score: SUVmax change beyond ±30 % (strict): 10.0 → 13.0 (+30 % exactly) → NMR; 13.01 → PMD;
-    # 7.0 (−30 % exactly) → NMR; 6.99 → PMR.
-    (5, 5, "10.0", "13.0", "NMR"),
-    (5, 5, "10.0", "13.01", "PMD"),
-    (5, 5, "10.0", "7.0", "NMR"),
-    (5, 5, "10.0", "6.99", "PMR"),
-    # No baseline score and no comparable uptake values: NE.
-    (None, 4, None, None, "NE"),
-])
+@pytest.mark.parametrize(
+    "bl, fu, bl_suv, fu_suv, expected",
+    [
+        (5, 3, "10.0", "4.0", "CMR"),
+        (5, 1, "10.0", "1.0", "CMR"),
+        # Deauville 5 → 4: reduced uptake → PMR.
+        (5, 4, "10.0", "9.0", "PMR"),
+        # 4 → 5: increased → PMD.
+        (4, 5, "10.0", "10.0", "PMD"),
+        # Same score: SUVmax change beyond ±30 % (strict): 10.0 → 13.0 (+30 % exactly) → NMR; 13.01 → PMD;
+        # 7.0 (−30 % exactly) → NMR; 6.99 → PMR.
+        (5, 5, "10.0", "13.0", "NMR"),
+        (5, 5, "10.0", "13.01", "PMD"),
+        (5, 5, "10.0", "7.0", "NMR"),
+        (5, 5, "10.0", "6.99", "PMR"),
+        # No baseline score and no comparable uptake values: NE.
+        (None, 4, None, None, "NE"),
+    ],
+)
 def test_deauville_metabolic_response(bl, fu, bl_suv, fu_suv, expected):
     if bl_suv is None:
         facts = case(Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}))

@@ -44,20 +44,29 @@ def shifted_l1(day):
     return dataclasses.replace(Case("L1-shift", C1D1, scans, pc.L1.lesions).facts(), cancer_type="lymphoma")
 
 
-@pytest.mark.parametrize("day, expected", [
-    # "Within the first 12 weeks": day 84 → IR1; day 85 → Lugano PD stands.
-    (84, "IR1"),
-    (85, "PD"),
-])
+@pytest.mark.parametrize(
+    "day, expected",
+    [
+        # "Within the first 12 weeks": day 84 → IR1; day 85 → Lugano PD stands.
+        (84, "IR1"),
+        (85, "PD"),
+    ],
+)
 def test_12_week_boundary(day, expected):
     assert categories(assess(shifted_l1(day)))[0] == expected
 
 
 def test_ir2a_new_lesion_with_spd_below_50_percent():
     # N1 40×30 = 1200 → 40×30; a new node 20×16 (> 1.5 cm) → Lugano PD; SPD +0 % < 50 % → IR2 (a).
-    facts = Case("ir2a", C1D1, {"BL": D("2024-01-02"), "TP1": D("2024-03-04")},
-                 (Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(40, 30)}),
-                  Lesion("X1", NEW, "lymph node", nodal=True, cells={"TP1": c(20, 16)}))).facts()
+    facts = Case(
+        "ir2a",
+        C1D1,
+        {"BL": D("2024-01-02"), "TP1": D("2024-03-04")},
+        (
+            Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(40, 30)}),
+            Lesion("X1", NEW, "lymph node", nodal=True, cells={"TP1": c(20, 16)}),
+        ),
+    ).facts()
     tp = assess(facts).timepoints[0]
     assert (tp.category, tp.extra["ir_subtype"]) == ("IR2", "IR2a")
 
@@ -65,25 +74,37 @@ def test_ir2a_new_lesion_with_spd_below_50_percent():
 def test_ir2b_lesion_ppd_increase_with_spd_below_50_percent():
     # N1 40×30 = 1200 unchanged; N2 20×10 = 200 → 26×12 = 312: +56 %, LDi 26 > 15, +6 mm (≤ 2 cm needs 5) → Lugano PD;
     # SPD 1400 → 1512 (+8 %) < 50 % → IR2 (b).
-    facts = Case("ir2b", C1D1, {"BL": D("2024-01-02"), "TP1": D("2024-03-04")},
-                 (Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(40, 30)}),
-                  Lesion("N2", T, "lymph node", nodal=True, cells={"BL": c(20, 10), "TP1": c(26, 12)}))).facts()
+    facts = Case(
+        "ir2b",
+        C1D1,
+        {"BL": D("2024-01-02"), "TP1": D("2024-03-04")},
+        (
+            Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(40, 30)}),
+            Lesion("N2", T, "lymph node", nodal=True, cells={"BL": c(20, 10), "TP1": c(26, 12)}),
+        ),
+    ).facts()
     tp = assess(facts).timepoints[0]
     assert (tp.category, tp.extra["ir_subtype"]) == ("IR2", "IR2b")
 
 
 def test_ir3_uptake_increase_without_size_progression():
     # CT: 40×30 → 38×28 (SD); Deauville 4 → 5 (increased uptake) → Lugano metabolic PMD → IR3.
-    facts = Case("ir3", C1D1, {"BL": D("2024-01-02"), "TP1": D("2024-03-04")},
-                 (Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}),)).facts()
+    facts = Case(
+        "ir3",
+        C1D1,
+        {"BL": D("2024-01-02"), "TP1": D("2024-03-04")},
+        (Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(38, 28)}),),
+    ).facts()
     facts = dataclasses.replace(facts, observations=(deauville(D("2024-01-02"), 4), deauville(D("2024-03-04"), 5)))
     tp = assess(facts).timepoints[0]
     assert (tp.category, tp.extra["ir_subtype"], tp.extra["lugano_category"]) == ("IR3", "IR3", "SD")
 
 
 def l1_with_week_16(cell):
-    lesions = (Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(52, 40), "TP2": cell}),
-               *pc.L1.lesions[1:])
+    lesions = (
+        Lesion("N1", T, "lymph node", nodal=True, cells={"BL": c(40, 30), "TP1": c(52, 40), "TP2": cell}),
+        *pc.L1.lesions[1:],
+    )
     return Case("L1-w16", C1D1, pc.L1_SCANS, lesions).facts()
 
 

@@ -24,7 +24,9 @@ def assess(facts, overrides=None):
 def with_new_lesions(*diameters, a_fu="6.0"):
     """Baseline lesion A 6.0; new FDG-avid lesions (SULpeak 4.0 > liver 1.0) of the given long axes at FU1."""
     lesions = [PetLesion("A lung", "lung", {"BL": "6.0", "FU1": a_fu})]
-    lesions += [PetLesion(f"N{i} bone", "bone", {"FU1": "4.0"}, long_axis={"FU1": d}) for i, d in enumerate(diameters, 1)]
+    lesions += [
+        PetLesion(f"N{i} bone", "bone", {"FU1": "4.0"}, long_axis={"FU1": d}) for i, d in enumerate(diameters, 1)
+    ]
     return pet_facts("percimt", C1D1, SCANS, lesions, LIVERS)
 
 
@@ -47,26 +49,49 @@ def test_e7_small_new_lesion_then_background():
     assert tp2.category == "SMD"
 
 
-@pytest.mark.parametrize("diameters, overrides, expected", [
-    # < 1.0 cm: 3 lesions → SMD; 4 → PMD (≥ 4).
-    ((5, 6, 7), None, "SMD"),
-    ((5, 6, 7, 8), None, "PMD"),
-    # percimt.count_rule read as "> 4": 4 → SMD, 5 → PMD.
-    ((5, 6, 7, 8), {"percimt.count_rule": {"small_count": 4, "large_count": 3, "very_large_count": 2,
-                                           "counts_inclusive": False}}, "SMD"),
-    ((5, 6, 7, 8, 9), {"percimt.count_rule": {"small_count": 4, "large_count": 3, "very_large_count": 2,
-                                              "counts_inclusive": False}}, "PMD"),
-    # > 1.0 cm: 2 → SMD; 3 → PMD.
-    ((11, 12), None, "SMD"),
-    ((11, 12, 13), None, "PMD"),
-    # > 1.5 cm: 1 → SMD (and 1 < 3 above 1 cm); 2 → PMD.
-    ((16,), None, "SMD"),
-    ((16, 17), None, "PMD"),
-    # 15.0 mm is not > 1.5 cm: two lesions of 15 mm are 2 > 1.0 cm (< 3) → SMD.
-    ((15, 15), None, "SMD"),
-    # Mixed counts do not combine: 2 > 1.0 cm + 2 < 1.0 cm → SMD (each rule separately).
-    ((11, 12, 5, 6), None, "SMD"),
-])
+@pytest.mark.parametrize(
+    "diameters, overrides, expected",
+    [
+        # < 1.0 cm: 3 lesions → SMD; 4 → PMD (≥ 4).
+        ((5, 6, 7), None, "SMD"),
+        ((5, 6, 7, 8), None, "PMD"),
+        # percimt.count_rule read as "> 4": 4 → SMD, 5 → PMD.
+        (
+            (5, 6, 7, 8),
+            {
+                "percimt.count_rule": {
+                    "small_count": 4,
+                    "large_count": 3,
+                    "very_large_count": 2,
+                    "counts_inclusive": False,
+                }
+            },
+            "SMD",
+        ),
+        (
+            (5, 6, 7, 8, 9),
+            {
+                "percimt.count_rule": {
+                    "small_count": 4,
+                    "large_count": 3,
+                    "very_large_count": 2,
+                    "counts_inclusive": False,
+                }
+            },
+            "PMD",
+        ),
+        # > 1.0 cm: 2 → SMD; 3 → PMD.
+        ((11, 12), None, "SMD"),
+        ((11, 12, 13), None, "PMD"),
+        # > 1.5 cm: 1 → SMD (and 1 < 3 above 1 cm); 2 → PMD.
+        ((16,), None, "SMD"),
+        ((16, 17), None, "PMD"),
+        # 15.0 mm is not > 1.5 cm: two lesions of 15 mm are 2 > 1.0 cm (< 3) → SMD.
+        ((15, 15), None, "SMD"),
+        # Mixed counts do not combine: 2 > 1.0 cm + 2 < 1.0 cm → SMD (each rule separately).
+        ((11, 12, 5, 6), None, "SMD"),
+    ],
+)
 def test_count_rules_each_separately(diameters, overrides, expected):
     assert categories(assess(with_new_lesions(*diameters), overrides)) == [expected]
 
@@ -79,12 +104,16 @@ def test_exactly_1_cm_is_in_neither_group():
 
 
 def test_cmr_and_pmr_by_resolution():
-    lesions = (PetLesion("A lung", "lung", {"BL": "6.0", "FU1": "absent"}),
-               PetLesion("B bone", "bone", {"BL": "5.0", "FU1": "0.8"}))
+    lesions = (
+        PetLesion("A lung", "lung", {"BL": "6.0", "FU1": "absent"}),
+        PetLesion("B bone", "bone", {"BL": "5.0", "FU1": "0.8"}),
+    )
     # Both pre-existing lesions resolved (absent; 0.8 < liver 1.0), no new lesion → CMR.
     assert categories(assess(pet_facts("cmr", C1D1, SCANS, lesions, LIVERS))) == ["CMR"]
-    lesions = (PetLesion("A lung", "lung", {"BL": "6.0", "FU1": "absent"}),
-               PetLesion("B bone", "bone", {"BL": "5.0", "FU1": "4.0"}))
+    lesions = (
+        PetLesion("A lung", "lung", {"BL": "6.0", "FU1": "absent"}),
+        PetLesion("B bone", "bone", {"BL": "5.0", "FU1": "4.0"}),
+    )
     # Some resolved → PMR.
     assert categories(assess(pet_facts("pmr", C1D1, SCANS, lesions, LIVERS))) == ["PMR"]
     # Some resolved but a new lesion → SMD (PMR requires no new lesion).

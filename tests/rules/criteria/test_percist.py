@@ -25,11 +25,18 @@ def assess(facts, overrides=None):
 
 def one_lesion(bl, fu, *, liver=("1.0", "0.1"), fu_liver=None, **kwargs):
     """One lung lesion: SULpeak ``bl`` at baseline and ``fu`` at FU1; liver SULmean/SD at both scans."""
-    return pet_facts("bound", C1D1, SCANS, (PetLesion("A lung", "lung", {"BL": bl, "FU1": fu}),),
-                     {"BL": liver, "FU1": fu_liver or liver}, **kwargs)
+    return pet_facts(
+        "bound",
+        C1D1,
+        SCANS,
+        (PetLesion("A lung", "lung", {"BL": bl, "FU1": fu}),),
+        {"BL": liver, "FU1": fu_liver or liver},
+        **kwargs,
+    )
 
 
 # --- P1 (every PERCIST cell) -----------------------------------------------------------------------------------
+
 
 def test_p1_hottest_lesion_identity_changes_and_reference_is_baseline():
     a = assess(pc.p1())
@@ -41,8 +48,10 @@ def test_p1_hottest_lesion_identity_changes_and_reference_is_baseline():
     assert fu1.extra["hottest_lesion"] == "B node" and fu1.extra["baseline_hottest_lesion"] == "A lung"
     assert fu1.percent_from_baseline == Fraction(-3125, 100)
     assert fu1.extra["delta_sul_peak"] == Decimal("-2.5")
-    assert any("hottest lesion B node SULpeak 5.5 vs baseline hottest A lung 8.0: −31.25 %, Δ −2.5" in line
-               for line in fu1.trace)
+    assert any(
+        "hottest lesion B node SULpeak 5.5 vs baseline hottest A lung 8.0: −31.25 %, Δ −2.5" in line
+        for line in fu1.trace
+    )
     # FU2: hottest A 7.0 vs BASELINE 8.0 = −12.5 % → SMD (it rose +27 % from FU1, but PERCIST compares with baseline).
     assert fu2.category == "SMD" and fu2.percent_from_baseline == Fraction(-125, 10)
     # FU3: liver 2.6 vs 2.0 = +30 % (> 20 %) and +0.6 (≥ 0.3) → not comparable → quantitative NE.
@@ -56,8 +65,13 @@ def test_p1_hottest_lesion_identity_changes_and_reference_is_baseline():
 def test_p1_fu3_new_lesion_is_still_read_when_the_liver_check_fails():
     # "Only a new lesion or unequivocal progression could be read": a new FDG-avid lesion at FU3 (SULpeak 5.0 >
     # liver 2.6) gives PMD although the quantitative comparison is NE.
-    facts = pet_facts("P1+new", D("2024-02-05"), pc.P1_SCANS,
-                      pc.P1_LESIONS + (PetLesion("N1 liver", "liver", {"FU3": "5.0"}),), pc.P1_LIVERS)
+    facts = pet_facts(
+        "P1+new",
+        D("2024-02-05"),
+        pc.P1_SCANS,
+        pc.P1_LESIONS + (PetLesion("N1 liver", "liver", {"FU3": "5.0"}),),
+        pc.P1_LIVERS,
+    )
     a = assess(facts)
     assert categories(a) == ["PMR", "SMD", "PMD"]
     assert a.timepoints[2].extra["liver_comparable"] is False
@@ -65,6 +79,7 @@ def test_p1_fu3_new_lesion_is_still_read_when_the_liver_check_fails():
 
 
 # --- E5 and E7 PET add-ons ---------------------------------------------------------------------------------------
+
 
 def test_e5_new_fdg_avid_lesion_is_pmd():
     a = assess(pc.e5_pet())
@@ -93,6 +108,7 @@ def test_e7_pmd_from_new_lesion_and_no_reset():
 
 # --- boundaries of §7.1 ----------------------------------------------------------------------------------------
 
+
 def test_p2_trap_measurability_limit_is_exactly_2():
     # Liver SULmean 1.2, SD 0.1 → 1.5 × 1.2 + 2 × 0.1 = 2.0 exactly (binary floats give 1.9999999999999998).
     assert 1.5 * 1.2 + 2 * 0.1 != 2.0
@@ -105,49 +121,58 @@ def test_p2_trap_measurability_limit_is_exactly_2():
     assert b.timepoints[0].category == "NE" and b.warnings
 
 
-@pytest.mark.parametrize("fu, overrides, expected", [
-    # Baseline 8.0; PMR needs ≥ 30 % and ≥ 0.8 decrease: 5.6 = −30 % exactly, Δ −2.4 → PMR (inclusive).
-    ("5.6", None, "PMR"),
-    ("5.61", None, "SMD"),
-    # percist.pmr_inclusive off reads "> 30 %": exactly −30 % is no longer PMR.
-    ("5.6", {"percist.pmr_inclusive": False}, "SMD"),
-    ("5.59", {"percist.pmr_inclusive": False}, "PMR"),
-    # PMD needs > 30 % and > 0.8: 10.4 = +30 % exactly, Δ +2.4 → not PMD (strict) → SMD.
-    ("10.4", None, "SMD"),
-    ("10.41", None, "PMD"),
-    # percist.pmd_strict off reads "≥ 30 %".
-    ("10.4", {"percist.pmd_strict": False}, "PMD"),
-])
+@pytest.mark.parametrize(
+    "fu, overrides, expected",
+    [
+        # Baseline 8.0; PMR needs ≥ 30 % and ≥ 0.8 decrease: 5.6 = −30 % exactly, Δ −2.4 → PMR (inclusive).
+        ("5.6", None, "PMR"),
+        ("5.61", None, "SMD"),
+        # percist.pmr_inclusive off reads "> 30 %": exactly −30 % is no longer PMR.
+        ("5.6", {"percist.pmr_inclusive": False}, "SMD"),
+        ("5.59", {"percist.pmr_inclusive": False}, "PMR"),
+        # PMD needs > 30 % and > 0.8: 10.4 = +30 % exactly, Δ +2.4 → not PMD (strict) → SMD.
+        ("10.4", None, "SMD"),
+        ("10.41", None, "PMD"),
+        # percist.pmd_strict off reads "≥ 30 %".
+        ("10.4", {"percist.pmd_strict": False}, "PMD"),
+    ],
+)
 def test_30_percent_boundaries(fu, overrides, expected):
     assert categories(assess(one_lesion("8.0", fu), overrides)) == [expected]
 
 
-@pytest.mark.parametrize("bl, fu, overrides, expected", [
-    # Liver 1.0 (SD 0.1) → limit 1.7. Baseline 2.0 → 1.2: −40 %, Δ −0.8 exactly → PMR (≥ 0.8 inclusive).
-    ("2.0", "1.2", None, "PMR"),
-    ("2.0", "1.21", None, "SMD"),
-    ("2.0", "1.2", {"percist.pmr_inclusive": False}, "SMD"),
-    # 2.0 → 2.8: +40 %, Δ +0.8 exactly → not > 0.8 → SMD; with pmd_strict off → PMD.
-    ("2.0", "2.8", None, "SMD"),
-    ("2.0", "2.81", None, "PMD"),
-    ("2.0", "2.8", {"percist.pmd_strict": False}, "PMD"),
-])
+@pytest.mark.parametrize(
+    "bl, fu, overrides, expected",
+    [
+        # Liver 1.0 (SD 0.1) → limit 1.7. Baseline 2.0 → 1.2: −40 %, Δ −0.8 exactly → PMR (≥ 0.8 inclusive).
+        ("2.0", "1.2", None, "PMR"),
+        ("2.0", "1.21", None, "SMD"),
+        ("2.0", "1.2", {"percist.pmr_inclusive": False}, "SMD"),
+        # 2.0 → 2.8: +40 %, Δ +0.8 exactly → not > 0.8 → SMD; with pmd_strict off → PMD.
+        ("2.0", "2.8", None, "SMD"),
+        ("2.0", "2.81", None, "PMD"),
+        ("2.0", "2.8", {"percist.pmd_strict": False}, "PMD"),
+    ],
+)
 def test_0_8_sul_boundaries(bl, fu, overrides, expected):
     assert categories(assess(one_lesion(bl, fu), overrides)) == [expected]
 
 
-@pytest.mark.parametrize("liver, fu_liver, comparable", [
-    # Baseline liver 1.0 → 1.2: +20 % exactly (≤ 20 % inclusive) and Δ 0.2 (< 0.3) → comparable.
-    (("1.0", "0.1"), ("1.2", "0.1"), True),
-    # 1.0 → 1.21: +21 % → not comparable.
-    (("1.0", "0.1"), ("1.21", "0.1"), False),
-    # 1.0 → 0.8: −20 % exactly → comparable.
-    (("1.0", "0.1"), ("0.8", "0.1"), True),
-    # Baseline 2.0 → 2.3: +15 % but Δ 0.3 exactly (not < 0.3) → not comparable.
-    (("2.0", "0.1"), ("2.3", "0.1"), False),
-    # 2.0 → 2.29: +14.5 %, Δ 0.29 < 0.3 → comparable.
-    (("2.0", "0.1"), ("2.29", "0.1"), True),
-])
+@pytest.mark.parametrize(
+    "liver, fu_liver, comparable",
+    [
+        # Baseline liver 1.0 → 1.2: +20 % exactly (≤ 20 % inclusive) and Δ 0.2 (< 0.3) → comparable.
+        (("1.0", "0.1"), ("1.2", "0.1"), True),
+        # 1.0 → 1.21: +21 % → not comparable.
+        (("1.0", "0.1"), ("1.21", "0.1"), False),
+        # 1.0 → 0.8: −20 % exactly → comparable.
+        (("1.0", "0.1"), ("0.8", "0.1"), True),
+        # Baseline 2.0 → 2.3: +15 % but Δ 0.3 exactly (not < 0.3) → not comparable.
+        (("2.0", "0.1"), ("2.3", "0.1"), False),
+        # 2.0 → 2.29: +14.5 %, Δ 0.29 < 0.3 → comparable.
+        (("2.0", "0.1"), ("2.29", "0.1"), True),
+    ],
+)
 def test_liver_tolerance_boundaries(liver, fu_liver, comparable):
     tp = assess(one_lesion("8.0", "7.0", liver=liver, fu_liver=fu_liver)).timepoints[0]
     assert tp.extra["liver_comparable"] is comparable
@@ -175,48 +200,81 @@ def test_missing_liver_reference_is_quantitative_ne_unless_allowed():
 def test_tlg_increase_above_75_percent_is_pmd():
     # Hottest 8.0 → 8.0 (0 %), TLG 100 → 176 (+76 % > 75 %) → PMD; 175 (+75 % exactly) → SMD.
     def facts(tlg):
-        return pet_facts("tlg", C1D1, SCANS, (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "8.0"},
-                                                        tlg={"BL": "100", "FU1": tlg}),), {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")})
+        return pet_facts(
+            "tlg",
+            C1D1,
+            SCANS,
+            (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "8.0"}, tlg={"BL": "100", "FU1": tlg}),),
+            {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")},
+        )
+
     assert categories(assess(facts("176"))) == ["PMD"]
     assert categories(assess(facts("175"))) == ["SMD"]
 
 
 def test_complete_metabolic_response():
     # Every lesion absent or below the liver SULmean 1.0 (0.9 < 1.0), no new lesion → CMR.
-    facts = pet_facts("cmr", C1D1, SCANS, (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "0.9"}),
-                                           PetLesion("B node", "lymph node", {"BL": "5.0", "FU1": "absent"}, nodal=True)),
-                      {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")})
+    facts = pet_facts(
+        "cmr",
+        C1D1,
+        SCANS,
+        (
+            PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "0.9"}),
+            PetLesion("B node", "lymph node", {"BL": "5.0", "FU1": "absent"}, nodal=True),
+        ),
+        {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")},
+    )
     assert categories(assess(facts)) == ["CMR"]
     # 1.0 is not below the liver mean 1.0 → not CMR; 1.0 vs 8.0 = −87.5 % → PMR.
-    facts = pet_facts("cmr-edge", C1D1, SCANS, (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "1.0"}),),
-                      {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")})
+    facts = pet_facts(
+        "cmr-edge",
+        C1D1,
+        SCANS,
+        (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "1.0"}),),
+        {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")},
+    )
     assert categories(assess(facts)) == ["PMR"]
 
 
 def test_other_lesion_rising_more_than_30_percent_blocks_pmr():
     # Hottest A 8.0 → 5.0 (−37.5 %, PMR) but B 4.0 → 5.3 (+32.5 % > 30 %) → SMD; B → 5.2 (+30 % exactly) → PMR.
     def facts(b):
-        return pet_facts("other", C1D1, SCANS, (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "5.0"}),
-                                                PetLesion("B bone", "bone", {"BL": "4.0", "FU1": b})),
-                         {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")})
+        return pet_facts(
+            "other",
+            C1D1,
+            SCANS,
+            (
+                PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "5.0"}),
+                PetLesion("B bone", "bone", {"BL": "4.0", "FU1": b}),
+            ),
+            {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")},
+        )
+
     assert categories(assess(facts("5.3"))) == ["SMD"]
     assert categories(assess(facts("5.2"))) == ["PMR"]
 
 
 def test_nontarget_unequivocal_progression_is_pmd_by_flag():
     import dataclasses
+
     facts = one_lesion("8.0", "7.5")
-    measurements = tuple(dataclasses.replace(m, nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION)
-                         if m.scan_date == SCANS["FU1"] else m for m in facts.measurements)
+    measurements = tuple(
+        dataclasses.replace(m, nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION)
+        if m.scan_date == SCANS["FU1"]
+        else m
+        for m in facts.measurements
+    )
     facts = dataclasses.replace(facts, measurements=measurements)
     assert categories(assess(facts)) == ["PMD"]
     assert categories(assess(facts, {"percist.nontarget_progression_is_pmd": False})) == ["SMD"]
 
 
 def test_equivocal_or_background_new_lesions_are_not_pmd():
-    lesions = (PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "7.0"}),
-               PetLesion("N1 liver", "liver", {"FU1": "3.0"}, equivocal_at=("FU1",)),
-               PetLesion("N2 bone", "bone", {"FU1": "1.0"}))
+    lesions = (
+        PetLesion("A lung", "lung", {"BL": "8.0", "FU1": "7.0"}),
+        PetLesion("N1 liver", "liver", {"FU1": "3.0"}, equivocal_at=("FU1",)),
+        PetLesion("N2 bone", "bone", {"FU1": "1.0"}),
+    )
     facts = pet_facts("new", C1D1, SCANS, lesions, {"BL": ("1.0", "0.1"), "FU1": ("1.0", "0.1")})
     tp = assess(facts).timepoints[0]
     # N1 is equivocal (followed); N2 1.0 is not above the liver SULmean 1.0 (background) → SMD (7.0 vs 8.0 = −12.5 %).

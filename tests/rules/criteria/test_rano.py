@@ -30,18 +30,22 @@ def glioma(*cells, new=None, observations=(), therapies=()):
     if new:
         lesions.append(Lesion("X1 brain", NEW, "brain", cells=new))
     facts = Case("glioma", C1D1, {k: SCANS[k] for k in labels}, tuple(lesions)).facts()
-    return dataclasses.replace(facts, cancer_type="glioma", observations=tuple(observations),
-                               local_therapies=tuple(therapies))
+    return dataclasses.replace(
+        facts, cancer_type="glioma", observations=tuple(observations), local_therapies=tuple(therapies)
+    )
 
 
-@pytest.mark.parametrize("cell, expected", [
-    # PD ≥ 25 % from the smallest SPD (baseline 400): 25×20 = 500 (+25 % exactly) → PD; 24.9×20 = 498 → SD.
-    (c(25, 20), "PD"),
-    (c(24.9, 20), "SD"),
-    # PR ≥ 50 % decrease: 20×10 = 200 (−50 % exactly) → PR; 20×10.1 = 202 → SD.
-    (c(20, 10), "PR"),
-    (c(20, 10.1), "SD"),
-])
+@pytest.mark.parametrize(
+    "cell, expected",
+    [
+        # PD ≥ 25 % from the smallest SPD (baseline 400): 25×20 = 500 (+25 % exactly) → PD; 24.9×20 = 498 → SD.
+        (c(25, 20), "PD"),
+        (c(24.9, 20), "SD"),
+        # PR ≥ 50 % decrease: 20×10 = 200 (−50 % exactly) → PR; 20×10.1 = 202 → SD.
+        (c(20, 10), "PR"),
+        (c(20, 10.1), "SD"),
+    ],
+)
 def test_25_and_50_percent_boundaries(cell, expected):
     assert categories(assess(glioma(cell))) == [expected]
 
@@ -92,26 +96,36 @@ def test_t2_flair_and_clinical_deterioration_are_pd_and_missing_means_not_worsen
     assert categories(assess(glioma(c(20, 20), observations=clinical))) == ["PD"]
 
 
-@pytest.mark.parametrize("rt_days_before, new, biopsy, expected", [
-    # Radiotherapy 84 days before TP1 (2024-03-04): within the first 12 weeks → SPD +30 % is not PD → SD.
-    (84, None, False, "SD"),
-    # 85 days → outside the window → PD.
-    (85, None, False, "PD"),
-    # Within the window, a new lesion outside the radiation field (irradiated = False) → PD.
-    (84, "outside", False, "PD"),
-    # ... a new lesion whose field position is unknown → not PD.
-    (84, "unknown", False, "SD"),
-    # ... histologically proven progression → PD.
-    (84, None, True, "PD"),
-])
+@pytest.mark.parametrize(
+    "rt_days_before, new, biopsy, expected",
+    [
+        # Radiotherapy 84 days before TP1 (2024-03-04): within the first 12 weeks → SPD +30 % is not PD → SD.
+        (84, None, False, "SD"),
+        # 85 days → outside the window → PD.
+        (85, None, False, "PD"),
+        # Within the window, a new lesion outside the radiation field (irradiated = False) → PD.
+        (84, "outside", False, "PD"),
+        # ... a new lesion whose field position is unknown → not PD.
+        (84, "unknown", False, "SD"),
+        # ... histologically proven progression → PD.
+        (84, None, True, "PD"),
+    ],
+)
 def test_12_week_post_radiotherapy_rule(rt_days_before, new, biopsy, expected):
     tp1 = SCANS["TP1"]
-    facts = glioma(c(26, 20), new={"TP1": c(8, 6)} if new else None,
-                   observations=[observation("biopsy-progression", tp1, 1)] if biopsy else [],
-                   therapies=[radiotherapy(tp1 - dt.timedelta(days=rt_days_before), "T1 brain")])
+    facts = glioma(
+        c(26, 20),
+        new={"TP1": c(8, 6)} if new else None,
+        observations=[observation("biopsy-progression", tp1, 1)] if biopsy else [],
+        therapies=[radiotherapy(tp1 - dt.timedelta(days=rt_days_before), "T1 brain")],
+    )
     if new == "outside":
-        facts = dataclasses.replace(facts, measurements=tuple(
-            dataclasses.replace(m, irradiated=False) if m.lesion_id == "X1 brain" else m for m in facts.measurements))
+        facts = dataclasses.replace(
+            facts,
+            measurements=tuple(
+                dataclasses.replace(m, irradiated=False) if m.lesion_id == "X1 brain" else m for m in facts.measurements
+            ),
+        )
     a = assess(facts)
     assert categories(a) == [expected]
     if expected == "SD":
@@ -119,6 +133,10 @@ def test_12_week_post_radiotherapy_rule(rt_days_before, new, biopsy, expected):
 
 
 def test_baseline_measurability_warning():
-    facts = Case("small", C1D1, {"BL": SCANS["BL"], "TP1": SCANS["TP1"]},
-                 (Lesion("T1 brain", T, "brain", cells={"BL": c(12, 9), "TP1": c(12, 9)}),)).facts()
+    facts = Case(
+        "small",
+        C1D1,
+        {"BL": SCANS["BL"], "TP1": SCANS["TP1"]},
+        (Lesion("T1 brain", T, "brain", cells={"BL": c(12, 9), "TP1": c(12, 9)}),),
+    ).facts()
     assert any("not measurable by RANO" in w for w in assess(facts).warnings)

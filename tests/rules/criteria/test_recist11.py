@@ -93,12 +93,15 @@ def test_e11_empty_measurement_is_not_zero():
     # Negative test: an empty measurement field must give NE, never 0 (C-RT's Number(null) === 0 trap).
     import dataclasses
     from rules.facts import LesionStatus
+
     facts = cases.E11.facts()
     tp1 = cases.E11.scans["TP1"]
     measurements = tuple(
         dataclasses.replace(m, status=LesionStatus.PRESENT, long_axis_mm=None, short_axis_mm=None)
-        if m.scan_date == tp1 and m.lesion_id == "T1 lung" else m
-        for m in facts.measurements)
+        if m.scan_date == tp1 and m.lesion_id == "T1 lung"
+        else m
+        for m in facts.measurements
+    )
     a = evaluate_patient(dataclasses.replace(facts, measurements=measurements)).criterion("RECIST-1.1")
     assert a.timepoints[0].category == "NE"
 
@@ -112,44 +115,81 @@ def test_e15_sticky_pr_and_strict_reading():
 
 def test_node_below_10_mm_allows_cr_with_a_positive_sum():
     # A nodal target at 9 mm SA is normal: target CR with SoD 9 > 0 (C-DTT tests "sum == 0": wrong).
-    case = cases.Case("node-cr", dt.date(2024, 1, 8),
-                      {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
-                      (cases.Lesion("T1 node", cases.T, "lymph node", nodal=True, cells={"BL": cases.c(25, 18), "TP1": cases.c(12, 9)}),
-                       cases.Lesion("T2 lung", cases.T, "lung", cells={"BL": cases.c(20, 15), "TP1": cases.ABSENT})))
+    case = cases.Case(
+        "node-cr",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
+        (
+            cases.Lesion(
+                "T1 node", cases.T, "lymph node", nodal=True, cells={"BL": cases.c(25, 18), "TP1": cases.c(12, 9)}
+            ),
+            cases.Lesion("T2 lung", cases.T, "lung", cells={"BL": cases.c(20, 15), "TP1": cases.ABSENT}),
+        ),
+    )
     tp = recist(case).timepoints[0]
     assert tp.target_response == "CR" and tp.sum_mm == Decimal("9") and tp.category == "CR"
     # 10 mm is not < 10 mm: not CR (−73.68 % → PR).
-    case10 = cases.Case("node-10", case.c1d1, case.scans,
-                        (cases.Lesion("T1 node", cases.T, "lymph node", nodal=True, cells={"BL": cases.c(25, 18), "TP1": cases.c(12, 10)}),
-                         case.lesions[1]))
+    case10 = cases.Case(
+        "node-10",
+        case.c1d1,
+        case.scans,
+        (
+            cases.Lesion(
+                "T1 node", cases.T, "lymph node", nodal=True, cells={"BL": cases.c(25, 18), "TP1": cases.c(12, 10)}
+            ),
+            case.lesions[1],
+        ),
+    )
     assert recist(case10).timepoints[0].target_response == "PR"
 
 
-@pytest.mark.parametrize("current, expected", [
-    # baseline 100, nadir 100: PR boundary at 70 (inclusive), PD needs ≥ 120 and ≥ +5 mm.
-    ("70.0", "PR"), ("70.1", "SD"), ("119.9", "SD"), ("120.0", "PD"),
-])
+@pytest.mark.parametrize(
+    "current, expected",
+    [
+        # baseline 100, nadir 100: PR boundary at 70 (inclusive), PD needs ≥ 120 and ≥ +5 mm.
+        ("70.0", "PR"),
+        ("70.1", "SD"),
+        ("119.9", "SD"),
+        ("120.0", "PD"),
+    ],
+)
 def test_boundaries_against_a_100_mm_baseline(current, expected):
-    case = cases.Case("bound", dt.date(2024, 1, 8),
-                      {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
-                      (cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(100, 50), "TP1": cases.c(float(current), 40)}),))
+    case = cases.Case(
+        "bound",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
+        (cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(100, 50), "TP1": cases.c(float(current), 40)}),),
+    )
     assert categories(recist(case)) == [expected]
 
 
 def test_small_nadir_needs_5_mm():
     # nadir 20: 24 is +20 % but +4 mm → SD; 25 is +25 % and +5 mm → PD (E3 logic at both boundaries).
     for value, expected in (("24", "SD"), ("25", "PD")):
-        case = cases.Case("small", dt.date(2024, 1, 8), {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
-                          (cases.Lesion("T1", cases.T, "lung", cells={"BL": cases.c(20, 10), "TP1": cases.c(float(value), 10)}),))
+        case = cases.Case(
+            "small",
+            dt.date(2024, 1, 8),
+            {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
+            (cases.Lesion("T1", cases.T, "lung", cells={"BL": cases.c(20, 10), "TP1": cases.c(float(value), 10)}),),
+        )
         assert categories(recist(case)) == [expected]
 
 
 def test_baseline_conformance_is_reported_as_warnings():
     # 6 targets (> 5), 3 in the lung (> 2 per organ), a 9 mm non-nodal target (< 10 mm: not measurable),
     # baseline 35 days before C1D1 (> 28).
-    lesions = tuple(cases.Lesion(f"T{i} lung" if i < 3 else f"T{i} liver", cases.T, "lung" if i < 3 else "liver",
-                                 cells={"BL": cases.c(9 if i == 5 else 20, 10), "TP1": cases.c(20, 10)}) for i in range(6))
-    case = cases.Case("conformance", dt.date(2024, 2, 5), {"BL": dt.date(2024, 1, 1), "TP1": dt.date(2024, 3, 4)}, lesions)
+    lesions = tuple(
+        cases.Lesion(
+            f"T{i} lung" if i < 3 else f"T{i} liver",
+            cases.T,
+            "lung" if i < 3 else "liver",
+            cells={"BL": cases.c(9 if i == 5 else 20, 10), "TP1": cases.c(20, 10)},
+        )
+        for i in range(6)
+    )
+    case = cases.Case(
+        "conformance", dt.date(2024, 2, 5), {"BL": dt.date(2024, 1, 1), "TP1": dt.date(2024, 3, 4)}, lesions
+    )
     warnings = " | ".join(recist(case).warnings)
     assert "6 target lesions at baseline" in warnings
     assert "3 target lesions in lung" in warnings
@@ -159,9 +199,16 @@ def test_baseline_conformance_is_reported_as_warnings():
 
 def test_stable_disease_needs_42_days_from_c1d1():
     # SD on day 41 then PD: the SD minimum duration (42 days, spec §12) is not met → BOR PD (E16 logic).
-    case = cases.Case("sd-duration", dt.date(2024, 1, 8),
-                      {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 2, 18), "TP2": dt.date(2024, 4, 1)},
-                      (cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(50, 30), "TP1": cases.c(48, 30), "TP2": cases.c(70, 40)}),))
+    case = cases.Case(
+        "sd-duration",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 2, 18), "TP2": dt.date(2024, 4, 1)},
+        (
+            cases.Lesion(
+                "T1", cases.T, "liver", cells={"BL": cases.c(50, 30), "TP1": cases.c(48, 30), "TP2": cases.c(70, 40)}
+            ),
+        ),
+    )
     a = recist(case)
     assert categories(a) == ["SD", "PD"]
     assert (dt.date(2024, 2, 18) - dt.date(2024, 1, 8)).days == 41
@@ -173,9 +220,16 @@ def test_stable_disease_needs_42_days_from_c1d1():
 
 def test_confirmed_response_needs_28_days():
     # PR on day 56 and again 27 days later: not confirmed (< 28) → confirmed BOR SD; unconfirmed BOR PR.
-    case = cases.Case("confirm", dt.date(2024, 1, 8),
-                      {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 3, 31)},
-                      (cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(50, 30), "TP1": cases.c(30, 20), "TP2": cases.c(30, 20)}),))
+    case = cases.Case(
+        "confirm",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 3, 31)},
+        (
+            cases.Lesion(
+                "T1", cases.T, "liver", cells={"BL": cases.c(50, 30), "TP1": cases.c(30, 20), "TP2": cases.c(30, 20)}
+            ),
+        ),
+    )
     a = recist(case)
     assert categories(a) == ["PR", "PR"]
     assert a.best_response.category == "PR"
@@ -186,9 +240,16 @@ def test_confirmed_response_needs_28_days():
 
 def test_non_target_only_disease_uses_table_2():
     # No targets: Table 2 — persisting non-target disease is NON-CR/NON-PD (never "SD"); all absent → CR.
-    case = cases.Case("nt-only", dt.date(2024, 1, 8),
-                      {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 5, 6)},
-                      (cases.Lesion("NT1", cases.NT, "bone", cells={"BL": cases.NT_PRESENT, "TP1": cases.NT_PRESENT, "TP2": cases.ABSENT}),))
+    case = cases.Case(
+        "nt-only",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 5, 6)},
+        (
+            cases.Lesion(
+                "NT1", cases.NT, "bone", cells={"BL": cases.NT_PRESENT, "TP1": cases.NT_PRESENT, "TP2": cases.ABSENT}
+            ),
+        ),
+    )
     assert categories(recist(case)) == ["NON-CR/NON-PD", "CR"]
 
 
@@ -196,24 +257,44 @@ def test_unequivocal_non_target_progression_and_reappearance_after_cr():
     from rules.facts import NonTargetStatus
 
     unequivocal = cases.Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION)
-    case = cases.Case("nt-pd", dt.date(2024, 1, 8), {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
-                      (cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(40, 30), "TP1": cases.c(20, 15)}),
-                       cases.Lesion("NT1", cases.NT, "bone", cells={"BL": cases.NT_PRESENT, "TP1": unequivocal})))
+    case = cases.Case(
+        "nt-pd",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4)},
+        (
+            cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(40, 30), "TP1": cases.c(20, 15)}),
+            cases.Lesion("NT1", cases.NT, "bone", cells={"BL": cases.NT_PRESENT, "TP1": unequivocal}),
+        ),
+    )
     tp = recist(case).timepoints[0]
     assert (tp.target_response, tp.nontarget_response, tp.category) == ("PR", "PD", "PD")
     # CR, then a target back at 3 mm: after a complete response any reappearance is PD (WG FAQ).
-    back = cases.Case("reappear", dt.date(2024, 1, 8),
-                      {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 5, 6)},
-                      (cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(40, 30), "TP1": cases.ABSENT, "TP2": cases.c(3, 3)}),))
+    back = cases.Case(
+        "reappear",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 5, 6)},
+        (
+            cases.Lesion(
+                "T1", cases.T, "liver", cells={"BL": cases.c(40, 30), "TP1": cases.ABSENT, "TP2": cases.c(3, 3)}
+            ),
+        ),
+    )
     assert categories(recist(back)) == ["CR", "PD"]
 
 
 def test_equivocal_new_lesion_is_followed_then_dated_back():
     # TP1: an equivocal new lesion → not PD yet; TP2: unequivocal → PD dated to TP1 (RECIST 1.1 §4.3.2).
-    case = cases.Case("equivocal", dt.date(2024, 1, 8),
-                      {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 5, 6)},
-                      (cases.Lesion("T1", cases.T, "liver", cells={"BL": cases.c(40, 30), "TP1": cases.c(38, 30), "TP2": cases.c(38, 30)}),
-                       cases.Lesion("N1", cases.NEW, "lung", cells={"TP1": cases.c(6, 5, equivocal=True), "TP2": cases.c(8, 6)})))
+    case = cases.Case(
+        "equivocal",
+        dt.date(2024, 1, 8),
+        {"BL": dt.date(2024, 1, 2), "TP1": dt.date(2024, 3, 4), "TP2": dt.date(2024, 5, 6)},
+        (
+            cases.Lesion(
+                "T1", cases.T, "liver", cells={"BL": cases.c(40, 30), "TP1": cases.c(38, 30), "TP2": cases.c(38, 30)}
+            ),
+            cases.Lesion("N1", cases.NEW, "lung", cells={"TP1": cases.c(6, 5, equivocal=True), "TP2": cases.c(8, 6)}),
+        ),
+    )
     a = recist(case)
     assert categories(a) == ["SD", "PD"]
     assert a.timepoints[0].new_lesions == "equivocal"

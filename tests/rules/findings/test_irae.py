@@ -36,6 +36,7 @@ def new_lesion(tl, lesion_id="N1 finding", day=ic.E1_SCANS["TP2"]):
 
 # --- code tables (§5.5) ----------------------------------------------------------------------------------
 
+
 def test_only_verified_codes_are_recognised():
     # §5.5: thyroiditis 82119001 [U] and hepatitis 128241005 (conflicting labels) are kept but never used.
     assert codes.pattern_for_code("82119001") is None
@@ -59,7 +60,10 @@ def test_every_pattern_has_a_coding_and_an_organ_and_the_rule_file_covers_it(eng
     # Hypophysitis has no SNOMED CT concept (§5.5 'Not found'): the Flag carries the local code.
     assert codes.IRAE_PATTERNS_BY_KEY["hypophysitis"].primary_coding.system == codes.IMMUNORAD_LOCAL
     assert codes.IRAE_PATTERNS_BY_KEY["pneumonitis"].primary_coding.as_fhir() == {
-        "system": "http://snomed.info/sct", "code": "205237003", "display": "Pneumonitis"}
+        "system": "http://snomed.info/sct",
+        "code": "205237003",
+        "display": "Pneumonitis",
+    }
     assert set(ruleset.parameters["onset"]["patterns"]) <= set(codes.PATTERN_KEYS)
 
 
@@ -77,6 +81,7 @@ def test_sites_match_codes_and_free_text():
 
 
 # --- Q1: the sarcoid-like case ----------------------------------------------------------------------------
+
 
 def test_sarcoid_like_nodes_in_a_responding_patient_are_not_progression(engine):
     # Size spec E1 targets: SoD BL 40+30+20 = 90; TP1 28+21+14 = 63 (−30.0 % → PR); TP2 26+20+12 = 58; TP3 61.
@@ -98,7 +103,9 @@ def test_sarcoid_like_nodes_in_a_responding_patient_are_not_progression(engine):
     assert len(sarcoid) == 1 and not [f for f in found if f.code == "irae"]
     f = sarcoid[0]
     assert f.summary == SARCOID_WORDING
-    assert "possible sarcoid-like reaction — not counted as progression; consider tissue sampling or follow-up" in f.detail
+    assert (
+        "possible sarcoid-like reaction — not counted as progression; consider tissue sampling or follow-up" in f.detail
+    )
     assert f.severity == "warning" and f.alert and f.key == "sarcoid-like"
     assert f.scan_date == D("2024-05-06")
     assert "Not counted as new lesions by: RECIST-1.1 (PR)" in f.detail
@@ -112,13 +119,16 @@ def test_sarcoid_finding_says_which_criteria_counted_the_nodes(engine):
     assert "Counted as new lesions by: RECIST-1.1 (PD)" in f.detail
 
 
-@pytest.mark.parametrize("organ, counts", [
-    ("right hilar lymph node", False),  # Q1 station
-    ("lymph node", False),              # station not stated: treated as thoracic [D]
-    ("59441001", False),                # the bare SNOMED CT lymph node site: station unknown
-    ("inguinal lymph node", True),      # explicitly another station: Q10, an ordinary new lesion [D]
-    ("liver", True),
-])
+@pytest.mark.parametrize(
+    "organ, counts",
+    [
+        ("right hilar lymph node", False),  # Q1 station
+        ("lymph node", False),  # station not stated: treated as thoracic [D]
+        ("59441001", False),  # the bare SNOMED CT lymph node site: station unknown
+        ("inguinal lymph node", True),  # explicitly another station: Q10, an ordinary new lesion [D]
+        ("liver", True),
+    ],
+)
 def test_plain_lymphadenopathy_code_depends_on_the_station(engine, organ, counts):
     tl = timeline(ic.with_irae_lesion(ic.LYMPHADENOPATHY, organ, nodal=True), engine)
     assert is_tumour(*new_lesion(tl)) is counts
@@ -128,22 +138,22 @@ def test_plain_lymphadenopathy_code_depends_on_the_station(engine, organ, counts
 
 PATTERN_CASES = [
     # code, organ, counts as a new lesion, action, rule, severity
-    ("205237003", "lung", False, "qualify", "Q2", "warning"),          # Pneumonitis
-    ("719218000", "lung", False, "qualify", "Q2", "warning"),          # Cryptogenic organizing pneumonia
-    ("129452008", "lung", False, "qualify", "Q2", "warning"),          # NSIP
-    ("37471005", "lung", False, "qualify", "Q2", "warning"),           # HP-like
-    ("236302005", "lung", False, "qualify", "Q2", "critical"),         # AIP: always urgent (§5.4)
-    ("67782005", "lung", False, "qualify", "Q2", "critical"),          # ARDS
-    ("40930008", "thyroid", False, "suppress", "Q3", "warning"),       # thyroid dysfunction
+    ("205237003", "lung", False, "qualify", "Q2", "warning"),  # Pneumonitis
+    ("719218000", "lung", False, "qualify", "Q2", "warning"),  # Cryptogenic organizing pneumonia
+    ("129452008", "lung", False, "qualify", "Q2", "warning"),  # NSIP
+    ("37471005", "lung", False, "qualify", "Q2", "warning"),  # HP-like
+    ("236302005", "lung", False, "qualify", "Q2", "critical"),  # AIP: always urgent (§5.4)
+    ("67782005", "lung", False, "qualify", "Q2", "critical"),  # ARDS
+    ("40930008", "thyroid", False, "suppress", "Q3", "warning"),  # thyroid dysfunction
     ("hypophysitis", "pituitary", False, "suppress", "Q4", "warning"),  # local code: no SNOMED concept
-    ("75694006", "pancreas", False, "qualify", "Q5", "warning"),       # Pancreatitis
-    ("64226004", "colon", False, "suppress", "Q6", "warning"),         # Colitis
+    ("75694006", "pancreas", False, "qualify", "Q5", "warning"),  # Pancreatitis
+    ("64226004", "colon", False, "suppress", "Q6", "warning"),  # Colitis
     ("26889001", "skeletal muscle", False, "suppress", "Q7", "warning"),  # Myositis
-    ("3723001", "joint", False, "suppress", "Q7", "warning"),          # Arthritis
+    ("3723001", "joint", False, "suppress", "Q7", "warning"),  # Arthritis
     ("408335007", "liver", False, "qualify", "§5.1-hepatitis", "warning"),
     ("50920009", "heart", False, "suppress", "§5.1-myocarditis", "critical"),
-    ("41370002", "spinal cord", True, "count", "§5.1-myelitis", "warning"),   # needs neurology input
-    ("386584007", "adrenal gland", True, "count", "Q10", "warning"),   # no suppression rule in the spec
+    ("41370002", "spinal cord", True, "count", "§5.1-myelitis", "warning"),  # needs neurology input
+    ("386584007", "adrenal gland", True, "count", "Q10", "warning"),  # no suppression rule in the spec
 ]
 
 
@@ -203,6 +213,7 @@ def test_q2_flag_off_counts_pneumonitis_but_still_alerts(engine):
 
 # --- findings reported without a lesion (FHIR Observation / Condition) ------------------------------------
 
+
 def test_reported_colitis_onset_inside_the_generic_window(engine):
     # C1D1 2024-01-15 → 2024-03-01 = day 46 = 6.57 weeks: inside the pooled 2.2–14.8 weeks (TANG21).
     tl = timeline(ic.with_finding_report("64226004", "2024-03-01", body_site="colon"), engine)
@@ -230,20 +241,28 @@ def test_hepatitis_window_is_flagged_unverified(engine):
 
 def test_several_scans_of_one_pattern_give_one_finding_dated_to_the_first(engine):
     facts = ic.with_finding_report("205237003", "2024-04-01")
-    facts = type(facts)(**{**facts.__dict__, "findings": facts.findings + (
-        ic.FindingReport("205237003", D("2024-05-06"), source="test"),)})
+    facts = type(facts)(
+        **{
+            **facts.__dict__,
+            "findings": facts.findings + (ic.FindingReport("205237003", D("2024-05-06"), source="test"),),
+        }
+    )
     found = irae.findings(timeline(facts, engine), [])
     assert [(f.key, f.scan_date) for f in found] == [("pneumonitis", D("2024-04-01"))]
 
 
 # --- CTCAE hooks (§5.4) -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("observations, grade", [
-    ((), "not determinable from imaging"),
-    ((("irae-symptomatic", "0"),), "1"),
-    ((("irae-symptomatic", "1"),), "not determinable from imaging"),
-    ((("ctcae-grade", "3"),), "as recorded clinically"),
-])
+
+@pytest.mark.parametrize(
+    "observations, grade",
+    [
+        ((), "not determinable from imaging"),
+        ((("irae-symptomatic", "0"),), "1"),
+        ((("irae-symptomatic", "1"),), "not determinable from imaging"),
+        ((("ctcae-grade", "3"),), "as recorded clinically"),
+    ],
+)
 def test_ctcae_grade_needs_clinical_fields(engine, observations, grade):
     obs = tuple(ClinicalObservation(code, D("2024-03-20"), Decimal(v), source="test") for code, v in observations)
     tl = timeline(ic.with_finding_report("205237003", "2024-03-15", observations=obs), engine)

@@ -25,10 +25,15 @@ def alerts(case: KCase, overrides=None, irecist=None):
 # Acceleration without RECIST PD: E0 50 mm (2024-01-02), E1 52 mm (2024-03-01), C1D1 2024-03-04, E2 62 mm
 # (2024-03-29, day 25). Reference 59 days: TGR_ref 6.26. Experimental 28 days = 0.9199 months:
 # ln(62/52) = 0.17589 → TG 0.5736 → TGR_exp 77.47; ΔTGR 71.21 > 50. %Δ = 10/52 = +19.2 % → RECIST SD.
-ACCELERATION = KCase("acceleration", D("2024-03-04"),
-                     {"E0": D("2024-01-02"), "E1": D("2024-03-01"), "E2": D("2024-03-29")},
-                     (KLesion("T1 liver", T, "liver", {"E0": 30, "E1": 31, "E2": 37}),
-                      KLesion("T2 lung", T, "lung", {"E0": 20, "E1": 21, "E2": 25})))
+ACCELERATION = KCase(
+    "acceleration",
+    D("2024-03-04"),
+    {"E0": D("2024-01-02"), "E1": D("2024-03-01"), "E2": D("2024-03-29")},
+    (
+        KLesion("T1 liver", T, "liver", {"E0": 30, "E1": 31, "E2": 37}),
+        KLesion("T2 lung", T, "lung", {"E0": 20, "E1": 21, "E2": 25}),
+    ),
+)
 
 
 def test_k1_hyperprogression_names_every_definition_and_fast_progression():
@@ -36,9 +41,19 @@ def test_k1_hyperprogression_names_every_definition_and_fast_progression():
     assert set(out) == {"hyperprogression", "fast-progression"}
     hpd = out["hyperprogression"]
     assert hpd.severity == "critical" and hpd.alert and hpd.scan_date == D("2024-03-18")
-    assert hpd.key == "kas-2020" and "Kas 2020" in hpd.summary       # never a bare "HPD" (spec §1.2)
-    for title in ("Champiat 2017", "Saâda-Bouzid 2017", "Kato 2017", "Ferrara 2018", "Kanjanapan 2019",
-                  "Lo Russo 2019", "Matos 2020", "Kim 2019", "Kas 2020", "Fast progression (OAK"):
+    assert hpd.key == "kas-2020" and "Kas 2020" in hpd.summary  # never a bare "HPD" (spec §1.2)
+    for title in (
+        "Champiat 2017",
+        "Saâda-Bouzid 2017",
+        "Kato 2017",
+        "Ferrara 2018",
+        "Kanjanapan 2019",
+        "Lo Russo 2019",
+        "Matos 2020",
+        "Kim 2019",
+        "Kas 2020",
+        "Fast progression (OAK",
+    ):
         assert title in hpd.detail, title
     assert "Not met: Fast progression (Ferrara 2020), Early death" in hpd.detail
     assert "ΔTGR 193.98" in hpd.detail
@@ -84,12 +99,12 @@ def test_k7_hpd_not_evaluable_without_e0():
     assert set(out) == {"hpd-not-evaluable"}
     finding = out["hpd-not-evaluable"]
     assert finding.severity == "info" and finding.key == "E0_MISSING"
-    assert "E0_MISSING" in finding.summary and "Lo Russo 2019" in finding.detail   # the secondary ones that fired
+    assert "E0_MISSING" in finding.summary and "Lo Russo 2019" in finding.detail  # the secondary ones that fired
 
 
 def test_k11_fast_progression_death_branch_and_early_death():
     out = alerts(K11)
-    assert set(out) == {"fast-progression", "early-death"}      # no E2: no hpd-not-evaluable
+    assert set(out) == {"fast-progression", "early-death"}  # no E2: no hpd-not-evaluable
     fp = out["fast-progression"]
     assert fp.severity == "critical" and fp.scan_date == D("2024-06-10")
     assert "Retrospective" in fp.detail

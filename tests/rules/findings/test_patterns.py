@@ -31,6 +31,7 @@ def changes(facts, engine):
 
 # --- K9 / K9b ----------------------------------------------------------------------------------------------
 
+
 def test_k9_dissociated_response_with_recist_sd(engine):
     # L1 liver 30 → 15: −15 mm, −50.0 % ≤ −30 % → responding.
     # L2 lung 20 → 27: +7 mm, +35.0 % (≥ +20 % and ≥ 5 mm) → progressing.
@@ -61,14 +62,21 @@ def test_k9b_new_lesion_keeps_it_dissociated_and_recist_pd(engine):
 def test_only_new_lesion_besides_responders_is_dissociated(engine):
     # L2 stable instead: L1/L3 respond, the new nodule alone makes it dissociated (§4.2 '∃ new lesion').
     facts = ic.k9(with_new_lesion=True)
-    facts = type(facts)(**{**facts.__dict__, "measurements": tuple(
-        ic.m("L2 lung", ic.K9_FU, 21, 15) if (m.lesion_id == "L2 lung" and m.scan_date == D(ic.K9_FU)) else m
-        for m in facts.measurements)})
+    facts = type(facts)(
+        **{
+            **facts.__dict__,
+            "measurements": tuple(
+                ic.m("L2 lung", ic.K9_FU, 21, 15) if (m.lesion_id == "L2 lung" and m.scan_date == D(ic.K9_FU)) else m
+                for m in facts.measurements
+            ),
+        }
+    )
     (f,) = patterns.dissociated_response(make_timeline(facts, engine))
     assert "discordant: N1 lung (new)" in f.summary
 
 
 # --- boundaries of §4.2 ----------------------------------------------------------------------------------
+
 
 def test_minus_30_percent_exactly_is_responding(engine):
     # A 30 → 21: (21 − 30)/30 = −9/30 = −30 % exactly ≤ −30 % (inclusive) → responding.
@@ -88,20 +96,28 @@ def test_plus_20_percent_needs_5_mm(engine):
 
 
 def test_disappeared_lesion_counts_as_responding_and_measured_nontargets_are_included(engine):
-    facts = ic.facts("DR-nontarget", "2024-01-15", [
-        ic.m("A liver", "2024-01-10", 30, role=LesionRole.TARGET, organ="liver"),
-        ic.m("A liver", "2024-03-06", 0, 0, organ="liver", status=ic.LesionStatus.ABSENT),
-        ic.m("NT adrenal", "2024-01-10", 20, role=LesionRole.NON_TARGET, organ="adrenal"),
-        ic.m("NT adrenal", "2024-03-06", 26, organ="adrenal"),
-    ])
+    facts = ic.facts(
+        "DR-nontarget",
+        "2024-01-15",
+        [
+            ic.m("A liver", "2024-01-10", 30, role=LesionRole.TARGET, organ="liver"),
+            ic.m("A liver", "2024-03-06", 0, 0, organ="liver", status=ic.LesionStatus.ABSENT),
+            ic.m("NT adrenal", "2024-01-10", 20, role=LesionRole.NON_TARGET, organ="adrenal"),
+            ic.m("NT adrenal", "2024-03-06", 26, organ="adrenal"),
+        ],
+    )
     # A: 30 → 0 (−100 %) responding; NT adrenal 20 → 26: +30 %, +6 mm → progressing.
     assert changes(facts, engine) == {"A liver": "responding", "NT adrenal": "progressing"}
 
 
 def test_locally_treated_lesion_is_left_out(engine):
     facts = ic.two_lesions((30, 25), (21, 30))
-    facts = type(facts)(**{**facts.__dict__, "local_therapies": (
-        ic.LocalTherapy(ic.LocalTherapyKind.RADIOTHERAPY, D("2024-02-01"), ("A liver",)),)})
+    facts = type(facts)(
+        **{
+            **facts.__dict__,
+            "local_therapies": (ic.LocalTherapy(ic.LocalTherapyKind.RADIOTHERAPY, D("2024-02-01"), ("A liver",)),),
+        }
+    )
     assert "A liver" not in changes(facts, engine)
     assert patterns.dissociated_response(make_timeline(facts, engine)) == []
 
@@ -113,6 +129,7 @@ def test_irae_coded_new_lesion_is_not_progressing(engine):
 
 
 # --- abscopal (§4.3) -------------------------------------------------------------------------------------
+
 
 def test_abscopal_candidate_at_30_percent(engine):
     # RT of L1 on 2024-03-15. L2 (untreated) last pre-T 20 mm (2024-03-06) → 14 mm on 2024-06-10:
@@ -128,11 +145,14 @@ def test_abscopal_candidate_at_30_percent(engine):
         assert word not in (f.summary + f.detail).lower()
 
 
-@pytest.mark.parametrize("facts", [
-    ic.abscopal(15),                             # −25 %: not enough
-    ic.abscopal(10, flag_irradiated_l2=True),    # L2 inside the field (flagged irradiated): local response
-    ic.abscopal(10, after_day="2025-03-16"),     # 366 days = 12.02 months > 12: outside the window
-])
+@pytest.mark.parametrize(
+    "facts",
+    [
+        ic.abscopal(15),  # −25 %: not enough
+        ic.abscopal(10, flag_irradiated_l2=True),  # L2 inside the field (flagged irradiated): local response
+        ic.abscopal(10, after_day="2025-03-16"),  # 366 days = 12.02 months > 12: outside the window
+    ],
+)
 def test_abscopal_negative_cases(engine, facts):
     assert patterns.abscopal_response(make_timeline(facts, engine)) == []
 
@@ -152,8 +172,9 @@ C1D1 = D("2024-01-15")
 
 
 def assessment(criterion, points):
-    return CriterionAssessment(criterion, "test", "test", {}, tuple(
-        TimepointResponse(criterion, D(day), category) for day, category in points))
+    return CriterionAssessment(
+        criterion, "test", "test", {}, tuple(TimepointResponse(criterion, D(day), category) for day, category in points)
+    )
 
 
 @pytest.mark.parametrize("end, durable", [("2024-09-09", False), ("2024-09-10", True)])
@@ -164,7 +185,13 @@ def test_durable_response_six_month_boundary(engine, end, durable):
     assert bool(found) is durable
     if durable:
         (f,) = found
-        assert (f.code, f.alert, f.severity, f.key, f.scan_date) == ("durable-response", False, "info", "RECIST-1.1", D(end))
+        assert (f.code, f.alert, f.severity, f.key, f.scan_date) == (
+            "durable-response",
+            False,
+            "info",
+            "RECIST-1.1",
+            D(end),
+        )
         assert "lasted 183 days (6.01 months)" in f.detail
 
 
@@ -177,8 +204,16 @@ def test_durable_response_must_begin_within_12_months(engine, start, durable):
 
 
 def test_durable_response_on_irecist_and_interruptions(engine):
-    irecist = assessment("iRECIST", [("2024-03-11", "iPR"), ("2024-05-06", "iUPD"), ("2024-07-01", "iPR"),
-                                     ("2024-09-01", "NE"), ("2025-01-06", "iCR")])
+    irecist = assessment(
+        "iRECIST",
+        [
+            ("2024-03-11", "iPR"),
+            ("2024-05-06", "iUPD"),
+            ("2024-07-01", "iPR"),
+            ("2024-09-01", "NE"),
+            ("2025-01-06", "iCR"),
+        ],
+    )
     # The iUPD breaks the first run; the second (07-01 → 2025-01-06, NE inside) lasts 189 days ≥ 6 months.
     (f,) = patterns.durable_response([irecist], C1D1)
     assert f.key == "iRECIST" and "lasted 189 days" in f.detail
@@ -196,4 +231,6 @@ def test_durable_response_needs_treatment_start(engine):
 
 def test_months_use_365_25_days_per_year(engine):
     ruleset = engine.rulebase[patterns.CRITERION]
-    assert patterns.months_between(D("2024-01-01"), D("2024-07-01"), ruleset) == Fraction(182 * 12, 1) / Fraction("365.25")
+    assert patterns.months_between(D("2024-01-01"), D("2024-07-01"), ruleset) == Fraction(182 * 12, 1) / Fraction(
+        "365.25"
+    )
