@@ -4,7 +4,7 @@ One parser for the three producers the contract names (highdicom, dcmqi/DCMTK, d
 reads the content tree (``interop-notes.md`` §2.2); every concept is then resolved **by code** with
 pydicom ``Code`` equality, which maps legacy SNOMED-RT (SRT) codes to SNOMED CT (SCT), never by Code
 Meaning and never by relationship type (dcmjs writes Finding Site as CONTAINS). The producers'
-differences absorbed here are listed in ``interop-notes.md`` §1.4 and ``fixtures/ohif-dcmjs/README.md``.
+differences absorbed here are listed in ``docs/interop-notes.md`` §1.4 and ``tests/fixtures/ohif-dcmjs/README.md``.
 
 highdicom finds the groups; each group's items are then read here in a single pass (no further tree walks).
 

@@ -127,9 +127,28 @@ def seed_datasets() -> dict[str, Dataset]:
 @functools.lru_cache(maxsize=1)
 def seeds() -> tuple[tuple[str, bytes], ...]:
     out = [(name, _encode(ds)) for name, ds in seed_datasets().items()]
-    for path in sorted(FIXTURES.glob("*/*.dcm")):
+    for path in fixture_files():
         out.append((f"ohif-{path.parent.name}-{path.stem}", path.read_bytes()))
     return tuple(out)
+
+
+FIXTURE_COUNTS = {"images": 6, "sr": 4}
+"""What tests/fixtures/ohif-dcmjs/README.md lists: six CT slices and four reports."""
+
+
+def fixture_files(folder: Path = FIXTURES) -> list[Path]:
+    """The OHIF/dcmjs producer files; raises (never an empty list) when the folder is missing or incomplete.
+
+    A glob over a missing folder yields nothing, and the fuzzer would quietly run without its only real
+    third-party seeds; a test error says what is wrong instead.
+    """
+    found = {sub: sorted((folder / sub).glob("*.dcm")) for sub in FIXTURE_COUNTS}
+    counts = {sub: len(paths) for sub, paths in found.items()}
+    if counts != FIXTURE_COUNTS:
+        raise FileNotFoundError(
+            f"OHIF/dcmjs fixtures incomplete in {folder}: found {counts}, expected {FIXTURE_COUNTS}"
+        )
+    return [path for paths in found.values() for path in paths]
 
 
 class Blob(bytes):
