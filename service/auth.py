@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import threading
@@ -198,10 +199,39 @@ def check_settings(settings: Settings) -> None:
         raise AuthConfigError("IMMUNORAD_API_AUTH=jwt needs IMMUNORAD_API_JWKS_URL and IMMUNORAD_API_JWT_ISSUER")
     if set(settings.api_jwt_algorithms) - ASYMMETRIC_ALGORITHMS:
         raise AuthConfigError("IMMUNORAD_API_JWT_ALGORITHMS may list asymmetric algorithms only")
-    if settings.cds_auth not in ("auto", "jwt", "none"):
-        raise AuthConfigError("IMMUNORAD_CDS_AUTH must be auto, jwt or none")
+    if settings.cds_auth not in ("jwt", "none"):
+        raise AuthConfigError("IMMUNORAD_CDS_AUTH must be jwt or none")
+    if settings.cds_auth == "none" and not is_loopback(settings.http_host):
+        raise AuthConfigError(
+            f"IMMUNORAD_CDS_AUTH=none is allowed only on a loopback IMMUNORAD_HTTP_HOST (not {settings.http_host}): "
+            "register the EHR in IMMUNORAD_CDS_ISSUERS instead"
+        )
+    unknown = {iss for iss, _ in settings.cds_fhir_servers} - {iss for iss, _ in settings.cds_issuers}
+    if unknown:
+        raise AuthConfigError("IMMUNORAD_CDS_FHIR_SERVERS names an issuer that is not in IMMUNORAD_CDS_ISSUERS")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IMMUNORAD_HTTP_HOST) is reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What the API says once at start about its security settings (contract §9.5)."""
+    warnings = []
     if settings.cds_auth == "jwt" and not settings.cds_issuers:
-        raise AuthConfigError("IMMUNORAD_CDS_AUTH=jwt needs IMMUNORAD_CDS_ISSUERS (iss|jwks_url pairs)")
+        warnings.append(
+            "CDS Hooks: no EHR is registered in IMMUNORAD_CDS_ISSUERS, so every CDS Hooks service call is refused "
+            "with 401 (discovery stays open)"
+        )
+    if settings.cds_auth == "none":
+        warnings.append("CDS Hooks: IMMUNORAD_CDS_AUTH=none accepts unsigned calls (loopback demo only)")
+    return warnings
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -365,6 +395,18 @@ def _allowed_jwks(settings: Settings, issuer: str) -> list[str]:
     return [url for iss, url in settings.cds_issuers if iss == issuer]
 
 
+def cds_fhir_server(settings: Settings, principal: Principal, fhir_server: object) -> str | None:
+    """The ``fhirServer`` of a call, normalised, when it is the configured FHIR base of the call's verified issuer
+    (IMMUNORAD_CDS_FHIR_SERVERS); ``None`` otherwise: such a URL is never contacted (contract §9.5)."""
+    if principal.method != "cds-jwt" or not isinstance(fhir_server, str) or not fhir_server.strip():
+        return None
+    wanted = fhir_server.strip().rstrip("/")
+    for issuer, base in settings.cds_fhir_servers:
+        if issuer == principal.issuer and base.rstrip("/") == wanted:
+            return base.rstrip("/")
+    return None
+
+
 def jti_key(issuer: str, jti: str) -> str:
     """What the audit trail stores for a CDS JWT's ``jti`` (replay check): a digest, never the raw value."""
     return "jti:" + hashlib.sha256(json.dumps([issuer, jti]).encode()).hexdigest()
@@ -375,10 +417,11 @@ def verify_cds_jwt(settings: Settings, token: str | None, endpoint_url: str) -> 
 
     The replay check (``jti`` seen before) needs the database and is done by the caller with ``jti_key``.
     """
-    if settings.cds_auth == "none" or (settings.cds_auth == "auto" and not settings.cds_issuers):
-        # No CDS client registered yet (a development or first-install set-up): calls are accepted unsigned;
-        # registering an issuer (IMMUNORAD_CDS_ISSUERS) makes the EHR's signed JWT mandatory.
+    if settings.cds_auth == "none":
+        # A demo on loopback only (``check_settings`` refuses ``none`` on any other address).
         return Principal(agent="cds-unauthenticated", method="none")
+    if not settings.cds_issuers:
+        raise AuthError(401, "no CDS client is registered (IMMUNORAD_CDS_ISSUERS)", error="")
     if not token:
         raise AuthError(401, "CDS Hooks calls need the EHR's signed JWT", error="")
     header = _unverified_header(token)

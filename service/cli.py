@@ -43,14 +43,27 @@ def cmd_api(settings: Settings, _args) -> int:
 
     from service.api import create_app
 
+    from service.auth import startup_warnings
+
     ensure_api_token(settings)
+    for warning in startup_warnings(settings):
+        logger.warning(warning)
 
     class Gunicorn(BaseApplication):
         def load_config(self):
+            # gthread: each worker process serves up to ``threads`` requests at once, and idle keep-alive
+            # connections wait in its event loop without holding a thread, so a few slow clients or slow
+            # outbound calls (each bounded, see service.cds_fetch) cannot take every worker (contract §9.5).
             self.cfg.set("bind", f"{settings.http_host}:{settings.http_port}")
             self.cfg.set("workers", max(1, settings.gunicorn_workers))
-            self.cfg.set("timeout", 120)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", max(1, settings.gunicorn_threads))
+            self.cfg.set("timeout", max(10, settings.gunicorn_timeout_seconds))
+            self.cfg.set("keepalive", max(1, settings.gunicorn_keepalive_seconds))
             self.cfg.set("graceful_timeout", 20)
+            # Request line and header limits (gunicorn's defaults, stated): an oversized head is refused at once.
+            self.cfg.set("limit_request_line", 8190)
+            self.cfg.set("limit_request_fields", 100)
             self.cfg.set("accesslog", None)
             self.cfg.set("loglevel", "warning")
             self.cfg.set("preload_app", False)
@@ -247,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     _setup(settings)
+    if args.command in ("api", "serve"):
+        from service.auth import AuthConfigError, check_settings
+
+        try:
+            check_settings(settings)
+        except AuthConfigError as refused:
+            print(f"immunorad: refusing to start: {refused}", file=sys.stderr, flush=True)
+            return 2
     handlers = {
         "migrate": cmd_migrate,
         "api": cmd_api,

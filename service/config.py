@@ -80,18 +80,40 @@ class Settings:
     """IMMUNORAD_API_JWT_AUDIENCE: required ``aud`` of access tokens (default ``{base_url}/fhir``)."""
     api_jwt_algorithms: tuple[str, ...] = ("RS256", "RS384", "ES256", "ES384")
     """IMMUNORAD_API_JWT_ALGORITHMS: accepted signature algorithms (asymmetric only; ``none``/HS* are never accepted)."""
-    cds_auth: str = "auto"
-    """IMMUNORAD_CDS_AUTH (default ``auto``): CDS Hooks calls must carry the EHR's signed JWT (CDS Hooks 2.0 security)
-    as soon as an issuer is registered in IMMUNORAD_CDS_ISSUERS; ``jwt`` requires it always (and an issuer list),
-    ``none`` turns the check off (development only)."""
+    cds_auth: str = "jwt"
+    """IMMUNORAD_CDS_AUTH (default ``jwt``, contract §9.5): every CDS Hooks service and feedback call must carry a
+    JWT signed by an issuer in IMMUNORAD_CDS_ISSUERS (CDS Hooks 2.0 security); with no issuer configured those
+    calls are answered 401 (discovery stays open) and the API says so at start. ``none`` accepts unsigned calls and
+    is allowed only when IMMUNORAD_HTTP_HOST is a loopback address (a demo on one machine): otherwise the API
+    refuses to start."""
     cds_issuers: tuple[tuple[str, str], ...] = ()
     """IMMUNORAD_CDS_ISSUERS: allow-list of CDS clients, comma-separated ``iss|jwks_url`` pairs; a JWT's ``jku``
     header, when present, must be one of the JWKS URLs allowed for its ``iss``."""
+    cds_fhir_servers: tuple[tuple[str, str], ...] = ()
+    """IMMUNORAD_CDS_FHIR_SERVERS: comma-separated ``iss|fhir_base`` pairs — the FHIR base of each CDS client. A
+    call's ``fhirServer`` is contacted (to read the Patient when it was not prefetched) only when it equals the
+    base configured for the verified issuer of the call's JWT; any other ``fhirServer`` is never contacted."""
+    cds_fetch_timeout_seconds: float = 3.0
+    """IMMUNORAD_CDS_FETCH_TIMEOUT_SECONDS (default 3): deadline of one read from an EHR's ``fhirServer`` during a
+    CDS Hooks call (connect, answer and body together); past it the call is answered 412 as without prefetch."""
+    cds_fetch_concurrency: int = 4
+    """IMMUNORAD_CDS_FETCH_CONCURRENCY (default 4): reads from ``fhirServer`` in flight at once per API process (a
+    small thread pool beside the request threads); a call finding them all busy is answered 412 at once, so a
+    slow or silent EHR can hold at most this many request threads, each no longer than the deadline."""
     api_token: str | None = None
     patient_id_system: str = "urn:immunorad:mrn"
     fhir_canonical: str = "http://immunorad.org/fhir"
     log_level: str = "INFO"
     gunicorn_workers: int = 2
+    """IMMUNORAD_GUNICORN_WORKERS (default 2): gunicorn worker processes of the API."""
+    gunicorn_threads: int = 8
+    """IMMUNORAD_GUNICORN_THREADS (default 8): request threads per worker (gunicorn ``gthread`` worker class).
+    A slow client or a slow outbound call holds one thread, not a whole worker; idle keep-alive connections wait
+    in the worker's event loop and hold none."""
+    gunicorn_timeout_seconds: int = 60
+    """IMMUNORAD_GUNICORN_TIMEOUT_SECONDS (default 60): a worker silent for this long is killed and replaced."""
+    gunicorn_keepalive_seconds: int = 5
+    """IMMUNORAD_GUNICORN_KEEPALIVE_SECONDS (default 5): idle keep-alive connections are closed after this."""
     role_http_port: int = 0
     """IMMUNORAD_ROLE_HTTP_PORT: health/metrics port of the dicom and worker roles (0 = off)."""
     keep_pixel_data: bool = False
@@ -125,16 +147,18 @@ def _list(name: str, default: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in (_env(name, default) or "").split(",") if item.strip())
 
 
-def _parse_issuers(text: str | None) -> tuple[tuple[str, str], ...]:
-    """``iss|jwks_url,iss2|jwks_url2`` → ((iss, jwks_url), …); an issuer may appear with several JWKS URLs."""
+def _parse_pairs(
+    text: str | None, name: str = "IMMUNORAD_CDS_ISSUERS", what: str = "jwks_url"
+) -> tuple[tuple[str, str], ...]:
+    """``iss|url,iss2|url2`` → ((iss, url), …); an issuer may appear with several URLs."""
     pairs = []
     for item in (text or "").split(","):
         if not item.strip():
             continue
-        issuer, separator, jwks_url = item.strip().partition("|")
-        if not separator or not issuer.strip() or not jwks_url.strip():
-            raise ValueError("IMMUNORAD_CDS_ISSUERS entries must be iss|jwks_url")
-        pairs.append((issuer.strip(), jwks_url.strip()))
+        issuer, separator, url = item.strip().partition("|")
+        if not separator or not issuer.strip() or not url.strip():
+            raise ValueError(f"{name} entries must be iss|{what}")
+        pairs.append((issuer.strip(), url.strip()))
     return tuple(pairs)
 
 
@@ -196,13 +220,19 @@ def load_settings() -> Settings:
         api_jwt_issuer=_env("IMMUNORAD_API_JWT_ISSUER"),
         api_jwt_audience=_env("IMMUNORAD_API_JWT_AUDIENCE"),
         api_jwt_algorithms=_list("IMMUNORAD_API_JWT_ALGORITHMS", ",".join(Settings.api_jwt_algorithms)),
-        cds_auth=(_env("IMMUNORAD_CDS_AUTH", "auto") or "auto").strip().lower(),
-        cds_issuers=_parse_issuers(_env("IMMUNORAD_CDS_ISSUERS")),
+        cds_auth=(_env("IMMUNORAD_CDS_AUTH", "jwt") or "jwt").strip().lower(),
+        cds_issuers=_parse_pairs(_env("IMMUNORAD_CDS_ISSUERS")),
+        cds_fhir_servers=_parse_pairs(_env("IMMUNORAD_CDS_FHIR_SERVERS"), "IMMUNORAD_CDS_FHIR_SERVERS", "fhir_base"),
+        cds_fetch_timeout_seconds=float(_env("IMMUNORAD_CDS_FETCH_TIMEOUT_SECONDS", "3")),
+        cds_fetch_concurrency=_int("IMMUNORAD_CDS_FETCH_CONCURRENCY", 4),
         api_token=_env("IMMUNORAD_API_TOKEN"),
         patient_id_system=_env("IMMUNORAD_PATIENT_ID_SYSTEM", "urn:immunorad:mrn"),
         fhir_canonical=_env("IMMUNORAD_FHIR_CANONICAL", "http://immunorad.org/fhir").rstrip("/"),
         log_level=_env("IMMUNORAD_LOG_LEVEL", "INFO"),
         gunicorn_workers=_int("IMMUNORAD_GUNICORN_WORKERS", 2),
+        gunicorn_threads=_int("IMMUNORAD_GUNICORN_THREADS", 8),
+        gunicorn_timeout_seconds=_int("IMMUNORAD_GUNICORN_TIMEOUT_SECONDS", 60),
+        gunicorn_keepalive_seconds=_int("IMMUNORAD_GUNICORN_KEEPALIVE_SECONDS", 5),
         role_http_port=_int("IMMUNORAD_ROLE_HTTP_PORT", 0),
         keep_pixel_data=_bool("IMMUNORAD_KEEP_PIXEL_DATA", False),
         public_url=_env("IMMUNORAD_PUBLIC_URL"),

@@ -350,3 +350,14 @@ class AuditEvent(Base):
     entity_ref: Mapped[str | None] = mapped_column(String(255))
     patient_id: Mapped[str | None] = mapped_column(String(36), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class UsedJti(Base):
+    """The ``jti`` of each accepted CDS Hooks JWT, kept until the token expires: a second use is a replay
+    (CDS Hooks 2.0 security). In the database so that every API worker and pod sees it; the primary key makes
+    two concurrent uses of one token collide, whichever worker receives them."""
+
+    __tablename__ = "used_jtis"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    """``service.auth.jti_key``: a digest of (issuer, jti), never the raw value."""
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

@@ -152,6 +152,18 @@ def _authenticate() -> Response | None:
     return None
 
 
+NO_STORE_PREFIXES = ("/fhir", "/api", "/ui", "/cds-services")
+"""Every answer under these may carry patient data (contract §9.5)."""
+
+
+def _private_headers(response: Response) -> Response:
+    """Answers that may carry patient data are neither cached (by the browser or a proxy) nor content-sniffed."""
+    if request.path.startswith(NO_STORE_PREFIXES):
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     from service.auth import check_settings
@@ -175,6 +187,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
 
     app.before_request(_authenticate)
+    app.after_request(_private_headers)
 
     @app.errorhandler(FhirError)
     def _fhir_error(error: FhirError):

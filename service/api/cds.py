@@ -3,38 +3,74 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from flask import Blueprint, g, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from fhir_mappings.cds_hooks import cards_for, discovery_document
 from service.api.app import load_json_body
 from service.api.context import ctx
-from service.fhir_ingest import FhirError
+from service.cds_fetch import FetchRefused, resource_url
 from service.evaluation import alert_state
-from service.models import Alert, AuditEvent, Patient, utcnow
+from service.fhir_ingest import FhirError
+from service.models import Alert, Patient, UsedJti, utcnow
 from service.store import audit
 
+logger = logging.getLogger(__name__)
 blueprint = Blueprint("cds", __name__, url_prefix="/cds-services")
 SERVICE_ID = "immunorad-alerts"
 
 
+def _remember_jti(session, principal) -> bool:
+    """Record the token's ``jti`` until the token expires; ``False`` when it was used before (a replay)."""
+    from service.auth import LEEWAY_SECONDS, jti_key
+
+    now = utcnow()
+    key = jti_key(principal.issuer or "", str(principal.claims["jti"]))
+    session.execute(delete(UsedJti).where(UsedJti.expires_at < now))
+    if session.get(UsedJti, key) is not None:
+        return False
+    expires = dt.datetime.fromtimestamp(float(principal.claims["exp"]) + LEEWAY_SECONDS, dt.UTC)
+    session.add(UsedJti(key=key, expires_at=expires))
+    session.flush()  # a concurrent use of the same jti in another worker collides here (IntegrityError)
+    return True
+
+
+def _accept(principal) -> None:
+    """Replay check and audit of an accepted call, in one transaction; ``AuthError`` for a replay."""
+    from service.auth import AuthError, jti_key
+
+    signed = principal.method == "cds-jwt"
+    try:
+        with ctx().db.write() as session:
+            if signed and not _remember_jti(session, principal):
+                raise AuthError(401, "the token's jti was used before (replay)", agent=principal.agent)
+            audit(
+                session,
+                action="E",
+                kind="cds-auth",
+                source="api",
+                agent=principal.agent,
+                entity_type="JWT" if signed else None,
+                entity_ref=jti_key(principal.issuer or "", str(principal.claims["jti"])) if signed else None,
+                detail={"path": request.path, "sub": principal.subject, "method": principal.method},
+            )
+    except IntegrityError as exc:
+        raise AuthError(401, "the token's jti was used before (replay)", agent=principal.agent) from exc
+
+
 @blueprint.before_request
 def _verify_client():
-    """CDS Hooks 2.0 security: every service call carries the EHR's signed JWT (``service.auth.verify_cds_jwt``).
+    """CDS Hooks 2.0 security: every service and feedback call carries the EHR's signed JWT
+    (``service.auth.verify_cds_jwt``); with IMMUNORAD_CDS_AUTH=jwt (the default) and no issuer registered every
+    such call is 401 (contract §9.5).
 
-    Discovery stays open (it lists no patient data). A ``jti`` seen before within the token lifetime is a
-    replay. Accepted calls and refusals are audited.
+    Discovery (GET) and CORS preflights (OPTIONS) stay open: they carry no patient data. A ``jti`` seen before,
+    until its token expires, is a replay. Accepted calls and refusals are audited.
     """
-    from service.auth import (
-        CDS_MAX_LIFETIME_SECONDS,
-        LEEWAY_SECONDS,
-        AuthError,
-        bearer_token,
-        cds_endpoint_url,
-        jti_key,
-        verify_cds_jwt,
-    )
+    from service.auth import AuthError, bearer_token, cds_endpoint_url, verify_cds_jwt
 
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return None
@@ -43,32 +79,7 @@ def _verify_client():
     token = bearer_token(request.headers)
     try:
         principal = verify_cds_jwt(settings, token, endpoint)
-        with ctx().db.write() as session:
-            if principal.method == "cds-jwt":
-                key = jti_key(principal.issuer or "", str(principal.claims["jti"]))
-                since = utcnow() - dt.timedelta(seconds=CDS_MAX_LIFETIME_SECONDS + LEEWAY_SECONDS)
-                replayed = session.scalars(
-                    select(AuditEvent.id)
-                    .where(
-                        AuditEvent.kind == "cds-auth",
-                        AuditEvent.entity_ref == key,
-                        AuditEvent.outcome == "0",
-                        AuditEvent.recorded >= since,
-                    )
-                    .limit(1)
-                ).first()
-                if replayed is not None:
-                    raise AuthError(401, "the token's jti was used before (replay)", agent=principal.agent)
-                audit(
-                    session,
-                    action="E",
-                    kind="cds-auth",
-                    source="api",
-                    agent=principal.agent,
-                    entity_type="JWT",
-                    entity_ref=key,
-                    detail={"path": request.path, "sub": principal.subject},
-                )
+        _accept(principal)
     except AuthError as refused:
         with ctx().db.write() as session:
             audit(
@@ -90,7 +101,21 @@ def _verify_client():
         response.headers["WWW-Authenticate"] = refused.www_authenticate
         return response
     g.agent = principal.agent
+    g.cds_principal = principal
     return None
+
+
+@blueprint.after_request
+def _cors(response):
+    """CDS Hooks clients may run in a browser (the EHR's web front end, the CDS Hooks sandbox): the services
+    answer cross-origin requests. Credentials are the JWT in ``Authorization``, never cookies, so any origin
+    may call; the JWT decides who gets an answer."""
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+    response.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate"
+    response.headers["Access-Control-Max-Age"] = "600"
+    return response
 
 
 @blueprint.get("")
@@ -104,29 +129,37 @@ class PrefetchMissing(Exception):
 
 
 def _patient_resource(payload: dict) -> dict:
-    """The Patient the EHR prefetched (template ``Patient/{{context.patientId}}``), or fetched from
-    ``fhirServer`` with the ``fhirAuthorization`` it granted (CDS Hooks 2.0: the service may query the EHR)."""
+    """The Patient the EHR prefetched (template ``Patient/{{context.patientId}}``), or read from ``fhirServer``
+    with the ``fhirAuthorization`` it granted (CDS Hooks 2.0: the service may query the EHR) — only when
+    ``fhirServer`` is the configured FHIR base of the call's verified issuer, off the request threads, with a
+    short deadline (``service.cds_fetch``, contract §9.5)."""
+    from service.auth import cds_fhir_server
+
     prefetch = payload.get("prefetch") if isinstance(payload.get("prefetch"), dict) else {}
     resource = prefetch.get("patient")
     if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
         return resource
-    server = payload.get("fhirServer")
+    principal = g.get("cds_principal")
+    server = cds_fhir_server(ctx().settings, principal, payload.get("fhirServer")) if principal else None
     authorization = payload.get("fhirAuthorization") if isinstance(payload.get("fhirAuthorization"), dict) else None
-    if server and authorization and authorization.get("access_token"):
-        import requests
-
+    token = authorization.get("access_token") if authorization else None
+    patient_id = payload["context"]["patientId"]
+    if server and isinstance(token, str) and token and isinstance(patient_id, str):
         try:
-            response = requests.get(
-                f"{str(server).rstrip('/')}/Patient/{payload['context']['patientId']}",
-                headers={"Authorization": f"Bearer {authorization['access_token']}", "Accept": "application/fhir+json"},
-                timeout=(3, 5),
+            fetched = ctx().fetcher.get_json(
+                resource_url(server, "Patient", patient_id),
+                {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"},
             )
-            if response.status_code == 200 and response.json().get("resourceType") == "Patient":
-                return response.json()
-        except (requests.RequestException, ValueError):
-            pass
+        except FetchRefused as refused:
+            logger.warning(
+                "CDS Hooks: the Patient could not be read from the EHR", extra={"fields": {"reason": str(refused)}}
+            )
+        else:
+            if fetched.get("resourceType") == "Patient":
+                return fetched
     raise PrefetchMissing(
-        "the Patient is required: prefetch it (Patient/{{context.patientId}}) or grant fhirAuthorization"
+        "the Patient is required: prefetch it (Patient/{{context.patientId}}) or grant fhirAuthorization "
+        "on the FHIR server registered for this EHR"
     )
 
 

@@ -7,6 +7,7 @@ import threading
 
 from flask import current_app
 
+from service.cds_fetch import BoundedFetcher
 from service.config import Settings, ensure_api_token
 from service.db import Database
 
@@ -17,6 +18,8 @@ class AppContext:
         self._db: Database | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._fetcher: BoundedFetcher | None = None
+        self._fetcher_pid: int | None = None
         self.api_token = ensure_api_token(settings)
 
     @property
@@ -26,6 +29,17 @@ class AppContext:
                 self._db = Database(self.settings.database_url)
                 self._pid = os.getpid()
             return self._db
+
+    @property
+    def fetcher(self) -> BoundedFetcher:
+        """This process's pool for reads from an EHR's fhirServer (``service.cds_fetch``)."""
+        with self._lock:
+            if self._fetcher is None or self._fetcher_pid != os.getpid():
+                self._fetcher = BoundedFetcher(
+                    self.settings.cds_fetch_concurrency, self.settings.cds_fetch_timeout_seconds
+                )
+                self._fetcher_pid = os.getpid()
+            return self._fetcher
 
 
 def ctx() -> AppContext:

@@ -113,15 +113,43 @@ def test_refusals(cds_settings, smart_ehr, db):
     assert len(failures) == len(bad) and accepted is None
 
 
-def test_without_a_registered_issuer_calls_are_accepted_until_one_is(settings, settings_factory, smart_ehr):
-    # Default IMMUNORAD_CDS_AUTH=auto: before any CDS client is registered (first install, contract §6 only)
-    # calls are accepted unsigned; IMMUNORAD_CDS_AUTH=jwt without an issuer list is a configuration error.
+def test_by_default_without_a_registered_issuer_every_call_is_refused(settings, smart_ehr, db):
+    # Default IMMUNORAD_CDS_AUTH=jwt with no IMMUNORAD_CDS_ISSUERS (contract §9.5): the service and feedback calls
+    # are 401 whatever they carry, discovery stays open, and the API says so at start.
+    from service.auth import startup_warnings
+
+    assert settings.cds_auth == "jwt" and not settings.cds_issuers
     client = make_client(settings)
-    assert call(client, None).status_code == 200
+    feedback = f"{SERVICE}/feedback"
+    assert call(client, None).status_code == 401
+    assert call(client, smart_ehr.cds_jwt(f"http://localhost{SERVICE}")).status_code == 401
+    assert call(client, None, feedback, {"feedback": []}).status_code == 401
+    assert client.get("/cds-services").status_code == 200
+    assert any("IMMUNORAD_CDS_ISSUERS" in line for line in startup_warnings(settings))
+    with db.read() as session:
+        assert session.scalars(select(AuditEvent).where(AuditEvent.kind == "cds-feedback")).first() is None
+        assert len(list(session.scalars(select(AuditEvent).where(AuditEvent.kind == "auth-failure")))) == 3
+
+
+def test_none_is_for_a_loopback_demo_only(settings_factory):
     from service.auth import AuthConfigError, check_settings
 
+    for host in ("127.0.0.1", "localhost", "::1"):
+        settings = settings_factory(cds_auth="none", http_host=host)
+        check_settings(settings)
+    assert call(make_client(settings_factory(cds_auth="none")), None).status_code == 200
+    for host in ("0.0.0.0", "10.1.2.3", "::", "immunorad.hospital.example"):
+        with pytest.raises(AuthConfigError, match="loopback"):
+            check_settings(settings_factory(cds_auth="none", http_host=host))
     with pytest.raises(AuthConfigError):
-        check_settings(settings_factory(cds_auth="jwt"))
+        check_settings(settings_factory(cds_auth="auto"))
+
+
+def test_a_replay_is_refused_across_api_processes(cds_settings, smart_ehr):
+    # Two apps with their own database connections stand for two gunicorn workers: the jti lives in the database.
+    token = smart_ehr.cds_jwt(url(cds_settings))
+    assert call(make_client(cds_settings), token).status_code == 200
+    assert call(make_client(cds_settings), token).status_code == 401
 
 
 def test_the_request_url_is_the_audience_when_no_public_url_is_set(settings_factory, smart_ehr):
