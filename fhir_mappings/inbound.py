@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rules.facts import to_mm, to_suv
+from rules.therapy_classes import CONCOMITANT, classify
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -35,28 +36,6 @@ ECOG_ANSWERS = {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA9
 LYMPH_NODE = "59441001"
 RADIOTHERAPY = "108290001"
 REFERENCE_REGION = "126040"
-
-ICI_NAMES = {
-    # PD-1 / PD-L1 (ATC L01FF) and CTLA-4 antibodies, by INN (WHO). RxNorm codings are recognised by their
-    # display text: we do not hard-code RxNorm CUIs that we could not verify (interop-notes §7).
-    "nivolumab": "anti-PD-1",
-    "pembrolizumab": "anti-PD-1",
-    "cemiplimab": "anti-PD-1",
-    "dostarlimab": "anti-PD-1",
-    "tislelizumab": "anti-PD-1",
-    "toripalimab": "anti-PD-1",
-    "sintilimab": "anti-PD-1",
-    "camrelizumab": "anti-PD-1",
-    "retifanlimab": "anti-PD-1",
-    "prolgolimab": "anti-PD-1",
-    "spartalizumab": "anti-PD-1",
-    "atezolizumab": "anti-PD-L1",
-    "durvalumab": "anti-PD-L1",
-    "avelumab": "anti-PD-L1",
-    "sugemalimab": "anti-PD-L1",
-    "ipilimumab": "anti-CTLA-4",
-    "tremelimumab": "anti-CTLA-4",
-}
 
 LAB_CODES = {
     # LOINC codes of the labs and vitals the prognostic scores read (kinetics spec §6).
@@ -407,17 +386,20 @@ def map_reference_region(resource: Mapping[str, Any]) -> MeasurementRecord:
 
 
 def map_medication(resource: Mapping[str, Any]) -> ClinicalRecord | None:
-    """A checkpoint-inhibitor administration/statement/request → a therapy line (its start, its stop)."""
+    """An immunotherapy administration/statement/request → a therapy line with its class (contract §9.3).
+
+    Classified by ``rules.therapy_classes`` (name, ATC, RxNorm display); an unrecognised drug is kept as an
+    *unclassified* therapy line (warned about, never day 0); a drug whose ATC code is outside group L is a
+    concomitant medication and maps to no record.
+    """
     concept = resource.get("medicationCodeableConcept")
     if concept is None and resource.get("medicationReference"):
         contained = _contained(resource, resource["medicationReference"].get("reference", ""))
         concept = (contained or {}).get("code")
-    names = " ".join(
-        filter(None, [str((concept or {}).get("text") or "")] + [str(c.get("display") or "") for c in codings(concept)])
-    ).lower()
+    names = [str((concept or {}).get("text") or "")] + [str(c.get("display") or "") for c in codings(concept)]
     atc = [str(c.get("code")) for c in codings(concept) if c.get("system") == ATC and c.get("code")]
-    agent = next((name for name in ICI_NAMES if re.search(rf"\b{name}\b", names)), None)
-    if agent is None and not any(code.startswith("L01FF") for code in atc):
+    found = classify(names, atc)
+    if found.therapy_class == CONCOMITANT:
         return None
     period = resource.get("effectivePeriod") or {}
     start = parse_date(resource.get("effectiveDateTime")) or parse_date(period.get("start"))
@@ -425,8 +407,7 @@ def map_medication(resource: Mapping[str, Any]) -> ClinicalRecord | None:
         start = parse_date(resource.get("authoredOn"))
     if start is None:
         raise MappingError(
-            "a checkpoint-inhibitor record needs its date (effective[x] or authoredOn)",
-            f"{resource['resourceType']}.effective",
+            "a therapy record needs its date (effective[x] or authoredOn)", f"{resource['resourceType']}.effective"
         )
     stop = parse_date(period.get("end")) if resource.get("status") in ("stopped", "completed") else None
     reason = None
@@ -441,9 +422,10 @@ def map_medication(resource: Mapping[str, Any]) -> ClinicalRecord | None:
         "therapy-line",
         start,
         {
-            "agent": agent
-            or next((c.get("display") for c in codings(concept) if c.get("display")), "PD-1/PD-L1 inhibitor"),
-            "drug_class": ICI_NAMES.get(agent or "", "anti-PD-1/PD-L1" if atc else None),
+            "agent": found.agent[:120],
+            "drug_class": found.detail,
+            "therapy_class": found.therapy_class,
+            "recognised_by": found.recognised_by,
             "start_date": start.isoformat(),
             "stop_date": stop.isoformat() if stop else None,
             "stop_reason": reason,

@@ -166,14 +166,18 @@ class Scan:
 
 @dataclass(frozen=True)
 class TherapyLine:
-    """An immune checkpoint inhibitor line (contract §4)."""
+    """An immunotherapy line (contract §4, §9.3: every immunotherapy class, or an unclassified systemic drug)."""
 
     agent: str
     start_date: dt.date
     drug_class: str | None = None
+    """Mechanism in short (``anti-PD-1``, ``CD19 CAR-T``, ``CD20×CD3``…)."""
     stop_date: dt.date | None = None
     stop_reason: str | None = None
     source: str = ""
+    therapy_class: str = "immune-checkpoint-inhibitor"
+    """``rules.therapy_classes`` class; ``unclassified`` lines are kept and warned about, never day 0. The
+    default is the only class contract v1 carried."""
 
 
 @dataclass(frozen=True)

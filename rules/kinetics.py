@@ -26,6 +26,7 @@ from rules.criteria.recist_family import NODAL_ORGAN, new_lesion_readings, recis
 from rules.engine import Decision, Engine, RuleSet, Threshold, format_fraction
 from rules.facts import LesionRole, LesionStatus, PatientFacts
 from rules.results import CriterionAssessment, DefinitionResult, KineticsResult
+from rules.therapy_classes import class_label
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
 
 CRITERION = "tumour-kinetics"
@@ -1319,6 +1320,17 @@ def assess_kinetics(
     q = kinetic_quantities(engine, timeline, recist, overrides)
     definitions = evaluate_definitions(engine, q, overrides)
     flags = list(q.flags)
+    validation = _class_validation_note(KineticsRules(engine, overrides), timeline)
+    if validation is not None:
+        flags.append("THERAPY_CLASS_NOT_VALIDATED")
+        definitions = tuple(
+            dataclasses.replace(
+                d,
+                reason=f"{d.reason} {validation}",
+                inputs={**d.inputs, "therapy_class": timeline.therapy.therapy_class if timeline.therapy else None},
+            )
+            for d in definitions
+        )
     for result in definitions:
         code = result.reason.split(":", 1)[0]
         if code == "UNDEFINED_RATIO" and code not in flags:
@@ -1353,6 +1365,21 @@ def assess_kinetics(
         definitions=definitions,
         flags=tuple(flags),
         notes=tuple(notes),
+    )
+
+
+def _class_validation_note(rules: KineticsRules, timeline: Timeline) -> str | None:
+    """Contract §9.3: a definition validated for checkpoint inhibitors only says so when applied to another
+    class (rule file ``validated_for``); the result itself is computed as for any patient."""
+    therapy = timeline.therapy
+    validated = rules.ruleset.parameters["validated_for"]
+    if therapy is None or therapy.therapy_class in validated["classes"]:
+        return None
+    classes = ", ".join(class_label(c) for c in validated["classes"])
+    return (
+        f"VALIDATION: this definition was validated in {classes} cohorts only; applied here to a "
+        f"{class_label(therapy.therapy_class)} ({therapy.agent}), so read it with caution "
+        f"[{validated['source'].split(':', 1)[0]}]."
     )
 
 

@@ -22,6 +22,7 @@ from rules.facts import (
     Scan,
     TherapyLine,
 )
+from rules.therapy_classes import ICI, UNCLASSIFIED, class_label
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,21 @@ class Timeline:
 
 
 def first_therapy(facts: PatientFacts) -> TherapyLine | None:
-    lines = sorted(facts.therapy_lines, key=lambda line: line.start_date)
+    """The first immunotherapy line of any class (contract §9.3); an unclassified drug never sets day 0."""
+    lines = sorted(
+        (line for line in facts.therapy_lines if line.therapy_class != UNCLASSIFIED), key=lambda line: line.start_date
+    )
     return lines[0] if lines else None
+
+
+def therapy_warnings(facts: PatientFacts) -> list[str]:
+    """Unclassified systemic drugs are kept and stated (contract §9.3: never dropped)."""
+    return [
+        f"unclassified therapy {line.agent!r} from {line.start_date}: not in the immunotherapy code lists, "
+        "so it does not start an immunotherapy line (check the drug coding)"
+        for line in sorted(facts.therapy_lines, key=lambda line: (line.start_date, line.agent))
+        if line.therapy_class == UNCLASSIFIED
+    ]
 
 
 def build_timeline(facts: PatientFacts, *, measurable: "MeasurabilityRule | None" = None) -> Timeline:
@@ -103,8 +117,11 @@ def build_timeline(facts: PatientFacts, *, measurable: "MeasurabilityRule | None
     ]
     therapy = first_therapy(facts)
     start = therapy.start_date if therapy else None
-    if len(facts.therapy_lines) > 1:
+    warnings.extend(therapy_warnings(facts))
+    if len([line for line in facts.therapy_lines if line.therapy_class != UNCLASSIFIED]) > 1:
         warnings.append("several immunotherapy lines: day 0 is the first line's start")
+    if therapy is not None and therapy.therapy_class != ICI:
+        warnings.append(f"immunotherapy class: {class_label(therapy.therapy_class)} ({therapy.agent})")
 
     measured = [tp for tp in timepoints if tp.measurements]
     baseline: Timepoint | None = None

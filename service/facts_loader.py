@@ -30,6 +30,7 @@ from rules.facts import (
     Scan,
     TherapyLine,
 )
+from rules.therapy_classes import ICI
 from service.logs import pseudonym
 from service.models import ClinicalFact, Measurement, Patient, Study, utcnow
 
@@ -175,6 +176,7 @@ def load_facts(
                         stop_date=_date(p.get("stop_date")),
                         stop_reason=p.get("stop_reason"),
                         source=source,
+                        therapy_class=p.get("therapy_class") or ICI,
                     )
                 )
             elif fact.kind == "local-therapy" and _date(p.get("date")):
@@ -272,5 +274,6 @@ def _merge_therapy_lines(lines: list[TherapyLine]) -> list[TherapyLine]:
             stop_date=stop,
             stop_reason=line.stop_reason or current.stop_reason,
             source=current.source,
+            therapy_class=current.therapy_class,
         )
     return sorted(by_agent.values(), key=lambda l: (l.start_date, l.agent))

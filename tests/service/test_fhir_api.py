@@ -251,7 +251,7 @@ def test_search_paging_and_parameters(app_client):
     assert app_client.get("/fhir/Observation?colour=blue", headers={"Prefer": "handling=strict"}).status_code == 400
 
 
-def test_checkpoint_inhibitors_become_therapy_lines_other_drugs_do_not(app_client, db):
+def test_checkpoint_inhibitors_become_therapy_lines_unknown_drugs_unclassified_concomitant_dropped(app_client, db):
     def administration(name: str, day: str) -> dict:
         return {
             "resourceType": "MedicationAdministration",
@@ -271,8 +271,14 @@ def test_checkpoint_inhibitors_become_therapy_lines_other_drugs_do_not(app_clien
         app_client.post("/fhir/MedicationAdministration", json=administration("paracetamol", "2024-02-01")).status_code
         == 201
     )
+    # Contract §9.3: a drug the immunotherapy code lists do not know is kept as an unclassified therapy (the
+    # assessment warns about it; it never sets day 0); one with an ATC code outside group L is concomitant.
+    coded = administration("Paracetamol 1 g", "2024-02-01")
+    coded["medicationCodeableConcept"]["coding"] = [{"system": "http://www.whocc.no/atc", "code": "N02BE01"}]
+    assert app_client.post("/fhir/MedicationAdministration", json=coded).status_code == 201
     with db.read() as session:
         facts = list(session.scalars(select(ClinicalFact)))
-    assert [(f.kind, f.payload["agent"], f.payload["start_date"]) for f in facts] == [
-        ("therapy-line", "nivolumab", "2024-02-01")
+    assert sorted((f.kind, f.payload["agent"], f.payload["therapy_class"], f.payload["start_date"]) for f in facts) == [
+        ("therapy-line", "nivolumab", "immune-checkpoint-inhibitor", "2024-02-01"),
+        ("therapy-line", "paracetamol", "unclassified", "2024-02-01"),
     ]
