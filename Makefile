@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install bench clean
+.PHONY: run test lint install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: install
 ## The whole test suite, on SQLite and on PostgreSQL.
 test: install
 	$(BIN)/python -m pytest
+
+## Static checks, as CI runs them: ruff's linter and formatter check (pyproject.toml [tool.ruff]).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/python -m bench.run_all

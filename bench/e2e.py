@@ -91,7 +91,7 @@ def run(ctx) -> list[Section]:
                         latencies.append(arrival - acked)
                         committed = _outbox_created(url, identifier)
                         if committed is not None:
-                            wall_now = dt.datetime.now(dt.timezone.utc)
+                            wall_now = dt.datetime.now(dt.UTC)
                             commit_age = (wall_now - committed).total_seconds()
                             arrival_age = time.monotonic() - arrival
                             delivers.append(commit_age - arrival_age)
@@ -199,4 +199,4 @@ def _outbox_created(url: str, identifier: str) -> dt.datetime | None:
         return None
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

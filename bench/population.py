@@ -8,7 +8,7 @@ import datetime as dt
 import io
 
 from rules.facts import NonTargetStatus
-from rules.scenario import NEW, NT, T, Case, Cell, Lesion, c
+from rules.scenario import NEW, NT, Case, Cell, Lesion, T, c
 
 D = dt.date.fromisoformat
 SYSTEM = "urn:immunorad:mrn"
@@ -24,7 +24,7 @@ def big_case() -> Case:
     factors = [1.0, 0.8, 0.68, 0.62, 0.6, 0.66, 0.78, 0.9, 1.05, 1.2]
 
     def sized(ld: float, sa: float) -> dict:
-        return {label: c(round(ld * f, 1), round(sa * f, 1)) for label, f in zip(labels, factors)}
+        return {label: c(round(ld * f, 1), round(sa * f, 1)) for label, f in zip(labels, factors, strict=True)}
 
     present = {label: Cell(nontarget_status=NonTargetStatus.PRESENT) for label in labels}
     progressing = dict(present, TP9=Cell(nontarget_status=NonTargetStatus.UNEQUIVOCAL_PROGRESSION))

@@ -21,15 +21,14 @@ import subprocess
 import sys
 import time
 
-from bench.common import REPO, Goal, Section, Series, pg_admin, postgres_cpu_seconds, postgres_database, rmtree, tmpdir
+from bench.common import REPO, Goal, Section, Series, postgres_cpu_seconds, postgres_database, rmtree, tmpdir
 
 
 def populate(url: str, total: int, folder) -> int:
+    from bench.population import clone_patients, ingest_case
     from service.config import Settings
     from service.db import Database
     from tests.faults.harness import CASES
-
-    from bench.population import clone_patients, ingest_case
 
     settings = Settings(var_dir=folder, database_url=url, pseudonym_key="bench", study_settle_seconds=0)
     db = Database(url)
@@ -75,12 +74,13 @@ def cpu_split(url: str, folder, limit: int) -> tuple[float, float, float | None]
     it in ``COMPUTE``, and the PostgreSQL server's processes (None when the server is not on this machine).
 
     The calls timed never nest (each one's arguments are computed before it starts), so their times add up."""
+    from sqlalchemy import select
+
     import service.evaluation as evaluation
     from service.config import Settings
     from service.db import Database
     from service.models import Patient
     from service.reassess import _run
-    from sqlalchemy import select
 
     settings = Settings(var_dir=folder, database_url=url, pseudonym_key="bench", study_settle_seconds=0)
     db = Database(url)
@@ -181,7 +181,7 @@ def run(ctx) -> Section:
                     f"{total / full_s.median:.1f}",
                 ],
                 [
-                    f"same, again: nothing changed (s)",
+                    "same, again: nothing changed (s)",
                     f"{noop_s.min:.0f}",
                     f"{noop_s.median:.0f}",
                     f"{noop_s.max:.0f}",

@@ -18,7 +18,7 @@ def all_cases(rulebase):
         for table in ruleset.tables.values():
             names = list(table.inputs)
             for values in itertools.product(*(table.inputs[n] for n in names)):
-                yield table, dict(zip(names, values))
+                yield table, dict(zip(names, values, strict=True))
 
 
 def run(ctx) -> Section:

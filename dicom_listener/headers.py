@@ -204,7 +204,7 @@ def read_header(encoded: bytes) -> tuple[Dataset, InstanceHeader]:
         return _read_header(encoded)
     except HeaderError:
         raise
-    except Exception as exc:  # noqa: BLE001 - untrusted bytes: pydicom raises OSError, struct.error, ValueError…
+    except Exception as exc:  # untrusted bytes: pydicom raises OSError, struct.error, ValueError…
         raise HeaderError(f"cannot read the data set: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def store_status(store: StoreCallback, instance: ReceivedInstance) -> Dataset:
     except StorageUnavailable as exc:
         logger.warning("C-STORE refused: storage unavailable", extra={"fields": {"reason": str(exc)[:120]}})
         return _status(STATUS_OUT_OF_RESOURCES, "storage temporarily unavailable, retry later")
-    except Exception:  # noqa: BLE001 - never let pynetdicom answer 0xC211 for us
+    except Exception:  # never let pynetdicom answer 0xC211 for us
         logger.exception("C-STORE failed unexpectedly")
         return _status(STATUS_OUT_OF_RESOURCES, "internal error, retry later")
     return _status(STATUS_SUCCESS)

@@ -32,10 +32,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     PositronEmissionTomographyImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
 )
 
 from dicom_listener.sr_parser import (

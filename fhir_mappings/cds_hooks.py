@@ -44,14 +44,14 @@ def discovery_document() -> dict[str, Any]:
     }
 
 
-def card_uuid(alert: "AlertState", canonical: str | None = None) -> str:
+def card_uuid(alert: AlertState, canonical: str | None = None) -> str:
     """Stable card uuid for an alert (feedback and audit can be joined to the alert)."""
     base = (canonical or codes.canonical_from_env()).rstrip("/")
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{base}/cds-card/{alert.identifier}"))
 
 
 def cards_for(
-    alerts: Sequence["AlertState"],
+    alerts: Sequence[AlertState],
     *,
     patient_page_url: str,
     source_label: str = "immunorad",
@@ -110,7 +110,7 @@ def markdown_escape(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
-def _detail(alert: "AlertState") -> str:
+def _detail(alert: AlertState) -> str:
     finding = alert.finding
     lines = [
         f"**{markdown_escape(codes.alert_display(finding.code))}** at the scan of {finding.scan_date.isoformat()}.",

@@ -25,9 +25,9 @@ Sources (contract §5, ``docs/interop-notes.md`` §4–§5; versions as read the
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 CODE_TABLES_VERSION = "2025.1"
 """Version of these tables; bump it when a code or a display changes (recorded in the Device of every Flag)."""
@@ -193,7 +193,7 @@ class LocalSystems:
     canonical: str
 
     @classmethod
-    def from_canonical(cls, canonical: str | None = None) -> "LocalSystems":
+    def from_canonical(cls, canonical: str | None = None) -> LocalSystems:
         canonical = (canonical or canonical_from_env()).rstrip("/")
         if not canonical:
             raise ValueError("canonical must be a non-empty URL")

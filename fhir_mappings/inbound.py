@@ -452,7 +452,7 @@ def map_procedure(
             "a radiotherapy or injection Procedure needs performedDateTime", "Procedure.performedDateTime"
         )
     lesions = []
-    for index, extension in enumerate(resource.get("extension") or []):
+    for extension in resource.get("extension") or []:
         if extension.get("url") != PROCEDURE_TARGET_EXTENSION:
             continue
         fake = {"focus": [extension.get("valueReference") or {}], "contained": resource.get("contained") or []}

@@ -129,7 +129,7 @@ _Block = _Heading | _Paragraph | _Table | _List
 
 
 def render_prefill(
-    assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence["AlertState"] = ()
+    assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState] = ()
 ) -> tuple[str, str]:
     """The "Response assessment" section for the follow-up at ``scan_date``, as ``(plain_text, html)``."""
     if not isinstance(scan_date, dt.date):
@@ -138,7 +138,7 @@ def render_prefill(
     return _plain(blocks), _html(blocks)
 
 
-def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence["AlertState"]) -> list[_Block]:
+def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState]) -> list[_Block]:
     blocks: list[_Block] = [_Heading(TITLE), _Paragraph(_intro(assessment, scan_date))]
     table = _lesion_table(assessment, scan_date)
     if table is not None:
@@ -670,7 +670,7 @@ def _signed_or_ne(v: float | None, unit: str) -> str:
 
 
 # -- alerts, biomarkers, warnings --------------------------------------------------------------------------------
-def _alert_items(alerts: Sequence["AlertState"]) -> list[_Item]:
+def _alert_items(alerts: Sequence[AlertState]) -> list[_Item]:
     items = []
     for alert in alerts:
         finding = alert.finding

@@ -34,9 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from fhir.resources.R4B import get_fhir_model_class
+from pydantic import BaseModel, ValidationError
 
 FHIR_VERSION = "4.0.1"
 """The FHIR release the tables below are taken from (R4 resource definitions, ``valuesets.html``)."""

@@ -614,7 +614,7 @@ def _baseline_lesions(panel: Panel):
     timeline = panel.timeline
     if timeline.baseline is None:
         return []
-    return [l for l in timeline.lesions.values() if l.role in (LesionRole.TARGET, LesionRole.NON_TARGET)]
+    return [lesion for lesion in timeline.lesions.values() if lesion.role in (LesionRole.TARGET, LesionRole.NON_TARGET)]
 
 
 def npvm(panel: Panel) -> tuple[bool | None, str]:

@@ -279,7 +279,8 @@ class IraePattern:
         for coding in self.snomed:
             if coding.usable:
                 return coding
-        assert self.local is not None, f"{self.key} has neither a verified SNOMED CT code nor a local code"
+        if self.local is None:
+            raise LookupError(f"{self.key} has neither a verified SNOMED CT code nor a local code")
         return self.local
 
 

@@ -114,7 +114,7 @@ class DecisionTable:
     def check_total_and_exclusive(self) -> None:
         names = list(self.inputs)
         for values in itertools.product(*(self.inputs[n] for n in names)):
-            case = dict(zip(names, values))
+            case = dict(zip(names, values, strict=True))
             hits = self.matching_rows(case)
             if len(hits) != 1:
                 what = "no row" if not hits else "rows " + ", ".join(r.id for r in hits)

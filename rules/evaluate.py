@@ -73,7 +73,7 @@ def make_timeline(facts: PatientFacts, engine: Engine, overrides: Mapping[str, A
     measurable = None
     if recist.flag("uncategorised_baseline_measurable_as_target", overrides):
 
-        def measurable(m):  # noqa: E306 - small closure
+        def measurable(m):
             return is_measurable(m, recist)
 
     return build_timeline(facts, measurable=measurable)
@@ -86,7 +86,9 @@ def lesion_table(timeline: Timeline) -> tuple[dict[str, Any], ...]:
     points = [timeline.baseline, *timeline.followups]
     rows = []
     order = {LesionRole.TARGET: 0, LesionRole.NON_TARGET: 1, LesionRole.NEW: 2}
-    for lesion in sorted(timeline.lesions.values(), key=lambda l: (order[l.role], l.first_seen, lesion_name(l))):
+    for lesion in sorted(
+        timeline.lesions.values(), key=lambda tracked: (order[tracked.role], tracked.first_seen, lesion_name(tracked))
+    ):
         cells = {}
         for tp in points:
             m = tp.of(lesion.lesion_id)

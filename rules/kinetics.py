@@ -631,12 +631,12 @@ def kinetic_quantities(
     summary = NewLesionSummary()
     if e2_tp is not None and base is not None:
         unequivocal, _ = new_lesion_readings(e2_tp, timeline)
-        baseline_lesions = [l for l in timeline.lesions.values() if l.role is not LesionRole.NEW]
-        involved = frozenset(k for k in (_organ_key(l) for l in baseline_lesions) if k is not None)
+        baseline_lesions = [lesion for lesion in timeline.lesions.values() if lesion.role is not LesionRole.NEW]
+        involved = frozenset(k for k in (_organ_key(lesion) for lesion in baseline_lesions) if k is not None)
         summary = NewLesionSummary(
-            tuple((lesion_name(l), _organ_key(l)) for l in unequivocal),
+            tuple((lesion_name(lesion), _organ_key(lesion)) for lesion in unequivocal),
             involved,
-            any(_organ_key(l) is None for l in baseline_lesions),
+            any(_organ_key(lesion) is None for lesion in baseline_lesions),
         )
 
     # ECOG performance status: latest on or before C1D1, and values in the first 2 months (Lo Russo).

@@ -95,7 +95,7 @@ def therapy_warnings(facts: PatientFacts) -> list[str]:
     ]
 
 
-def build_timeline(facts: PatientFacts, *, measurable: "MeasurabilityRule | None" = None) -> Timeline:
+def build_timeline(facts: PatientFacts, *, measurable: MeasurabilityRule | None = None) -> Timeline:
     """Group facts into timepoints and fix lesion roles at baseline.
 
     ``measurable`` decides the default role of a baseline lesion reported without a Baseline Category

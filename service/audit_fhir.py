@@ -85,8 +85,8 @@ OUTCOME_TEXT = {"0": "success", "4": "minor failure", "8": "serious failure", "1
 
 def _iso(value: dt.datetime) -> str:
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _reference_or_identifier(settings: Settings, entity_type: str | None, entity_ref: str) -> dict[str, Any]:

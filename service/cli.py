@@ -42,7 +42,6 @@ def cmd_api(settings: Settings, _args) -> int:
     from gunicorn.app.base import BaseApplication
 
     from service.api import create_app
-
     from service.auth import startup_warnings
 
     ensure_api_token(settings)
@@ -111,7 +110,7 @@ def cmd_dicom(settings: Settings, _args) -> int:
         from service.role_http import start_role_http
 
         role_http = start_role_http(
-            settings.dicom_host if settings.dicom_host != "127.0.0.1" else "0.0.0.0",
+            settings.dicom_host if settings.dicom_host != "127.0.0.1" else "0.0.0.0",  # noqa: S104 -- the dicom role's probe port must answer the kubelet on the pod address
             settings.role_http_port,
             db,
             lambda: {"database": db.ping(), "dicom-listener": True},
@@ -134,7 +133,7 @@ def cmd_worker(settings: Settings, _args) -> int:
     if settings.role_http_port:
         from service.role_http import start_role_http
 
-        role_http = start_role_http("0.0.0.0", settings.role_http_port, db, lambda: {"database": db.ping()})
+        role_http = start_role_http("0.0.0.0", settings.role_http_port, db, lambda: {"database": db.ping()})  # noqa: S104 -- the worker's probe port must answer the kubelet on the pod address
     stop = _stop_on_signals()
     worker.run(stop)
     if role_http:
@@ -146,7 +145,7 @@ def _wait_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 -- the URL is the service's own http base URL from configuration
                 if response.status == 200:
                     return True
         except OSError:
@@ -165,7 +164,7 @@ def cmd_serve(settings: Settings, args) -> int:
     children: dict[str, subprocess.Popen] = {}
 
     def spawn(role: str) -> None:
-        children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env)
+        children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env)  # noqa: S603 -- argv is this interpreter and a role name from a fixed tuple
 
     for role in roles:
         spawn(role)
@@ -183,7 +182,7 @@ def cmd_serve(settings: Settings, args) -> int:
                     dicom_port=settings.dicom_port,
                     ae_title=settings.ae_title,
                 )
-            except Exception:  # noqa: BLE001 - the service keeps running even if the demo could not be sent
+            except Exception:  # the service keeps running even if the demo could not be sent
                 logger.exception("demo cohort could not be sent")
     print(
         f"immunorad is serving: HTTP {base} (FHIR {base}/fhir, pages {base}/ui), "

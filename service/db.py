@@ -87,11 +87,11 @@ class Database:
             event.listen(self.write_engine, "connect", _sqlite_pragmas)
 
             @event.listens_for(self.engine, "begin")
-            def _begin_deferred(conn):  # noqa: ANN001
+            def _begin_deferred(conn):
                 conn.exec_driver_sql("BEGIN")
 
             @event.listens_for(self.write_engine, "begin")
-            def _begin_immediate(conn):  # noqa: ANN001
+            def _begin_immediate(conn):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             self.engine = create_engine(

@@ -14,8 +14,6 @@ import datetime as dt
 import logging
 import os
 import time
-from decimal import Decimal
-from pathlib import Path
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select, text

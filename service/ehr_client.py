@@ -80,7 +80,7 @@ class EhrClient:
                 for e in bundle.get("entry", [])
                 if "resource" in e and (e.get("search") or {}).get("mode", "match") == "match"
             ]
-            url = next((l["url"] for l in bundle.get("link", []) if l.get("relation") == "next"), None)
+            url = next((link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None)
             query = None
             pages += 1
         return resources

@@ -260,7 +260,7 @@ def _diagnosis(diagnoses: list[tuple]) -> str | None:
 def _merge_therapy_lines(lines: list[TherapyLine]) -> list[TherapyLine]:
     """Administrations of the same agent make one line: its start is the first dose, its stop the latest stop."""
     by_agent: dict[str, TherapyLine] = {}
-    for line in sorted(lines, key=lambda l: (l.start_date, l.agent)):
+    for line in sorted(lines, key=lambda therapy: (therapy.start_date, therapy.agent)):
         key = line.agent.lower()
         current = by_agent.get(key)
         if current is None:
@@ -276,4 +276,4 @@ def _merge_therapy_lines(lines: list[TherapyLine]) -> list[TherapyLine]:
             source=current.source,
             therapy_class=current.therapy_class,
         )
-    return sorted(by_agent.values(), key=lambda l: (l.start_date, l.agent))
+    return sorted(by_agent.values(), key=lambda therapy: (therapy.start_date, therapy.agent))

@@ -620,7 +620,7 @@ class FhirIngest:
 
     def _batch(self, session: Session, entries: list[Any], agent: str | None) -> dict[str, Any]:
         out = []
-        for index, entry in enumerate(entries):
+        for entry in entries:
             try:
                 planned, state = self._plan([entry])
                 with session.begin_nested():
@@ -676,4 +676,4 @@ def operation_outcome(
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

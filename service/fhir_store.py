@@ -26,13 +26,13 @@ def parse_fhir_datetime(value: str | None) -> dt.datetime | None:
     text = value.strip()
     try:
         if len(text) == 4:
-            return dt.datetime(int(text), 1, 1, tzinfo=dt.timezone.utc)
+            return dt.datetime(int(text), 1, 1, tzinfo=dt.UTC)
         if len(text) == 7:
-            return dt.datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=dt.timezone.utc)
+            return dt.datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=dt.UTC)
         if len(text) == 10:
-            return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+            return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     except ValueError:
         return None
 

@@ -66,7 +66,7 @@ class DatabaseCollector:
 def _aware(value):
     import datetime as dt
 
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def render_metrics(db: Database) -> bytes:

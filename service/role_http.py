@@ -13,7 +13,7 @@ from service.metrics import render_metrics
 
 def start_role_http(host: str, port: int, db: Database, ready: Callable[[], dict[str, bool]]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # noqa: D401 - silence the default access log (no PHI in URLs anyway)
+        def log_message(self, *args):  # silence the default access log (no PHI in URLs anyway)
             return
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -23,7 +23,7 @@ def start_role_http(host: str, port: int, db: Database, ready: Callable[[], dict
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self):  # noqa: N802 - http.server API
+        def do_GET(self):
             if self.path == "/healthz":
                 self._send(200, b'{"status":"ok"}', "application/json")
             elif self.path == "/readyz":

@@ -37,7 +37,7 @@ DATABASE_RETRY_MAX_SECONDS = 5.0
 
 def backoff(attempts: int, first: float = 2.0) -> float:
     """Seconds before the next try after ``attempts`` failures: ``first``, doubling, capped, ±20 % jitter."""
-    return min(MAX_BACKOFF_SECONDS, first * 2 ** min(attempts - 1, 12)) * (0.8 + 0.4 * random.random())
+    return min(MAX_BACKOFF_SECONDS, first * 2 ** min(attempts - 1, 12)) * (0.8 + 0.4 * random.random())  # noqa: S311 -- retry jitter, not a secret
 
 
 class Worker:
@@ -90,7 +90,7 @@ class Worker:
             job.status = "done"
             job.finished_at = utcnow()
             # A done job leaves the dedupe index (it covers queued jobs only).
-        except Exception as exc:  # noqa: BLE001 - a failing job must not stop the worker
+        except Exception as exc:  # a failing job must not stop the worker
             if is_database_unavailable(exc):
                 # The database failed, not the job: its transaction is unusable (the connection may be dead), so
                 # it must not be recorded as the job's failure. ``Database.write`` rolls back and reports it.
@@ -121,7 +121,7 @@ class Worker:
         """Back off before the next transaction; the pool replaces dead connections (pre-ping) when we retry."""
         self._database_outages += 1
         delay = min(DATABASE_RETRY_MAX_SECONDS, 2.0 ** min(self._database_outages - 1, 8))
-        delay *= 0.8 + 0.4 * random.random()
+        delay *= 0.8 + 0.4 * random.random()  # noqa: S311 -- retry jitter, not a secret
         logger.warning(
             "database unavailable: worker waits",
             extra={"fields": {"seconds": round(delay, 1), "reason": str(exc)[:200]}},

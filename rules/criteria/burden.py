@@ -234,7 +234,7 @@ def measure_burden(
 ) -> TumourBurden:
     blocked = set(not_assessable)
     readings = []
-    for lesion, is_new in [(l, False) for l in index_lesions] + [(l, True) for l in new_lesions]:
+    for lesion, is_new in [(index, False) for index in index_lesions] + [(new, True) for new in new_lesions]:
         if lesion.lesion_id in blocked:
             readings.append(BurdenReading(lesion, None, "locally treated: not assessable", is_new))
             continue
@@ -558,12 +558,13 @@ def assess_burden(
         )
         burden = measure_burden(tp, targets, ledger.counted, spec.lesion_value, not_assessable=blocked)
         counted_ids = set(ledger.joined)
-        outside = [l for l in new_present if l.lesion_id not in counted_ids]
+        outside = [lesion for lesion in new_present if lesion.lesion_id not in counted_ids]
         for lesion, reason in refused:
             trace.append(f"new lesion {lesion_name(lesion)} {reason}: not in the burden, precludes {cats['CR']}")
         if equivocal:
             trace.append(
-                "equivocal new lesion(s) followed, not counted: " + ", ".join(lesion_name(l) for l in equivocal)
+                "equivocal new lesion(s) followed, not counted: "
+                + ", ".join(lesion_name(lesion) for lesion in equivocal)
             )
         trace.append(f"burden: {burden.describe(spec.sum_unit)}")
         if targets:
@@ -576,7 +577,7 @@ def assess_burden(
                     spec.sum_unit,
                 )
             )
-        if blocked & {l.lesion_id for l in targets}:
+        if blocked & {lesion.lesion_id for lesion in targets}:
             trace.append("a target lesion was irradiated during follow-up: not assessable (flag for manual review)")
 
         progression = meets(burden.total, nadir)
@@ -611,8 +612,8 @@ def assess_burden(
         trace.append(overall.trace())
         raw = overall["overall"]
 
-        elsewhere = [lesion_name(l) for l in nontargets if unequivocal_progression(tp.of(l.lesion_id))]
-        elsewhere += [lesion_name(l) for l in outside if unequivocal_progression(tp.of(l.lesion_id))]
+        elsewhere = [lesion_name(lesion) for lesion in nontargets if unequivocal_progression(tp.of(lesion.lesion_id))]
+        elsewhere += [lesion_name(lesion) for lesion in outside if unequivocal_progression(tp.of(lesion.lesion_id))]
         review = False
         if spec.reader_review_table:
             review_decision = engine.decide(
@@ -675,8 +676,8 @@ def assess_burden(
                     "raw_category": raw,
                     "index_sum": burden.index_total,
                     "new_lesion_sum": burden.new_total,
-                    "new_lesions_in_burden": tuple(lesion_name(l) for l in ledger.counted),
-                    "new_lesions_outside_burden": tuple(lesion_name(l) for l in outside),
+                    "new_lesions_in_burden": tuple(lesion_name(lesion) for lesion in ledger.counted),
+                    "new_lesions_outside_burden": tuple(lesion_name(lesion) for lesion in outside),
                     "reader_review": review,
                 },
             )

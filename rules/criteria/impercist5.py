@@ -122,9 +122,7 @@ def assess(
         trace.append(_selection_line("sum of SULpeak (new lesions included)", chosen))
         evaluable = reference is not None and reference > 0 and comparability.comparable and has_values
         meets_pmd = meets_pmr = False
-        change = None
         if reference is not None and reference > 0 and has_values:
-            change = percent_change(total, reference)
             meets_pmd = ruleset.threshold("pmd_fraction_of_reference").holds(total, reference)
             meets_pmr = ruleset.threshold("pmr_fraction_of_reference").holds(total, reference)
             label = "baseline sum" if flags["reference"] == "baseline" else "nadir sum"

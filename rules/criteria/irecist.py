@@ -160,7 +160,13 @@ def classify_new_lesions(
     for tp in timeline.followups:
         present, _equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
         fresh = [lesion for lesion in present if lesion.lesion_id not in classes]
-        fresh.sort(key=lambda l: (-(tp.of(l.lesion_id).recist_diameter_mm or 0), lesion_name(l), l.lesion_id))
+        fresh.sort(
+            key=lambda lesion: (
+                -(tp.of(lesion.lesion_id).recist_diameter_mm or 0),
+                lesion_name(lesion),
+                lesion.lesion_id,
+            )
+        )
         for lesion in fresh:
             m = tp.of(lesion.lesion_id)
             axis = "short axis" if m.nodal else "longest diameter"
@@ -389,7 +395,9 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
     nlt_now = _diameters(tp, nlt, ctx.too_small_mm)
     nlt_som = sum((v for v in nlt_now.values() if v is not None), Decimal(0)) if nlt else None
     if nlt:
-        parts = " + ".join(f"{lesion_name(l)} {fmt_mm(nlt_now[l.lesion_id])}" for l in sorted(nlt, key=lesion_name))
+        parts = " + ".join(
+            f"{lesion_name(lesion)} {fmt_mm(nlt_now[lesion.lesion_id])}" for lesion in sorted(nlt, key=lesion_name)
+        )
         trace.append(f"NLT sum of measures {fmt_mm(nlt_som)} ({parts}); kept apart from the target sum (iRECIST §2.2)")
     if additional:
         trace.append(
@@ -413,7 +421,7 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
             trace.append(
                 f"recorded NLT sum of measures {fmt_mm(ref_som)} is ≥ 20 % and ≥ 5 mm over its nadir {fmt_mm(state.nlt_nadir_mm)}"
             )
-    nlnt_ids = {l.lesion_id for l in nlnt}
+    nlnt_ids = {lesion.lesion_id for lesion in nlnt}
     nlnt_unequivocal = any(_unequivocal(tp.of(i)) for i in state.known_new_lesions & nlnt_ids)
     if nlnt_unequivocal:
         trace.append("a recorded new lesion-non-target is graded unequivocal progression")
@@ -602,8 +610,8 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
     if after_icpd:
         extra["after_icpd_response"] = response
     extra["nlt_som_mm"] = nlt_som
-    extra["nlt"] = sorted(lesion_name(l) for l in nlt)
-    extra["nlnt"] = sorted(lesion_name(l) for l in nlnt)
+    extra["nlt"] = sorted(lesion_name(lesion) for lesion in nlt)
+    extra["nlnt"] = sorted(lesion_name(lesion) for lesion in nlnt)
 
     has_targets = c.target != "NA"
     nadir_used = state.nadir_mm
@@ -704,7 +712,7 @@ def _update_state(
     # New lesions stay recorded until seen resolved; a recorded lesion that reappears is a new lesion again.
     state.known_new_lesions = (state.known_new_lesions | present) - resolved_now
     state.ever_recorded |= present
-    nlt_ids = frozenset(l.lesion_id for l in nlt)
+    nlt_ids = frozenset(lesion.lesion_id for lesion in nlt)
     nlt_complete = all(v is not None for v in nlt_now.values())
     nlt_som = sum((v for v in nlt_now.values() if v is not None), Decimal(0))
     if nlt_ids != state.nlt_reference_ids:

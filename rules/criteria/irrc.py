@@ -20,9 +20,9 @@ from typing import Any
 
 from rules.criteria.burden import (
     BurdenCriterion,
-    TumourFilter,
     CapRule,
     TumourBurden,
+    TumourFilter,
     assess_burden,
     configured_threshold,
     criterion_flags,
@@ -107,12 +107,14 @@ def cap_rules(ruleset: RuleSet, prefix: str) -> tuple[CapRule, ...]:
     return (
         CapRule(f"{threshold_int(per_organ)} per organ", per_organ, organ_of),
         CapRule(
-            f"{threshold_int(visceral)} visceral", visceral, lambda l: None if is_cutaneous(l, sites) else "visceral"
+            f"{threshold_int(visceral)} visceral",
+            visceral,
+            lambda lesion: None if is_cutaneous(lesion, sites) else "visceral",
         ),
         CapRule(
             f"{threshold_int(cutaneous)} cutaneous",
             cutaneous,
-            lambda l: "cutaneous" if is_cutaneous(l, sites) else None,
+            lambda lesion: "cutaneous" if is_cutaneous(lesion, sites) else None,
         ),
     )
 
@@ -124,9 +126,9 @@ def criterion_spec(ruleset: RuleSet, flags: Mapping[str, Any]) -> BurdenCriterio
 
     def nontargets_absent(tp: Timepoint, nontargets: Sequence[TrackedLesion]) -> bool:
         return all(
-            (m := tp.of(l.lesion_id)) is not None
-            and (m.status is LesionStatus.ABSENT or (l.nodal and node_is_normal(m, node_normal)))
-            for l in nontargets
+            (m := tp.of(lesion.lesion_id)) is not None
+            and (m.status is LesionStatus.ABSENT or (lesion.nodal and node_is_normal(m, node_normal)))
+            for lesion in nontargets
         )
 
     return BurdenCriterion(
@@ -157,7 +159,7 @@ def baseline_conformance(timeline: Timeline, ruleset: RuleSet, flags: Mapping[st
                 f"irRC baseline minimum of {minimum.describe()} in both diameters (irrc.baseline_min_mm)"
             )
     for cap in cap_rules(ruleset, "index"):
-        counts = Counter(group for group in (cap.group(l) for l in index) if group is not None)
+        counts = Counter(group for group in (cap.group(lesion) for lesion in index) if group is not None)
         for group, count in counts.items():
             if not cap.limit.holds(count):
                 warnings.append(f"{count} index lesions ({group}) at baseline: irRC allows at most {cap.description}")

@@ -26,6 +26,8 @@ from rules.criteria import recist11
 from rules.criteria.burden import TumourFilter, criterion_flags, fraction_as_decimal
 from rules.criteria.recist_family import (
     baseline_conformance as recist_baseline_conformance,
+)
+from rules.criteria.recist_family import (
     is_measurable,
     locally_treated_lesions,
     recist_diameter,
@@ -64,7 +66,7 @@ class InjectionHistory:
         baseline = timeline.baseline
         procedures = [t for t in timeline.facts.local_therapies if t.kind is LocalTherapyKind.INTRATUMORAL_INJECTION]
         day0 = max(timeline.anchor_date or baseline.scan_date, baseline.scan_date)
-        lesions = [l for l in timeline.lesions.values() if l.role is not LesionRole.NEW]
+        lesions = [lesion for lesion in timeline.lesions.values() if lesion.role is not LesionRole.NEW]
         previous: dict[str, bool] = {}
         for tp in (baseline, *timeline.followups):
             cutoff = day0 if tp is baseline else tp.scan_date
@@ -162,7 +164,7 @@ class LesionValues:
     def total(self, lesions: Sequence[TrackedLesion], day: dt.date, *, skip_missing: bool = False) -> Decimal | None:
         """Sum at ``day`` over ``lesions``; ``None`` if any was not assessed, unless ``skip_missing`` (the baseline
         sum leaves out a target without a diameter, as ``recist11.baseline_sum`` does, which warns about it)."""
-        values = [self._values.get((l.lesion_id, day)) for l in lesions]
+        values = [self._values.get((lesion.lesion_id, day)) for lesion in lesions]
         if any(v is None for v in values) and not skip_missing:
             return None
         return sum((v for v in values if v is not None), Decimal(0))
@@ -205,9 +207,9 @@ def series_response(
     """The injected or non-injected response at ``tp``: RECIST 1.1 (``recist11.evaluate_timepoint``) over the
     lesions of that series at that visit, against the series' own baseline and nadir."""
     members = {lid: timeline.lesions[lid] for lid, (_, series) in classes.items() if series == state.name}
-    targets = [l for l in members.values() if l.role is LesionRole.TARGET]
-    has_baseline_disease = any(l.role is not LesionRole.NEW for l in members.values())
-    has_new = any(l.role is LesionRole.NEW for l in members.values())
+    targets = [lesion for lesion in members.values() if lesion.role is LesionRole.TARGET]
+    has_baseline_disease = any(lesion.role is not LesionRole.NEW for lesion in members.values())
+    has_new = any(lesion.role is LesionRole.NEW for lesion in members.values())
     if not has_baseline_disease and not has_new:
         return SeriesResult(None, None, None, None, False, (f"{state.name}: no lesion in this class",))
     base, nadir = series_references(state, targets, values, timeline, earlier, flags["reclassification_references"])
@@ -228,7 +230,7 @@ def series_response(
     if not has_baseline_disease and response == "NE":
         # Non-injected series without baseline disease: only new lesions can say anything (PD).
         response = None
-    names = ", ".join(f"{lesion_name(l)}" for l in members.values() if l.role is not LesionRole.NEW)
+    names = ", ".join(f"{lesion_name(lesion)}" for lesion in members.values() if lesion.role is not LesionRole.NEW)
     trace = (f"{state.name} lesions: {names or 'none at baseline'}",) + tuple(
         f"{state.name}: {line}" for line in c.trace
     )
@@ -266,7 +268,7 @@ def baseline_conformance(
     """itRECIST baseline checks, as warnings (spec §6.1): 1–5 T-I, 1–5 T-NI, ≤ 10 targets, RECIST 1.1 measurability."""
     warnings = []
     counts = {"T-I": 0, "T-NI": 0}
-    for lesion_id, (lesion_class, _) in classes.items():
+    for lesion_class, _ in classes.values():
         if lesion_class in counts:
             counts[lesion_class] += 1
     for lesion_class, low, high in (

@@ -37,7 +37,7 @@ from fractions import Fraction
 from typing import Any
 
 from rules.criteria import pet
-from rules.criteria.burden import criterion_flags, fraction_as_decimal, fmt_amount, unequivocal_progression
+from rules.criteria.burden import criterion_flags, fmt_amount, fraction_as_decimal, unequivocal_progression
 from rules.criteria.recist_family import RECIST_ORDER, best_overall_response, new_lesion_readings, nontarget_state
 from rules.engine import Engine, RuleSet
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, ReferenceRegion
@@ -229,14 +229,14 @@ def evaluate_ct(
     for lesion in equivocal:
         trace.append(f"new lesion {lesion_name(lesion)} is equivocal: followed, not progression")
     nontargets = timeline.lesions_with_role(LesionRole.NON_TARGET)
-    nt_progression = [lesion_name(l) for l in nontargets if unequivocal_progression(tp.of(l.lesion_id))]
+    nt_progression = [lesion_name(lesion) for lesion in nontargets if unequivocal_progression(tp.of(lesion.lesion_id))]
     if nt_progression:
         trace.append(f"reader: unequivocal progression of {', '.join(nt_progression)}")
     nt = nontarget_state(tp, nontargets, after_complete_response=False)
     node_normal = ruleset.threshold("node_normal_long_axis")
     targets_normal = complete and all(
-        (s := sizes.get(l.lesion_id)) is not None and (node_normal.holds(s.ld) if l.nodal else s.ppd == 0)
-        for l in targets
+        (s := sizes.get(lesion.lesion_id)) is not None and (node_normal.holds(s.ld) if lesion.nodal else s.ppd == 0)
+        for lesion in targets
     )
     complete_response = (
         bool(targets)

@@ -52,7 +52,7 @@ def assess(
     very_large_count = pet.policy_threshold(ruleset, "very_large_lesions_min_count", flags)
     preexisting = pet.baseline_avid_lesions(timeline, avid, is_tumour=is_tumour)
     base_line = "pre-existing FDG-avid lesions (above the baseline liver SULmean): " + (
-        ", ".join(lesion_name(l) for l in preexisting) if preexisting else "none"
+        ", ".join(lesion_name(lesion) for lesion in preexisting) if preexisting else "none"
     )
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None

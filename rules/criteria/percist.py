@@ -141,13 +141,13 @@ def _tlg(
     """TLG > 75 % above baseline (PERCIST PMD): summed over baseline lesions with a baseline TLG (absent → 0) plus the
     new FDG-avid lesions reporting TLG [D]. Not applied when a baseline lesion's TLG is missing at the follow-up."""
     base_lesions = [
-        l
-        for l in pet.baseline_lesions(timeline)
-        if (m := timeline.baseline.of(l.lesion_id)) is not None and m.tlg is not None
+        lesion
+        for lesion in pet.baseline_lesions(timeline)
+        if (m := timeline.baseline.of(lesion.lesion_id)) is not None and m.tlg is not None
     ]
     if not base_lesions:
         return False, "TLG not reported at baseline: the TLG rule is not applied", None, None
-    base_total = sum((timeline.baseline.of(l.lesion_id).tlg for l in base_lesions), Decimal(0))
+    base_total = sum((timeline.baseline.of(lesion.lesion_id).tlg for lesion in base_lesions), Decimal(0))
     total = Decimal(0)
     missing = []
     for lesion in base_lesions:
@@ -280,8 +280,8 @@ def evaluate_scan(
     if increases:
         trace.append("other lesions up > 30 %: " + "; ".join(increases))
 
-    nontargets = [l for l in timeline.lesions.values() if l.role is LesionRole.NON_TARGET]
-    progressing = [lesion_name(l) for l in nontargets if unequivocal_progression(tp.of(l.lesion_id))]
+    nontargets = [lesion for lesion in timeline.lesions.values() if lesion.role is LesionRole.NON_TARGET]
+    progressing = [lesion_name(lesion) for lesion in nontargets if unequivocal_progression(tp.of(lesion.lesion_id))]
     nontarget_progression = "none"
     if progressing:
         nontarget_progression = "pmd" if flags["nontarget_progression_is_pmd"] else "ignored"

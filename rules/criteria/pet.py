@@ -304,7 +304,7 @@ def lesion_uptake(tp: Timepoint, lesion: TrackedLesion, *, is_tumour: TumourFilt
 
 def baseline_lesions(timeline: Timeline) -> list[TrackedLesion]:
     """Lesions recorded at baseline (targets and non-targets: PERCIST picks its own by uptake)."""
-    return [l for l in timeline.lesions.values() if l.role is not LesionRole.NEW]
+    return [lesion for lesion in timeline.lesions.values() if lesion.role is not LesionRole.NEW]
 
 
 def uptakes(tp: Timepoint, lesions: Iterable[TrackedLesion], *, is_tumour: TumourFilter | None = None) -> list[Uptake]:
@@ -361,7 +361,7 @@ def new_fdg_avid_lesions(
     unequivocal, equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
     liver = liver_mean(tp)
     found: list[Uptake] = []
-    notes: list[str] = [f"new lesion {lesion_name(l)} is equivocal: followed, not counted" for l in equivocal]
+    notes: list[str] = [f"new lesion {lesion_name(lesion)} is equivocal: followed, not counted" for lesion in equivocal]
     for lesion in unequivocal:
         m = tp.of(lesion.lesion_id)
         if m is None or m.sul_peak is None:
@@ -447,7 +447,11 @@ def complete_resolution(
     """CMR (policy [D]): every lesion with uptake at baseline and every new lesion seen so far has resolved to
     background (absent, or SULpeak below the liver SULmean), and no new FDG-avid lesion is present."""
     lesions = [u.lesion for u in uptakes(timeline.baseline, baseline_lesions(timeline), is_tumour=is_tumour)]
-    lesions += [l for l in timeline.lesions.values() if l.role is LesionRole.NEW and l.first_seen <= tp.scan_date]
+    lesions += [
+        lesion
+        for lesion in timeline.lesions.values()
+        if lesion.role is LesionRole.NEW and lesion.first_seen <= tp.scan_date
+    ]
     state = resolution(tp, lesions, below_liver)
     ok = state.all_resolved and not new.avid
     return ok, f"complete resolution: {'yes' if ok else 'no'} ({state.describe()})"

@@ -177,12 +177,12 @@ def evaluate_scan(
 
     new, equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
     if new:
-        trace.append("new lesion(s): " + ", ".join(lesion_name(l) for l in new))
+        trace.append("new lesion(s): " + ", ".join(lesion_name(lesion) for lesion in new))
     for lesion in equivocal:
         trace.append(f"new lesion {lesion_name(lesion)} is equivocal: followed, not progression")
     nontargets = timeline.lesions_with_role(LesionRole.NON_TARGET)
     nt = nontarget_state(tp, nontargets, after_complete_response=False)
-    nt_progression = [lesion_name(l) for l in nontargets if unequivocal_progression(tp.of(l.lesion_id))]
+    nt_progression = [lesion_name(lesion) for lesion in nontargets if unequivocal_progression(tp.of(lesion.lesion_id))]
     if nt_progression:
         trace.append(f"reader: unequivocal progression of non-measurable disease {', '.join(nt_progression)}")
 
@@ -237,7 +237,7 @@ def evaluate_scan(
     rt_date = last_radiotherapy(timeline, tp.scan_date)
     window = ruleset.threshold("post_radiotherapy_window_days")
     within = rt_date is not None and window.holds((tp.scan_date - rt_date).days)
-    outside_field = [lesion_name(l) for l in new if tp.of(l.lesion_id).irradiated is False]
+    outside_field = [lesion_name(lesion) for lesion in new if tp.of(lesion.lesion_id).irradiated is False]
     biopsy = _flag_between(timeline, BIOPSY_PROGRESSION_CODE, previous, tp.scan_date) is True
     if rt_date is not None:
         trace.append(
@@ -292,7 +292,7 @@ def evaluate_scan(
         spd,
         complete,
         reason,
-        tuple(lesion_name(l) for l in new),
+        tuple(lesion_name(lesion) for lesion in new),
         bool(clinical),
         tuple(trace),
         tuple(warnings),

@@ -145,7 +145,8 @@ def evaluate_timepoint(
         trace.append("new lesion(s): " + ", ".join(lesion_name(lesion) for lesion in new))
     if equivocal:
         trace.append(
-            "equivocal new lesion(s) followed, not yet progression: " + ", ".join(lesion_name(l) for l in equivocal)
+            "equivocal new lesion(s) followed, not yet progression: "
+            + ", ".join(lesion_name(lesion) for lesion in equivocal)
         )
 
     if targets:
@@ -173,8 +174,8 @@ def evaluate_timepoint(
         complete_response=complete,
         target=target_decision["target"] if target_decision else "NA",
         nontarget=nt_decision["nontarget"],
-        new_unequivocal=tuple(l.lesion_id for l in new),
-        new_equivocal=tuple(l.lesion_id for l in equivocal),
+        new_unequivocal=tuple(lesion.lesion_id for lesion in new),
+        new_equivocal=tuple(lesion.lesion_id for lesion in equivocal),
         overall=overall["overall"],
         trace=tuple(trace),
     )

@@ -300,7 +300,7 @@ def findings(
         by_alert.setdefault(occurrence.decision.alert, {}).setdefault(occurrence.pattern.key, []).append(occurrence)
 
     out: list[Finding] = []
-    for pattern_key, items in by_alert.get("irae", {}).items():
+    for items in by_alert.get("irae", {}).values():
         out.append(_irae_finding(items, timeline, engine, ruleset))
     sarcoid = sorted(
         (o for items in by_alert.get("sarcoid-like-reaction", {}).values() for o in items),
@@ -308,7 +308,7 @@ def findings(
     )
     if sarcoid:
         out.append(_sarcoid_finding(sarcoid, timeline, criteria, engine, ruleset))
-    for pattern_key, items in by_alert.get("none", {}).items():
+    for items in by_alert.get("none", {}).values():
         if not items[0].pattern.is_irae:
             out.append(_flare_record(items, ruleset))
     return sorted(out, key=lambda f: (f.scan_date, f.code, f.key))

@@ -143,10 +143,10 @@ def dissociated_response(
         )
         if not decision["dissociated"]:
             continue
-        discordant = [lesion_name(c.lesion) for c in progressing] + [lesion_name(l) + " (new)" for l in new]
+        discordant = [lesion_name(c.lesion) for c in progressing] + [lesion_name(lesion) + " (new)" for lesion in new]
         lines = [c.describe() for c in changes]
         if new:
-            lines.append("new lesion(s), counted as progressing: " + ", ".join(lesion_name(l) for l in new))
+            lines.append("new lesion(s), counted as progressing: " + ", ".join(lesion_name(lesion) for lesion in new))
         lines.append(
             f"Discordant: {', '.join(discordant)}. Accompanies the RECIST/iRECIST category, does not replace it."
         )

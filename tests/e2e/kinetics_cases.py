@@ -22,7 +22,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
-from rules.scenario import NEW, T, Case, Lesion, c
+from rules.scenario import NEW, Case, Lesion, T, c
 from service.demo import case_measurements_bundle, stable_uid
 
 D = dt.date.fromisoformat
@@ -865,7 +865,7 @@ class CdsEhr:
             def log_message(self, *args):
                 return
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -125,7 +125,7 @@ def store(
                 association.release()
             else:
                 association.abort()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 -- closing is best effort: the listener may have died mid-message
             pass
     return results
 
@@ -206,7 +206,7 @@ def counts(engine, tables: Sequence[str] = TABLES) -> dict[str, int]:
     query = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in tables)
     with engine.connect() as conn:
         row = conn.execute(text(query)).one()
-    return dict(zip(tables, row))
+    return dict(zip(tables, row, strict=True))
 
 
 def scalar(engine, sql: str, **params):

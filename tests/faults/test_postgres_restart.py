@@ -27,7 +27,6 @@ from sqlalchemy import create_engine
 from dicom_listener.sr_builder import build_ct_image
 from service.db import migrate
 from service.demo import case_bundle
-from tests.support.processes import free_port
 from tests.faults.harness import (
     SYSTEM,
     Roles,
@@ -41,6 +40,7 @@ from tests.faults.harness import (
 )
 from tests.faults.pg_cluster import PrivateCluster, SharedCluster
 from tests.rules import cases
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.slow
 

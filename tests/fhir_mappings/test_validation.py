@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from fhir_mappings.validation import InvalidResource, validate_resource
-from tests.fhir_mappings import C, IMMUNORAD, schema_errors
+from tests.fhir_mappings import IMMUNORAD, C, schema_errors
 
 LOINC = "http://loinc.org"
 UUID_A = "urn:uuid:2f1d3b8e-6a51-4c3e-9a57-0d1f7f3e4a01"

@@ -505,7 +505,7 @@ def many_groups_sr(groups: int, number: int) -> bytes:
         if item.ConceptNameCodeSequence[0].CodeValue == "126010":
             first = item.ContentSequence[0]
             copies = []
-            for n in range(groups):
+            for _ in range(groups):
                 copy = Dataset()
                 copy.update(first)
                 copies.append(copy)

@@ -26,7 +26,6 @@ from dicom_listener.scp import ReceivedInstance, StoreRejected
 from service.dicom_ingest import DicomIngest
 from tests.faults.harness import counts
 from tests.fuzz.conftest import fuzz_settings
-from tests.support.processes import REPO
 from tests.fuzz.dicom_cases import (
     big_ct,
     byte_mutations,
@@ -36,6 +35,7 @@ from tests.fuzz.dicom_cases import (
     tree_mutations,
     with_fresh_uid,
 )
+from tests.support.processes import REPO
 
 SEED_UID = "1.2.826.0.1.3680043.10.511.88.1"
 
@@ -80,7 +80,7 @@ def check_case(ingest, db, data: bytes, tally) -> int:
         assert counts(db.engine) == before, "a refused instance changed stored data"
         tally(f"refused-{status:#06x}")
         return status
-    except Exception as exc:  # noqa: BLE001 - classified below
+    except Exception as exc:  # classified below
         site = crash_site(exc)
         raise AssertionError(
             f"crash ({type(exc).__name__} in {site}): the SCP would answer 0xA700 and the sender would retry forever"

@@ -211,7 +211,7 @@ def test_containers_listen_on_all_interfaces(instructions: list[Instruction]) ->
 class _HealthHandler(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.send_response(self.status if self.path == "/healthz" else 404)
         self.end_headers()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from rules.facts import LesionStatus, NonTargetChange
-from rules.scenario import ABSENT, NOT_ASSESSED, NT, NEW, NT_PRESENT, TSTM, T, Case, Cell, Lesion, c, nt_present  # noqa: F401
+from rules.facts import NonTargetChange
+from rules.scenario import ABSENT, NEW, NOT_ASSESSED, NT, NT_PRESENT, TSTM, Case, Cell, Lesion, T, c, nt_present  # noqa: F401
 
 D = dt.date.fromisoformat
 

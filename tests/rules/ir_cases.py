@@ -15,7 +15,7 @@ from rules.engine import get_engine
 from rules.evaluate import make_timeline
 from rules.facts import LocalTherapy, LocalTherapyKind, PatientFacts
 from rules.results import CriterionAssessment
-from tests.rules.cases import ABSENT, NT, NEW, T, Case, Cell, Lesion, c  # noqa: F401 - re-exported for tests
+from tests.rules.cases import ABSENT, NEW, NT, Case, Cell, Lesion, T, c  # noqa: F401 - re-exported for tests
 
 D = dt.date.fromisoformat
 C1D1 = D("2024-01-08")

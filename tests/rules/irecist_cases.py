@@ -17,7 +17,7 @@ from rules.engine import get_engine
 from rules.evaluate import make_timeline
 from rules.facts import LesionStatus, NonTargetChange, NonTargetStatus, PatientFacts, Scan
 from rules.results import CriterionAssessment
-from rules.scenario import ABSENT, NOT_ASSESSED, NT, NEW, TSTM, T, Case, Cell, Lesion, c  # noqa: F401 - re-exported for tests
+from rules.scenario import ABSENT, NEW, NOT_ASSESSED, NT, TSTM, Case, Cell, Lesion, T, c  # noqa: F401 - re-exported for tests
 
 D = dt.date.fromisoformat
 C1D1 = D("2024-01-08")
@@ -70,7 +70,10 @@ def single_target(
     """One non-nodal liver target whose longest diameter is the sum of diameters (BL first)."""
     scans = dict(scans or every_8_weeks(len(sums) - 1))
     labels = list(scans)
-    cells = {label: (value if isinstance(value, Cell) else c(value, value)) for label, value in zip(labels, sums)}
+    cells = {
+        label: (value if isinstance(value, Cell) else c(value, value))
+        for label, value in zip(labels, sums, strict=True)
+    }
     return Case(name, C1D1, scans, (Lesion("T1 liver", T, "liver", cells=cells), *extra))
 
 

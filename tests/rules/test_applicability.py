@@ -16,7 +16,8 @@ from rules.applicability import (
 )
 from rules.engine import get_engine
 from rules.evaluate import make_timeline
-from tests.rules import cases, pet_cases as pc
+from tests.rules import cases
+from tests.rules import pet_cases as pc
 
 
 def applicable(facts):

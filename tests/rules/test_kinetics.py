@@ -117,7 +117,7 @@ class KCase:
             observations=observations + self.extra_observations,
         )
 
-    def replace(self, **changes) -> "KCase":
+    def replace(self, **changes) -> KCase:
         return dataclasses.replace(self, **changes)
 
 

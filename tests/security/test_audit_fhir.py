@@ -49,7 +49,7 @@ def test_audit_events_record_who_what_when_outcome(settings, db):
     while url:
         page = client.get(url, headers=auth(settings)).get_json()
         seen += [e["resource"] for e in page["entry"]]
-        url = next((l["url"].split("localhost", 1)[1] for l in page["link"] if l["relation"] == "next"), None)
+        url = next((link["url"].split("localhost", 1)[1] for link in page["link"] if link["relation"] == "next"), None)
     assert len(seen) == bundle["total"] == len({e["id"] for e in seen})
     for event in seen:
         validate_resource(event)

@@ -239,7 +239,7 @@ def test_search_paging_and_parameters(app_client):
         )
     page = app_client.get(f"/fhir/Observation?subject:identifier={SYSTEM}|MRN-S&_count=2").get_json()
     assert page["type"] == "searchset" and page["total"] == 5 and len(page["entry"]) == 2
-    next_url = next(l["url"] for l in page["link"] if l["relation"] == "next")
+    next_url = next(link["url"] for link in page["link"] if link["relation"] == "next")
     second = app_client.get(next_url.split("://", 1)[1].split("/", 1)[1].join(["/", ""])).get_json()
     assert len(second["entry"]) == 2
     assert {e["resource"]["id"] for e in page["entry"]}.isdisjoint({e["resource"]["id"] for e in second["entry"]})

@@ -112,7 +112,7 @@ def test_create_read_and_conditional_update(fhir: SyncFHIRClient):
 
 def test_searches_page_through_next_links(fhir: SyncFHIRClient):
     fhir.resource("Patient", identifier=[{"system": SYSTEM, "value": "FHIRPY-PAGE"}], gender="male").save()
-    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=2)
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)
     days = ["2024-01-02", "2024-02-05", "2024-03-04", "2024-04-01", "2024-05-06", "2024-06-03", "2024-07-01"]
     for index, day in enumerate(days):
         tumour_size(fhir, "FHIRPY-PAGE", index, day, 30 + index).save()

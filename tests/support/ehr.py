@@ -52,7 +52,7 @@ class FakeEhr:
                     return True
                 return self.headers.get("Authorization") == f"Bearer {ehr.token}"
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 with ehr.lock:
@@ -82,7 +82,7 @@ class FakeEhr:
                     return
                 self._reply(200, ehr._apply(bundle))
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 with ehr.lock:
                     ehr.requests.append(("GET", self.path, self.headers.get("Authorization")))
                 if not self._authorised():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pynetdicom import AE, _config
 from pydicom import dcmread
+from pynetdicom import AE, _config
 
 
 def send_raw(host: str, port: int, path: Path, *, aec: str = "IMMUNORAD", aet: str = "PYNETDICOM") -> int:

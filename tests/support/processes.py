@@ -126,7 +126,7 @@ class ServiceProcesses:
         self.wait_ready()
 
     def stop(self) -> None:
-        for role, proc in list(self.processes.items()):
+        for proc in list(self.processes.values()):
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -310,7 +310,7 @@ class SmartEhr(FakeEhr):
                     status, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code}]}
                 )
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 with ehr.lock:
@@ -342,7 +342,7 @@ class SmartEhr(FakeEhr):
                     return
                 self._reply(200, ehr._apply(bundle))
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 with ehr.lock:
                     ehr.requests.append(("GET", self.path, self.headers.get("Authorization")))
                 path, _, query = self.path.partition("?")
@@ -384,7 +384,7 @@ class SmartEhr(FakeEhr):
                         items = [
                             r
                             for r in items
-                            if str(((r.get("subject") or r.get("patient") or {}).get("reference") or "")).split("/")[-1]
+                            if str((r.get("subject") or r.get("patient") or {}).get("reference") or "").split("/")[-1]
                             == wanted
                         ]
                     elif name == "identifier":

@@ -138,7 +138,8 @@ def test_patient_page_lists_versions_and_what_changed(app_client, settings, db):
         case,
         scans={k: v for k, v in case.scans.items() if k != "TP3"},
         lesions=tuple(
-            dataclasses.replace(l, cells={k: v for k, v in l.cells.items() if k != "TP3"}) for l in case.lesions
+            dataclasses.replace(lesion, cells={k: v for k, v in lesion.cells.items() if k != "TP3"})
+            for lesion in case.lesions
         ),
     )
     send_case(app_client, settings, mrn, early)

@@ -27,7 +27,7 @@ from service.quality import (
 from tests.rules import cases
 
 D = dt.date.fromisoformat
-T0 = dt.datetime(2024, 8, 1, 9, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2024, 8, 1, 9, 0, tzinfo=dt.UTC)
 _RESULTS: dict[str, dict] = {}
 
 

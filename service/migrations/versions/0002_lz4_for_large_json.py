@@ -15,9 +15,8 @@ Only values written from now on use LZ4; stored ones stay readable as they are (
 per value). On SQLite, or a server without LZ4, nothing changes.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"

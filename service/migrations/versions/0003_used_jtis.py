@@ -10,9 +10,8 @@ primary key is a digest of (issuer, jti) gives exactly that (the second INSERT f
 token has expired (it would be refused for its ``exp`` anyway).
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"

@@ -15,7 +15,7 @@ from rules.criteria import imrecist
 from rules.evaluate import evaluate_patient
 from rules.facts import NonTargetStatus
 from tests.rules import cases
-from tests.rules.ir_cases import ABSENT, NEW, NT, T, Cell, Lesion, c, case, categories, labels, run
+from tests.rules.ir_cases import ABSENT, NEW, NT, Cell, Lesion, T, c, case, categories, labels, run
 
 D = dt.date.fromisoformat
 

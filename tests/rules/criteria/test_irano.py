@@ -10,7 +10,7 @@ import pytest
 
 from rules.criteria import irano
 from tests.rules import pet_cases as pc
-from tests.rules.cases import NEW, T, Case, Lesion, c
+from tests.rules.cases import NEW, Case, Lesion, T, c
 from tests.rules.pet_cases import observation
 
 D = dt.date.fromisoformat
@@ -23,7 +23,7 @@ def assess(facts, overrides=None):
 
 def glioma(scans, cells, *, new=None, observations=()):
     labels = list(scans)
-    lesions = [Lesion("T1 brain", T, "brain", cells=dict(zip(labels, cells)))]
+    lesions = [Lesion("T1 brain", T, "brain", cells=dict(zip(labels, cells, strict=True)))]
     if new:
         lesions.append(Lesion("X1 brain", NEW, "brain", cells=new))
     facts = Case("irano", C1D1, scans, tuple(lesions)).facts()

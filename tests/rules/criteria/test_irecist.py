@@ -43,11 +43,10 @@ from tests.rules.irecist_cases import (
     PLUS_5,
     SCENARIO_F,
     TWO_EPISODES,
+    Case,
     D,
     Lesion,
-    NT,
     T,
-    Case,
     c,
     categories,
     early_scan_case,
@@ -60,8 +59,8 @@ from tests.rules.irecist_cases import (
     run_both,
     shuffled,
     single_target,
-    with_symptom_driven,
     window_case,
+    with_symptom_driven,
 )
 
 ENGINE = get_engine()
@@ -1366,7 +1365,7 @@ def test_random_timelines(facts, data):
             assert tp.progression_date is not None and tp.progression_date <= tp.scan_date
     assert (a.progression_date is not None) == seen_icpd
     # iRECIST agrees with RECIST 1.1 at every timepoint up to and including RECIST's first PD.
-    for mine, theirs in zip(a.timepoints, r.timepoints):
+    for mine, theirs in zip(a.timepoints, r.timepoints, strict=False):
         assert RECIST_EQUIVALENT[mine.category] == theirs.category, (mine.scan_date, mine.trace, theirs.trace)
         assert mine.sum_mm == theirs.sum_mm and mine.nadir_sum == theirs.nadir_sum
     # The result does not depend on the order of PatientFacts.measurements.

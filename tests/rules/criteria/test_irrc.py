@@ -17,7 +17,7 @@ from rules.criteria.burden import configured_threshold, criterion_flags
 from rules.engine import get_engine
 from rules.facts import LesionStatus, NonTargetStatus
 from tests.rules import cases
-from tests.rules.ir_cases import ABSENT, NEW, NT, T, Cell, Lesion, c, case, categories, labels, run
+from tests.rules.ir_cases import ABSENT, NEW, NT, Cell, Lesion, T, c, case, categories, labels, run
 
 D = dt.date.fromisoformat
 

@@ -16,7 +16,7 @@ import pytest
 from rules.criteria import irrecist
 from rules.facts import NonTargetStatus
 from tests.rules import cases
-from tests.rules.ir_cases import ABSENT, NEW, NT, T, Cell, Lesion, c, case, categories, labels, run
+from tests.rules.ir_cases import ABSENT, NEW, NT, Cell, Lesion, T, c, case, categories, labels, run
 
 D = dt.date.fromisoformat
 

@@ -11,8 +11,9 @@ from fractions import Fraction
 import pytest
 
 from rules.criteria import lugano
-from tests.rules import cases, pet_cases as pc
-from tests.rules.cases import ABSENT, NEW, NOT_ASSESSED, NT, TSTM, T, Case, Lesion, c
+from tests.rules import cases
+from tests.rules import pet_cases as pc
+from tests.rules.cases import ABSENT, NEW, NOT_ASSESSED, NT, TSTM, Case, Lesion, T, c
 from tests.rules.pet_cases import categories, deauville
 
 D = dt.date.fromisoformat

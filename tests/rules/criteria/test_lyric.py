@@ -10,7 +10,7 @@ import pytest
 
 from rules.criteria import lyric
 from tests.rules import pet_cases as pc
-from tests.rules.cases import NEW, T, Case, Lesion, c
+from tests.rules.cases import NEW, Case, Lesion, T, c
 from tests.rules.pet_cases import categories, deauville, observation
 
 D = dt.date.fromisoformat

@@ -11,7 +11,7 @@ import pytest
 
 from rules.criteria import rano
 from tests.rules import pet_cases as pc
-from tests.rules.cases import ABSENT, NEW, T, Case, Lesion, c
+from tests.rules.cases import ABSENT, NEW, Case, Lesion, T, c
 from tests.rules.pet_cases import categories, observation, radiotherapy
 
 D = dt.date.fromisoformat
@@ -26,7 +26,7 @@ def assess(facts, overrides=None):
 def glioma(*cells, new=None, observations=(), therapies=()):
     """One enhancing target 20×20 = 400 mm² at baseline, then ``cells`` at TP1, TP2…; optional new lesion cells."""
     labels = ["BL"] + [f"TP{i}" for i in range(1, len(cells) + 1)]
-    lesions = [Lesion("T1 brain", T, "brain", cells=dict(zip(labels, (c(20, 20), *cells))))]
+    lesions = [Lesion("T1 brain", T, "brain", cells=dict(zip(labels, (c(20, 20), *cells), strict=True)))]
     if new:
         lesions.append(Lesion("X1 brain", NEW, "brain", cells=new))
     facts = Case("glioma", C1D1, {k: SCANS[k] for k in labels}, tuple(lesions)).facts()

@@ -92,6 +92,7 @@ def test_e11_too_small_to_measure_counts_5_mm_and_cr_is_confirmed():
 def test_e11_empty_measurement_is_not_zero():
     # Negative test: an empty measurement field must give NE, never 0 (C-RT's Number(null) === 0 trap).
     import dataclasses
+
     from rules.facts import LesionStatus
 
     facts = cases.E11.facts()
