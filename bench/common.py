@@ -153,7 +153,7 @@ def machine() -> dict:
             from importlib.metadata import version
 
             versions[dist] = version(dist)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 -- any failure to read the metadata is reported as "not installed"
             versions[dist] = "not installed"
     import sqlite3
 
@@ -189,7 +189,7 @@ def postgres_version() -> str:
     try:
         with pg_admin() as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 -- the results table records any failure by its type
         return f"unreachable ({type(exc).__name__})"
 
 

@@ -57,7 +57,10 @@ def public_jwk(private_key: Any, kid: str | None = None) -> dict[str, str]:
     elif isinstance(public, ec.EllipticCurvePublicKey):
         numbers = public.public_numbers()
         size = (public.curve.key_size + 7) // 8
-        pad = lambda v: base64.urlsafe_b64encode(v.to_bytes(size, "big")).rstrip(b"=").decode()  # noqa: E731
+
+        def pad(v: int) -> str:
+            return base64.urlsafe_b64encode(v.to_bytes(size, "big")).rstrip(b"=").decode()
+
         jwk = {"kty": "EC", "crv": CURVE_NAMES[public.curve.name], "x": pad(numbers.x), "y": pad(numbers.y)}
     else:
         raise ValueError("the EHR signing key must be RSA or EC")

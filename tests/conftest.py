@@ -66,7 +66,7 @@ def postgres_template():
     try:
         with _pg_admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 -- any failure to reach PostgreSQL becomes one clear test failure
         pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc} (run .ci/run, or pass --db=sqlite)")
     base = POSTGRES_URL.rsplit("/", 1)[0]
     migrate(f"{base}/{name}")

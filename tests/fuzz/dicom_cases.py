@@ -179,7 +179,7 @@ def sop_uid_of(data: bytes, fallback: str) -> str:
         ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
         value = str(ds.get("SOPInstanceUID", "") or "").strip()
         return value or fallback
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 -- fuzzed bytes: whatever the lenient reader raises, fall back
         return fallback
 
 

@@ -215,7 +215,7 @@ class _HealthHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(self.status if self.path == "/healthz" else 404)
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 -- http.server's signature names it `format`
         pass
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from rules.facts import NonTargetChange
-from rules.scenario import ABSENT, NEW, NOT_ASSESSED, NT, NT_PRESENT, TSTM, Case, Cell, Lesion, T, c, nt_present  # noqa: F401
+from rules.scenario import ABSENT, NEW, NOT_ASSESSED, NT, NT_PRESENT, TSTM, Case, Cell, Lesion, T, c, nt_present  # noqa: F401 -- re-exported for tests
 
 D = dt.date.fromisoformat
 

@@ -71,7 +71,7 @@ def run_all(jobs) -> list:
     def run(i, job):
         try:
             results[i] = job()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 -- collected and re-raised in the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
