@@ -28,28 +28,43 @@ def _bool(name: str, default: bool) -> bool:
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
-    """IMMUNORAD_VAR_DIR (default ``var``): the SQLite file, the generated API token, optional pixel files."""
+    """IMMUNORAD_VAR_DIR (default ``var``): the SQLite file, the generated API token and pseudonym key, optional pixel files."""
     database_url: str
-    """IMMUNORAD_DATABASE_URL (default ``sqlite:///var/immunorad.db``)."""
+    """IMMUNORAD_DATABASE_URL: SQLAlchemy URL of the database; the default is a SQLite file in IMMUNORAD_VAR_DIR,
+    ``postgresql+psycopg://user@host/db`` in production."""
     http_host: str = "127.0.0.1"
+    """IMMUNORAD_HTTP_HOST: address the HTTP API (FHIR, /api, /ui, CDS Hooks) listens on."""
     http_port: int = 8080
+    """IMMUNORAD_HTTP_PORT: port of the HTTP API."""
     dicom_host: str = "127.0.0.1"
+    """IMMUNORAD_DICOM_HOST: address the DICOM C-STORE listener binds."""
     dicom_port: int = 11112
+    """IMMUNORAD_DICOM_PORT: port of the DICOM C-STORE listener."""
     ae_title: str = "IMMUNORAD"
+    """IMMUNORAD_AE_TITLE: our AE title; associations calling another AE title are rejected."""
     allowed_calling_aets: tuple[str, ...] = ()
-    """Empty = any calling AE title (contract §2)."""
+    """IMMUNORAD_ALLOWED_CALLING_AETS: calling AE titles accepted (comma list); empty = any (contract §2)."""
     dicom_tls_cert: str | None = None
+    """IMMUNORAD_DICOM_TLS_CERT: PEM certificate of the listener; with the key, DICOM runs over TLS."""
     dicom_tls_key: str | None = None
+    """IMMUNORAD_DICOM_TLS_KEY: PEM private key of the listener certificate."""
     dicom_tls_ca: str | None = None
+    """IMMUNORAD_DICOM_TLS_CA: CA bundle for client certificates; when set, senders must present one (mutual TLS)."""
     study_settle_seconds: float = 10.0
+    """IMMUNORAD_STUDY_SETTLE_SECONDS: a study is evaluated this long after its last received instance
+    (C-STORE has no "study complete"), also when images arrive without a report."""
     ehr_fhir_url: str | None = None
+    """IMMUNORAD_EHR_FHIR_URL: the EHR's FHIR R4 base; results are delivered there. Unset: kept and served locally."""
     ehr_token: str | None = None
+    """IMMUNORAD_EHR_TOKEN: static bearer token for the EHR (SMART Backend Services settings replace it)."""
     ehr_client_id: str | None = None
     """IMMUNORAD_EHR_CLIENT_ID: SMART Backend Services client id (with IMMUNORAD_EHR_PRIVATE_KEY)."""
     ehr_private_key: str | None = None
     """IMMUNORAD_EHR_PRIVATE_KEY: path of the PEM key signing the client assertion (RS384/ES384)."""
     ehr_key_id: str | None = None
+    """IMMUNORAD_EHR_KEY_ID: ``kid`` of our key in the client assertion (SMART Backend Services)."""
     ehr_scope: str = "system/DiagnosticReport.write system/Observation.write system/Flag.write"
+    """IMMUNORAD_EHR_SCOPE: scopes requested from the EHR token endpoint (SMART Backend Services)."""
     ehr_timeout_seconds: float = 30.0
     """IMMUNORAD_EHR_TIMEOUT_SECONDS: read timeout of one delivery; a delivery's lease outlasts it."""
     retry_backoff_seconds: float = 2.0
@@ -101,9 +116,14 @@ class Settings:
     small thread pool beside the request threads); a call finding them all busy is answered 412 at once, so a
     slow or silent EHR can hold at most this many request threads, each no longer than the deadline."""
     api_token: str | None = None
+    """IMMUNORAD_API_TOKEN: bearer token required on /fhir, /api and /ui; unset: generated on first start
+    into ``var/api-token`` (read it there)."""
     patient_id_system: str = "urn:immunorad:mrn"
+    """IMMUNORAD_PATIENT_ID_SYSTEM: the FHIR ``Patient.identifier.system`` that DICOM PatientID corresponds to."""
     fhir_canonical: str = "http://immunorad.org/fhir"
+    """IMMUNORAD_FHIR_CANONICAL: base of the project's own CodeSystem URLs in what we emit."""
     log_level: str = "INFO"
+    """IMMUNORAD_LOG_LEVEL: level of the JSON logs on stdout (which carry no PHI)."""
     gunicorn_workers: int = 2
     """IMMUNORAD_GUNICORN_WORKERS (default 2): gunicorn worker processes of the API."""
     gunicorn_threads: int = 8
@@ -121,13 +141,20 @@ class Settings:
     public_url: str | None = None
     """IMMUNORAD_PUBLIC_URL: base URL of the pages, for links in CDS Hooks cards (default http://host:port)."""
     worker_poll_seconds: float = 0.5
+    """IMMUNORAD_WORKER_POLL_SECONDS: how often an idle worker looks for due jobs and deliveries."""
     rule_overrides: dict = field(default_factory=dict)
-    """IMMUNORAD_RULE_FLAGS: ``recist.sticky_pr=false,irecist.nl_reset_min_decrease_mm=5`` ([D] policies)."""
+    """IMMUNORAD_RULE_FLAGS: overrides of the clinical policy flags ([D] policies of docs/clinical), comma-separated
+    ``flag=value``, e.g. ``recist.sticky_pr=false,irecist.nl_reset_min_decrease_mm=5``; the flags are listed below."""
     primary_criterion: str = "iRECIST"
+    """IMMUNORAD_PRIMARY_CRITERION: the criterion the mCODE CancerDiseaseStatus and the report impression
+    summarise (falls back to the disease family's immunotherapy criterion when it does not apply)."""
     default_cancer_type: str | None = None
     """IMMUNORAD_DEFAULT_CANCER_TYPE: ``solid`` | ``lymphoma`` | ``glioma`` when no FHIR Condition says it."""
     pseudonym_key: str = ""
+    """IMMUNORAD_PSEUDONYM_KEY: key of the keyed hash that pseudonymises patient and study keys in logs and
+    exports; unset: generated on first start into ``var/pseudonym-key``."""
     max_request_bytes: int = 10 * 1024 * 1024
+    """IMMUNORAD_MAX_REQUEST_BYTES: largest HTTP request body accepted; larger ones get 413."""
     instance_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     @property
