@@ -57,8 +57,14 @@ def cards_for(
     source_label: str = "immunorad",
     canonical: str | None = None,
     source_url: str | None = None,
+    smart_launch_url: str | None = None,
+    app_context: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One card per active alert, most urgent first (stable order otherwise)."""
+    """One card per active alert, most urgent first (stable order otherwise).
+
+    The card's link opens the patient's page: through a SMART App Launch (CDS Hooks Link ``type: smart``, the EHR
+    adds ``iss`` and ``launch``; ``appContext`` travels back in the token response) when ``smart_launch_url`` is
+    given, else as an ``absolute`` URL."""
     if not patient_page_url or not re.match(r"^https?://", patient_page_url):
         raise ValueError("patient_page_url must be an absolute http(s) URL")
     if not source_label:
@@ -84,13 +90,21 @@ def cards_for(
                 "indicator": indicator,
                 "source": source,
                 "detail": _detail(alert),
-                "links": [
-                    {"label": "Open the immunorad response assessment", "url": patient_page_url, "type": "absolute"}
-                ],
+                "links": [_page_link(patient_page_url, smart_launch_url, app_context)],
             }
         )
     cards.sort(key=lambda card: rank[card["indicator"]])
     return cards
+
+
+def _page_link(page_url: str, smart_launch_url: str | None, app_context: str | None) -> dict[str, str]:
+    label = "Open the immunorad response assessment"
+    if not smart_launch_url:
+        return {"label": label, "url": page_url, "type": "absolute"}
+    link = {"label": label, "url": smart_launch_url, "type": "smart"}
+    if app_context:
+        link["appContext"] = app_context
+    return link
 
 
 def summary_text(text: str) -> str:

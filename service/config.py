@@ -118,6 +118,18 @@ class Settings:
     api_token: str | None = None
     """IMMUNORAD_API_TOKEN: bearer token required on /fhir, /api and /ui; unset: generated on first start
     into ``var/api-token`` (read it there)."""
+    ui_session_hours: float = 8.0
+    """IMMUNORAD_UI_SESSION_HOURS (default 8): how long a page sign-in (API token or SMART launch) lasts."""
+    smart_client_id: str | None = None
+    """IMMUNORAD_SMART_CLIENT_ID: our client id at the EHR for SMART App Launch (EHR launch of the patient page)."""
+    smart_client_secret: str | None = None
+    """IMMUNORAD_SMART_CLIENT_SECRET: only for an EHR that registered us as a confidential (symmetric) client;
+    unset = a public client protected by PKCE."""
+    smart_issuers: tuple[str, ...] = ()
+    """IMMUNORAD_SMART_ISSUERS: comma list of the EHR FHIR base URLs (``iss``) allowed to launch us; no other
+    ``iss`` is ever contacted."""
+    smart_scope: str = "launch openid fhirUser patient/Patient.rs"
+    """IMMUNORAD_SMART_SCOPE: scopes asked for at an EHR launch (the Patient in context is read to find ours)."""
     patient_id_system: str = "urn:immunorad:mrn"
     """IMMUNORAD_PATIENT_ID_SYSTEM: the FHIR ``Patient.identifier.system`` that DICOM PatientID corresponds to."""
     fhir_canonical: str = "http://immunorad.org/fhir"
@@ -253,6 +265,11 @@ def load_settings() -> Settings:
         cds_fetch_timeout_seconds=float(_env("IMMUNORAD_CDS_FETCH_TIMEOUT_SECONDS", "3")),
         cds_fetch_concurrency=_int("IMMUNORAD_CDS_FETCH_CONCURRENCY", 4),
         api_token=_env("IMMUNORAD_API_TOKEN"),
+        ui_session_hours=float(_env("IMMUNORAD_UI_SESSION_HOURS", "8")),
+        smart_client_id=_env("IMMUNORAD_SMART_CLIENT_ID"),
+        smart_client_secret=_env("IMMUNORAD_SMART_CLIENT_SECRET"),
+        smart_issuers=tuple(i.rstrip("/") for i in _list("IMMUNORAD_SMART_ISSUERS", "")),
+        smart_scope=_env("IMMUNORAD_SMART_SCOPE", Settings.smart_scope),
         patient_id_system=_env("IMMUNORAD_PATIENT_ID_SYSTEM", "urn:immunorad:mrn"),
         fhir_canonical=_env("IMMUNORAD_FHIR_CANONICAL", "http://immunorad.org/fhir").rstrip("/"),
         log_level=_env("IMMUNORAD_LOG_LEVEL", "INFO"),

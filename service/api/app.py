@@ -6,10 +6,11 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, abort, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from service.api.context import AppContext, ctx
+from service.auth import Principal
 from service.config import Settings, load_settings
 from service.db import DatabaseUnavailable
 from service.fhir_ingest import FhirError, operation_outcome
@@ -68,23 +69,10 @@ def _error_response(status: int, diagnostics: str, code: str = "invalid", error:
     return response
 
 
-def _authenticate() -> Response | None:
-    """Bearer authentication and scope checks on /fhir, /api and /ui (``service.auth``); refusals are audited.
-
-    /fhir/metadata, /healthz, /readyz, /metrics and /cds-services (which checks the EHR's JWT itself) stay open.
-    Accesses the handlers cannot audit themselves are audited after the answer: failures (their transaction
-    rolled back) and page views.
-    """
-    from flask import after_this_request
-
-    from service.auth import AuthError, authenticate, bearer_token
-
-    if not request.path.startswith(PROTECTED_PREFIXES) or request.path == "/fhir/metadata":
-        return None
-    context = ctx()
-    token = bearer_token(request.headers)
-    if token is None and request.path.startswith("/ui"):
-        token = request.cookies.get("immunorad_token") or request.args.get("token")
+def _bearer_principal(context: AppContext, token: str | None) -> Principal | Response:
+    """The caller of a bearer (or ``?token=``) request, or the refusal: audited, and on a page the HTML sign-in
+    form (contract §9.4: a person never gets a JSON error), elsewhere JSON or an OperationOutcome."""
+    from service.auth import AuthError, authenticate
 
     def body():
         try:
@@ -93,7 +81,7 @@ def _authenticate() -> Response | None:
             return None
 
     try:
-        principal = authenticate(
+        return authenticate(
             context.settings, context.api_token, token=token, method=request.method, path=request.path, body_loader=body
         )
     except AuthError as refused:
@@ -115,11 +103,49 @@ def _authenticate() -> Response | None:
                 )
         except DatabaseUnavailable:
             pass
+        if request.path.startswith("/ui"):
+            from service.api.signin import sign_in_page
+
+            return sign_in_page(401, "That token is not valid here." if token else None)
         response = _error_response(
             refused.status, refused.reason, code="login" if refused.status == 401 else "forbidden"
         )
         response.headers["WWW-Authenticate"] = refused.www_authenticate
         return response
+
+
+def _authenticate() -> Response | None:
+    """Authentication and scope checks on /fhir, /api and /ui (``service.auth``); refusals are audited.
+
+    /fhir/metadata, /healthz, /readyz, /metrics and /cds-services (which checks the EHR's JWT itself) stay open,
+    and so do the sign-in pages (``service.api.signin``). Pages take a bearer token, the signed session cookie or
+    ``?token=`` (turned into a session by the page blueprint). Accesses the handlers cannot audit themselves are
+    audited after the answer: failures (their transaction rolled back) and page views.
+    """
+    from flask import after_this_request
+
+    from service.api import signin
+    from service.auth import bearer_token
+
+    if not request.path.startswith(PROTECTED_PREFIXES) or request.path == "/fhir/metadata":
+        return None
+    on_pages = request.path.startswith("/ui")
+    if on_pages and request.path.startswith(signin.PUBLIC_PATHS):
+        return None
+    context = ctx()
+    token = bearer_token(request.headers)
+    ui_session = signin.read_session() if on_pages and token is None else None
+    if ui_session is not None:
+        if not signin.allowed_for_session(request.path, ui_session):
+            abort(403, description="this session was opened from the EHR for one patient; sign in for the others")
+        principal = ui_session.principal()
+        g.ui_session = ui_session
+    else:
+        if token is None and on_pages:
+            token = request.args.get("token")
+        principal = _bearer_principal(context, token)
+        if isinstance(principal, Response):
+            return principal
     g.agent = principal.agent
     g.principal = principal
 
@@ -181,9 +207,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from service.api.health import blueprint as health
     from service.api.quality_api import blueprint as quality_api
     from service.api.rest import blueprint as rest
+    from service.api.signin import blueprint as signin
     from service.api.ui import blueprint as ui
 
-    for blueprint in (health, audit_fhir, fhir, rest, quality_api, cds, ui):
+    for blueprint in (health, audit_fhir, fhir, rest, quality_api, cds, signin, ui):
         app.register_blueprint(blueprint)
 
     app.before_request(_authenticate)

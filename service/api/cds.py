@@ -217,8 +217,13 @@ def patient_view():
             patient_id=patient.id,
             detail={"hook": "patient-view", "cards": len(states)},
         )
-    page = f"{ctx().settings.base_url}/ui/patients/{patient.id}"
-    return jsonify({"cards": cards_for(states, patient_page_url=page)})
+    settings = ctx().settings
+    base = settings.base_url.rstrip("/")
+    launch = f"{base}/ui/launch" if settings.smart_client_id and settings.smart_issuers else None
+    cards = cards_for(
+        states, patient_page_url=f"{base}/ui/patients/{patient.id}", smart_launch_url=launch, app_context=patient.id
+    )
+    return jsonify({"cards": cards})
 
 
 @blueprint.post(f"/{SERVICE_ID}/feedback")

@@ -6,8 +6,9 @@ under a Content-Security-Policy that forbids scripts. Every value is escaped by 
 their own text). The patient's name is never stored, so it is never shown: clinical pages show our patient id and
 the MRN; the dashboard shows keyed pseudonyms only.
 
-Authentication is the app's (``service.api.app``): bearer token, cookie ``immunorad_token`` or ``?token=``; a
-``?token=`` is moved into an HttpOnly cookie and dropped from the address (history, logs, Referer).
+Authentication is the app's (``service.api.app``) and ``service.api.signin``'s: a bearer token, the signed session
+cookie of a sign-in (API token form or SMART App Launch), or ``?token=``, which opens a session and is dropped from
+the address (history, logs, Referer).
 
 The patient page reads the stored assessment (``Assessment.result`` = ``to_jsonable(PatientAssessment)``) of the
 version asked for (latest by default), so what it shows is exactly what was stored and reported.
@@ -24,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
@@ -57,9 +57,8 @@ blueprint = Blueprint(
     static_url_path="/static",
 )
 
-TOKEN_COOKIE = "immunorad_token"  # noqa: S105 -- the cookie's name, not a credential
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
 SPIDER_CRITERION = "RECIST-1.1"
@@ -72,26 +71,20 @@ BURDEN_CRITERIA = ("iRECIST", "RECIST-1.1")
 # Request plumbing: token → cookie, security headers, HTML errors
 # ---------------------------------------------------------------------------------------------------------------
 @blueprint.before_request
-def _token_to_cookie():
-    """``?token=`` has authenticated this request (``app._authenticate``); keep it in a cookie, not in the URL."""
-    token = request.args.get("token")
-    if token is None:
+def _token_to_session():
+    """``?token=`` has authenticated this request (``app._authenticate``): open a session, drop it from the URL."""
+    if request.args.get("token") is None or request.headers.get("Authorization"):
         return None
-    args = request.args.to_dict(flat=False)
-    args.pop("token", None)
-    response = redirect(
-        request.script_root + request.path + (f"?{urlencode(args, doseq=True)}" if args else ""), code=303
-    )
-    if not request.headers.get("Authorization"):
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/ui")
-    return response
+    from service.api.signin import session_from_token_url
+
+    return session_from_token_url()
 
 
 @blueprint.after_request
 def _security_headers(response: Response) -> Response:
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"  # no Referer leaves us; our forms keep their Origin
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Cache-Control"] = "no-store"
     return response

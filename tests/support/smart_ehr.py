@@ -10,12 +10,21 @@ A real HTTP server (``ThreadingHTTPServer``) playing the three parts an EHR play
 - **FHIR server**: every request needs a live access token (401 otherwise) whose scopes cover it (403
   otherwise); transaction Bundles of conditional PUTs are applied as ``FakeEhr`` does; searches filter by
   ``patient``/``subject``, ``identifier`` and ``code`` and page with ``_count`` and ``next`` links;
+- **SMART App Launch (EHR launch)**: ``new_launch(patient_id)`` is what the EHR does when a user opens an app
+  from a chart (a ``launch`` value bound to the patient); ``GET /auth/authorize`` checks the app's request
+  (registered ``client_id`` and ``redirect_uri``, a known ``launch``, ``aud`` = the FHIR base, PKCE with
+  ``S256``), approves it as a signed-in user would and redirects back with a one-time ``code`` and the
+  ``state``; ``POST /auth/token`` with ``grant_type=authorization_code`` checks the code, the ``redirect_uri``
+  and the ``code_verifier`` against the challenge, and answers the access token with ``patient`` (and the
+  ``appContext`` a CDS card carried, if any); ``GET /fhir/Patient/{id}`` reads one resource;
 - **CDS client**: ``cds_jwt(url)`` signs the JWT a CDS Hooks call carries (ES384, ``kid``, ``jku`` =
   ``{root}/cds/jwks.json``, served here).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import threading
@@ -101,6 +110,14 @@ class SmartEhr(FakeEhr):
         self.cds_kid = f"cds-{uuid.uuid4().hex[:8]}"
         self.as_key = new_key("rsa")
         self.as_kid = f"as-{uuid.uuid4().hex[:8]}"
+        self.launch_client_id = "immunorad-pages"
+        self.launch_redirect_uris: set[str] = set()
+        """redirect URIs registered for the launch client (SMART: exact match)."""
+        self.launches: dict[str, tuple[str, str | None]] = {}
+        """launch value → (EHR patient id, appContext)."""
+        self.codes: dict[str, dict] = {}
+        """authorization code → what was approved (single use)."""
+        self.authorize_requests: list[dict] = []
 
     # -- addresses -------------------------------------------------------------------------------------------
     @property
@@ -212,6 +229,84 @@ class SmartEhr(FakeEhr):
             headers["jku"] = jku
         return jwt.encode(payload, key if key is not None else self.cds_key, algorithm=algorithm, headers=headers)
 
+    # -- SMART App Launch: authorize + authorization_code ---------------------------------------------------------
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.root}/auth/authorize"
+
+    def new_launch(self, patient_id: str, app_context: str | None = None) -> str:
+        """What the EHR does when a user opens the app from a chart: a launch value bound to the patient."""
+        launch = secrets.token_urlsafe(12)
+        with self.lock:
+            self.launches[launch] = (patient_id, app_context)
+        return launch
+
+    def _authorize(self, params: dict[str, str]) -> tuple[int, str]:
+        """(302, Location) back to the app, or (400, reason) for a request the EHR must not redirect."""
+        self.authorize_requests.append(params)
+        redirect_uri = params.get("redirect_uri", "")
+        if params.get("client_id") != self.launch_client_id or redirect_uri not in self.launch_redirect_uris:
+            return 400, "unknown client or redirect_uri"
+
+        def back(**answer: str) -> tuple[int, str]:
+            return 302, f"{redirect_uri}?{urlencode({**answer, 'state': params.get('state', '')})}"
+
+        if params.get("response_type") != "code":
+            return back(error="unsupported_response_type")
+        if params.get("code_challenge_method") != "S256" or len(params.get("code_challenge", "")) < 43:
+            return back(error="invalid_request", error_description="PKCE S256 required")
+        if params.get("aud", "").rstrip("/") != self.base_url:
+            return back(error="invalid_request", error_description="aud must be the FHIR base")
+        with self.lock:
+            context = self.launches.get(params.get("launch", ""))
+        if context is None:
+            return back(error="invalid_request", error_description="unknown launch")
+        code = secrets.token_urlsafe(16)
+        with self.lock:
+            self.codes[code] = {
+                "challenge": params["code_challenge"],
+                "redirect_uri": redirect_uri,
+                "patient": context[0],
+                "app_context": context[1],
+                "scope": params.get("scope", ""),
+                "expires": time.time() + 60,
+            }
+        return back(code=code)
+
+    def _exchange_code(self, form: dict[str, str]) -> tuple[int, dict]:
+        with self.lock:
+            grant = self.codes.pop(form.get("code", ""), None)
+        if grant is None or grant["expires"] < time.time():
+            self.token_failures.append("unknown or used code")
+            return 400, {"error": "invalid_grant"}
+        verifier = form.get("code_verifier", "")
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if challenge != grant["challenge"]:
+            self.token_failures.append("code_verifier does not match")
+            return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
+        if form.get("redirect_uri") != grant["redirect_uri"] or form.get("client_id") != self.launch_client_id:
+            self.token_failures.append("redirect_uri or client_id differs")
+            return 400, {"error": "invalid_grant"}
+        granted = frozenset(s for s in grant["scope"].split() if s.startswith("patient/"))
+        token = secrets.token_urlsafe(24)
+        with self.lock:
+            self.tokens[token] = (time.time() + self.token_lifetime, granted)
+        answer = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+            "scope": grant["scope"],
+            "patient": grant["patient"],
+            "id_token": jwt.encode(
+                {"iss": self.base_url, "sub": "dr-house", "fhirUser": "Practitioner/dr-house", "aud": "x"},
+                self.as_key,
+                algorithm="RS384",
+            ),
+        }
+        if grant["app_context"]:
+            answer["appContext"] = grant["app_context"]
+        return 200, answer
+
     # -- the token endpoint ------------------------------------------------------------------------------------
     def _issue_token(self, form: dict[str, str]) -> tuple[int, dict]:
         def refuse(reason: str, status: int = 400, error: str = "invalid_client") -> tuple[int, dict]:
@@ -219,6 +314,8 @@ class SmartEhr(FakeEhr):
             return status, {"error": error, "error_description": reason}
 
         self.token_requests.append(form)
+        if form.get("grant_type") == "authorization_code":
+            return self._exchange_code(form)
         if form.get("grant_type") != "client_credentials":
             return refuse("grant_type must be client_credentials", error="unsupported_grant_type")
         if form.get("client_assertion_type") != ASSERTION_TYPE:
@@ -281,6 +378,7 @@ class SmartEhr(FakeEhr):
                     f"system/*.{'write' if write else 'read'}",
                     f"system/{kind}.*",
                     "system/*.*",
+                    *(() if write else (f"patient/{kind}.rs", f"patient/{kind}.read", "patient/*.rs")),
                 )
             )
             if not ok:
@@ -350,15 +448,33 @@ class SmartEhr(FakeEhr):
                     self._reply(
                         200,
                         {
+                            "authorization_endpoint": ehr.authorize_url,
                             "token_endpoint": ehr.token_url,
                             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
                             "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
-                            "grant_types_supported": ["client_credentials"],
-                            "scopes_supported": list(ehr.scopes_allowed),
-                            "capabilities": ["client-confidential-asymmetric"],
+                            "grant_types_supported": ["client_credentials", "authorization_code"],
+                            "code_challenge_methods_supported": ["S256"],
+                            "scopes_supported": [*ehr.scopes_allowed, "launch", "openid", "fhirUser", "patient/*.rs"],
+                            "capabilities": [
+                                "client-confidential-asymmetric",
+                                "launch-ehr",
+                                "client-public",
+                                "context-ehr-patient",
+                                "permission-v2",
+                            ],
                         },
                         "application/json",
                     )
+                    return
+                if path == "/auth/authorize":
+                    status, where = ehr._authorize({k: v[0] for k, v in parse_qs(query).items()})
+                    if status == 302:
+                        self.send_response(302)
+                        self.send_header("Location", where)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    else:
+                        self._reply(400, {"error": "invalid_request", "error_description": where}, "application/json")
                     return
                 if path == "/auth/jwks.json":
                     self._reply(200, {"keys": [jwk_of(ehr.as_key, ehr.as_kid)]}, "application/json")
@@ -369,7 +485,9 @@ class SmartEhr(FakeEhr):
                 if ehr.down:
                     self._outcome(503, "transient")
                     return
-                kind = path.rstrip("/").split("/")[-1]
+                parts = path.strip("/").split("/")
+                read_id = parts[2] if len(parts) == 3 and parts[0] == "fhir" else None
+                kind = parts[1] if read_id else path.rstrip("/").split("/")[-1]
                 status = ehr._grants(self.headers.get("Authorization"), {kind}, write=False)
                 if status != 200:
                     ehr.refused.append((status, "GET", path))
@@ -378,6 +496,13 @@ class SmartEhr(FakeEhr):
                 params = parse_qs(query)
                 with ehr.lock:
                     items = list(ehr.search_data.get(kind, []))
+                if read_id is not None:
+                    found = next((r for r in items if r.get("id") == read_id), None)
+                    if found is None:
+                        self._outcome(404, "not-found")
+                    else:
+                        self._reply(200, found)
+                    return
                 for name, values in params.items():
                     if name in ("patient", "subject"):
                         wanted = values[0].split("/")[-1]

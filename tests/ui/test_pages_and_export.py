@@ -103,7 +103,8 @@ def test_pages_escape_text_send_security_headers_and_never_show_the_name(app_cli
     assert "MRN-&#34;&gt;&lt;svg onload=alert(2)&gt;" in page
     assert_no_name(page)
     policy = response.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in policy and "script-src" not in policy  # no script may run at all
+    # Scripts only from our own files (the report page's copy button): nothing inline, nothing from outside.
+    assert "default-src 'none'" in policy and "script-src 'self';" in policy and "unsafe" not in policy
     assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Cache-Control"] == "no-store"
     assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     for path in ("/ui/patients", "/ui/quality"):
@@ -119,14 +120,14 @@ def test_pages_escape_text_send_security_headers_and_never_show_the_name(app_cli
     assert missing.status_code == 404 and b"unknown patient" in missing.data
 
 
-def test_the_token_moves_from_the_address_into_a_cookie(app_client, settings):
+def test_the_token_moves_from_the_address_into_a_session_cookie(app_client, settings):
     browser = app_client.application.test_client()  # no Authorization header, like a browser
     assert browser.get("/ui/patients").status_code == 401
     response = browser.get(f"/ui/quality?from=2024-01-01&token={settings.api_token}")
     assert response.status_code == 303 and response.headers["Location"] == "/ui/quality?from=2024-01-01"
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith(f"immunorad_token={settings.api_token};")
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui" in cookie
+    assert cookie.startswith("immunorad_session=") and settings.api_token not in cookie  # signed, not the token
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui" in cookie and "Secure" in cookie
     assert browser.get("/ui/quality?from=2024-01-01").status_code == 200
     assert browser.get("/ui/static/immunorad.css").status_code == 200
 
