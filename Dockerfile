@@ -1,8 +1,6 @@
-# syntax=docker/dockerfile:1
-#
 # immunorad: one image for every role.
 #
-#   docker build -t immunorad .
+#   DOCKER_BUILDKIT=1 docker build -t immunorad .
 #   docker run -p 8080:8080 -p 11112:11112 immunorad        # `immunorad serve`: all roles, embedded SQLite
 #   docker run immunorad api | dicom | worker | migrate      # one role, as the Helm chart runs it
 #
@@ -14,20 +12,37 @@
 # Both stages use the same base image so the extension runs against the glibc and libpython it was
 # built with. bookworm is chosen over trixie because its gcc 12 is the toolchain the extension is
 # built with on the project's development machines.
+#
+# Build arguments and secrets:
+#   BASE_IMAGE  a Debian bookworm image with Python 3.11 (default the official slim image). Without a
+#               registry, any local bookworm root file system with python3, python3-venv and python3-pip
+#               works, e.g. one made with debootstrap and `docker import` (tests/ops/test_container.py does
+#               this). The builder adds the Python headers (python3-dev) when the base lacks them.
+#   secret `ca` an extra CA bundle (PEM) for pip, for networks whose proxy re-signs TLS:
+#               DOCKER_BUILDKIT=1 docker build --secret id=ca,src=/path/to/proxy-ca.pem -t immunorad .
+#               pip then trusts its own bundle plus this one. The secret is mounted for that one RUN only
+#               and never stored in a layer. Builds without it trust pip's bundle alone.
+# No `# syntax=` line: BuildKit would pull that frontend image from a registry; the builtin frontend of
+# Docker 20.10+ supports RUN --mount=type=secret.
 
-FROM python:3.11-slim-bookworm AS builder
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS builder
 
 # Debian package versions are not pinned: the base image tag fixes the Debian release, and exact
 # versions disappear from the archive with every security update, which would break rebuilds.
-# hadolint ignore=DL3008
+# The official image carries Python's headers in /usr/local; Debian's python3 needs python3-dev for them
+# (the unquoted $(...) is deliberate: it expands to nothing or to that one package name).
+# hadolint ignore=DL3008,SC2046
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
+       $(python3 -c "import os, sysconfig; print('' if os.path.exists(sysconfig.get_paths()['include'] + '/Python.h') else 'python3-dev')") \
     && rm -rf /var/lib/apt/lists/*
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # The venv path is the same in both stages: its scripts carry absolute shebangs.
-RUN python -m venv /opt/immunorad
+RUN python3 -m venv /opt/immunorad
 ENV PATH=/opt/immunorad/bin:$PATH
 
 WORKDIR /src
@@ -38,12 +53,18 @@ COPY fhir_mappings ./fhir_mappings
 COPY dicom_listener ./dicom_listener
 # A plain (non-editable) install: the runtime stage needs the venv only, not /src.
 # Importing the rule engine here fails the build, not the first pod, if the extension did not compile.
-RUN pip install --no-cache-dir . \
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then \
+        cat "$(python -c 'import pip._vendor.certifi as c; print(c.where())')" /run/secrets/ca > /tmp/pip-ca.pem \
+        && export PIP_CERT=/tmp/pip-ca.pem; \
+    fi \
+    && pip install --no-cache-dir . \
+    && rm -f /tmp/pip-ca.pem \
     && python -c "import durable.lang, durable_rules_engine" \
     && immunorad --help > /dev/null
 
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="immunorad" \
       org.opencontainers.image.description="Imaging response assessment for cancer immunotherapy: FHIR API, DICOM C-STORE listener, worker" \

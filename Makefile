@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint install bench clean
+.PHONY: run test test-container lint install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: install
 ## The whole test suite, on SQLite and on PostgreSQL.
 test: install
 	$(BIN)/python -m pytest
+
+## The container, built and run (tests/ops/test_container.py): needs root; installs Debian's docker.io and
+## debootstrap if missing, builds the image on a local Debian bookworm base (no registry), runs `serve --demo`.
+test-container: install
+	$(BIN)/python -m pytest -m container tests/ops/test_container.py
 
 ## Static checks, as CI runs them: ruff's linter and formatter check (pyproject.toml [tool.ruff]).
 lint: install

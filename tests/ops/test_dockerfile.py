@@ -138,8 +138,30 @@ def test_hadolint_is_a_working_linter() -> None:
 # --- stages -----------------------------------------------------------------------------------
 
 
+def _global_arguments(instructions: list[Instruction]) -> dict[str, str]:
+    """The ARG defaults declared before the first FROM (the only ones a FROM line can use)."""
+    defaults = {}
+    for instruction in stage_instructions(instructions, -1):
+        assert instruction.keyword == "ARG", f"{instruction.keyword} before the first FROM"
+        name, _, default = instruction.arguments.partition("=")
+        defaults[name] = default
+    return defaults
+
+
+def test_base_image_is_an_argument_defaulting_to_the_slim_python_311_image(instructions: list[Instruction]) -> None:
+    """Sites without a registry build on a local Debian bookworm base (tests/ops/test_container.py)."""
+    assert _global_arguments(instructions) == {"BASE_IMAGE": "python:3.11-slim-bookworm"}
+    stages = [instruction.arguments.split()[0] for instruction in instructions if instruction.keyword == "FROM"]
+    assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"], stages
+
+
 def test_multi_stage_python_311_builder_and_runtime(instructions: list[Instruction]) -> None:
-    stages = [instruction.arguments for instruction in instructions if instruction.keyword == "FROM"]
+    defaults = _global_arguments(instructions)
+    stages = [
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], instruction.arguments)
+        for instruction in instructions
+        if instruction.keyword == "FROM"
+    ]
     assert len(stages) == 2, stages
     builder, runtime = stages
     assert builder.startswith("python:3.11-"), builder
@@ -157,6 +179,8 @@ def test_builder_compiles_durable_rules_and_checks_the_import(instructions: list
     assert "cmake" not in runs, "durable-rules 2.0.28 needs no cmake"
     assert "pip install --no-cache-dir ." in runs
     assert "import durable.lang, durable_rules_engine" in runs
+    # The extra CA bundle for pip arrives as a BuildKit secret, never as a file in the context or a layer.
+    assert "--mount=type=secret,id=ca" in runs
 
 
 def test_runtime_receives_the_venv_and_no_compiler(instructions: list[Instruction]) -> None:
