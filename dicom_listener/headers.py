@@ -48,6 +48,9 @@ class InstanceHeader:
     slice_thickness_mm: Decimal | None
     pixel_spacing_mm: tuple[Decimal, Decimal] | None
     pet: dict[str, Any] = field(default_factory=dict)
+    symptom_driven: bool = False
+    """Request Attributes Sequence > Reason for Requested Procedure Code Sequence holds
+    ``(symptom-driven, 99IMMRAD)`` (contract §9.3: an unscheduled scan done for a new symptom)."""
 
     @property
     def is_sr(self) -> bool:
@@ -139,6 +142,12 @@ def pet_facts(ds: Dataset) -> dict[str, Any]:
         if dose is not None:
             facts["injected_dose_mbq"] = str((dose / Decimal(1_000_000)).quantize(Decimal("0.1")))
         facts["radiopharmaceutical"] = _text(item, "Radiopharmaceutical")
+        # Contract §9.3: the tracer as coded (CID 4021: SNOMED CT, legacy SRT, DCM/NCIt/UMLS), read by rules.pet_tracers.
+        coded = item.get("RadiopharmaceuticalCodeSequence")
+        if coded:
+            facts["tracer_code"] = _text(coded[0], "CodeValue", "SH")
+            facts["tracer_scheme"] = _text(coded[0], "CodingSchemeDesignator", "SH")
+            facts["tracer_meaning"] = _text(coded[0], "CodeMeaning")
         half_life = _decimal(item.get("RadionuclideHalfLife"))
         if half_life is not None:
             facts["half_life_s"] = str(half_life)
@@ -153,6 +162,21 @@ def pet_facts(ds: Dataset) -> dict[str, Any]:
                 minutes += 24 * 60
             facts["uptake_minutes"] = f"{minutes:.1f}"
     return {k: v for k, v in facts.items() if v is not None}
+
+
+SYMPTOM_DRIVEN = ("symptom-driven", "99IMMRAD")
+"""Contract §9.3 ``(symptom-driven, 99IMMRAD, "Symptom-driven unscheduled assessment")``."""
+
+
+def is_symptom_driven(ds: Dataset) -> bool:
+    """Request Attributes Sequence (0040,0275) > Reason for Requested Procedure Code Sequence (0040,100A)."""
+    for request in ds.get("RequestAttributesSequence") or []:
+        for code in request.get("ReasonForRequestedProcedureCodeSequence") or []:
+            if (str(code.get("CodeValue", "")).strip(), str(code.get("CodingSchemeDesignator", "")).strip()) == (
+                SYMPTOM_DRIVEN
+            ):
+                return True
+    return False
 
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -245,5 +269,6 @@ def _read_header(encoded: bytes) -> tuple[Dataset, InstanceHeader]:
         slice_thickness_mm=_decimal(ds.get("SliceThickness")),
         pixel_spacing_mm=spacing,
         pet=pet_facts(ds) if modality == "PT" else {},
+        symptom_driven=is_symptom_driven(ds),
     )
     return ds, header

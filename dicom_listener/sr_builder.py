@@ -43,7 +43,9 @@ from dicom_listener.sr_parser import (
     BASELINE_CATEGORY,
     CURRENT_RESPONSE,
     IMMRAD_EQUIVOCAL,
+    IMMRAD_FRAGMENT,
     IMMRAD_INJECTED,
+    IMMRAD_MERGED_INTO,
     IMMRAD_IRRADIATED,
     IMMRAD_NODAL,
     IMMRAD_NON_TARGET_CHANGE,
@@ -52,6 +54,7 @@ from dicom_listener.sr_parser import (
     METABOLIC_VOLUME,
     NON_LESION_AT_BASELINE,
     NON_TARGET_CHANGE_VALUES,
+    _UID_TEXT,
     NON_TARGET_LESION_AT_BASELINE,
     NON_TARGET_LESION_COMPLETE_RESPONSE,
     NON_TARGET_LESION_INCOMPLETE_RESPONSE_OR_SD,
@@ -261,6 +264,20 @@ def build_ct_image(
     return ds
 
 
+SYMPTOM_DRIVEN = Code("symptom-driven", IMMRAD_SCHEME, "Symptom-driven unscheduled assessment")
+"""Contract §9.3: Reason for Requested Procedure of a scan done for a new symptom (iRECIST early confirmation)."""
+
+
+def mark_symptom_driven(ds: Dataset) -> Dataset:
+    """Request Attributes Sequence (0040,0275) > Reason for Requested Procedure Code Sequence (0040,100A) =
+    ``(symptom-driven, 99IMMRAD)`` on an image or SR header (contract §9.3); returns ``ds``."""
+    request = Dataset()
+    request.RequestedProcedureID = "UNSCHEDULED"
+    request.ReasonForRequestedProcedureCodeSequence = [hd.sr.CodedConcept(*SYMPTOM_DRIVEN[:3])]
+    ds.RequestAttributesSequence = [request]
+    return ds
+
+
 def build_pet_image(
     *,
     patient_id: str,
@@ -282,11 +299,18 @@ def build_pet_image(
     injected_dose_bq: float = 3.7e8,
     injection_time: dt.time = dt.time(8, 0),
     uptake_minutes: int = 60,
+    radiopharmaceutical: Code | None = codes.SCT.FluorodeoxyglucoseF18,
+    radiopharmaceutical_text: str | None = "Fluorodeoxyglucose",
+    symptom_driven: bool = False,
 ) -> pydicom.FileDataset:
     """A small single-frame PET Image Storage instance carrying what SUV needs (PS3.3 C.8.9.1 PET
     Series, C.8.9.2 PET Isotope): FDG, total dose in Bq, injection start (time and date-time), F-18
     half life 6586.2 s, patient weight (kg) and size (m), Units BQML, decay corrected to START, and the
-    series/acquisition time ``uptake_minutes`` after the injection."""
+    series/acquisition time ``uptake_minutes`` after the injection.
+
+    ``radiopharmaceutical`` (Radiopharmaceutical Code Sequence, CID 4021; ``None`` leaves it out) and
+    ``radiopharmaceutical_text`` (Radiopharmaceutical, 0018,0031; ``None`` leaves it out) state the tracer
+    (contract §9.3); ``symptom_driven`` writes the Request Attributes Sequence reason (``mark_symptom_driven``)."""
     if patient_weight_kg <= 0 or injected_dose_bq <= 0:
         raise ValueError('Arguments "patient_weight_kg" and "injected_dose_bq" must be positive.')
     if not 0 <= uptake_minutes < 24 * 60:
@@ -326,16 +350,21 @@ def build_pet_image(
     ds.NumberOfSlices = 1
     ds.ImageIndex = instance_number
     ds.AcquisitionDateTime = acquisition.strftime("%Y%m%d%H%M%S")
+    tracer = radiopharmaceutical
     radiopharmaceutical = Dataset()
-    radiopharmaceutical.Radiopharmaceutical = "Fluorodeoxyglucose"
+    if radiopharmaceutical_text is not None:
+        radiopharmaceutical.Radiopharmaceutical = radiopharmaceutical_text
     radiopharmaceutical.RadiopharmaceuticalStartTime = injection.strftime("%H%M%S")
     radiopharmaceutical.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
     radiopharmaceutical.RadionuclideTotalDose = injected_dose_bq
     radiopharmaceutical.RadionuclideHalfLife = 6586.2
     radiopharmaceutical.RadionuclidePositronFraction = 0.9673
     radiopharmaceutical.RadionuclideCodeSequence = [hd.sr.CodedConcept(*codes.SCT._18Fluorine[:3])]
-    radiopharmaceutical.RadiopharmaceuticalCodeSequence = [hd.sr.CodedConcept(*codes.SCT.FluorodeoxyglucoseF18[:3])]
+    if tracer is not None:
+        radiopharmaceutical.RadiopharmaceuticalCodeSequence = [hd.sr.CodedConcept(*tracer[:3])]
     ds.RadiopharmaceuticalInformationSequence = [radiopharmaceutical]
+    if symptom_driven:
+        mark_symptom_driven(ds)
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = 0
     ds.RescaleSlope = 1
@@ -399,6 +428,11 @@ class LesionSpec:
     """Write the older ``{SUVbw}g/ml`` / ``{SUVlbm}g/ml`` spellings (as dcmqi's examples do)."""
     image_index: int = 0
     """Which ``evidence`` image the group's geometry and source reference point at."""
+    merged_into: str | None = None
+    """Contract §9.3: the Tracking UID (written as UIDREF) or, when it is not a UID, the label (TEXT) of the
+    lesion this one coalesced with; send the lesion with 0 mm."""
+    fragment: bool | None = None
+    """Contract §9.3: 99IMMRAD ``fragment`` = Yes on each group of a lesion that split (same ``tracking_uid``)."""
 
     def __post_init__(self) -> None:
         if self.baseline_category not in (None, *_BASELINE_CATEGORY_VALUES):
@@ -553,6 +587,7 @@ def _lesion_evaluations(lesion: LesionSpec, site: Code | None) -> list[hd.sr.Qua
         (IMMRAD_IRRADIATED, lesion.irradiated),
         (IMMRAD_EQUIVOCAL, lesion.equivocal),
         (IMMRAD_TOO_SMALL, lesion.too_small),
+        (IMMRAD_FRAGMENT, lesion.fragment),
     ):
         if value is not None:
             items.append(_boolean(concept, value))
@@ -582,16 +617,28 @@ def _lesion_group(
     )
     if lesion.has_size:
         # TID 1410 planar group: geometry on the image, method RECIST 1.1 (126081, DCM; CID 6147).
-        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             referenced_region=_lesion_region(image, lesion),
             method=codes.DCM.RECIST1Point1,
             **common,
         )
-    # TID 1501 group without geometry (a non-target lesion that is only "present", a PET-only lesion).
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image)],
-        **common,
-    )
+    else:
+        # TID 1501 group without geometry (a non-target lesion that is only "present", a PET-only lesion).
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image)],
+            **common,
+        )
+    if lesion.merged_into:
+        # highdicom has no slot for it: a CONTAINS item of the group container (contract §9.3 merged-into).
+        kind = hd.sr.UIDRefContentItem if _UID_TEXT.fullmatch(lesion.merged_into) else hd.sr.TextContentItem
+        group[0].ContentSequence.append(
+            kind(
+                name=IMMRAD_MERGED_INTO,
+                value=lesion.merged_into,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
 
 
 def _reference_group(
@@ -635,6 +682,7 @@ def build_measurement_report(
     series_instance_uid: str | None = None,
     observer_name: str = "Reader^Test",
     document_class: str = "comprehensive-3d",
+    symptom_driven: bool = False,
 ) -> hd.sr.Comprehensive3DSR | hd.sr.ComprehensiveSR | hd.sr.EnhancedSR:
     """A TID 1500 Imaging Measurement Report (126000, DCM) over ``evidence`` with one Measurement Group
     per lesion and per reference region. Patient and study attributes come from ``evidence[0]``.
@@ -642,6 +690,7 @@ def build_measurement_report(
     ``document_class`` picks the SOP class: ``comprehensive-3d`` (default), ``comprehensive`` or
     ``enhanced`` (what dcmjs writes). Lesions with a size get a TID 1410 planar group with a 2D Image
     Region on their evidence image; the others a TID 1501 group that names its source image.
+    ``symptom_driven`` marks the scan as done for a new symptom (``mark_symptom_driven``, contract §9.3).
     """
     if len(evidence) == 0:
         raise ValueError('Argument "evidence" must contain at least one image.')
@@ -667,7 +716,7 @@ def build_measurement_report(
         imaging_measurements=groups,
         referenced_images=list(evidence),
     )
-    return _DOCUMENT_CLASSES[document_class](
+    sr = _DOCUMENT_CLASSES[document_class](
         evidence=list(evidence),
         content=report,
         series_number=99,
@@ -679,3 +728,4 @@ def build_measurement_report(
         is_final=False,
         coding_schemes=[immrad_coding_scheme()],
     )
+    return mark_symptom_driven(sr) if symptom_driven else sr

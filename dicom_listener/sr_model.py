@@ -57,6 +57,10 @@ class ParsedGroup:
     too_small: bool = False
     disappeared: bool = False
     """All size measurements are 0 mm."""
+    merged_into: str | None = None
+    """Identity (Tracking UID, or ``label:<text>``) of the lesion this one coalesced with (99IMMRAD merged-into)."""
+    fragment: bool = False
+    """99IMMRAD fragment = Yes: one of several groups of a lesion that split (contract §9.3)."""
     suv_max: Decimal | None = None
     suv_peak: Decimal | None = None
     sul_max: Decimal | None = None

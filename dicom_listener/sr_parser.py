@@ -131,6 +131,8 @@ BONE_MARROW = codes.SCT.BoneMarrow
 AORTA = codes.SCT.Aorta
 """(15825003, SCT) blood-pool reference (contract §3 names no other blood-pool code)."""
 
+_UID_TEXT = re.compile(r"[0-9]+(\.[0-9]+)+")
+
 IMMRAD_SCHEME = "99IMMRAD"
 """The project's private coding scheme (contract §3); declared in the SR's Coding Scheme
 Identification Sequence by whoever writes it."""
@@ -141,6 +143,10 @@ IMMRAD_IRRADIATED = Code("irradiated", IMMRAD_SCHEME, "Irradiated")
 IMMRAD_EQUIVOCAL = Code("equivocal", IMMRAD_SCHEME, "Equivocal new lesion")
 IMMRAD_TOO_SMALL = Code("too-small", IMMRAD_SCHEME, "Present but too small to measure")
 IMMRAD_NODAL = Code("nodal", IMMRAD_SCHEME, "Nodal lesion")
+IMMRAD_MERGED_INTO = Code("merged-into", IMMRAD_SCHEME, "Merged into")
+"""Contract §9.3: UIDREF or TEXT naming the lesion (Tracking UID, or label) a lesion coalesced with."""
+IMMRAD_FRAGMENT = Code("fragment", IMMRAD_SCHEME, "Fragment")
+"""Contract §9.3: Yes (SCT 373066001) on each group of a lesion that split into fragments."""
 NON_TARGET_CHANGE_VALUES: Mapping[str, Code] = {
     "NC": Code("NC", IMMRAD_SCHEME, "No change from baseline or nadir"),
     "INC": Code("INC", IMMRAD_SCHEME, "Increased from baseline or nadir"),
@@ -458,10 +464,14 @@ def _shared_identity_notes(groups: tuple[ParsedGroup, ...]) -> list[str]:
     """Two groups of one report with one identity (e.g. two OHIF annotations labelled alike) are kept
     as they are, but said: the label no longer tells the lesions apart."""
     counts: dict[str, int] = {}
+    fragments: dict[str, bool] = {}
     for group in groups:
         if group.identity_key is not None:
             counts[group.identity_key] = counts.get(group.identity_key, 0) + 1
-    return [f"{n} groups share the identity {key!r}" for key, n in counts.items() if n > 1]
+            fragments[group.identity_key] = fragments.get(group.identity_key, True) and group.fragment
+    # Fragments of a lesion that split share its identity by design (contract §9.3); without the marker the
+    # evaluation treats them as a conflict (the lesion is not assessed at that scan).
+    return [f"{n} groups share the identity {key!r}" for key, n in counts.items() if n > 1 and not fragments[key]]
 
 
 def _guess_producer(ds: Dataset, groups: tuple[ParsedGroup, ...]) -> str:
@@ -519,6 +529,7 @@ class _GroupReader:
     nontarget_status: str | None = None
     nontarget_change: str | None = None
     booleans: dict[str, bool] = field(default_factory=dict)
+    merged_into: str | None = None
     sizes: dict[str, Decimal | None] = field(default_factory=dict)
     pixel_lengths: list[_PixelLength] = field(default_factory=list)
     suv: dict[tuple[str, str], Decimal] = field(default_factory=dict)
@@ -574,9 +585,15 @@ def _read_item(item: Dataset, reader: _GroupReader) -> None:
             reader.time_point = reader.time_point or text
         elif name == COMMENT and text.strip() and reader.comment_label is None:
             reader.comment_label = text.strip()
+        elif name == IMMRAD_MERGED_INTO and text.strip():
+            # A label (producers without stable UIDs), or a UID written as text.
+            value = text.strip()
+            reader.merged_into = reader.merged_into or (value if _UID_TEXT.fullmatch(value) else f"label:{value}")
     elif value_type == "UIDREF":
         if name == TRACKING_UNIQUE_IDENTIFIER:
             reader.tracking_uid = reader.tracking_uid or str(item.get("UID", "") or "") or None
+        elif name == IMMRAD_MERGED_INTO and str(item.get("UID", "") or "").strip():
+            reader.merged_into = reader.merged_into or str(item.UID).strip()
     elif value_type == "CODE":
         if item.get("ConceptCodeSequence"):
             value = _plain(item.ConceptCodeSequence[0])
@@ -628,7 +645,7 @@ def _read_immrad_item(name: Code, value: Code, reader: _GroupReader) -> None:
         else:
             reader.notes.append(f"non-target-change value ({value.value}, {value.scheme_designator}) unknown: ignored")
         return
-    if name.value not in ("injected", "irradiated", "equivocal", "too-small", "nodal"):
+    if name.value not in ("injected", "irradiated", "equivocal", "too-small", "nodal", "fragment"):
         reader.notes.append(f"unknown 99IMMRAD concept {name.value!r}: ignored")
         return
     if value == YES:
@@ -899,6 +916,8 @@ def _assemble(reader: _GroupReader) -> ParsedGroup:
         equivocal=reader.booleans.get("equivocal", False),
         too_small=reader.booleans.get("too-small", False),
         disappeared=disappeared,
+        merged_into=reader.merged_into,
+        fragment=reader.booleans.get("fragment", False),
         suv_max=None if is_reference else to_suv(reader.suv.get(("SUVbw", "max"))),
         suv_peak=None if is_reference else to_suv(reader.suv.get(("SUVbw", "peak"))),
         sul_max=None if is_reference else to_suv(reader.suv.get(("SUVlbm", "max"))),

@@ -396,6 +396,10 @@ IMMUNORAD_CODES: Mapping[str, str] = MappingProxyType(
         "equivocal": "Equivocal",
         "nodal": "Nodal",
         "too-small": "Too small to measure",
+        "merged-into": "Merged into",
+        "fragment": "Fragment",
+        "symptom-driven": "Symptom-driven unscheduled assessment",
+        "radiopharmaceutical": "Radiopharmaceutical (PET tracer)",
         "intratumoral-injection": "Intratumoral injection",
     }
 )

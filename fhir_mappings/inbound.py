@@ -138,6 +138,12 @@ class MeasurementRecord:
     reference_mean: Decimal | None = None
     reference_sd: Decimal | None = None
     study_uid: str | None = None
+    merged_into: str | None = None
+    """Identity of the lesion this one coalesced with (component ``merged-into``, contract §9.3)."""
+    fragment: bool = False
+    symptom_driven: bool = False
+    tracer: dict[str, str] | None = None
+    """Component ``radiopharmaceutical``: ``{"code", "scheme", "text"}`` (contract §9.3)."""
 
 
 @dataclass
@@ -157,6 +163,8 @@ class DeathRecord:
 class StudyRecord:
     study_uid: str
     started: dt.date | None
+    symptom_driven: bool = False
+    """``ImagingStudy.reasonCode`` holds ``symptom-driven`` (contract §9.3)."""
 
 
 Record = PatientRecord | MeasurementRecord | ClinicalRecord | DeathRecord | StudyRecord
@@ -299,11 +307,17 @@ def map_tumour_observation(
                 record.nontarget_change = _coded_value(component)
                 if record.nontarget_change not in ("NC", "INC", "NCLA", "INCLA", "UNE"):
                     raise MappingError("non-target-change must be NC, INC, NCLA, INCLA or UNE", where)
-            elif name in ("injected", "irradiated", "equivocal", "nodal", "too-small"):
+            elif name == "merged-into":
+                record.merged_into = _merged_into(component, where)
+            elif name == "radiopharmaceutical":
+                record.tracer = map_radiopharmaceutical(component, where)
+            elif name in ("injected", "irradiated", "equivocal", "nodal", "too-small", "fragment", "symptom-driven"):
                 value = component.get("valueBoolean")
                 if not isinstance(value, bool):
                     raise MappingError(f"{name} needs valueBoolean", where)
-                if name == "too-small":
+                if name in ("fragment", "symptom-driven"):
+                    setattr(record, name.replace("-", "_"), value)
+                elif name == "too-small":
                     if value:
                         record.status = "too-small"
                 elif name == "nodal":
@@ -333,6 +347,42 @@ def map_tumour_observation(
     return record
 
 
+TRACER_SYSTEMS = {
+    SNOMED: "SCT",
+    DCM: "DCM",
+    "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl": "NCIt",
+    "http://www.nlm.nih.gov/research/umls": "UMLS",
+}
+"""FHIR code systems of the DICOM CID 4021 tracer codes → DICOM coding scheme designators."""
+
+
+def map_radiopharmaceutical(component: Mapping[str, Any], where: str) -> dict[str, str]:
+    """Component ``radiopharmaceutical`` (valueCodeableConcept, SNOMED CT or text; contract §9.3)."""
+    concept = component.get("valueCodeableConcept")
+    if not isinstance(concept, Mapping):
+        raise MappingError("radiopharmaceutical needs valueCodeableConcept (SNOMED CT or text)", where)
+    coding = next((c for c in codings(concept) if c.get("system") in TRACER_SYSTEMS and c.get("code")), None)
+    text = str(concept.get("text") or (coding or {}).get("display") or "").strip()
+    if coding is None and not text:
+        raise MappingError("radiopharmaceutical needs a coding (SNOMED CT) or a text", where)
+    tracer = {"text": text[:64]} if text else {}
+    if coding is not None:
+        tracer.update(code=str(coding["code"])[:64], scheme=TRACER_SYSTEMS[coding["system"]])
+    return tracer
+
+
+def _merged_into(component: Mapping[str, Any], where: str) -> str:
+    """Component ``merged-into`` (valueString ``urn:oid:<Tracking UID>`` or the lesion's label) → the identity key
+    of the lesion it joined, as ``lesion_identity`` forms it."""
+    value = component.get("valueString")
+    if not isinstance(value, str) or not value.strip():
+        raise MappingError("merged-into needs valueString (urn:oid:<tracking UID> or the lesion label)", where)
+    value = value.strip()
+    if value.startswith("urn:oid:"):
+        return value[len("urn:oid:") :]
+    return f"label:{value}"
+
+
 def _derivation(component: Mapping[str, Any]) -> str | None:
     names = {"56851009": "max", "126031": "peak", "373098007": "mean", "386136009": "sd"}
     for coding in codings(component.get("code")):
@@ -360,7 +410,7 @@ def _pet_component(record: MeasurementRecord, component: Mapping[str, Any], wher
 REFERENCE_SITES = {"10200004": "liver", "78961009": "spleen", "14016003": "bone-marrow", "15825003": "blood-pool"}
 
 
-def map_reference_region(resource: Mapping[str, Any]) -> MeasurementRecord:
+def map_reference_region(resource: Mapping[str, Any], canonical: str) -> MeasurementRecord:
     scan_date = parse_date(resource.get("effectiveDateTime"))
     if scan_date is None:
         raise MappingError("a reference region needs effectiveDateTime", "Observation.effectiveDateTime")
@@ -373,7 +423,11 @@ def map_reference_region(resource: Mapping[str, Any]) -> MeasurementRecord:
     record = MeasurementRecord(
         scan_date=scan_date, identity_key=f"reference:{region}", identity_source="reference", reference_region=region
     )
-    for component in resource.get("component") or []:
+    own = f"{canonical}/CodeSystem/immunorad"
+    for index, component in enumerate(resource.get("component") or []):
+        if code_in(component.get("code"), own) == "radiopharmaceutical":
+            record.tracer = map_radiopharmaceutical(component, f"Observation.component[{index}]")
+            continue
         derivation = _derivation(component)
         value = to_suv(_decimal(component.get("valueQuantity")))
         if derivation == "mean":
@@ -594,7 +648,7 @@ def map_resource(
         if has_code(code, LOINC, TUMOUR_SIZE):
             return map_tumour_observation(resource, canonical, body_structures)
         if has_code(code, DCM, REFERENCE_REGION):
-            return map_reference_region(resource)
+            return map_reference_region(resource, canonical)
         return map_clinical_observation(resource, canonical, body_structures)
     if kind in ("MedicationAdministration", "MedicationStatement", "MedicationRequest"):
         return map_medication(resource)
@@ -615,5 +669,11 @@ def map_resource(
             raise MappingError(
                 "an ImagingStudy needs its StudyInstanceUID identifier (urn:dicom:uid)", "ImagingStudy.identifier"
             )
-        return StudyRecord(uid, parse_date(resource.get("started")))
+        reasons = resource.get("reasonCode") or []
+        symptom = any(
+            code_in(reason, f"{canonical}/CodeSystem/immunorad") == "symptom-driven"
+            or any(c.get("code") == "symptom-driven" and "99IMMRAD" in str(c.get("system")) for c in codings(reason))
+            for reason in (reasons if isinstance(reasons, list) else [])
+        )
+        return StudyRecord(uid, parse_date(resource.get("started")), symptom_driven=symptom)
     return None

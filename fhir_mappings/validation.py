@@ -422,7 +422,17 @@ _LESION_ATTRIBUTE_CODES: Mapping[str, frozenset[str]] = {
     "non-target-change": frozenset({"NC", "INC", "NCLA", "INCLA", "UNE"}),
 }
 _BOOLEAN_COMPONENTS = frozenset(
-    {"injected", "irradiated", "equivocal", "nodal", "too-small", "confirmed", "provisional"}
+    {
+        "injected",
+        "irradiated",
+        "equivocal",
+        "nodal",
+        "too-small",
+        "confirmed",
+        "provisional",
+        "fragment",
+        "symptom-driven",
+    }
 )
 _QUANTITY_COMPONENTS = frozenset(
     {

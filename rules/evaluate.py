@@ -32,15 +32,17 @@ from rules.criteria import (
     lyric,
     percimt,
     percist,
+    pet,
     rano,
     recist11,
 )
 from rules.criteria.recist_family import is_measurable
 from rules.engine import Engine, get_engine
 from rules.facts import LesionRole, PatientFacts
+from rules.pet_tracers import FDG_CRITERIA
 from rules.findings import irae, kinetics_alerts, patterns, pseudoprogression
 from rules.results import CriterionAssessment, Finding, PatientAssessment
-from rules.timeline import Timeline, build_timeline, lesion_name
+from rules.timeline import Timeline, build_timeline, lesion_name, merged_into_name
 
 CRITERIA = (
     recist11,
@@ -103,6 +105,19 @@ def lesion_table(timeline: Timeline) -> tuple[dict[str, Any], ...]:
                 "sul_peak": m.sul_peak,
                 "suv_max": m.suv_max,
             }
+            tracer = pet.tracer_of(tp) if m.sul_peak is not None or m.suv_max is not None else None
+            if tracer is not None:
+                # Contract §9.3 / §9.6: uptake values are values of their tracer (kept whatever the criteria read).
+                cells[tp.scan_date.isoformat()]["tracer"] = tracer.key
+                cells[tp.scan_date.isoformat()]["tracer_assumed"] = tracer.assumed
+            if m.merged_into:
+                cells[tp.scan_date.isoformat()]["merged_into"] = merged_into_name(m)
+            if m.fragments:
+                cells[tp.scan_date.isoformat()]["fragments"] = [
+                    {"long_axis_mm": f.long_axis_mm, "short_axis_mm": f.short_axis_mm} for f in m.fragments
+                ]
+            if m.conflict:
+                cells[tp.scan_date.isoformat()]["not_assessed_reason"] = m.conflict
         rows.append(
             {
                 "lesion": lesion_name(lesion),
@@ -127,7 +142,11 @@ def evaluate_patient(
     is_tumour = irae.tumour_hook(overrides)
     applicable = applicable_criteria(facts, timeline)
     by_name = {
-        module.CRITERION: module.assess(engine, timeline, overrides, is_tumour=is_tumour)
+        module.CRITERION: (
+            pet.assess_fdg_criterion(module.assess, timeline, engine, overrides, is_tumour=is_tumour)
+            if module.CRITERION in FDG_CRITERIA
+            else module.assess(engine, timeline, overrides, is_tumour=is_tumour)
+        )
         for module in CRITERIA
         if module.CRITERION in applicable or module in ALWAYS_COMPUTED
     }

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 
+from rules.pet_tracers import PetTracer
+
 MM_RESOLUTION = Decimal("0.1")
 SUV_RESOLUTION = Decimal("0.01")
 
@@ -129,6 +131,18 @@ class LesionMeasurement:
     source: str = ""
     """Where the fact came from (``dicom-sr:<SOP Instance UID>`` or ``fhir:Observation/<id>``)."""
     label: str | None = None
+    merged_into: str | None = None
+    """Identity of the lesion this one coalesced with (contract §9.3): it counts 0 mm, the coalesced lesion is
+    measured as one (RECIST 1.1 §4.3 note on coalescing lesions; size spec §1.6)."""
+    fragment: bool = False
+    """One fragment of a lesion that split (contract §9.3 ``fragment`` = Yes)."""
+    fragments: tuple["LesionMeasurement", ...] = ()
+    """The fragments this measurement adds up (set by the timeline when a lesion is reported in fragments):
+    ``long_axis_mm``/``short_axis_mm`` are then the sums of the fragments' diameters (RECIST 1.1), and
+    bidimensional criteria add the fragments' products (irRC, size spec §1.6, §3.1)."""
+    conflict: str | None = None
+    """Why the lesion is *not assessed* at this scan although it was reported (e.g. two groups without the
+    fragment marker, contract §9.3)."""
 
     @property
     def recist_diameter_mm(self) -> Decimal | None:
@@ -162,6 +176,9 @@ class Scan:
     patient_weight_kg: Decimal | None = None
     symptom_driven: bool = False
     """Scan done for new symptoms (iRECIST early-scan exception, size spec §2.4)."""
+    pet_tracer: PetTracer | None = None
+    """The PET tracer of this timepoint (contract §9.3); ``None`` when the scan states none and no default was
+    applied (the rules then treat it as FDG assumed, ``rules.pet_tracers``)."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ Lesion roles are fixed at baseline; a lesion first seen after baseline is a new 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
+from decimal import Decimal
 from dataclasses import dataclass, field
 
 from rules.facts import (
@@ -102,10 +104,7 @@ def build_timeline(facts: PatientFacts, *, measurable: MeasurabilityRule | None 
     (``recist.uncategorised_baseline_measurable_as_target``); without it such lesions are non-targets.
     """
     warnings: list[str] = []
-    by_date: dict[dt.date, dict[str, LesionMeasurement]] = {}
-    for measurement in facts.measurements:
-        # Later facts replace earlier ones for the same lesion and day (a corrected report).
-        by_date.setdefault(measurement.scan_date, {})[measurement.lesion_id] = measurement
+    by_date = lesions_by_day(facts.measurements, warnings)
     scans = {scan.scan_date: scan for scan in facts.scans}
     references: dict[dt.date, list[ReferenceMeasurement]] = {}
     for reference in facts.references:
@@ -184,6 +183,66 @@ def build_timeline(facts: PatientFacts, *, measurable: MeasurabilityRule | None 
                 m.finding_code,
             )
     return Timeline(facts, start, therapy, baseline, prebaseline, followups, lesions, tuple(warnings))
+
+
+def _report_of(measurement: LesionMeasurement) -> str:
+    """The report a measurement belongs to: one SR instance, or the FHIR record as a whole (where a correction
+    updates the same Observation rather than sending another one)."""
+    if measurement.source.startswith("dicom-sr:"):
+        return measurement.source
+    return measurement.source.split(":", 1)[0]
+
+
+def _sum(values: list[Decimal | None]) -> Decimal | None:
+    return None if any(v is None for v in values) else sum(values, Decimal(0))
+
+
+def lesions_by_day(
+    measurements: tuple[LesionMeasurement, ...], warnings: list[str]
+) -> dict[dt.date, dict[str, LesionMeasurement]]:
+    """One measurement per lesion and day (contract §9.3).
+
+    - A later report of the same lesion and day replaces an earlier one (a corrected SR).
+    - Within one report, several groups of one lesion are its **fragments** when every one carries the fragment
+      marker: RECIST 1.1 adds the fragments' longest diameters (RECIST 1.1 §4.3, "lesions that split"; size spec
+      §1.6) — the combined measurement holds the sums and the fragments, so bidimensional criteria add the
+      fragments' products instead (irRC, Wolchok 2009; size spec §3.1).
+    - Several groups without the marker are a **conflict**: the lesion is *not assessed* at that scan, with the
+      reason (never one of them picked silently).
+    """
+    grouped: dict[tuple[dt.date, str], list[LesionMeasurement]] = {}
+    for measurement in measurements:
+        grouped.setdefault((measurement.scan_date, measurement.lesion_id), []).append(measurement)
+    by_date: dict[dt.date, dict[str, LesionMeasurement]] = {}
+    for (day, lesion_id), found in grouped.items():
+        latest = _report_of(found[-1])
+        groups = [m for m in found if _report_of(m) == latest]
+        chosen = groups[0]
+        if len(groups) > 1 and all(m.fragment for m in groups):
+            chosen = dataclasses.replace(
+                groups[0],
+                status=LesionStatus.PRESENT,
+                long_axis_mm=_sum([m.long_axis_mm for m in groups]),
+                short_axis_mm=_sum([m.short_axis_mm for m in groups]),
+                fragments=tuple(groups),
+            )
+        elif len(groups) > 1:
+            reason = (
+                f"{len(groups)} measurement groups of this lesion on {day} without the fragment marker "
+                "(conflicting measurements)"
+            )
+            chosen = dataclasses.replace(groups[-1], status=LesionStatus.NOT_ASSESSED, conflict=reason)
+            warnings.append(f"lesion {describe(groups[-1])} not assessed on {day}: {reason}")
+        by_date.setdefault(day, {})[lesion_id] = chosen
+    return by_date
+
+
+def merged_into_name(measurement: LesionMeasurement) -> str:
+    """The lesion a merged lesion joined, in words (its label, or a short form of its UID)."""
+    target = measurement.merged_into or ""
+    if target.startswith("label:"):
+        return f"'{target[len('label:') :]}'"
+    return f"#{target[-8:]}"
 
 
 class MeasurabilityRule:

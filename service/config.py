@@ -162,6 +162,9 @@ class Settings:
     summarise (falls back to the disease family's immunotherapy criterion when it does not apply)."""
     default_cancer_type: str | None = None
     """IMMUNORAD_DEFAULT_CANCER_TYPE: ``solid`` | ``lymphoma`` | ``glioma`` when no FHIR Condition says it."""
+    default_pet_tracer: str = "fdg"
+    """IMMUNORAD_DEFAULT_PET_TRACER: the tracer of a PET scan that states none (contract §9.3); the report says it
+    was assumed. A key of ``rules.pet_tracers.TRACERS`` (``fdg``, ``psma-11``…)."""
     pseudonym_key: str = ""
     """IMMUNORAD_PSEUDONYM_KEY: key of the keyed hash that pseudonymises patient and study keys in logs and
     exports; unset: generated on first start into ``var/pseudonym-key``."""
@@ -284,6 +287,7 @@ def load_settings() -> Settings:
         rule_overrides=_parse_flags(_env("IMMUNORAD_RULE_FLAGS")),
         primary_criterion=_env("IMMUNORAD_PRIMARY_CRITERION", "iRECIST"),
         default_cancer_type=_env("IMMUNORAD_DEFAULT_CANCER_TYPE"),
+        default_pet_tracer=_env("IMMUNORAD_DEFAULT_PET_TRACER", "fdg"),
         pseudonym_key=_env("IMMUNORAD_PSEUDONYM_KEY", ""),
         max_request_bytes=_int("IMMUNORAD_MAX_REQUEST_BYTES", 10 * 1024 * 1024),
     )

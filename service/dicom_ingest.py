@@ -243,6 +243,8 @@ class DicomIngest:
             modalities.add(header.modality)
         study.modalities = ",".join(sorted(modalities))
         facts = dict(study.header or {})
+        if header.symptom_driven:
+            facts["symptom_driven"] = True  # contract §9.3: in the SR or an image header, it applies to the scan
         if not is_sr:
             if header.slice_thickness_mm is not None:
                 facts.setdefault("slice_thickness_mm", str(header.slice_thickness_mm))
@@ -321,4 +323,6 @@ def measurement_from_group(group: ParsedGroup, index: int, parsed: ParsedReport,
         reference_sd=group.reference_sd,
         rejected_reason=group.rejected_reason,
         notes=list(group.notes),
+        merged_into=group.merged_into,
+        fragment=group.fragment,
     )

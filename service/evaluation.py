@@ -206,7 +206,11 @@ def evaluate_and_publish(
     session: Session, settings: Settings, patient: Patient, *, trigger: str, force: bool = False
 ) -> EvaluationOutcome:
     facts = load_facts(
-        session, patient, settle_seconds=settings.study_settle_seconds, default_cancer_type=settings.default_cancer_type
+        session,
+        patient,
+        settle_seconds=settings.study_settle_seconds,
+        default_cancer_type=settings.default_cancer_type,
+        default_pet_tracer=settings.default_pet_tracer,
     )
     overrides = settings.rule_overrides
     canonical_memo: dict = {}

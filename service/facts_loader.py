@@ -30,6 +30,7 @@ from rules.facts import (
     Scan,
     TherapyLine,
 )
+from rules.pet_tracers import FDG, PetTracer, default_tracer, first_stated, identify
 from rules.therapy_classes import ICI
 from service.logs import pseudonym
 from service.models import ClinicalFact, Measurement, Patient, Study, utcnow
@@ -50,7 +51,12 @@ def _dec(value) -> Decimal | None:
 
 
 def load_facts(
-    session: Session, patient: Patient, *, settle_seconds: float = 0.0, default_cancer_type: str | None = None
+    session: Session,
+    patient: Patient,
+    *,
+    settle_seconds: float = 0.0,
+    default_cancer_type: str | None = None,
+    default_pet_tracer: str = FDG,
 ) -> PatientFacts:
     """The patient's facts. A study with images but no measurements yet becomes a (not evaluable) timepoint
     only once it has settled (no instance for ``settle_seconds``, contract §2 IMMUNORAD_STUDY_SETTLE_SECONDS),
@@ -67,12 +73,25 @@ def load_facts(
 
     measurements: list[tuple[tuple, LesionMeasurement]] = []
     references: list[ReferenceMeasurement] = []
+    stated_tracers: dict[dt.date, list[PetTracer]] = {}
+    pet_dates: set[dt.date] = set()
+    symptom_dates: set[dt.date] = set()
     for row in rows:
         study = studies.get(row.study_id) if row.study_id else None
         scan_date = row.scan_date or (study.study_date if study else None)
         if scan_date is None:
             notes.append("a measurement waits for its study date (images of its study not received yet)")
             continue
+        if row.symptom_driven:
+            symptom_dates.add(scan_date)
+        if row.tracer:
+            tracer = identify(
+                code=row.tracer.get("code"), scheme=row.tracer.get("scheme"), text=row.tracer.get("text"), source="fhir"
+            )
+            if tracer is not None:
+                stated_tracers.setdefault(scan_date, []).append(tracer)
+        if row.sul_peak is not None or row.suv_max is not None or row.reference_region:
+            pet_dates.add(scan_date)
         if row.rejected_reason:
             notes.append(f"a measurement group was not used: {row.rejected_reason}")
             continue
@@ -118,6 +137,8 @@ def load_facts(
             identity_source=row.identity_source if row.identity_key else "none",
             source=f"{row.source_kind}:{pseudonym(row.source_ref)}",
             label=row.label,
+            merged_into=row.merged_into,
+            fragment=bool(row.fragment),
         )
         measurements.append(((scan_date, lesion_id, row.received_at, row.id), measurement))
     measurements.sort(key=lambda item: item[0])
@@ -152,6 +173,28 @@ def load_facts(
             patient_weight_kg=_dec(header.get("patient_weight_kg"))
             or (existing.patient_weight_kg if existing else None),
             symptom_driven=bool(header.get("symptom_driven")) or (existing.symptom_driven if existing else False),
+        )
+        if "PT" in modalities:
+            pet_dates.add(study.study_date)
+        header_tracer = identify(
+            code=header.get("tracer_code"),
+            scheme=header.get("tracer_scheme"),
+            text=header.get("radiopharmaceutical") or header.get("tracer_meaning"),
+            source="dicom",
+        )
+        if header_tracer is not None:
+            stated_tracers.setdefault(study.study_date, []).insert(0, header_tracer)
+    # Contract §9.3: the tracer of each PET timepoint (the images first, else the Observations), else the
+    # configured default, said to be assumed; a scan flagged symptom-driven by an Observation is so as a whole.
+    for day in sorted(pet_dates | set(stated_tracers) | symptom_dates):
+        scan = scans.get(day) or Scan(scan_date=day)
+        tracer = first_stated(stated_tracers.get(day, ()))
+        if tracer is None and day in pet_dates:
+            tracer = default_tracer(default_pet_tracer)
+        if len({t.key for t in stated_tracers.get(day, ())}) > 1:
+            notes.append(f"PET on {day}: the images and the Observations name different tracers; the first is used")
+        scans[day] = dataclasses.replace(
+            scan, pet_tracer=tracer or scan.pet_tracer, symptom_driven=scan.symptom_driven or day in symptom_dates
         )
 
     therapy, local, observations, findings = [], [], [], []

@@ -405,6 +405,10 @@ class FhirIngest:
                 reference_mean=record.reference_mean,
                 reference_sd=record.reference_sd,
                 notes=[],
+                merged_into=record.merged_into,
+                fragment=record.fragment,
+                symptom_driven=record.symptom_driven,
+                tracer=record.tracer,
             )
             # Patient and lesion first: the row is then inserted once, complete.
             attach_measurements(session, patient.id, [row], state.lesions)
@@ -436,6 +440,8 @@ class FhirIngest:
                 session.flush()
             elif study.study_date is None:
                 study.study_date = record.started
+            if record.symptom_driven:
+                study.header = {**(study.header or {}), "symptom_driven": True}
             if patient is not None:
                 link_study(session, study, patient)
 

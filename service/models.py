@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -167,6 +168,13 @@ class Measurement(Base):
     rejected_reason: Mapped[str | None] = mapped_column(Text)
     notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    merged_into: Mapped[str | None] = mapped_column(String(255))
+    """Identity (tracking UID or ``label:<text>``) of the lesion this one joined (contract §9.3)."""
+    fragment: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    symptom_driven: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The scan was done for a new symptom (FHIR component ``symptom-driven``)."""
+    tracer: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """PET tracer as stated with the measurement: ``{"code", "scheme", "text"}`` (FHIR ``radiopharmaceutical``)."""
 
 
 class ClinicalFact(Base):

@@ -33,7 +33,7 @@ from rules.criteria.burden import (
 from rules.engine import Engine, RuleSet, Threshold
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus
 from rules.results import CriterionAssessment
-from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
+from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name, merged_into_name
 
 CRITERION = "irRC"
 CATEGORIES = {"CR": "irCR", "PR": "irPR", "SD": "irSD", "PD": "irPD", "NE": "NE"}
@@ -49,7 +49,19 @@ def lesion_product(measurement: LesionMeasurement | None, *, too_small_mm2: Deci
     if measurement is None:
         return None, "not reported"
     if measurement.status is LesionStatus.NOT_ASSESSED:
-        return None, "not assessed"
+        return None, f"not assessed: {measurement.conflict}" if measurement.conflict else "not assessed"
+    if measurement.merged_into:
+        return Decimal(0), f"merged into {merged_into_name(measurement)} (0 mm²)"
+    if measurement.fragments:
+        # irRC is bidimensional (WHO): a lesion that split is the sum of its fragments' products (size spec §1.6,
+        # §3.1; contract §9.3) — not the product of the summed diameters.
+        products = [lesion_product(m, too_small_mm2=too_small_mm2)[0] for m in measurement.fragments]
+        if any(p is None for p in products):
+            return None, "a fragment's diameter is not recorded (not assessed)"
+        total = sum(products, Decimal(0))
+        return total, " + ".join(
+            f"{m.long_axis_mm} × {m.short_axis_mm}" for m in measurement.fragments
+        ) + f" = {total} (fragments)"
     if measurement.status is LesionStatus.ABSENT:
         return Decimal(0), "absent (0 mm²)"
     if measurement.status is LesionStatus.TOO_SMALL:

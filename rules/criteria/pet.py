@@ -38,7 +38,8 @@ from rules.criteria.burden import configured_threshold, fraction_as_decimal, org
 from rules.criteria.recist_family import new_lesion_readings
 from rules.engine import RuleFileError, RuleSet, Threshold, format_fraction
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, ReferenceMeasurement, ReferenceRegion
-from rules.results import fmt_pct, percent_change
+from rules.pet_tracers import FDG, PetTracer, default_tracer
+from rules.results import CriterionAssessment, TimepointResponse, fmt_pct, percent_change
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
 
 TumourFilter = Callable[[TrackedLesion, LesionMeasurement], bool]
@@ -459,3 +460,95 @@ def complete_resolution(
 
 def fmt_count(threshold: Threshold) -> str:
     return format_fraction(threshold.value)
+
+
+# --- the tracer (contract §9.3) ------------------------------------------------------------------------------
+
+
+def is_pet_timepoint(tp: Timepoint | None) -> bool:
+    return tp is not None and (has_pet_values(tp) or "PT" in tp.scan.modalities)
+
+
+def tracer_of(tp: Timepoint | None) -> PetTracer | None:
+    """The tracer of a PET timepoint: as stated (images or Observations), else 18F-FDG *assumed* (the service
+    applies ``IMMUNORAD_DEFAULT_PET_TRACER`` before this; ``fdg`` is that setting's default)."""
+    if not is_pet_timepoint(tp):
+        return None
+    return tp.scan.pet_tracer or default_tracer(FDG)
+
+
+def _without_uptake(tp: Timepoint) -> Timepoint:
+    """The timepoint as an FDG criterion may read it: uptake values of another tracer removed (they stay in the
+    facts, the lesion table and the Observations as that tracer's values)."""
+    return dataclasses.replace(
+        tp,
+        measurements={
+            key: dataclasses.replace(m, sul_peak=None, suv_max=None, metabolic_volume_ml=None, tlg=None)
+            for key, m in tp.measurements.items()
+        },
+        references=(),
+    )
+
+
+def assess_fdg_criterion(
+    assess: Callable[..., CriterionAssessment], timeline: Timeline, *args: Any, **kwargs: Any
+) -> CriterionAssessment:
+    """Run an FDG criterion (``rules.pet_tracers.FDG_CRITERIA``) on the FDG PET timepoints only.
+
+    A PET timepoint with another tracer is not read by the criterion: its uptake values are withheld, and its
+    response is NE with the reason naming the tracer (or, for criteria that also read CT — Lugano, LYRIC — the
+    CT-based response with a note that the metabolic read was not made). A non-FDG baseline makes every PET
+    follow-up NE. A tracer that was assumed (stated nowhere) is said so in the trace.
+    """
+    points = [tp for tp in (timeline.baseline, *timeline.followups) if tp is not None]
+    tracers = {tp.scan_date: tracer_of(tp) for tp in points}
+    other = {day: tracer for day, tracer in tracers.items() if tracer is not None and not tracer.is_fdg}
+    view = timeline
+    if other:
+        view = dataclasses.replace(
+            timeline,
+            baseline=_without_uptake(timeline.baseline) if timeline.baseline.scan_date in other else timeline.baseline,
+            followups=tuple(_without_uptake(tp) if tp.scan_date in other else tp for tp in timeline.followups),
+        )
+    result = assess(*args[:1], view, *args[1:], **kwargs)
+    base_other = other.get(timeline.baseline.scan_date) if timeline.baseline else None
+    responses = {r.scan_date: r for r in result.timepoints}
+    out: list[TimepointResponse] = []
+    for tp in timeline.followups:
+        tracer = other.get(tp.scan_date) or (base_other if is_pet_timepoint(tp) else None)
+        response = responses.pop(tp.scan_date, None)
+        if tracer is not None:
+            where = "this scan" if tp.scan_date in other else f"the baseline PET ({timeline.baseline.scan_date})"
+            kept = "its uptake values are kept as values of that tracer, not read by this criterion"
+            if response is None or response.category == "NE":
+                reason = (
+                    f"not evaluable: {result.criterion} is defined on 18F-FDG uptake; {where} used "
+                    f"{tracer.describe()} — {kept}"
+                )
+                response = TimepointResponse(criterion=result.criterion, scan_date=tp.scan_date, category="NE")
+            else:
+                reason = (
+                    f"the metabolic (18F-FDG, Deauville) read was not made: {where} used {tracer.describe()}; this "
+                    f"response rests on the CT measurements — {kept}"
+                )
+            out.append(
+                dataclasses.replace(
+                    response, trace=(reason, *response.trace), extra={**response.extra, "tracer": tracer.key}
+                )
+            )
+            continue
+        if response is None:
+            continue
+        assumed = tracers.get(tp.scan_date)
+        if assumed is not None and assumed.assumed:
+            response = dataclasses.replace(
+                response, trace=(*response.trace, f"tracer: {assumed.describe()} (IMMUNORAD_DEFAULT_PET_TRACER)")
+            )
+        out.append(response)
+    out.extend(responses.values())
+    warnings = list(result.warnings)
+    if base_other is not None:
+        warnings.append(f"baseline PET used {base_other.describe()}: {result.criterion} (18F-FDG) is not evaluable")
+    return dataclasses.replace(
+        result, timepoints=tuple(sorted(out, key=lambda r: r.scan_date)), warnings=tuple(warnings)
+    )

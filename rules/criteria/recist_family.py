@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from rules.engine import RuleSet
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, LocalTherapyKind, NonTargetStatus
-from rules.results import BestResponse, TimepointResponse
-from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
+from rules.results import BestResponse, TimepointResponse, fmt_mm
+from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name, merged_into_name
 
 ZERO = Decimal("0")
 NODAL_ORGAN = "lymph node"
@@ -46,7 +46,11 @@ def recist_diameter(
     if measurement is None:
         return None, "not reported"
     if measurement.status is LesionStatus.NOT_ASSESSED:
-        return None, "not assessed"
+        return None, f"not assessed: {measurement.conflict}" if measurement.conflict else "not assessed"
+    if measurement.merged_into:
+        # Contract §9.3, size spec §1.6: a lesion that coalesced with another counts 0 mm; the coalesced one is
+        # measured as one (RECIST 1.1 §4.3).
+        return ZERO, f"merged into {merged_into_name(measurement)} (0 mm)"
     if measurement.status is LesionStatus.ABSENT:
         return ZERO, "absent (0 mm)"
     if measurement.status is LesionStatus.TOO_SMALL:
@@ -54,6 +58,10 @@ def recist_diameter(
     value = measurement.short_axis_mm if nodal else measurement.long_axis_mm
     if value is None:
         return None, "empty measurement (not assessed)"
+    if measurement.fragments:
+        # RECIST 1.1 §4.3 (split lesions): the fragments' diameters are added.
+        parts = [m.short_axis_mm if nodal else m.long_axis_mm for m in measurement.fragments]
+        return value, f"fragments {' + '.join(fmt_mm(p) for p in parts)} = {fmt_mm(value)}"
     return value, ""
 
 
@@ -87,7 +95,9 @@ class TargetSum:
         for reading in self.readings:
             name = lesion_name(reading.lesion)
             if reading.diameter_mm is None:
-                parts.append(f"{name} n/a")
+                # A stated reason (e.g. a conflict of two groups, contract §9.3) is shown; "not reported" is not.
+                shown = reading.note and reading.note.startswith("not assessed: ")
+                parts.append(f"{name} n/a ({reading.note})" if shown else f"{name} n/a")
             else:
                 parts.append(f"{name} {reading.diameter_mm}{' (' + reading.note + ')' if reading.note else ''}")
         return " + ".join(parts) if parts else "no targets"
