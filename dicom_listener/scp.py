@@ -53,6 +53,30 @@ class StorageUnavailable(Exception):
 StoreCallback = Callable[[ReceivedInstance], None]
 
 
+@dataclass(frozen=True)
+class RefusedAssociation:
+    """An association the listener refused before any DIMSE exchange (no patient data involved)."""
+
+    reason: str
+    """``calling-ae-not-allowed`` | ``called-ae-wrong`` | ``association-limit`` | ``rejected`` | ``tls-failed``."""
+    peer: str
+    """The peer's IP address."""
+    calling_ae: str | None = None
+    called_ae: str | None = None
+    detail: str | None = None
+    """For TLS: the handshake error's reason (e.g. ``CERTIFICATE_VERIFY_FAILED``)."""
+
+
+RefusalCallback = Callable[[RefusedAssociation], None]
+
+REJECT_REASONS = {
+    (0x01, 0x03): "calling-ae-not-allowed",
+    (0x01, 0x07): "called-ae-wrong",
+    (0x03, 0x02): "association-limit",
+}
+"""(Result Source, Diagnostic) of an A-ASSOCIATE-RJ (PS3.8 §9.3.4) → our reason."""
+
+
 def _status(code: int, comment: str | None = None) -> Dataset:
     ds = Dataset()
     ds.Status = code
@@ -120,6 +144,84 @@ def _end_unrequested_association(event) -> None:
         dul.to_user_queue.put(None)
 
 
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return text.strip()[:16]
+
+
+def _report_refusal(on_refused: RefusalCallback, refused: RefusedAssociation) -> None:
+    """Log the refusal (JSON, no PHI) and hand it to the service; a failure to record never breaks the listener."""
+    logger.warning(
+        "DICOM association refused",
+        extra={
+            "fields": {
+                "reason": refused.reason,
+                "calling_ae": refused.calling_ae,
+                "called_ae": refused.called_ae,
+                "peer": refused.peer,
+                **({"detail": refused.detail} if refused.detail else {}),
+            }
+        },
+    )
+    try:
+        on_refused(refused)
+    except Exception:  # noqa: BLE001 - the audit store may be down; the refusal itself stands and is logged
+        logger.exception("DICOM association refusal not recorded")
+
+
+def _handle_rejected(event, on_refused: RefusalCallback) -> None:
+    """EVT_REJECTED: we sent an A-ASSOCIATE-RJ (calling or called AE title, association limit)."""
+    assoc = event.assoc
+    request = assoc.requestor.primitive
+    answer = assoc.acceptor.primitive
+    key = (getattr(answer, "result_source", None), getattr(answer, "diagnostic", None))
+    _report_refusal(
+        on_refused,
+        RefusedAssociation(
+            reason=REJECT_REASONS.get(key, "rejected"),
+            peer=str(assoc.requestor.address),
+            calling_ae=_text(getattr(request, "calling_ae_title", None)),
+            called_ae=_text(getattr(request, "called_ae_title", None)),
+        ),
+    )
+
+
+TLS_HANDSHAKE_SECONDS = 10.0
+"""Longest TLS handshake: pynetdicom performs it on the thread that accepts every connection, so a peer that
+opens a connection and stays silent would otherwise stop the listener from accepting anyone else."""
+
+
+def _audit_tls_failures(server, on_refused: RefusalCallback) -> None:
+    """Accept connections as pynetdicom's ``get_request`` does, reporting TLS handshakes that fail (no client
+    certificate, an untrusted one, plain TCP to the TLS port) and bounding the handshake's duration.
+
+    pynetdicom drops a failed handshake silently (an ``OSError`` to socketserver). A peer that connects and
+    closes without a word (a port probe, /readyz's check) is not a refusal and is not reported.
+    """
+
+    def get_request():
+        client, address = server.socket.accept()
+        client.settimeout(TLS_HANDSHAKE_SECONDS)
+        try:
+            wrapped = server.ssl_context.wrap_socket(client, server_side=True)
+        except OSError as exc:
+            client.close()
+            if isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+                reason = str(exc.reason or type(exc).__name__)[:80]
+            elif isinstance(exc, TimeoutError):
+                reason = "handshake timed out"
+            else:
+                raise
+            _report_refusal(on_refused, RefusedAssociation(reason="tls-failed", peer=str(address[0]), detail=reason))
+            raise
+        wrapped.settimeout(None)
+        return wrapped, address
+
+    server.get_request = get_request
+
+
 @dataclass
 class ListenerConfig:
     ae_title: str = "IMMUNORAD"
@@ -159,10 +261,22 @@ def build_ae(config: ListenerConfig) -> AE:
     return ae
 
 
-def start_listener(config: ListenerConfig, store: StoreCallback, *, block: bool = False):
-    """Start the SCP; returns pynetdicom's server (``block=False``) so the caller can shut it down."""
+def start_listener(config: ListenerConfig, store: StoreCallback, *, on_refused: RefusalCallback | None = None):
+    """Start the SCP; returns pynetdicom's server so the caller can shut it down.
+
+    ``on_refused`` is told of every association refused before any DIMSE exchange (AE titles, association
+    limit, TLS handshake); each is logged here in any case.
+    """
     ae = build_ae(config)
-    handlers = [(evt.EVT_C_STORE, _handle_store, [store]), (evt.EVT_CONN_CLOSE, _end_unrequested_association)]
-    return ae.start_server(
-        (config.host, config.port), block=block, evt_handlers=handlers, ssl_context=tls_context(config)
+    report = on_refused or (lambda _refused: None)
+    handlers = [
+        (evt.EVT_C_STORE, _handle_store, [store]),
+        (evt.EVT_CONN_CLOSE, _end_unrequested_association),
+        (evt.EVT_REJECTED, _handle_rejected, [report]),
+    ]
+    server = ae.start_server(
+        (config.host, config.port), block=False, evt_handlers=handlers, ssl_context=tls_context(config)
     )
+    if config.tls_cert:
+        _audit_tls_failures(server, report)
+    return server

@@ -100,7 +100,8 @@ def cmd_dicom(settings: Settings, _args) -> int:
         tls_key=settings.dicom_tls_key,
         tls_ca=settings.dicom_tls_ca,
     )
-    server = start_listener(config, DicomIngest(db, settings))
+    ingest = DicomIngest(db, settings)
+    server = start_listener(config, ingest, on_refused=ingest.association_refused)
     logger.info(
         "DICOM listener started",
         extra={"fields": {"port": settings.dicom_port, "ae": settings.ae_title, "tls": bool(settings.dicom_tls_cert)}},

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
-from dicom_listener.scp import ReceivedInstance, StorageUnavailable, StoreRejected
+from dicom_listener.scp import ReceivedInstance, RefusedAssociation, StorageUnavailable, StoreRejected
 from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
 from dicom_listener.sr_parser import parse_measurement_report
 from service.config import Settings
@@ -50,6 +50,27 @@ class DicomIngest:
         self.db = db
         self.settings = settings
         self.pixel_dir = settings.var_dir / "dicom"
+
+    def association_refused(self, refused: RefusedAssociation) -> None:
+        """Audit an association the listener refused (AE titles, TLS), as a refused HTTP call is audited
+        (kind ``auth-failure``, outcome 4 — FHIR AuditEvent "User Authentication"); no patient data exists yet."""
+        with self.db.write() as session:
+            audit(
+                session,
+                action="E",
+                kind="auth-failure",
+                source="dicom",
+                outcome="4",
+                agent=f"dicom:{refused.calling_ae}" if refused.calling_ae else None,
+                detail={
+                    "protocol": "dicom",
+                    "reason": refused.reason,
+                    "calling_ae": refused.calling_ae,
+                    "called_ae": refused.called_ae,
+                    "peer": refused.peer,
+                    **({"detail": refused.detail} if refused.detail else {}),
+                },
+            )
 
     def __call__(self, received: ReceivedInstance) -> None:
         try:

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from flask import Blueprint, Response, abort, g, jsonify, request
 
 from service import quality
+from service.api import params
 from service.api.context import ctx
 from service.store import audit
 
 blueprint = Blueprint("quality_api", __name__, url_prefix="/api")
+FILTER_PARAMS = {"from": params.text(40), "to": params.text(40), "cancer_type": params.text(100)}
+"""What the filters take (their meaning is checked by ``quality.Filters.from_args``); unknown names are a 400."""
 
 
 def _filters(args: Mapping[str, str]) -> quality.Filters:
@@ -27,6 +30,7 @@ def _filters(args: Mapping[str, str]) -> quality.Filters:
 
 @blueprint.get("/quality")
 def quality_summary():
+    params.parse(FILTER_PARAMS)
     filters = _filters(request.args)
     with ctx().db.write() as session:
         cohort = quality.load_cohort(session, filters)
@@ -36,6 +40,7 @@ def quality_summary():
 
 @blueprint.get("/quality/export.csv")
 def quality_export():
+    params.parse({**FILTER_PARAMS, "pseudonymise": params.boolean})
     return export_response(request.args, source="api")
 
 

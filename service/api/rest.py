@@ -9,12 +9,18 @@ import json
 from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy import select
 
+from service.api import params
 from service.api.context import ctx
 from service.logs import pseudonym
 from service.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
 from service.store import audit
 
 blueprint = Blueprint("rest", __name__, url_prefix="/api")
+
+AUDIT_LIMIT_MAX = 5000
+"""Most audit events one ``GET /api/audit`` returns (the CSV export has them all)."""
+LIST_LIMIT = 1000
+ALERT_STATUSES = ("active", "inactive", "entered-in-error")
 
 
 def _patient(session, patient_id: str) -> Patient:
@@ -32,6 +38,7 @@ def _iso(value):
 
 @blueprint.get("/patients")
 def patients():
+    params.parse({})
     with ctx().db.write() as session:
         audit(
             session,
@@ -68,6 +75,7 @@ def patients():
 
 @blueprint.get("/patients/<patient_id>")
 def patient_timeline(patient_id: str):
+    params.parse({})
     """The latest assessment: lesion table, every criterion side by side, best responses, findings."""
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
@@ -113,6 +121,7 @@ def patient_timeline(patient_id: str):
 
 @blueprint.get("/patients/<patient_id>/assessments")
 def assessments(patient_id: str):
+    full = params.parse({"full": params.boolean}).get("full", False)
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
         audit(
@@ -136,7 +145,7 @@ def assessments(patient_id: str):
                 "rulebase_version": a.rulebase_version,
                 "trigger": a.trigger,
                 "changes": a.changes,
-                "result": a.result if request.args.get("full") else None,
+                "result": a.result if full else None,
             }
             for a in rows
         ]
@@ -145,7 +154,8 @@ def assessments(patient_id: str):
 
 @blueprint.get("/alerts")
 def alerts():
-    status = request.args.get("status")
+    args = params.parse({"status": params.choice(*ALERT_STATUSES), "patient": params.identifier})
+    status, patient = args.get("status"), args.get("patient")
     with ctx().db.write() as session:
         audit(
             session,
@@ -154,14 +164,14 @@ def alerts():
             kind="api-read",
             source="api",
             entity_type="Flag",
-            patient_id=request.args.get("patient"),
+            patient_id=patient,
             detail={"list": "alerts"},
         )
         query = select(Alert).order_by(Alert.updated_at.desc())
         if status:
             query = query.where(Alert.status == status)
-        if request.args.get("patient"):
-            query = query.where(Alert.patient_id == request.args["patient"])
+        if patient:
+            query = query.where(Alert.patient_id == patient)
         out = [
             {
                 "identifier": a.identifier,
@@ -177,13 +187,14 @@ def alerts():
                 "source": a.source,
                 "updated_at": _iso(a.updated_at),
             }
-            for a in session.scalars(query.limit(1000))
+            for a in session.scalars(query.limit(LIST_LIMIT))
         ]
     return jsonify({"alerts": out})
 
 
 @blueprint.post("/alerts/<path:identifier>/entered-in-error")
 def alert_entered_in_error(identifier: str):
+    params.parse({})
     with ctx().db.write() as session:
         alert = session.scalars(select(Alert).where(Alert.identifier == identifier)).first()
         if alert is None:
@@ -214,6 +225,7 @@ def alert_entered_in_error(identifier: str):
 
 @blueprint.get("/deliveries")
 def deliveries():
+    status = params.parse({"status": params.choice("pending", "delivered", "failed")}).get("status")
     with ctx().db.write() as session:
         audit(
             session,
@@ -225,8 +237,8 @@ def deliveries():
             detail={"list": "deliveries"},
         )
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
-        if request.args.get("status"):
-            query = query.where(OutboxMessage.status == request.args["status"])
+        if status:
+            query = query.where(OutboxMessage.status == status)
         out = [
             {
                 "id": m.id,
@@ -241,7 +253,7 @@ def deliveries():
                 "delivered_at": _iso(m.delivered_at),
                 "next_attempt_at": _iso(m.next_attempt_at),
             }
-            for m in session.scalars(query.limit(1000))
+            for m in session.scalars(query.limit(LIST_LIMIT))
         ]
     return jsonify({"deliveries": out})
 
@@ -252,6 +264,8 @@ def report_prefill(report_id: str):
     import base64
 
     from service.fhir_store import get_resource
+
+    form = params.parse({"format": params.choice("text", "html")}).get("format")
 
     with ctx().db.write() as session:
         row = get_resource(session, "DiagnosticReport", report_id)
@@ -271,9 +285,7 @@ def report_prefill(report_id: str):
             f["contentType"].split(";")[0]: base64.b64decode(f["data"]).decode("utf-8")
             for f in row.content.get("presentedForm", [])
         }
-    wanted = (
-        "text/html" if "html" in (request.args.get("format") or request.headers.get("Accept", "")) else "text/plain"
-    )
+    wanted = "text/html" if "html" in (form or request.headers.get("Accept", "")) else "text/plain"
     return Response(forms.get(wanted, ""), mimetype=wanted, headers={"Content-Type": f"{wanted}; charset=utf-8"})
 
 
@@ -294,12 +306,9 @@ AUDIT_COLUMNS = [
 
 @blueprint.get("/audit")
 def audit_events():
+    limit = params.parse({"limit": params.integer(1, AUDIT_LIMIT_MAX)}).get("limit", 500)
     with ctx().db.read() as session:
-        rows = list(
-            session.scalars(
-                select(AuditEvent).order_by(AuditEvent.id.desc()).limit(int(request.args.get("limit", 500)))
-            )
-        )
+        rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))
         out = [_audit_row(e, pseudonymise=False) for e in rows]
     return jsonify({"events": out})
 
@@ -325,7 +334,7 @@ def _audit_row(event: AuditEvent, *, pseudonymise: bool) -> dict:
 @blueprint.get("/audit/export.csv")
 def audit_export():
     """RFC 4180 CSV of the audit trail, pseudonymised by default (``?pseudonymise=false`` to opt out)."""
-    pseudonymise = request.args.get("pseudonymise", "true").lower() != "false"
+    pseudonymise = params.parse({"pseudonymise": params.boolean}).get("pseudonymise", True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()

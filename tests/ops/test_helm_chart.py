@@ -27,6 +27,7 @@ import base64
 import copy
 import importlib
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -66,6 +67,14 @@ PRODUCTION_VALUES: dict[str, Any] = {
         "ehrFhirUrl": "https://ehr.hospital.example/fhir/R4",
         "allowedCallingAets": ["PACS1", "CT_SCANNER"],
         "logLevel": "INFO",
+        "cdsClients": [
+            {
+                "issuer": "https://ehr.hospital.example",
+                "jwksUrl": "https://ehr.hospital.example/jwks",
+                "fhirServer": "https://ehr.hospital.example/fhir/R4",
+            },
+            {"issuer": "https://sandbox.example", "jwksUrl": "https://sandbox.example/jwks"},
+        ],
     },
     "api": {
         "replicaCount": 3,
@@ -249,6 +258,9 @@ def test_values_schema_accepts_the_defaults_and_the_production_override() -> Non
         {"postgresql": {"auth": {"password": "p@ss/word"}}},  # would break the database URL
         {"api": {"resources": {"limits": {"memory": None}}}},  # null deletes the default: unbounded memory
         {"worker": {"autoscalling": {"enabled": True}}},  # misspelt keys are errors, not silently ignored
+        {"config": {"extraEnv": {"IMMUNORAD_CDS_AUTH": "none"}}},  # CDS Hooks open to anyone
+        {"config": {"cdsClients": [{"issuer": "https://ehr.example"}]}},  # an issuer without its keys
+        {"api": {"gunicornThreads": 0}},
     ],
     ids=[
         "dicom-service-type",
@@ -261,6 +273,9 @@ def test_values_schema_accepts_the_defaults_and_the_production_override() -> Non
         "url-unsafe-password",
         "no-memory-limit",
         "typo",
+        "cds-auth-none",
+        "cds-client-without-jwks",
+        "no-threads",
     ],
 )
 def test_values_schema_refuses(override: dict[str, Any]) -> None:
@@ -340,6 +355,26 @@ def test_one_deployment_per_role(rendered: Rendered) -> None:
 def test_gunicorn_workers_are_set_on_the_api(production_render: Rendered) -> None:
     env = {e["name"]: e.get("value") for e in container(production_render.deployment("api"))["env"]}
     assert env["IMMUNORAD_GUNICORN_WORKERS"] == "4"
+    # gthread: threads per process, and the bounded pool for reads from an EHR during CDS Hooks calls
+    assert env["IMMUNORAD_GUNICORN_THREADS"] == "8"
+    assert env["IMMUNORAD_GUNICORN_TIMEOUT_SECONDS"] == "60"
+    assert env["IMMUNORAD_CDS_FETCH_CONCURRENCY"] == "4" and env["IMMUNORAD_CDS_FETCH_TIMEOUT_SECONDS"] == "3"
+
+
+def test_cds_hooks_need_the_ehrs_jwt_in_every_release(default_render: Rendered, production_render: Rendered) -> None:
+    default = default_render.named("ConfigMap", RELEASE)["data"]
+    assert default["IMMUNORAD_CDS_AUTH"] == "jwt" and "IMMUNORAD_CDS_ISSUERS" not in default
+    production = production_render.named("ConfigMap", RELEASE)["data"]
+    assert production["IMMUNORAD_CDS_AUTH"] == "jwt"
+    assert production["IMMUNORAD_CDS_ISSUERS"] == (
+        "https://ehr.hospital.example|https://ehr.hospital.example/jwks,"
+        "https://sandbox.example|https://sandbox.example/jwks"
+    )
+    assert (
+        production["IMMUNORAD_CDS_FHIR_SERVERS"] == "https://ehr.hospital.example|https://ehr.hospital.example/fhir/R4"
+    )
+    # No "none" anywhere in the chart's defaults (contract §9.5: none is for a loopback demo only).
+    assert not re.search(r"\bnone\b", (CHART_DIR / "values.yaml").read_text(encoding="utf-8").lower())
 
 
 def _port_number(container_spec: dict[str, Any], port: str | int) -> int:

@@ -145,6 +145,16 @@ env:
 {{- if eq .role "api" }}
 - name: IMMUNORAD_GUNICORN_WORKERS
   value: {{ .root.Values.api.gunicornWorkers | quote }}
+- name: IMMUNORAD_GUNICORN_THREADS
+  value: {{ .root.Values.api.gunicornThreads | quote }}
+- name: IMMUNORAD_GUNICORN_TIMEOUT_SECONDS
+  value: {{ .root.Values.api.gunicornTimeoutSeconds | quote }}
+- name: IMMUNORAD_GUNICORN_KEEPALIVE_SECONDS
+  value: {{ .root.Values.api.gunicornKeepaliveSeconds | quote }}
+- name: IMMUNORAD_CDS_FETCH_CONCURRENCY
+  value: {{ .root.Values.api.cdsFetchConcurrency | quote }}
+- name: IMMUNORAD_CDS_FETCH_TIMEOUT_SECONDS
+  value: {{ .root.Values.api.cdsFetchTimeoutSeconds | quote }}
 {{- end }}
 {{- if and (eq .role "worker") .root.Values.ehrAuth.privateKeySecret }}
 - name: IMMUNORAD_EHR_PRIVATE_KEY
@@ -294,4 +304,18 @@ Call with (dict "root" $ "key" "IMMUNORAD_API_TOKEN" "value" .Values.secrets.api
 {{- $host := (first .Values.api.ingress.hosts).host }}
 {{- printf "%s://%s" (ternary "https" "http" (not (empty .Values.api.ingress.tls))) $host }}
 {{- end }}
+{{- end }}
+
+{{/* IMMUNORAD_CDS_ISSUERS from config.cdsClients: "iss|jwks_url,iss2|jwks_url2". */}}
+{{- define "immunorad.cdsIssuers" -}}
+{{- $pairs := list -}}
+{{- range . }}{{ $pairs = append $pairs (printf "%s|%s" .issuer .jwksUrl) }}{{ end -}}
+{{- join "," $pairs -}}
+{{- end }}
+
+{{/* IMMUNORAD_CDS_FHIR_SERVERS from config.cdsClients with a fhirServer: "iss|fhir_base,...". */}}
+{{- define "immunorad.cdsFhirServers" -}}
+{{- $pairs := list -}}
+{{- range . }}{{ if .fhirServer }}{{ $pairs = append $pairs (printf "%s|%s" .issuer .fhirServer) }}{{ end }}{{ end -}}
+{{- join "," $pairs -}}
 {{- end }}
