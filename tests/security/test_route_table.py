@@ -15,7 +15,9 @@ import pytest
 
 from tests.support.processes import ServiceProcesses
 
-OPEN, BEARER, CDS_JWT = "open", "bearer", "cds-jwt"
+OPEN, BEARER, CDS_JWT, SIGN_IN = "open", "bearer", "cds-jwt", "sign-in"
+"""``sign-in``: the steps by which a person gets a session (service.api.signin); open by design, they show no
+patient data and answer anything but a page of data without valid credentials."""
 
 EXPECTED: dict[tuple[str, str], str] = {
     # liveness, readiness and Prometheus metrics (counts only, no patient data): for the orchestrator
@@ -61,7 +63,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/ui/quality", "GET"): BEARER,
     ("/ui/quality/export.csv", "GET"): BEARER,
     ("/ui/reports/<report_id>", "GET"): BEARER,
-    ("/ui/static/<path:filename>", "GET"): BEARER,
+    # the pages' own assets and the sign-in flow (form, SMART EHR launch and its callback, sign-out)
+    ("/ui/static/<path:filename>", "GET"): OPEN,
+    ("/ui/sign-in", "GET"): SIGN_IN,
+    ("/ui/sign-in", "POST"): SIGN_IN,
+    ("/ui/sign-out", "POST"): SIGN_IN,
+    ("/ui/launch", "GET"): SIGN_IN,
+    ("/ui/callback", "GET"): SIGN_IN,
     # CDS Hooks 2.0: discovery is open (no patient data), the service and its feedback need the EHR's JWT
     ("/cds-services", "GET"): OPEN,
     ("/cds-services/", "GET"): OPEN,
@@ -109,6 +117,9 @@ def test_each_route_enforces_its_requirement_through_gunicorn(settings, api):
         where = f"{method} {path} ({requirement})"
         if requirement == OPEN:
             assert status not in (401, 403), where
+        elif requirement == SIGN_IN:
+            # Without credentials: the form, a refusal or a redirect — never a server error.
+            assert status < 500, where
         else:
             assert status == 401, where
             assert headers.get("WWW-Authenticate", "").startswith("Bearer"), where
