@@ -81,7 +81,12 @@ class ParsedGroup:
     """Non-fatal oddities absorbed while parsing (e.g. ``px`` recomputed from Pixel Spacing)."""
     rejected_reason: str | None = None
     """Set when the group cannot be used (e.g. a ``px`` length with no referenced image to recompute
-    it from); the group is kept for the audit trail but yields no measurement."""
+    it from, an implausible value, contract §9.2); the group is kept for the audit trail but yields no
+    measurement."""
+    awaited_images: tuple[str, ...] = ()
+    """SOP Instance UIDs of images not available yet whose Pixel Spacing would convert this group's ``px``
+    lengths to mm (contract §9.3 "SR order"): the group is *pending* until one of them arrives, not rejected
+    for good. Empty when the group is usable or its rejection is final."""
 
 
 @dataclass(frozen=True)

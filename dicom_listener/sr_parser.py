@@ -39,6 +39,14 @@ from pydicom.uid import (
 
 from dicom_listener.sr_model import Coded, ParsedGroup, ParsedReport, SRParseError
 from rules.facts import to_mm, to_suv
+from rules.plausibility import (
+    DEFAULT_LIMITS,
+    PlausibilityLimits,
+    as_number,
+    length_problem,
+    suv_problem,
+    volume_problem,
+)
 
 __all__ = ["parse_measurement_report", "parse_measurement_report_file"]
 
@@ -186,6 +194,7 @@ _REFERENCE_REGIONS = (
     (AORTA, "blood-pool"),
 )
 _SUV_DERIVATIONS = ((MAXIMUM, "max"), (PEAK_VALUE_WITHIN_ROI, "peak"), (MEAN, "mean"), (STANDARD_DEVIATION, "sd"))
+_SUV_DERIVATION_NAMES = {"max": "Maximum", "peak": "Peak", "mean": "Mean", "sd": "Standard Deviation"}
 _SIZE_CONCEPTS = ((LONG_AXIS, "long"), (SHORT_AXIS, "short"), (DIAMETER, "diameter"), (LENGTH, "length"))
 _SIZE_NAMES = {"long": "Long Axis", "short": "Short Axis", "diameter": "Diameter", "length": "Length"}
 _MM_PER_UNIT = {"mm": Decimal(1), "cm": Decimal(10), "um": Decimal("0.001")}
@@ -210,11 +219,13 @@ rejected rather than guessed."""
 def parse_measurement_report(
     ds: Dataset,
     referenced_images: Mapping[str, Dataset] | None = None,
+    limits: PlausibilityLimits = DEFAULT_LIMITS,
 ) -> ParsedReport:
     """Parse one TID 1500 Measurement Report (Enhanced, Comprehensive or Comprehensive 3D SR).
 
     ``referenced_images`` maps SOP Instance UID → image header; it is only used to recompute lengths
-    written in pixels (older dcmjs) from their SCOORD and the image's Pixel Spacing. The caller's
+    written in pixels (older dcmjs) from their SCOORD and the image's Pixel Spacing. A group with an
+    implausible value (``rules.plausibility``, contract §9.2) is rejected with the reason. The caller's
     dataset is not modified. Raises ``SRParseError`` for anything that is not such a report or whose
     content tree cannot be read.
     """
@@ -232,7 +243,7 @@ def parse_measurement_report(
         header = _read_header(ds)
         report_notes: list[str] = list(header.notes)
         groups = _read_measurement_groups(ds, document_class, report_notes)
-        parsed = tuple(_parse_group(group, images) for group in groups)
+        parsed = tuple(_parse_group(group, images, limits) for group in groups)
         report_notes.extend(_shared_identity_notes(parsed))
         producer = _guess_producer(ds, parsed)
     except SRParseError:
@@ -255,6 +266,7 @@ def parse_measurement_report(
 def parse_measurement_report_file(
     source: str | PathLike[str] | BinaryIO,
     referenced_images: Mapping[str, Dataset] | None = None,
+    limits: PlausibilityLimits = DEFAULT_LIMITS,
 ) -> ParsedReport:
     """Read a Part-10 file (path or binary file object) with pydicom and parse it; a file pydicom
     cannot read (truncated, not DICOM) raises ``SRParseError`` too."""
@@ -262,7 +274,7 @@ def parse_measurement_report_file(
         ds = pydicom.dcmread(source)
     except Exception as exc:  # InvalidDicomError, OSError, EOFError, struct.error, ...
         raise SRParseError(f"not a readable DICOM file: {_describe(exc)}") from exc
-    return parse_measurement_report(ds, referenced_images)
+    return parse_measurement_report(ds, referenced_images, limits)
 
 
 def _describe(exc: BaseException) -> str:
@@ -541,6 +553,11 @@ class _GroupReader:
     references: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
+    awaited_images: list[str] = field(default_factory=list)
+    waiting: int = 0
+    implausible: bool = False
+    """A value was not a finite number (contract §9.2): the group keeps no value at all."""
+    """How many of ``rejections`` only wait for an image (a ``px`` length, contract §9.3)."""
 
     def reference(self, uid: str | None) -> None:
         if uid and uid not in self.references:
@@ -550,13 +567,33 @@ class _GroupReader:
 def _parse_group(
     group: hd.sr.MeasurementsAndQualitativeEvaluations,
     images: Mapping[str, Dataset],
+    limits: PlausibilityLimits = DEFAULT_LIMITS,
 ) -> ParsedGroup:
     reader = _GroupReader()
     for item in group[0].get("ContentSequence", []):
         _read_item(item, reader)
     for pending in reader.pixel_lengths:
         _resolve_pixel_length(pending, reader, images)
+    _check_plausibility(reader, limits)
     return _assemble(reader)
+
+
+def _check_plausibility(reader: _GroupReader, limits: PlausibilityLimits) -> None:
+    """Contract §9.2: a group with an implausible value is rejected with the reason (never its value: the
+    reason goes to the assessment's warnings and the audit log)."""
+    before = len(reader.rejections)
+    for role, value in reader.sizes.items():
+        reader.rejections.extend(filter(None, [length_problem(value, _SIZE_NAMES[role], limits)]))
+    for (quantity, derivation), value in reader.suv.items():
+        what = f"{quantity} {_SUV_DERIVATION_NAMES[derivation]}"
+        reader.rejections.extend(filter(None, [suv_problem(value, what, limits)]))
+    for what, value in (("Metabolic Volume", reader.metabolic_volume_ml), ("Total Lesion Glycolysis", reader.tlg)):
+        reader.rejections.extend(filter(None, [volume_problem(value, what)]))
+    if reader.implausible or len(reader.rejections) > before:
+        # The group keeps its identity for the audit trail, never a value: none of them is stored (contract §9.2).
+        reader.sizes = {role: None for role in reader.sizes}
+        reader.suv = {}
+        reader.metabolic_volume_ml = reader.tlg = None
 
 
 def _read_item(item: Dataset, reader: _GroupReader) -> None:
@@ -656,17 +693,15 @@ def _read_immrad_item(name: Code, value: Code, reader: _GroupReader) -> None:
         reader.notes.append(f"99IMMRAD {name.value} value ({value.value}, {value.scheme_designator}) is not SCT Yes/No")
 
 
-def _measured_value(item: Dataset) -> tuple[Decimal, str] | None:
-    """(value, unit code value) of a NUM, from Numeric Value (DS, the string as written)."""
+def _measured_value(item: Dataset) -> tuple[Decimal | None, str] | None:
+    """(value, unit code value) of a NUM, from Numeric Value (DS, the string as written); the value is
+    ``None`` when it is not a finite number (NaN, Infinity, text)."""
     measured = item.get("MeasuredValueSequence") or []
     if not measured or "NumericValue" not in measured[0] or not measured[0].get("MeasurementUnitsCodeSequence"):
         return None
     raw = measured[0].NumericValue
     text = getattr(raw, "original_string", None) or str(raw)
-    number = Decimal(str(text).strip())
-    if not number.is_finite():
-        return None
-    return number, _plain(measured[0].MeasurementUnitsCodeSequence[0]).value
+    return as_number(text), _plain(measured[0].MeasurementUnitsCodeSequence[0]).value
 
 
 def _derivation(item: Dataset) -> Code | None:
@@ -686,7 +721,7 @@ def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
             reader.reference(_referenced_sop_uid(child))
     if name == TIME_POINT_ORDER:
         measured = _measured_value(item)
-        if measured is not None and measured[0] == measured[0].to_integral_value():
+        if measured is not None and measured[0] is not None and measured[0] == measured[0].to_integral_value():
             reader.time_point_order = int(measured[0])
         return
     role = _lookup(name, _SIZE_CONCEPTS)
@@ -698,6 +733,14 @@ def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
         reader.notes.append(f"NUM ({name.value}, {name.scheme_designator}) has no numeric value: ignored")
         return
     value, unit = measured
+    if value is None:
+        # Contract §9.2: a measurement that is not a number is refused with the group (never "no value").
+        what = _SIZE_NAMES[role] if role is not None else name.meaning or name.value
+        reader.rejections.append(f"{what} is not a finite number")
+        reader.implausible = True
+        if role is not None:
+            reader.sizes.setdefault(role, None)
+        return
     if role is not None:
         _read_size(role, value, unit, item, reader)
     elif is_suv:
@@ -800,6 +843,10 @@ def _resolve_pixel_length(pending: _PixelLength, reader: _GroupReader, images: M
     image_uid = next((uid for uid in candidates if uid in images), None)
     if image_uid is None:
         wanted = image_ref or ", ".join(candidates) or "none"
+        for uid in [image_ref] if image_ref else candidates:
+            if uid not in reader.awaited_images:
+                reader.awaited_images.append(uid)
+        reader.waiting += 1
         reader.rejections.append(
             f"{name} is in pixels ({pending.unit!r}) and the referenced image ({wanted}) is not available "
             "to recompute it in mm"
@@ -934,4 +981,6 @@ def _assemble(reader: _GroupReader) -> ParsedGroup:
         referenced_sop_instance_uids=tuple(reader.references),
         notes=tuple(reader.notes),
         rejected_reason="; ".join(reader.rejections) or None,
+        # Pending only when waiting for an image is the group's sole problem (contract §9.3).
+        awaited_images=tuple(reader.awaited_images) if reader.waiting == len(reader.rejections) else (),
     )

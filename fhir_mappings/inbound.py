@@ -11,11 +11,21 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from rules.facts import to_mm, to_suv
 from rules.therapy_classes import CONCOMITANT, classify
+from rules.plausibility import (
+    DEFAULT_LIMITS,
+    PlausibilityLimits,
+    as_number,
+    birth_date_problem,
+    length_problem,
+    scan_date_problem,
+    suv_problem,
+    volume_problem,
+)
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -101,6 +111,30 @@ class MappingError(ValueError):
     def __init__(self, message: str, expression: str | None = None) -> None:
         super().__init__(message)
         self.expression = expression
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """The plausibility gate's limits and "today" (contract §9.2, ``rules.plausibility``)."""
+
+    limits: PlausibilityLimits = DEFAULT_LIMITS
+    today: dt.date | None = None
+    """``None``: the UTC date when the check runs."""
+
+    def day(self) -> dt.date:
+        return self.today or dt.datetime.now(dt.timezone.utc).date()
+
+    @staticmethod
+    def refuse(problem: str | None, expression: str) -> None:
+        """An implausible value is refused with the element it is in (HTTP 422, never stored)."""
+        if problem:
+            raise MappingError(f"implausible value refused: {problem}", expression)
+
+    def scan_date(self, value: dt.date | None, expression: str) -> None:
+        self.refuse(scan_date_problem(value, self.day(), self.limits), expression)
+
+
+DEFAULT_PLAUSIBILITY = Plausibility()
 
 
 @dataclass
@@ -193,28 +227,30 @@ def parse_date(value: Any) -> dt.date | None:
         return None
 
 
-def _quantity_mm(quantity: Mapping[str, Any] | None, where: str) -> Decimal | None:
+def _quantity_mm(
+    quantity: Mapping[str, Any] | None, where: str, gate: Plausibility = DEFAULT_PLAUSIBILITY
+) -> Decimal | None:
     if not quantity:
         return None
-    try:
-        value = Decimal(str(quantity.get("value")))
-    except (InvalidOperation, ValueError):
-        raise MappingError("a size needs a numeric value", where) from None
+    value = as_number(quantity.get("value"))
+    if value is None:
+        raise MappingError("a size needs a finite numeric value", f"{where}.valueQuantity.value")
     unit = (quantity.get("code") or quantity.get("unit") or "").strip()
-    if unit == "mm":
-        return to_mm(value)
-    if unit == "cm":
-        return to_mm(value * 10)
-    raise MappingError(f"size unit {unit!r} is not mm or cm", where)
+    if unit not in ("mm", "cm"):
+        raise MappingError(f"size unit {unit!r} is not mm or cm", where)
+    mm = value * 10 if unit == "cm" else value
+    gate.refuse(length_problem(mm, "the size", gate.limits), f"{where}.valueQuantity.value")
+    return to_mm(mm)
 
 
-def _decimal(quantity: Mapping[str, Any] | None) -> Decimal | None:
+def _decimal(quantity: Mapping[str, Any] | None, where: str | None = None) -> Decimal | None:
+    """The quantity's value; one that is present but not a finite number is refused when ``where`` names it."""
     if not quantity or quantity.get("value") is None:
         return None
-    try:
-        return Decimal(str(quantity["value"]))
-    except (InvalidOperation, ValueError):
-        return None
+    value = as_number(quantity["value"])
+    if value is None and where is not None:
+        raise MappingError("the value is not a finite number", f"{where}.valueQuantity.value")
+    return value
 
 
 def _coded_value(component: Mapping[str, Any]) -> str | None:
@@ -268,7 +304,10 @@ def _immunorad_component(component: Mapping[str, Any], canonical: str) -> str | 
 
 
 def map_tumour_observation(
-    resource: Mapping[str, Any], canonical: str, body_structures: Mapping[str, Mapping[str, Any]]
+    resource: Mapping[str, Any],
+    canonical: str,
+    body_structures: Mapping[str, Mapping[str, Any]],
+    gate: Plausibility = DEFAULT_PLAUSIBILITY,
 ) -> MeasurementRecord:
     scan_date = parse_date(resource.get("effectiveDateTime")) or parse_date(
         (resource.get("effectivePeriod") or {}).get("start")
@@ -277,6 +316,10 @@ def map_tumour_observation(
         raise MappingError(
             "a tumour measurement needs effectiveDateTime (the scan date)", "Observation.effectiveDateTime"
         )
+    gate.scan_date(
+        scan_date,
+        "Observation.effectiveDateTime" if resource.get("effectiveDateTime") else "Observation.effectivePeriod.start",
+    )
     key, source, label = lesion_identity(resource, body_structures)
     record = MeasurementRecord(scan_date=scan_date, identity_key=key, identity_source=source, label=label)
     sites = [c for c in codings(resource.get("bodySite")) if c.get("system") == SNOMED]
@@ -288,9 +331,9 @@ def map_tumour_observation(
         where = f"Observation.component[{index}]"
         concept = component.get("code")
         if has_code(concept, LOINC, LONGEST_DIMENSION):
-            record.long_axis_mm = _quantity_mm(component.get("valueQuantity"), where)
+            record.long_axis_mm = _quantity_mm(component.get("valueQuantity"), where, gate)
         elif has_code(concept, LOINC, OTHER_DIMENSION):
-            value = _quantity_mm(component.get("valueQuantity"), where)
+            value = _quantity_mm(component.get("valueQuantity"), where, gate)
             if record.short_axis_mm is None:
                 record.short_axis_mm = value
         elif code_in(concept, own):
@@ -325,7 +368,7 @@ def map_tumour_observation(
                 else:
                     setattr(record, name, value)
         elif code_in(concept, DCM):
-            _pet_component(record, component, where)
+            _pet_component(record, component, where, gate)
     if record.nontarget_status == "absent":
         record.status = "absent"
     if record.long_axis_mm == 0 and (record.short_axis_mm in (None, 0)):
@@ -391,10 +434,16 @@ def _derivation(component: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _pet_component(record: MeasurementRecord, component: Mapping[str, Any], where: str) -> None:
+def _pet_component(
+    record: MeasurementRecord, component: Mapping[str, Any], where: str, gate: Plausibility = DEFAULT_PLAUSIBILITY
+) -> None:
     code = code_in(component.get("code"), DCM)
-    value = _decimal(component.get("valueQuantity"))
+    value = _decimal(component.get("valueQuantity"), where)
     derivation = _derivation(component)
+    if code in ("126401", "126402"):
+        gate.refuse(suv_problem(value, "the SUV", gate.limits), f"{where}.valueQuantity.value")
+    elif code in ("126032", "126033"):
+        gate.refuse(volume_problem(value, "the volume"), f"{where}.valueQuantity.value")
     if code == "126401" and derivation == "max":
         record.suv_max = to_suv(value)
     elif code == "126402" and derivation == "peak":
@@ -410,10 +459,13 @@ def _pet_component(record: MeasurementRecord, component: Mapping[str, Any], wher
 REFERENCE_SITES = {"10200004": "liver", "78961009": "spleen", "14016003": "bone-marrow", "15825003": "blood-pool"}
 
 
-def map_reference_region(resource: Mapping[str, Any], canonical: str) -> MeasurementRecord:
+def map_reference_region(
+    resource: Mapping[str, Any], canonical: str, gate: Plausibility = DEFAULT_PLAUSIBILITY
+) -> MeasurementRecord:
     scan_date = parse_date(resource.get("effectiveDateTime"))
     if scan_date is None:
         raise MappingError("a reference region needs effectiveDateTime", "Observation.effectiveDateTime")
+    gate.scan_date(scan_date, "Observation.effectiveDateTime")
     site = code_in(resource.get("bodySite"), SNOMED)
     region = REFERENCE_SITES.get(site or "")
     if region is None:
@@ -425,11 +477,14 @@ def map_reference_region(resource: Mapping[str, Any], canonical: str) -> Measure
     )
     own = f"{canonical}/CodeSystem/immunorad"
     for index, component in enumerate(resource.get("component") or []):
+        where = f"Observation.component[{index}]"
         if code_in(component.get("code"), own) == "radiopharmaceutical":
             record.tracer = map_radiopharmaceutical(component, f"Observation.component[{index}]")
             continue
         derivation = _derivation(component)
-        value = to_suv(_decimal(component.get("valueQuantity")))
+        raw = _decimal(component.get("valueQuantity"), where)
+        gate.refuse(suv_problem(raw, "the reference SUV", gate.limits), f"{where}.valueQuantity.value")
+        value = to_suv(raw)
         if derivation == "mean":
             record.reference_mean = value
         elif derivation == "sd":
@@ -618,14 +673,18 @@ def map_condition(resource: Mapping[str, Any]) -> ClinicalRecord | None:
     return ClinicalRecord("finding", onset, {"code": finding, "body_site": site, "text": None})
 
 
-def map_patient(resource: Mapping[str, Any], patient_id_system: str) -> PatientRecord:
+def map_patient(
+    resource: Mapping[str, Any], patient_id_system: str, gate: Plausibility = DEFAULT_PLAUSIBILITY
+) -> PatientRecord:
     identifiers = [(i.get("system"), str(i.get("value"))) for i in resource.get("identifier") or [] if i.get("value")]
     mrn = next((value for system, value in identifiers if system == patient_id_system), None)
     deceased = parse_date(resource.get("deceasedDateTime"))
+    birth_date = parse_date(resource.get("birthDate"))
+    gate.refuse(birth_date_problem(birth_date, gate.day()), "Patient.birthDate")
     return PatientRecord(
         identifiers=identifiers,
         mrn=mrn,
-        birth_date=parse_date(resource.get("birthDate")),
+        birth_date=birth_date,
         sex=resource.get("gender"),
         deceased_date=deceased,
     )
@@ -637,18 +696,20 @@ def map_resource(
     canonical: str,
     patient_id_system: str,
     body_structures: Mapping[str, Mapping[str, Any]] | None = None,
+    plausibility: Plausibility = DEFAULT_PLAUSIBILITY,
 ) -> Record | None:
-    """The record a resource contributes, or None when we keep it without using it."""
+    """The record a resource contributes, or None when we keep it without using it. An implausible value
+    (contract §9.2) raises ``MappingError`` naming its element."""
     body_structures = body_structures or {}
     kind = resource.get("resourceType")
     if kind == "Patient":
-        return map_patient(resource, patient_id_system)
+        return map_patient(resource, patient_id_system, plausibility)
     if kind == "Observation":
         code = resource.get("code")
         if has_code(code, LOINC, TUMOUR_SIZE):
-            return map_tumour_observation(resource, canonical, body_structures)
+            return map_tumour_observation(resource, canonical, body_structures, plausibility)
         if has_code(code, DCM, REFERENCE_REGION):
-            return map_reference_region(resource, canonical)
+            return map_reference_region(resource, canonical, plausibility)
         return map_clinical_observation(resource, canonical, body_structures)
     if kind in ("MedicationAdministration", "MedicationStatement", "MedicationRequest"):
         return map_medication(resource)
@@ -675,5 +736,7 @@ def map_resource(
             or any(c.get("code") == "symptom-driven" and "99IMMRAD" in str(c.get("system")) for c in codings(reason))
             for reason in (reasons if isinstance(reasons, list) else [])
         )
-        return StudyRecord(uid, parse_date(resource.get("started")), symptom_driven=symptom)
+        started = parse_date(resource.get("started"))
+        plausibility.scan_date(started, "ImagingStudy.started")
+        return StudyRecord(uid, started, symptom_driven=symptom)
     return None

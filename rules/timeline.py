@@ -148,7 +148,13 @@ def build_timeline(facts: PatientFacts, *, measurable: MeasurabilityRule | None 
         if m.role is LesionRole.NEW:
             warnings.append(f"lesion {describe(m)} is labelled new on the baseline scan: treated as non-target")
         role_reported = m.role in (LesionRole.TARGET, LesionRole.NON_TARGET)
-        if role_reported:
+        if m.status is LesionStatus.NOT_ASSESSED:
+            # RECIST 1.1 §3.1.2: a baseline lesion without a measurement (e.g. its value was refused as
+            # implausible, contract §9.2) cannot be a target: it is followed as non-target.
+            if m.role is LesionRole.TARGET:
+                warnings.append(f"baseline target {describe(m)} is not assessed at baseline: followed as non-target")
+            role = LesionRole.NON_TARGET
+        elif role_reported:
             role = m.role
         elif measurable is not None and measurable(m):
             role = LesionRole.TARGET

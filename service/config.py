@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+
+from rules.plausibility import PlausibilityLimits
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -170,6 +174,10 @@ class Settings:
     exports; unset: generated on first start into ``var/pseudonym-key``."""
     max_request_bytes: int = 10 * 1024 * 1024
     """IMMUNORAD_MAX_REQUEST_BYTES: largest HTTP request body accepted; larger ones get 413."""
+    max_lesion_mm: Decimal = Decimal(500)
+    """IMMUNORAD_MAX_LESION_MM (default 500): a longer lesion diameter is refused as implausible (contract §9.2)."""
+    max_suv: Decimal = Decimal(100)
+    """IMMUNORAD_MAX_SUV (default 100): a higher SUV/SUL is refused as implausible (contract §9.2)."""
     instance_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     @property
@@ -179,6 +187,10 @@ class Settings:
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def plausibility(self) -> PlausibilityLimits:
+        return PlausibilityLimits(max_lesion_mm=self.max_lesion_mm, max_suv=self.max_suv)
 
     @property
     def is_sqlite(self) -> bool:
@@ -290,7 +302,15 @@ def load_settings() -> Settings:
         default_pet_tracer=_env("IMMUNORAD_DEFAULT_PET_TRACER", "fdg"),
         pseudonym_key=_env("IMMUNORAD_PSEUDONYM_KEY", ""),
         max_request_bytes=_int("IMMUNORAD_MAX_REQUEST_BYTES", 10 * 1024 * 1024),
+        max_lesion_mm=Decimal(_env("IMMUNORAD_MAX_LESION_MM", "500")),
+        max_suv=Decimal(_env("IMMUNORAD_MAX_SUV", "100")),
     )
+
+
+def today() -> dt.date:
+    """The service's "today" for the plausibility gate: the UTC calendar date (a scan may be dated up to one day
+    after it, which absorbs time zones ahead of UTC)."""
+    return dt.datetime.now(dt.timezone.utc).date()
 
 
 def ensure_api_token(settings: Settings) -> str:

@@ -5,6 +5,13 @@
   with IMMUNORAD_KEEP_PIXEL_DATA;
 - a TID 1500 SR is parsed once, here, into measurement rows (the bytes are kept as received); an SR that
   cannot be parsed is refused with a 0xC000-range status and an error comment;
+- plausibility (contract §9.2, ``rules.plausibility``): an instance whose study date or patient birth date is
+  implausible is refused (0xC000-range, with the reason); an SR group with an implausible value is rejected with
+  its reason (kept for the audit, never a measurement) and the rest of the SR is used; an SR of which no group
+  remains usable is refused;
+- pending inputs (contract §9.3 "SR order"): an SR group whose lengths are in pixels while its images are not
+  stored yet is kept *pending* (``PendingInput``); the image that it waits for re-reads the stored SR in the same
+  transaction as the image itself, and the patient is re-evaluated;
 - the work it triggers (evaluate the patient, or settle the study) is queued in the same transaction.
 """
 
@@ -16,17 +23,18 @@ import os
 import time
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
 from dicom_listener.scp import ReceivedInstance, RefusedAssociation, StorageUnavailable, StoreRejected
 from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
 from dicom_listener.sr_parser import parse_measurement_report
-from service.config import Settings
+from rules.plausibility import birth_date_problem, scan_date_problem
+from service.config import Settings, today
 from service.db import Database, DatabaseUnavailable
 from service.logs import pseudonym
-from service.models import Instance, Measurement, Study, utcnow
+from service.models import Instance, Measurement, Patient, PendingInput, Study, utcnow
 from service.store import attach_measurements, audit, enqueue, evaluate_soon, link_study, study_by_uid, upsert_patient
 
 logger = logging.getLogger(__name__)
@@ -34,6 +42,8 @@ logger = logging.getLogger(__name__)
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_NO_PATIENT = 0xC001
 STATUS_NOT_TID1500 = 0xC002
+STATUS_IMPLAUSIBLE = 0xC003
+"""An implausible header date, or an SR none of whose measurement groups is plausible (contract §9.2)."""
 
 SLOW_STORE_SECONDS = 5.0
 """A C-STORE whose storage took longer than this is logged as a warning, with its time and attempts."""
@@ -79,6 +89,12 @@ class DicomIngest:
             raise StoreRejected(STATUS_CANNOT_UNDERSTAND, str(exc)) from exc
         if header.sop_instance_uid != received.sop_instance_uid:
             raise StoreRejected(0xA900, "SOP Instance UID differs from the C-STORE request")
+        problem = scan_date_problem(
+            header.study_date, today(), self.settings.plausibility, what="StudyDate"
+        ) or birth_date_problem(header.birth_date, today(), [header.study_date])
+        if problem:
+            self._log_refused(problem)
+            raise StoreRejected(STATUS_IMPLAUSIBLE, f"implausible header: {problem}")
         started = time.monotonic()
         attempts = 0
         try:
@@ -149,6 +165,7 @@ class DicomIngest:
             patient_id_value = header.patient_id or (parsed.patient_id if parsed else None)
             if patient_id_value:
                 patient = upsert_patient(session, patient_id_value, birth_date=header.birth_date, sex=_sex(header.sex))
+                self._check_birth_date(session, patient, header.study_date)
             if study is None:
                 study = Study(study_uid=header.study_instance_uid, modalities="", header={})
                 session.add(study)
@@ -181,6 +198,9 @@ class DicomIngest:
             owner = study.patient_id
             if owner is not None and rows:
                 attach_measurements(session, owner, rows)
+            if parsed is not None:
+                self._record_pending(session, parsed, study, previously=set())
+            resolved = [] if is_sr else self._resolve_pending(session, header)
             if owner is not None and (rows or linked):
                 evaluate_soon(session, owner, "dicom-sr" if rows else "study-linked")
             if not is_sr:
@@ -201,7 +221,7 @@ class DicomIngest:
                 entity_type="Instance",
                 entity_ref=pseudonym(header.sop_instance_uid),
                 patient_id=owner,
-                detail={"kind": instance.kind, "modality": header.modality, "groups": len(rows)},
+                detail=self._audit_detail(instance.kind, header.modality, parsed, resolved),
             )
         logger.info(
             "instance stored",
@@ -216,11 +236,126 @@ class DicomIngest:
         )
 
     def _parse_sr(self, session, ds: Dataset, header: InstanceHeader) -> ParsedReport:
+        parsed = self._read_sr(session, ds)
+        usable = [g for g in parsed.groups if g.rejected_reason is None or g.awaited_images]
+        if parsed.groups and not usable:
+            # Contract §9.2: the groups were rejected and nothing usable remains.
+            reasons = sorted({g.rejected_reason for g in parsed.groups if g.rejected_reason})
+            self._log_refused("; ".join(reasons))
+            raise StoreRejected(STATUS_IMPLAUSIBLE, "no usable measurement group: " + _shorten("; ".join(reasons), 300))
+        return parsed
+
+    def _read_sr(self, session, ds: Dataset) -> ParsedReport:
         references = self._referenced_images(session, ds)
         try:
-            return parse_measurement_report(ds, references)
+            return parse_measurement_report(ds, references, self.settings.plausibility)
         except SRParseError as exc:
             raise StoreRejected(STATUS_NOT_TID1500, f"not a readable TID 1500 report: {exc}") from exc
+
+    @staticmethod
+    def _log_refused(reason: str) -> None:
+        logger.warning("implausible DICOM input refused", extra={"fields": {"reason": _shorten(reason, 300)}})
+
+    def _check_birth_date(self, session, patient: Patient, study_date: dt.date | None) -> None:
+        """The stored birth date must not be after this study (contract §9.2); the header's own birth date was
+        checked against its study date already."""
+        problem = birth_date_problem(patient.birth_date, today(), [study_date])
+        if problem:
+            self._log_refused(problem)
+            raise StoreRejected(STATUS_IMPLAUSIBLE, f"implausible header: {problem}")
+
+    # -- pending inputs (contract §9.3 "SR order") ----------------------------------------------------
+    @staticmethod
+    def _record_pending(session, parsed: ParsedReport, study: Study, *, previously: set[int]) -> None:
+        """One ``waiting`` row per group and awaited image; a group that was pending (``previously``) and is now
+        rejected for good stays visible as ``unresolvable`` with its reason."""
+        now = utcnow()
+        for index, group in enumerate(parsed.groups):
+            if group.awaited_images:
+                reason = group.rejected_reason or "waits for its referenced image"
+                for uid in group.awaited_images:
+                    session.add(
+                        PendingInput(
+                            study_id=study.id,
+                            source_kind="dicom-sr",
+                            source_ref=parsed.sop_instance_uid,
+                            group_index=index,
+                            label=group.label,
+                            waits_for_kind="instance",
+                            waits_for_uid=uid,
+                            status="waiting",
+                            reason=_shorten(reason, 1000),
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+            elif index in previously and group.rejected_reason:
+                session.add(
+                    PendingInput(
+                        study_id=study.id,
+                        source_kind="dicom-sr",
+                        source_ref=parsed.sop_instance_uid,
+                        group_index=index,
+                        label=group.label,
+                        waits_for_kind="instance",
+                        waits_for_uid="",
+                        status="unresolvable",
+                        reason=_shorten(group.rejected_reason, 1000),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+
+    def _resolve_pending(self, session, header: InstanceHeader) -> list[str]:
+        """The SRs waiting for this image are read again from their stored bytes, now with its Pixel Spacing: their
+        measurement rows and pending rows are replaced, and their patient re-evaluated (same transaction)."""
+        keys = [header.sop_instance_uid] + ([header.series_instance_uid] if header.series_instance_uid else [])
+        waiting = list(
+            session.scalars(
+                select(PendingInput).where(PendingInput.waits_for_uid.in_(keys), PendingInput.status == "waiting")
+            )
+        )
+        sources = sorted({p.source_ref for p in waiting if p.source_kind == "dicom-sr"})
+        for sop_uid in sources:
+            sr = session.scalars(select(Instance).where(Instance.sop_uid == sop_uid)).one()
+            study = session.get(Study, sr.study_id)
+            previously = {
+                p.group_index for p in session.scalars(select(PendingInput).where(PendingInput.source_ref == sop_uid))
+            }
+            parsed = self._read_sr(session, read_header(sr.content)[0])
+            session.execute(delete(PendingInput).where(PendingInput.source_ref == sop_uid))
+            session.execute(
+                delete(Measurement).where(Measurement.source_kind == "dicom-sr", Measurement.source_ref == sop_uid)
+            )
+            rows = self._measurement_rows(parsed, study)
+            session.add_all(rows)
+            session.flush()
+            if study.patient_id is not None:
+                attach_measurements(session, study.patient_id, rows)
+                evaluate_soon(session, study.patient_id, "pending-resolved")
+            self._record_pending(session, parsed, study, previously=previously)
+            sr.parse_notes = list(parsed.notes)
+        return [pseudonym(uid) for uid in sources]
+
+    @staticmethod
+    def _audit_detail(kind: str, modality: str | None, parsed: ParsedReport | None, resolved: list[str]) -> dict:
+        """What the audit keeps of a stored instance: no values, no names (contract §9.2: a rejected group's
+        reason is recorded)."""
+        detail: dict = {"kind": kind, "modality": modality, "groups": len(parsed.groups) if parsed else 0}
+        if parsed is not None:
+            rejected = [
+                {"group": i, "reason": _shorten(g.rejected_reason, 300)}
+                for i, g in enumerate(parsed.groups)
+                if g.rejected_reason and not g.awaited_images
+            ]
+            pending = [i for i, g in enumerate(parsed.groups) if g.awaited_images]
+            if rejected:
+                detail["rejected"] = rejected
+            if pending:
+                detail["pending"] = pending
+        if resolved:
+            detail["pending_resolved"] = resolved
+        return detail
 
     @staticmethod
     def _referenced_images(session, ds: Dataset) -> dict[str, Dataset]:
@@ -236,12 +371,14 @@ class DicomIngest:
         for sop_uid, header in session.execute(
             select(Instance.sop_uid, Instance.header).where(Instance.sop_uid.in_(uids))
         ):
+            # An image stored without Pixel Spacing is passed too: the parser then rejects the group for good
+            # (it no longer waits for an image that has arrived).
             spacing = (header or {}).get("pixel_spacing_mm")
+            image = Dataset()
+            image.SOPInstanceUID = sop_uid
             if spacing:
-                image = Dataset()
-                image.SOPInstanceUID = sop_uid
                 image.PixelSpacing = [str(v) for v in spacing]
-                found[sop_uid] = image
+            found[sop_uid] = image
         return found
 
     @staticmethod
@@ -290,6 +427,10 @@ class DicomIngest:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 TUMOUR_FINDINGS = {None, "52988006", "4147007", "108369006", "27925004", "126040"}

@@ -92,10 +92,25 @@ def load_facts(
                 stated_tracers.setdefault(scan_date, []).append(tracer)
         if row.sul_peak is not None or row.suv_max is not None or row.reference_region:
             pet_dates.add(scan_date)
+        if row.role == "non-lesion":
+            continue
         if row.rejected_reason:
             notes.append(f"a measurement group was not used: {row.rejected_reason}")
-            continue
-        if row.role == "non-lesion":
+            if row.identity_key is None or row.reference_region:
+                continue
+            # Contract §9.2: a refused value never yields a category; its lesion is *not assessed* at this scan.
+            measurement = LesionMeasurement(
+                lesion_id=row.identity_key,
+                scan_date=scan_date,
+                status=LesionStatus.NOT_ASSESSED,
+                role=ROLES.get(row.role or ""),
+                nodal=bool(row.nodal),
+                organ=row.organ,
+                identity_source=row.identity_source,
+                source=f"{row.source_kind}:{pseudonym(row.source_ref)}",
+                label=row.label,
+            )
+            measurements.append(((scan_date, row.identity_key, row.received_at, row.id), measurement))
             continue
         if row.reference_region:
             try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,11 +25,13 @@ from fhir_mappings.inbound import (
     MappingError,
     MeasurementRecord,
     PatientRecord,
+    Plausibility,
     StudyRecord,
     map_resource,
 )
 from fhir_mappings.validation import InvalidResource, validate_resource
-from service.config import Settings
+from rules.plausibility import birth_date_problem
+from service.config import Settings, today
 from service.fhir_store import find_by_identifier, get_resource, patient_ids_for_identifier, save_resource_reporting
 from service.models import ClinicalFact, Measurement, Patient, Study
 from service.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
@@ -242,6 +244,7 @@ class FhirIngest:
                 canonical=self.settings.fhir_canonical,
                 patient_id_system=self.settings.patient_id_system,
                 body_structures=state.body_structures,
+                plausibility=Plausibility(self.settings.plausibility, today()),
             )
         except MappingError as exc:
             raise FhirError(422, str(exc), code="invalid", expression=exc.expression) from exc
@@ -334,6 +337,8 @@ class FhirIngest:
         else:
             patient = self._resolve_patient(session, body, state)
         source_ref = f"{kind}/{fhir_id}"
+        if patient is not None:
+            _check_birth_date(session, patient, record, source_ref)
         if patient is None and record is not None and not isinstance(record, StudyRecord):
             raise FhirError(422, f"{kind} must reference its patient (subject)", expression=f"{kind}.subject")
         row, existed = save_resource_reporting(
@@ -635,6 +640,31 @@ class FhirIngest:
             except FhirError as exc:
                 out.append({"response": {"status": f"{exc.status}", "outcome": operation_outcome(exc)}})
         return {"resourceType": "Bundle", "type": "batch-response", "id": str(uuid.uuid4()), "entry": out}
+
+
+def _check_birth_date(session: Session, patient: Patient, record: Any, source_ref: str) -> None:
+    """Contract §9.2: a birth date after a scan of the patient is refused, whichever of the two arrives last
+    (the rest of the plausibility gate runs in the mapping, ``fhir_mappings.inbound``)."""
+    if patient.birth_date is None:
+        return
+    if isinstance(record, MeasurementRecord):
+        scans, where = [record.scan_date], "Observation.effectiveDateTime"
+    elif isinstance(record, StudyRecord):
+        scans, where = [record.started], "ImagingStudy.started"
+    elif isinstance(record, PatientRecord):
+        session.flush()
+        measured = session.scalar(
+            select(func.min(Measurement.scan_date)).where(
+                Measurement.patient_id == patient.id, Measurement.source_ref != source_ref
+            )
+        )
+        imaged = session.scalar(select(func.min(Study.study_date)).where(Study.patient_id == patient.id))
+        scans, where = [measured, imaged], "Patient.birthDate"
+    else:
+        return
+    problem = birth_date_problem(patient.birth_date, today(), scans)
+    if problem:
+        raise FhirError(422, f"implausible value refused: {problem}", code="invalid", expression=where)
 
 
 def _check_mrn_free(session: Session, mrn: str, fhir_id: str) -> None:

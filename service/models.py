@@ -177,6 +177,41 @@ class Measurement(Base):
     """PET tracer as stated with the measurement: ``{"code", "scheme", "text"}`` (FHIR ``radiopharmaceutical``)."""
 
 
+class PendingInput(Base):
+    """An acknowledged input that waits for another object before it can be used (contract §9.3 "SR order").
+
+    Generic: ``source_kind``/``source_ref`` say what waits (today a TID 1500 SR's measurement group whose lengths
+    are in pixels; a SEG later), ``waits_for_kind``/``waits_for_uid`` what it waits for (a SOP instance, or a
+    series). The waiting input itself is kept where it always is (the SR's bytes in ``instances.content``); when
+    the awaited object is stored, the listener re-reads the input in the same transaction and re-evaluates the
+    patient. A row that can no longer resolve stays, ``unresolvable`` with its reason: nothing acknowledged is
+    silently left out.
+    """
+
+    __tablename__ = "pending_inputs"
+    __table_args__ = (
+        UniqueConstraint("source_ref", "group_index", "waits_for_uid"),
+        Index("ix_pending_waits_for", "waits_for_uid", "status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    """The waiting input's study: its patient is the study's (a dcmjs SR names none itself)."""
+    source_kind: Mapped[str] = mapped_column(String(16))
+    """``dicom-sr`` (``dicom-seg`` later)."""
+    source_ref: Mapped[str] = mapped_column(String(128))
+    """The waiting instance's SOP Instance UID."""
+    group_index: Mapped[int] = mapped_column(Integer, default=0)
+    label: Mapped[str | None] = mapped_column(String(255))
+    waits_for_kind: Mapped[str] = mapped_column(String(16), default="instance")
+    """``instance`` (a SOP Instance UID) or ``series`` (a Series Instance UID)."""
+    waits_for_uid: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    """``waiting`` | ``unresolvable`` (the awaited object came and still does not make the input usable)."""
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ClinicalFact(Base):
     """Therapy lines, local therapies, labs/vitals/ECOG, irAE findings: the non-imaging inputs."""
 

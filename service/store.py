@@ -13,7 +13,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import AuditEvent, Job, Lesion, Measurement, Patient, Study, utcnow
+from service.models import AuditEvent, Job, Lesion, Measurement, Patient, PendingInput, Study, utcnow
 
 
 def patient_by_mrn(session: Session, mrn: str) -> Patient | None:
@@ -186,3 +186,32 @@ def audit(
 
 def mark_study_activity(session: Session, study: Study) -> None:
     session.execute(update(Study).where(Study.id == study.id).values(last_instance_at=utcnow()))
+
+
+def pending_inputs(session: Session, patient_id: str | None = None) -> list[dict[str, Any]]:
+    """Pending inputs (contract §9.3) as shown in ``/api`` and on the patient page: all of them, or one patient's
+    (those whose study belongs to the patient). UIDs are shown as received: they identify objects, not people."""
+    query = select(PendingInput, Study).outerjoin(Study, Study.id == PendingInput.study_id)
+    if patient_id is not None:
+        query = query.where(Study.patient_id == patient_id)
+    rows = session.execute(query.order_by(PendingInput.created_at, PendingInput.source_ref, PendingInput.group_index))
+    grouped: dict[tuple[str, int], dict[str, Any]] = {}
+    for pending, study in rows:
+        item = grouped.setdefault(
+            (pending.source_ref, pending.group_index),
+            {
+                "source_kind": pending.source_kind,
+                "source": pending.source_ref,
+                "group_index": pending.group_index,
+                "label": pending.label,
+                "patient_id": study.patient_id if study else None,
+                "study_uid": study.study_uid if study else None,
+                "status": pending.status,
+                "reason": pending.reason,
+                "waits_for": [],
+                "since": pending.created_at.isoformat(),
+            },
+        )
+        if pending.waits_for_uid:
+            item["waits_for"].append({"kind": pending.waits_for_kind, "uid": pending.waits_for_uid})
+    return list(grouped.values())

@@ -13,7 +13,7 @@ from service.api import params
 from service.api.context import ctx
 from service.logs import pseudonym
 from service.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
-from service.store import audit
+from service.store import audit, pending_inputs
 
 blueprint = Blueprint("rest", __name__, url_prefix="/api")
 
@@ -115,8 +115,35 @@ def patient_timeline(patient_id: str):
                 }
                 for r in reports
             ],
+            "pending": pending_inputs(session, patient.id),
         }
     return jsonify(body)
+
+
+@blueprint.get("/patients/<patient_id>/pending")
+def patient_pending(patient_id: str):
+    """The patient's inputs that wait for another object (contract §9.3 "SR order"), with their reason."""
+    with ctx().db.write() as session:
+        patient = _patient(session, patient_id)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="PendingInput",
+            patient_id=patient.id,
+        )
+        return jsonify({"pending": pending_inputs(session, patient.id)})
+
+
+@blueprint.get("/pending")
+def all_pending():
+    """Every pending input, including those not tied to a patient yet (a dcmjs SR names no patient: its images
+    do)."""
+    with ctx().db.write() as session:
+        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="PendingInput")
+        return jsonify({"pending": pending_inputs(session)})
 
 
 @blueprint.get("/patients/<patient_id>/assessments")

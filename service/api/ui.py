@@ -46,7 +46,7 @@ from rules.kinetics import FERTE_MONTH_DAYS
 from service import plots, quality
 from service.api.context import ctx
 from service.models import Alert, Assessment, OutboxMessage, Patient, Report
-from service.store import audit
+from service.store import audit, pending_inputs
 
 blueprint = Blueprint(
     "ui",
@@ -230,6 +230,7 @@ def patient_page(patient_id: str):
             alerts=[_alert_row(a) for a in alerts],
             reports=reports,
             history=history,
+            pending=pending_inputs(session, patient.id),
         )
     return render_template("patient.html", **context)
 
