@@ -72,10 +72,12 @@ def cards_for(
     systems = codes.LocalSystems.from_canonical(canonical)
     rank = {name: i for i, name in enumerate(reversed(codes.INDICATORS))}
     cards = []
+    shown: set[str] = set()
     for alert in alerts:
         finding = alert.finding
-        if alert.status != "active" or not finding.alert:
-            continue
+        if alert.status != "active" or not finding.alert or finding.identity in shown:
+            continue  # the same finding never gives two cards (contract §9.4)
+        shown.add(finding.identity)
         indicator = codes.alert_indicator(finding.code, finding.severity)
         source: dict[str, Any] = {
             "label": source_label,

@@ -368,23 +368,24 @@ def build_report(
 
 
 def findings_as_of(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState]) -> list[AlertState]:
-    """The alerts the report text states: those its own (as-of) assessment raised at this timepoint.
+    """The alerts the report text states: those its own (as-of) assessment holds at this timepoint (raised here
+    or at an earlier scan and still holding: contract §9.4 "active alerts").
 
     The report is a document of what was known at its date, so its text does not change when an alert is
     later resolved (the Flag resources carry the current status); an alert a person marked entered-in-error
     is left out.
     """
-    rejected = {(a.finding.code, a.finding.key) for a in alerts if a.status == "entered-in-error"}
+    rejected = {a.finding.identity for a in alerts if a.status == "entered-in-error"}
     return [
         AlertState(
             finding=f,
-            identifier=f"{f.code}/{f.key or f.scan_date.isoformat()}",
+            identifier=f.identity,
             status="active",
             first_raised=f.scan_date,
-            report_date=f.scan_date,
+            report_date=scan_date,
         )
         for f in assessment.findings
-        if f.alert and f.scan_date == scan_date and (f.code, f.key) not in rejected
+        if f.alert and f.scan_date <= scan_date and f.identity not in rejected
     ]
 
 
@@ -712,10 +713,12 @@ def _flag(c: _Context, alert: AlertState, *, with_report: bool = True) -> dict:
     report_value = report_identifier_value(patient.key, alert.report_date)
     indicator = codes.alert_indicator(finding.code, finding.severity)
     extra = [_clean_coding(coding) for coding in finding.codings]
-    period = {"start": finding.scan_date.isoformat()}
+    # The latest scan at which the finding held: a later scan updates the period with the report (contract §9.4).
+    start = alert.report_date
+    period = {"start": start.isoformat()}
     if alert.status == "inactive":
         end = alert.ended or finding.window_end or alert.report_date
-        period["end"] = max(end, finding.scan_date).isoformat()
+        period["end"] = max(end, start).isoformat()
     return {
         "resourceType": "Flag",
         "id": resource_id(systems.flag_identifier, alert.identifier),

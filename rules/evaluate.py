@@ -40,7 +40,7 @@ from rules.criteria.recist_family import is_measurable
 from rules.engine import Engine, get_engine
 from rules.facts import LesionRole, PatientFacts
 from rules.pet_tracers import FDG_CRITERIA
-from rules.findings import irae, kinetics_alerts, patterns, pseudoprogression
+from rules.findings import confirmation, irae, kinetics_alerts, patterns, pseudoprogression
 from rules.results import CriterionAssessment, Finding, PatientAssessment
 from rules.timeline import Timeline, build_timeline, lesion_name, merged_into_name
 
@@ -133,6 +133,23 @@ def lesion_table(timeline: Timeline) -> tuple[dict[str, Any], ...]:
     return tuple(rows)
 
 
+HOLDS_AT_LATEST_SCAN = frozenset({"dissociated-response"})
+"""Findings that describe one scan's lesions (kinetics spec §4.2): they hold only while the latest follow-up
+shows them; an earlier scan's dissociated response is history, stated in that scan's report."""
+
+
+def current_findings(findings: list[Finding], latest: dt.date | None) -> tuple[Finding, ...]:
+    """One finding per ``Finding.identity`` (the latest by scan date), dropping per-scan patterns that the
+    latest follow-up no longer shows (contract §9.4: one alert per patient and finding, a later scan updates
+    it, a finding that no longer holds is resolved)."""
+    by_identity: dict[str, Finding] = {}
+    for f in sorted(findings, key=lambda f: (f.scan_date, f.code, f.key)):
+        if f.code in HOLDS_AT_LATEST_SCAN and latest is not None and f.scan_date != latest:
+            continue
+        by_identity[f.identity] = f
+    return tuple(sorted(by_identity.values(), key=lambda f: (f.scan_date, f.code, f.key)))
+
+
 def evaluate_patient(
     facts: PatientFacts, overrides: Mapping[str, Any] | None = None, *, engine: Engine | None = None
 ) -> PatientAssessment:
@@ -152,16 +169,26 @@ def evaluate_patient(
     }
     criteria: list[CriterionAssessment] = [by_name[m.CRITERION] for m in CRITERIA if m.CRITERION in applicable]
     kinetic_result = kinetics.assess_kinetics(engine, timeline, by_name[recist11.CRITERION], overrides)
+    latest = timeline.followups[-1].scan_date if timeline.followups else None
     findings: list[Finding] = [
         *kinetics_alerts.findings(
             kinetic_result, timeline, overrides, engine=engine, irecist=by_name.get(irecist.CRITERION)
         ),
-        *pseudoprogression.findings(timeline, by_name[irecist.CRITERION], by_name[recist11.CRITERION], engine=engine),
+        *(
+            f
+            for f in pseudoprogression.findings(
+                timeline, by_name[irecist.CRITERION], by_name[recist11.CRITERION], engine=engine
+            )
+            if f.code != confirmation.CODE  # iRECIST's own window is in the combined finding below
+        ),
         *irae.findings(timeline, criteria, engine=engine, overrides=overrides),
         *patterns.dissociated_response(timeline, engine=engine, overrides=overrides),
         *patterns.abscopal_response(timeline, engine=engine),
         *patterns.durable_response(criteria, timeline.treatment_start, engine=engine, overrides=overrides),
     ]
+    due = confirmation.confirmation_due(criteria, latest, engine=engine)
+    if due is not None:
+        findings.append(due)
     baseline_markers = biomarkers.baseline_biomarkers(timeline, criteria, engine=engine, overrides=overrides)
     warnings = list(timeline.warnings) + list(facts.notes)
     for lesion in timeline.lesions.values():
@@ -173,7 +200,7 @@ def evaluate_patient(
         treatment_start=timeline.treatment_start,
         followup_dates=tuple(tp.scan_date for tp in timeline.followups),
         criteria=tuple(criteria),
-        findings=tuple(sorted(findings, key=lambda f: (f.scan_date, f.code, f.key))),
+        findings=current_findings(findings, latest),
         kinetics=kinetic_result,
         biomarkers=tuple(baseline_markers),
         warnings=tuple(warnings),

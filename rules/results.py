@@ -118,10 +118,19 @@ class Finding:
     alert: bool = True
     """False for findings that are recorded but never raise a Flag."""
     key: str = ""
-    """Distinguishes several findings with the same code (e.g. one per irAE pattern)."""
+    """What this finding is about (the definition met, the iUPD date, the irAE pattern…)."""
     codings: tuple[Mapping[str, str], ...] = ()
     """Extra codings (e.g. the SNOMED CT organ or pattern of an irAE)."""
     window_end: dt.date | None = None
+    distinct_by_key: bool = False
+    """True when findings with the same code and different keys are different findings (one irAE per organ
+    pattern); otherwise a patient has one finding per code, whatever its key (contract §9.4: one alert per
+    patient and finding, a later scan updates it)."""
+
+    @property
+    def identity(self) -> str:
+        """``<code>`` or ``<code>/<key>``: what makes two findings of one patient the same alert."""
+        return f"{self.code}/{self.key}" if self.distinct_by_key and self.key else self.code
 
 
 @dataclass(frozen=True)

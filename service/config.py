@@ -164,6 +164,9 @@ class Settings:
     primary_criterion: str = "iRECIST"
     """IMMUNORAD_PRIMARY_CRITERION: the criterion the mCODE CancerDiseaseStatus and the report impression
     summarise (falls back to the disease family's immunotherapy criterion when it does not apply)."""
+    alert_not_evaluable: bool = False
+    """IMMUNORAD_ALERT_NOT_EVALUABLE: an ``info`` card (and Flag) for "hyperprogression could not be evaluated",
+    for research sites; off by default, the report states it (contract §9.4)."""
     default_cancer_type: str | None = None
     """IMMUNORAD_DEFAULT_CANCER_TYPE: ``solid`` | ``lymphoma`` | ``glioma`` when no FHIR Condition says it."""
     default_pet_tracer: str = "fdg"
@@ -298,6 +301,7 @@ def load_settings() -> Settings:
         worker_poll_seconds=float(_env("IMMUNORAD_WORKER_POLL_SECONDS", "0.5")),
         rule_overrides=_parse_flags(_env("IMMUNORAD_RULE_FLAGS")),
         primary_criterion=_env("IMMUNORAD_PRIMARY_CRITERION", "iRECIST"),
+        alert_not_evaluable=_bool("IMMUNORAD_ALERT_NOT_EVALUABLE", False),
         default_cancer_type=_env("IMMUNORAD_DEFAULT_CANCER_TYPE"),
         default_pet_tracer=_env("IMMUNORAD_DEFAULT_PET_TRACER", "fdg"),
         pseudonym_key=_env("IMMUNORAD_PSEUDONYM_KEY", ""),

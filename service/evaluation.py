@@ -96,8 +96,34 @@ def summarise_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]
     return changes
 
 
+NOT_EVALUABLE_ALERTS = frozenset({"hpd-not-evaluable"})
+"""Findings that say something could not be evaluated: stated in the report and the kinetics Observation, never an
+active alert unless ``IMMUNORAD_ALERT_NOT_EVALUABLE`` turns an ``info`` card on (contract §9.4)."""
+
+
 def alert_identifier(patient: Patient, finding: Finding) -> str:
-    return f"{patient.id}/{finding.code}/{finding.key or finding.scan_date.isoformat()}"
+    """Stable per patient and finding (contract §9.4): ``<patient>/<code>`` (``/<key>`` for findings that are
+    distinct per key, e.g. one irAE per organ pattern), so a later scan updates the same Flag."""
+    return f"{patient.id}/{finding.identity}"
+
+
+def alerting(findings: tuple[Finding, ...], *, not_evaluable_cards: bool = False) -> list[Finding]:
+    """The findings that raise an alert: ``Finding.alert``, plus the not-evaluable ones as ``info`` when asked."""
+    out = []
+    for finding in findings:
+        if finding.alert:
+            out.append(finding)
+        elif not_evaluable_cards and finding.code in NOT_EVALUABLE_ALERTS:
+            out.append(dataclasses.replace(finding, alert=True, severity="info"))
+    return out
+
+
+def report_date_for(finding: Finding, followups: tuple[dt.date, ...]) -> dt.date:
+    """The report an alert points to: the latest follow-up at which it holds (a later scan updates the alert's
+    period and ``flag-detail``), or its own date when no follow-up report covers it (an early death after the last
+    scan)."""
+    covering = [day for day in followups if day >= finding.scan_date]
+    return max(covering) if covering else finding.scan_date
 
 
 def _finding_from_json(data: Mapping[str, Any]) -> Finding:
@@ -110,19 +136,28 @@ def _finding_from_json(data: Mapping[str, Any]) -> Finding:
 
 
 def sync_alerts(
-    session: Session, patient: Patient, findings: tuple[Finding, ...], latest_scan: dt.date | None = None
+    session: Session,
+    patient: Patient,
+    findings: tuple[Finding, ...],
+    latest_scan: dt.date | None = None,
+    *,
+    followups: tuple[dt.date, ...] = (),
+    not_evaluable_cards: bool = False,
 ) -> tuple[list[AlertState], int]:
-    """Alert lifecycle: raise new ones, keep existing ones (no duplicates), resolve those no longer found.
+    """Alert lifecycle: raise new ones, update existing ones (one per patient and finding, never a duplicate),
+    resolve those no longer found.
 
-    An alert resolved by a new scan ends on that scan's date (``latest_scan``). ``entered-in-error`` is a human
-    decision and is never overridden.
+    A finding that still holds at a later scan moves its alert to that scan's report (``Alert.scan_date``, the
+    Flag's period and ``flag-detail``). An alert resolved by a new scan ends on that scan's date
+    (``latest_scan``). ``entered-in-error`` is a human decision and is never overridden.
     """
     existing = {a.identifier: a for a in session.scalars(select(Alert).where(Alert.patient_id == patient.id))}
-    wanted = {alert_identifier(patient, f): f for f in findings if f.alert}
+    wanted = {alert_identifier(patient, f): f for f in alerting(findings, not_evaluable_cards=not_evaluable_cards)}
     changed = 0
     now = utcnow()
     for identifier, finding in wanted.items():
         data = to_jsonable(finding)
+        report_date = report_date_for(finding, followups)
         alert = existing.get(identifier)
         if alert is None:
             alert = Alert(
@@ -132,7 +167,7 @@ def sync_alerts(
                 key=finding.key,
                 status="active",
                 severity=finding.severity,
-                scan_date=finding.scan_date,
+                scan_date=report_date,
                 first_raised=finding.scan_date,
                 summary=finding.summary,
                 detail=finding.detail,
@@ -146,11 +181,17 @@ def sync_alerts(
             continue
         if alert.status == "entered-in-error":
             continue
-        if alert.status != "active" or {k: v for k, v in alert.finding.items() if k != "resolved_on"} != data:
+        if (
+            alert.status != "active"
+            or alert.scan_date != report_date
+            or {k: v for k, v in alert.finding.items() if k != "resolved_on"} != data
+        ):
             alert.status = "active"
             alert.resolved_at = None
+            alert.key = finding.key
             alert.severity, alert.summary, alert.detail = finding.severity, finding.summary, finding.detail
-            alert.scan_date, alert.finding = finding.scan_date, data
+            alert.rule, alert.source = finding.rule, finding.source
+            alert.scan_date, alert.finding = report_date, data
             changed += 1
     for identifier, alert in existing.items():
         if identifier not in wanted and alert.status == "active":
@@ -237,7 +278,14 @@ def evaluate_and_publish(
     session.add(record)
     session.flush()
     latest_scan = max([s.scan_date for s in facts.scans] + [m.scan_date for m in facts.measurements], default=None)
-    states, alerts_changed = sync_alerts(session, patient, assessment.findings, latest_scan)
+    states, alerts_changed = sync_alerts(
+        session,
+        patient,
+        assessment.findings,
+        latest_scan,
+        followups=assessment.followup_dates,
+        not_evaluable_cards=settings.alert_not_evaluable,
+    )
     issued = publish_reports(session, settings, patient, facts, assessment, states, record, canonical_memo)
     audit(
         session,

@@ -359,6 +359,16 @@ class ProgressionConfirmation:
     def open_candidate(self) -> dt.date | None:
         return self._candidate.scan_date if self._candidate else None
 
+    def due(self) -> dict[str, str | None] | None:
+        """The open confirmation after this step: ``{"since": unconfirmed date, "start": earliest confirming date,
+        "end": None}`` (spec §3.4: the next assessment ≥ the window later confirms or negates; the sources set no
+        latest date), or ``None`` when no progression awaits confirmation."""
+        if self._candidate is None:
+            return None
+        since = self._candidate.scan_date
+        start = since + dt.timedelta(days=threshold_int(self._window))
+        return {"since": since.isoformat(), "start": start.isoformat(), "end": None}
+
     def step(
         self, scan_date: dt.date, *, progression: bool, not_evaluable: bool, burden: Decimal, nadir: Decimal
     ) -> ConfirmationStep:
@@ -679,6 +689,7 @@ def assess_burden(
                     "new_lesions_in_burden": tuple(lesion_name(lesion) for lesion in ledger.counted),
                     "new_lesions_outside_burden": tuple(lesion_name(lesion) for lesion in outside),
                     "reader_review": review,
+                    "confirmation_due": confirmation.due(),
                 },
             )
         )

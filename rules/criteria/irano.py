@@ -148,7 +148,20 @@ def assess(
                 progression_date=tp_progression,
                 trace=tuple(trace),
                 warnings=tuple(warnings),
-                extra={"rano_category": reading.category, "within_6_months": within},
+                extra={
+                    "rano_category": reading.category,
+                    "within_6_months": within,
+                    # The provisional PD awaiting confirmation (spec §10): on or after the interval, no latest date.
+                    "confirmation_due": (
+                        {
+                            "since": provisional_date.isoformat(),
+                            "start": (provisional_date + dt.timedelta(days=int(interval.value))).isoformat(),
+                            "end": None,
+                        }
+                        if state == "provisional" and provisional_date is not None
+                        else None
+                    ),
+                },
             )
         )
         if reading.spd_complete and reading.category != "NE":

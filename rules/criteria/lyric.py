@@ -79,6 +79,7 @@ def assess(
     spd_nadir = base_spd
     ir1_fraction = ruleset.threshold("ir1_spd_fraction_of_nadir")
     ir1_window = ruleset.threshold("ir1_window_days")
+    reimaging_days = int(ruleset.threshold("ir_reimaging_max_days").value)
     anchor = timeline.anchor_date
     state = "none"
     open_ir: OpenIndeterminate | None = None
@@ -237,6 +238,16 @@ def assess(
                     "lugano_category": ct.category,
                     "metabolic_category": metabolic.category,
                     "scan_category": scan_category,
+                    # An open IR awaits re-imaging (spec §9.2 [U]: within about 12 weeks of the IR scan).
+                    "confirmation_due": (
+                        {
+                            "since": open_ir.tp.scan_date.isoformat(),
+                            "start": None,
+                            "end": (open_ir.tp.scan_date + dt.timedelta(days=reimaging_days)).isoformat(),
+                        }
+                        if open_ir is not None
+                        else None
+                    ),
                 },
             )
         )

@@ -355,6 +355,7 @@ def _irae_finding(items: list[Occurrence], timeline: Timeline, engine: Engine, r
         source=f"{ruleset.source} Onset: {ruleset.parameters['onset']['patterns'].get(pattern.key, {}).get('source', '')}",
         alert=True,
         key=pattern.key,
+        distinct_by_key=True,
         codings=(_coding_for(pattern, first.code),),
     )
 

@@ -7,8 +7,12 @@
   is met, including its retrospective death branch (K11).
 - ``early-death`` (info, registry): early death (Ferrara 2020) or the OAK death branch.
 - ``kinetics-acceleration`` (warning): ΔTGR > 50 without RECIST PD at E2 (K5).
-- ``hpd-not-evaluable`` (info): E0 missing, TGR_ref not evaluable, an undefined ratio, or E2 outside the window,
-  with the reason code.
+- ``hpd-not-evaluable`` (info, recorded, never an alert — contract §9.4): E0 missing, TGR_ref not evaluable, an
+  undefined ratio, or E2 outside the window, with the reason code. The report and the kinetics Observation state it;
+  the service turns it into an ``info`` card only when ``IMMUNORAD_ALERT_NOT_EVALUABLE=true``.
+
+Each is one alert per patient (contract §9.4; ``Finding.identity``): ``key`` records which definition or reason
+applied, and a later scan updates the same alert.
 
 Every raise/no-raise comes from a decision table (``alert_*`` in ``rules/rulesets/kinetics.yaml``).
 """
@@ -97,6 +101,8 @@ def _finding(
     rule: str,
     source: str,
     key: str = "",
+    *,
+    raises_alert: bool = True,
 ) -> Finding:
     alert = rules.ruleset.parameters["alerts"][code]
     return Finding(
@@ -107,7 +113,7 @@ def _finding(
         detail=detail,
         rule=rule,
         source=f"{source} {alert['source']}".strip(),
-        alert=True,
+        alert=raises_alert,
         key=key,
     )
 
@@ -172,11 +178,12 @@ def findings(
                 rules,
                 "hpd-not-evaluable",
                 kinetics.e2_date,
-                f"Hyperprogression not evaluable by {_title(rules, primary_code)}: {code}",
-                "\n".join(d for d in detail if d),
+                f"Hyperprogression could not be evaluated by {_title(rules, primary_code)}",
+                "\n".join([f"Reason: {code}.", *(d for d in detail if d)]),
                 hpd.trace(),
                 primary.source,
                 key=code,
+                raises_alert=False,
             )
         )
 

@@ -244,8 +244,8 @@ def abscopal_response(timeline: Timeline, *, engine: Engine | None = None) -> li
                 scan_date=first,
                 severity="info",
                 summary=(
-                    f"abscopal response candidate (ABSCOPAL_RESPONSE_CANDIDATE): untreated lesion(s) decreased "
-                    f"≥ 30 % after {therapy.kind.value} on {day}"
+                    f"Possible abscopal response: untreated lesion(s) decreased by ≥ 30 % after "
+                    f"{therapy.kind.value.replace('-', ' ')} on {day}"
                 ),
                 detail="\n".join(lines),
                 rule="; ".join(dict.fromkeys(traces)),

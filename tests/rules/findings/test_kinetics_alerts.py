@@ -99,7 +99,11 @@ def test_k7_hpd_not_evaluable_without_e0():
     assert set(out) == {"hpd-not-evaluable"}
     finding = out["hpd-not-evaluable"]
     assert finding.severity == "info" and finding.key == "E0_MISSING"
-    assert "E0_MISSING" in finding.summary and "Lo Russo 2019" in finding.detail  # the secondary ones that fired
+    # Issue 15 / contract §9.4: recorded for the report, never an active alert; the reason code stays out of the
+    # summary a person reads (it is in the detail and the key).
+    assert finding.alert is False
+    assert "E0_MISSING" not in finding.summary and "could not be evaluated" in finding.summary
+    assert "E0_MISSING" in finding.detail and "Lo Russo 2019" in finding.detail  # the secondary ones that fired
 
 
 def test_k11_fast_progression_death_branch_and_early_death():

@@ -136,7 +136,8 @@ def test_abscopal_candidate_at_30_percent(engine):
     # (14 − 20)/20 = −30 % exactly ≤ −30 % → candidate; 87 days = 2.86 months ≤ 12.
     (f,) = patterns.abscopal_response(make_timeline(ic.abscopal(14), engine))
     assert (f.code, f.severity, f.alert, f.scan_date) == ("abscopal-response", "info", True, D("2024-06-10"))
-    assert "ABSCOPAL_RESPONSE_CANDIDATE" in f.summary and "candidate" in f.summary
+    # Issue 15: no reason codes in what a person reads; the summary says "possible", never a causal claim.
+    assert "ABSCOPAL_RESPONSE_CANDIDATE" not in f.summary and f.summary.startswith("Possible abscopal response")
     assert "L2 liver: 20 mm on 2024-03-06 → 14 mm on 2024-06-10 (-30.00 %)" in f.detail
     assert "L1 lung" not in f.detail  # the irradiated lesion itself shrank 32 → 12 but is in Λ
     # Wording must not assert causation (§4.3).
