@@ -88,10 +88,11 @@ class AlertState:
     status: str
     """``active`` | ``inactive`` | ``entered-in-error`` (Flag.status, FHIR R4 required binding)."""
     first_raised: dt.date
-    """When the service first raised it (kept for audit; the Flag's period starts at the finding's scan date)."""
+    """The scan date from which it has been active (the Flag's ``period.start``); a later scan that still shows
+    the finding keeps it, a re-activation after it was resolved starts a new period."""
     report_date: dt.date
-    """The follow-up timepoint whose DiagnosticReport raised it (normally ``finding.scan_date``): ``flag-detail``
-    points to that report."""
+    """The latest follow-up timepoint at which the finding holds: ``flag-detail`` points to that report, and the
+    Flag rides with it (contract §9.4: a later scan updates the alert)."""
     ended: dt.date | None = None
     """When it stopped being active (``period.end`` of an inactive Flag). When unknown, the finding's
     ``window_end`` or, failing that, ``report_date`` is used."""
@@ -713,8 +714,7 @@ def _flag(c: _Context, alert: AlertState, *, with_report: bool = True) -> dict:
     report_value = report_identifier_value(patient.key, alert.report_date)
     indicator = codes.alert_indicator(finding.code, finding.severity)
     extra = [_clean_coding(coding) for coding in finding.codings]
-    # The latest scan at which the finding held: a later scan updates the period with the report (contract §9.4).
-    start = alert.report_date
+    start = min(alert.first_raised, alert.report_date)
     period = {"start": start.isoformat()}
     if alert.status == "inactive":
         end = alert.ended or finding.window_end or alert.report_date

@@ -168,7 +168,7 @@ def sync_alerts(
                 status="active",
                 severity=finding.severity,
                 scan_date=report_date,
-                first_raised=finding.scan_date,
+                first_raised=min(finding.scan_date, report_date),
                 summary=finding.summary,
                 detail=finding.detail,
                 rule=finding.rule,
@@ -186,6 +186,8 @@ def sync_alerts(
             or alert.scan_date != report_date
             or {k: v for k, v in alert.finding.items() if k != "resolved_on"} != data
         ):
+            if alert.status != "active" or finding.scan_date < alert.first_raised:
+                alert.first_raised = min(finding.scan_date, report_date)  # a new active run starts here
             alert.status = "active"
             alert.resolved_at = None
             alert.key = finding.key

@@ -125,7 +125,10 @@ def confirmation_due(
         return None
     definition = engine.rulebase["iRECIST"].parameters["findings"][CODE]
     first = min(w.since for w in windows)
-    parts = [f"{w.criterion} {w.describe()}" for w in windows]
+    grouped: dict[str, list[str]] = {}
+    for w in windows:  # criteria with the same window share one phrase
+        grouped.setdefault(w.describe(), []).append(w.criterion)
+    parts = [f"{', '.join(names)} {when}" for when, names in grouped.items()]
     lines = [
         f"{w.criterion}: {w.category} of {w.since.isoformat()} is unconfirmed — confirmation scan {w.describe()}."
         for w in windows

@@ -141,8 +141,11 @@ def assert_sarcoid_flag(client, mrn: str, finding_code: str) -> dict:
     assert {"system": kc.SNOMED, "code": finding_code} in [
         {k: c[k] for k in ("system", "code")} for c in flag["code"]["coding"]
     ]
-    report = kc.report_at(client, mrn, TP2)
-    assert kc.flag_report(flag)["reference"] == f"DiagnosticReport/{report['id']}"
+    # Raised at TP2 (period.start) and still holding at the latest scan: issue 15 / contract §9.4 — a later scan
+    # updates the one alert, whose flag-detail names the latest report.
+    latest = max(kc.reports(client, mrn), key=lambda r: r["effectiveDateTime"])
+    assert latest["effectiveDateTime"] > TP2.isoformat()
+    assert kc.flag_report(flag)["reference"] == f"DiagnosticReport/{latest['id']}"
     return flag
 
 

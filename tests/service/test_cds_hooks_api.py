@@ -171,7 +171,8 @@ def test_card_indicator_per_alert(app_client, settings, db, cds_ehr):
     got = {name: kc.indicators(kc.patient_view(app_client, cds_ehr, mrn)) for name, mrn in patients.items()}
     assert got["K1"] == {"hyperprogression": "critical", "fast-progression": "critical", "confirmation-due": "warning"}
     assert got["K3"] == {"confirmation-due": "warning"}
-    assert got["K7"] == {"hpd-not-evaluable": "info", "confirmation-due": "warning"}
+    # Issue 15 / contract §9.4: "hyperprogression not evaluable" is stated in the report, never a card by default.
+    assert got["K7"] == {"confirmation-due": "warning"}
     assert got["K9"]["dissociated-response"] == "info"
     assert got["K11"] == {"fast-progression": "critical", "early-death": "info"}
     assert got["E7"]["pseudoprogression"] == "info" and "confirmation-due" not in got["E7"]
