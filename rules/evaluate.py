@@ -39,8 +39,8 @@ from rules.criteria import (
 from rules.criteria.recist_family import is_measurable
 from rules.engine import Engine, get_engine
 from rules.facts import LesionRole, PatientFacts
-from rules.pet_tracers import FDG_CRITERIA
 from rules.findings import confirmation, irae, kinetics_alerts, patterns, pseudoprogression
+from rules.pet_tracers import FDG_CRITERIA
 from rules.results import CriterionAssessment, Finding, PatientAssessment
 from rules.timeline import Timeline, build_timeline, lesion_name, merged_into_name
 

@@ -84,7 +84,8 @@ K1_LATER = dataclasses.replace(
     scans={**kc.K1_CASE.scans, **LATER},
     lesions=tuple(
         dataclasses.replace(
-            lesion, cells={**lesion.cells, **{label: c(ld, ld - 10) for label, ld in zip(LATER, (44, 48, 52))}}
+            lesion,
+            cells={**lesion.cells, **{label: c(ld, ld - 10) for label, ld in zip(LATER, (44, 48, 52), strict=True)}},
         )
         for lesion in kc.K1_CASE.lesions
     ),
