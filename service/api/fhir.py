@@ -218,6 +218,7 @@ def metadata():
 def post_bundle():
     body = _body()
     ingest = FhirIngest(ctx().settings)
+    ingest.check_bundle(body)  # before the write transaction (and SQLite's write lock) is taken
     with ctx().db.write() as session:
         result = ingest.bundle(session, body, agent=_agent())
     return fhir_response(result)
