@@ -13,6 +13,7 @@ an error: a setting nobody can look up is a defect.
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import re
 import sys
@@ -46,7 +47,7 @@ def _field_docstrings(settings_class: ast.ClassDef) -> dict[str, str]:
     """Attribute docstrings: the string literal that follows a field's annotated assignment."""
     docs: dict[str, str] = {}
     body = settings_class.body
-    for statement, following in zip(body, body[1:]):
+    for statement, following in itertools.pairwise(body):
         if (
             isinstance(statement, ast.AnnAssign)
             and isinstance(statement.target, ast.Name)

