@@ -86,7 +86,8 @@ COPY --from=builder /opt/immunorad /opt/immunorad
 # The working directory holds the relative default `var/` (SQLite and the generated API token under
 # `serve`); in Kubernetes the chart points IMMUNORAD_VAR_DIR at an emptyDir and state is in PostgreSQL.
 # IMMUNORAD_ROLE_HTTP_PORT (/healthz, /readyz, /metrics of the dicom and worker roles) keeps the
-# application's default, off; the Helm chart sets 8081. Under plain Docker, run those roles with
+# application's default, off; the Helm chart sets 8081. Logs are JSON lines on stderr (IMMUNORAD_LOG_FORMAT=json),
+# where the container runtime collects them; a terminal's default, `human`, writes them to var/log/ instead. Under plain Docker, run those roles with
 # `-e IMMUNORAD_ROLE_HTTP_PORT=8081` to give them a health check.
 ENV PATH=/opt/immunorad/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -95,7 +96,8 @@ ENV PATH=/opt/immunorad/bin:$PATH \
     IMMUNORAD_HTTP_PORT=8080 \
     IMMUNORAD_DICOM_HOST=0.0.0.0 \
     IMMUNORAD_DICOM_PORT=11112 \
-    IMMUNORAD_VAR_DIR=/srv/immunorad/var
+    IMMUNORAD_VAR_DIR=/srv/immunorad/var \
+    IMMUNORAD_LOG_FORMAT=json
 
 WORKDIR /srv/immunorad
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.

@@ -163,7 +163,11 @@ def _base_image(
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "IMMUNORAD_BLD"
-    ds = pydicom.FileDataset(None, Dataset(), file_meta=meta, preamble=b"\x00" * 128)
+    # The dataset's own encoding must match the file meta's transfer syntax (pydicom defaults to implicit VR),
+    # or a sender such as pynetdicom warns about the mismatch and re-encodes.
+    ds = pydicom.FileDataset(
+        None, Dataset(), file_meta=meta, preamble=b"\x00" * 128, is_implicit_VR=False, is_little_endian=True
+    )
 
     date = study_date.strftime("%Y%m%d")
     time = series_time.strftime("%H%M%S")

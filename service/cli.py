@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
 
 from service.config import Settings, ensure_api_token, load_settings
-from service.logs import configure_logging, configure_pseudonyms
+from service.logs import TO_FILE_ONLY, configure_logging, configure_pseudonyms, log_file
 
 logger = logging.getLogger("immunorad")
 
 
 def _setup(settings: Settings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.var_dir)
     configure_pseudonyms(settings.pseudonym_key, settings.var_dir)
 
 
@@ -44,6 +40,8 @@ def cmd_api(settings: Settings, _args) -> int:
     from service.api import create_app
     from service.auth import startup_warnings
 
+    if refused := _cannot_listen("HTTP", settings.http_host, settings.http_port):
+        return refused
     ensure_api_token(settings)
     for warning in startup_warnings(settings):
         logger.warning(warning)
@@ -65,6 +63,8 @@ def cmd_api(settings: Settings, _args) -> int:
             self.cfg.set("limit_request_fields", 100)
             self.cfg.set("accesslog", None)
             self.cfg.set("loglevel", "warning")
+            if settings.log_format == "human":  # gunicorn's own lines join our JSON log, not the terminal
+                self.cfg.set("errorlog", str(log_file(settings.var_dir)))
             self.cfg.set("preload_app", False)
 
         def load(self):
@@ -72,6 +72,17 @@ def cmd_api(settings: Settings, _args) -> int:
 
     Gunicorn().run()
     return 0
+
+
+def _cannot_listen(what: str, host: str, port: int) -> int | None:
+    """Exit status 1 after one clear line when the role's port cannot be listened on (busy, not permitted)."""
+    from service.serve import bind_problem
+
+    problem = bind_problem(host, port)
+    if problem is None:
+        return None
+    print(f"immunorad: cannot start: the {what} port {host}:{port} is {problem}", file=sys.stderr, flush=True)
+    return 1
 
 
 def _stop_on_signals() -> threading.Event:
@@ -90,6 +101,8 @@ def cmd_dicom(settings: Settings, _args) -> int:
     from service.db import Database
     from service.dicom_ingest import DicomIngest
 
+    if refused := _cannot_listen("DICOM", settings.dicom_host, settings.dicom_port):
+        return refused
     db = Database(settings.database_url, pool_size=10)
     config = ListenerConfig(
         ae_title=settings.ae_title,
@@ -142,73 +155,11 @@ def cmd_worker(settings: Settings, _args) -> int:
     return 0
 
 
-def _wait_http(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 -- the URL is the service's own http base URL from configuration
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
 def cmd_serve(settings: Settings, args) -> int:
-    """Every role as a child process, restarted if it dies; SIGTERM stops them all."""
-    cmd_migrate(settings, args)
-    token = ensure_api_token(settings)
-    env = dict(os.environ, IMMUNORAD_READY_CHECK_DICOM="1")
-    env.setdefault("IMMUNORAD_ROLE_HTTP_PORT", "0")
-    roles = ("api", "dicom", "worker")
-    children: dict[str, subprocess.Popen] = {}
+    """Every role as a child process, restarted if it dies; SIGTERM stops them all (``service.serve``)."""
+    from service.serve import serve
 
-    def spawn(role: str) -> None:
-        children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env)  # noqa: S603 -- argv is this interpreter and a role name from a fixed tuple
-
-    for role in roles:
-        spawn(role)
-    stop = _stop_on_signals()
-    base = settings.base_url
-    if getattr(args, "demo", False):
-        if _wait_http(f"http://{settings.http_host}:{settings.http_port}/healthz", 60):
-            from service.demo import run_demo
-
-            try:
-                run_demo(
-                    base_url=f"http://{settings.http_host}:{settings.http_port}",
-                    token=token,
-                    dicom_host=settings.dicom_host,
-                    dicom_port=settings.dicom_port,
-                    ae_title=settings.ae_title,
-                )
-            except Exception:  # the service keeps running even if the demo could not be sent
-                logger.exception("demo cohort could not be sent")
-    print(
-        f"immunorad is serving: HTTP {base} (FHIR {base}/fhir, pages {base}/ui), "
-        f"DICOM {settings.ae_title}@{settings.dicom_host}:{settings.dicom_port}. "
-        f"API token in {settings.api_token_file if not settings.api_token else 'IMMUNORAD_API_TOKEN'}.",
-        flush=True,
-    )
-    restarts: dict[str, float] = {}
-    while not stop.is_set():
-        for role, child in list(children.items()):
-            if child.poll() is not None and not stop.is_set():
-                logger.warning("role exited: restarting", extra={"fields": {"role": role, "code": child.returncode}})
-                if time.monotonic() - restarts.get(role, 0) < 2:
-                    time.sleep(2)
-                restarts[role] = time.monotonic()
-                spawn(role)
-        stop.wait(0.5)
-    for child in children.values():
-        child.terminate()
-    for child in children.values():
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-    return 0
+    return serve(settings, demo=getattr(args, "demo", False), stop=_stop_on_signals())
 
 
 def cmd_demo(settings: Settings, args) -> int:
@@ -222,7 +173,9 @@ def cmd_demo(settings: Settings, args) -> int:
         dicom_host=args.dicom_host or settings.dicom_host,
         dicom_port=args.dicom_port or settings.dicom_port,
         ae_title=settings.ae_title,
+        patient_id_system=settings.patient_id_system,
     )
+    print(f"Demo cohort sent. Look at {url}/ui/patients (sign in with the API token).", flush=True)
     return 0
 
 
@@ -277,7 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo,
         "reassess": cmd_reassess,
     }
-    return handlers[args.command](settings, args) or 0
+    try:
+        return handlers[args.command](settings, args) or 0
+    except Exception as error:
+        # One line for the person (a path and the OS's reason for a file or socket problem, else the type only:
+        # messages can quote data); the log keeps the type and the place.
+        logger.exception("command failed", extra={"fields": {"command": args.command}, **TO_FILE_ONLY})
+        reason = type(error).__name__
+        if isinstance(error, OSError) and error.strerror:
+            reason = f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
+        print(f"immunorad: {args.command} failed: {reason}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -139,7 +139,11 @@ class Settings:
     fhir_canonical: str = "http://immunorad.org/fhir"
     """IMMUNORAD_FHIR_CANONICAL: base of the project's own CodeSystem URLs in what we emit."""
     log_level: str = "INFO"
-    """IMMUNORAD_LOG_LEVEL: level of the JSON logs on stdout (which carry no PHI)."""
+    """IMMUNORAD_LOG_LEVEL: level of the JSON logs (which carry no PHI; where they go: IMMUNORAD_LOG_FORMAT)."""
+    log_format: str = "human"
+    """IMMUNORAD_LOG_FORMAT (default ``human``): ``human`` writes the JSON log to ``var/log/immunorad.log`` and
+    shows a person a short summary and our warnings; ``json`` writes every JSON line to stderr (the container
+    default, set in the Dockerfile and the Helm chart)."""
     gunicorn_workers: int = 2
     """IMMUNORAD_GUNICORN_WORKERS (default 2): gunicorn worker processes of the API."""
     gunicorn_threads: int = 8
@@ -297,6 +301,7 @@ def load_settings() -> Settings:
         patient_id_system=_env("IMMUNORAD_PATIENT_ID_SYSTEM", "urn:immunorad:mrn"),
         fhir_canonical=_env("IMMUNORAD_FHIR_CANONICAL", "http://immunorad.org/fhir").rstrip("/"),
         log_level=_env("IMMUNORAD_LOG_LEVEL", "INFO"),
+        log_format=(_env("IMMUNORAD_LOG_FORMAT", "human") or "human").strip().lower(),
         gunicorn_workers=_int("IMMUNORAD_GUNICORN_WORKERS", 2),
         gunicorn_threads=_int("IMMUNORAD_GUNICORN_THREADS", 8),
         gunicorn_timeout_seconds=_int("IMMUNORAD_GUNICORN_TIMEOUT_SECONDS", 60),

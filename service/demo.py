@@ -389,8 +389,3 @@ def run_demo(
             f"  {mrn}: {what} — {len(statuses)} instances sent{' (failures: ' + ', '.join(failed) + ')' if failed else ''}",
             flush=True,
         )
-    print(
-        f"Demo cohort sent. Look at {base_url}/api/patients and {base_url}/ui (token in var/api-token), "
-        f"and {base_url}/fhir/DiagnosticReport?subject:identifier={system}|DEMO-0002 for the reports.",
-        flush=True,
-    )

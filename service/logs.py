@@ -1,4 +1,12 @@
-"""Structured JSON logs without PHI (style.md, contract §2 IMMUNORAD_LOG_LEVEL).
+"""Structured JSON logs without PHI (style.md, contract §2 IMMUNORAD_LOG_LEVEL), and what a person sees.
+
+Two modes (IMMUNORAD_LOG_FORMAT):
+
+- ``human`` (default, a terminal): the JSON log goes to ``var/log/immunorad.log``; the terminal shows only the
+  short summary ``immunorad serve`` prints and our own warnings and errors as one readable line each. Third-party
+  chatter (highdicom's INFO lines, pynetdicom, gunicorn) stays in the file.
+- ``json`` (the container default, set in the Dockerfile and the Helm chart): every JSON line to stderr, where
+  the container runtime collects it.
 
 Patient and study keys are written only as pseudonyms: a keyed hash (HMAC-SHA256) whose key comes from
 IMMUNORAD_PSEUDONYM_KEY or is generated once into var/pseudonym-key. Log calls pass identifiers through
@@ -70,17 +78,58 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
+TO_FILE_ONLY = {"terminal": False}
+"""``extra`` of a record the terminal must not repeat (its caller prints its own line for a person)."""
+OUR_LOGGERS = ("immunorad", "service", "dicom_listener", "fhir_mappings", "rules", "bench")
+"""Top-level logger names of our own code: the only ones a person sees on the terminal in ``human`` mode."""
+LOG_FORMATS = ("human", "json")
+
+
+class HumanFormatter(logging.Formatter):
+    """``immunorad: warning: message (key=value, …)`` — one line, the structured fields kept short."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {}
+        extra = ", ".join(f"{key}={value}" for key, value in fields.items())
+        line = f"immunorad: {record.levelname.lower()}: {record.getMessage()}" + (f" ({extra})" if extra else "")
+        if record.exc_info and record.exc_info[1] is not None:
+            line += f" [{type(record.exc_info[1]).__name__}; details in the log file]"
+        return line
+
+
+def log_file(var_dir: Path) -> Path:
+    """Where ``human`` mode writes the JSON log."""
+    return var_dir / "log" / "immunorad.log"
+
+
+def configure_logging(level: str = "INFO", log_format: str = "json", var_dir: Path | None = None) -> None:
+    """JSON to stderr (``json``), or JSON to ``var/log/immunorad.log`` plus our warnings on the terminal
+    (``human``; needs ``var_dir``)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
+    if log_format == "human" and var_dir is not None:
+        path = log_file(var_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(path, encoding="utf-8")
+        to_file.setFormatter(JsonFormatter())
+        root.addHandler(to_file)
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.setLevel(logging.WARNING)
+        terminal.addFilter(
+            lambda record: record.name.split(".")[0] in OUR_LOGGERS and getattr(record, "terminal", True)
+        )
+        terminal.setFormatter(HumanFormatter())
+        root.addHandler(terminal)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
     root.setLevel(level.upper())
-    # pynetdicom logs dataset contents (patient names) at DEBUG/INFO: keep it at WARNING.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # pynetdicom logs dataset contents (patient names) at DEBUG/INFO: keep it at WARNING. highdicom narrates
+    # every attribute it copies at INFO.
+    for name in ("pynetdicom", "urllib3", "highdicom"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def log(logger: logging.Logger, level: int, message: str, **fields: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,24 @@ def test_serve_with_demo_cohort_then_reassess(db_url, tmp_path):
         assert "Demo cohort sent" in text and "immunorad is serving" in text, text[-3000:]
         token = (tmp_path / "var" / "api-token").read_text().strip()  # generated on first start (contract §2)
         base = f"http://127.0.0.1:{http_port}"
+        # What a person reads (issue 15): a short summary — where, the token's file, how to sign in, the demo's
+        # progress with counts — and no JSON log line, no library chatter (highdicom, pynetdicom) on the terminal.
+        assert len(output) <= 25, text
+        assert '{"ts"' not in text and "highdicom" not in text and "pynetdicom" not in text, text
+        assert f"HTTP API   {base}" in text and f"DICOM      IMMUNORAD@127.0.0.1:{dicom_port}" in text
+        assert f"API token  {tmp_path / 'var' / 'api-token'}" in text
+        assert f"sign in    open {base}/ui and paste the API token" in text
+        log = tmp_path / "var" / "log" / "immunorad.log"
+        assert f"logs       {log} (JSON lines)" in text
+        assert all(json.loads(line)["msg"] for line in log.read_text().splitlines())  # the JSON log, in the file
+        evaluated = re.search(r"Demo: 4 patients evaluated: (\d+) reports, (\d+) active alerts\.", text)
+        assert evaluated and int(evaluated[1]) > 0, text
+        # The EHR stand-in (no EHR configured): deliveries, Flags and CDS cards visible end to end.
+        assert "delivers to the demo EHR stand-in at http://127.0.0.1:" in text
+        received = re.search(r"the EHR stand-in received (\d+) reports, (\d+) observations and (\d+) Flags", text)
+        assert received and int(received[1]) == int(evaluated[1]) and int(received[3]) >= int(evaluated[2]), text
+        cards = re.search(r"CDS Hooks patient-view: (\d+) cards for (\d+) of 4 patients", text)
+        assert cards and int(cards[1]) >= 1, text
 
         def all_reported():
             patients = get(f"{base}/api/patients", token)["patients"]

@@ -55,6 +55,7 @@ class ServiceProcesses:
                 "IMMUNORAD_GUNICORN_WORKERS": "2",
                 "IMMUNORAD_PSEUDONYM_KEY": "e2e-pseudonym-key",
                 "IMMUNORAD_LOG_LEVEL": "INFO",
+                "IMMUNORAD_LOG_FORMAT": "json",  # as in a container: JSON lines on stderr, into the role's log file
                 "IMMUNORAD_EHR_TIMEOUT_SECONDS": "5",
             }
         )
