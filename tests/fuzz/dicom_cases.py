@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import io
 import struct
 from pathlib import Path
@@ -511,3 +512,85 @@ def many_groups_sr(groups: int, number: int) -> bytes:
                 copies.append(copy)
             item.ContentSequence = copies
     return _encode(ds)
+
+
+# -- plausibility edges (contract §9.2) ------------------------------------------------------------------------
+
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+"""The listener's "today" (service/config.py ``today``: the UTC date)."""
+LENGTH_EDGES = ["-12", "-0.1", "0", "0.0", "500", "500.0", "500.1", "1e9", "1e308", "NaN", "nan", "inf", "-inf"]
+"""Numeric Values written for T1's Long Axis (31.5 mm in the seed): negative, zero, the limit, huge, NaN-like."""
+LENGTH_TEXT_EDGES = ["abc", "1,5", "--1"]
+"""Not numbers at all: pydicom will not set them as DS, so they are written into the bytes."""
+DATE_EDGES = [
+    dt.date(1989, 12, 31),
+    dt.date(1990, 1, 1),
+    dt.date(1800, 1, 1),
+    dt.date(2200, 1, 1),
+    TODAY,
+    TODAY + dt.timedelta(days=1),
+    TODAY + dt.timedelta(days=2),
+]
+
+
+def plausible_length(raw: str) -> bool:
+    """The oracle: a finite number from 0 to 500 mm (IMMUNORAD_MAX_LESION_MM's default), both inclusive."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return False
+    return value == value and abs(value) != float("inf") and 0 <= value <= 500
+
+
+def plausible_dates(study_date: dt.date, birth_date: dt.date | None) -> bool:
+    """The oracle: a study from 1990-01-01 to tomorrow, a birth on or before today and the study."""
+    scan_ok = dt.date(1990, 1, 1) <= study_date <= TODAY + dt.timedelta(days=1)
+    return scan_ok and (birth_date is None or (birth_date <= TODAY and birth_date <= study_date))
+
+
+def _long_axis_item(ds: Dataset) -> Dataset:
+    """T1's Long Axis NUM (the first group's 31.5 mm) in the SR seed."""
+    stack = [ds]
+    while stack:
+        node = stack.pop(0)
+        for item in node.get("ContentSequence", []) or []:
+            if item.get("ValueType") == "NUM" and str(item.MeasuredValueSequence[0].NumericValue) == "31.5":
+                return item.MeasuredValueSequence[0]
+            stack.append(item)
+    raise LookupError("the seed SR has no 31.5 mm Long Axis")
+
+
+_EDGE_CASES = itertools.count(5 * 10**11)
+
+
+@st.composite
+def plausibility_edges(draw) -> tuple[str, bytes, dict]:
+    """The comprehensive SR seed with one plausibility edge (T1's length, the study date or the birth date) and
+    a patient of its own; returns (what, bytes, expectation) where the expectation says whether the instance
+    is stored and whether T1's group is rejected."""
+    number = next(_EDGE_CASES)  # every case its own instance, patient and study: no case sees another's data
+    ds = pydicom.dcmread(io.BytesIO(with_fresh_uid(dict(seeds())["sr-comprehensive-3d"], number)))
+    ds.PatientID = f"FZP{number % 10**9:09d}"
+    ds.StudyInstanceUID = f"{UID_ROOT}13.{number}"  # a study of its own too (a study belongs to one patient)
+    kind = draw(st.sampled_from(["length", "length-text", "study-date", "birth-date"]))
+    expect = {"stored": True, "t1_rejected": False}
+    with lenient_writing():
+        if kind == "length":
+            raw = draw(st.sampled_from(LENGTH_EDGES))
+            _long_axis_item(ds)["NumericValue"].value = raw
+            expect["t1_rejected"] = not plausible_length(raw)
+            return f"length {raw}", _encode(ds), expect
+        if kind == "length-text":
+            raw = draw(st.sampled_from(LENGTH_TEXT_EDGES))
+            _long_axis_item(ds)["NumericValue"].value = "99999"  # a unique placeholder, then the bytes
+            data = _encode(ds)
+            assert data.count(b"99999 ") == 1
+            expect["t1_rejected"] = True
+            return f"length {raw}", data.replace(b"99999 ", raw.encode().ljust(6)), expect
+        study_date = draw(st.sampled_from(DATE_EDGES)) if kind == "study-date" else dt.date(2024, 3, 11)
+        birth_date = draw(st.sampled_from(DATE_EDGES + [dt.date(2024, 3, 11), dt.date(2024, 3, 12)]))
+        ds.StudyDate = study_date.strftime("%Y%m%d")
+        if kind == "birth-date":
+            ds.PatientBirthDate = birth_date.strftime("%Y%m%d")
+        expect["stored"] = plausible_dates(study_date, birth_date if kind == "birth-date" else None)
+        return f"{kind} {study_date} / {birth_date if kind == 'birth-date' else '-'}", _encode(ds), expect

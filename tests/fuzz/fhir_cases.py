@@ -8,6 +8,7 @@ contract §4 (the resources and shapes the endpoint accepts) and R4's rules (typ
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 
 from hypothesis import strategies as st
@@ -378,3 +379,100 @@ def raw_bodies() -> st.SearchStrategy[bytes]:
             ]
         ),
     )
+
+
+# -- plausibility edges (contract §9.2) ------------------------------------------------------------------------
+
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+"""The service's "today" (service/config.py ``today``: the UTC date)."""
+LENGTH_EDGES = [
+    -12,
+    -0.1,
+    0,
+    0.0,
+    500,
+    500.0,
+    500.1,
+    1e9,
+    1e308,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "NaN",
+    "abc",
+    "1e999",
+    "-0",
+    None,
+]
+"""Values of the longest dimension in mm: negative, zero, the limit, huge, NaN-like (JSON NaN/Infinity as Python
+clients write them, and strings)."""
+SUV_EDGES = [-1, 0, 100, 100.01, 1e6, float("nan")]
+DATE_EDGES = [
+    "1989-12-31",
+    "1990-01-01",
+    "1800-01-01",
+    "2200-01-01",
+    TODAY.isoformat(),
+    (TODAY + dt.timedelta(days=1)).isoformat(),
+    (TODAY + dt.timedelta(days=2)).isoformat(),
+]
+
+
+def _finite(value) -> float | None:
+    """The value as the gate sees it: a finite number, or ``None``. (A numeric string such as ``"-0"`` is read as
+    its number by the validation layer, fhir.resources, so the gate judges its value.)"""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _date_ok(day: str, earliest: str | None = "1990-01-01") -> bool:
+    parsed = dt.date.fromisoformat(day)
+    return (earliest is None or parsed >= dt.date.fromisoformat(earliest)) and parsed <= TODAY + dt.timedelta(days=1)
+
+
+@st.composite
+def plausibility_edges(draw) -> tuple[str, str, dict, bool]:
+    """(what, resource type, resource, plausible?) for one edge: the seed tumour Observation with an edge length,
+    SUV or scan date, or a new Patient with an edge birth date (the oracle is contract §9.2 with the defaults)."""
+    seeds = seed_resources()
+    observation = copy.deepcopy(seeds[1])
+    observation.pop("identifier", None)
+    kind = draw(st.sampled_from(["length", "suv", "scan-date", "birth-date"]))
+    if kind == "length":
+        value = draw(st.sampled_from(LENGTH_EDGES))
+        observation["component"][0]["valueQuantity"]["value"] = value
+        number = _finite(value)
+        return f"length {value!r}", "Observation", observation, number is not None and 0 <= number <= 500
+    if kind == "suv":
+        value = draw(st.sampled_from(SUV_EDGES))
+        observation["component"].append(
+            {
+                "code": {
+                    "coding": [
+                        {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "126401"},
+                        {"system": SCT, "code": "56851009"},
+                    ]
+                },
+                "valueQuantity": {
+                    "value": value,
+                    "unit": "g/mL",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "g/mL",
+                },
+            }
+        )
+        number = _finite(value)
+        return f"SUV {value!r}", "Observation", observation, number is not None and 0 <= number <= 100
+    day = draw(st.sampled_from(DATE_EDGES))
+    if kind == "scan-date":
+        observation["effectiveDateTime"] = day
+        return f"scan {day}", "Observation", observation, _date_ok(day)
+    patient = copy.deepcopy(seeds[0])
+    patient["identifier"] = [{"system": SYSTEM, "value": f"FUZZ-BIRTH-{draw(st.integers(0, 10**9))}"}]
+    patient["birthDate"] = day
+    return f"birth {day}", "Patient", patient, _date_ok(day, earliest=None) and day <= TODAY.isoformat()

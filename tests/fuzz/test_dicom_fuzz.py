@@ -30,6 +30,7 @@ from tests.fuzz.dicom_cases import (
     big_ct,
     byte_mutations,
     many_groups_sr,
+    plausibility_edges,
     seeds,
     sop_uid_of,
     tree_mutations,
@@ -183,3 +184,34 @@ def test_an_invalid_identifying_value_is_refused_on_both_backends(ingest, db, ta
             )
         )
     assert check_case(ingest, db, data, tally) == 0xC000
+
+
+# -- plausibility edges (contract §9.2) ------------------------------------------------------------------------
+
+
+def test_plausibility_edges_are_refused_by_group_or_instance_never_a_crash(ingest, db, tally):
+    """Negative, zero, the limit, huge and NaN-like lengths, and dates at the limits: the instance is stored or
+    refused (0xC000 range) as the oracle says, never a crash (0xC211/0xA700), and a refused length is never a
+    stored value."""
+
+    @fuzz_settings(60)
+    @given(case=plausibility_edges())
+    def run(case):
+        what, data, expect = case
+        status = check_case(ingest, db, data, tally)
+        assert (status == 0) == expect["stored"], (what, hex(status))
+        if not expect["stored"]:
+            assert 0xC000 <= status <= 0xCFFF, what
+            return
+        uid = sop_uid_of(data, SEED_UID)
+        mark = "?" if db.is_sqlite else "%s"
+        with db.engine.connect() as conn:
+            reason, long_axis = conn.exec_driver_sql(
+                f"SELECT rejected_reason, long_axis_mm FROM measurements WHERE source_ref = {mark} AND group_index = 0",
+                (uid,),
+            ).one()
+        assert (reason is not None) == expect["t1_rejected"], (what, reason)
+        if expect["t1_rejected"]:
+            assert long_axis is None, what  # a refused value is never stored
+
+    run()

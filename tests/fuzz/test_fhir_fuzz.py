@@ -25,7 +25,15 @@ from hypothesis import strategies as st
 from service.models import FhirResource, Patient
 from tests.faults.harness import counts
 from tests.fuzz.conftest import fuzz_settings
-from tests.fuzz.fhir_cases import JSON, ODD_SCALARS, bundles, mutated_resource, raw_bodies, seed_resources
+from tests.fuzz.fhir_cases import (
+    JSON,
+    ODD_SCALARS,
+    bundles,
+    mutated_resource,
+    plausibility_edges,
+    raw_bodies,
+    seed_resources,
+)
 
 TYPES = [
     "Patient",
@@ -365,3 +373,25 @@ def test_batch_update_to_a_taken_identifier_is_a_409_entry(app_client, db, two_p
     assert second["response"]["status"].startswith("201")
     patients, _, _ = _stored(db)
     assert ("other", None) in patients and len(patients) == len(two_patients[0]) + 1
+
+
+# -- plausibility edges (contract §9.2) ------------------------------------------------------------------------
+
+
+def test_plausibility_edges_are_refused_by_element_never_a_500(fhir, db):
+    """Negative, zero, the limit, huge and NaN-like values and dates at the limits: a plausible value is stored, an
+    implausible one is a 4xx OperationOutcome that stores nothing (``fhir`` checks both), never a 500."""
+
+    @fuzz_settings(80)
+    @given(case=plausibility_edges())
+    def run(case):
+        what, kind, resource, plausible = case
+        before = counts(db.engine)
+        status = fhir("POST", f"/fhir/{kind}", resource)
+        if plausible:
+            assert status in (200, 201), (what, status)
+        else:
+            assert status in (400, 422), (what, status)
+            assert counts(db.engine) == before, what
+
+    run()
