@@ -1,6 +1,6 @@
 """A fresh copy of the repository — the files git would commit, nothing beside it — stands on its own (issue 19).
 
-- The tests that read committed fixtures and docs pass when run from the copy: nothing is read from ``../shared``
+- The tests that read committed fixtures and docs pass when run from the copy: nothing is read from a sibling folder
   or any other path outside the repository.
 - ``make run`` (the README's first command) installs only what running needs into the copy's own ``.venv`` — no
   pytest, no Playwright, no npm schema — and starts the service with the demo cohort: /healthz answers and the demo
