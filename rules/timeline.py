@@ -240,6 +240,15 @@ def lesions_by_day(
             chosen = dataclasses.replace(groups[-1], status=LesionStatus.NOT_ASSESSED, conflict=reason)
             warnings.append(f"lesion {describe(groups[-1])} not assessed on {day}: {reason}")
         by_date.setdefault(day, {})[lesion_id] = chosen
+    for day, lesions in by_date.items():
+        present = set(lesions) | {f"label:{m.label}" for m in lesions.values() if m.label}
+        for m in lesions.values():
+            if m.merged_into and m.merged_into not in present:
+                # Still 0 mm (the reader says it coalesced), but the mass it joined was not measured at this scan.
+                warnings.append(
+                    f"lesion {describe(m)} on {day} is merged into {merged_into_name(m)}, which is not reported at "
+                    "that scan: the coalesced lesion is not measured"
+                )
     return by_date
 
 

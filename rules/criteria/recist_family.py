@@ -50,7 +50,9 @@ def recist_diameter(
     if measurement.merged_into:
         # Contract §9.3, size spec §1.6: a lesion that coalesced with another counts 0 mm; the coalesced one is
         # measured as one (RECIST 1.1 §4.3).
-        return ZERO, f"merged into {merged_into_name(measurement)} (0 mm)"
+        reported = measurement.short_axis_mm if nodal else measurement.long_axis_mm
+        ignored = f"; reported {fmt_mm(reported)} not used" if reported else ""
+        return ZERO, f"merged into {merged_into_name(measurement)} (0 mm{ignored})"
     if measurement.status is LesionStatus.ABSENT:
         return ZERO, "absent (0 mm)"
     if measurement.status is LesionStatus.TOO_SMALL:

@@ -77,6 +77,18 @@ def test_merged_lesion_counts_0_mm_recist_and_irrc():
     assert any("merged into 'T1' (0 mm²)" in line for line in i.trace)
 
 
+def test_a_merged_lesion_counts_0_mm_even_when_a_size_was_sent_and_an_unreported_mass_is_warned_about():
+    # T2 sent with 12 mm and merged into T1: still 0 mm (35 + 0 = 35 → PR), the 12 mm stated as not used.
+    sized = (*MERGE[:3], dataclasses.replace(MERGE[3], long_axis_mm=Decimal("12.0"), status=LesionStatus.PRESENT))
+    r = assess(recist11, facts(*sized)).at(FU)
+    assert (r.category, r.sum_mm) == ("PR", Decimal("35.0"))
+    assert any("merged into 'T1' (0 mm; reported 12 mm not used)" in line for line in r.trace)
+    # Merged into a lesion not reported at that scan: said in the warnings.
+    orphan = (MERGE[0], MERGE[1], m("T2", FU, 0, 0, merged_into="label:T9"))
+    assert any("merged into 'T9', which is not reported" in w for w in evaluate_patient(facts(*orphan)).warnings)
+    assert not any("which is not reported" in w for w in evaluate_patient(facts(*MERGE)).warnings)
+
+
 def test_merged_lesion_without_its_group_is_not_assessed():
     # The same follow-up without T2's merged group: T2 is missing → RECIST NE (partial sum 35 cannot be PD).
     r = assess(recist11, facts(*MERGE[:3])).at(FU)
