@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import time
 
 from pydicom.dataset import Dataset
@@ -254,7 +255,7 @@ class DicomIngest:
 
     @staticmethod
     def _log_refused(reason: str) -> None:
-        logger.warning("implausible DICOM input refused", extra={"fields": {"reason": _shorten(reason, 300)}})
+        logger.warning("implausible DICOM input refused", extra={"fields": {"reason": _scrubbed(reason, 300)}})
 
     def _check_birth_date(self, session, patient: Patient, study_date: dt.date | None) -> None:
         """The stored birth date must not be after this study (contract §9.2); the header's own birth date was
@@ -344,7 +345,7 @@ class DicomIngest:
         detail: dict = {"kind": kind, "modality": modality, "groups": len(parsed.groups) if parsed else 0}
         if parsed is not None:
             rejected = [
-                {"group": i, "reason": _shorten(g.rejected_reason, 300)}
+                {"group": i, "reason": _scrubbed(g.rejected_reason, 300)}
                 for i, g in enumerate(parsed.groups)
                 if g.rejected_reason and not g.awaited_images
             ]
@@ -431,6 +432,14 @@ class DicomIngest:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_UID_IN_TEXT = re.compile(r"\b\d+(?:\.\d+){2,}\b")
+
+
+def _scrubbed(text: str, limit: int) -> str:
+    """A reason as logs and the audit keep it: UIDs it names are pseudonymised (as everywhere in our logs)."""
+    return _shorten(_UID_IN_TEXT.sub(lambda m: f"uid:{pseudonym(m.group(0))}", text), limit)
 
 
 TUMOUR_FINDINGS = {None, "52988006", "4147007", "108369006", "27925004", "126040"}
