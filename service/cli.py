@@ -38,6 +38,7 @@ def cmd_api(settings: Settings, _args) -> int:
     from gunicorn.app.base import BaseApplication
 
     from service.api import create_app
+    from service.api.limits import answer_limits_as_operation_outcome, request_line_limit
     from service.auth import startup_warnings
 
     if refused := _cannot_listen("HTTP", settings.http_host, settings.http_port):
@@ -66,6 +67,8 @@ def cmd_api(settings: Settings, _args) -> int:
             if settings.log_format == "human":  # gunicorn's own lines join our JSON log, not the terminal
                 self.cfg.set("errorlog", str(log_file(settings.var_dir)))
             self.cfg.set("preload_app", False)
+            self.cfg.set("limit_request_line", request_line_limit(settings))
+            self.cfg.set("post_worker_init", answer_limits_as_operation_outcome)
 
         def load(self):
             return create_app(settings)

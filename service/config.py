@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -159,7 +161,10 @@ class Settings:
     keep_pixel_data: bool = False
     """IMMUNORAD_KEEP_PIXEL_DATA: write received images to var/dicom (contract §3: not kept unless configured)."""
     public_url: str | None = None
-    """IMMUNORAD_PUBLIC_URL: base URL of the pages, for links in CDS Hooks cards (default http://host:port)."""
+    """IMMUNORAD_PUBLIC_URL: the base URL clients reach the service at (e.g. ``https://immunorad.hospital.org``),
+    from which every absolute URL in an answer is built: FHIR ``fullUrl``, ``Location``, paging links, CDS Hooks
+    card links. Default ``http://{IMMUNORAD_HTTP_HOST}:{IMMUNORAD_HTTP_PORT}`` (a wildcard host replaced by this
+    machine's name). Never taken from a request's ``Host`` header (contract §9.1)."""
     worker_poll_seconds: float = 0.5
     """IMMUNORAD_WORKER_POLL_SECONDS: how often an idle worker looks for due jobs and deliveries."""
     rule_overrides: dict = field(default_factory=dict)
@@ -180,7 +185,11 @@ class Settings:
     """IMMUNORAD_PSEUDONYM_KEY: key of the keyed hash that pseudonymises patient and study keys in logs and
     exports; unset: generated on first start into ``var/pseudonym-key``."""
     max_request_bytes: int = 10 * 1024 * 1024
-    """IMMUNORAD_MAX_REQUEST_BYTES: largest HTTP request body accepted; larger ones get 413."""
+    """IMMUNORAD_MAX_REQUEST_BYTES (default 10 MiB): largest request body, with a Content-Length or chunked (the
+    limit is enforced while the body is read); larger ones are answered 413."""
+    max_url_bytes: int = 8000
+    """IMMUNORAD_MAX_URL_BYTES (default 8000): longest request target (path and query); longer ones are answered 414.
+    gunicorn's request-line limit is set just above it (its ceiling is 8190 bytes), so at most ~8150."""
     max_lesion_mm: Decimal = Decimal(500)
     """IMMUNORAD_MAX_LESION_MM (default 500): a longer lesion diameter is refused as implausible (contract §9.2)."""
     max_suv: Decimal = Decimal(100)
@@ -199,7 +208,20 @@ class Settings:
 
     @property
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.http_host}:{self.http_port}"
+        """The base of absolute URLs in answers (see ``public_url``), without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.http_host
+        if host in ("", "0.0.0.0", "::"):
+            host = _machine_name()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def fhir_base_url(self) -> str:
+        """The FHIR service base (``{base_url}/fhir``)."""
+        return f"{self.base_url}/fhir"
 
     @property
     def plausibility(self) -> PlausibilityLimits:
@@ -208,6 +230,11 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_name() -> str:
+    return socket.getfqdn()
 
 
 def _list(name: str, default: str) -> tuple[str, ...]:
@@ -320,6 +347,7 @@ def load_settings() -> Settings:
         max_lesion_mm=Decimal(_env("IMMUNORAD_MAX_LESION_MM", "500")),
         max_suv=Decimal(_env("IMMUNORAD_MAX_SUV", "100")),
         fhir_max_bundle_entries=_int("IMMUNORAD_FHIR_MAX_BUNDLE_ENTRIES", 200),
+        max_url_bytes=_int("IMMUNORAD_MAX_URL_BYTES", 8000),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,8 +33,14 @@ from fhir_mappings.inbound import (
 from fhir_mappings.validation import InvalidResource, validate_resource
 from rules.plausibility import birth_date_problem
 from service.config import Settings, today
-from service.fhir_store import find_by_identifier, get_resource, patient_ids_for_identifier, save_resource_reporting
-from service.models import ClinicalFact, Measurement, Patient, Study
+from service.fhir_store import (
+    find_by_identifier,
+    get_resource,
+    patient_ids_for_identifier,
+    save_resource_reporting,
+    split_token,
+)
+from service.models import ClinicalFact, FhirResource, Measurement, Patient, Study
 from service.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
 
 ACCEPTED_TYPES = (
@@ -48,6 +55,10 @@ ACCEPTED_TYPES = (
     "Condition",
 )
 READ_ONLY_TYPES = ("DiagnosticReport", "Flag", "AuditEvent", "Provenance")
+PLACEHOLDER_PREFIXES = ("urn:uuid:", "urn:oid:")
+"""A Bundle entry's ``fullUrl`` with one of these prefixes is a placeholder the server replaces by the entry's
+resolved identity in every reference of the transaction (FHIR R4 http.html#trules)."""
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 class FhirError(Exception):
@@ -70,6 +81,43 @@ class FhirError(Exception):
         self.issues = issues
 
 
+def check_id(value: Any, where: str) -> str:
+    """400 unless ``value`` is a FHIR R4 ``id``: 1 to 64 characters of ``[A-Za-z0-9\\-.]`` (datatypes.html#id)."""
+    if not isinstance(value, str) or not _FHIR_ID.fullmatch(value):
+        raise FhirError(
+            400,
+            f"{where}: an id is 1 to 64 characters of A-Z, a-z, 0-9, '-' and '.'",
+            code="value",
+            expression=where,
+        )
+    return value
+
+
+def parse_condition(kind: str, text: str, where: str) -> list[str]:
+    """The ``system|value`` tokens of a condition (``identifier=…``, ``Type?identifier=…``; several are ANDed).
+
+    400 when it is empty or malformed (no ``=``, an empty value, ``system|`` without a value, another resource
+    type) or uses another parameter: conditional operations are supported on ``identifier`` only.
+    """
+    query = text
+    if "?" in text:
+        prefix, _, query = text.partition("?")
+        if prefix.strip("/") != kind:
+            raise FhirError(400, f"the condition {text!r} is not on {kind}", code="invalid", expression=where)
+    try:
+        params = parse_qs(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError as exc:
+        raise FhirError(400, f"malformed condition {text!r}", code="invalid", expression=where) from exc
+    if set(params) - {"identifier"}:
+        raise FhirError(
+            400, "conditional operations are supported on identifier only", code="not-supported", expression=where
+        )
+    tokens = params.get("identifier") or []
+    if not tokens or any(not split_token(token)[1].strip() for token in tokens):
+        raise FhirError(400, f"the condition {text!r} has an empty identifier", code="invalid", expression=where)
+    return tokens
+
+
 @dataclass
 class WriteResult:
     status: int
@@ -89,14 +137,38 @@ class TransactionState:
     patients_touched: set[str] = field(default_factory=set)
     patients: dict[str, Patient] = field(default_factory=dict)
     lesions: LesionCache = field(default_factory=dict)
+    pending_patients: dict[str, str] = field(default_factory=dict)
+    """Patients this transaction creates, by ``system|value`` of each of their identifiers → their planned id.
+    Entries run in the R4 order (POST before PUT), so an Observation may be stored before the conditional PUT that
+    creates its Patient: the patient row is then made under the planned id, and the Patient entry fills it."""
 
     def patient(self, session: Session, patient_id: str) -> Patient | None:
         found = self.patients.get(patient_id)
         if found is None:
             found = session.get(Patient, patient_id)
+            if found is None and patient_id in self.pending_patients.values():
+                found = Patient(id=patient_id)
+                session.add(found)
+                session.flush()
             if found is not None:
                 self.patients[patient_id] = found
         return found
+
+
+@dataclass
+class PlannedEntry:
+    """One transaction/batch entry after planning: what it does and the identity it writes, fixed before any
+    entry executes (conditions are resolved against the database as it was when the Bundle arrived)."""
+
+    index: int
+    entry: dict[str, Any]
+    method: str
+    kind: str
+    target: str | None = None
+    """The id the entry creates or updates (None for GET)."""
+    match: FhirResource | None = None
+    """The stored resource its condition (ifNoneExist or a conditional PUT) matched."""
+    id_is_ours: bool = False
 
 
 def _walk_references(value: Any, mapping: Mapping[str, str]) -> Any:
@@ -132,6 +204,8 @@ class FhirIngest:
             raise FhirError(
                 404 if expected_type else 422, f"resource type {kind} is not supported", code="not-supported"
             )
+        if "id" in resource:
+            check_id(resource["id"], f"{kind}.id")
         try:
             validate_resource(resource)
         except InvalidResource as exc:
@@ -154,8 +228,8 @@ class FhirIngest:
         state = state or TransactionState()
         self.validate(resource, expected_type)
         kind = resource["resourceType"]
-        if if_none_exist:
-            matches = self._conditional_matches(session, kind, if_none_exist)
+        if if_none_exist is not None:
+            matches = self._conditional_matches(session, kind, parse_condition(kind, if_none_exist, "If-None-Exist"))
             if len(matches) > 1:
                 raise FhirError(412, f"If-None-Exist matched {len(matches)} {kind} resources", code="duplicate")
             if len(matches) == 1:
@@ -193,6 +267,7 @@ class FhirIngest:
         state: TransactionState | None = None,
     ) -> WriteResult:
         state = state or TransactionState()
+        check_id(fhir_id, f"{kind}.id")
         self.validate(resource, kind)
         if resource.get("id") not in (None, fhir_id):
             raise FhirError(400, "the resource id does not match the URL", code="invalid", expression=f"{kind}.id")
@@ -213,19 +288,16 @@ class FhirIngest:
         agent: str | None = None,
         state: TransactionState | None = None,
     ) -> WriteResult:
-        matches = self._conditional_matches(session, kind, query)
+        matches = self._conditional_matches(session, kind, parse_condition(kind, query, f"{kind}?"))
         if len(matches) > 1:
             raise FhirError(412, f"the condition matched {len(matches)} {kind} resources", code="duplicate")
         if matches:
             return self.update(session, kind, matches[0].fhir_id, resource, agent=agent, state=state)
         return self.create(session, resource, agent=agent, state=state, fhir_id=resource.get("id"), expected_type=kind)
 
-    def _conditional_matches(self, session: Session, kind: str, query: str):
-        params = parse_qs(query, keep_blank_values=True)
-        tokens = params.get("identifier")
-        if not tokens or set(params) - {"identifier"}:
-            raise FhirError(400, "conditional operations are supported on identifier only", code="not-supported")
-        matches = None
+    def _conditional_matches(self, session: Session, kind: str, tokens: list[str]) -> list[FhirResource]:
+        """The stored resources of ``kind`` carrying every identifier token (a Patient also by its MRN)."""
+        matches: dict[int, FhirResource] | None = None
         for token in tokens:
             found = {r.id: r for r in find_by_identifier(session, kind, token)}
             if kind == "Patient":
@@ -264,9 +336,7 @@ class FhirIngest:
         if ref:
             ref = state.references.get(ref, ref)
             if ref.startswith("Patient?"):
-                token = parse_qs(ref.split("?", 1)[1]).get("identifier", [None])[0]
-                if token is None:
-                    raise FhirError(422, "conditional patient references must use identifier", expression=where)
+                token = parse_condition("Patient", ref, where)[0]
                 return self._patient_for_token(session, token, where, state)
             if ref.startswith("Patient/"):
                 patient = state.patient(session, ref.split("/")[1])
@@ -286,6 +356,8 @@ class FhirIngest:
             raise FhirError(412, "the patient identifier matches several patients", code="duplicate", expression=where)
         if ids:
             return state.patient(session, ids[0])
+        if token in state.pending_patients:  # the Patient entry of this transaction that creates it
+            return state.patient(session, state.pending_patients[token])
         system, _, value = token.partition("|")
         if system == self.settings.patient_id_system and value:
             # The MRN is the join key with DICOM PatientID: a patient known only by it so far is created.
@@ -476,14 +548,12 @@ class FhirIngest:
     def _resolve_one(self, session: Session, reference: str, state: TransactionState) -> str:
         if reference in state.references:
             return state.references[reference]
-        kind, _, query = reference.partition("?")
+        kind = reference.partition("?")[0]
+        tokens = parse_condition(kind, reference, "reference")
         if kind == "Patient":
-            token = parse_qs(query).get("identifier", [None])[0]
-            if token is None:
-                raise FhirError(422, f"conditional reference {reference!r} must use identifier", code="invalid")
-            resolved = f"Patient/{self._patient_for_token(session, token, 'reference', state).id}"
+            resolved = f"Patient/{self._patient_for_token(session, tokens[0], 'reference', state).id}"
         else:
-            matches = self._conditional_matches(session, kind, query)
+            matches = self._conditional_matches(session, kind, tokens)
             if len(matches) != 1:
                 raise FhirError(
                     422 if not matches else 412,
@@ -526,101 +596,183 @@ class FhirIngest:
         entries = bundle.get("entry") or []
         if not isinstance(entries, list):
             raise FhirError(400, "Bundle.entry must be a list", code="structure")
+        _check_unique_full_urls(entries)
         if kind == "transaction":
             return self._transaction(session, entries, agent)
         return self._batch(session, entries, agent)
 
-    def _plan(self, entries: list[Any]) -> tuple[list[tuple[int, dict]], TransactionState]:
-        state = TransactionState()
+    def _entries(self, entries: list[Any]) -> list[PlannedEntry]:
+        """Each entry's shape checked (400) before the database is read."""
         planned = []
         for index, entry in enumerate(entries):
+            where = f"Bundle.entry[{index}]"
             if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
                 raise FhirError(
                     400,
                     "each entry needs request.method and request.url",
                     code="structure",
-                    expression=f"Bundle.entry[{index}].request",
+                    expression=f"{where}.request",
                 )
-            method = entry["request"].get("method")
-            url, full_url = entry["request"].get("url"), entry.get("fullUrl")
+            request = entry["request"]
+            method, url, full_url = request.get("method"), request.get("url"), entry.get("fullUrl")
             if not isinstance(url, str) or not url or not isinstance(full_url, (str, type(None))):
                 raise FhirError(
                     400,
                     f"entry {index}: request.url must be a non-empty string, fullUrl a string",
                     code="structure",
-                    expression=f"Bundle.entry[{index}]",
+                    expression=where,
                 )
             for name in ("ifNoneExist", "ifMatch"):
-                if not isinstance(entry["request"].get(name, ""), str):
+                if not isinstance(request.get(name, ""), str):
                     raise FhirError(
                         400,
                         f"entry {index}: request.{name} must be a string",
                         code="structure",
-                        expression=f"Bundle.entry[{index}].request.{name}",
+                        expression=f"{where}.request.{name}",
                     )
             if method not in ("POST", "PUT", "GET"):
                 raise FhirError(
                     400 if method not in ("DELETE", "PATCH", "HEAD") else 405,
                     f"entry {index}: method {method} is not supported",
                     code="not-supported",
-                    expression=f"Bundle.entry[{index}].request.method",
+                    expression=f"{where}.request.method",
                 )
-            resource = entry.get("resource")
-            if method == "POST" and isinstance(resource, dict):
-                new_id = str(uuid.uuid4())
-                if (full_url or "").startswith("urn:uuid:"):
-                    state.references[full_url] = f"{resource.get('resourceType')}/{new_id}"
-                entry = dict(entry)
-                entry["_assigned_id"] = new_id
-            elif method == "PUT" and isinstance(resource, dict) and (full_url or "").startswith("urn:uuid:"):
-                if "?" not in url and "/" in url:
-                    state.references[full_url] = url.strip("/")
-            planned.append((index, entry))
+            if method != "GET" and not isinstance(entry.get("resource"), dict):
+                raise FhirError(400, f"entry {index}: POST and PUT entries need a resource", code="structure")
+            path = url.lstrip("/").partition("?")[0]
+            kind = path.split("/")[0]
+            planned.append(PlannedEntry(index, entry, method, kind))
+        return planned
+
+    def _plan(self, session: Session, entries: list[Any]) -> tuple[list[PlannedEntry], TransactionState]:
+        """The FHIR R4 transaction rules (http.html#trules) before anything is written: every condition
+        (``ifNoneExist``, a conditional PUT) is resolved against the stored resources, every entry gets the identity
+        it will write (the match, or a new id), and every ``urn:uuid``/``urn:oid`` fullUrl maps to that identity,
+        whatever the entry's method and wherever it stands in the Bundle. Two entries writing one identity fail
+        the Bundle (400). Entries then run in the R4 order: POST, then PUT, then GET (DELETE/PATCH are refused)."""
+        state = TransactionState()
+        planned = self._entries(entries)
+        written: dict[str, int] = {}
+        for item in planned:
+            request, resource = item.entry["request"], item.entry.get("resource")
+            where = f"Bundle.entry[{item.index}].request"
+            if item.method == "GET":
+                continue
+            path, _, query = request["url"].lstrip("/").partition("?")
+            resource_id = resource.get("id")
+            if resource_id is not None:
+                check_id(resource_id, f"Bundle.entry[{item.index}].resource.id")
+            identity: str | None = None
+            if item.method == "POST":
+                if path != resource.get("resourceType"):
+                    raise FhirError(
+                        400,
+                        f"entry {item.index}: POST url {path!r} does not match {resource.get('resourceType')}",
+                        code="invalid",
+                        expression=f"{where}.url",
+                    )
+                condition = request.get("ifNoneExist")
+                if condition is not None:
+                    tokens = parse_condition(item.kind, condition, f"{where}.ifNoneExist")
+                    item.match = self._single_match(session, item.kind, tokens, item.index)
+                    identity = f"{item.kind}?{'&'.join(sorted(tokens))}"
+                if item.match is None:
+                    item.target, item.id_is_ours = self._new_identity(session, resource, None), True
+            else:
+                parts = path.split("/")
+                if query and len(parts) == 1:
+                    tokens = parse_condition(item.kind, query, f"{where}.url")
+                    item.match = self._single_match(session, item.kind, tokens, item.index)
+                    identity = f"{item.kind}?{'&'.join(sorted(tokens))}"
+                    if item.match is None:
+                        item.target = self._new_identity(session, resource, resource_id)
+                        item.id_is_ours = resource_id is None
+                elif len(parts) == 2 and not query:
+                    item.target = check_id(parts[1], f"{where}.url")
+                else:
+                    raise FhirError(
+                        400,
+                        f"entry {item.index}: PUT url {request['url']!r} must be Type/id or Type?identifier=…",
+                        code="invalid",
+                        expression=f"{where}.url",
+                    )
+            if item.match is not None:
+                item.target = item.match.fhir_id
+            for key in filter(None, (identity, f"{item.kind}/{item.target}")):
+                if key in written:
+                    raise FhirError(
+                        400,
+                        f"entries {written[key]} and {item.index} both write {key} (a resource appears once in a "
+                        "transaction)",
+                        code="invariant",
+                        expression=f"Bundle.entry[{item.index}]",
+                    )
+                written[key] = item.index
+            full_url = item.entry.get("fullUrl") or ""
+            if full_url.startswith(PLACEHOLDER_PREFIXES):
+                state.references[full_url] = f"{item.kind}/{item.target}"
+            if item.kind == "Patient" and item.match is None:
+                for identifier in resource.get("identifier") or []:
+                    if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
+                        state.pending_patients[f"{identifier['system']}|{identifier['value']}"] = item.target
         order = {"POST": 0, "PUT": 1, "GET": 2}
-        planned.sort(key=lambda item: (order[item[1]["request"]["method"]], item[0]))
+        planned.sort(key=lambda item: (order[item.method], item.index))
         return planned, state
 
-    def _execute(self, session: Session, entry: dict, state: TransactionState, agent: str | None) -> WriteResult:
-        request = entry["request"]
-        method, url = request["method"], str(request.get("url", "")).lstrip("/")
-        resource = entry.get("resource")
-        if method == "GET":
+    def _single_match(self, session: Session, kind: str, tokens: list[str], index: int) -> FhirResource | None:
+        matches = self._conditional_matches(session, kind, tokens)
+        if len(matches) > 1:
+            raise FhirError(
+                412,
+                f"entry {index}: the condition matched {len(matches)} {kind} resources",
+                code="duplicate",
+                expression=f"Bundle.entry[{index}].request",
+            )
+        return matches[0] if matches else None
+
+    def _new_identity(self, session: Session, resource: dict[str, Any], proposed: str | None) -> str:
+        """The id a create will use: a Patient whose MRN names a patient already known (from DICOM) is that
+        patient (as ``create`` stores it); otherwise ``proposed`` (a client-chosen id) or a new UUID."""
+        if resource.get("resourceType") == "Patient":
+            for identifier in resource.get("identifier") or []:
+                if isinstance(identifier, dict) and identifier.get("system") == self.settings.patient_id_system:
+                    value = identifier.get("value")
+                    known = session.scalars(select(Patient.id).where(Patient.mrn == str(value))).first()
+                    if value and known is not None:
+                        return known
+        return proposed or str(uuid.uuid4())
+
+    def _execute(self, session: Session, item: PlannedEntry, state: TransactionState, agent: str | None) -> WriteResult:
+        request = item.entry["request"]
+        if item.method == "GET":
             raise FhirError(400, "GET entries are not supported in Bundles", code="not-supported")
-        if not isinstance(resource, dict):
-            raise FhirError(400, "POST and PUT entries need a resource", code="structure")
-        resource = _walk_references(resource, state.references)
+        resource = _walk_references(item.entry["resource"], state.references)
         resource = self._resolve_conditional_references(session, resource, state)
-        path, _, query = url.partition("?")
-        if method == "POST":
-            if path != resource.get("resourceType"):
-                raise FhirError(400, f"POST url {path!r} does not match {resource.get('resourceType')}", code="invalid")
-            # PUT entries with a conditional URL may have a matching urn:uuid referenced by others.
+        if item.match is not None and item.method == "POST":
+            return WriteResult(200, item.match.content, item.match.patient_id)  # ifNoneExist matched: no action
+        if item.match is not None:
+            return self.update(session, item.kind, item.target, resource, agent=agent, state=state)
+        if item.method == "POST" or item.id_is_ours or "?" in request["url"]:
             return self.create(
                 session,
                 resource,
-                if_none_exist=request.get("ifNoneExist"),
                 agent=agent,
                 state=state,
-                fhir_id=entry.get("_assigned_id"),
-                id_is_ours="_assigned_id" in entry,
+                fhir_id=item.target,
+                expected_type=None if item.method == "POST" else item.kind,
+                id_is_ours=item.id_is_ours,
             )
-        parts = path.split("/")
-        if query and len(parts) == 1:
-            result = self.conditional_update(session, parts[0], query, resource, agent=agent, state=state)
-        elif len(parts) == 2:
-            result = self.update(
-                session, parts[0], parts[1], resource, agent=agent, if_match=request.get("ifMatch"), state=state
-            )
-        else:
-            raise FhirError(400, f"PUT url {url!r} must be Type/id or Type?identifier=…", code="invalid")
-        return result
+        return self.update(
+            session, item.kind, item.target, resource, agent=agent, if_match=request.get("ifMatch"), state=state
+        )
 
     def _transaction(self, session: Session, entries: list[Any], agent: str | None) -> dict[str, Any]:
-        planned, state = self._plan(entries)
+        planned, state = self._plan(session, entries)
         responses: dict[int, dict[str, Any]] = {}
-        for index, entry in planned:
+        for item in planned:
+            index = item.index
             try:
-                result = self._execute(session, entry, state, agent)
+                result = self._execute(session, item, state, agent)
             except FhirError as exc:
                 exc.diagnostics = f"entry {index}: {exc.diagnostics}"
                 if exc.issues:
@@ -638,10 +790,7 @@ class FhirIngest:
                     ]
                     exc.issues = [{k: v for k, v in issue.items() if v is not None} for issue in exc.issues]
                 raise
-            responses[index] = _entry_response(result)
-            full_url = entry.get("fullUrl") or ""
-            if full_url.startswith("urn:uuid:"):
-                state.references[full_url] = f"{result.resource['resourceType']}/{result.resource['id']}"
+            responses[index] = self._entry_response(result)
         return {
             "resourceType": "Bundle",
             "type": "transaction-response",
@@ -653,13 +802,49 @@ class FhirIngest:
         out = []
         for entry in entries:
             try:
-                planned, state = self._plan([entry])
                 with session.begin_nested():
-                    result = self._execute(session, planned[0][1], state, agent)
-                out.append(_entry_response(result))
+                    planned, state = self._plan(session, [entry])
+                    result = self._execute(session, planned[0], state, agent)
+                out.append(self._entry_response(result))
             except FhirError as exc:
                 out.append({"response": {"status": f"{exc.status}", "outcome": operation_outcome(exc)}})
         return {"resourceType": "Bundle", "type": "batch-response", "id": str(uuid.uuid4()), "entry": out}
+
+    def _entry_response(self, result: WriteResult) -> dict[str, Any]:
+        meta = result.resource.get("meta") or {}
+        version = meta.get("versionId", "1")
+        kind, rid = result.resource["resourceType"], result.resource["id"]
+        return {
+            "fullUrl": f"{self.settings.fhir_base_url}/{kind}/{rid}",
+            "resource": result.resource,
+            "response": {
+                "status": "201 Created" if result.status == 201 else "200 OK",
+                "location": f"{self.settings.fhir_base_url}/{kind}/{rid}/_history/{version}",
+                "etag": f'W/"{version}"',
+                "lastModified": meta.get("lastUpdated"),
+            },
+        }
+
+
+def _check_unique_full_urls(entries: list[Any]) -> None:
+    """bdl-7: ``fullUrl`` is unique in a Bundle, unless the entries are versions of it (different meta.versionId);
+    two entries with one fullUrl make the whole Bundle invalid (400)."""
+    seen: dict[tuple[str, Any], int] = {}
+    for index, entry in enumerate(entries):
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not isinstance(full_url, str) or not full_url:
+            continue
+        resource = entry.get("resource")
+        version = (resource.get("meta") or {}).get("versionId") if isinstance(resource, dict) else None
+        key = (full_url, version if isinstance(version, str) else None)
+        if key in seen:
+            raise FhirError(
+                400,
+                f"entries {seen[key]} and {index} have one fullUrl (bdl-7: fullUrl must be unique in a Bundle)",
+                code="invariant",
+                expression=f"Bundle.entry[{index}].fullUrl",
+            )
+        seen[key] = index
 
 
 def _check_birth_date(session: Session, patient: Patient, record: Any, source_ref: str) -> None:
@@ -695,22 +880,6 @@ def _check_mrn_free(session: Session, mrn: str, fhir_id: str) -> None:
         raise FhirError(
             409, "another Patient already has this identifier", code="duplicate", expression="Patient.identifier"
         )
-
-
-def _entry_response(result: WriteResult) -> dict[str, Any]:
-    meta = result.resource.get("meta") or {}
-    version = meta.get("versionId", "1")
-    kind, rid = result.resource["resourceType"], result.resource["id"]
-    return {
-        "fullUrl": f"{kind}/{rid}",
-        "resource": result.resource,
-        "response": {
-            "status": "201 Created" if result.status == 201 else "200 OK",
-            "location": f"{kind}/{rid}/_history/{version}",
-            "etag": f'W/"{version}"',
-            "lastModified": meta.get("lastUpdated"),
-        },
-    }
 
 
 def operation_outcome(

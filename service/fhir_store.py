@@ -242,6 +242,21 @@ IGNORED_CONTROL_PARAMETERS = {
 }
 
 
+SORT_COLUMNS = {"date": FhirResource.effective, "_lastUpdated": FhirResource.last_updated}
+"""The ``_sort`` keys honoured (R4 search.html#_sort; ``-key`` sorts descending): the clinical date and the time the
+resource was stored. Without ``_sort`` the newest stored come first."""
+
+
+def sort_keys(values: list[str], *, strict: bool) -> list[str]:
+    """The honoured ``_sort`` keys in order (``date``, ``-_lastUpdated``…); others are ignored, or refused (400) under
+    ``Prefer: handling=strict``."""
+    keys = [key.strip() for value in values for key in value.split(",") if key.strip()]
+    unknown = [key for key in keys if key.removeprefix("-") not in SORT_COLUMNS]
+    if unknown and strict:
+        raise SearchError(f"_sort on {', '.join(unknown)} is not supported (date, _lastUpdated)")
+    return [key for key in keys if key not in unknown]
+
+
 def applied_parameters(
     params: Mapping[str, list[str]], supported: Iterable[str], *, strict: bool
 ) -> dict[str, list[str]]:
@@ -302,7 +317,12 @@ def search(
         raise SearchError("_count and _offset must be integers") from exc
     if count < 0:
         raise SearchError("_count must not be negative")
-    rows = list(session.scalars(query.order_by(FhirResource.last_updated.desc(), FhirResource.id.desc())))
+    order = []
+    for key in sort_keys(params.get("_sort", []), strict=strict):
+        column = SORT_COLUMNS[key.removeprefix("-")]
+        order.append((column.desc() if key.startswith("-") else column.asc()).nulls_last())
+    order = order or [FhirResource.last_updated.desc()]
+    rows = list(session.scalars(query.order_by(*order, FhirResource.id.desc())))
     rows = [r for r in rows if _content_matches(r.content, params)]
     return SearchPage([r.content for r in rows[offset : offset + count]], len(rows), offset, count)
 

@@ -213,6 +213,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (health, audit_fhir, fhir, rest, quality_api, cds, signin, ui):
         app.register_blueprint(blueprint)
 
+    from service.api.limits import ChunkedBodyLimit, check_url
+
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_request_bytes)
+    app.before_request(lambda: check_url(settings))  # before authentication: nothing else reads an oversize URL
     app.before_request(_authenticate)
     app.after_request(_private_headers)
 
@@ -232,6 +236,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             405: "not-supported",
             406: "not-supported",
             413: "too-costly",
+            414: "too-long",
             415: "not-supported",
         }
         message = {413: f"request larger than {settings.max_request_bytes} bytes"}.get(error.code, error.description)

@@ -50,7 +50,7 @@ def _params(supported: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 def _searchset(kind: str, page: Page, params: dict[str, list[str]]) -> dict:
-    root = request.url_root.rstrip("/")
+    root = ctx().settings.base_url
     base = f"{root}/fhir/{kind}"
 
     def link(offset: int) -> str:

@@ -11,7 +11,7 @@ from flask import Blueprint, g, request
 from service.api.app import fhir_response, load_json_body
 from service.api.context import ctx
 from service.fhir_ingest import ACCEPTED_TYPES, READ_ONLY_TYPES, FhirError, FhirIngest
-from service.fhir_store import SearchError, applied_parameters, get_resource, search
+from service.fhir_store import SearchError, applied_parameters, get_resource, search, sort_keys
 from service.store import audit
 
 blueprint = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -68,9 +68,8 @@ def _version_headers(resource: dict, status: int) -> dict:
     if meta.get("lastUpdated"):
         headers["Last-Modified"] = meta["lastUpdated"]
     if status == 201:
-        headers["Location"] = (
-            f"{request.url_root.rstrip('/')}/fhir/{resource['resourceType']}/{resource['id']}/_history/{version}"
-        )
+        base = ctx().settings.fhir_base_url
+        headers["Location"] = f"{base}/{resource['resourceType']}/{resource['id']}/_history/{version}"
     return headers
 
 
@@ -151,7 +150,7 @@ def capability_statement() -> dict:
         "software": {"name": "immunorad", "version": __import__("rules").__version__},
         "implementation": {
             "description": "immunorad: imaging response assessment for cancer immunotherapy",
-            "url": f"{request.url_root.rstrip('/')}/fhir",
+            "url": settings.fhir_base_url,
         },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
@@ -302,6 +301,10 @@ def search_type(kind: str):
         )
     except SearchError as exc:
         raise FhirError(400, str(exc), code="not-supported") from exc
+    try:
+        sort = sort_keys(params.get("_sort", []), strict=strict)
+    except SearchError as exc:
+        raise FhirError(400, str(exc), code="not-supported") from exc
     with ctx().db.write() as session:
         try:
             page = search(session, kind, params, patient_id_system=settings.patient_id_system, supported=SEARCH_PARAMS)
@@ -316,16 +319,19 @@ def search_type(kind: str):
             entity_type=kind,
             detail={"parameters": sorted(params), "matches": page.total},
         )
-    base = f"{request.url_root.rstrip('/')}/fhir/{kind}"
+    base = f"{settings.fhir_base_url}/{kind}"
+
+    # Links carry only what the search applied (R4 search.html#conformance: parameters the server ignored are not
+    # in the self link), so that a client can tell what was honoured.
+    honoured = [(k, v) for k, values in params.items() if k in SEARCH_PARAMS for v in values]
+    honoured += [("_sort", ",".join(sort))] if sort else []
 
     def link(offset: int) -> str:
-        query = [(k, v) for k, values in params.items() if k != "_offset" for v in values] + [("_offset", str(offset))]
-        if "_count" not in params:
-            query.append(("_count", str(page.count)))
+        query = honoured + [("_count", str(page.count)), ("_offset", str(offset))]
         return f"{base}?{urlencode(query)}"
 
     links = [{"relation": "self", "url": link(page.offset)}]
-    if page.offset + page.count < page.total:
+    if page.count > 0 and page.offset + page.count < page.total:
         links.append({"relation": "next", "url": link(page.offset + page.count)})
     if page.offset > 0:
         links.append({"relation": "previous", "url": link(max(page.offset - page.count, 0))})
@@ -336,7 +342,7 @@ def search_type(kind: str):
         "link": links,
         "entry": [
             {
-                "fullUrl": f"{request.url_root.rstrip('/')}/fhir/{r['resourceType']}/{r['id']}",
+                "fullUrl": f"{settings.fhir_base_url}/{r['resourceType']}/{r['id']}",
                 "resource": r,
                 "search": {"mode": "match"},
             }
