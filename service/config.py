@@ -212,7 +212,7 @@ class Settings:
         if self.public_url:
             return self.public_url.rstrip("/")
         host = self.http_host
-        if host in ("", "0.0.0.0", "::"):
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind address is no URL host: name the machine
             host = _machine_name()
         if ":" in host:
             host = f"[{host}]"
