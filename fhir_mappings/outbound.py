@@ -4,7 +4,7 @@ For the timepoint ``ctx.scan_date`` :func:`build_report` returns
 
 * one **DiagnosticReport** (US Core "Report and Note", interop-notes §4.2) with a stable business identifier
   ``{C}/identifier/diagnostic-report`` | ``<patient key>/<YYYY-MM-DD>``, the pre-filled "Response assessment"
-  section as ``presentedForm`` and a one-line ``conclusion``;
+  section as ``presentedForm`` and its impression as ``conclusion``;
 * one **criterion Observation** per criterion graded at that timepoint (driven by
   ``CriterionAssessment.criterion``; a criterion with no :class:`TimepointResponse` for the date, e.g. RECIST 1.1
   after PD, gets none), the **mCODE CancerDiseaseStatus** Observation of the primary criterion, the **kinetics**
@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 from fhir_mappings import codes
 from fhir_mappings.codes import LocalSystems
-from fhir_mappings.prefill import criterion_headline, is_latest_timepoint, render_prefill
+from fhir_mappings.prefill import impression_of, is_latest_timepoint, render_prefill
 from rules.results import (
     BiomarkerResult,
     CriterionAssessment,
@@ -393,8 +393,13 @@ def findings_as_of(assessment: PatientAssessment, scan_date: dt.date, alerts: Se
 def _diagnostic_report(c: _Context, observations: Sequence[dict], alerts: Sequence[AlertState]) -> dict:
     ctx, systems = c.ctx, c.systems
     value = report_identifier_value(ctx.patient.key, ctx.scan_date)
-    plain, html_text = render_prefill(c.assessment, ctx.scan_date, findings_as_of(c.assessment, ctx.scan_date, alerts))
-    conclusion, conclusion_codes = _conclusion(c)
+    plain, html_text = render_prefill(
+        c.assessment,
+        ctx.scan_date,
+        findings_as_of(c.assessment, ctx.scan_date, alerts),
+        primary=ctx.primary_criterion,
+    )
+    conclusion, conclusion_codes = impression_of(plain), _conclusion_codes(c)
     return {
         "resourceType": "DiagnosticReport",
         "id": resource_id(systems.diagnostic_report_identifier, value),
@@ -431,18 +436,16 @@ def _attachment(text: str, media_type: str, ctx: ReportContext) -> dict[str, Any
     }
 
 
-def _conclusion(c: _Context) -> tuple[str, list[dict]]:
-    """One segment per criterion: ``RECIST 1.1: PR (−30.00 % from baseline) · iRECIST: iPR``."""
-    segments, concepts = [], []
+def _conclusion_codes(c: _Context) -> list[dict]:
+    """One ``conclusionCode`` per criterion graded at this timepoint (``{C}/CodeSystem/response``); the
+    ``conclusion`` text is the pre-fill's impression (contract §9.4)."""
+    concepts = []
     for criterion in c.assessment.criteria:
-        name = codes.criterion_display(criterion.criterion)
         tp = criterion.at(c.ctx.scan_date)
         if tp is not None:
-            segments.append(f"{name}: {criterion_headline(tp)}")
+            name = codes.criterion_display(criterion.criterion)
             concepts.append(_concept(c.response(tp.category), text=f"{name}: {tp.category}"))
-        elif criterion.progression_date is not None and criterion.progression_date <= c.ctx.scan_date:
-            segments.append(f"{name}: progression dated {criterion.progression_date.isoformat()} (not re-graded)")
-    return (" · ".join(segments) or "No response criterion could be evaluated at this scan."), concepts
+    return concepts
 
 
 # -- criterion Observation ---------------------------------------------------------------------------------------

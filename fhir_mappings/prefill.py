@@ -1,16 +1,24 @@
-"""The pre-filled "Response assessment" section of the radiology report (contract §5 ``presentedForm``).
+"""The pre-filled "Response assessment" section as a radiologist signs it (contract §9.4; ``presentedForm``).
 
-One follow-up timepoint, in a radiologist's wording: the lesion table up to that scan, each criterion's
-category with the numbers behind it, growth kinetics, alerts with their reasoning, and warnings. The same
-content is rendered as plain text and as an HTML fragment (every value escaped). It never names the patient:
-:class:`rules.results.PatientAssessment` carries no identifier and nothing here adds one.
+Plain text (``text/plain``), in this order:
+
+1. **Impression** (first paragraph, at most :data:`IMPRESSION_MAX` characters): the primary criterion's category
+   with the sum and its change, the criteria that read differently, the active alerts, patterns that hold.
+2. A short **lesion table**: sites in words (SNOMED CT code meanings), the RECIST measure at baseline, the
+   previous follow-up and this scan (lymph nodes by their short axis; both axes for bidimensional-only
+   criteria, e.g. lymphoma).
+3. **One line per criterion**, then a short line on growth kinetics and the treatment start.
+
+No internal identifiers, rule or specification references, evidence tags, reason codes or bare code numbers;
+dates in one format (``11 Mar 2024``). Rule traces, not-evaluable reasons and the full measurement table are
+in the HTML form's collapsible ``<details>`` (:mod:`fhir_mappings.prefill_details`) and in the Observations'
+notes. The text never names the patient.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,255 +26,331 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from fhir_mappings import codes
-from rules.codes import normalise_code, site_for
-from rules.results import CriterionAssessment, KineticsResult, PatientAssessment, TimepointResponse, round2
+from fhir_mappings.prefill_details import (
+    burden_name,
+    criterion_headline,
+    details_html,
+    format_number,
+    format_percent,
+    format_signed,
+    is_latest_timepoint,
+    lesion_cell_text,
+    site_display,
+    unit_words,
+)
+from rules.findings.confirmation import ConfirmationWindow, open_windows, window_at
+from rules.findings.irae import SARCOID_WORDING
+from rules.results import CriterionAssessment, Finding, PatientAssessment, TimepointResponse, round2
 
-if TYPE_CHECKING:  # pragma: no cover - import for type checkers only (outbound imports this module)
+if TYPE_CHECKING:  # pragma: no cover - outbound imports this module
     from fhir_mappings.outbound import AlertState
 
-MINUS = "\u2212"
+__all__ = [
+    "IMPRESSION_MAX",
+    "criterion_headline",
+    "impression_of",
+    "format_date",
+    "format_number",
+    "format_percent",
+    "format_signed",
+    "is_latest_timepoint",
+    "lesion_cell_text",
+    "render_prefill",
+    "site_display",
+]
+
 TITLE = "Response assessment"
+IMPRESSION_MAX = 600
+"""Contract §9.4: the impression paragraph is at most 600 characters."""
+TABLE_MAX_ROWS = 10
+PRIMARY_FALLBACK = ("iRECIST", "RECIST-1.1", "LYRIC", "Lugano-2014", "iRANO", "RANO")
+"""When the configured primary criterion does not apply: the immunotherapy criterion of each disease family
+(the same order as the mCODE CancerDiseaseStatus of :mod:`fhir_mappings.outbound`)."""
+PLAIN_CATEGORIES = frozenset({"CR", "PR", "SD", "PD", "NE"})
+"""Categories whose words say it all; others keep their code after the words, e.g. ``(iUPD)``."""
+COMPLETE = frozenset({"CR", "iCR", "irCR", "CMR"})
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Number wording shared with the DiagnosticReport conclusion
+# Wording
 # ---------------------------------------------------------------------------------------------------------------
-def format_number(value: Decimal | Fraction | float | int | None, places: int | None = None) -> str:
-    """A number as a person writes it: ``63``, ``-35.56`` → ``−35.56`` (typographic minus), trailing zeros of an
-    exact Decimal dropped unless ``places`` is given."""
+def format_date(day: dt.date) -> str:
+    """``11 Mar 2024``: one date format, unambiguous in every locale."""
+    return f"{day.day} {day:%b} {day.year}"
+
+
+def change(value: Fraction | Decimal | None) -> str:
+    """A percent change as a reader writes it: ``−30 %``, ``+5.17 %``, ``0 %`` (2 decimals at most)."""
     if value is None:
         return "n/a"
-    if isinstance(value, Fraction):
-        value = round2(value)
-        places = 2 if places is None else places
-    if isinstance(value, float):
-        value = Decimal(repr(value))
-    if isinstance(value, int):
-        value = Decimal(value)
-    if places is not None:
-        value = value.quantize(Decimal(1).scaleb(-places))
-        text = format(value, "f")
-    else:
-        text = format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
-    return text.replace("-", MINUS)
+    rounded = round2(value) if isinstance(value, Fraction) else Decimal(value).quantize(Decimal("0.01"))
+    text = format_number(rounded.normalize() if rounded != 0 else Decimal(0))
+    return f"{'+' if rounded > 0 else ''}{text} %"
 
 
-def format_signed(value: Decimal | Fraction | float | int | None, unit: str, places: int | None = None) -> str:
-    """``+5.17 %``, ``−27 mm``, ``0.00 %``; ``n/a`` for ``None``."""
-    if value is None:
-        return "n/a"
-    text = format_number(value, places)
-    sign = "+" if not text.startswith(MINUS) and Decimal(text.replace(MINUS, "-")) != 0 else ""
-    return f"{sign}{text} {unit}".rstrip()
+def category_text(category: str) -> str:
+    """``partial response``, ``unconfirmed progressive disease (iUPD)``, ``indeterminate response IR1``."""
+    words = codes.RESPONSE_CATEGORIES.get(category) or codes.RESPONSE_NON_CATEGORY_WORDS.get(category) or category
+    if category in PLAIN_CATEGORIES or category in words or category == words:
+        return words
+    return f"{words} ({category})"
 
 
-def format_percent(value: Fraction | Decimal | float | None) -> str:
-    return format_signed(value, "%", 2)
+def reading(tp: TimepointResponse) -> str:
+    """The category in words, saying when a progression still awaits confirmation (irPD, iRANO's provisional PD)."""
+    text = category_text(tp.category)
+    worsened = codes.DISEASE_STATUS_BY_CATEGORY.get(tp.category) is codes.SCT_WORSENED
+    if worsened and tp.confirmed is False:
+        return f"unconfirmed {text}"
+    if worsened and tp.confirmed is True and "confirmed" not in text:
+        return f"{text}, confirmed"
+    return text
 
 
-def format_length(value: Decimal | float | int | None, unit: str = "mm") -> str:
-    return "n/a" if value is None else f"{format_number(value)} {unit_words(unit)}"
+def capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
-def unit_words(unit: str) -> str:
-    code = codes.ucum(unit)
-    return codes.UCUM_UNITS[code] if code else unit
+def response_class(tp: TimepointResponse) -> str:
+    """What a category means for the patient, to compare criteria: complete, partial, stable, progression,
+    unconfirmed progression, not evaluable."""
+    status = codes.DISEASE_STATUS_BY_CATEGORY.get(tp.category)
+    if tp.category in codes.UNCONFIRMED_PROGRESSION_CATEGORIES or (
+        status is codes.SCT_WORSENED and tp.confirmed is False
+    ):
+        return "unconfirmed progression"
+    if status is codes.SCT_IMPROVED:
+        return "complete" if tp.category in COMPLETE else "partial"
+    if status is codes.SCT_STABLE:
+        return "stable"
+    if status is codes.SCT_WORSENED:
+        return "progression"
+    return "not evaluable"
 
 
-def burden_name(tp: TimepointResponse) -> str:
-    """What the criterion's ``sum_mm`` is: SoD in mm, SPD in mm²."""
-    return "Sum of products of diameters" if codes.ucum(tp.sum_unit) == "mm2" else "Sum of diameters"
+def _amount(value: Decimal | None, unit: str) -> str:
+    return f"{format_number(value)} {unit_words(unit)}"
 
 
-def criterion_headline(tp: TimepointResponse) -> str:
-    """``PR (−30.00 % from baseline)`` — the category and the number that decided it, for the conclusion."""
-    details = []
-    progression = codes.DISEASE_STATUS_BY_CATEGORY.get(tp.category) is codes.SCT_WORSENED or (
-        tp.category in codes.UNCONFIRMED_PROGRESSION_CATEGORIES
-    )
-    if progression and tp.percent_from_nadir is not None:
-        details.append(f"{format_percent(tp.percent_from_nadir)} from nadir")
-    elif tp.percent_from_baseline is not None:
-        details.append(f"{format_percent(tp.percent_from_baseline)} from baseline")
-    if tp.confirmed is True:
-        details.append("confirmed")
-    elif tp.confirmed is False:
-        details.append("unconfirmed")
-    return f"{tp.category} ({', '.join(details)})" if details else tp.category
+def burden_text(tp: TimepointResponse) -> str | None:
+    """``sum of diameters 63 mm, −30 % from baseline (90 mm)``; for progression the change from the nadir."""
+    if tp.sum_mm is not None:
+        text = f"{burden_name(tp).lower()} {_amount(tp.sum_mm, tp.sum_unit)}"
+        progression = response_class(tp) in ("progression", "unconfirmed progression")
+        grew = tp.percent_from_nadir is not None and tp.percent_from_nadir > 0
+        if progression and grew and tp.nadir_sum is not None:
+            text += f", {change(tp.percent_from_nadir)} from nadir ({_amount(tp.nadir_sum, tp.sum_unit)})"
+        elif tp.baseline_sum is not None and tp.percent_from_baseline is not None:
+            text += f", {change(tp.percent_from_baseline)} from baseline ({_amount(tp.baseline_sum, tp.sum_unit)})"
+        return text
+    extra = tp.extra
+    for key, label in (("sul_peak_sum", "sum of SULpeak"), ("hottest_sul_peak", "hottest lesion SULpeak")):
+        value = extra.get(key)
+        if value is not None:
+            text = f"{label} {format_number(Decimal(str(value)))}"
+            if tp.percent_from_baseline is not None:
+                text += f", {change(tp.percent_from_baseline)} from baseline"
+            return text
+    return None
+
+
+def window_text(window: ConfirmationWindow) -> str:
+    if window.start is not None and window.end is not None:
+        return f"between {format_date(window.start)} and {format_date(window.end)}"
+    if window.start is not None:
+        return f"on or after {format_date(window.start)}"
+    if window.end is not None:
+        return f"by {format_date(window.end)}"
+    return "at the next scan"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Document model: a few block types rendered twice
+# The parts
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Heading:
-    text: str
+def primary_criterion(
+    assessment: PatientAssessment, scan_date: dt.date, configured: str
+) -> tuple[CriterionAssessment, TimepointResponse | None] | None:
+    """The configured primary criterion if it applies, else the disease family's immunotherapy criterion, else
+    the first criterion graded at this scan."""
+    for name in dict.fromkeys((configured, *PRIMARY_FALLBACK)):
+        criterion = assessment.criterion(name)
+        if criterion is None:
+            continue
+        tp = criterion.at(scan_date)
+        if tp is not None or (criterion.progression_date is not None and criterion.progression_date <= scan_date):
+            return criterion, tp
+    for criterion in assessment.criteria:
+        tp = criterion.at(scan_date)
+        if tp is not None:
+            return criterion, tp
+    return None
 
 
-@dataclass(frozen=True)
-class _Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class _Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class _Item:
-    text: str
-    sub: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _List:
-    items: tuple[_Item, ...]
-
-
-_Block = _Heading | _Paragraph | _Table | _List
-
-
-def render_prefill(
-    assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState] = ()
-) -> tuple[str, str]:
-    """The "Response assessment" section for the follow-up at ``scan_date``, as ``(plain_text, html)``."""
-    if not isinstance(scan_date, dt.date):
-        raise TypeError(f"scan_date must be a datetime.date, not {type(scan_date).__name__}")
-    blocks = _blocks(assessment, scan_date, alerts)
-    return _plain(blocks), _html(blocks)
-
-
-def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState]) -> list[_Block]:
-    blocks: list[_Block] = [_Heading(TITLE), _Paragraph(_intro(assessment, scan_date))]
-    table = _lesion_table(assessment, scan_date)
-    if table is not None:
-        blocks += [
-            _Heading("Lesion measurements"),
-            _Paragraph(
-                "Long axis × short axis in mm (nodes: the short axis is the RECIST diameter); "
-                "non-target lesions by their qualitative status."
-            ),
-            table,
-        ]
-    items = [_criterion_item(c, scan_date) for c in assessment.criteria]
-    items = [item for item in items if item is not None]
-    blocks.append(_Heading("Response by criterion"))
-    blocks.append(
-        _List(tuple(items)) if items else _Paragraph("No response criterion could be evaluated at this scan.")
-    )
-    if assessment.kinetics is not None:
-        blocks += [_Heading("Tumour growth kinetics"), *_kinetics_blocks(assessment.kinetics)]
-    alert_items = _alert_items(alerts)
-    if alert_items:
-        blocks += [_Heading("Alerts"), _List(tuple(alert_items))]
-    biomarker_items = _biomarker_items(assessment)
-    if biomarker_items:
-        blocks += [
-            _Heading("Baseline prognostic biomarkers"),
-            _Paragraph("Cut-offs are cohort-derived (retrospective); informative only, never an alert."),
-            _List(tuple(biomarker_items)),
-        ]
-    warnings = _warnings(assessment, scan_date)
-    if warnings:
-        blocks += [_Heading("Warnings"), _List(tuple(_Item(w) for w in warnings))]
-    return blocks
-
-
-def _intro(assessment: PatientAssessment, scan_date: dt.date) -> str:
-    parts = [f"Follow-up imaging of {scan_date.isoformat()}"]
-    if assessment.baseline_date is not None:
-        parts.append(f"compared with the baseline of {assessment.baseline_date.isoformat()}")
-    text = " ".join(parts)
-    if assessment.treatment_start is not None:
-        days = (scan_date - assessment.treatment_start).days
-        text += f"; immunotherapy started {assessment.treatment_start.isoformat()} (day {days} at this scan)"
-    previous = [d for d in assessment.followup_dates if d < scan_date]
-    if previous:
-        text += f"; previous follow-up {max(previous).isoformat()}"
+def _primary_sentence(criterion: CriterionAssessment, tp: TimepointResponse | None) -> str:
+    name = codes.criterion_display(criterion.criterion)
+    if tp is None:
+        return (
+            f"Progression by {name} since {format_date(criterion.progression_date)}; "
+            f"{name} is not re-graded after progression."
+        )
+    text = f"{capitalised(reading(tp))} by {name}"
+    burden = burden_text(tp)
+    if burden:
+        text += f": {burden}"
+    if tp.new_lesions == "present":
+        text += "; new lesions present"
     return text + "."
 
 
-# -- lesion table ------------------------------------------------------------------------------------------------
-def _lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> _Table | None:
-    if not assessment.lesion_table:
-        return None
-    dates = sorted(
-        {d for d in (assessment.baseline_date, *assessment.followup_dates) if d is not None and d <= scan_date}
-    )
-    if not dates:
-        return None
-    rows = []
-    for row in assessment.lesion_table:
-        first_seen = _as_date(row.get("first_seen"))
-        if first_seen is not None and first_seen > scan_date:
+def _differing_sentence(
+    assessment: PatientAssessment, scan_date: dt.date, primary: CriterionAssessment, tp: TimepointResponse | None
+) -> str:
+    """``iRECIST reads unconfirmed progressive disease (iUPD); irRC reads stable disease (irSD).``"""
+    reference = response_class(tp) if tp is not None else "progression"
+    readings: dict[str, list[str]] = {}
+    for criterion in assessment.criteria:
+        other = criterion.at(scan_date)
+        if criterion is primary or other is None or response_class(other) == reference:
             continue
-        cells: Mapping[str, Any] = row.get("cells") or {}
-        role = str(row.get("role") or "")
-        if row.get("nodal"):
-            role += " (node)"
-        rows.append(
-            (
-                str(row.get("lesion") or "?"),
-                role,
-                site_display(row.get("organ")),
-                *(lesion_cell_text(cells.get(d.isoformat())) for d in dates),
-            )
-        )
-    if not rows:
-        return None
-    return _Table(("Lesion", "Role", "Site", *(d.isoformat() for d in dates)), tuple(rows))
+        readings.setdefault(reading(other), []).append(codes.criterion_display(criterion.criterion))
+    if not readings:
+        return ""
+    parts = [
+        f"{' and '.join(names) if len(names) < 3 else ', '.join(names)} {'read' if len(names) > 1 else 'reads'} {words}"
+        for words, names in readings.items()
+    ]
+    return "; ".join(parts) + "."  # starts with a criterion's name, spelt as it is (irRC, iRECIST)
 
 
-def _as_date(value: Any) -> dt.date | None:
-    if isinstance(value, dt.date):
-        return value
+def _short_title(definition_code: str) -> str:
+    return codes.definition_display(definition_code).split(" (")[0]
+
+
+def _iso_date(text: str) -> dt.date | None:
     try:
-        return dt.date.fromisoformat(str(value)) if value else None
-    except ValueError:
+        return dt.date.fromisoformat(text)
+    except (TypeError, ValueError):
         return None
 
 
-def site_display(organ: str | None) -> str:
-    """A coded finding site by its name (``39607008`` → ``Lung``); free text as the reader wrote it."""
-    if not organ:
-        return "—"
-    site = site_for(str(organ))
-    return site.coding.display if site is not None and normalise_code(str(organ)) == site.coding.code else str(organ)
+def alert_phrase(finding: Finding, assessment: PatientAssessment, scan_date: dt.date) -> str:
+    """An active alert in a few plain words (the Flag and the card carry the detail)."""
+    code = finding.code
+    if code == "hyperprogression":
+        return (
+            f"hyperprogressive disease ({_short_title(finding.key)} definition met)"
+            if finding.key
+            else ("hyperprogressive disease")
+        )
+    if code == "fast-progression":
+        return f"fast progression ({_short_title(finding.key)})" if finding.key else "fast progression"
+    if code == "early-death":
+        return "early death from progression"
+    if code == "kinetics-acceleration":
+        return "tumour growth accelerated on treatment without RECIST progression"
+    if code == "confirmation-due":
+        grouped: dict[str, list[str]] = {}
+        for window in open_windows(assessment.criteria, scan_date):
+            grouped.setdefault(window_text(window), []).append(codes.criterion_display(window.criterion))
+        windows = "; ".join(f"{', '.join(names)} {when}" for when, names in grouped.items())
+        return f"confirmation scan due ({windows})" if windows else "confirmation scan due"
+    if code == "pseudoprogression":
+        anchor = _iso_date(finding.key)
+        return (
+            f"pseudoprogression (the unconfirmed progression of {format_date(anchor)} was not confirmed)"
+            if anchor
+            else "pseudoprogression"
+        )
+    if code == "dissociated-response":
+        return "dissociated response: consider local therapy of the growing lesions and confirmation imaging"
+    if code == "abscopal-response":
+        return "possible abscopal response of untreated lesions after local therapy"
+    if code == "irae":
+        urgent = "urgent: " if finding.severity == "critical" else ""
+        return f"{urgent}findings consistent with an immune-related {finding.key.replace('-', ' ')}"
+    if code == "sarcoid-like-reaction":
+        return SARCOID_WORDING  # verbatim (kinetics spec §5.3 Q1)
+    if code == "hpd-not-evaluable":
+        return "hyperprogression could not be assessed"
+    return codes.alert_display(code).lower()
 
 
-def lesion_cell_text(cell: Mapping[str, Any] | None) -> str:
-    """One lesion at one scan in a radiologist's shorthand: ``28 × 21`` (mm), ``disappeared``, ``too small to
-    measure``, ``not assessed``, a non-target status; PET values appended. Accepts stored (JSON) cells, whose
-    numbers are strings, as well as the assessment's own."""
+PATTERN_PHRASES: Mapping[str, str] = {
+    "durable-response": "durable response by {criteria}",
+    "late-response-after-icpd": "response after confirmed progression (iRECIST; the progression stands)",
+}
+"""Findings recorded without an alert that the report shows where they hold (issue 15); ``{criteria}`` lists the
+criteria the finding was found by (its key)."""
+
+
+def _pattern_phrases(assessment: PatientAssessment, scan_date: dt.date) -> list[str]:
+    by_code: dict[str, list[str]] = {}
+    for finding in assessment.findings:
+        if finding.code not in PATTERN_PHRASES or finding.alert or finding.scan_date > scan_date:
+            continue
+        names = by_code.setdefault(finding.code, [])
+        if finding.key and finding.key in codes.RESPONSE_CRITERIA:
+            names.append(codes.criterion_display(finding.key))
+    return [
+        PATTERN_PHRASES[code].format(criteria=" and ".join(dict.fromkeys(names)) or "the criteria")
+        for code, names in by_code.items()
+    ]
+
+
+def impression(
+    assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState], primary: str = "iRECIST"
+) -> str:
+    """The first paragraph, at most :data:`IMPRESSION_MAX` characters."""
+    chosen = primary_criterion(assessment, scan_date, primary)
+    head = "Impression: "
+    if chosen is None:
+        return head + "No response criterion could be evaluated at this scan."
+    criterion, tp = chosen
+    first = _primary_sentence(criterion, tp)
+    differing = _differing_sentence(assessment, scan_date, criterion, tp)
+    phrases = [alert_phrase(a.finding, assessment, scan_date) for a in alerts]
+    phrases = list(dict.fromkeys(phrases))
+    alert_text = f"{'Alert' if len(phrases) == 1 else 'Alerts'}: {'; '.join(phrases)}." if phrases else ""
+    patterns = _pattern_phrases(assessment, scan_date)
+    pattern_text = capitalised("; ".join(patterns)) + "." if patterns else ""
+    parts = [first, differing, alert_text, pattern_text]
+    text = head + " ".join(p for p in parts if p)
+    if len(text) > IMPRESSION_MAX and differing:
+        parts[1] = "Other criteria read differently (below)."
+        text = head + " ".join(p for p in parts if p)
+    if len(text) > IMPRESSION_MAX:
+        text = text[: IMPRESSION_MAX - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return text
+
+
+def _bidimensional_only(assessment: PatientAssessment) -> bool:
+    """Lymphoma and neuro criteria measure products: show both axes when no RECIST-family criterion applies."""
+    return not any(c.criterion in ("RECIST-1.1", "iRECIST") for c in assessment.criteria)
+
+
+def _cell(cell: Mapping[str, Any] | None, nodal: bool, both_axes: bool) -> str:
     if not cell:
         return "—"
     status = cell.get("status")
+    ld, sa = _decimal(cell.get("long_axis_mm")), _decimal(cell.get("short_axis_mm"))
     if status == "absent":
         text = "disappeared"
     elif status == "too-small":
-        text = "too small to measure"
+        text = "too small"
     elif status == "not-assessed":
         text = "not assessed"
+    elif both_axes and ld is not None and sa is not None:
+        text = f"{format_number(ld)} × {format_number(sa)}"
+    elif nodal and sa is not None:
+        text = format_number(sa)
+    elif ld is not None or sa is not None:
+        text = format_number(ld if ld is not None else sa)
+    elif cell.get("nontarget_status"):
+        text = str(cell["nontarget_status"]).replace("-", " ")
     else:
-        ld, sa = _decimal(cell.get("long_axis_mm")), _decimal(cell.get("short_axis_mm"))
-        if ld is not None and sa is not None:
-            text = f"{format_number(ld)} × {format_number(sa)}"
-        elif ld is not None or sa is not None:
-            text = format_number(ld if ld is not None else sa)
-        elif cell.get("nontarget_status"):
-            text = str(cell["nontarget_status"]).replace("-", " ")
-        else:
-            text = "present"
-    if cell.get("nontarget_change"):
-        text += f" ({cell['nontarget_change']})"
-    pet = []
-    if _decimal(cell.get("suv_max")) is not None:
-        pet.append(f"SUVmax {format_number(_decimal(cell['suv_max']))}")
-    if _decimal(cell.get("sul_peak")) is not None:
-        pet.append(f"SULpeak {format_number(_decimal(cell['sul_peak']))}")
-    return f"{text}; {', '.join(pet)}" if pet else text
+        text = "present"
+    suv = _decimal(cell.get("suv_max"))
+    return f"{text} (SUVmax {format_number(suv)})" if suv is not None else text
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -278,494 +362,178 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
-# -- criteria ----------------------------------------------------------------------------------------------------
-def is_latest_timepoint(criterion: CriterionAssessment, scan_date: dt.date) -> bool:
-    """True when ``scan_date`` is the criterion's last graded timepoint: the one that carries its best overall
-    response (a best response may rest on later scans, so earlier reports do not show it)."""
-    return bool(criterion.timepoints) and max(tp.scan_date for tp in criterion.timepoints) == scan_date
+_ROLE_WORDS = {"target": "target", "non-target": "non-target", "new": "new"}
 
 
-def _criterion_item(criterion: CriterionAssessment, scan_date: dt.date) -> _Item | None:
+@dataclass(frozen=True)
+class LesionTable:
+    caption: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    more: int = 0
+    """Lesions left out (the full table is in the details)."""
+
+    def plain(self) -> str:
+        widths = [max(len(r[i]) for r in (self.header, *self.rows)) for i in range(len(self.header))]
+        lines = [self.caption]
+        lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in (self.header, *self.rows)]
+        if self.more > 0:
+            lines.append(self.more_text())
+        return "\n".join(lines)
+
+    def more_text(self) -> str:
+        return f"… and {self.more} more lesions (full table in the report details)."
+
+
+def lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> LesionTable | None:
+    """The short table: lesion, site and kind, then baseline, previous follow-up and this scan."""
+    previous = [d for d in assessment.followup_dates if d < scan_date]
+    dates = [d for d in (assessment.baseline_date, max(previous) if previous else None, scan_date) if d is not None]
+    both_axes = _bidimensional_only(assessment)
+    rows = []
+    for index, row in enumerate(assessment.lesion_table, start=1):
+        cells: Mapping[str, Any] = row.get("cells") or {}
+        first_seen = _iso_date(str(row.get("first_seen") or ""))
+        if first_seen is not None and first_seen > scan_date:
+            continue
+        label = str(row.get("lesion") or "")
+        if not label or "…" in label:  # no reader label: never our internal identifier
+            label = f"Lesion {index}"
+        nodal = bool(row.get("nodal"))
+        kind = _ROLE_WORDS.get(str(row.get("role")), str(row.get("role") or ""))
+        site = site_display(row.get("organ"))
+        if nodal and "node" not in site.lower():
+            kind += " node"
+        rows.append((label, f"{site}, {kind}", *(_cell(cells.get(d.isoformat()), nodal, both_axes) for d in dates)))
+    if not rows:
+        return None
+    unit = "mm, long × short axis" if both_axes else "mm; lymph nodes: short axis"
+    return LesionTable(
+        f"Lesions ({unit}):",
+        ("Lesion", "Site", *(format_date(d) for d in dates)),
+        tuple(rows[:TABLE_MAX_ROWS]),
+        max(0, len(rows) - TABLE_MAX_ROWS),
+    )
+
+
+def criterion_line(criterion: CriterionAssessment, scan_date: dt.date, stated: str | None = None) -> str | None:
+    """``RECIST 1.1: partial response; sum of diameters 63 mm, −30 % from baseline (90 mm).`` The burden is left out
+    when it is ``stated`` already (the primary criterion's, in the impression); new lesions are in the table."""
     name = codes.criterion_display(criterion.criterion)
+    if criterion.provisional:
+        name += " (provisional)"
     tp = criterion.at(scan_date)
     if tp is None:
         if criterion.progression_date is not None and criterion.progression_date <= scan_date:
-            return _Item(
-                f"{name}: not graded after progression dated {criterion.progression_date.isoformat()} "
-                f"(the criterion ends at progression)."
-            )
+            return f"{name}: progression since {format_date(criterion.progression_date)}; not re-graded."
         return None
-    headline = f"{name}: {codes.category_words(tp.category)}."
-    if criterion.provisional:
-        headline += " Provisional: this criterion rests on rules the specification marks unverified."
-    sub = []
-    if tp.sum_mm is not None:
-        numbers = [f"{burden_name(tp)} {format_length(tp.sum_mm, tp.sum_unit)}"]
-        if tp.baseline_sum is not None:
-            numbers.append(
-                f"baseline {format_length(tp.baseline_sum, tp.sum_unit)} ({format_percent(tp.percent_from_baseline)})"
-            )
-        elif tp.percent_from_baseline is not None:
-            numbers.append(f"{format_percent(tp.percent_from_baseline)} from baseline")
-        if tp.nadir_sum is not None:
-            nadir = f"nadir {format_length(tp.nadir_sum, tp.sum_unit)} ({format_percent(tp.percent_from_nadir)}"
-            if tp.absolute_from_nadir is not None:
-                nadir += f", {format_signed(tp.absolute_from_nadir, unit_words(tp.sum_unit))}"
-            numbers.append(nadir + ")")
-        sub.append("; ".join(numbers) + ".")
-    lesions = []
-    if tp.target_response:
-        lesions.append(f"Target lesions: {codes.category_words(tp.target_response)}")
-    if tp.nontarget_response:
-        lesions.append(f"non-target lesions: {codes.category_words(tp.nontarget_response)}")
-    if tp.new_lesions:
-        lesions.append(f"new lesions: {tp.new_lesions}")
-    if lesions:
-        sub.append(", ".join(lesions) + ".")
-    extra_lines, handled = _criterion_extra_lines(tp)
-    if tp.confirmed is not None and "episode" not in handled:
-        sub.append(f"{tp.category} is {'confirmed' if tp.confirmed else 'not yet confirmed'}.")
-    sub += extra_lines
-    if tp.progression_date is not None:
-        sub.append(f"Date of progression: {tp.progression_date.isoformat()}.")
-    for key, value in sorted(tp.extra.items()):
-        if key in handled:
-            continue
-        line = _extra_line(key, value)
-        if line is not None:
-            sub.append(line)
-    if is_latest_timepoint(criterion, scan_date):
-        if criterion.best_response is not None:
-            sub.append(
-                f"Best overall response so far: {criterion.best_response.category} ({criterion.best_response.because})."
-            )
-        if criterion.best_response_confirmed is not None:
-            sub.append(
-                f"Best overall response with confirmation: {criterion.best_response_confirmed.category} "
-                f"({criterion.best_response_confirmed.because})."
-            )
-    return _Item(headline, tuple(sub))
-
-
-# -- criterion-specific values (TimepointResponse.extra) as sentences ------------------------------------------
-# The rules put what is particular to a criterion in ``extra``: the iRECIST episode and its confirmation window,
-# the new-lesion sums (NLT sum of measures; new measurable lesions in an irRECIST/irRC burden), itRECIST's
-# injected and non-injected series. Known keys are worded below; any other scalar is listed by its key.
-
-_IUPD_CAUSES = {"target": "target lesions", "non-target": "non-target lesions", "new-lesions": "new lesions"}
-_CONFIRMATION_WORDS = {
-    "target-increment": "a further increase of the target sum over its value at the iUPD",
-    "target-now-progressed": "progression of the target lesions",
-    "nontarget-further-increase": "a further increase of the non-target disease",
-    "nontarget-now-progressed": "progression of the non-target lesions",
-    "additional-new-lesion": "an additional new lesion",
-    "nlt-increment": "an increase of the new-lesion (NLT) sum of measures over its value at the iUPD",
-    "nlnt-increase": "an increase of the new non-measurable lesions (NLNT)",
-    "new-lesions-now-progressed": "progression of the new lesions",
-}
-_BOOKKEEPING = frozenset({"lesion_classes", "raw_category", "days_since_iupd", "cause_codes"})
-"""Keys kept for audits and the rule trace, not for the report text."""
-
-
-def _words_list(names: Any) -> str:
-    items = [str(n) for n in (names or ())]
-    return ", ".join(items) if items else "none"
-
-
-def _criterion_extra_lines(tp: TimepointResponse) -> tuple[list[str], set[str]]:
-    """Sentences for the ``extra`` keys this module knows, and the set of keys it has worded (or chose to omit)."""
-    extra = tp.extra
-    lines: list[str] = []
-    handled: set[str] = {k for k in extra if k in _BOOKKEEPING}
-    if "early_scan_disregarded" in extra:
-        handled.add("early_scan_disregarded")
-        if extra["early_scan_disregarded"]:
-            lines.append("This scan is too early after the iUPD to confirm it: disregarded for confirmation.")
-    if "episode" in extra:
-        handled |= {"episode", "confirmation_window", "confirmation", "after_icpd_response", "reset_from_iupd"}
-        lines += _irecist_episode_lines(tp)
-    if "nlt" in extra or "nlt_som_mm" in extra:
-        handled |= {"nlt", "nlnt", "nlt_som_mm"}
-        line = _new_lesion_target_line(tp)
-        if line:
-            lines.append(line)
-    if "new_lesions_in_burden" in extra or "new_lesion_sum" in extra:
-        handled |= {
-            "index_sum",
-            "new_lesion_sum",
-            "new_lesions_in_burden",
-            "new_lesions_outside_burden",
-            "reader_review",
-            "raw_category",
-        }
-        lines += _burden_lines(tp)
-    series = [key for key in ("injected", "noninjected") if f"{key}_response" in extra]
-    if series:
-        for key in series:
-            handled |= {k for k in extra if k.startswith(f"{key}_")}
-            line = _series_line(tp, key)
-            if line:
-                lines.append(line)
-        handled.add("reclassified")
-        if extra.get("reclassified"):
-            lines.append(f"Re-classified as injected from this visit: {_words_list(extra['reclassified'])}.")
-    return lines, handled
-
-
-def _irecist_episode_lines(tp: TimepointResponse) -> list[str]:
-    extra = tp.extra
-    episode = extra.get("episode") or {}
-    window = extra.get("confirmation_window") or {}
-    lines = []
-    anchor = _as_date(episode.get("anchor_date"))
-    if anchor is not None:
-        causes = [_IUPD_CAUSES.get(c, str(c)) for c in episode.get("causes") or ()]
-        because = f" (caused by {', '.join(causes)})" if causes else ""
-        at_anchor = []
-        if episode.get("anchor_sum_mm") is not None:
-            at_anchor.append(f"target sum {format_length(_decimal(episode['anchor_sum_mm']))}")
-        if episode.get("anchor_nlt_som_mm") is not None:
-            at_anchor.append(f"NLT sum of measures {format_length(_decimal(episode['anchor_nlt_som_mm']))}")
-        reference = f"; at the iUPD: {', '.join(at_anchor)}" if at_anchor else ""
-        status = episode.get("status")
-        if status == "confirmed":
-            how = [_CONFIRMATION_WORDS.get(c, str(c)) for c in extra.get("confirmation") or ()]
-            if how:
-                days = (tp.scan_date - anchor).days
-                lines.append(
-                    f"Progression confirmed (iCPD): the iUPD of {anchor.isoformat()}{because} is confirmed "
-                    f"on this scan, {days} days later, by {' and '.join(how)}{reference}."
-                )
-            else:
-                lines.append(f"Progression confirmed (iCPD) since the iUPD of {anchor.isoformat()}{because}.")
-        else:
-            if anchor == tp.scan_date:  # the sums at the iUPD are this scan's own, stated above and below
-                lines.append(f"Unconfirmed progression (iUPD) on this scan{because}.")
-            else:
-                lines.append(
-                    f"Unconfirmed progression (iUPD) since {anchor.isoformat()}{because}, not yet confirmed{reference}."
-                )
-            start, end = _as_date(window.get("start")), _as_date(window.get("end"))
-            if start is not None and end is not None:
-                weeks = f" ({_weeks(start - anchor)} to {_weeks(end - anchor)} weeks after the iUPD)"
-                lines.append(
-                    f"Confirmation window: {start.isoformat()} to {end.isoformat()}{weeks}: the next "
-                    f"assessment in this window confirms progression (iCPD) or not."
-                )
-    if extra.get("after_icpd_response"):
-        lines.append(
-            f"After confirmed progression the category stays iCPD "
-            f"(this scan alone would read {extra['after_icpd_response']})."
-        )
-    if extra.get("reset_from_iupd"):
-        lines.append(f"The iUPD of {extra['reset_from_iupd']} is reset: progression was not confirmed.")
-    return lines
-
-
-def _weeks(delta: dt.timedelta) -> str:
-    return format_number(Decimal(delta.days) / 7, None if delta.days % 7 == 0 else 1)
-
-
-def _new_lesion_target_line(tp: TimepointResponse) -> str | None:
-    """iRECIST new lesions: measurable ones (NLT) with their sum of measures, and non-measurable ones (NLNT)."""
-    extra = tp.extra
-    nlt, nlnt = list(extra.get("nlt") or ()), list(extra.get("nlnt") or ())
-    som = _decimal(extra.get("nlt_som_mm"))
-    if not nlt and not nlnt and som is None:
-        return None
-    text = f"New lesions — measurable (NLT): {_words_list(nlt)}"
-    if som is not None:
-        text += f", sum of measures {format_length(som)}"
-        anchor_som = _decimal((extra.get("episode") or {}).get("anchor_nlt_som_mm"))
-        if anchor_som is not None and (extra.get("episode") or {}).get("anchor_date") != tp.scan_date.isoformat():
-            text += f" ({format_signed(som - anchor_som, 'mm')} from {format_length(anchor_som)} at the iUPD)"
-    return text + f"; non-measurable (NLNT): {_words_list(nlnt)}."
-
-
-def _burden_lines(tp: TimepointResponse) -> list[str]:
-    """irRECIST / irRC / imRECIST: new measurable lesions are part of the tumour burden."""
-    extra = tp.extra
-    unit = tp.sum_unit
-    lines = []
-    inside = list(extra.get("new_lesions_in_burden") or ())
-    index_sum, new_sum = _decimal(extra.get("index_sum")), _decimal(extra.get("new_lesion_sum"))
-    if inside:
-        parts = []
-        if index_sum is not None:
-            parts.append(f"index lesions {format_length(index_sum, unit)}")
-        parts.append(
-            f"new measurable lesions {format_length(new_sum, unit) if new_sum is not None else 'n/a'} "
-            f"({_words_list(inside)})"
-        )
-        lines.append(f"Tumour burden = {' + '.join(parts)}.")
-    outside = list(extra.get("new_lesions_outside_burden") or ())
-    if outside:
-        lines.append(f"New lesions not in the burden (not measurable): {_words_list(outside)}.")
-    raw = extra.get("raw_category")
-    if raw and raw != tp.category:
-        lines.append(f"Category from the burden alone: {raw}.")
-    if extra.get("reader_review"):
-        lines.append("Reader review needed (see warnings).")
-    return lines
-
-
-def _series_line(tp: TimepointResponse, key: str) -> str | None:
-    """itRECIST: the injected and non-injected lesions, each assessed as its own series."""
-    extra = tp.extra
-    response = extra.get(f"{key}_response")
-    if response is None:
-        return None
-    label = "Injected lesions" if key == "injected" else "Non-injected lesions"
-    parts = [f"{label}: {codes.category_words(str(response))}"]
-    total = _decimal(extra.get(f"{key}_sum_mm"))
-    if total is not None:
-        parts.append(f"sum {format_length(total)}")
-    baseline = _decimal(extra.get(f"{key}_baseline_mm"))
-    if baseline is not None:
-        parts.append(
-            f"baseline {format_length(baseline)} ({format_percent(extra.get(f'{key}_percent_from_baseline'))})"
-        )
-    nadir = _decimal(extra.get(f"{key}_nadir_mm"))
-    if nadir is not None:
-        text = f"nadir {format_length(nadir)} ({format_percent(extra.get(f'{key}_percent_from_nadir'))}"
-        absolute = extra.get(f"{key}_absolute_from_nadir")
-        if absolute is not None:
-            text += f", {format_signed(_decimal(absolute), 'mm')}"
-        parts.append(text + ")")
-    progression = extra.get(f"{key}_progression_date")
-    if progression is not None:
-        parts.append(f"progression {progression.isoformat() if isinstance(progression, dt.date) else progression}")
-    return "; ".join(parts) + "."
-
-
-_ACRONYMS = {
-    "iupd": "iUPD",
-    "icpd": "iCPD",
-    "nlt": "NLT",
-    "nlnt": "NLNT",
-    "sod": "SoD",
-    "spd": "SPD",
-    "tgr": "TGR",
-    "tgk": "TGK",
-    "suv": "SUV",
-    "sul": "SUL",
-    "pd": "PD",
-    "som": "SOM",
-    "ir": "IR",
-}
-
-
-def _extra_line(key: str, value: Any) -> str | None:
-    """``iupd_confirmation_window`` = (d1, d2) → ``iUPD confirmation window: d1 to d2.``; a key ending in ``_mm``
-    or naming a percentage puts the unit on the value."""
-    text = _extra_text(value)
-    if text is None:
-        return None
-    words = [w for w in re.split(r"[_\-\s]+", key.strip()) if w]
-    unit = ""
-    if words and words[-1].lower() in ("mm", "mm2") and isinstance(value, (Decimal, Fraction, int, float)):
-        unit = " mm²" if words.pop().lower() == "mm2" else " mm"
-    elif any(w.lower() in ("percent", "pct") for w in words) and isinstance(value, (Decimal, Fraction, int, float)):
-        unit = " %"
-    named = [_ACRONYMS.get(w.lower(), w) for w in words] or [key]
-    if words and named[0] == words[0]:  # not an acronym: sentence case
-        named[0] = named[0][:1].upper() + named[0][1:]
-    return f"{' '.join(named)}: {text}{unit}."
-
-
-def _extra_text(value: Any) -> str | None:
-    """A criterion-specific value (e.g. the iUPD confirmation window) as words, or None if not a scalar."""
-    if value is None or isinstance(value, (Mapping, set, frozenset)):
-        return None
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, (Decimal, Fraction, int, float)):
-        return format_number(value)
-    if isinstance(value, (tuple, list)):
-        if len(value) == 2 and all(isinstance(v, dt.date) for v in value):
-            return f"{value[0].isoformat()} to {value[1].isoformat()}"
-        parts = [_extra_text(v) for v in value]
-        return ", ".join(p for p in parts if p is not None) or None
-    return str(value)
-
-
-# -- kinetics ----------------------------------------------------------------------------------------------------
-def _kinetics_blocks(kinetics: KineticsResult) -> list[_Block]:
-    scans = ", ".join(
-        f"{label} {d.isoformat()}"
-        for label, d in (("E0", kinetics.e0_date), ("E1", kinetics.e1_date), ("E2", kinetics.e2_date))
-        if d is not None
-    )
-    blocks: list[_Block] = []
-    if scans:
-        blocks.append(
-            _Paragraph(f"Scans used: {scans} (E0 before treatment, E1 baseline, E2 first on-treatment scan).")
-        )
-
-    def value(v: float | None, unit: str) -> str:
-        return "not evaluable" if v is None else f"{format_number(round(v, 2), 2)} {unit}"
-
-    items = [
-        _Item(
-            f"Tumour growth rate before treatment {value(kinetics.tgr_reference, '%/month')}, on treatment "
-            f"{value(kinetics.tgr_experimental, '%/month')}; ratio {_plain_number(kinetics.tgr_ratio)}, "
-            f"difference {_signed_or_ne(kinetics.tgr_difference, '%/month')}."
-        ),
-        _Item(
-            f"Tumour growth kinetics before treatment {value(kinetics.tgk_reference, 'mm/month')}, on treatment "
-            f"{value(kinetics.tgk_experimental, 'mm/month')}; ratio {_plain_number(kinetics.tgk_ratio)}."
-        ),
-    ]
-    blocks.append(_List(tuple(items)))
-    if kinetics.definitions:
-        blocks.append(_Paragraph(_definitions_summary(kinetics)))
-        blocks.append(_List(tuple(_definition_items(kinetics))))
-    notes = [*kinetics.notes, *(f"flag {f}" for f in kinetics.flags)]
-    if notes:
-        blocks.append(_Paragraph("Notes: " + "; ".join(notes) + "."))
-    return blocks
-
-
-def _definitions_summary(kinetics: KineticsResult) -> str:
-    """One sentence first: which hyperprogression / fast-progression definitions are met."""
-    met = [codes.definition_display(d.code) for d in kinetics.definitions if d.status == "met"]
-    not_evaluable = sum(1 for d in kinetics.definitions if d.status == "not-evaluable")
-    total = len(kinetics.definitions)
-    if met:
-        text = f"Hyperprogression and fast-progression definitions: {len(met)} of {total} met ({'; '.join(met)})"
-    else:
-        text = f"Hyperprogression and fast-progression definitions: none of {total} met"
-    if not_evaluable:
-        text += f"; {not_evaluable} not evaluable"
+    text = f"{name}: {reading(tp)}"
+    burden = burden_text(tp)
+    if burden and burden != stated:
+        text += f"; {burden}"
+    window = window_at(tp)
+    if window is not None:
+        text += f"; confirm {window_text(window)}"
     return text + "."
 
 
-def _definition_items(kinetics: KineticsResult) -> list[_Item]:
-    """Met and not-met definitions one by one with their numbers; not-evaluable ones grouped by shared reason
-    (a missing pre-baseline scan makes most of them not evaluable for the same reason)."""
-    items: list[_Item] = []
-    grouped: dict[str, list[str]] = {}
-    for d in kinetics.definitions:
-        name = codes.definition_display(d.code) + (" (borderline)" if d.borderline else "")
-        if d.status == "not-evaluable":
-            grouped.setdefault(d.reason, []).append(name)
-        else:
-            items.append(_Item(f"{name}: {d.status.replace('-', ' ')} — {d.reason}"))
-    for reason, names in grouped.items():
-        if len(names) == 1:
-            items.append(_Item(f"{names[0]}: not evaluable — {reason}"))
-        else:
-            items.append(_Item(f"Not evaluable — {reason}", tuple(f"{n}." for n in names)))
-    return items
+def kinetics_line(assessment: PatientAssessment, scan_date: dt.date) -> str | None:
+    """At the first on-treatment scan (and whenever a definition is met): the growth rates and what they mean."""
+    kinetics = assessment.kinetics
+    if kinetics is None or kinetics.e2_date is None or kinetics.e2_date > scan_date:
+        return None
+    met = [_short_title(d.code) for d in kinetics.definitions if d.status == "met"]
+    if kinetics.e2_date != scan_date and not met:
+        return None
+    rates = []
+    if kinetics.tgr_reference is not None:
+        rates.append(f"{format_signed(round(kinetics.tgr_reference, 1), '%/month')} before treatment")
+    if kinetics.tgr_experimental is not None:
+        rates.append(f"{format_signed(round(kinetics.tgr_experimental, 1), '%/month')} on treatment")
+    text = "Growth kinetics: tumour growth rate " + (", ".join(rates) if rates else "not measurable") + "."
+    primary = next((f for f in assessment.findings if f.code == "hpd-not-evaluable"), None)
+    if met:
+        text += f" Hyperprogression or fast-progression definitions met: {', '.join(met)}."
+    elif primary is not None:
+        text += " Hyperprogression could not be assessed."
+    else:
+        text += " No hyperprogression definition met."
+    return text
 
 
-def _plain_number(v: float | None) -> str:
-    return "not evaluable" if v is None else format_number(round(v, 2), 2)
-
-
-def _signed_or_ne(v: float | None, unit: str) -> str:
-    return "not evaluable" if v is None else format_signed(round(v, 2), unit, 2)
-
-
-# -- alerts, biomarkers, warnings --------------------------------------------------------------------------------
-def _alert_items(alerts: Sequence[AlertState]) -> list[_Item]:
-    items = []
-    for alert in alerts:
-        finding = alert.finding
-        if not finding.alert or alert.status == "entered-in-error":
-            continue
-        indicator = codes.alert_indicator(finding.code, finding.severity)
-        state = "" if alert.status == "active" else f" ({alert.status})"
-        sub = [line for line in finding.detail.splitlines() if line.strip()]
-        if finding.window_end is not None:
-            sub.append(f"Window ends {finding.window_end.isoformat()}.")
-        sub.append(f"Rule {finding.rule}; source: {finding.source}.")
-        items.append(
-            _Item(
-                f"{indicator.upper()}{state} — {codes.alert_display(finding.code)} "
-                f"({finding.scan_date.isoformat()}): {finding.summary}",
-                tuple(sub),
-            )
-        )
-    return items
-
-
-def _biomarker_items(assessment: PatientAssessment) -> list[_Item]:
-    items: list[_Item] = []
-    for b in assessment.biomarkers:
-        if b.value is None:
-            missing = f" (missing: {', '.join(b.missing)})" if b.missing else ""
-            items.append(_Item(f"{b.name}: not evaluable{missing}."))
-            continue
-        value = _extra_text(b.value) or str(b.value)
-        unit = f" {unit_words(b.unit)}" if b.unit else ""
-        interpretation = f" — {b.interpretation}" if b.interpretation else ""
-        items.append(_Item(f"{b.name}: {value}{unit}{interpretation} ({b.method}).", ()))
-    return list(dict.fromkeys(items))  # the same biomarker by two methods can read the same when not evaluable
-
-
-def _warnings(assessment: PatientAssessment, scan_date: dt.date) -> list[str]:
-    warnings: list[str] = list(assessment.warnings)
-    for criterion in assessment.criteria:
-        name = codes.criterion_display(criterion.criterion)
-        warnings += [f"{name}: {w}" for w in criterion.warnings]
-        tp = criterion.at(scan_date)
-        if tp is not None:
-            warnings += [f"{name}: {w}" for w in tp.warnings]
-    seen: set[str] = set()
-    return [w for w in warnings if not (w in seen or seen.add(w))]
+def _footer(assessment: PatientAssessment, scan_date: dt.date) -> str | None:
+    parts = []
+    if assessment.treatment_start is not None:
+        days = (scan_date - assessment.treatment_start).days
+        parts.append(f"Immunotherapy started {format_date(assessment.treatment_start)} (day {days} at this scan).")
+    assumed = any(
+        (cells.get(scan_date.isoformat()) or {}).get("tracer_assumed")
+        for cells in (row.get("cells") or {} for row in assessment.lesion_table)
+    )
+    if assumed:
+        parts.append("PET tracer not stated: FDG assumed.")
+    return " ".join(parts) or None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Renderers
+# The section
 # ---------------------------------------------------------------------------------------------------------------
-def _plain(blocks: Sequence[_Block]) -> str:
-    out: list[str] = []
-    for block in blocks:
-        if isinstance(block, _Heading):
-            if out:
-                out.append("")
-            out.append(block.text.upper() if block.text == TITLE else block.text)
-            out.append(("=" if block.text == TITLE else "-") * len(block.text))
-        elif isinstance(block, _Paragraph):
-            out.append(block.text)
-        elif isinstance(block, _Table):
-            widths = [max(len(r[i]) for r in (block.header, *block.rows)) for i in range(len(block.header))]
-            for r in (block.header, *block.rows):
-                out.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
-        elif isinstance(block, _List):
-            for item in block.items:
-                out.append(f"- {item.text}")
-                out += [f"    {line}" for line in item.sub]
-    return "\n".join(out) + "\n"
+def impression_of(plain: str) -> str:
+    """The impression of a rendered pre-fill, without its label: the DiagnosticReport ``conclusion``."""
+    return plain.split("\n\n", 1)[0].removeprefix("Impression: ").strip()
 
 
-def _html(blocks: Sequence[_Block]) -> str:
+def render_prefill(
+    assessment: PatientAssessment,
+    scan_date: dt.date,
+    alerts: Sequence[AlertState] = (),
+    *,
+    primary: str = "iRECIST",
+) -> tuple[str, str]:
+    """The "Response assessment" section for the follow-up at ``scan_date``, as ``(plain_text, html)``.
+
+    ``alerts`` are the alerts that hold at this scan (active ones are stated in the impression); ``primary`` is
+    ``IMMUNORAD_PRIMARY_CRITERION``."""
+    if not isinstance(scan_date, dt.date):
+        raise TypeError(f"scan_date must be a datetime.date, not {type(scan_date).__name__}")
+    active = [a for a in alerts if a.status == "active" and a.finding.alert]
+    first = impression(assessment, scan_date, active, primary)
+    table = lesion_table(assessment, scan_date)
+    chosen = primary_criterion(assessment, scan_date, primary)
+    stated = burden_text(chosen[1]) if chosen is not None and chosen[1] is not None else None
+    criteria = [line for line in (criterion_line(c, scan_date, stated) for c in assessment.criteria) if line]
+    closing = [line for line in (kinetics_line(assessment, scan_date), _footer(assessment, scan_date)) if line]
+    paragraphs = [first]
+    if table is not None:
+        paragraphs.append(table.plain())
+    if criteria:
+        paragraphs.append("\n".join(criteria))
+    if closing:
+        paragraphs.append("\n".join(closing))
+    plain = "\n\n".join(paragraphs) + "\n"
+    return plain, _html(first, table, criteria, closing, details_html(assessment, scan_date, alerts))
+
+
+def _html(first: str, table: LesionTable | None, criteria: list[str], closing: list[str], details: str) -> str:
     e = html.escape
-    out = ['<section class="immunorad-response-assessment">']
-    for block in blocks:
-        if isinstance(block, _Heading):
-            out.append(f"<h2>{e(block.text)}</h2>" if block.text == TITLE else f"<h3>{e(block.text)}</h3>")
-        elif isinstance(block, _Paragraph):
-            out.append(f"<p>{e(block.text)}</p>")
-        elif isinstance(block, _Table):
-            out.append("<table>")
-            out.append("<thead><tr>" + "".join(f'<th scope="col">{e(h)}</th>' for h in block.header) + "</tr></thead>")
-            out.append("<tbody>")
-            for r in block.rows:
-                out.append(
-                    "<tr>" + f'<th scope="row">{e(r[0])}</th>' + "".join(f"<td>{e(c)}</td>" for c in r[1:]) + "</tr>"
-                )
-            out.append("</tbody></table>")
-        elif isinstance(block, _List):
-            out.append("<ul>")
-            for item in block.items:
-                sub = ""
-                if item.sub:
-                    sub = "<ul>" + "".join(f"<li>{e(line)}</li>" for line in item.sub) + "</ul>"
-                out.append(f"<li>{e(item.text)}{sub}</li>")
-            out.append("</ul>")
+    out = ['<section class="immunorad-response-assessment">', f"<h2>{e(TITLE)}</h2>", f"<p>{e(first)}</p>"]
+    if table is not None:
+        out.append(f"<p>{e(table.caption)}</p>")
+        out.append("<table>")
+        out.append("<thead><tr>" + "".join(f'<th scope="col">{e(h)}</th>' for h in table.header) + "</tr></thead>")
+        out.append("<tbody>")
+        for row in table.rows:
+            out.append(
+                "<tr>" + f'<th scope="row">{e(row[0])}</th>' + "".join(f"<td>{e(c)}</td>" for c in row[1:]) + "</tr>"
+            )
+        out.append("</tbody></table>")
+        if table.more > 0:
+            out.append(f"<p>{e(table.more_text())}</p>")
+    if criteria:
+        out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in criteria) + "</ul>")
+    out += [f"<p>{e(line)}</p>" for line in closing]
+    out.append("<details><summary>Rule traces, not-evaluable reasons and all measurements</summary>")
+    out.append(details)
+    out.append("</details>")
     out.append("</section>")
     return "\n".join(out) + "\n"

@@ -317,6 +317,7 @@ def durable_response(
                     source=ruleset.source,
                     alert=False,
                     key=assessment.criterion,
+                    distinct_by_key=True,  # one per criterion
                 )
             )
             break

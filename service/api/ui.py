@@ -818,7 +818,9 @@ def short_definition_name(label: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Stored HTML, re-escaped
 # ---------------------------------------------------------------------------------------------------------------
-_ALLOWED_TAGS = frozenset({"section", "h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td", "ul", "li"})
+_ALLOWED_TAGS = frozenset(
+    {"section", "h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "details", "summary"}
+)
 
 
 class _Sanitiser(html.parser.HTMLParser):

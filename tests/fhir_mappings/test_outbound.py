@@ -263,7 +263,8 @@ def test_a_criterion_without_a_response_at_the_date_gets_no_observation():
     status = mcode_status(r)
     assert status["valueCodeableConcept"]["coding"][0]["code"] == "271299001"
     assert "2024-06-24" in status["note"][0]["text"]
-    assert "RECIST 1.1: progression dated 2024-06-24" in r.diagnostic_report["conclusion"]
+    # Issue 15: the conclusion is the pre-fill's impression (dates in one format).
+    assert r.diagnostic_report["conclusion"].startswith("Progression by RECIST 1.1 since 24 Jun 2024")
     assert "derivedFrom" not in status
 
 
@@ -272,7 +273,10 @@ def test_e3_pd_uses_the_change_from_nadir_in_the_conclusion():
     obs = criterion_observation(r.observations, "RECIST-1.1")
     assert obs["valueCodeableConcept"]["coding"][0]["code"] == "PD"
     assert component(obs, "progression-date")["valueDateTime"] == "2024-06-24"
-    assert "RECIST 1.1: PD (+25.00 % from nadir)" in r.diagnostic_report["conclusion"]
+    # SoD 25 mm vs the nadir 20 mm: +25 % (+5 mm) → PD; the impression gives the change from the nadir.
+    assert r.diagnostic_report["conclusion"].startswith(
+        "Progressive disease by RECIST 1.1: sum of diameters 25 mm, +25 % from nadir (20 mm)."
+    )
 
 
 # -- mCODE CancerDiseaseStatus ----------------------------------------------------------------------------------
@@ -348,8 +352,8 @@ def test_every_criterion_is_mapped_generically():
     # iRECIST has no TP3 entry: no Observation for it, and its progression shows in the conclusion
     tp3 = report(cases.E1, E1_TP3, assessment=assessment)
     assert criterion_observation(tp3.observations, "iRECIST") is None
-    assert "iRECIST: progression dated 2024-03-11" in tp3.diagnostic_report["conclusion"]
-    assert "RECIST 1.1: PR" in tp3.diagnostic_report["conclusion"]
+    assert tp3.diagnostic_report["conclusion"].startswith("Progression by iRECIST since 11 Mar 2024")
+    assert "RECIST 1.1, imRECIST, itRECIST read partial response" in tp3.diagnostic_report["conclusion"]
 
 
 def test_rano_carries_the_ncit_code():
@@ -451,9 +455,8 @@ def test_diagnostic_report_shape():
     ]
     assert [x["reference"] for x in dr["result"]] == [f"Observation/{o['id']}" for o in r.observations]
     assert "performer" not in dr  # never a Device (interop-notes §4.2)
-    assert dr["conclusion"] == "RECIST 1.1: PR (\u221230.00 % from baseline)" or dr["conclusion"].startswith(
-        "RECIST 1.1: PR (\u221230.00 % from baseline) · "
-    )
+    # Issue 15: the conclusion is the impression: 63 vs 90 mm = −30 % → PR (iPR under iRECIST, the primary).
+    assert dr["conclusion"].startswith("Partial response (iPR) by iRECIST: sum of diameters 63 mm, \u221230 % from")
     assert dr["conclusionCode"][0]["coding"][0] == {"system": RESPONSE, "code": "PR", "display": "partial response"}
     # The text states the alerts the report's own assessment raised at its date (not later Flag states).
     from fhir_mappings.outbound import findings_as_of
@@ -465,13 +468,16 @@ def test_diagnostic_report_shape():
     assert attachment_text(forms["text/html; charset=utf-8"]) == html
 
 
-def test_conclusion_lists_every_criterion():
+def test_conclusion_states_the_primary_criterion_and_the_criteria_that_read_differently():
+    # Issue 15: the conclusion is the impression, and conclusionCode still codes every criterion.
     a = assess(cases.E1)
     recist_only = dataclasses.replace(a, criteria=(a.criterion("RECIST-1.1"),))
     r = report(cases.E1, E1_TP1, assessment=with_irecist(recist_only))
     assert r.diagnostic_report["conclusion"] == (
-        "RECIST 1.1: PR (\u221230.00 % from baseline) · iRECIST: iUPD (\u221230.00 % from nadir, unconfirmed)"
+        "Unconfirmed progressive disease (iUPD) by iRECIST: sum of diameters 63 mm, \u221230 % from baseline "
+        "(90 mm); new lesions present. RECIST 1.1 reads partial response."
     )
+    assert [c["text"] for c in r.diagnostic_report["conclusionCode"]] == ["RECIST 1.1: PR", "iRECIST: iUPD"]
 
 
 def test_identifiers_and_ids_are_stable_and_re_evaluation_amends():

@@ -1,7 +1,7 @@
-"""Worked example E5 (clinical/criteria-size-pet.md §11) in the pre-filled report: a new measurable lesion makes
-iUPD, its growth confirms iCPD. The text must say so in words a radiologist signs: the category, the
-confirmation window dates, and the new-lesion sums (NLT sum of measures; new lesions in the irRECIST and irRC
-burdens).
+"""Worked example E5 (clinical/criteria-size-pet.md §11) in the report's full detail (the HTML form's collapsible
+details, issue 15): a new measurable lesion makes iUPD, its growth confirms iCPD. The detail says so in words: the
+category, the confirmation window dates, and the new-lesion sums (NLT sum of measures; new lesions in the irRECIST
+and irRC burdens). The short pre-fill above it is tested in test_prefill.py.
 
 E5: targets T1 lung 30 + T2 mediastinal node (short axis) 18 = 48 mm at baseline 2024-01-08;
 TP1 2024-03-11: 28 + 17 = 45 mm (−6.25 %, iSD); TP2 2024-05-06: 45 mm and a new liver lesion N1 12 × 10 mm
@@ -17,7 +17,7 @@ import datetime as dt
 from fhir_mappings.outbound import build_report
 from fhir_mappings.prefill import render_prefill
 from tests.fhir_mappings import assess, attachment_text, context
-from tests.fhir_mappings.test_prefill import parse
+from tests.fhir_mappings.test_prefill import details_text, parse
 from tests.rules import cases
 
 D = dt.date.fromisoformat
@@ -25,7 +25,9 @@ IUPD_SCAN, CONFIRMING_SCAN = D("2024-05-06"), D("2024-06-03")
 
 
 def iupd_report() -> tuple[str, str]:
-    return render_prefill(assess(cases.E5), IUPD_SCAN, ())
+    """(the details' text, the whole HTML fragment) of the iUPD scan's report."""
+    _, fragment = render_prefill(assess(cases.E5), IUPD_SCAN, ())
+    return details_text(fragment), fragment
 
 
 def test_e5_iupd_states_the_category_the_window_and_the_new_lesion_sums():
@@ -61,7 +63,7 @@ def test_e5_iupd_html_says_the_same_and_is_well_formed():
 
 
 def test_e5_confirming_scan_states_icpd_how_and_the_growth_of_the_nlt_sum():
-    plain, _ = render_prefill(assess(cases.E5), CONFIRMING_SCAN, ())
+    plain = details_text(render_prefill(assess(cases.E5), CONFIRMING_SCAN, ())[1])
     assert "iRECIST: confirmed progressive disease (iCPD)." in plain
     # NLT sum 18 − 12 = +6 mm ≥ 5 → iCPD 28 days after the iUPD; progression dated to the iUPD.
     assert (
@@ -79,7 +81,6 @@ def test_e5_presented_form_of_the_diagnostic_report_carries_the_same_text():
     resources = build_report(assess(cases.E5), context(cases.E5, IUPD_SCAN), ())
     forms = {f["contentType"]: attachment_text(f) for f in resources.diagnostic_report["presentedForm"]}
     plain = forms["text/plain; charset=utf-8"]
-    assert "iRECIST: unconfirmed progressive disease (iUPD)." in plain
-    assert "Confirmation window: 2024-06-03 to 2024-07-01" in plain
-    assert "sum of measures 12 mm" in plain
-    assert "Confirmation window: 2024-06-03 to 2024-07-01" in forms["text/html; charset=utf-8"]
+    assert "iRECIST: unconfirmed progressive disease (iUPD); confirm between 3 Jun 2024 and 1 Jul 2024." in plain
+    assert "Confirmation window: 2024-06-03 to 2024-07-01" in details_text(forms["text/html; charset=utf-8"])
+    assert "sum of measures 12 mm" in forms["text/html; charset=utf-8"]

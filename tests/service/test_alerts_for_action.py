@@ -110,9 +110,10 @@ def test_one_hyperprogression_flag_across_later_scans_until_it_no_longer_holds(s
         [flag] = kc.flags_by_code(client, mrn)["hyperprogression"]
         assert identifier_of(flag) == identifier and flag["status"] == "active"
         assert flag["period"] == {"start": e2}  # active since E2
-        # flag-detail → the latest report.
+        # flag-detail → the latest report, whose impression states the alert.
         latest = kc.report_at(client, mrn, day)
         assert kc.flag_report(flag)["reference"] == f"DiagnosticReport/{latest['id']}"
+        assert "hyperprogressive disease (Kas 2020 definition met)" in latest["conclusion"]
         assert len(ehr_flags(ehr, "hyperprogression")) == 1
         cards = [c["source"]["topic"]["code"] for c in kc.patient_view(client, cds_ehr, mrn)]
         assert cards.count("hyperprogression") == 1 and len(cards) == len(set(cards))
@@ -161,3 +162,25 @@ def test_the_same_finding_at_two_scans_is_one_card(settings_factory, cds_ehr, eh
     assert flag["status"] == "active"
     assert kc.flag_report(flag)["reference"] == f"DiagnosticReport/{kc.report_at(client, mrn, D('2024-05-06'))['id']}"
     assert len(ehr_flags(ehr, "dissociated-response")) == 1
+
+
+def test_the_demo_cohort_alerts_only_where_action_is_needed(settings_factory, cds_ehr, ehr, db):
+    """``immunorad demo``'s patients (service/demo.py): the responder raises nothing; the hyperprogression patient
+    has one hyperprogression alert; no card appears twice (issue 15's alert-fatigue findings)."""
+    from tests.ui.cohort import load_demo
+
+    settings, client = service(settings_factory, cds_ehr, ehr)
+    load_demo(client, settings, db)
+    cards = {mrn: [c["source"]["topic"]["code"] for c in kc.patient_view(client, cds_ehr, mrn)] for mrn in DEMO}
+    flags = {mrn: sorted(kc.flag_code(f) for f in kc.flags(client, mrn) if f["status"] == "active") for mrn in DEMO}
+    assert cards["DEMO-0001"] == [] and flags["DEMO-0001"] == []  # PR at −30 %: nothing to act on
+    assert flags["DEMO-0002"] == ["pseudoprogression"]  # RECIST PD, iRECIST iUPD then iPR
+    assert flags["DEMO-0003"] == ["dissociated-response"]
+    # K1: Kas 2020 met, OAK fast progression, and the iUPD at E2 awaits confirmation.
+    assert flags["DEMO-0004"] == ["confirmation-due", "fast-progression", "hyperprogression"]
+    for mrn, codes in cards.items():
+        assert sorted(codes) == flags[mrn] and len(codes) == len(set(codes)), mrn
+    assert "hpd-not-evaluable" not in {code for codes in cards.values() for code in codes}
+
+
+DEMO = ("DEMO-0001", "DEMO-0002", "DEMO-0003", "DEMO-0004")
