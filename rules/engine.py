@@ -26,6 +26,10 @@ from typing import Any
 
 import yaml
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""PyYAML's safe loader, in C (libyaml) where PyYAML was built with it: the same documents, parsed about ten
+times faster than in pure Python (the 19 rule files took seconds on a busy machine: a page's first load waited)."""
+
 RULESET_DIR = Path(__file__).with_name("rulesets")
 ANY = "*"
 
@@ -222,7 +226,7 @@ def _parse_table(ruleset: str, name: str, spec: Mapping[str, Any], path: str) ->
 
 def load_ruleset(path: Path) -> RuleSet:
     """Read and check one rule file."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)  # noqa: S506 -- a safe loader
     where = path.name
     for required in ("criterion", "version", "source"):
         if not doc.get(required):

@@ -71,7 +71,11 @@ def cmd_api(settings: Settings, _args) -> int:
             self.cfg.set("post_worker_init", answer_limits_as_operation_outcome)
 
         def load(self):
-            return create_app(settings)
+            from service.api.ui import warm
+
+            app = create_app(settings)
+            warm(app)
+            return app
 
     Gunicorn().run()
     return 0

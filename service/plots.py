@@ -21,6 +21,13 @@ MINUS = "\u2212"
 LESION_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999933")
 """Okabe–Ito palette (distinguishable with the common colour-vision deficiencies), then two extra."""
 
+LESION_DASHES = ("", "8 3", "2 3", "10 3 2 3", "5 5", "1 3", "12 4", "4 2 1 2")
+"""One dash pattern per lesion line, so that lines lying on each other (lesions shrinking alike) stay apart."""
+LESION_MARKERS = ("circle", "square", "triangle", "diamond", "triangle-down", "cross", "circle", "square")
+"""One marker shape per lesion; drawn largest first, so that coinciding points show every shape."""
+LABEL_GAP = 12.0
+"""Smallest vertical distance between two text labels (px at font size 10–11)."""
+
 CATEGORY_COLOURS = {
     "response": "#0072B2",
     "stable": "#8C8C8C",
@@ -164,6 +171,59 @@ def _line(
     )
 
 
+def spread(
+    positions: Sequence[float], gap: float = LABEL_GAP, low: float = -math.inf, high: float = math.inf
+) -> list[float]:
+    """Label positions moved apart as little as possible so that any two are at least ``gap`` apart, in the same
+    order, kept within ``[low, high]`` where there is room."""
+    if not positions:
+        return []
+    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    placed = [positions[i] for i in order]
+    for k in range(1, len(placed)):
+        placed[k] = max(placed[k], placed[k - 1] + gap)
+    overshoot = placed[-1] - high
+    if overshoot > 0:
+        placed = [p - overshoot for p in placed]
+        for k in range(len(placed) - 2, -1, -1):
+            placed[k] = min(placed[k], placed[k + 1] - gap)
+    if placed[0] < low:
+        placed = [p + (low - placed[0]) for p in placed]
+    out = [0.0] * len(positions)
+    for k, i in enumerate(order):
+        out[i] = placed[k]
+    return out
+
+
+def _marker(shape: str, x: float, y: float, size: float, colour: str, title: str) -> str:
+    """A point mark of the given shape (white outline, so stacked marks stay visible)."""
+    paint = f'fill="{colour}" stroke="#ffffff" stroke-width="1" class="marker" data-shape="{shape}"'
+    inner = f"<title>{escape(title)}</title>"
+    if shape == "circle":
+        return f'<circle cx="{_num(x)}" cy="{_num(y)}" r="{_num(size)}" {paint}>{inner}</circle>'
+    if shape == "square":
+        side = size * 1.7
+        return (
+            f'<rect x="{_num(x - side / 2)}" y="{_num(y - side / 2)}" width="{_num(side)}" height="{_num(side)}" '
+            f"{paint}>{inner}</rect>"
+        )
+    r = size * 1.25
+    corners = {
+        "triangle": ((0, -r), (r * 0.95, r * 0.7), (-r * 0.95, r * 0.7)),
+        "triangle-down": ((0, r), (r * 0.95, -r * 0.7), (-r * 0.95, -r * 0.7)),
+        "diamond": ((0, -r), (r, 0), (0, r), (-r, 0)),
+        "cross": tuple(
+            (
+                r * math.cos(math.radians(a)) * (1 if k % 2 == 0 else 0.4),
+                r * math.sin(math.radians(a)) * (1 if k % 2 == 0 else 0.4),
+            )
+            for k, a in enumerate(range(45, 405, 45))
+        ),
+    }[shape]
+    points = " ".join(f"{_num(x + dx)},{_num(y + dy)}" for dx, dy in corners)
+    return f'<polygon points="{points}" {paint}>{inner}</polygon>'
+
+
 def _y_axis(frame: _Frame, ticks: Sequence[float], label: str, fmt) -> list[str]:
     out = []
     for tick in ticks:
@@ -211,7 +271,7 @@ def spider_plot(
     values = [v for s in drawn for _, v in s.points] + [v for v, _ in lines] + [0.0]
     y_ticks = nice_ticks(min(values), max(values))
     x_ticks = nice_ticks(min(weeks + [0.0]), max(weeks + [1.0]), 6)
-    frame = _Frame(width, height, 58, 150, 16, 40, x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1])
+    frame = _Frame(width, height, 58, 175, 16, 40, x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1])
     body = _y_axis(frame, y_ticks, "Change from baseline (%)", lambda t: signed(t, 0, " %") if t else "0 %")
     for tick in x_ticks:
         x = frame.x(tick)
@@ -234,35 +294,48 @@ def spider_plot(
                 data={"value": value},
             )
         )
-        body.append(_text(frame.width - frame.right - 4, y - 4, label, anchor="end", size=10))
+        # At the left, where every line still starts from 0 %: clear of the lines' ends and their names.
+        body.append(_text(frame.left + 4, y - 4 if value >= 0 else y + 12, label, css="reference-label", size=10))
     zero = frame.y(0)
     body.append(_line(frame.left, zero, frame.width - frame.right, zero, stroke=AXIS))
+    marks: list[str] = []
+    ends: list[tuple[float, float]] = []
     for index, s in enumerate(drawn):
         colour = LESION_COLOURS[index % len(LESION_COLOURS)]
+        dash = LESION_DASHES[index % len(LESION_DASHES)]
+        shape = LESION_MARKERS[index % len(LESION_MARKERS)]
+        size = max(2.4, 6.4 - 1.4 * index)
         coords = [(frame.x((day - reference_date).days / 7), frame.y(value)) for day, value in s.points]
         data = {
             "lesion": s.lesion,
             "points": len(s.points),
             "dates": " ".join(day.isoformat() for day, _ in s.points),
             "percent": " ".join(f"{v:.2f}" for _, v in s.points),
+            "dash": dash or "solid",
+            "marker": shape,
         }
         attrs = "".join(f' data-{k}="{_attr(v)}"' for k, v in data.items())
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
         body.append(f'<g class="lesion-series"{attrs}>')
         body.append(
-            f'<polyline class="lesion" fill="none" stroke="{colour}" stroke-width="2" '
+            f'<polyline class="lesion" fill="none" stroke="{colour}" stroke-width="2"{dashed} '
             f'points="{" ".join(f"{_num(x)},{_num(y)}" for x, y in coords)}"{attrs}>'
             f"<title>{escape(s.lesion)}</title></polyline>"
         )
-        for (x, y), (day, value) in zip(coords, s.points, strict=True):
-            body.append(
-                f'<circle cx="{_num(x)}" cy="{_num(y)}" r="3.5" fill="{colour}">'
-                f"<title>{escape(s.lesion)}, {day.isoformat()}: {escape(signed(value))}</title></circle>"
-            )
         body.append("</g>")
+        for (x, y), (day, value) in zip(coords, s.points, strict=True):
+            marks.append(_marker(shape, x, y, size, colour, f"{s.lesion}, {day.isoformat()}: {signed(value)}"))
+        ends.append(coords[-1])
         legend_y = frame.top + 8 + index * 16
-        legend_x = frame.width - frame.right + 12
-        body.append(_line(legend_x, legend_y, legend_x + 18, legend_y, stroke=colour, width=2))
-        body.append(_text(legend_x + 24, legend_y + 4, s.lesion))
+        legend_x = frame.width - frame.right + 30
+        body.append(_line(legend_x, legend_y, legend_x + 22, legend_y, stroke=colour, width=2, dash=dash))
+        body.append(_marker(shape, legend_x + 11, legend_y, size, colour, s.lesion))
+        body.append(_text(legend_x + 28, legend_y + 4, s.lesion))
+    body.extend(marks)  # above every line, largest first
+    # Each line's name at its last point, moved apart where lines end together.
+    label_ys = spread([y + 4 for _, y in ends], low=frame.top + 4, high=frame.height - frame.bottom)
+    for s, (x, _), label_y in zip(drawn, ends, label_ys, strict=True):
+        body.append(_text(x + 7, label_y, s.lesion.split()[0], css="end-label", size=10))
     description = "; ".join(
         f"{s.lesion}: " + ", ".join(f"{d.isoformat()} {signed(v)}" for d, v in s.points) for s in drawn
     )
@@ -450,25 +523,12 @@ def waterfall(
     ordered = sorted(bars, key=lambda b: (-b.value, b.label))
     values = [b.value for b in ordered] + [v for v, _ in lines] + [0.0]
     y_ticks = nice_ticks(min(values), max(values))
-    frame = _Frame(width, height, 58, 12, 14, 22, 0, len(ordered), y_ticks[0], y_ticks[-1])
+    frame = _Frame(width, height, 68, 12, 18, 22, 0, len(ordered), y_ticks[0], y_ticks[-1])
     body = _y_axis(frame, y_ticks, "Best change (%)", lambda t: signed(t, 0, " %") if t else "0 %")
     slot = frame.inner_width / len(ordered)
     bar_width = max(2.0, min(36.0, slot * 0.7))
     zero = frame.y(0)
-    for index, bar in enumerate(ordered):
-        x = frame.x(index) + (slot - bar_width) / 2
-        top = min(zero, frame.y(bar.value))
-        h = abs(bar.value) * frame.y_scale
-        fill = CATEGORY_COLOURS.get(bar.response_class, "#8C8C8C")
-        tooltip = f"{bar.label}: {signed(bar.value)}, best overall response {bar.category}"
-        rect = (
-            f'<rect class="bar {_attr(bar.response_class)}" x="{_num(x)}" y="{_num(top)}" '
-            f'width="{_num(bar_width)}" height="{h:.2f}" fill="{fill}" data-patient="{_attr(bar.label)}" '
-            f'data-criterion="{_attr(criterion)}" data-value="{bar.value:.2f}" data-category="{_attr(bar.category)}">'
-            f"<title>{escape(tooltip)}</title></rect>"
-        )
-        body.append(f'<a href="{_attr(bar.href)}">{rect}</a>' if bar.href else rect)
-    for value, label in lines:
+    for value, _ in lines:
         y = frame.y(value)
         body.append(
             _line(
@@ -482,7 +542,35 @@ def waterfall(
                 data={"value": value},
             )
         )
-        body.append(_text(frame.width - frame.right - 2, y - 3, label, anchor="end", size=10))
+    # Threshold names where the sorted bars leave room: an increase threshold at the right end above its line
+    # (the bars there are the decreases), a decrease threshold at the left end below it; apart from each other.
+    above = [(v, label) for v, label in lines if v >= 0]
+    below = [(v, label) for v, label in lines if v < 0]
+    for group, x, anchor, shift in (
+        (above, frame.width - frame.right - 2, "end", -4.0),
+        (below, frame.left + 4, "start", 11.0),
+    ):
+        ys = spread([frame.y(v) + shift for v, _ in group], low=frame.top + 8, high=frame.height - frame.bottom - 2)
+        for (_, label), y in zip(group, ys, strict=True):
+            body.append(_text(x, y, label, anchor=anchor, css="reference-label", size=10))
+    for index, bar in enumerate(ordered):
+        x = frame.x(index) + (slot - bar_width) / 2
+        top = min(zero, frame.y(bar.value))
+        h = abs(bar.value) * frame.y_scale
+        fill = CATEGORY_COLOURS.get(bar.response_class, "#8C8C8C")
+        tooltip = f"{bar.label}: {signed(bar.value)}, best overall response {bar.category}"
+        rect = (
+            f'<rect class="bar {_attr(bar.response_class)}" x="{_num(x)}" y="{_num(top)}" '
+            f'width="{_num(bar_width)}" height="{h:.2f}" fill="{fill}" data-patient="{_attr(bar.label)}" '
+            f'data-criterion="{_attr(criterion)}" data-value="{bar.value:.2f}" data-category="{_attr(bar.category)}">'
+            f"<title>{escape(tooltip)}</title></rect>"
+        )
+        body.append(f'<a href="{_attr(bar.href)}">{rect}</a>' if bar.href else rect)
+        # The value at the bar's tip when the slot is wide enough for it; with many bars, the tooltip only.
+        text = signed(bar.value, 0, " %") if round(bar.value) else "0 %"
+        if slot >= 6.2 * len(text):
+            tip = frame.y(bar.value) - 4 if bar.value >= 0 else frame.y(bar.value) + 12
+            body.append(_text(x + bar_width / 2, tip, text, anchor="middle", css="bar-value", size=10))
     body.append(_line(frame.left, zero, frame.width - frame.right, zero))
     description = "; ".join(f"{b.label} {signed(b.value)} ({b.category})" for b in ordered)
     return _svg(
@@ -513,7 +601,7 @@ def incidence_bars(rows: Sequence[IncidenceRow], *, width: int = 640) -> str:
     height = 24 + 20 * max(1, len(rows))
     if not rows:
         return _empty(width, 60, title, "No kinetics in this selection.", "incidence")
-    frame = _Frame(width, height, 300, 90, 8, 16, 0, 100, 0, 1)
+    frame = _Frame(width, height, 280, 130, 8, 16, 0, 100, 0, 1)
     body = []
     for tick in (0, 25, 50, 75, 100):
         x = frame.x(tick)
@@ -531,8 +619,8 @@ def incidence_bars(rows: Sequence[IncidenceRow], *, width: int = 640) -> str:
             f'data-not-evaluable="{row.not_evaluable}"><title>{escape(row.label)}: {row.met}/{row.evaluable} '
             f"evaluable met; {row.not_evaluable} not evaluable</title></rect>"
         )
-        note = f"{row.met}/{row.evaluable}" if row.evaluable else "n/e"
-        body.append(_text(frame.width - frame.right + 6, y + 13, f"{note} (NE {row.not_evaluable})", size=10))
+        note = f"{share:.0f} % ({row.met}/{row.evaluable})" if row.evaluable else "none evaluable"
+        body.append(_text(frame.width - frame.right + 6, y + 13, f"{note}, NE {row.not_evaluable}", size=10))
     description = "; ".join(
         f"{r.label}: {r.met} of {r.evaluable} evaluable, {r.not_evaluable} not evaluable" for r in rows
     )

@@ -515,14 +515,30 @@ def spider_series(result: Mapping[str, Any], baseline: dt.date | None) -> tuple[
     return series, untracked
 
 
+def warm(app) -> None:
+    """Read the rule files and compile the page templates once, when a gunicorn worker starts and before it takes
+    requests, so that no person's first page pays for them (the quality dashboard's first load stays under 1 s)."""
+    _rulebase()
+    for name in ("base.html", "signin.html", "patients.html", "patient.html", "report.html", "quality.html"):
+        app.jinja_env.get_template(name)
+
+
+@functools.cache
+def _rulebase():
+    """The rule files, read once per process (the plots need a few thresholds from them)."""
+    from rules.engine import load_rulebase
+
+    return load_rulebase()
+
+
 @functools.cache
 def reference_lines(criterion: str) -> tuple[tuple[float, str], ...]:
     """A criterion's response and progression thresholds as reference lines (RECIST 1.1: PR −30 %, PD +20 %;
     irRC: −50 %, +25 %), read from its rule file, never restated here. None for criteria without them."""
-    from rules.engine import RuleFileError, load_rulebase
+    from rules.engine import RuleFileError
 
     try:
-        ruleset = load_rulebase()[criterion]
+        ruleset = _rulebase()[criterion]
     except KeyError:
         return ()
     lines = []

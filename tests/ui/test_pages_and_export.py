@@ -180,3 +180,24 @@ def test_stored_report_html_is_rebuilt_from_text_and_known_tags():
         "<section><h2>Response assessment</h2>alert(1)<p>SoD &lt; 5 mm link</p><table><tr>"
         '<th scope="row">T1</th><td>28 × 21</td></tr></table><ul><li>one<li>two</li></li></ul></section>'
     )
+
+
+def test_percentages_show_their_n_and_the_current_version_is_expanded(app_client, settings, db):
+    ensure_quality_api(app_client)
+    ids = load_demo(app_client, settings, db, mrns=["DEMO-0001", "DEMO-0004"])
+    page = app_client.get("/ui/quality").data.decode()
+    cells = re.findall(r'<td class="num" data-key="incidence">([^<]*)<small>\(([^)]*)\)</small>', page)
+    assert cells, "every incidence percentage carries its numerator and denominator"
+    for percent, n in cells:
+        if n == "none evaluable":
+            assert percent.strip() == "—"
+            continue
+        met, evaluable = (int(v) for v in n.split(" of "))
+        assert percent.strip() == f"{round(100 * met / evaluable)} %"
+    # The chart beside it says the same: "100 % (1/1), NE 1".
+    assert re.search(r"\d+ % \(\d+/\d+\), NE \d+", page)
+    # The version shown has its list of changes open, however long (other versions keep long lists closed).
+    patient = app_client.get(f"/ui/patients/{ids['DEMO-0001']}").data.decode()
+    current = re.search(r'<tr data-version="(\d+)" class="current">.*?</tr>', patient, re.S)
+    changes = re.search(r"<details( open)?><summary>(\d+) changes</summary>", current.group(0))
+    assert changes and int(changes.group(2)) > 6 and changes.group(1) == " open", current.group(0)[:500]

@@ -119,3 +119,63 @@ def test_ticks_and_numbers():
     assert plots.nice_ticks(-35.5, 81.8) == [-50, -25, 0, 25, 50, 75, 100]  # the ticks cover the data
     assert plots.nice_ticks(0, 88) == [0, 20, 40, 60, 80, 100]
     assert plots.signed(-30) == "\u221230.00 %" and plots.signed(5.171) == "+5.17 %" and plots.signed(0) == "0.00 %"
+
+
+# -- issue 15 item 5: lines that overlap stay distinguishable; labels never overlap -----------------------------
+def coinciding_series(count: int) -> list[plots.SpiderSeries]:
+    """``count`` lesions that shrink exactly alike (the demo's partial response: every target −30 % at FU1)."""
+    points = ((D("2024-01-08"), 0.0), (D("2024-03-11"), -30.0), (D("2024-05-06"), -32.0))
+    return [plots.SpiderSeries(f"T{i + 1} site", points) for i in range(count)]
+
+
+def test_spider_lines_on_top_of_each_other_differ_in_dash_marker_and_label():
+    root = parse(plots.spider_plot(coinciding_series(4), reference_date=D("2024-01-15"), reference_label="C1D1"))
+    lines = root.findall(f".//{SVG}polyline")
+    styles = [(p.get("stroke"), p.get("stroke-dasharray") or "solid", p.get("data-marker")) for p in lines]
+    assert len({dash for _, dash, _ in styles}) == 4 and len({marker for _, _, marker in styles}) == 4
+    # Where the points coincide, every lesion's mark is drawn, the earlier ones larger, so each stays visible.
+    marks = [m for m in root.iter() if m.get("class") == "marker" and "2024-03-11" in (m.findtext(f"{SVG}title") or "")]
+    assert [m.findtext(f"{SVG}title").split(",")[0] for m in marks] == ["T1 site", "T2 site", "T3 site", "T4 site"]
+    extents = [float(m.get("r") or float(m.get("width") or 0) / 2 or 0) for m in marks if m.tag != f"{SVG}polygon"]
+    assert extents == sorted(extents, reverse=True)
+    # Each line is named at its end; names of lines ending together are moved apart (≥ one line of text).
+    names = [t for t in root.findall(f".//{SVG}text") if t.get("class") == "end-label"]
+    assert [t.text for t in names] == ["T1", "T2", "T3", "T4"]
+    ys = sorted(float(t.get("y")) for t in names)
+    assert all(b - a >= plots.LABEL_GAP for a, b in zip(ys, ys[1:], strict=False))
+
+
+def test_spread_keeps_order_and_moves_labels_only_as_far_as_needed():
+    # 10 and 12 are 2 apart: the second moves to 10 + 12 = 22; 30 is then 8 from 22: it moves to 34.
+    assert plots.spread([10.0, 12.0, 30.0], gap=12.0) == [10.0, 22.0, 34.0]
+    # Exactly one gap apart (the boundary) is far enough: nothing moves.
+    assert plots.spread([30.0, 18.0], gap=12.0) == [30.0, 18.0]
+    # Pushed past the upper bound, the stack shifts back down inside it.
+    assert plots.spread([95.0, 96.0], gap=12.0, high=100.0) == [88.0, 100.0]
+
+
+@pytest.mark.parametrize("count", [4, 30, 120])
+def test_waterfall_is_sorted_and_its_labels_never_overlap(count):
+    values = [((i * 37) % 180) - 100.0 + i / 100 for i in range(count)]
+    bars = [plots.WaterfallBar(f"p-{i:03d}", v, "PR", "response") for i, v in enumerate(values)]
+    root = parse(
+        plots.waterfall(
+            bars,
+            criterion="RECIST-1.1",
+            criterion_name="RECIST 1.1",
+            lines=[(-30.0, "PR −30 %"), (20.0, "PD +20 % (from nadir)")],
+        )
+    )
+    drawn = [float(r.get("data-value")) for r in root.findall(f".//{SVG}rect")]
+    assert drawn == sorted(drawn, reverse=True)  # largest increase first
+    texts = [t for t in root.findall(f".//{SVG}text") if t.get("class") in ("bar-value", "reference-label")]
+    boxes = []
+    for t in texts:  # text box: 6.2 px per character at font size 10, anchored as drawn
+        width, x, y = 6.2 * len(t.text), float(t.get("x")), float(t.get("y"))
+        left = {"start": x, "middle": x - width / 2, "end": x - width}[t.get("text-anchor")]
+        boxes.append((left, left + width, y - 10, y))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2], (a, b)
+    values_shown = [t for t in texts if t.get("class") == "bar-value"]
+    assert len(values_shown) == (count if count == 4 else 0)  # many thin bars: values in the tooltips only
