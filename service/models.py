@@ -69,8 +69,9 @@ class Base(DeclarativeBase):
 
 class Patient(Base):
     __tablename__ = "patients"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
-    """Our Patient id (FHIR ``Patient/<id>``); a random UUID, not PHI."""
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_uuid)
+    """Our Patient id (FHIR ``Patient/<id>``): a random UUID, or the FHIR id a client chose (up to 64 characters,
+    R4 datatypes.html#id); not PHI."""
     mrn: Mapped[str | None] = mapped_column(String(128), unique=True)
     """Identifier in IMMUNORAD_PATIENT_ID_SYSTEM, equal to DICOM PatientID."""
     birth_date: Mapped[dt.date | None] = mapped_column(Date)
@@ -391,7 +392,7 @@ class AuditEvent(Base):
     source: Mapped[str] = mapped_column(String(32))
     entity_type: Mapped[str | None] = mapped_column(String(40))
     entity_ref: Mapped[str | None] = mapped_column(String(255))
-    patient_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 

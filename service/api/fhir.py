@@ -11,7 +11,7 @@ from flask import Blueprint, g, request
 from service.api.app import fhir_response, load_json_body
 from service.api.context import ctx
 from service.fhir_ingest import ACCEPTED_TYPES, READ_ONLY_TYPES, FhirError, FhirIngest
-from service.fhir_store import SearchError, applied_parameters, get_resource, search, sort_keys
+from service.fhir_store import SORT_COLUMNS, SearchError, applied_parameters, get_resource, search, sort_keys
 from service.store import audit
 
 blueprint = Blueprint("fhir", __name__, url_prefix="/fhir")
@@ -73,9 +73,30 @@ def _version_headers(resource: dict, status: int) -> dict:
     return headers
 
 
+SEARCH_DOCUMENTATION = (
+    "subject and patient also take the :identifier modifier (system|value). "
+    f"_sort on {', '.join(SORT_COLUMNS)} (prefix - for descending; other keys are ignored, or refused with "
+    "Prefer: handling=strict); without _sort the most recently stored come first. _count (at most 500; 0 gives the "
+    "total only) and _offset page the results through Bundle.link next/previous. Parameters not listed are ignored "
+    "and left out of the self link, or refused with Prefer: handling=strict."
+)
+CONDITIONAL_DOCUMENTATION = (
+    "Conditional create (If-None-Exist) and conditional update (PUT [type]?identifier=system|value) on identifier "
+    "only; a condition matching several resources is refused with 412, an empty or malformed one with 400."
+)
+TRANSACTION_DOCUMENTATION = (
+    "All or nothing, by the R4 transaction rules: every condition (ifNoneExist, conditional PUT, conditional "
+    "reference) is resolved before any entry runs, and every urn:uuid/urn:oid fullUrl resolves to the resource its "
+    "entry created or matched, whatever the entry's method and order. Entries run POST, then PUT; DELETE and PATCH "
+    "are not supported. Refused: duplicate fullUrls (bdl-7), two entries writing one resource, ids over 64 "
+    "characters or outside [A-Za-z0-9-.] (400)."
+)
+
+
 def _param_type(name: str) -> str:
     return {
         "patient": "reference",
+        "subject": "reference",
         "target": "reference",
         "agent": "reference",
         "entity": "reference",
@@ -110,24 +131,18 @@ def capability_statement() -> dict:
             "readHistory": False,
             "updateCreate": kind in writable,
             "conditionalCreate": kind in writable,
+            "conditionalRead": "not-supported",
             "conditionalUpdate": kind in writable,
             "conditionalDelete": "not-supported",
+            "referencePolicy": ["literal", "logical", "local"],
             "searchParam": [{"name": n, "type": _param_type(n)} for n in AUDIT_SEARCH[kind]]
             if kind in AUDIT_SEARCH
-            else [
-                {"name": "patient", "type": "reference"},
-                {"name": "subject", "type": "reference"},
-                {"name": "subject:identifier", "type": "token"},
-                {"name": "identifier", "type": "token"},
-                {"name": "date", "type": "date"},
-                {"name": "_lastUpdated", "type": "date"},
-                {"name": "_id", "type": "token"},
-                {"name": "status", "type": "token"},
-                {"name": "code", "type": "token"},
-                {"name": "category", "type": "token"},
-                {"name": "_count", "type": "number"},
-            ],
+            else [{"name": name, "type": _param_type(name)} for name in SEARCH_PARAMS if ":" not in name],
         }
+        if kind not in AUDIT_SEARCH:
+            entry["documentation"] = SEARCH_DOCUMENTATION
+        if kind in writable:
+            entry["documentation"] += " " + CONDITIONAL_DOCUMENTATION
         if kind == "DiagnosticReport":
             entry["supportedProfile"] = [
                 "http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"
@@ -172,7 +187,13 @@ def capability_statement() -> dict:
                     ],
                 },
                 "resource": resources,
-                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "interaction": [
+                    {"code": "transaction", "documentation": TRANSACTION_DOCUMENTATION},
+                    {
+                        "code": "batch",
+                        "documentation": "Each entry succeeds or fails alone; bdl-7 applies to the Bundle.",
+                    },
+                ],
             }
         ],
     }

@@ -476,3 +476,103 @@ def plausibility_edges(draw) -> tuple[str, str, dict, bool]:
     patient["identifier"] = [{"system": SYSTEM, "value": f"FUZZ-BIRTH-{draw(st.integers(0, 10**9))}"}]
     patient["birthDate"] = day
     return f"birth {day}", "Patient", patient, _date_ok(day, earliest=None) and day <= TODAY.isoformat()
+
+
+# -- transaction shapes (contract §9.1, FHIR R4 http.html#trules) -----------------------------------------------
+
+ID_CHARS = "ABCXYZabcxyz0189-."
+"""Characters a FHIR id may hold (R4 datatypes.html#id: [A-Za-z0-9\\-\\.]{1,64})."""
+BAD_CONDITIONS = [
+    "",
+    "identifier=",
+    "identifier",
+    f"identifier={SYSTEM}|",
+    "identifier=|",
+    "identifier=a&identifier=",
+    "=x",
+    "&",
+    "_id=x",
+    "identifier=a&_sort=x",
+    "Observation?identifier=a|b",
+]
+"""Conditions that are empty, malformed, on another type or on a parameter other than identifier: 400."""
+
+
+def _urn(n: int) -> str:
+    return f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
+
+
+@st.composite
+def transaction_shapes(draw) -> tuple[str, dict, int]:
+    """``(what, bundle, expected status)``: a Patient entry with a urn fullUrl (conditional PUT, POST with
+    ifNoneExist in both forms, or PUT Patient/{id}) and 1–3 Observations referring to the urn, in any order; then
+    possibly one defect: a duplicated fullUrl (bdl-7), a bad condition, a bad id, two entries writing one identity."""
+    patient_id = draw(st.text(ID_CHARS, min_size=1, max_size=64))
+    mrn = f"FUZZ-TX-{patient_id}"
+    patient = {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": mrn}], "gender": "male"}
+    shape = draw(st.sampled_from(["put-conditional", "post-if-none-exist", "post-if-none-exist-typed", "put-id"]))
+    request = {
+        "put-conditional": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|{mrn}"},
+        "post-if-none-exist": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={SYSTEM}|{mrn}"},
+        "post-if-none-exist-typed": {
+            "method": "POST",
+            "url": "Patient",
+            "ifNoneExist": f"Patient?identifier={SYSTEM}|{mrn}",
+        },
+        "put-id": {"method": "PUT", "url": f"Patient/{patient_id}"},
+    }[shape]
+    entries = [
+        {
+            "fullUrl": _urn(0),
+            "resource": patient | ({"id": patient_id} if shape == "put-id" else {}),
+            "request": request,
+        }
+    ]
+    for n in range(1, draw(st.integers(1, 3)) + 1):
+        observation = copy.deepcopy(seed_resources()[1])
+        del observation["identifier"]
+        observation["subject"] = {"reference": _urn(0)}
+        observation["contained"][0]["patient"] = {"reference": _urn(0)}
+        observation["effectiveDateTime"] = f"2024-0{n}-11"
+        entries.append(
+            {"fullUrl": _urn(n), "resource": observation, "request": {"method": "POST", "url": "Observation"}}
+        )
+    entries = draw(st.permutations(entries))
+    defect = draw(st.sampled_from(["none", "duplicate-fullUrl", "bad-condition", "bad-id", "overlap"]))
+    expected = 200
+    patient_entry = next(e for e in entries if e["resource"]["resourceType"] == "Patient")
+    if defect == "duplicate-fullUrl":
+        first, second = draw(st.permutations(range(len(entries))))[:2]
+        entries[second] = dict(entries[second], fullUrl=entries[first]["fullUrl"])
+        expected = 400
+    elif defect == "bad-condition":
+        condition = draw(st.sampled_from(BAD_CONDITIONS))
+        if draw(st.booleans()):
+            patient_entry["request"] = {"method": "PUT", "url": f"Patient?{condition}"}
+        else:
+            patient_entry["request"] = {"method": "POST", "url": "Patient", "ifNoneExist": condition}
+        patient_entry["resource"].pop("id", None)
+        expected = 400
+    elif defect == "bad-id":
+        bad = draw(
+            st.one_of(
+                st.text(ID_CHARS, min_size=65, max_size=100),
+                st.builds(
+                    lambda head, char, tail: head + char + tail,
+                    st.text(ID_CHARS, max_size=30),
+                    st.sampled_from(list("_ *é~:@!+,;")),
+                    st.text(ID_CHARS, max_size=30),
+                ),
+            )
+        )
+        if draw(st.booleans()):
+            patient_entry["request"] = {"method": "PUT", "url": f"Patient/{bad}"}
+            patient_entry["resource"]["id"] = bad
+        else:
+            patient_entry["request"] = {"method": "POST", "url": "Patient"}
+            patient_entry["resource"]["id"] = bad
+        expected = 400
+    elif defect == "overlap":
+        entries.append(dict(copy.deepcopy(patient_entry), fullUrl=_urn(99)))
+        expected = 400
+    return f"{shape}/{defect}", {"resourceType": "Bundle", "type": "transaction", "entry": entries}, expected

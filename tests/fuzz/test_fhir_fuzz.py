@@ -33,6 +33,7 @@ from tests.fuzz.fhir_cases import (
     plausibility_edges,
     raw_bodies,
     seed_resources,
+    transaction_shapes,
 )
 
 TYPES = [
@@ -393,5 +394,23 @@ def test_plausibility_edges_are_refused_by_element_never_a_500(fhir, db):
         else:
             assert status in (400, 422), (what, status)
             assert counts(db.engine) == before, what
+
+    run()
+
+
+# -- transaction shapes (contract §9.1) ------------------------------------------------------------------------
+
+
+def test_transaction_shapes_resolve_in_any_order_or_are_refused_whole(fhir, db):
+    """A Patient with a urn fullUrl (conditional PUT, ifNoneExist, PUT by id) and Observations referring to it, in
+    any order: 200. With a duplicated fullUrl, a bad condition, a bad id or two entries writing one identity: exactly
+    400, and nothing stored (``fhir`` checks that a refusal changes nothing)."""
+
+    @fuzz_settings(80)
+    @given(case=transaction_shapes())
+    def run(case):
+        what, bundle, expected = case
+        status = fhir("POST", "/fhir", bundle)
+        assert status == expected, (what, status)
 
     run()

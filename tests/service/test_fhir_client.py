@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 
 import pytest
 from fhirpy import SyncFHIRClient
@@ -183,3 +184,51 @@ def test_results_are_read_back_with_the_client(fhir: SyncFHIRClient, service):
 
 def test_unknown_search_parameters_are_ignored_by_default(fhir: SyncFHIRClient):
     assert fhir.resources("Patient").search(identifier=f"{SYSTEM}|nobody").count() == 0
+
+
+def test_a_transaction_with_urn_references_is_written_and_its_report_read_back(fhir: SyncFHIRClient):
+    """The shape EHR clients send (contract §9.1): the Patient as a conditional PUT with a urn:uuid fullUrl, placed
+    last, the baseline and follow-up Observations (built by fhirpy) referring to that urn. fhirpy then finds the
+    Patient by identifier, the Observations by patient, and reads the report the worker produced."""
+    mrn, patient_urn = "FHIRPY-URN", f"urn:uuid:{uuid.uuid4()}"
+    entries = []
+    # Two target lesions: baseline 40 + 25 = 65 mm, follow-up 20 + 12 = 32 mm; (32 − 65) / 65 = −50.8 %, at least
+    # a 30 % decrease from baseline: RECIST 1.1 partial response (PR).
+    for day, sizes in (("2024-01-08", (40, 25)), ("2024-03-04", (20, 12))):
+        for index, long_mm in enumerate(sizes):
+            observation = tumour_size(fhir, mrn, index, day, long_mm)
+            observation["identifier"] = [{"system": "urn:test:fhirpy", "value": f"{mrn}-{day}-{index}"}]
+            observation["subject"] = {"reference": patient_urn}
+            observation["contained"][0]["patient"] = {"reference": patient_urn}
+            entries.append(
+                {
+                    "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                    "resource": observation.serialize(),
+                    "request": {"method": "POST", "url": "Observation"},
+                }
+            )
+    patient = fhir.resource("Patient", identifier=[{"system": SYSTEM, "value": mrn}], gender="female")
+    entries.append(
+        {
+            "fullUrl": patient_urn,
+            "resource": patient.serialize(),
+            "request": {"method": "PUT", "url": f"Patient?identifier={SYSTEM}|{mrn}"},
+        }
+    )
+    response = fhir.execute("", method="post", data={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert response["type"] == "transaction-response" and len(response["entry"]) == 5
+    assert response["entry"][-1]["response"]["status"] == "201 Created"
+
+    stored = fhir.resources("Patient").search(identifier=f"{SYSTEM}|{mrn}").get()
+    sizes = fhir.resources("Observation").search(patient=stored.id, code="http://loinc.org|21889-1").fetch_all()
+    assert len(sizes) == 4 and {o["subject"]["reference"] for o in sizes} == {f"Patient/{stored.id}"}
+    deadline = time.monotonic() + 90
+    reports = []
+    while time.monotonic() < deadline and not reports:
+        reports = fhir.resources("DiagnosticReport").search(patient=stored.id).fetch_all()
+        time.sleep(0.3)
+    assert len(reports) == 1, "one report, for the follow-up"
+    assert reports[0]["subject"]["reference"] == f"Patient/{stored.id}"
+    results = [fhir.reference(reference=ref["reference"]).to_resource() for ref in reports[0]["result"]]
+    recist = [r for r in results if "RECIST-1.1" in {c["code"] for c in (r.get("method") or {}).get("coding", [])}]
+    assert "PR" in {(r.get("valueCodeableConcept") or {}).get("text") for r in recist}

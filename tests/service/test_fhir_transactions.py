@@ -292,10 +292,16 @@ def test_a_condition_matching_several_is_412_and_stores_nothing(api, stored):
 
 def test_an_id_of_64_characters_is_accepted(api):
     longest = "A-." + "b" * 61  # 64 characters, every kind of character an id may hold
+    status, reply, headers = call(api, "PUT", f"/fhir/Patient/{longest}", patient("ID-64") | {"id": longest})
+    assert status == 201, reply
+    assert reply["id"] == longest and headers["Location"].endswith(f"/fhir/Patient/{longest}/_history/1")
     observation = tumour_observation("ID-64", "T1", "2024-01-08", 30) | {"id": longest}
+    observation["subject"] = {"reference": f"Patient/{longest}"}
     status, reply, headers = call(api, "PUT", f"/fhir/Observation/{longest}", observation)
     assert status == 201, reply
     assert reply["id"] == longest and headers["Location"].endswith(f"/fhir/Observation/{longest}/_history/1")
+    status, found, _ = call(api, "GET", f"/fhir/Observation?patient={longest}")
+    assert found["total"] == 1
 
 
 def test_bodies_over_the_limit_are_413_with_or_without_content_length(api, stored):
@@ -416,3 +422,30 @@ def test_public_url_is_the_base_of_absolute_urls(db_url, tmp_path):
         assert reply["link"][0]["url"].startswith(f"{base}/Patient?")
     finally:
         processes.stop()
+
+
+def test_the_capability_statement_lists_exactly_what_is_supported(api):
+    from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+    status, body, _ = call(api, "GET", "/fhir/metadata", headers={"Authorization": ""})
+    assert status == 200
+    CapabilityStatement.model_validate(body)  # a valid R4 CapabilityStatement
+    rest = body["rest"][0]
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+    observation = next(r for r in rest["resource"] if r["type"] == "Observation")
+    assert {p["name"] for p in observation["searchParam"]} == {
+        "patient",
+        "subject",
+        "identifier",
+        "date",
+        "_lastUpdated",
+        "_id",
+        "status",
+        "code",
+        "category",
+    }
+    assert "_sort on date, _lastUpdated" in observation["documentation"]
+    assert observation["conditionalCreate"] and observation["conditionalUpdate"]
+    assert observation["conditionalDelete"] == "not-supported"
+    report = next(r for r in rest["resource"] if r["type"] == "DiagnosticReport")
+    assert {i["code"] for i in report["interaction"]} == {"read", "search-type"} and not report["conditionalCreate"]
