@@ -5,7 +5,8 @@
   facts naming the lesion. A lesion may move from non-injected to injected (from the visit after the injection
   on), never back. Table ``lesion_class`` in ``rules/rulesets/itrecist.yaml``.
 - Three RECIST-1.1-style assessments (§6.2), each with its own sum of diameters, baseline and nadir:
-  - overall: every target, non-target and new lesion — RECIST 1.1 itself (``recist11.assess``);
+  - overall: every target, non-target and new lesion — RECIST 1.1 itself (``recist11.assess``) up to the first
+    progression, then iRECIST-like (§6.2: the assessment continues; later scans take their iRECIST category [D]);
   - injected (local) [U]: T-I sum and NT-I lesions only;
   - non-injected (systemic) [U]: T-NI sum, NT-NI lesions and new lesions (new lesions were never injected).
   The local and systemic responses reuse ``recist11.evaluate_timepoint`` on the lesion subset; they are reported in
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from rules.criteria import recist11
+from rules.criteria import irecist, recist11
 from rules.criteria.burden import TumourFilter, criterion_flags, fraction_as_decimal
 from rules.criteria.recist_family import (
     baseline_conformance as recist_baseline_conformance,
@@ -303,8 +304,9 @@ def assess(
     *,
     is_tumour: TumourFilter | None = None,
 ) -> CriterionAssessment:
-    """itRECIST over the whole timeline: overall response as RECIST 1.1 (ends at the first overall PD), with the
-    injected and non-injected responses at each timepoint in ``extra``. Provisional (spec §6 [U])."""
+    """itRECIST over the whole timeline: overall response as RECIST 1.1 up to the first overall PD, then the
+    iRECIST category of each later scan (spec §6.2: assessment continues iRECIST-like), with the injected and
+    non-injected responses at each timepoint in ``extra``. Provisional (spec §6 [U])."""
     ruleset = engine.rulebase[CRITERION]
     recist = engine.rulebase[ruleset.parameters.get("measurement_rules", recist11.CRITERION)]
     flags = criterion_flags(ruleset, overrides)
@@ -334,9 +336,23 @@ def assess(
             skip_missing=True,
         )
 
+    graded = list(overall.timepoints)
+    continued_note = ""
+    if overall.progression_date is not None:
+        # Size spec §6.2: assessment continues after the first progression, iRECIST-like (parameters of the rule file).
+        after = ruleset.parameters["after_first_progression"]
+        if after["criterion"] != irecist.CRITERION:
+            raise ValueError(f"itRECIST continues with iRECIST only, not {after['criterion']!r}")
+        continued = irecist.assess(engine, timeline, overrides, is_tumour=is_tumour)
+        graded += [t for t in continued.timepoints if t.scan_date > overall.progression_date]
+        continued_note = (
+            f"after the first progression of {overall.progression_date}, itRECIST continues iRECIST-like "
+            f"(Goldmacher 2020): this scan takes its iRECIST category ({after['source']})"
+        )
+
     responses: list[TimepointResponse] = []
     earlier: list[dt.date] = []
-    for response in overall.timepoints:
+    for response in graded:
         tp = next(t for t in timeline.followups if t.scan_date == response.scan_date)
         classes = lesion_classes(engine, timeline, history, tp.scan_date)
         extra: dict[str, Any] = {
@@ -344,6 +360,9 @@ def assess(
             "reclassified": tuple(history.reclassified.get(tp.scan_date, ())),
         }
         trace = list(response.trace)
+        if response.criterion == irecist.CRITERION:
+            trace.insert(0, continued_note)
+            extra = {**response.extra, **extra}  # the iRECIST episode and its confirmation window stay visible
         if extra["reclassified"]:
             trace.append("re-classified non-injected → injected from this visit: " + ", ".join(extra["reclassified"]))
         for name in SERIES:
@@ -373,8 +392,8 @@ def assess(
     warnings = baseline_conformance(timeline, ruleset, recist, base_classes) + warnings + history.warnings
     if overall.progression_date is not None:
         warnings.append(
-            "itRECIST continues assessment after a first progression iRECIST-like (Goldmacher 2020); "
-            "not implemented here: timepoints after the first overall PD are not graded"
+            f"itRECIST continues assessment after the first progression ({overall.progression_date}) iRECIST-like "
+            "(Goldmacher 2020): later scans take their iRECIST category [D]"
         )
     return CriterionAssessment(
         criterion=CRITERION,

@@ -175,3 +175,22 @@ def test_worked_examples_overall_equals_recist_and_conformance_warns():
     assert [tp.extra["noninjected_response"] for tp in a.timepoints] == ["PR", "PR", "PR"]
     assert [tp.extra["injected_response"] for tp in a.timepoints] == [None, None, None]
     assert any("0 T-I target lesions" in w for w in a.warnings)
+
+
+def test_assessment_continues_after_the_first_progression_irecist_like():
+    # Size spec §6.2 [V]: itRECIST continues after the initial progression, iRECIST-like [D: the later scans take
+    # their iRECIST category]. E7: TP1 2024-07-01 targets 18 + 20 + 14 = 52 mm (−35 % from 80) with a new lung
+    # nodule → RECIST PD (the first progression, dated); TP2 2024-08-26 14 + 15 + 11 = 40 mm (−50 %), no further
+    # new lesion → iRECIST resets: iPR; TP3 2024-10-21 12 + 12 + 9 = 33 mm (−58.75 %), the nodule gone → iPR
+    # (the bone non-target is still present, so not iCR).
+    a = assess(cases.E7.facts())
+    assert categories(a) == ["PD", "iPR", "iPR"]
+    assert a.progression_date == cases.E7.scans["TP1"]  # the first progression stays the event
+    assert "continues iRECIST-like" in a.timepoints[1].trace[0]
+    assert a.timepoints[1].extra["reset_from_iupd"] == "2024-07-01"  # iRECIST's own reasoning is kept
+    assert "noninjected_response" in a.timepoints[1].extra
+    # E3: TP2 2024-06-24 SoD 25 mm (+25 %, +5 mm from the nadir 20) → PD; TP3 2024-07-22 31 mm: +6 mm over the
+    # sum at the iUPD (≥ 5 mm) → iCPD, progression dated to TP2.
+    e3 = assess(cases.E3.facts())
+    assert categories(e3) == ["SD", "PD", "iCPD"]
+    assert e3.timepoints[2].progression_date == cases.E3.scans["TP2"]
