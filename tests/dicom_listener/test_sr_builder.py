@@ -533,3 +533,15 @@ def test_random_lesion_specs_round_trip(specs):
         assert (group.metabolic_volume_ml, group.tlg) == (to_suv(spec.metabolic_volume_ml), to_suv(spec.tlg))
         assert group.referenced_sop_instance_uids == ((CT, PET)[spec.image_index].SOPInstanceUID,)
         assert group.rejected_reason is None
+
+
+def test_demo_files_encoding_matches_their_file_meta_so_senders_do_not_warn():
+    """Issue 15: pynetdicom warned about every demo CT image ("encoded as implicit VR little endian but the file
+    meta has … Explicit VR Little Endian"): the dataset's own encoding must be the file meta's transfer syntax."""
+    from service.demo import case_datasets, demo_cohort
+
+    mrn, _, case = demo_cohort()[0]
+    for ds in case_datasets(case, mrn):
+        syntax = ds.file_meta.TransferSyntaxUID
+        encoding = ds.original_encoding
+        assert encoding in ((None, None), (syntax.is_implicit_VR, syntax.is_little_endian)), (ds.SOPClassUID, encoding)
