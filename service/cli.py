@@ -40,21 +40,24 @@ def cmd_api(settings: Settings, _args) -> int:
     from service.api import create_app
     from service.api.limits import answer_limits_as_operation_outcome, request_line_limit
     from service.auth import startup_warnings
+    from service.http_worker import ApiWorker
 
     if refused := _cannot_listen("HTTP", settings.http_host, settings.http_port):
         return refused
     ensure_api_token(settings)
+    ApiWorker.max_body_bytes = settings.max_request_bytes
     for warning in startup_warnings(settings):
         logger.warning(warning)
 
     class Gunicorn(BaseApplication):
         def load_config(self):
-            # gthread: each worker process serves up to ``threads`` requests at once, and idle keep-alive
-            # connections wait in its event loop without holding a thread, so a few slow clients or slow
-            # outbound calls (each bounded, see service.cds_fetch) cannot take every worker (contract §9.5).
+            # gthread (service.http_worker.ApiWorker): each worker process serves up to ``threads`` requests at
+            # once; a connection holds a thread only once its request head has fully arrived, and its body must
+            # keep a minimum rate, so slow clients and slow outbound calls (each bounded, see service.cds_fetch)
+            # cannot take every worker (contract §9.5).
             self.cfg.set("bind", f"{settings.http_host}:{settings.http_port}")
             self.cfg.set("workers", max(1, settings.gunicorn_workers))
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", "service.http_worker.ApiWorker")
             self.cfg.set("threads", max(1, settings.gunicorn_threads))
             self.cfg.set("timeout", max(10, settings.gunicorn_timeout_seconds))
             self.cfg.set("keepalive", max(1, settings.gunicorn_keepalive_seconds))

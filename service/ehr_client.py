@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -59,6 +60,17 @@ class EhrClient:
             raise DeliveryError(f"EHR answered {response.status_code}: {response.text[:200]}", response.status_code)
         return response.status_code
 
+    def is_own_url(self, url: object) -> bool:
+        """Whether ``url`` is under the configured base (same scheme, host and port, path below the base's)."""
+        if not isinstance(url, str):
+            return False
+        base, other = urlsplit(self.base), urlsplit(url)
+        return (
+            (other.scheme, other.netloc) == (base.scheme, base.netloc)
+            and (other.path.rstrip("/") + "/").startswith(base.path.rstrip("/") + "/")
+            and "/../" not in other.path + "/"
+        )
+
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """A FHIR search, following ``next`` links; returns the matched resources."""
         url = f"{self.base}/{resource_type}"
@@ -81,6 +93,9 @@ class EhrClient:
                 if "resource" in e and (e.get("search") or {}).get("mode", "match") == "match"
             ]
             url = next((link["url"] for link in bundle.get("link", []) if link.get("relation") == "next"), None)
+            if url is not None and not self.is_own_url(url):
+                # Our credential goes with every page: never to another server than the configured EHR.
+                raise DeliveryError("EHR search paging link points away from IMMUNORAD_EHR_FHIR_URL")
             query = None
             pages += 1
         return resources

@@ -123,6 +123,7 @@ def patient_timeline(patient_id: str):
 @blueprint.get("/patients/<patient_id>/pending")
 def patient_pending(patient_id: str):
     """The patient's inputs that wait for another object (contract §9.3 "SR order"), with their reason."""
+    params.parse({})
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
         audit(
@@ -141,6 +142,7 @@ def patient_pending(patient_id: str):
 def all_pending():
     """Every pending input, including those not tied to a patient yet (a dcmjs SR names no patient: its images
     do)."""
+    params.parse({})
     with ctx().db.write() as session:
         audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="PendingInput")
         return jsonify({"pending": pending_inputs(session)})

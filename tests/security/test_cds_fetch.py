@@ -190,3 +190,101 @@ def test_healthz_answers_while_cds_calls_hang_on_a_silent_ehr(db_url, tmp_path, 
         assert total < 10, total
     finally:
         processes.stop()
+
+
+def test_ehr_search_paging_never_leaves_the_configured_ehr(settings_factory, ehr, listeners):
+    # The worker's context pull follows an EHR's ``next`` links with our credential: only under its own base.
+    from service.ehr_client import DeliveryError, EhrClient
+
+    attacker = listeners()
+    ehr.search_data["Observation"] = [{"resourceType": "Observation", "id": f"o{n}"} for n in range(5)]
+    client = EhrClient(settings_factory(ehr_fhir_url=ehr.base_url, ehr_token="our-ehr-token"))
+    assert [r["id"] for r in client.search("Observation", {"_count": "2"})] == ["o0", "o1", "o2", "o3", "o4"]
+    for elsewhere in (f"{attacker.base}/fhir", f"{ehr.base_url}/../internal", ehr.base_url.replace("/fhir", "/admin")):
+        ehr.next_link_base = elsewhere
+        with pytest.raises(DeliveryError, match="paging link"):
+            client.search("Observation", {"_count": "2"})
+    time.sleep(0.3)
+    assert attacker.connections == 0
+    assert not any("/internal" in path or "/admin" in path for _, path, _ in ehr.requests)
+
+
+def test_healthz_and_the_api_answer_beside_idle_and_kept_alive_connections(db_url, tmp_path):
+    # 48 connections (three times the request threads) that never send a byte, and 16 kept alive after a request:
+    # they wait in the worker's event loop (service.http_worker), none holds a request thread.
+    processes = ServiceProcesses(db_url=db_url, var_dir=tmp_path / "var", roles=("api",))
+    processes.start()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(16):
+            conn = socket.create_connection(("127.0.0.1", processes.http_port), timeout=5)
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            idle.append(conn)  # kept alive, silent from now on
+        for _ in range(48):
+            idle.append(socket.create_connection(("127.0.0.1", processes.http_port), timeout=5))
+        time.sleep(1)
+        timings = []
+        for path in ("/healthz", "/fhir/metadata", "/healthz"):
+            began = time.monotonic()
+            with urllib.request.urlopen(f"{processes.base_url}{path}", timeout=5) as response:
+                assert response.status == 200
+            timings.append(time.monotonic() - began)
+        assert processes.request("GET", "/api/patients")[0] == 200
+        assert max(timings) < 1.0, timings
+    finally:
+        for conn in idle:
+            conn.close()
+        processes.stop()
+
+
+def test_healthz_and_the_api_answer_while_slow_clients_trickle(db_url, tmp_path):
+    # 32 clients (twice the request threads) send a request head a byte every 0.3 s, and 32 more a complete head
+    # then a body a byte every 0.3 s: heads wait in the event loop, bodies must keep a minimum rate.
+    processes = ServiceProcesses(db_url=db_url, var_dir=tmp_path / "var", roles=("api",))
+    processes.start()
+    stop = threading.Event()
+    slow: list[socket.socket] = []
+    cut: list[float] = []
+    head = b"POST /fhir HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\nContent-Length: 100000\r\n"
+
+    def trickle(conn: socket.socket, data: bytes) -> None:
+        began = time.monotonic()
+        for n in range(len(data)):
+            if stop.wait(0.3):
+                return
+            try:
+                conn.sendall(data[n : n + 1])
+            except OSError:
+                cut.append(time.monotonic() - began)
+                return
+
+    try:
+        for n in range(64):
+            conn = socket.create_connection(("127.0.0.1", processes.http_port), timeout=5)
+            if n % 2:
+                conn.sendall(head + b"Authorization: Bearer e2e-token\r\n\r\n")
+                data = b"{" + b" " * 99998 + b"}"
+            else:
+                data = head
+            slow.append(conn)
+            threading.Thread(target=trickle, args=(conn, data), daemon=True).start()
+        time.sleep(2)  # every slow client is under way
+        timings = []
+        for path in ("/healthz", "/fhir/metadata", "/healthz"):
+            began = time.monotonic()
+            with urllib.request.urlopen(f"{processes.base_url}{path}", timeout=5) as response:
+                assert response.status == 200
+            timings.append(time.monotonic() - began)
+        assert processes.request("GET", "/api/patients")[0] == 200
+        assert max(timings) < 1.0, timings
+        # The slow bodies were cut after the grace period (5 s); the slow heads after the head deadline (10 s).
+        deadline = time.monotonic() + 30
+        while len(cut) < 64 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(cut) == 64, f"{len(cut)} of 64 slow clients were cut off"
+    finally:
+        stop.set()
+        for conn in slow:
+            conn.close()
+        processes.stop()

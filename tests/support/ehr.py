@@ -26,6 +26,8 @@ class FakeEhr:
         self.search_data: dict[str, list[dict]] = {}
         """resourceType → resources served to searches (context pull)."""
         self.requests: list[tuple[str, str, str | None]] = []
+        self.next_link_base: str | None = None
+        """When set, search paging links point there instead of at this server (a misbehaving or hostile EHR)."""
 
     @property
     def base_url(self) -> str:
@@ -103,7 +105,8 @@ class FakeEhr:
                     links.append(
                         {
                             "relation": "next",
-                            "url": f"{ehr.base_url}/{kind}?{rest}&_count={count}&_offset={offset + count}",
+                            "url": f"{ehr.next_link_base or ehr.base_url}/{kind}?{rest}&_count={count}"
+                            f"&_offset={offset + count}",
                         }
                     )
                 self._reply(
