@@ -244,6 +244,9 @@ def report_page(report_id: str):
         row = get_resource(session, "DiagnosticReport", report_id)
         if row is None or row.origin != "immunorad":
             abort(404, description="unknown report")
+        from service.api.signin import check_patient_allowed
+
+        check_patient_allowed(row.patient_id)
         report = session.scalars(select(Report).where(Report.fhir_id == report_id)).first()
         forms = {
             f.get("contentType", "").split(";")[0]: base64.b64decode(f.get("data", "")).decode("utf-8", "replace")

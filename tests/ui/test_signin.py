@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from service.db import Database
+from service.worker import Worker
 from tests.support.smart_ehr import SmartEhr
 from tests.ui.cohort import COHORT, send_case
 
@@ -162,9 +164,14 @@ def test_smart_ehr_launch_with_pkce_opens_the_patient_in_context(launch_app, sma
     target = f"/ui/patients/{ours['DEMO-0002']}"
     assert f'content="0;url={target}"' in callback.data.decode()
     assert browser.get(target).status_code == 200
-    # The launch session is for that patient only.
+    # The launch session is for that patient only: their pages and reports, nobody else's, no cohort pages.
     assert browser.get(f"/ui/patients/{ours['DEMO-0001']}").status_code == 403
     assert browser.get("/ui/quality").status_code == 403
+    Worker(settings, Database(settings.database_url)).drain()
+    report_of = {mrn: api.get(f"/api/patients/{ours[mrn]}").get_json()["reports"][0]["id"] for mrn in ours}
+    assert browser.get(f"/ui/reports/{report_of['DEMO-0002']}").status_code == 200
+    other = browser.get(f"/ui/reports/{report_of['DEMO-0001']}")
+    assert other.status_code == 403 and other.mimetype == "text/html"
     # The launch state is single use: replaying the callback is refused (and the EHR's code is spent anyway).
     again = browser.get(callback_url)
     assert again.status_code == 400 and b"expired" in again.data

@@ -146,6 +146,7 @@ def test_smart_ehr_launch_from_the_cds_card_opens_the_patient(service, cohort, b
     page.wait_for_url(f"{base}/ui/patients/{cohort[mrn]}")
     page.wait_for_selector("#lesion-table")
     assert page.inner_text("#patient-mrn") == mrn
+    assert page.is_visible("#launched-from-ehr") and not page.is_visible("nav[aria-label=Main]")
     page.screenshot(path=str(artifacts / f"smart-launch-patient-{backend}.png"), full_page=True)
     authorize = smart_ehr.authorize_requests[-1]
     assert authorize["code_challenge_method"] == "S256" and authorize["launch"] == launch
