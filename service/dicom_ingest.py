@@ -24,7 +24,8 @@ import re
 import time
 
 from pydicom.dataset import Dataset
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DataError, IntegrityError
 
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
@@ -258,9 +259,13 @@ class DicomIngest:
         logger.warning("implausible DICOM input refused", extra={"fields": {"reason": _scrubbed(reason, 300)}})
 
     def _check_birth_date(self, session, patient: Patient, study_date: dt.date | None) -> None:
-        """The stored birth date must not be after this study (contract §9.2); the header's own birth date was
-        checked against its study date already."""
-        problem = birth_date_problem(patient.birth_date, today(), [study_date])
+        """The birth date must not be after this study nor, when this instance is the first to state it, after the
+        patient's earlier studies (contract §9.2); the header's own birth date was checked against its study date
+        already."""
+        scans = [study_date]
+        if sa_inspect(patient).attrs.birth_date.history.has_changes():
+            scans.append(session.scalar(select(func.min(Study.study_date)).where(Study.patient_id == patient.id)))
+        problem = birth_date_problem(patient.birth_date, today(), scans)
         if problem:
             self._log_refused(problem)
             raise StoreRejected(STATUS_IMPLAUSIBLE, f"implausible header: {problem}")

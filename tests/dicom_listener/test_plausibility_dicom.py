@@ -245,3 +245,16 @@ def test_a_study_before_the_stored_birth_date_is_refused(listener, db):
     assert send(listener.port, first) == 0x0000
     earlier = image("PL-BIRTH", ROOT + "80.3", dt.date(2019, 1, 1), ROOT + "80.4")
     assert send(listener.port, earlier) == 0xC003
+
+
+def test_a_birth_date_first_stated_after_an_earlier_study_is_refused(listener, db):
+    first = image("PL-BIRTH2", ROOT + "81.1", dt.date(2024, 1, 8), ROOT + "81.2")  # no birth date
+    assert send(listener.port, first) == 0x0000
+    # A later study's header says the patient was born after the first study: refused, nothing changes.
+    later = image("PL-BIRTH2", ROOT + "81.3", FOLLOWUP, ROOT + "81.4", birth_date=dt.date(2024, 2, 1))
+    assert send(listener.port, later) == 0xC003
+    with db.read() as session:
+        assert session.scalars(select(Patient).where(Patient.mrn == "PL-BIRTH2")).one().birth_date is None
+    # Born on the day of the first study: plausible.
+    same_day = image("PL-BIRTH2", ROOT + "81.5", FOLLOWUP, ROOT + "81.6", birth_date=dt.date(2024, 1, 8))
+    assert send(listener.port, same_day) == 0x0000
