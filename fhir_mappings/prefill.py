@@ -30,6 +30,7 @@ from fhir_mappings.prefill_details import (
     burden_name,
     criterion_headline,
     details_html,
+    format_date,
     format_number,
     format_percent,
     format_signed,
@@ -74,11 +75,6 @@ COMPLETE = frozenset({"CR", "iCR", "irCR", "CMR"})
 # ---------------------------------------------------------------------------------------------------------------
 # Wording
 # ---------------------------------------------------------------------------------------------------------------
-def format_date(day: dt.date) -> str:
-    """``11 Mar 2024``: one date format, unambiguous in every locale."""
-    return f"{day.day} {day:%b} {day.year}"
-
-
 def change(value: Fraction | Decimal | None) -> str:
     """A percent change as a reader writes it: ``−30 %``, ``+5.17 %``, ``0 %`` (2 decimals at most)."""
     if value is None:

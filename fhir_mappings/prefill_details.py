@@ -54,6 +54,26 @@ def format_number(value: Decimal | Fraction | float | int | None, places: int | 
     return text.replace("-", MINUS)
 
 
+def format_date(day: dt.date) -> str:
+    """``11 Mar 2024``: the one date format of the report (contract §9.4), unambiguous in every locale."""
+    return f"{day.day} {day:%b} {day.year}"
+
+
+ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+
+
+def dates_in_words(text: str) -> str:
+    """Every ISO date in ``text`` (rule traces write them) in the report's one format."""
+
+    def one(match: re.Match[str]) -> str:
+        try:
+            return format_date(dt.date(int(match[1]), int(match[2]), int(match[3])))
+        except ValueError:
+            return match[0]
+
+    return ISO_DATE.sub(one, text)
+
+
 def format_signed(value: Decimal | Fraction | float | int | None, unit: str, places: int | None = None) -> str:
     """``+5.17 %``, ``−27 mm``, ``0.00 %``; ``n/a`` for ``None``."""
     if value is None:
@@ -743,7 +763,9 @@ def _warnings(assessment: PatientAssessment, scan_date: dt.date) -> list[str]:
 # Renderers
 # ---------------------------------------------------------------------------------------------------------------
 def _html(blocks: Sequence[_Block]) -> str:
-    e = html.escape
+    def e(text: str) -> str:
+        return html.escape(dates_in_words(text))
+
     out = []
     for block in blocks:
         if isinstance(block, _Heading):

@@ -306,7 +306,7 @@ def test_html_keeps_the_traces_in_details_and_escapes_everything():
     }  # fmt: skip
     summary, details = fragment.split("<details>", 1)
     # The confirmation window and the new-lesion sums with their reasoning, in the details only.
-    assert "Confirmation window: 2024-06-03 to 2024-07-01" in details
+    assert "Confirmation window: 3 Jun 2024 to 1 Jul 2024" in details
     assert "sum of measures 12 mm" in details and "Confirmation window" not in summary
     assert "confirm between 3 Jun 2024 and 1 Jul 2024" in summary
 

@@ -36,7 +36,7 @@ def test_e5_iupd_states_the_category_the_window_and_the_new_lesion_sums():
     assert "Unconfirmed progression (iUPD) on this scan (caused by new lesions)." in plain
     # 2024-05-06 + 28 days = 2024-06-03; + 56 days = 2024-07-01.
     assert (
-        "Confirmation window: 2024-06-03 to 2024-07-01 (4 to 8 weeks after the iUPD): the next assessment in "
+        "Confirmation window: 3 Jun 2024 to 1 Jul 2024 (4 to 8 weeks after the iUPD): the next assessment in "
         "this window confirms progression (iCPD) or not."
     ) in plain
     # NLT: N1 liver LD 12 mm ≥ 10 → measurable new lesion; its sum of measures is kept apart from the target sum.
@@ -48,7 +48,7 @@ def test_e5_iupd_states_the_category_the_window_and_the_new_lesion_sums():
     # irRC: 990 + 120 = 1110 mm² (+12.12 % from the nadir 990: < 25 %, irSD).
     assert "Tumour burden = index lesions 990 mm² + new measurable lesions 120 mm² (N1 liver)." in plain
     # RECIST 1.1 has no confirmation: the unequivocal new lesion is PD, dated to this scan.
-    assert "RECIST 1.1: progressive disease (PD)." in plain and "Date of progression: 2024-05-06." in plain
+    assert "RECIST 1.1: progressive disease (PD)." in plain and "Date of progression: 6 May 2024." in plain
     # Bookkeeping keys are not report text.
     for noise in ("Days since iUPD", "Early scan disregarded", "Raw category", "Reader review: no", "Index sum"):
         assert noise not in plain
@@ -58,7 +58,7 @@ def test_e5_iupd_html_says_the_same_and_is_well_formed():
     _, fragment = iupd_report()
     text = " ".join(parse(fragment).text)
     assert "unconfirmed progressive disease (iUPD)" in text
-    assert "Confirmation window: 2024-06-03 to 2024-07-01" in text
+    assert "Confirmation window: 3 Jun 2024 to 1 Jul 2024" in text
     assert "sum of measures 12 mm" in text and "new measurable lesions 120 mm²" in text
 
 
@@ -67,13 +67,13 @@ def test_e5_confirming_scan_states_icpd_how_and_the_growth_of_the_nlt_sum():
     assert "iRECIST: confirmed progressive disease (iCPD)." in plain
     # NLT sum 18 − 12 = +6 mm ≥ 5 → iCPD 28 days after the iUPD; progression dated to the iUPD.
     assert (
-        "Progression confirmed (iCPD): the iUPD of 2024-05-06 (caused by new lesions) is confirmed on this scan, "
+        "Progression confirmed (iCPD): the iUPD of 6 May 2024 (caused by new lesions) is confirmed on this scan, "
         "28 days later, by an increase of the new-lesion (NLT) sum of measures over its value at the iUPD; "
         "at the iUPD: target sum 45 mm, NLT sum of measures 12 mm."
     ) in plain
     assert "New lesions — measurable (NLT): N1 liver, sum of measures 18 mm (+6 mm from 12 mm at the iUPD)" in plain
-    assert "Date of progression: 2024-05-06." in plain
-    assert "RECIST 1.1: not graded after progression dated 2024-05-06" in plain
+    assert "Date of progression: 6 May 2024." in plain
+    assert "RECIST 1.1: not graded after progression dated 6 May 2024" in plain
     assert "Confirmation window" not in plain
 
 
@@ -82,5 +82,5 @@ def test_e5_presented_form_of_the_diagnostic_report_carries_the_same_text():
     forms = {f["contentType"]: attachment_text(f) for f in resources.diagnostic_report["presentedForm"]}
     plain = forms["text/plain; charset=utf-8"]
     assert "iRECIST: unconfirmed progressive disease (iUPD); confirm between 3 Jun 2024 and 1 Jul 2024." in plain
-    assert "Confirmation window: 2024-06-03 to 2024-07-01" in details_text(forms["text/html; charset=utf-8"])
+    assert "Confirmation window: 3 Jun 2024 to 1 Jul 2024" in details_text(forms["text/html; charset=utf-8"])
     assert "sum of measures 12 mm" in forms["text/html; charset=utf-8"]
