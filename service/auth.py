@@ -383,12 +383,11 @@ def authenticate(
 
 
 # -- CDS Hooks ----------------------------------------------------------------------------------------------
-def cds_endpoint_url(settings: Settings, request_base_url: str, path: str) -> str:
-    """The URL the EHR called, which the JWT's ``aud`` must equal: the public URL when configured (a proxy may
-    terminate TLS in front of us), else the URL of the request as received."""
-    if settings.public_url:
-        return f"{settings.public_url.rstrip('/')}{path}"
-    return request_base_url
+def cds_endpoint_url(settings: Settings, path: str) -> str:
+    """The URL the EHR called, which the JWT's ``aud`` must equal: from configuration (``Settings.base_url``:
+    IMMUNORAD_PUBLIC_URL, else the HTTP host and port), never from the request's ``Host`` header — a forged Host
+    would otherwise let a token issued for another service (its URL as ``aud``) be accepted here."""
+    return f"{settings.base_url.rstrip('/')}{path}"
 
 
 def _allowed_jwks(settings: Settings, issuer: str) -> list[str]:

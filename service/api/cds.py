@@ -75,7 +75,7 @@ def _verify_client():
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return None
     settings = ctx().settings
-    endpoint = cds_endpoint_url(settings, request.base_url, request.path)
+    endpoint = cds_endpoint_url(settings, request.path)
     token = bearer_token(request.headers)
     try:
         principal = verify_cds_jwt(settings, token, endpoint)

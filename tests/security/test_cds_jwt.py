@@ -152,8 +152,17 @@ def test_a_replay_is_refused_across_api_processes(cds_settings, smart_ehr):
     assert call(make_client(cds_settings), token).status_code == 401
 
 
-def test_the_request_url_is_the_audience_when_no_public_url_is_set(settings_factory, smart_ehr):
+def test_the_configured_base_is_the_audience_whatever_the_host_header(settings_factory, smart_ehr):
+    # No IMMUNORAD_PUBLIC_URL: the audience is http://{IMMUNORAD_HTTP_HOST}:{IMMUNORAD_HTTP_PORT}/…, from the
+    # configuration; the Host header the caller sends (here the test client's "localhost", or a forged one naming
+    # another service the EHR issues tokens for) never becomes the audience.
     settings = settings_factory(cds_issuers=((smart_ehr.cds_issuer, smart_ehr.cds_jwks_url),))
     client = make_client(settings)
-    # The Flask test client calls http://localhost/…
-    assert call(client, smart_ehr.cds_jwt(f"http://localhost{SERVICE}")).status_code == 200
+    configured = f"http://127.0.0.1:{settings.http_port}{SERVICE}"
+    assert call(client, smart_ehr.cds_jwt(configured)).status_code == 200
+    assert call(client, smart_ehr.cds_jwt(f"http://localhost{SERVICE}")).status_code == 401
+    other = smart_ehr.cds_jwt(f"https://other-service.example{SERVICE}")
+    forged = client.post(
+        SERVICE, json=hook_request(), headers={"Authorization": f"Bearer {other}", "Host": "other-service.example"}
+    )
+    assert forged.status_code == 401
