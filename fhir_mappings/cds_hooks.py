@@ -1,6 +1,7 @@
 """CDS Hooks 2.0 (contract §6; interop-notes §5.1): the discovery document and the cards for active alerts.
 
-A card per active alert: ``summary`` (one sentence, < 140 characters), ``indicator`` (``critical`` for
+A card per active alert (one per patient and finding, contract §9.4: never twice, never for "not evaluable"
+unless IMMUNORAD_ALERT_NOT_EVALUABLE is set): ``summary`` (one sentence, < 140 characters), ``indicator`` (``critical`` for
 hyperprogression and fast progression, ``warning`` for irAE, sarcoid-like reaction and a due confirmation scan,
 ``info`` otherwise — :func:`fhir_mappings.codes.alert_indicator`, the same rule as the Flag priority),
 ``source`` with the alert code as ``topic``, a Markdown ``detail`` with the rule trace, and an ``absolute`` link
@@ -34,9 +35,10 @@ def discovery_document() -> dict[str, Any]:
                 "id": SERVICE_ID,
                 "title": "Immunotherapy imaging response alerts",
                 "description": (
-                    "Shows active imaging alerts from immunorad when a patient's chart is opened: "
-                    "hyperprogression, fast progression, a confirmation scan due after iUPD, "
-                    "pseudoprogression, dissociated response, irAE and sarcoid-like reaction patterns."
+                    "Shows active imaging alerts from immunorad when a patient's chart is opened, one card per "
+                    "finding that holds: hyperprogression, fast progression, early death, a confirmation scan due "
+                    "(iRECIST, irRECIST, irRC, imRECIST, iRANO, LYRIC), pseudoprogression, dissociated or abscopal "
+                    "response, irAE and sarcoid-like reaction patterns, tumour growth acceleration."
                 ),
                 "prefetch": {"patient": "Patient/{{context.patientId}}"},
             }

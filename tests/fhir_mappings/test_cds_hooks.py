@@ -146,3 +146,20 @@ def test_discovery_document():
     assert service["hook"] == "patient-view"
     assert service["prefetch"] == {"patient": "Patient/{{context.patientId}}"}
     assert service["description"] and service["title"]
+
+
+def test_the_same_finding_never_gives_two_cards():
+    # Issue 15: "the same dissociated response card appeared twice". Two alert states of one finding (e.g. an old
+    # identifier next to the current one) give one card; two irAE organ patterns are two findings, two cards.
+    dissociated = alert("dissociated-response", severity="warning")
+    again = dataclasses.replace(dissociated, identifier="other/dissociated-response")
+    assert len(cards_for([dissociated, again], patient_page_url=PAGE)) == 1
+    colitis, hepatitis = (
+        dataclasses.replace(
+            alert("irae", severity="warning"),
+            identifier=f"p/irae/{key}",
+            finding=dataclasses.replace(alert("irae").finding, key=key, distinct_by_key=True),
+        )
+        for key in ("colitis", "hepatitis")
+    )
+    assert len(cards_for([colitis, hepatitis], patient_page_url=PAGE)) == 2
