@@ -45,10 +45,12 @@ test: install-test
 test-container: install-test
 	$(BIN)/python -m pytest -m container tests/ops/test_container.py
 
-## Static checks, as CI runs them: ruff's linter and formatter check (pyproject.toml [tool.ruff]).
+## Static checks, as CI runs them: ruff's linter and formatter check, and mypy (pyproject.toml [tool.ruff],
+## [tool.mypy]: strict on rules/, the default on service/, dicom_listener/, fhir_mappings/).
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## Regenerate docs/CONFIGURATION.md after changing service/config.py or a rule file's flags.
 config-doc: install

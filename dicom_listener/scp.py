@@ -15,10 +15,11 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class RefusedAssociation:
 
 RefusalCallback = Callable[[RefusedAssociation], None]
 
-REJECT_REASONS = {
+REJECT_REASONS: dict[tuple[object, object], str] = {
     (0x01, 0x03): "calling-ae-not-allowed",
     (0x01, 0x07): "called-ae-wrong",
     (0x03, 0x02): "association-limit",
@@ -167,7 +168,7 @@ def _report_refusal(on_refused: RefusalCallback, refused: RefusedAssociation) ->
     )
     try:
         on_refused(refused)
-    except Exception:  # noqa: BLE001 - the audit store may be down; the refusal itself stands and is logged
+    except Exception:
         logger.exception("DICOM association refusal not recorded")
 
 
@@ -251,7 +252,8 @@ def build_ae(config: ListenerConfig) -> AE:
     ae = AE(ae_title=config.ae_title)
     for context in AllStoragePresentationContexts:
         # pynetdicom's defaults are uncompressed only; PACS send JPEG/JPEG 2000/JPEG-LS/HTJ2K too (contract §3).
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        if context.abstract_syntax is not None:  # always set in pynetdicom's storage list
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.maximum_pdu_size = 0
     ae.maximum_associations = config.maximum_associations
@@ -269,7 +271,7 @@ def start_listener(config: ListenerConfig, store: StoreCallback, *, on_refused: 
     """
     ae = build_ae(config)
     report = on_refused or (lambda _refused: None)
-    handlers = [
+    handlers: list[tuple[Any, ...]] = [
         (evt.EVT_C_STORE, _handle_store, [store]),
         (evt.EVT_CONN_CLOSE, _end_unrequested_association),
         (evt.EVT_REJECTED, _handle_rejected, [report]),

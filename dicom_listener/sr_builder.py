@@ -23,6 +23,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import highdicom as hd
 import numpy as np
@@ -33,20 +34,22 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     PositronEmissionTomographyImageStorage,
 )
 
 from dicom_listener.sr_parser import (
+    _UID_TEXT,
     BACKGROUND_FOR_SUV_RATIO,
     BASELINE_CATEGORY,
     CURRENT_RESPONSE,
     IMMRAD_EQUIVOCAL,
     IMMRAD_FRAGMENT,
     IMMRAD_INJECTED,
-    IMMRAD_MERGED_INTO,
     IMMRAD_IRRADIATED,
+    IMMRAD_MERGED_INTO,
     IMMRAD_NODAL,
     IMMRAD_NON_TARGET_CHANGE,
     IMMRAD_SCHEME,
@@ -54,7 +57,6 @@ from dicom_listener.sr_parser import (
     METABOLIC_VOLUME,
     NON_LESION_AT_BASELINE,
     NON_TARGET_CHANGE_VALUES,
-    _UID_TEXT,
     NON_TARGET_LESION_AT_BASELINE,
     NON_TARGET_LESION_COMPLETE_RESPONSE,
     NON_TARGET_LESION_INCOMPLETE_RESPONSE_OR_SD,
@@ -158,15 +160,20 @@ def _base_image(
     sop_instance_uid = sop_instance_uid or hd.UID()
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "IMMUNORAD_BLD"
     # The dataset's own encoding must match the file meta's transfer syntax (pydicom defaults to implicit VR),
     # or a sender such as pynetdicom warns about the mismatch and re-encodes.
     ds = pydicom.FileDataset(
-        None, Dataset(), file_meta=meta, preamble=b"\x00" * 128, is_implicit_VR=False, is_little_endian=True
+        None,  # type: ignore[arg-type]  # pydicom takes None for an in-memory dataset; its annotation omits it
+        Dataset(),
+        file_meta=meta,
+        preamble=b"\x00" * 128,
+        is_implicit_VR=False,
+        is_little_endian=True,
     )
 
     date = study_date.strftime("%Y%m%d")
@@ -272,7 +279,10 @@ SYMPTOM_DRIVEN = Code("symptom-driven", IMMRAD_SCHEME, "Symptom-driven unschedul
 """Contract §9.3: Reason for Requested Procedure of a scan done for a new symptom (iRECIST early confirmation)."""
 
 
-def mark_symptom_driven(ds: Dataset) -> Dataset:
+_D = TypeVar("_D", bound=Dataset)
+
+
+def mark_symptom_driven(ds: _D) -> _D:
     """Request Attributes Sequence (0040,0275) > Reason for Requested Procedure Code Sequence (0040,100A) =
     ``(symptom-driven, 99IMMRAD)`` on an image or SR header (contract §9.3); returns ``ds``."""
     request = Dataset()
@@ -355,18 +365,18 @@ def build_pet_image(
     ds.ImageIndex = instance_number
     ds.AcquisitionDateTime = acquisition.strftime("%Y%m%d%H%M%S")
     tracer = radiopharmaceutical
-    radiopharmaceutical = Dataset()
+    information = Dataset()
     if radiopharmaceutical_text is not None:
-        radiopharmaceutical.Radiopharmaceutical = radiopharmaceutical_text
-    radiopharmaceutical.RadiopharmaceuticalStartTime = injection.strftime("%H%M%S")
-    radiopharmaceutical.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
-    radiopharmaceutical.RadionuclideTotalDose = injected_dose_bq
-    radiopharmaceutical.RadionuclideHalfLife = 6586.2
-    radiopharmaceutical.RadionuclidePositronFraction = 0.9673
-    radiopharmaceutical.RadionuclideCodeSequence = [hd.sr.CodedConcept(*codes.SCT._18Fluorine[:3])]
+        information.Radiopharmaceutical = radiopharmaceutical_text
+    information.RadiopharmaceuticalStartTime = injection.strftime("%H%M%S")
+    information.RadiopharmaceuticalStartDateTime = injection.strftime("%Y%m%d%H%M%S")
+    information.RadionuclideTotalDose = injected_dose_bq
+    information.RadionuclideHalfLife = 6586.2
+    information.RadionuclidePositronFraction = 0.9673
+    information.RadionuclideCodeSequence = [hd.sr.CodedConcept(*codes.SCT._18Fluorine[:3])]
     if tracer is not None:
-        radiopharmaceutical.RadiopharmaceuticalCodeSequence = [hd.sr.CodedConcept(*tracer[:3])]
-    ds.RadiopharmaceuticalInformationSequence = [radiopharmaceutical]
+        information.RadiopharmaceuticalCodeSequence = [hd.sr.CodedConcept(*tracer[:3])]
+    ds.RadiopharmaceuticalInformationSequence = [information]
     if symptom_driven:
         mark_symptom_driven(ds)
     ds.PixelRepresentation = 0
@@ -608,7 +618,7 @@ def _lesion_group(
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations:
     image = _pick_image(evidence, lesion.image_index)
     site = lesion.site if lesion.site is not None else (codes.SCT.LymphNode if lesion.nodal else None)
-    common = dict(
+    common: dict[str, Any] = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=lesion.tracking_uid or hd.UID(),
             identifier=lesion.label if lesion.label is not None else f"Lesion {position}",
@@ -619,6 +629,7 @@ def _lesion_group(
         measurements=_lesion_measurements(lesion) or None,
         qualitative_evaluations=_lesion_evaluations(lesion, site) or None,
     )
+    group: hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
     if lesion.has_size:
         # TID 1410 planar group: geometry on the image, method RECIST 1.1 (126081, DCM; CID 6147).
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(

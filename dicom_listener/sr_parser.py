@@ -22,12 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from os import PathLike
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import highdicom as hd
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import (
@@ -172,7 +171,15 @@ TOOL_NAME_PREFIXES = ("Cornerstone3DTools@", "cornerstoneTools@")
 DCMJS_DEFAULT_IDENTIFIERS = frozenset({"web annotation"})
 """dcmjs's Tracking Identifier when the caller gives none (interop-notes §2.3): names no lesion."""
 
-_SR_DOCUMENT_CLASSES: Mapping[str, type] = {
+_Cloned = TypeVar("_Cloned")
+SRDocumentClass = type[hd.sr.EnhancedSR] | type[hd.sr.ComprehensiveSR] | type[hd.sr.Comprehensive3DSR]
+MeasurementGroup = (
+    hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+)
+
+_SR_DOCUMENT_CLASSES: Mapping[str, SRDocumentClass] = {
     EnhancedSRStorage: hd.sr.EnhancedSR,
     ComprehensiveSRStorage: hd.sr.ComprehensiveSR,
     Comprehensive3DSRStorage: hd.sr.Comprehensive3DSR,
@@ -365,7 +372,9 @@ def _usable_code(code: Code) -> bool:
 
 
 def _usable_label(text: str | None) -> bool:
-    return bool(text) and len(text) <= MAX_LABEL and not _CONTROL.search(text)
+    if not text:
+        return False
+    return len(text) <= MAX_LABEL and not _CONTROL.search(text)
 
 
 def _coded(code: Code) -> Coded:
@@ -379,9 +388,7 @@ def _lookup(code: Code, table: Iterable[tuple[Code, str]]) -> str | None:
     return None
 
 
-def _read_measurement_groups(
-    ds: Dataset, document_class: type, notes: list[str]
-) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes: list[str]) -> list[MeasurementGroup]:
     """All Measurement Groups through highdicom's ``MeasurementReport`` (planar TID 1410, volumetric
     TID 1411 and image TID 1501 groups; every dcmjs group is of the last kind)."""
     if str(ds.get("ValueType", "")) != "CONTAINER" or not ds.get("ConceptNameCodeSequence"):
@@ -420,7 +427,7 @@ def _read_measurement_groups(
     return groups
 
 
-def _clone(sequence: DicomSequence) -> DicomSequence:
+def _clone(sequence: _Cloned) -> _Cloned:
     """A deep copy of an in-memory sequence. A pickle round trip of our own object (never of received
     bytes) is about three times faster than ``copy.deepcopy`` on pydicom datasets."""
     return pickle.loads(pickle.dumps(sequence, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301 -- a round trip of our own in-memory object, never of received bytes
@@ -565,7 +572,7 @@ class _GroupReader:
 
 
 def _parse_group(
-    group: hd.sr.MeasurementsAndQualitativeEvaluations,
+    group: MeasurementGroup,
     images: Mapping[str, Dataset],
     limits: PlausibilityLimits = DEFAULT_LIMITS,
 ) -> ParsedGroup:
@@ -633,9 +640,9 @@ def _read_item(item: Dataset, reader: _GroupReader) -> None:
             reader.merged_into = reader.merged_into or str(item.UID).strip()
     elif value_type == "CODE":
         if item.get("ConceptCodeSequence"):
-            value = _plain(item.ConceptCodeSequence[0])
-            if _usable_code(value):
-                _read_code_item(name, value, reader)
+            code = _plain(item.ConceptCodeSequence[0])
+            if _usable_code(code):
+                _read_code_item(name, code, reader)
             else:
                 reader.notes.append(f"{name.meaning or name.value}: the coded value is not a valid code: ignored")
     elif value_type == "NUM":

@@ -73,7 +73,7 @@ def cards_for(
         raise ValueError("source_label must be non-empty")
     systems = codes.LocalSystems.from_canonical(canonical)
     rank = {name: i for i, name in enumerate(reversed(codes.INDICATORS))}
-    cards = []
+    cards: list[dict[str, Any]] = []
     shown: set[str] = set()
     for alert in alerts:
         finding = alert.finding

@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from rules.facts import to_mm, to_suv
-from rules.therapy_classes import CONCOMITANT, classify
 from rules.plausibility import (
     DEFAULT_LIMITS,
     PlausibilityLimits,
@@ -26,6 +25,7 @@ from rules.plausibility import (
     suv_problem,
     volume_problem,
 )
+from rules.therapy_classes import CONCOMITANT, classify
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -122,7 +122,7 @@ class Plausibility:
     """``None``: the UTC date when the check runs."""
 
     def day(self) -> dt.date:
-        return self.today or dt.datetime.now(dt.timezone.utc).date()
+        return self.today or dt.datetime.now(dt.UTC).date()
 
     @staticmethod
     def refuse(problem: str | None, expression: str) -> None:

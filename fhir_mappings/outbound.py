@@ -594,7 +594,8 @@ def _disease_status_observation(c: _Context, criterion_observations: Sequence[di
         value = codes.SCT_WORSENED
         notes.append(
             f"{name} is not graded at this scan: progression was recorded on "
-            f"{chosen.progression_date.isoformat()} and the criterion ends there."
+            f"{chosen.progression_date.isoformat() if chosen.progression_date else 'an earlier scan'} "
+            "and the criterion ends there."
         )
     code = _concept(codes.LOINC_CANCER_DISEASE_STATUS.coding(), text="Cancer disease status")
     observation = c.observation_base(f"{c.date}/cancer-disease-status", code)

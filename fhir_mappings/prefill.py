@@ -186,7 +186,8 @@ def _primary_sentence(criterion: CriterionAssessment, tp: TimepointResponse | No
     name = codes.criterion_display(criterion.criterion)
     if tp is None:
         return (
-            f"Progression by {name} since {format_date(criterion.progression_date)}; "
+            f"Progression by {name} since "
+            f"{format_date(criterion.progression_date) if criterion.progression_date else 'an earlier scan'}; "
             f"{name} is not re-graded after progression."
         )
     text = f"{capitalised(reading(tp))} by {name}"

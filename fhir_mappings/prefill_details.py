@@ -170,8 +170,7 @@ def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[
             ),
             table,
         ]
-    items = [_criterion_item(c, scan_date) for c in assessment.criteria]
-    items = [item for item in items if item is not None]
+    items = [item for c in assessment.criteria if (item := _criterion_item(c, scan_date)) is not None]
     blocks.append(_Heading("Response by criterion"))
     blocks.append(
         _List(tuple(items)) if items else _Paragraph("No response criterion could be evaluated at this scan.")
@@ -259,7 +258,7 @@ def site_display(organ: str | None) -> str:
     site = site_for(text)
     if site is not None and code == site.coding.code:
         return site.coding.display
-    if code in SNOMED_SITE_WORDS:
+    if code is not None and code in SNOMED_SITE_WORDS:
         return sentence_case(SNOMED_SITE_WORDS[code])
     if code is not None and (code.isdigit() or code != text):
         return "site not named"
@@ -755,8 +754,7 @@ def _warnings(assessment: PatientAssessment, scan_date: dt.date) -> list[str]:
         tp = criterion.at(scan_date)
         if tp is not None:
             warnings += [f"{name}: {w}" for w in tp.warnings]
-    seen: set[str] = set()
-    return [w for w in warnings if not (w in seen or seen.add(w))]
+    return list(dict.fromkeys(warnings))  # each warning once, in first-seen order
 
 
 # ---------------------------------------------------------------------------------------------------------------

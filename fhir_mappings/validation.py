@@ -40,6 +40,10 @@ from pydantic import BaseModel, ValidationError
 FHIR_VERSION = "4.0.1"
 """The FHIR release the tables below are taken from (R4 resource definitions, ``valuesets.html``)."""
 
+# The walker reads the fields of whichever fhir.resources model it is handed (Bundle.entry, Observation.component,
+# Reference.reference, ...): the element types are only known at run time, so they are typed as Any here.
+FhirModel = Any
+
 
 class InvalidResource(ValueError):
     """A resource that is not valid FHIR R4 (or breaks a required binding / reference rule)."""
@@ -551,7 +555,7 @@ class _Walker:
 
     # -- resources -------------------------------------------------------------------------------------------------
     def resource(
-        self, model: BaseModel, expr: str, container: BaseModel | None, bundle: _BundleScope | None
+        self, model: FhirModel, expr: str, container: FhirModel | None, bundle: _BundleScope | None
     ) -> list[dict[str, Any]]:
         resource_type = model.get_resource_type()
         container = container or model
@@ -561,7 +565,7 @@ class _Walker:
         self._resource_rules(model, expr, resource_type)
         return self.issues
 
-    def _bundle(self, bundle: BaseModel, expr: str) -> _BundleScope:
+    def _bundle(self, bundle: FhirModel, expr: str) -> _BundleScope:
         kind = bundle.type
         transactional = kind in ("transaction", "batch")
         full_urls: dict[str, str] = {}
@@ -592,7 +596,7 @@ class _Walker:
                     )
         return _BundleScope(full_urls, kind == "transaction")
 
-    def _resource_rules(self, model: BaseModel, expr: str, resource_type: str) -> None:
+    def _resource_rules(self, model: FhirModel, expr: str, resource_type: str) -> None:
         if resource_type == "Observation":
             self._observation_values(model, expr)
             for i, component in enumerate(model.component or ()):
@@ -617,7 +621,7 @@ class _Walker:
                         )
                     )
 
-    def _observation_values(self, element: BaseModel, expr: str) -> None:
+    def _observation_values(self, element: FhirModel, expr: str) -> None:
         present = [
             name
             for name in type(element).model_fields
@@ -631,7 +635,7 @@ class _Walker:
         if present and getattr(element, "dataAbsentReason", None) is not None:
             self.issues.append(_issue("invariant", "dataAbsentReason only when there is no value (obs-6)", expr))
 
-    def _component_contract(self, component: BaseModel, expr: str) -> None:
+    def _component_contract(self, component: FhirModel, expr: str) -> None:
         """Value types and codes of the components contract §4/§5 defines."""
         for coding in (component.code.coding or ()) if component.code else ():
             system, code = coding.system or "", coding.code or ""
@@ -658,7 +662,7 @@ class _Walker:
                 self._coded_component(component, expr, code, "/CodeSystem/immunorad", _DEFINITION_VERDICTS)
 
     def _coded_component(
-        self, component: BaseModel, expr: str, code: str, suffix: str, allowed: frozenset[str]
+        self, component: FhirModel, expr: str, code: str, suffix: str, allowed: frozenset[str]
     ) -> None:
         concept = component.valueCodeableConcept
         if concept is None:
@@ -680,11 +684,11 @@ class _Walker:
     # -- elements --------------------------------------------------------------------------------------------------
     def _fields(
         self,
-        model: BaseModel,
+        model: FhirModel,
         expr: str,
         rel: str,
         resource_type: str,
-        container: BaseModel,
+        container: FhirModel,
         bundle: _BundleScope | None,
     ) -> None:
         names = _mro_names(model)
@@ -733,7 +737,7 @@ class _Walker:
         expr: str,
         rel: str,
         resource_type: str,
-        container: BaseModel,
+        container: FhirModel,
         bundle: _BundleScope | None,
         targets: frozenset[str] | None,
         contained: bool = False,
@@ -781,9 +785,9 @@ class _Walker:
     # -- references ------------------------------------------------------------------------------------------------
     def _reference(
         self,
-        ref: BaseModel,
+        ref: FhirModel,
         expr: str,
-        container: BaseModel,
+        container: FhirModel,
         bundle: _BundleScope | None,
         targets: frozenset[str] | None,
     ) -> None:
@@ -810,7 +814,7 @@ class _Walker:
                 )
             )
 
-    def _resolve(self, literal: str, expr: str, container: BaseModel, bundle: _BundleScope | None) -> str | None:
+    def _resolve(self, literal: str, expr: str, container: FhirModel, bundle: _BundleScope | None) -> str | None:
         where = f"{expr}.reference"
         if literal.startswith("#"):
             if literal == "#":

@@ -23,10 +23,10 @@ from fractions import Fraction
 from typing import Any
 
 from rules import codes
-from rules.engine import Engine, RuleSet, Threshold, get_engine
+from rules.engine import Decision, Engine, RuleSet, Threshold, get_engine
 from rules.facts import ClinicalObservation, LesionRole, LesionStatus, ReferenceRegion
 from rules.results import BiomarkerResult, CriterionAssessment
-from rules.timeline import Timeline, lesion_name
+from rules.timeline import Timeline, TrackedLesion, lesion_name
 
 CRITERION = "imaging-biomarkers"
 RECIST = "RECIST-1.1"
@@ -77,25 +77,27 @@ class Panel:
 
     def value(self, name: str) -> Value | None:
         o = self.observation(name)
-        return None if o is None else Value(Fraction(o.value), o.effective_date, f"observation {o.code}")
+        if o is None or o.value is None:  # observation() returns only observations with a value
+            return None
+        return Value(Fraction(o.value), o.effective_date, f"observation {o.code}")
 
     def suv_max(self, region: ReferenceRegion, name: str) -> Value | None:
         """SUVmax of a PET reference region at the baseline PET (contract §3 reference groups), else an observation."""
         if self.anchor is not None:
             found = [
-                r
+                (r.scan_date, r.suv_max)
                 for r in self.timeline.facts.references
                 if r.region is region and r.suv_max is not None and r.scan_date <= self.anchor
             ]
             if found:
-                latest = max(found, key=lambda r: r.scan_date)
-                return Value(Fraction(latest.suv_max), latest.scan_date, f"PET reference region {region.value}")
+                day, suv_max = max(found, key=lambda pair: pair[0])
+                return Value(Fraction(suv_max), day, f"PET reference region {region.value}")
         return self.value(name)
 
     def height_m(self) -> tuple[Value | None, str]:
         """Height in metres from ``height`` in m or cm (no unit: ≤ 3 read as m, else cm [D])."""
         o = self.observation("height")
-        if o is None:
+        if o is None or o.value is None:  # observation() returns only observations with a value
             return None, ""
         unit = (o.unit or "").strip().lower()
         raw = Fraction(o.value)
@@ -215,7 +217,7 @@ def pet_ratios(panel: Panel) -> list[BiomarkerResult]:
         ]
         if liver is not None and liver.value <= 0:
             missing.append("a positive liver SUVmax")
-        if missing:
+        if missing or numerator is None or liver is None:
             out.append(panel.result(code, name, None, "1", None, method, threshold.source, missing=missing))
             continue
         ratio = numerator.value / liver.value
@@ -243,13 +245,13 @@ def tmtv(panel: Panel) -> list[BiomarkerResult]:
     volume = panel.value("tmtv")
     origin = "observation tmtv (segmentation method as recorded with it)"
     if volume is None and panel.anchor is not None:
-        by_day: dict[dt.date, list] = {}
+        by_day: dict[dt.date, list[Decimal]] = {}
         for m in panel.timeline.facts.measurements:
             if m.metabolic_volume_ml is not None and m.scan_date <= panel.anchor and m.status is LesionStatus.PRESENT:
-                by_day.setdefault(m.scan_date, []).append(m)
+                by_day.setdefault(m.scan_date, []).append(m.metabolic_volume_ml)
         if by_day:
             day = max(by_day)
-            total = sum((Fraction(m.metabolic_volume_ml) for m in by_day[day]), Fraction(0))
+            total = sum((Fraction(volume_ml) for volume_ml in by_day[day]), Fraction(0))
             volume = Value(total, day, f"sum of {len(by_day[day])} lesion metabolic volumes (126032, DCM)")
             origin = volume.origin + " — only the reported lesions; the segmentation method changes TMTV [D]"
     out = []
@@ -409,7 +411,7 @@ def _smi_flag(
     name: str,
     smi_value: Fraction | None,
     display: Decimal | None,
-    decision,
+    decision: Decision,
     missing: list[str],
     inputs: Mapping[str, Any],
     day: dt.date | None,
@@ -486,10 +488,10 @@ def dnlr(panel: Panel) -> tuple[list[BiomarkerResult], str]:
     threshold = panel.threshold("dnlr_high")
     method = f"dNLR = neutrophils / (leukocytes − neutrophils); high = {threshold.describe()} (Seban 2020 NSCLC; LIPI); {COHORT_NOTE}"
     missing = [n for n, v in (("leukocytes", leukocytes), ("neutrophils", neutrophils)) if v is None]
-    if not missing and leukocytes.value <= neutrophils.value:
+    if leukocytes is not None and neutrophils is not None and leukocytes.value <= neutrophils.value:
         missing.append("leukocytes greater than neutrophils")
     out = []
-    if missing:
+    if missing or leukocytes is None or neutrophils is None:
         out.append(
             panel.result(
                 "dnlr",
@@ -539,7 +541,7 @@ def dnlr(panel: Panel) -> tuple[list[BiomarkerResult], str]:
 
 def _ldh_state(panel: Panel, threshold_name: str) -> tuple[str, dict[str, Any], list[str]]:
     o = panel.observation("ldh")
-    if o is None:
+    if o is None or o.value is None:  # observation() returns only observations with a value
         return "unknown", {}, ["LDH"]
     if o.reference_high is None or o.reference_high <= 0:
         return "unknown", {"ldh": f"{o.value} {o.unit or ''}".strip()}, ["LDH upper limit of normal"]
@@ -610,7 +612,7 @@ def baseline_target_sum(panel: Panel, criteria: Sequence[CriterionAssessment]) -
     return total
 
 
-def _baseline_lesions(panel: Panel):
+def _baseline_lesions(panel: Panel) -> list[TrackedLesion]:
     timeline = panel.timeline
     if timeline.baseline is None:
         return []
@@ -699,7 +701,7 @@ def distant_sites(panel: Panel) -> tuple[int | None, str]:
         site = codes.site_for(lesion.organ)
         if site is None and not lesion.organ:
             return None, f"no organ for {lesion_name(lesion)}"
-        sites.add(site.key if site else lesion.organ.strip().lower())
+        sites.add(site.key if site else (lesion.organ or "").strip().lower())
     return len(sites), ", ".join(sorted(sites))
 
 
@@ -727,13 +729,13 @@ def ps7(panel: Panel, criteria: Sequence[CriterionAssessment], smi: Fraction | N
     ldh_state, ldh_inputs, ldh_missing = _ldh_state(panel, "ps7_ldh_fraction_of_uln")
     sites, sites_text = distant_sites(panel)
     albumin_g_l = None
-    if albumin is not None:
+    if albumin is not None and albumin.value is not None:  # observation() returns only observations with a value
         factor = 10 if (albumin.unit or "").strip().lower() == "g/dl" else 1
         albumin_g_l = Fraction(albumin.value) * factor
     items = {
         "ps3_ct": ps3.value,
         "lower_performance_status": None
-        if ecog is None
+        if ecog is None or ecog.value is None
         else panel.threshold("ps7_ecog_min").holds(Fraction(ecog.value)),
         "decreased_albumin": None if albumin_g_l is None else panel.threshold("ps7_albumin_low").holds(albumin_g_l),
         "increased_ldh": None if ldh_state == "unknown" else ldh_state == "high",
@@ -759,5 +761,7 @@ def ps7(panel: Panel, criteria: Sequence[CriterionAssessment], smi: Fraction | N
     missing += ldh_missing
     if missing:
         return panel.result("ps7", name, None, "points", None, method, source, inputs, missing)
-    points = int(ps3.value) + sum(1 for k, v in items.items() if k != "ps3_ct" and v)
+    points = int(ps3.value) + sum(  # type: ignore[arg-type]  # ps3_ct's value is its int score when nothing is missing
+        1 for k, v in items.items() if k != "ps3_ct" and v
+    )
     return panel.result("ps7", name, points, "points", f"{points}/7", method, source, inputs)

@@ -236,7 +236,7 @@ def site_for(organ: str | None) -> Site | None:
     if not organ:
         return None
     code = normalise_code(organ)
-    if code in _SITES_BY_CODE and _SITES_BY_CODE[code].coding.usable:
+    if code is not None and code in _SITES_BY_CODE and _SITES_BY_CODE[code].coding.usable:
         return _SITES_BY_CODE[code]
     text = " " + re.sub(r"[^a-z]+", " ", organ.lower()).strip() + " "
     for synonym, site in _SYNONYMS:

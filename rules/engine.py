@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -63,6 +63,8 @@ class Threshold:
         # Cross-multiplied: lhs · den ⋛ num · reference. Decimal and int arithmetic is exact here (values
         # carry at most a few decimals), so the hot path avoids building Fractions.
         num, den = self.value.numerator, self.value.denominator
+        left: int | Decimal | Fraction
+        right: int | Decimal | Fraction
         if isinstance(lhs, (Decimal, int)) and (reference is None or isinstance(reference, (Decimal, int))):
             left = lhs * den
             right = num if reference is None else reference * num
@@ -173,7 +175,7 @@ class RuleSet:
 
     @property
     def flag_prefix(self) -> str:
-        return self.parameters.get("flag_prefix", self.criterion.lower())
+        return str(self.parameters.get("flag_prefix", self.criterion.lower()))
 
 
 def _as_fraction(value: Any, where: str) -> Fraction:
@@ -338,7 +340,7 @@ class Engine:
         return table.qualified_name.replace(":", "__").replace(".", "_").replace("-", "_")
 
     @staticmethod
-    def _recorder(row_id: str):
+    def _recorder(row_id: str) -> Callable[[Any], None]:
         def record(c: Any) -> None:
             c.s.fired = (c.s.fired or []) + [row_id]
 
@@ -356,9 +358,9 @@ class Engine:
         for key, value in case.items():
             if key in table.inputs and value not in table.inputs[key]:
                 raise ValueError(f"{table.qualified_name}: {key}={value!r} is outside its domain {table.inputs[key]}")
-        key = tuple(case[k] for k in table.inputs)
+        memo_key = tuple(case[k] for k in table.inputs)
         if self._memo is not None:
-            cached = self._memo.get((table.qualified_name, key))
+            cached = self._memo.get((table.qualified_name, memo_key))
             if cached is not None:
                 return cached
         fact = {k: case[k] for k in table.inputs}
@@ -381,7 +383,7 @@ class Engine:
         row = next(r for r in table.rows if r.id == fired[0])
         decision = Decision(table.qualified_name, row.id, row.then, row.because)
         if self._memo is not None:
-            self._memo[(table.qualified_name, key)] = decision
+            self._memo[(table.qualified_name, memo_key)] = decision
         return decision
 
 

@@ -38,11 +38,11 @@ from rules.criteria import (
 )
 from rules.criteria.recist_family import is_measurable
 from rules.engine import Engine, get_engine
-from rules.facts import LesionRole, PatientFacts
+from rules.facts import LesionMeasurement, LesionRole, PatientFacts, TherapyLine
 from rules.findings import confirmation, irae, kinetics_alerts, patterns, pseudoprogression
 from rules.pet_tracers import FDG_CRITERIA
 from rules.results import CriterionAssessment, Finding, PatientAssessment
-from rules.timeline import Timeline, build_timeline, lesion_name, merged_into_name
+from rules.timeline import MeasurabilityRule, Timeline, build_timeline, lesion_name, merged_into_name
 
 CRITERIA = (
     recist11,
@@ -72,11 +72,13 @@ when they are not reported (e.g. for lymphoma)."""
 
 def make_timeline(facts: PatientFacts, engine: Engine, overrides: Mapping[str, Any] | None = None) -> Timeline:
     recist = engine.rulebase[recist11.CRITERION]
-    measurable = None
+    measurable: MeasurabilityRule | None = None
     if recist.flag("uncategorised_baseline_measurable_as_target", overrides):
 
-        def measurable(m):
+        def recist_measurable(m: LesionMeasurement) -> bool:
             return is_measurable(m, recist)
+
+        measurable = recist_measurable
 
     return build_timeline(facts, measurable=measurable)
 
@@ -91,7 +93,7 @@ def lesion_table(timeline: Timeline) -> tuple[dict[str, Any], ...]:
     for lesion in sorted(
         timeline.lesions.values(), key=lambda tracked: (order[tracked.role], tracked.first_seen, lesion_name(tracked))
     ):
-        cells = {}
+        cells: dict[str, dict[str, Any]] = {}
         for tp in points:
             m = tp.of(lesion.lesion_id)
             if m is None:
@@ -220,7 +222,7 @@ def facts_as_of(facts: PatientFacts, day: dt.date, *, keep_treatment_outcomes: b
     known after that scan (kinetics spec §3.2.3, §3.2.8), so that report is completed when they arrive.
     """
 
-    def line(therapy):
+    def line(therapy: TherapyLine) -> TherapyLine:
         if not keep_treatment_outcomes and therapy.stop_date is not None and therapy.stop_date > day:
             return dataclasses.replace(therapy, stop_date=None, stop_reason=None)
         return therapy
@@ -245,7 +247,7 @@ def _canonical(value: Any, memo: dict[int, tuple[Any, Any]] | None = None) -> An
         if memo is not None and id(value) in memo:
             return memo[id(value)][1]
         out = {f.name: _canonical(getattr(value, f.name), memo) for f in dataclasses.fields(value)}
-        if memo is not None and value.__dataclass_params__.frozen:
+        if memo is not None and value.__dataclass_params__.frozen:  # type: ignore[attr-defined]  # every dataclass has it; typeshed's protocol omits it
             memo[id(value)] = (value, out)  # the value is kept alive with its entry, so its id cannot be reused
         return out
     if isinstance(value, Enum):

@@ -136,7 +136,7 @@ class LesionMeasurement:
     measured as one (RECIST 1.1 §4.3 note on coalescing lesions; size spec §1.6)."""
     fragment: bool = False
     """One fragment of a lesion that split (contract §9.3 ``fragment`` = Yes)."""
-    fragments: tuple["LesionMeasurement", ...] = ()
+    fragments: tuple[LesionMeasurement, ...] = ()
     """The fragments this measurement adds up (set by the timeline when a lesion is reported in fragments):
     ``long_axis_mm``/``short_axis_mm`` are then the sums of the fragments' diameters (RECIST 1.1), and
     bidimensional criteria add the fragments' products (irRC, size spec §1.6, §3.1)."""

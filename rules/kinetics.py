@@ -145,7 +145,7 @@ class NewLesionSummary:
     def count(self) -> int:
         return len(self.lesions)
 
-    def per_involved_organ(self) -> Counter:
+    def per_involved_organ(self) -> Counter[str]:
         return Counter(organ for _, organ in self.lesions if organ is not None and organ in self.involved_organs)
 
     def ambiguous(self) -> list[str]:
@@ -270,7 +270,8 @@ class KineticsRules:
         return float(Fraction(str(self.flag("MONTH_DAYS"))))
 
     def definition(self, code: str) -> Mapping[str, Any]:
-        return self.ruleset.parameters["definitions"][code]
+        found: Mapping[str, Any] = self.ruleset.parameters["definitions"][code]
+        return found
 
     def decide(self, table: str, case: Mapping[str, Any]) -> Decision:
         return self.engine.decide(CRITERION, table, case)
@@ -410,6 +411,7 @@ def kinetic_quantities(
     if c1d1 is None:
         add_flag("TREATMENT_START_UNKNOWN", "no immunotherapy start date: windows, TTF and the OAK anchor are unknown")
     if base is not None and c1d1 is not None:
+        e1 = base.scan_date
         days = (c1d1 - e1).days
         if days < 0:
             add_flag("BASELINE_AFTER_TREATMENT_START", f"baseline scan {e1} is {-days} days after C1D1 {c1d1}")
@@ -448,6 +450,7 @@ def kinetic_quantities(
     # E0: latest pre-baseline scan 14–180 days before E1, preferring one ≥ 28 days before (spec §2.4).
     e0_tp: Timepoint | None = None
     if base is not None and targets:
+        e1 = base.scan_date
         candidates = []
         for tp in timeline.prebaseline:
             if not _has_reading(tp, targets):
@@ -467,7 +470,8 @@ def kinetic_quantities(
         preferred = [
             tp for tp in in_window if rules.days_test("e0_preferred_min_days_before_e1", (e1 - tp.scan_date).days)
         ]
-        e0_tp = (preferred or in_window or [None])[-1]
+        usable = preferred or in_window
+        e0_tp = usable[-1] if usable else None
         if e0_tp is None:
             if candidates:
                 add_flag(
@@ -492,7 +496,10 @@ def kinetic_quantities(
     for lesion in targets:
         if lesion.lesion_id in treated:
             continue
-        d1, _ = recist_diameter(base.of(lesion.lesion_id), nodal=lesion.nodal, too_small_mm=too_small_mm)
+        # targets exist only with a baseline
+        d1, _ = recist_diameter(
+            timeline.established_baseline.of(lesion.lesion_id), nodal=lesion.nodal, too_small_mm=too_small_mm
+        )
         if d1 is None:
             add_flag("BASELINE_TARGET_UNMEASURED", f"{lesion_name(lesion)} has no diameter at E1: excluded")
             continue
@@ -505,6 +512,7 @@ def kinetic_quantities(
     s0_ref = s1_ref = None
     tgr_ref = tgk_ref = pace_ref = None
     if e0_tp is not None and s1 is not None:
+        e0, e1 = e0_tp.scan_date, timeline.established_baseline.scan_date
         s0_ref = Decimal(0)
         s1_ref = Decimal(0)
         dropped: list[str] = []
@@ -547,11 +555,13 @@ def kinetic_quantities(
                 add_flag("KINETICS_INTERVAL_TOO_SHORT", f"E0 → E1 is {interval} days")
             if (
                 e0_tp.scan.modalities
-                and base.scan.modalities
-                and set(e0_tp.scan.modalities) != set(base.scan.modalities)
+                and timeline.established_baseline.scan.modalities
+                and set(e0_tp.scan.modalities) != set(timeline.established_baseline.scan.modalities)
             ):
                 add_flag(
-                    "MODALITY_CHANGE", f"E0 {'/'.join(e0_tp.scan.modalities)} → E1 {'/'.join(base.scan.modalities)}"
+                    "MODALITY_CHANGE",
+                    f"E0 {'/'.join(e0_tp.scan.modalities)} → E1 "
+                    f"{'/'.join(timeline.established_baseline.scan.modalities)}",
                 )
             for line in facts.therapy_lines:
                 if line.start_date < e1 and (line.stop_date is None or line.stop_date > e0):
@@ -574,6 +584,7 @@ def kinetic_quantities(
     s2_complete = False
     tgr_exp = tgk_exp = pace_exp = None
     if e2_tp is not None and s1 is not None:
+        e1, e2 = timeline.established_baseline.scan_date, e2_tp.scan_date
         missing = []
         s2 = Decimal(0)
         for lesion, _ in kinetic_targets:
@@ -607,7 +618,9 @@ def kinetic_quantities(
         recist_e2 = response.category if response else None
 
     # Time to treatment failure: C1D1 → discontinuation (stop date) or death, whichever first (spec §3.1).
-    ttf_days, ttf_state, ttf_note = None, UNKNOWN, "treatment start unknown"
+    ttf_days: int | None = None
+    ttf_state: bool | str = UNKNOWN
+    ttf_note = "treatment start unknown"
     if c1d1 is not None:
         ends = [d for d in ((timeline.therapy.stop_date if timeline.therapy else None), facts.deceased_date) if d]
         if ends:
@@ -652,7 +665,8 @@ def kinetic_quantities(
         ecog_window = [
             (o.effective_date, o.value)
             for o in ecog
-            if o.effective_date > c1d1
+            if o.value is not None
+            and o.effective_date > c1d1
             and rules.days_test("lorusso_clinical_window_days", (o.effective_date - c1d1).days)
         ]
 
@@ -1386,6 +1400,14 @@ def _class_validation_note(rules: KineticsRules, timeline: Timeline) -> str | No
 def definition(kinetics: KineticsResult, code: str) -> DefinitionResult | None:
     """One definition's result by its contract code."""
     return next((d for d in kinetics.definitions if d.code == code), None)
+
+
+def required_definition(kinetics: KineticsResult, code: str) -> DefinitionResult:
+    """One definition's result by its contract code, for a definition that is always computed."""
+    found = definition(kinetics, code)
+    if found is None:
+        raise LookupError(f"kinetics definition {code} was not computed")
+    return found
 
 
 def reason_code(result: DefinitionResult) -> str:

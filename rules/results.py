@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, overload
 
 
 def percent_change(value: Decimal | Fraction | int, reference: Decimal | Fraction | int) -> Fraction | None:
@@ -21,6 +21,14 @@ def percent_change(value: Decimal | Fraction | int, reference: Decimal | Fractio
     x_num, x_den = value.as_integer_ratio()
     r_num, r_den = reference.as_integer_ratio()
     return Fraction((x_num * r_den - r_num * x_den) * 100, x_den * r_num)
+
+
+@overload
+def round2(value: Fraction | Decimal) -> Decimal: ...
+@overload
+def round2(value: None) -> None: ...
+@overload
+def round2(value: Fraction | Decimal | None) -> Decimal | None: ...
 
 
 def round2(value: Fraction | Decimal | None) -> Decimal | None:
@@ -42,7 +50,7 @@ def fmt_pct(value: Fraction | None) -> str:
     if value is None:
         return "n/a"
     rounded = round2(value)
-    return f"{'+' if rounded > 0 else ''}{rounded} %"
+    return f"{'+' if rounded is not None and rounded > 0 else ''}{rounded} %"
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ Used by the worked-example tests and by ``immunorad demo``: each ``Case`` turns 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from rules.facts import (
     LesionMeasurement,
@@ -46,7 +48,7 @@ class Lesion:
     role: LesionRole
     organ: str
     nodal: bool = False
-    cells: dict = field(default_factory=dict)
+    cells: dict[str, Cell] = field(default_factory=dict)
     """scan label → Cell (missing label = not reported)."""
 
 
@@ -54,9 +56,9 @@ class Lesion:
 class Case:
     name: str
     c1d1: dt.date
-    scans: dict
+    scans: dict[str, dt.date]
     """scan label (BL, TP1, …) → date."""
-    lesions: tuple
+    lesions: tuple[Lesion, ...]
     agent: str = "pembrolizumab"
     therapy_stop: dt.date | None = None
 
@@ -93,10 +95,10 @@ class Case:
 T, NT, NEW = LesionRole.TARGET, LesionRole.NON_TARGET, LesionRole.NEW
 
 
-def c(ld, sa=None, **kw) -> Cell:
+def c(ld: float | None, sa: float | None = None, **kw: Any) -> Cell:
     """A measured cell: LD and perpendicular (nodes: short axis)."""
     return Cell(ld, sa if sa is not None else ld, **kw)
 
 
-def nt_present(label_dates):
+def nt_present(label_dates: Iterable[str]) -> dict[str, Cell]:
     return {label: NT_PRESENT for label in label_dates}

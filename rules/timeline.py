@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
 
 from rules.facts import (
     LesionMeasurement,
@@ -53,6 +54,17 @@ class Timepoint:
     def of(self, lesion_id: str) -> LesionMeasurement | None:
         return self.measurements.get(lesion_id)
 
+    def reading(self, lesion_id: str) -> LesionMeasurement:
+        """The measurement of a lesion already known to be read at this timepoint (e.g. from new_lesion_readings)."""
+        found = self.measurements.get(lesion_id)
+        if found is None:
+            raise LookupError(f"lesion {lesion_id} has no reading at {self.scan_date}")
+        return found
+
+
+class NoBaseline(LookupError):
+    """A step that needs the baseline ran on a timeline without one (a programming error, not bad input)."""
+
 
 @dataclass(frozen=True)
 class Timeline:
@@ -64,6 +76,13 @@ class Timeline:
     followups: tuple[Timepoint, ...]
     lesions: Mapping[str, TrackedLesion]
     warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def established_baseline(self) -> Timepoint:
+        """The baseline, for code that runs only after the criterion checked that there is one."""
+        if self.baseline is None:
+            raise NoBaseline("no baseline scan: the criterion should have stopped before this point")
+        return self.baseline
 
     def lesions_with_role(self, role: LesionRole) -> list[TrackedLesion]:
         return [lesion for lesion in self.lesions.values() if lesion.role is role]
@@ -154,7 +173,7 @@ def build_timeline(facts: PatientFacts, *, measurable: MeasurabilityRule | None 
             if m.role is LesionRole.TARGET:
                 warnings.append(f"baseline target {describe(m)} is not assessed at baseline: followed as non-target")
             role = LesionRole.NON_TARGET
-        elif role_reported:
+        elif role_reported and m.role is not None:
             role = m.role
         elif measurable is not None and measurable(m):
             role = LesionRole.TARGET
@@ -200,7 +219,8 @@ def _report_of(measurement: LesionMeasurement) -> str:
 
 
 def _sum(values: list[Decimal | None]) -> Decimal | None:
-    return None if any(v is None for v in values) else sum(values, Decimal(0))
+    known = [v for v in values if v is not None]
+    return sum(known, Decimal(0)) if len(known) == len(values) else None
 
 
 def lesions_by_day(
@@ -260,11 +280,10 @@ def merged_into_name(measurement: LesionMeasurement) -> str:
     return f"#{target[-8:]}"
 
 
-class MeasurabilityRule:
+class MeasurabilityRule(Protocol):
     """Callable deciding whether a baseline measurement is measurable (criterion-specific)."""
 
-    def __call__(self, measurement: LesionMeasurement) -> bool:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def __call__(self, measurement: LesionMeasurement, /) -> bool: ...
 
 
 def describe(measurement: LesionMeasurement) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import false, func, select
+from sqlalchemy import ColumnElement, false, func, select
 from sqlalchemy.orm import Session
 
 from service.config import Settings
@@ -393,8 +393,8 @@ def search_audit_events(session: Session, settings: Settings, params: Mapping[st
             elif name in ("date", "_lastUpdated"):
                 query = query.where(_date_clause(AuditEvent.recorded, raw))
             elif name == "_id":
-                ids = [int(v) for v in raw.split(",") if v.isdigit()]
-                query = query.where(AuditEvent.id.in_(ids) if ids else false())
+                event_ids = [int(v) for v in raw.split(",") if v.isdigit()]
+                query = query.where(AuditEvent.id.in_(event_ids) if event_ids else false())
             elif name == "action":
                 query = query.where(AuditEvent.action.in_(_token_values(raw)))
             elif name == "outcome":
@@ -414,7 +414,7 @@ def search_audit_events(session: Session, settings: Settings, params: Mapping[st
                 query = query.where(AuditEvent.entity_type.in_(raw.split(",")))
             elif name == "entity":
                 kind, _, ref = raw.rpartition("/")
-                clause = AuditEvent.entity_ref.in_([raw, ref])
+                clause: ColumnElement[bool] = AuditEvent.entity_ref.in_([raw, ref])
                 if kind == "Patient":
                     clause = AuditEvent.patient_id == ref
                 query = query.where(clause)
@@ -452,8 +452,8 @@ def search_provenance(session: Session, settings: Settings, params: Mapping[str,
             elif name in ("recorded", "_lastUpdated"):
                 query = query.where(_date_clause(Assessment.created_at, raw))
             elif name == "_id":
-                ids = [a.id for v in raw.split(",") if (a := _assessment_for(session, v)) is not None]
-                query = query.where(Assessment.id.in_(ids) if ids else false())
+                assessment_ids = [a.id for v in raw.split(",") if (a := _assessment_for(session, v)) is not None]
+                query = query.where(Assessment.id.in_(assessment_ids) if assessment_ids else false())
             elif name == "target":
                 kind, _, ref = raw.rstrip("/").rpartition("/")
                 if kind.endswith("Patient"):

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from jwt import PyJWKClient
@@ -50,6 +50,9 @@ READ, SEARCH, CREATE, UPDATE, DELETE = "r", "s", "c", "u", "d"
 """SMART v2 permission letters; the v1 ``read`` = r+s, ``write`` = c+u+d, ``*`` = all."""
 V1_PERMISSIONS = {"read": frozenset("rs"), "write": frozenset("cud"), "*": frozenset("cruds")}
 SCOPE_PATTERN = re.compile(r"^(system|user|patient)/([A-Za-z]+|\*)\.(read|write|\*|c?r?u?d?s?)$")
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import Headers
 
 
 class AuthError(Exception):
@@ -234,7 +237,7 @@ def startup_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-def bearer_token(headers: Mapping[str, str]) -> str | None:
+def bearer_token(headers: Mapping[str, str] | Headers) -> str | None:
     header = headers.get("Authorization", "") or ""
     if header[:7].lower() != "bearer ":
         return None
@@ -286,10 +289,10 @@ def _bundle_accesses(body: Any) -> list[Access]:
     for entry in body.get("entry") or []:
         if not isinstance(entry, Mapping):
             continue
-        request = entry.get("request") if isinstance(entry.get("request"), Mapping) else {}
+        request: Mapping[str, Any] = entry["request"] if isinstance(entry.get("request"), Mapping) else {}
         method = str(request.get("method", "")).upper()
         url = str(request.get("url", "")).lstrip("/")
-        resource = entry.get("resource") if isinstance(entry.get("resource"), Mapping) else {}
+        resource: Mapping[str, Any] = entry["resource"] if isinstance(entry.get("resource"), Mapping) else {}
         kind = str(resource.get("resourceType") or url.split("?")[0].split("/")[0] or "*")
         interaction = {"POST": CREATE, "PUT": UPDATE, "PATCH": UPDATE, "DELETE": DELETE}.get(method)
         if method == "GET":
@@ -433,8 +436,8 @@ def verify_cds_jwt(settings: Settings, token: str | None, endpoint_url: str) -> 
     except jwt.PyJWTError as exc:
         raise AuthError(401, "malformed token") from exc
     issuer = unverified.get("iss")
-    allowed = _allowed_jwks(settings, str(issuer)) if isinstance(issuer, str) else []
-    if not allowed:
+    allowed = _allowed_jwks(settings, issuer) if isinstance(issuer, str) else []
+    if not isinstance(issuer, str) or not allowed:
         raise AuthError(401, "the token's issuer is not an allowed CDS client")
     jku = header.get("jku")
     if jku is not None and jku not in allowed:

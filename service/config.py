@@ -10,8 +10,17 @@ import socket
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import overload
 
 from rules.plausibility import PlausibilityLimits
+
+
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
+@overload
+def _env(name: str, default: str | None) -> str | None: ...
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -355,7 +364,7 @@ def load_settings() -> Settings:
 def today() -> dt.date:
     """The service's "today" for the plausibility gate: the UTC calendar date (a scan may be dated up to one day
     after it, which absorbs time zones ahead of UTC)."""
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 def ensure_api_token(settings: Settings) -> str:

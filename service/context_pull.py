@@ -229,8 +229,8 @@ def apply_context(
             session.execute(delete(ClinicalFact).where(ClinicalFact.id == fact.id))
             changes["removed"] += 1
     for key, (effective, payload) in wanted.items():
-        fact = existing.get(key)
-        if fact is None:
+        current = existing.get(key)
+        if current is None:
             # A resource that reached us before under the same reference (another patient's) cannot collide:
             # the reference carries the EHR's resource id.
             session.add(
@@ -244,8 +244,8 @@ def apply_context(
                 )
             )
             changes["added"] += 1
-        elif fact.effective_date != effective or fact.payload != payload:
-            fact.effective_date, fact.payload = effective, payload
+        elif current.effective_date != effective or current.payload != payload:
+            current.effective_date, current.payload = effective, payload
             changes["changed"] += 1
     session.flush()
     return changes

@@ -13,6 +13,7 @@ import json
 import logging
 import urllib.request
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -40,7 +41,9 @@ def lesion_spec(case: Case, mrn: str, lesion: Lesion, label: str) -> LesionSpec 
     if cell is None or cell.status is LesionStatus.NOT_ASSESSED:
         return None  # not reported = not assessed
     site = SITES.get(lesion.organ)
-    kwargs = dict(tracking_uid=stable_uid(mrn, "lesion", lesion.key), label=lesion.key, site=site, nodal=lesion.nodal)
+    kwargs: dict[str, Any] = dict(
+        tracking_uid=stable_uid(mrn, "lesion", lesion.key), label=lesion.key, site=site, nodal=lesion.nodal
+    )
     if label == "BL" and lesion.role in (LesionRole.TARGET, LesionRole.NON_TARGET):
         kwargs["baseline_category"] = lesion.role.value
     if lesion.role is LesionRole.NON_TARGET:

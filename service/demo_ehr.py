@@ -40,7 +40,7 @@ class DemoEhr:
         if self.server is None:
             raise RuntimeError("the demo EHR stand-in is not started")
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
 
     @property
     def fhir_base(self) -> str:

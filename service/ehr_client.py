@@ -73,7 +73,7 @@ class EhrClient:
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """A FHIR search, following ``next`` links; returns the matched resources."""
-        url = f"{self.base}/{resource_type}"
+        url: str | None = f"{self.base}/{resource_type}"
         resources: list[dict[str, Any]] = []
         query: dict[str, str] | None = params
         pages = 0

@@ -67,8 +67,8 @@ def _strip_volatile(resource: Mapping[str, Any]) -> dict[str, Any]:
 def summarise_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What changed between two stored assessment results, per criterion and timepoint (for audits)."""
 
-    def index(result: Mapping[str, Any] | None) -> dict[tuple[str, str], str]:
-        out: dict[tuple[str, str], str] = {}
+    def index(result: Mapping[str, Any] | None) -> dict[tuple[str, str], str | None]:
+        out: dict[tuple[str, str], str | None] = {}
         for criterion in (result or {}).get("criteria", []):
             for tp in criterion.get("timepoints", []):
                 out[(criterion["criterion"], tp["scan_date"])] = tp["category"]

@@ -69,7 +69,7 @@ def load_facts(
     )
     rows = list(session.scalars(query))
     for study_id in {r.study_id for r in rows if r.study_id is not None and r.study_id not in studies}:
-        studies[study_id] = session.get(Study, study_id)
+        studies[study_id] = session.get_one(Study, study_id)  # a foreign key: the study exists
 
     measurements: list[tuple[tuple, LesionMeasurement]] = []
     references: list[ReferenceMeasurement] = []
@@ -225,11 +225,11 @@ def load_facts(
         p = fact.payload or {}
         source = f"{fact.origin}:{fact.kind}"
         try:
-            if fact.kind == "therapy-line" and _date(p.get("start_date")):
+            if fact.kind == "therapy-line" and (start_date := _date(p.get("start_date"))):
                 therapy.append(
                     TherapyLine(
                         agent=p.get("agent", "immune checkpoint inhibitor"),
-                        start_date=_date(p["start_date"]),
+                        start_date=start_date,
                         drug_class=p.get("drug_class"),
                         stop_date=_date(p.get("stop_date")),
                         stop_reason=p.get("stop_reason"),
@@ -237,11 +237,11 @@ def load_facts(
                         therapy_class=p.get("therapy_class") or ICI,
                     )
                 )
-            elif fact.kind == "local-therapy" and _date(p.get("date")):
+            elif fact.kind == "local-therapy" and (performed_date := _date(p.get("date"))):
                 local.append(
                     LocalTherapy(
                         kind=LocalTherapyKind(p["kind"]),
-                        performed_date=_date(p["date"]),
+                        performed_date=performed_date,
                         lesion_ids=tuple(p.get("lesion_ids") or ()),
                         body_site=p.get("body_site"),
                         source=source,

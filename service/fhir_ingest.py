@@ -350,7 +350,7 @@ class FhirIngest:
             return self._patient_for_token(session, token, where, state)
         raise FhirError(422, "the subject reference is empty", expression=where)
 
-    def _patient_for_token(self, session: Session, token: str, where: str, state: TransactionState) -> Patient:
+    def _patient_for_token(self, session: Session, token: str, where: str, state: TransactionState) -> Patient | None:
         ids = patient_ids_for_identifier(session, token, self.settings.patient_id_system)
         if len(ids) > 1:
             raise FhirError(412, "the patient identifier matches several patients", code="duplicate", expression=where)
@@ -448,7 +448,8 @@ class FhirIngest:
         if replacing:
             session.execute(delete(Measurement).where(Measurement.source_ref == source_ref))
             session.execute(delete(ClinicalFact).where(ClinicalFact.source_ref == source_ref))
-        if isinstance(record, MeasurementRecord):
+        # The caller refuses every record but a study without its patient (422), so patient is set for these.
+        if isinstance(record, MeasurementRecord) and patient is not None:
             study_id = None
             if record.study_uid:
                 study = session.scalars(select(Study).where(Study.study_uid == record.study_uid)).first()
@@ -490,7 +491,7 @@ class FhirIngest:
             # Patient and lesion first: the row is then inserted once, complete.
             attach_measurements(session, patient.id, [row], state.lesions)
             session.add(row)
-        elif isinstance(record, ClinicalRecord):
+        elif isinstance(record, ClinicalRecord) and patient is not None:
             if record.kind == "death-cause":
                 patient.death_from_progression = bool(record.payload.get("from_progression"))
                 if record.effective_date and patient.deceased_date is None:
@@ -506,7 +507,7 @@ class FhirIngest:
                         origin="inbound",
                     )
                 )
-        elif isinstance(record, DeathRecord):
+        elif isinstance(record, DeathRecord) and patient is not None:
             patient.deceased_date = record.deceased_date
             patient.death_from_progression = record.from_progression
         elif isinstance(record, StudyRecord):
@@ -551,7 +552,10 @@ class FhirIngest:
         kind = reference.partition("?")[0]
         tokens = parse_condition(kind, reference, "reference")
         if kind == "Patient":
-            resolved = f"Patient/{self._patient_for_token(session, tokens[0], 'reference', state).id}"
+            patient = self._patient_for_token(session, tokens[0], "reference", state)
+            if patient is None:  # only if the matched row vanished since the identifier lookup
+                raise FhirError(409, f"the patient {reference} names changed meanwhile; retry", code="conflict")
+            resolved = f"Patient/{patient.id}"
         else:
             matches = self._conditional_matches(session, kind, tokens)
             if len(matches) != 1:
@@ -654,10 +658,11 @@ class FhirIngest:
         planned = self._entries(entries)
         written: dict[str, int] = {}
         for item in planned:
-            request, resource = item.entry["request"], item.entry.get("resource")
+            request = item.entry["request"]
             where = f"Bundle.entry[{item.index}].request"
             if item.method == "GET":
                 continue
+            resource = item.entry["resource"]  # _entries refused a POST or PUT without one
             path, _, query = request["url"].lstrip("/").partition("?")
             resource_id = resource.get("id")
             if resource_id is not None:
@@ -711,7 +716,7 @@ class FhirIngest:
             full_url = item.entry.get("fullUrl") or ""
             if full_url.startswith(PLACEHOLDER_PREFIXES):
                 state.references[full_url] = f"{item.kind}/{item.target}"
-            if item.kind == "Patient" and item.match is None:
+            if item.kind == "Patient" and item.match is None and item.target is not None:
                 for identifier in resource.get("identifier") or []:
                     if isinstance(identifier, dict) and identifier.get("system") and identifier.get("value"):
                         state.pending_patients[f"{identifier['system']}|{identifier['value']}"] = item.target
@@ -746,6 +751,8 @@ class FhirIngest:
         request = item.entry["request"]
         if item.method == "GET":
             raise FhirError(400, "GET entries are not supported in Bundles", code="not-supported")
+        if item.target is None:
+            raise RuntimeError(f"entry {item.index} was executed without the identity _plan gives it")
         resource = _walk_references(item.entry["resource"], state.references)
         resource = self._resolve_conditional_references(session, resource, state)
         if item.match is not None and item.method == "POST":
@@ -852,6 +859,7 @@ def _check_birth_date(session: Session, patient: Patient, record: Any, source_re
     (the rest of the plausibility gate runs in the mapping, ``fhir_mappings.inbound``)."""
     if patient.birth_date is None:
         return
+    scans: list[dt.date | None]
     if isinstance(record, MeasurementRecord):
         scans, where = [record.scan_date], "Observation.effectiveDateTime"
     elif isinstance(record, StudyRecord):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select, tuple_
+from sqlalchemy import UnaryExpression, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from service.models import FhirIdentifier, FhirResource, Patient, utcnow
@@ -317,7 +317,7 @@ def search(
         raise SearchError("_count and _offset must be integers") from exc
     if count < 0:
         raise SearchError("_count must not be negative")
-    order = []
+    order: list[UnaryExpression[Any]] = []
     for key in sort_keys(params.get("_sort", []), strict=strict):
         column = SORT_COLUMNS[key.removeprefix("-")]
         order.append((column.desc() if key.startswith("-") else column.asc()).nulls_last())

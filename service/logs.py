@@ -24,6 +24,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import overload
 
 _KEY: bytes | None = None
 
@@ -46,6 +47,14 @@ def configure_pseudonyms(key: str, var_dir: Path) -> None:
         finally:
             tmp.unlink(missing_ok=True)
     _KEY = path.read_text().strip().encode()
+
+
+@overload
+def pseudonym(value: str) -> str: ...
+@overload
+def pseudonym(value: None) -> None: ...
+@overload
+def pseudonym(value: str | None) -> str | None: ...
 
 
 def pseudonym(value: str | None) -> str | None:

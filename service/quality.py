@@ -77,7 +77,7 @@ class Filters:
             return self.start is None and self.end is None
         return (self.start is None or day >= self.start) and (self.end is None or day <= self.end)
 
-    def as_args(self) -> dict[str, str]:
+    def as_args(self) -> dict[str, Any]:
         out = {}
         if self.start:
             out["from"] = self.start.isoformat()

@@ -24,7 +24,7 @@ def _run(settings: Settings, patient_ids: list[str], force: bool) -> list[dict]:
     results = []
     for patient_id in patient_ids:
         with db.write() as session:
-            patient = session.get(Patient, patient_id)
+            patient = session.get_one(Patient, patient_id)
             outcome = evaluate_and_publish(session, settings, patient, trigger="reassess", force=force)
         results.append(
             {

@@ -55,13 +55,13 @@ def public_jwk(private_key: Any, kid: str | None = None) -> dict[str, str]:
         numbers = public.public_numbers()
         jwk = {"kty": "RSA", "e": _b64(numbers.e), "n": _b64(numbers.n)}
     elif isinstance(public, ec.EllipticCurvePublicKey):
-        numbers = public.public_numbers()
+        point = public.public_numbers()
         size = (public.curve.key_size + 7) // 8
 
         def pad(v: int) -> str:
             return base64.urlsafe_b64encode(v.to_bytes(size, "big")).rstrip(b"=").decode()
 
-        jwk = {"kty": "EC", "crv": CURVE_NAMES[public.curve.name], "x": pad(numbers.x), "y": pad(numbers.y)}
+        jwk = {"kty": "EC", "crv": CURVE_NAMES[public.curve.name], "x": pad(point.x), "y": pad(point.y)}
     else:
         raise ValueError("the EHR signing key must be RSA or EC")
     jwk["kid"] = kid or thumbprint(jwk)
@@ -154,7 +154,7 @@ class SmartBackendAuth:
             headers["jku"] = self.settings.ehr_jku
         return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers=headers)
 
-    def _request_token(self) -> None:
+    def _request_token(self) -> str:
         token_url = self.token_url()
         form = {
             "grant_type": "client_credentials",
@@ -193,14 +193,16 @@ class SmartBackendAuth:
         self._token = token
         self._expires_at = time.monotonic() + max(lifetime - min(REFRESH_MARGIN_SECONDS, lifetime / 2), 0)
         self.granted_scope = body.get("scope")
+        return token
 
     def token(self) -> str:
         """A valid access token: the cached one, or a new one when it is (about to be) expired."""
         with self._lock:
-            if self._token is None or time.monotonic() >= self._expires_at:
+            token = self._token
+            if token is None or time.monotonic() >= self._expires_at:
                 self._token = None
-                self._request_token()
-            return self._token  # type: ignore[return-value]
+                token = self._request_token()
+            return token
 
     def invalidate(self) -> None:
         """Forget the cached token (the EHR answered 401: revoked, or expired early)."""

@@ -149,7 +149,7 @@ def evaluate_soon(session: Session, patient_id: str, trigger: str) -> None:
     transaction = session.get_nested_transaction() or session.get_transaction()
     queued = session.info.get("evaluate_soon")
     if queued is None or queued[0] is not transaction:
-        queued = session.info["evaluate_soon"] = (transaction, set())
+        queued = session.info["evaluate_soon"] = (transaction, set[str]())
     if patient_id in queued[1]:
         return
     enqueue(session, "evaluate", f"evaluate:{patient_id}", patient_id=patient_id, payload={"trigger": trigger})

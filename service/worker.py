@@ -14,8 +14,9 @@ import logging
 import random
 import threading
 import time
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
 from service import context_pull
@@ -216,7 +217,7 @@ class Worker:
             status, error = exc.status, str(exc)[:500]
         try:
             with self.db.write() as session:
-                message = session.get(OutboxMessage, message_id)
+                message = session.get_one(OutboxMessage, message_id)  # claimed above: it exists
                 message.last_status_code = status
                 if error is None:
                     message.status = "delivered"
@@ -294,4 +295,4 @@ def requeue_failed_deliveries(db: Database) -> int:
         result = session.execute(
             update(OutboxMessage).where(OutboxMessage.status == "pending").values(next_attempt_at=utcnow())
         )
-        return result.rowcount or 0
+        return cast(CursorResult[Any], result).rowcount or 0  # an UPDATE's result is a CursorResult

@@ -25,6 +25,7 @@ from typing import Any
 
 from rules.criteria.recist_family import (
     NODAL_ORGAN,
+    NonTargetState,
     ResponseOrder,
     baseline_conformance,
     best_overall_response,
@@ -34,7 +35,7 @@ from rules.criteria.recist_family import (
     nontarget_state,
     recist_diameter,
 )
-from rules.engine import Engine, RuleFileError, RuleSet, Threshold
+from rules.engine import Decision, Engine, RuleFileError, RuleSet, Threshold
 from rules.facts import LesionMeasurement, LesionRole, NonTargetChange, NonTargetStatus
 from rules.results import BestResponse, CriterionAssessment, TimepointResponse, fmt_pct, percent_change
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
@@ -282,7 +283,7 @@ def meets_progression(current: Decimal, nadir: Decimal, *, fraction: Threshold, 
 
 def nontarget_decision(
     engine: Engine, tp: Timepoint, nontargets: Sequence[TrackedLesion], *, all_absent_override: bool | None = None
-):
+) -> tuple[NonTargetState, Decision]:
     """Non-target (non-index) status through the RECIST 1.1 ``nontarget_response`` table.
 
     The immune-related criteria use non-target lesions only for complete response (irRC Table 1; spec §4.2, §5):
@@ -515,7 +516,7 @@ class BurdenAssessment:
 def baseline_burden(timeline: Timeline, spec: BurdenCriterion) -> tuple[Decimal, list[str]]:
     """Baseline burden: the index (target) lesions at the baseline scan (no new lesions exist at baseline)."""
     targets = timeline.lesions_with_role(LesionRole.TARGET)
-    burden = measure_burden(timeline.baseline, targets, (), spec.lesion_value)
+    burden = measure_burden(timeline.established_baseline, targets, (), spec.lesion_value)
     warnings = [
         f"baseline index lesion {name} has no measurement: left out of the baseline burden" for name in burden.missing
     ]
@@ -791,7 +792,7 @@ def assess_tmtb(
         )
     spec = tmtb_criterion(ruleset, flags, categories, reader_review_table=reader_review_table)
     result = assess_burden(engine, ruleset, timeline, spec, flags, is_tumour=is_tumour)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         order=spec.order,
         anchor=timeline.anchor_date,
         stable_min_days=threshold_int(ruleset.threshold("stable_disease_min_days")),

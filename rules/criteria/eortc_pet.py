@@ -66,7 +66,7 @@ def assess(
         warnings.append("no SULpeak at the baseline PET: the EORTC tumour region cannot be defined")
     avid = ruleset.threshold("new_lesion_avid_fraction_of_liver_mean")
     below_liver = ruleset.threshold("complete_resolution_fraction_of_liver_mean")
-    one_cycle = pet.policy_threshold(ruleset, "one_cycle_max_days", flags)
+    one_cycle = pet.required_policy_threshold(ruleset, "one_cycle_max_days", flags)
     anchor = timeline.anchor_date
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None

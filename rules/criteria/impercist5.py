@@ -46,8 +46,8 @@ def baseline_sum(
     """The baseline lesions summed: the hottest measurable lesions (≤ 5, ≤ 2 per organ)."""
     lines: list[str] = []
     warnings: list[str] = []
-    limit = pet.measurability_limit(percist_rules, timeline.baseline)
-    found = pet.uptakes(timeline.baseline, pet.baseline_lesions(timeline), is_tumour=is_tumour)
+    limit = pet.measurability_limit(percist_rules, timeline.established_baseline)
+    found = pet.uptakes(timeline.established_baseline, pet.baseline_lesions(timeline), is_tumour=is_tumour)
     if limit.value is None:
         text = f"baseline measurability not checked: {limit.description}"
         if percist_flags["liver_reference_required"]:

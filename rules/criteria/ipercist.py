@@ -73,8 +73,8 @@ def assess(
         return CriterionAssessment(
             CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
         )
-    window_min = pet.policy_threshold(ruleset, "confirmation_min_days", flags)
-    window_max = pet.policy_threshold(ruleset, "confirmation_max_days", flags)
+    window_min = pet.required_policy_threshold(ruleset, "confirmation_min_days", flags)
+    window_max = pet.required_policy_threshold(ruleset, "confirmation_max_days", flags)
     baseline = percist.baseline_reading(percist_rules, percist_flags, timeline, is_tumour=is_tumour)
     state = "none"
     open_progression: OpenProgression | None = None
@@ -138,7 +138,7 @@ def assess(
                     )
                 open_progression = None
             tp_progression = progression_date
-        elif state == "upmd" and decision["state"] == "none":
+        elif state == "upmd" and decision["state"] == "none" and open_progression is not None:
             trace.append(f"UPMD of {open_progression.date} not confirmed: reset")
             open_progression = None
         state = decision["state"]

@@ -69,7 +69,7 @@ def assess(
     nadir = base
     previous = timeline.baseline.scan_date
     window = ruleset.threshold("deferral_window_months")
-    interval = pet.policy_threshold(ruleset, "confirmation_min_days", flags)
+    interval = pet.required_policy_threshold(ruleset, "confirmation_min_days", flags)
     state = "none"
     provisional_date: dt.date | None = None
     progression_date: dt.date | None = None
@@ -172,7 +172,7 @@ def assess(
         warnings.append(f"provisional PD of {provisional_date} is unconfirmed: follow-up imaging is due")
     # Provisional PD never counts as progression in the best response: it is reported as PD-u.
     counted = [r if not (r.category == "PD" and r.confirmed is False) else _as_pending(r) for r in responses]
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         anchor=timeline.anchor_date,
         order=ORDER,
         stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),

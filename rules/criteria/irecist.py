@@ -159,16 +159,14 @@ def classify_new_lesions(
     nlt_per_organ: Counter[str] = Counter()
     for tp in timeline.followups:
         present, _equivocal = new_lesion_readings(tp, timeline, is_tumour=is_tumour)
-        fresh = [lesion for lesion in present if lesion.lesion_id not in classes]
-        fresh.sort(
-            key=lambda lesion: (
-                -(tp.of(lesion.lesion_id).recist_diameter_mm or 0),
-                lesion_name(lesion),
-                lesion.lesion_id,
-            )
-        )
-        for lesion in fresh:
-            m = tp.of(lesion.lesion_id)
+        # new_lesion_readings returns only lesions with a reading at tp
+        fresh = [
+            (lesion, m)
+            for lesion in present
+            if lesion.lesion_id not in classes and (m := tp.of(lesion.lesion_id)) is not None
+        ]
+        fresh.sort(key=lambda pair: (-(pair[1].recist_diameter_mm or 0), lesion_name(pair[0]), pair[0].lesion_id))
+        for lesion, m in fresh:
             axis = "short axis" if m.nodal else "longest diameter"
             size = fmt_mm(m.recist_diameter_mm) if m.status is LesionStatus.PRESENT else m.status.value
             organ = organ_of(lesion)
@@ -803,7 +801,7 @@ def assess(
     )
     state = _State(nadir_mm=base)
     responses = [_evaluate(ctx, state, tp) for tp in timeline.followups]
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         anchor=timeline.anchor_date,
         stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
         confirm_min_days=int(ruleset.threshold("confirmation_min_days").value),

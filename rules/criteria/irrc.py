@@ -56,9 +56,10 @@ def lesion_product(measurement: LesionMeasurement | None, *, too_small_mm2: Deci
         # irRC is bidimensional (WHO): a lesion that split is the sum of its fragments' products (size spec §1.6,
         # §3.1; contract §9.3) — not the product of the summed diameters.
         products = [lesion_product(m, too_small_mm2=too_small_mm2)[0] for m in measurement.fragments]
-        if any(p is None for p in products):
+        known = [p for p in products if p is not None]
+        if len(known) != len(products):
             return None, "a fragment's diameter is not recorded (not assessed)"
-        total = sum(products, Decimal(0))
+        total = sum(known, Decimal(0))
         return total, " + ".join(
             f"{m.long_axis_mm} × {m.short_axis_mm}" for m in measurement.fragments
         ) + f" = {total} (fragments)"
@@ -139,7 +140,10 @@ def criterion_spec(ruleset: RuleSet, flags: Mapping[str, Any]) -> BurdenCriterio
     def nontargets_absent(tp: Timepoint, nontargets: Sequence[TrackedLesion]) -> bool:
         return all(
             (m := tp.of(lesion.lesion_id)) is not None
-            and (m.status is LesionStatus.ABSENT or (lesion.nodal and node_is_normal(m, node_normal)))
+            and (
+                m.status is LesionStatus.ABSENT
+                or (lesion.nodal and node_normal is not None and node_is_normal(m, node_normal))
+            )
             for lesion in nontargets
         )
 
@@ -164,7 +168,7 @@ def baseline_conformance(timeline: Timeline, ruleset: RuleSet, flags: Mapping[st
         warnings.append("no index lesion at baseline: irRC needs bidimensionally measurable disease")
     minimum = configured_threshold(ruleset, "index_lesion_min_diameter", flags)
     for lesion in index:
-        m = timeline.baseline.of(lesion.lesion_id)
+        m = timeline.established_baseline.of(lesion.lesion_id)
         if minimum is not None and m is not None and not both_diameters_at_least(m, minimum):
             warnings.append(
                 f"index lesion {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is below the "

@@ -21,6 +21,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from rules.criteria import irecist, recist11
@@ -64,7 +65,7 @@ class InjectionHistory:
         self.warnings: list[str] = []
         self._status: dict[tuple[str, dt.date], bool] = {}
         self.reclassified: dict[dt.date, list[str]] = {}
-        baseline = timeline.baseline
+        baseline = timeline.established_baseline
         procedures = [t for t in timeline.facts.local_therapies if t.kind is LocalTherapyKind.INTRATUMORAL_INJECTION]
         day0 = max(timeline.anchor_date or baseline.scan_date, baseline.scan_date)
         lesions = [lesion for lesion in timeline.lesions.values() if lesion.role is not LesionRole.NEW]
@@ -150,7 +151,7 @@ class LesionValues:
     def __init__(self, timeline: Timeline, recist: RuleSet, flags: Mapping[str, Any]) -> None:
         too_small = fraction_as_decimal(recist.threshold("too_small_default_diameter").value)
         self._values: dict[tuple[str, dt.date], Decimal | None] = {}
-        for tp in (timeline.baseline, *timeline.followups):
+        for tp in (timeline.established_baseline, *timeline.followups):
             blocked = (
                 locally_treated_lesions(timeline, tp.scan_date)
                 if flags["locally_treated_target_not_assessable"] and tp is not timeline.baseline
@@ -162,12 +163,16 @@ class LesionValues:
                     value, _ = recist_diameter(tp.of(lesion.lesion_id), nodal=lesion.nodal, too_small_mm=too_small)
                 self._values[(lesion.lesion_id, tp.scan_date)] = value
 
-    def total(self, lesions: Sequence[TrackedLesion], day: dt.date, *, skip_missing: bool = False) -> Decimal | None:
-        """Sum at ``day`` over ``lesions``; ``None`` if any was not assessed, unless ``skip_missing`` (the baseline
-        sum leaves out a target without a diameter, as ``recist11.baseline_sum`` does, which warns about it)."""
-        values = [self._values.get((lesion.lesion_id, day)) for lesion in lesions]
-        if any(v is None for v in values) and not skip_missing:
+    def total(self, lesions: Sequence[TrackedLesion], day: dt.date) -> Decimal | None:
+        """Sum at ``day`` over ``lesions``; ``None`` if any was not assessed."""
+        if any(self._values.get((lesion.lesion_id, day)) is None for lesion in lesions):
             return None
+        return self.baseline_total(lesions, day)
+
+    def baseline_total(self, lesions: Sequence[TrackedLesion], day: dt.date) -> Decimal:
+        """Sum at ``day`` over the ``lesions`` that have a value: the baseline sum leaves out a target without a
+        diameter, as ``recist11.baseline_sum`` does, which warns about it."""
+        values = (self._values.get((lesion.lesion_id, day)) for lesion in lesions)
         return sum((v for v in values if v is not None), Decimal(0))
 
 
@@ -187,7 +192,7 @@ def series_references(
         return base, min([base, *evaluable])
     if policy != "recompute":
         raise ValueError(f"itrecist.reclassification_references must be 'recompute' or 'as-recorded', not {policy!r}")
-    base = values.total(targets, timeline.baseline.scan_date, skip_missing=True)
+    base = values.baseline_total(targets, timeline.established_baseline.scan_date)
     sums = [values.total(targets, day) for day in earlier]
     return base, min([base, *(s for s in sums if s is not None)])
 
@@ -227,7 +232,7 @@ def series_response(
         flags=recist_flags,
         is_tumour=is_tumour,
     )
-    response = c.overall
+    response: str | None = c.overall
     if not has_baseline_disease and response == "NE":
         # Non-injected series without baseline disease: only new lesions can say anything (PD).
         response = None
@@ -289,8 +294,8 @@ def baseline_conformance(
             f"{total} target lesions at baseline (itRECIST allows at most {int(ruleset.threshold('max_targets').value)})"
         )
     for target in timeline.lesions_with_role(LesionRole.TARGET):
-        m = timeline.baseline.of(target.lesion_id)
-        if m is not None and not is_measurable(m, recist, timeline.baseline.scan.slice_thickness_mm):
+        m = timeline.established_baseline.of(target.lesion_id)
+        if m is not None and not is_measurable(m, recist, timeline.established_baseline.scan.slice_thickness_mm):
             warnings.append(
                 f"target {lesion_name(target)} is not measurable at baseline (RECIST 1.1 §3.1.1, as itRECIST)"
             )
@@ -323,17 +328,16 @@ def assess(
 
     history = InjectionHistory(timeline)
     values = LesionValues(timeline, recist, flags)
-    base_classes = lesion_classes(engine, timeline, history, timeline.baseline.scan_date)
+    base_classes = lesion_classes(engine, timeline, history, timeline.established_baseline.scan_date)
     states = {name: SeriesState(name) for name in SERIES}
     for name, state in states.items():
-        state.recorded_baseline = values.total(
+        state.recorded_baseline = values.baseline_total(
             [
                 timeline.lesions[lid]
                 for lid, (cls, series) in base_classes.items()
                 if series == name and timeline.lesions[lid].role is LesionRole.TARGET
             ],
-            timeline.baseline.scan_date,
-            skip_missing=True,
+            timeline.established_baseline.scan_date,
         )
 
     graded = list(overall.timepoints)
@@ -374,12 +378,15 @@ def assess(
             extra[f"{key}_sum_mm"] = result.sum_mm
             extra[f"{key}_baseline_mm"] = result.baseline_mm
             extra[f"{key}_nadir_mm"] = result.nadir_mm
-            usable = result.sum_mm is not None and result.complete
-            extra[f"{key}_percent_from_baseline"] = (
-                percent_change(result.sum_mm, result.baseline_mm) if usable else None
-            )
-            extra[f"{key}_percent_from_nadir"] = percent_change(result.sum_mm, result.nadir_mm) if usable else None
-            extra[f"{key}_absolute_from_nadir"] = (result.sum_mm - result.nadir_mm) if usable else None
+            sum_mm, baseline_mm, nadir_mm = result.sum_mm, result.baseline_mm, result.nadir_mm
+            changes: tuple[Fraction | None, Fraction | None, Decimal | None] = (None, None, None)
+            if result.complete and sum_mm is not None and baseline_mm is not None and nadir_mm is not None:
+                changes = (percent_change(sum_mm, baseline_mm), percent_change(sum_mm, nadir_mm), sum_mm - nadir_mm)
+            (
+                extra[f"{key}_percent_from_baseline"],
+                extra[f"{key}_percent_from_nadir"],
+                extra[f"{key}_absolute_from_nadir"],
+            ) = changes
             trace.extend(result.trace)
             update_series(states[name], result, tp.scan_date)
         extra["injected_progression_date"] = states[INJECTED].progression_date

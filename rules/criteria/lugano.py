@@ -222,7 +222,7 @@ def evaluate_ct(
         if lesion.lesion_id in references:
             continue
         new_present.append(lesion_name(lesion))
-        met, text = new_lesion_is_pd(ruleset, flags, lesion, tp.of(lesion.lesion_id))
+        met, text = new_lesion_is_pd(ruleset, flags, lesion, tp.reading(lesion.lesion_id))
         trace.append(text)
         if met:
             new_pd.append(lesion_name(lesion))
@@ -320,11 +320,12 @@ def new_avid_foci(
     liver_suv = next(
         (r.suv_mean for r in tp.references if r.region is ReferenceRegion.LIVER and r.suv_mean is not None), None
     )
-    found, notes = [], []
+    found: list[str] = []
+    notes: list[str] = []
     for lesion in unequivocal:
-        m = tp.of(lesion.lesion_id)
+        m = tp.reading(lesion.lesion_id)
         if m.sul_peak is not None:
-            ok = liver is None or avid.holds(m.sul_peak, liver.sul_mean)
+            ok = liver is None or liver.sul_mean is None or avid.holds(m.sul_peak, liver.sul_mean)
             value = f"SULpeak {pet.fmt_sul(m.sul_peak)}"
         elif m.suv_max is not None:
             ok = liver_suv is None or avid.holds(m.suv_max, liver_suv)
@@ -420,7 +421,7 @@ def baseline_references(timeline: Timeline, ruleset: RuleSet) -> dict[str, Lesio
     for lesion in timeline.lesions.values():
         if lesion.role is LesionRole.NEW:
             continue
-        size = lesion_size(timeline.baseline.of(lesion.lesion_id), ruleset)
+        size = lesion_size(timeline.established_baseline.of(lesion.lesion_id), ruleset)
         if size is not None:
             refs[lesion.lesion_id] = size
     return refs

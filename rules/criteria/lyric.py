@@ -46,6 +46,13 @@ class OpenIndeterminate:
     sizes: Mapping[str, lugano.LesionSize]
 
 
+def _open(ir: OpenIndeterminate | None) -> OpenIndeterminate:
+    """The open indeterminate response that the state machine's ``ir`` state guarantees."""
+    if ir is None:
+        raise LookupError("LYRIC: no indeterminate response is open in the 'ir' state")
+    return ir
+
+
 def observed_since(timeline: Timeline, code: str, after: dt.date | None, until: dt.date) -> bool:
     """An observation ``code`` with value 1 dated after ``after`` (exclusive) and on or before ``until``."""
     return any(
@@ -153,17 +160,17 @@ def assess(
                 tp,
                 baseline_spd=base_spd,
                 references=open_ir.sizes,
-                reference_label=f"IR scan {open_ir.tp.scan_date}",
+                reference_label=f"IR scan {_open(open_ir).tp.scan_date}",
                 is_tumour=is_tumour,
             )
             uptake = lugano.evaluate_metabolic(
                 engine, lugano_rules, lugano_flags, timeline, tp, open_ir.tp, is_tumour=is_tumour
             )
-            biopsy = observed_since(timeline, lugano.BIOPSY_PROGRESSION_CODE, open_ir.tp.scan_date, tp.scan_date)
+            biopsy = observed_since(timeline, lugano.BIOPSY_PROGRESSION_CODE, _open(open_ir).tp.scan_date, tp.scan_date)
             uptake_up = uptake.category == "PMD" and uptake.uptake_change == "increased"
             progression_vs_ir = against_ir.category == "PD" or uptake_up or biopsy
             trace.append(
-                f"relative to the IR scan of {open_ir.tp.scan_date}: Lugano CT {against_ir.category}"
+                f"relative to the IR scan of {_open(open_ir).tp.scan_date}: Lugano CT {against_ir.category}"
                 + (", uptake increased" if uptake_up else "")
                 + (", biopsy-proven progression" if biopsy else "")
                 + f" → {'progression' if progression_vs_ir else 'no progression'} relative to the IR"
@@ -189,20 +196,21 @@ def assess(
             tp_progression = progression_date
         elif action == "confirm-pd":
             category, subtype = "PD", "none"
-            progression_date = open_ir.tp.scan_date
+            progression_date = _open(open_ir).tp.scan_date
             tp_progression = progression_date
             confirmed = True
             state, open_ir = "progressed", None
         elif action == "keep-ir":
-            category, subtype = open_ir.category, open_ir.subtype
+            ir = _open(open_ir)
+            category, subtype = ir.category, ir.subtype
             confirmed = False
-            trace.append(f"{category} of {open_ir.tp.scan_date} still indeterminate")
+            trace.append(f"{category} of {_open(open_ir).tp.scan_date} still indeterminate")
         elif action == "report-keep-open":
             category, subtype = scan_category, scan_subtype
         else:
             category, subtype = scan_category, scan_subtype
             if state == "ir":
-                trace.append(f"{open_ir.category} of {open_ir.tp.scan_date} resolved (flare): {category}")
+                trace.append(f"{_open(open_ir).category} of {_open(open_ir).tp.scan_date} resolved (flare): {category}")
                 state, open_ir = "none", None
             if category in ("IR1", "IR2", "IR3"):
                 state = "ir"
@@ -257,7 +265,9 @@ def assess(
         previous = tp.scan_date
     warnings = lugano.baseline_warnings(timeline, lugano_rules)
     if open_ir is not None:
-        warnings.append(f"{open_ir.subtype} of {open_ir.tp.scan_date} is unresolved: re-imaging or biopsy is due")
+        warnings.append(
+            f"{open_ir.subtype} of {_open(open_ir).tp.scan_date} is unresolved: re-imaging or biopsy is due"
+        )
     best = best_overall_response(
         responses,
         anchor=anchor,

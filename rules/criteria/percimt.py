@@ -47,9 +47,9 @@ def assess(
     small_max = ruleset.threshold("small_lesion_max_diameter")
     large_min = ruleset.threshold("large_lesion_min_diameter")
     very_large_min = ruleset.threshold("very_large_lesion_min_diameter")
-    small_count = pet.policy_threshold(ruleset, "small_lesions_min_count", flags)
-    large_count = pet.policy_threshold(ruleset, "large_lesions_min_count", flags)
-    very_large_count = pet.policy_threshold(ruleset, "very_large_lesions_min_count", flags)
+    small_count = pet.required_policy_threshold(ruleset, "small_lesions_min_count", flags)
+    large_count = pet.required_policy_threshold(ruleset, "large_lesions_min_count", flags)
+    very_large_count = pet.required_policy_threshold(ruleset, "very_large_lesions_min_count", flags)
     preexisting = pet.baseline_avid_lesions(timeline, avid, is_tumour=is_tumour)
     base_line = "pre-existing FDG-avid lesions (above the baseline liver SULmean): " + (
         ", ".join(lesion_name(lesion) for lesion in preexisting) if preexisting else "none"

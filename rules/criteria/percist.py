@@ -98,7 +98,7 @@ def baseline_reading(
     """The baseline hottest lesion and whether it is measurable (spec §7.1 [V:PMOD])."""
     lines: list[str] = []
     warnings: list[str] = []
-    base = timeline.baseline
+    base = timeline.established_baseline
     found = pet.uptakes(base, pet.baseline_lesions(timeline), is_tumour=is_tumour)
     top, ties = pet.hottest(found)
     limit = pet.measurability_limit(ruleset, base)
@@ -140,14 +140,15 @@ def _tlg(
 ) -> tuple[bool, str, Decimal | None, Decimal | None]:
     """TLG > 75 % above baseline (PERCIST PMD): summed over baseline lesions with a baseline TLG (absent → 0) plus the
     new FDG-avid lesions reporting TLG [D]. Not applied when a baseline lesion's TLG is missing at the follow-up."""
-    base_lesions = [
-        lesion
+    base_tlg = {
+        lesion.lesion_id: m.tlg
         for lesion in pet.baseline_lesions(timeline)
-        if (m := timeline.baseline.of(lesion.lesion_id)) is not None and m.tlg is not None
-    ]
+        if (m := timeline.established_baseline.of(lesion.lesion_id)) is not None and m.tlg is not None
+    }
+    base_lesions = [lesion for lesion in pet.baseline_lesions(timeline) if lesion.lesion_id in base_tlg]
     if not base_lesions:
         return False, "TLG not reported at baseline: the TLG rule is not applied", None, None
-    base_total = sum((timeline.baseline.of(lesion.lesion_id).tlg for lesion in base_lesions), Decimal(0))
+    base_total = sum(base_tlg.values(), Decimal(0))
     total = Decimal(0)
     missing = []
     for lesion in base_lesions:
@@ -183,7 +184,7 @@ def _other_lesion_increases(
     threshold = ruleset.threshold("other_lesion_increase_fraction")
     increases = []
     for lesion in pet.baseline_lesions(timeline):
-        before, now = timeline.baseline.of(lesion.lesion_id), tp.of(lesion.lesion_id)
+        before, now = timeline.established_baseline.of(lesion.lesion_id), tp.of(lesion.lesion_id)
         if before is None or now is None or now.status is not LesionStatus.PRESENT:
             continue
         if is_tumour is not None and not is_tumour(lesion, now):
@@ -219,7 +220,7 @@ def evaluate_scan(
     trace: list[str] = list(baseline.lines)
     warnings: list[str] = []
     comparability = pet.scan_comparability(
-        timeline.baseline,
+        timeline.established_baseline,
         tp,
         relative=pet.policy_threshold(ruleset, "liver_relative_tolerance", flags),
         absolute=pet.policy_threshold(ruleset, "liver_absolute_tolerance", flags),
@@ -257,10 +258,10 @@ def evaluate_scan(
             name += f" (tied with {', '.join(ties)})"
         pct = percent_change(hottest_sul, base_top.sul)
         delta = Fraction(hottest_sul) - Fraction(base_top.sul)
-        pmd_fraction = pet.policy_threshold(ruleset, "pmd_fraction_of_baseline", flags)
-        pmd_absolute = pet.policy_threshold(ruleset, "pmd_absolute_increase", flags)
-        pmr_fraction = pet.policy_threshold(ruleset, "pmr_fraction_of_baseline", flags)
-        pmr_absolute = pet.policy_threshold(ruleset, "pmr_absolute_decrease", flags)
+        pmd_fraction = pet.required_policy_threshold(ruleset, "pmd_fraction_of_baseline", flags)
+        pmd_absolute = pet.required_policy_threshold(ruleset, "pmd_absolute_increase", flags)
+        pmr_fraction = pet.required_policy_threshold(ruleset, "pmr_fraction_of_baseline", flags)
+        pmr_absolute = pet.required_policy_threshold(ruleset, "pmr_absolute_decrease", flags)
         meets_pmd = pmd_fraction.holds(hottest_sul, base_top.sul) and pmd_absolute.holds(delta)
         meets_pmr = pmr_fraction.holds(hottest_sul, base_top.sul) and pmr_absolute.holds(-delta)
         line = pet.change_line(f"{name} SULpeak", hottest_sul, base_top.sul, f"baseline hottest {base_top.name}")

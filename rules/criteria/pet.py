@@ -32,18 +32,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeGuard
 
 from rules.criteria.burden import configured_threshold, fraction_as_decimal, organ_of
+from rules.criteria.recist_family import (
+    TumourFilter as TumourFilter,  # re-exported: criteria annotate with pet.TumourFilter
+)
 from rules.criteria.recist_family import new_lesion_readings
 from rules.engine import RuleFileError, RuleSet, Threshold, format_fraction
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, ReferenceMeasurement, ReferenceRegion
 from rules.pet_tracers import FDG, PetTracer, default_tracer
 from rules.results import CriterionAssessment, TimepointResponse, fmt_pct, percent_change
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
-
-TumourFilter = Callable[[TrackedLesion, LesionMeasurement], bool]
-
 
 # --- thresholds whose value or inclusiveness a policy flag sets -------------------------------------------
 
@@ -73,6 +73,14 @@ def policy_threshold(ruleset: RuleSet, name: str, flags: Mapping[str, Any]) -> T
         raise ValueError(f"{ruleset.flag_prefix}.{spec['flag']}: expected true or false, got {value!r}")
     inclusive = value is bool(spec.get("inclusive_if", True))
     return dataclasses.replace(threshold, inclusive=inclusive)
+
+
+def required_policy_threshold(ruleset: RuleSet, name: str, flags: Mapping[str, Any]) -> Threshold:
+    """``policy_threshold`` for a threshold the criterion cannot do without: a flag that switches it off is refused."""
+    threshold = policy_threshold(ruleset, name, flags)
+    if threshold is None:
+        raise ValueError(f"{ruleset.criterion}: threshold {name} is required and cannot be switched off by a flag")
+    return threshold
 
 
 def holds_against(threshold: Threshold, lhs: Fraction | Decimal | int, rhs: Fraction | Decimal | int) -> bool:
@@ -121,7 +129,7 @@ def relative_rule(threshold: Threshold) -> str:
 
 def fmt_delta(value: Decimal | Fraction) -> str:
     sign = "+" if value > 0 else ("−" if value < 0 else "±")
-    return f"{sign}{fmt_sul(abs(value))}"
+    return f"{sign}{fmt_sul(-value if value < 0 else value)}"
 
 
 def change_line(label: str, current: Decimal | Fraction, reference: Decimal | Fraction, reference_label: str) -> str:
@@ -184,7 +192,7 @@ def measurability_limit(ruleset: RuleSet, tp: Timepoint) -> MeasurabilityLimit:
     with no liver reference, blood pool: ``SULpeak ≥ 2.0 × blood-pool SULmean + 2 × SD``. Exact arithmetic."""
     for region, prefix in ((ReferenceRegion.LIVER, "liver"), (ReferenceRegion.BLOOD_POOL, "blood_pool")):
         ref = reference_region(tp, region)
-        if ref is None:
+        if ref is None or ref.sul_mean is None:  # reference_region returns only regions with a SULmean
             continue
         mean_multiple = ruleset.threshold(f"measurable_{prefix}_mean_multiple")
         sd_multiple = ruleset.threshold(f"measurable_{prefix}_sd_multiple")
@@ -417,7 +425,9 @@ class Resolution:
 
 
 def resolution(tp: Timepoint, lesions: Iterable[TrackedLesion], below_liver: Threshold) -> Resolution:
-    done, persisting, unknown = [], [], []
+    done: list[str] = []
+    persisting: list[str] = []
+    unknown: list[str] = []
     for lesion in lesions:
         state = resolved(tp, lesion, below_liver)
         (done if state else unknown if state is None else persisting).append(lesion_name(lesion))
@@ -429,10 +439,10 @@ def baseline_avid_lesions(
 ) -> list[TrackedLesion]:
     """Pre-existing FDG-avid lesions: baseline lesions whose SULpeak is above the baseline liver SULmean (or reported,
     without a liver reference)."""
-    liver = liver_mean(timeline.baseline)
+    liver = liver_mean(timeline.established_baseline)
     return [
         u.lesion
-        for u in uptakes(timeline.baseline, baseline_lesions(timeline), is_tumour=is_tumour)
+        for u in uptakes(timeline.established_baseline, baseline_lesions(timeline), is_tumour=is_tumour)
         if liver is None or avid.holds(u.sul, liver)
     ]
 
@@ -447,7 +457,9 @@ def complete_resolution(
 ) -> tuple[bool, str]:
     """CMR (policy [D]): every lesion with uptake at baseline and every new lesion seen so far has resolved to
     background (absent, or SULpeak below the liver SULmean), and no new FDG-avid lesion is present."""
-    lesions = [u.lesion for u in uptakes(timeline.baseline, baseline_lesions(timeline), is_tumour=is_tumour)]
+    lesions = [
+        u.lesion for u in uptakes(timeline.established_baseline, baseline_lesions(timeline), is_tumour=is_tumour)
+    ]
     lesions += [
         lesion
         for lesion in timeline.lesions.values()
@@ -465,7 +477,7 @@ def fmt_count(threshold: Threshold) -> str:
 # --- the tracer (contract §9.3) ------------------------------------------------------------------------------
 
 
-def is_pet_timepoint(tp: Timepoint | None) -> bool:
+def is_pet_timepoint(tp: Timepoint | None) -> TypeGuard[Timepoint]:
     return tp is not None and (has_pet_values(tp) or "PT" in tp.scan.modalities)
 
 
@@ -507,7 +519,9 @@ def assess_fdg_criterion(
     if other:
         view = dataclasses.replace(
             timeline,
-            baseline=_without_uptake(timeline.baseline) if timeline.baseline.scan_date in other else timeline.baseline,
+            baseline=_without_uptake(timeline.baseline)
+            if timeline.baseline is not None and timeline.baseline.scan_date in other
+            else timeline.baseline,
             followups=tuple(_without_uptake(tp) if tp.scan_date in other else tp for tp in timeline.followups),
         )
     result = assess(*args[:1], view, *args[1:], **kwargs)
@@ -518,7 +532,11 @@ def assess_fdg_criterion(
         tracer = other.get(tp.scan_date) or (base_other if is_pet_timepoint(tp) else None)
         response = responses.pop(tp.scan_date, None)
         if tracer is not None:
-            where = "this scan" if tp.scan_date in other else f"the baseline PET ({timeline.baseline.scan_date})"
+            where = (
+                "this scan"
+                if tp.scan_date in other
+                else f"the baseline PET ({timeline.established_baseline.scan_date})"  # base_other needs one
+            )
             kept = "its uptake values are kept as values of that tracer, not read by this criterion"
             if response is None or response.category == "NE":
                 reason = (

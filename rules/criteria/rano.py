@@ -135,7 +135,7 @@ def baseline_warnings(timeline: Timeline, ruleset: RuleSet) -> list[str]:
         warnings.append(f"{len(targets)} target lesions at baseline (RANO 2010: up to 5)")
     minimum = ruleset.threshold("measurable_min_diameter")
     for lesion in targets:
-        m = timeline.baseline.of(lesion.lesion_id)
+        m = timeline.established_baseline.of(lesion.lesion_id)
         if m is not None and not both_diameters_at_least(m, minimum):
             warnings.append(
                 f"target {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is not measurable "
@@ -208,7 +208,7 @@ def evaluate_scan(
     dose_now, dose_before = dose_at(timeline, tp.scan_date), dose_at(timeline, previous)
     steroids_increased = dose_now is not None and dose_before is not None and dose_now > dose_before
     steroids_reduced = dose_now is not None and dose_before is not None and dose_now < dose_before
-    off_limit = pet.policy_threshold(ruleset, "off_steroids_max_dose", flags)
+    off_limit = pet.required_policy_threshold(ruleset, "off_steroids_max_dose", flags)
     off_steroids = dose_now is None or off_limit.holds(dose_now)
     if dose_now is None:
         trace.append(
@@ -237,7 +237,7 @@ def evaluate_scan(
     rt_date = last_radiotherapy(timeline, tp.scan_date)
     window = ruleset.threshold("post_radiotherapy_window_days")
     within = rt_date is not None and window.holds((tp.scan_date - rt_date).days)
-    outside_field = [lesion_name(lesion) for lesion in new if tp.of(lesion.lesion_id).irradiated is False]
+    outside_field = [lesion_name(lesion) for lesion in new if tp.reading(lesion.lesion_id).irradiated is False]
     biopsy = _flag_between(timeline, BIOPSY_PROGRESSION_CODE, previous, tp.scan_date) is True
     if rt_date is not None:
         trace.append(
@@ -337,7 +337,7 @@ def assess(
             # RANO assessment ends at progression, as RECIST 1.1 (later scans are post-PD).
             progression_date = tp.scan_date
             break
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         anchor=timeline.anchor_date,
         order=RECIST_ORDER,
         stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),

@@ -13,6 +13,7 @@ from typing import Any
 
 from rules.criteria.recist_family import (
     RECIST_ORDER,
+    TumourFilter,
     baseline_conformance,
     best_overall_response,
     locally_treated_lesions,
@@ -76,7 +77,7 @@ def evaluate_timepoint(
     prior_overall_cr: bool,
     prior_target_response: bool,
     flags: Mapping[str, Any],
-    is_tumour=None,
+    is_tumour: TumourFilter | None = None,
 ) -> RecistComponents:
     """Size spec §1.8 for one follow-up timepoint."""
     targets = timeline.lesions_with_role(LesionRole.TARGET)
@@ -149,7 +150,7 @@ def evaluate_timepoint(
             + ", ".join(lesion_name(lesion) for lesion in equivocal)
         )
 
-    if targets:
+    if target_decision is not None:  # set exactly when there are targets
         overall = engine.decide(
             CRITERION,
             "overall_response_with_targets",
@@ -185,7 +186,7 @@ def baseline_sum(timeline: Timeline, ruleset: RuleSet) -> tuple[Decimal, list[st
     warnings = []
     total = Decimal(0)
     for target in timeline.lesions_with_role(LesionRole.TARGET):
-        m = timeline.baseline.of(target.lesion_id)
+        m = timeline.established_baseline.of(target.lesion_id)
         value = (m.short_axis_mm if target.nodal else m.long_axis_mm) if m else None
         if value is None:
             warnings.append(f"baseline target {lesion_name(target)} has no diameter")
@@ -195,7 +196,11 @@ def baseline_sum(timeline: Timeline, ruleset: RuleSet) -> tuple[Decimal, list[st
 
 
 def assess(
-    engine: Engine, timeline: Timeline, overrides: Mapping[str, Any] | None = None, *, is_tumour=None
+    engine: Engine,
+    timeline: Timeline,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    is_tumour: TumourFilter | None = None,
 ) -> CriterionAssessment:
     ruleset = engine.rulebase[CRITERION]
     flags = {name: ruleset.flag(name, overrides) for name in ruleset.flags}
@@ -256,7 +261,7 @@ def assess(
             progression_date = progression
             break
     anchor = timeline.anchor_date
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         anchor=anchor,
         order=RECIST_ORDER,
         stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),

@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from rules.engine import RuleSet
+from rules.engine import RuleSet, Threshold
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, LocalTherapyKind, NonTargetStatus
 from rules.results import BestResponse, TimepointResponse, fmt_mm
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name, merged_into_name
+
+TumourFilter = Callable[[TrackedLesion, LesionMeasurement], bool]
+"""Which lesion readings count as tumour (itRECIST and the PET criteria narrow the lesion set with it)."""
 
 ZERO = Decimal("0")
 NODAL_ORGAN = "lymph node"
@@ -125,7 +128,7 @@ def target_sum(
     return TargetSum(tuple(readings), total, missing)
 
 
-def targets_complete_response(readings: Sequence[LesionReading], node_normal) -> bool:
+def targets_complete_response(readings: Sequence[LesionReading], node_normal: Threshold) -> bool:
     """RECIST 1.1 §4.3.1: non-nodal targets disappeared (0 mm) and nodal targets below 10 mm short axis.
 
     A node reported too small to measure is below 10 mm and counts as normal (spec §1.6 [D]), so the CR sum
@@ -185,7 +188,7 @@ def nontarget_state(
 
 
 def new_lesion_readings(
-    tp: Timepoint, timeline: Timeline, *, is_tumour: Callable[[TrackedLesion, LesionMeasurement], bool] | None = None
+    tp: Timepoint, timeline: Timeline, *, is_tumour: TumourFilter | None = None
 ) -> tuple[list[TrackedLesion], list[TrackedLesion]]:
     """New lesions present at ``tp``: (unequivocal, equivocal)."""
     unequivocal: list[TrackedLesion] = []

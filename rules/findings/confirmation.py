@@ -73,6 +73,14 @@ def _date(value: Any) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
+def _required_date(value: Any) -> dt.date:
+    """A date the criterion always records (the scan that opened the episode)."""
+    day = _date(value)
+    if day is None:
+        raise ValueError("a confirmation episode without the date of the scan that opened it")
+    return day
+
+
 def window_at(tp: TimepointResponse) -> ConfirmationWindow | None:
     """The window left open after this timepoint, if any."""
     extra = tp.extra
@@ -84,7 +92,7 @@ def window_at(tp: TimepointResponse) -> ConfirmationWindow | None:
         return ConfirmationWindow(
             tp.criterion,
             "iUPD",
-            _date(episode["anchor_date"]),
+            _required_date(episode["anchor_date"]),
             _date(window.get("start")),
             _date(window.get("end")),
         )
@@ -95,7 +103,7 @@ def window_at(tp: TimepointResponse) -> ConfirmationWindow | None:
     if tp.criterion == "LYRIC" and extra.get("ir_subtype"):
         category = str(extra["ir_subtype"])
     return ConfirmationWindow(
-        tp.criterion, category, _date(due["since"]), _date(due.get("start")), _date(due.get("end"))
+        tp.criterion, category, _required_date(due["since"]), _date(due.get("start")), _date(due.get("end"))
     )
 
 

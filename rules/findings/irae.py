@@ -23,7 +23,7 @@ from typing import Any
 from rules import codes
 from rules.engine import Decision, Engine, RuleSet, get_engine
 from rules.facts import LesionMeasurement, LesionStatus
-from rules.results import CriterionAssessment, Finding, round2
+from rules.results import CriterionAssessment, Finding, TimepointResponse, round2
 from rules.timeline import Timeline, TrackedLesion, lesion_name
 
 CRITERION = "irAE-imaging"
@@ -48,7 +48,7 @@ def site_class(organ: str | None) -> str:
     if site is None:
         return "unknown" if not organ or not organ.strip() else "other"
     if site.key == "lymph-node":
-        bare = codes.normalise_code(organ).strip().lower()
+        bare = (codes.normalise_code(organ) or "").strip().lower()
         return "unknown" if bare == site.coding.code or bare in site.synonyms else "other"
     return "hilar-mediastinal" if site.thoracic_nodal_station else "other"
 
@@ -239,7 +239,7 @@ def occurrences(timeline: Timeline, *, engine: Engine, overrides: Mapping[str, A
         if pattern is None:
             continue
         organ = report.body_site
-        if organ is None and report.lesion_id in timeline.lesions:
+        if organ is None and report.lesion_id is not None and report.lesion_id in timeline.lesions:
             organ = timeline.lesions[report.lesion_id].organ
         decision = decide_finding(pattern.key, site_class(organ), engine=engine, overrides=overrides)
         found.append(
@@ -360,7 +360,7 @@ def _irae_finding(items: list[Occurrence], timeline: Timeline, engine: Engine, r
     )
 
 
-def _counted_by(tp, names: Sequence[str]) -> bool:
+def _counted_by(tp: TimepointResponse, names: Sequence[str]) -> bool:
     """Did this criterion count any of the named lesions as a new lesion at this timepoint (its trace)?"""
     if tp.new_lesions in (None, "absent"):
         return False

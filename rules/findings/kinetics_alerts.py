@@ -32,8 +32,9 @@ from rules.kinetics import (
     KineticsRules,
     definition,
     reason_code,
+    required_definition,
 )
-from rules.results import CriterionAssessment, DefinitionResult, Finding, KineticsResult
+from rules.results import CriterionAssessment, Finding, KineticsResult
 from rules.timeline import Timeline
 
 CONFLICT_NOTE = (
@@ -50,8 +51,24 @@ def _recist_e2(kinetics: KineticsResult) -> str | None:
     """RECIST 1.1 overall response at E2, as the definitions recorded it."""
     for result in kinetics.definitions:
         if "recist_e2" in result.inputs:
-            return result.inputs["recist_e2"]
+            value = result.inputs["recist_e2"]
+            return None if value is None else str(value)
     return None
+
+
+def _e2(kinetics: KineticsResult) -> dt.date:
+    """E2, for the alerts whose decision rows all require a first evaluation (``first_evaluation`` present)."""
+    if kinetics.e2_date is None:
+        raise LookupError("a kinetics alert that needs E2 was raised without one")
+    return kinetics.e2_date
+
+
+def _first_date(*candidates: dt.date | None) -> dt.date:
+    """The alert's date: the first known of its candidates (the event's date, else the baseline scan)."""
+    for candidate in candidates:
+        if candidate is not None:
+            return candidate
+    raise LookupError("a kinetics alert was raised without any date (no event date and no baseline scan)")
 
 
 def _first_evaluation(kinetics: KineticsResult) -> str:
@@ -70,7 +87,7 @@ def _numbers(kinetics: KineticsResult) -> str:
 
 
 def _title(rules: KineticsRules, code: str) -> str:
-    return rules.definition(code)["title"]
+    return str(rules.definition(code)["title"])
 
 
 def _definitions_by_status(rules: KineticsRules, kinetics: KineticsResult) -> str:
@@ -158,7 +175,7 @@ def findings(
             _finding(
                 rules,
                 "hyperprogression",
-                kinetics.e2_date,
+                _e2(kinetics),
                 f"Hyperprogressive disease by {_title(rules, primary_code)}",
                 "\n".join(d for d in detail if d),
                 hpd.trace(),
@@ -177,7 +194,7 @@ def findings(
             _finding(
                 rules,
                 "hpd-not-evaluable",
-                kinetics.e2_date,
+                _e2(kinetics),
                 f"Hyperprogression could not be evaluated by {_title(rules, primary_code)}",
                 "\n".join([f"Reason: {code}.", *(d for d in detail if d)]),
                 hpd.trace(),
@@ -188,47 +205,45 @@ def findings(
         )
 
     # Fast progression (anchor by flag) and early death.
-    oak = definition(kinetics, "fast-progression-oak")
-    ferrara = definition(kinetics, "fast-progression-ferrara-2020")
+    oak = required_definition(kinetics, "fast-progression-oak")
+    ferrara = required_definition(kinetics, "fast-progression-ferrara-2020")
     fp = rules.decide(
         "alert_fast_progression",
         {"fp_anchor": rules.flag("FP_ANCHOR"), "oak_status": oak.status, "ferrara_status": ferrara.status},
     )
     if fp["raise"]:
-        fired: DefinitionResult = definition(kinetics, fp["definition"])
+        fired = required_definition(kinetics, fp["definition"])
         death_branch = fired.inputs.get("scan_branch") is not True and fired.inputs.get("death_branch") is True
         when = fired.inputs.get("deceased") if death_branch else kinetics.e2_date
-        detail = fired.reason
+        text = fired.reason
         if death_branch:
-            detail += "\nRetrospective (for audit): death from progression with no post-baseline scan."
+            text += "\nRetrospective (for audit): death from progression with no post-baseline scan."
         out.append(
             _finding(
                 rules,
                 "fast-progression",
-                when or baseline_date,
+                _first_date(when, baseline_date),
                 _title(rules, fired.code) + (" — death branch (retrospective)" if death_branch else ""),
-                detail,
+                text,
                 fp.trace(),
                 fired.source,
                 key=fired.code,
             )
         )
 
-    early = definition(kinetics, "early-death")
+    early = required_definition(kinetics, "early-death")
     death_branch = oak.inputs.get("death_branch", UNKNOWN)
     ed = rules.decide("alert_early_death", {"early_death_status": early.status, "fp_death_branch": death_branch})
     if ed["raise"]:
         when = early.inputs.get("deceased") or oak.inputs.get("deceased")
-        detail = (
-            f"{_title(rules, 'early-death')}: {early.reason}\n{_title(rules, 'fast-progression-oak')}: {oak.reason}"
-        )
+        text = f"{_title(rules, 'early-death')}: {early.reason}\n{_title(rules, 'fast-progression-oak')}: {oak.reason}"
         out.append(
             _finding(
                 rules,
                 "early-death",
-                when or baseline_date,
+                _first_date(when, baseline_date),
                 "Early death from progression (registry)",
-                detail,
+                text,
                 ed.trace(),
                 early.source,
             )
@@ -247,7 +262,7 @@ def findings(
             _finding(
                 rules,
                 "kinetics-acceleration",
-                kinetics.e2_date,
+                _e2(kinetics),
                 f"Tumour growth acceleration (ΔTGR {_fmt(kinetics.tgr_difference)} > 50) without RECIST progression",
                 f"RECIST 1.1 at E2: {recist}. {_numbers(kinetics)}. {acceleration.because}.",
                 acceleration.trace(),

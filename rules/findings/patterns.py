@@ -14,7 +14,7 @@ Thresholds, tables and flags: ``rules/rulesets/patterns.yaml`` (criterion ``atyp
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -24,7 +24,7 @@ from rules.criteria.recist_family import new_lesion_readings, recist_diameter
 from rules.engine import Engine, RuleSet, get_engine
 from rules.facts import LesionRole
 from rules.findings.irae import exact_parameter, is_tumour
-from rules.results import CriterionAssessment, Finding, fmt_mm, fmt_pct, percent_change
+from rules.results import CriterionAssessment, Finding, TimepointResponse, fmt_mm, fmt_pct, percent_change
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
 
 CRITERION = "atypical-patterns"
@@ -104,7 +104,7 @@ def lesion_changes(
             continue
         if exclude_treated and locally_treated(timeline, lesion.lesion_id, tp.scan_date, treated):
             continue
-        base = _diameter(timeline.baseline, lesion, too_small)
+        base = _diameter(timeline.established_baseline, lesion, too_small)
         now = _diameter(tp, lesion, too_small)
         if base is None or now is None or base == 0:
             continue  # a non-target without a measured diameter is not in the lesion set
@@ -201,8 +201,10 @@ def abscopal_response(timeline: Timeline, *, engine: Engine | None = None) -> li
         candidates: list[AbscopalCandidate] = []
         traces: list[str] = []
         for lesion in timeline.lesions.values():
-            before = [(tp, _diameter(tp, lesion, too_small)) for tp in points if tp.scan_date <= day]
-            before = [(tp, v) for tp, v in before if v is not None and v > 0]
+            before = [
+                (tp, v) for tp in points if tp.scan_date <= day and (v := _diameter(tp, lesion, too_small)) is not None
+            ]
+            before = [(tp, v) for tp, v in before if v > 0]
             if not before:
                 continue
             ref_tp, ref_mm = before[-1]
@@ -324,9 +326,11 @@ def durable_response(
     return out
 
 
-def _response_runs(assessment: CriterionAssessment, responses: set[str], ne_interrupts: bool):
+def _response_runs(
+    assessment: CriterionAssessment, responses: set[str], ne_interrupts: bool
+) -> Iterator[list[TimepointResponse]]:
     """Maximal runs of consecutive response timepoints (an NE neither ends nor extends a run unless flagged)."""
-    run: list = []
+    run: list[TimepointResponse] = []
     for tp in assessment.timepoints:
         if tp.category in responses:
             run.append(tp)

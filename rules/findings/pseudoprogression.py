@@ -33,7 +33,8 @@ LATE_RESPONSE_CATEGORIES = frozenset({Category.ICR.value, Category.IPR.value})
 
 
 def _definition(engine: Engine, code: str) -> Mapping[str, Any]:
-    return engine.rulebase[irecist_criterion.CRITERION].parameters["findings"][code]
+    definition: Mapping[str, Any] = engine.rulebase[irecist_criterion.CRITERION].parameters["findings"][code]
+    return definition
 
 
 def _finding(

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, abort, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from service.api.context import AppContext, ctx
@@ -135,6 +136,7 @@ def _authenticate() -> Response | None:
     context = ctx()
     token = bearer_token(request.headers)
     ui_session = signin.read_session() if on_pages and token is None else None
+    principal: Principal | Response
     if ui_session is not None:
         if not signin.allowed_for_session(request.path, ui_session):
             abort(403, description="this session was opened from the EHR for one patient; sign in for the others")
@@ -198,7 +200,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_pseudonyms(settings.pseudonym_key, settings.var_dir)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False
     app.extensions["immunorad"] = AppContext(settings)
 
     from service.api.audit_fhir_api import blueprint as audit_fhir
@@ -215,7 +218,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from service.api.limits import ChunkedBodyLimit, check_url
 
-    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_request_bytes)
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_request_bytes)  # type: ignore[method-assign]  # Flask's documented way to add WSGI middleware
     app.before_request(lambda: check_url(settings))  # before authentication: nothing else reads an oversize URL
     app.before_request(_authenticate)
     app.after_request(_private_headers)
@@ -239,8 +242,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             414: "too-long",
             415: "not-supported",
         }
-        message = {413: f"request larger than {settings.max_request_bytes} bytes"}.get(error.code, error.description)
-        return _error_response(error.code or 500, message, codes.get(error.code, "processing"))
+        status = error.code or 500
+        message = f"request larger than {settings.max_request_bytes} bytes" if status == 413 else error.description
+        return _error_response(status, message or "", codes.get(status, "processing"))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

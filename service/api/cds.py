@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import delete, select
@@ -135,7 +136,7 @@ def _patient_resource(payload: dict) -> dict:
     short deadline (``service.cds_fetch``, contract §9.5)."""
     from service.auth import cds_fhir_server
 
-    prefetch = payload.get("prefetch") if isinstance(payload.get("prefetch"), dict) else {}
+    prefetch: dict[str, Any] = payload["prefetch"] if isinstance(payload.get("prefetch"), dict) else {}
     resource = prefetch.get("patient")
     if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
         return resource

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, g, request
@@ -124,7 +125,7 @@ def capability_statement() -> dict:
         interactions = [{"code": "read"}, {"code": "search-type"}]
         if kind in writable:
             interactions += [{"code": "create"}, {"code": "update"}]
-        entry = {
+        entry: dict[str, Any] = {
             "type": kind,
             "interaction": interactions,
             "versioning": "versioned-update" if kind in writable else "versioned",

@@ -31,18 +31,21 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import requests
 from flask import Blueprint, Response, abort, g, make_response, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from service.api.context import ctx
 from service.auth import Principal
 from service.config import Settings
 from service.store import audit
+
+_R = TypeVar("_R", bound=WerkzeugResponse)
 
 blueprint = Blueprint("signin", __name__, url_prefix="/ui", template_folder="../templates")
 
@@ -122,7 +125,7 @@ def read_session() -> UiSession | None:
     return UiSession(agent=data["agent"], csrf=data["csrf"], patient=data.get("patient"))
 
 
-def _open_session(response: Response, agent: str, patient: str | None = None) -> Response:
+def _open_session(response: _R, agent: str, patient: str | None = None) -> _R:
     context = ctx()
     value = _serializer(context.api_token, "session").dumps(
         {"agent": agent, "csrf": secrets.token_urlsafe(24), "patient": patient}
@@ -139,7 +142,7 @@ def _open_session(response: Response, agent: str, patient: str | None = None) ->
     return response
 
 
-def session_from_token_url() -> Response:
+def session_from_token_url() -> WerkzeugResponse:
     """``/ui/…?token=`` (authenticated by the app): open a session and drop the token from the address."""
     args = request.args.to_dict(flat=False)
     args.pop("token", None)
@@ -344,7 +347,7 @@ def _exchange_code(settings: Settings, pending: dict[str, str], code: str) -> di
         "code_verifier": pending["verifier"],
         "client_id": settings.smart_client_id,
     }
-    auth = (settings.smart_client_id, settings.smart_client_secret) if settings.smart_client_secret else None
+    auth = (settings.smart_client_id or "", settings.smart_client_secret) if settings.smart_client_secret else None
     try:
         answer = requests.post(
             pending["token_endpoint"], data=form, auth=auth, headers={"Accept": "application/json"}, timeout=EHR_TIMEOUT

@@ -497,7 +497,8 @@ def recist_diameter(cell: Mapping[str, Any] | None, nodal: bool) -> Fraction | N
 
 def spider_series(result: Mapping[str, Any], baseline: dt.date | None) -> tuple[list[plots.SpiderSeries], list[str]]:
     """Percent change of each target lesion's diameter from its baseline diameter, at every scan it was measured."""
-    series, untracked = [], []
+    series: list[plots.SpiderSeries] = []
+    untracked: list[str] = []
     if baseline is None:
         return series, untracked
     days = [baseline] + [d for d in (quality.as_date(x) for x in result.get("followup_dates") or []) if d]
@@ -559,9 +560,10 @@ def reference_lines(criterion: str) -> tuple[tuple[float, str], ...]:
 
 def _burden_points(criterion: Mapping[str, Any]) -> list[tuple[dt.date, float]]:
     return [
-        (quality.as_date(tp["scan_date"]), float(quality.as_fraction(tp["sum_mm"])))
+        (day, float(total))
         for tp in criterion.get("timepoints") or []
-        if quality.as_fraction(tp.get("sum_mm")) is not None
+        if (total := quality.as_fraction(tp.get("sum_mm"))) is not None
+        and (day := quality.as_date(tp["scan_date"])) is not None
     ]
 
 

@@ -13,6 +13,8 @@ target_metadata = Base.metadata
 
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("no sqlalchemy.url: service.db.migrate sets it before running the migrations")
     engine = create_engine(url)
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":

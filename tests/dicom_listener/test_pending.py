@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from service.models import Assessment, Instance, Measurement, Patient, PendingInput
 from service.worker import Worker
-from tests.dicom_listener.test_scp import count, listener, pynetdicom_store  # noqa: F401 - fixture
+from tests.dicom_listener.test_scp import count, listener, pynetdicom_store  # noqa: F401 -- pytest fixtures: imported to be used by name as test arguments
 from tests.support.dcmtk import storescu
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"

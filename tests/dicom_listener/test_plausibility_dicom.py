@@ -21,7 +21,7 @@ from sqlalchemy import select
 from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report
 from service.models import Assessment, AuditEvent, Instance, Measurement, Patient
 from service.worker import Worker
-from tests.dicom_listener.test_scp import count, listener, pynetdicom_store, save  # noqa: F401 - fixture
+from tests.dicom_listener.test_scp import count, listener, pynetdicom_store, save  # noqa: F401 -- pytest fixtures: imported to be used by name as test arguments
 from tests.fuzz.dicom_cases import lenient_writing
 from tests.support.dcmtk import storescu
 
@@ -212,7 +212,7 @@ def test_an_sr_with_nothing_plausible_is_refused_and_nothing_is_stored(listener,
     assert status == 0xC003
 
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 
 
 @pytest.mark.parametrize(

@@ -335,7 +335,7 @@ def test_another_document_title_is_not_tid_1500():
 
 def test_not_a_dataset_raises_sr_parse_error():
     with pytest.raises(SRParseError):
-        parse_measurement_report(b"DICM")  # type: ignore[arg-type]
+        parse_measurement_report(b"DICM")  # type: ignore[arg-type]  # deliberately the wrong type: it must be refused
 
 
 @pytest.mark.parametrize("keep", [3000, 6000, 9000])

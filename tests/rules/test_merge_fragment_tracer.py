@@ -15,12 +15,11 @@ from decimal import Decimal
 
 import pytest
 
-from rules.criteria import irrc, percist, recist11
+from rules.criteria import irrc, recist11
 from rules.engine import get_engine
 from rules.evaluate import evaluate_patient, make_timeline
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, PatientFacts, Scan, TherapyLine
-from rules.pet_tracers import identify
-from rules.pet_tracers import PetTracer
+from rules.pet_tracers import PetTracer, identify
 from tests.rules import pet_cases as pc
 
 D = dt.date.fromisoformat

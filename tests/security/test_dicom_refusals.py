@@ -20,7 +20,7 @@ def dicom_refusals(processes: ServiceProcesses) -> list[dict]:
     return [e for e in body["events"] if e["kind"] == "auth-failure" and e["source"] == "dicom"]
 
 
-def test_refused_associations_are_logged_and_audited(db_url, tmp_path, pki):  # noqa: F811
+def test_refused_associations_are_logged_and_audited(db_url, tmp_path, pki):
     processes = ServiceProcesses(
         db_url=db_url,
         var_dir=tmp_path / "var",

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pydicom
 import pytest
 
+from tests.dicom_listener.test_pending import FIXTURES, IMAGES, REPORTS
 from tests.e2e.test_walking_skeleton import wait_idle
 from tests.support.dcmtk import storescu
 from tests.ui.test_pages_in_chromium import api
-from tests.dicom_listener.test_pending import FIXTURES, IMAGES, REPORTS
 
 pytestmark = pytest.mark.slow
 

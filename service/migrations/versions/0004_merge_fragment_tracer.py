@@ -10,9 +10,8 @@ for a new symptom (iRECIST early confirmation) and the PET tracer can be stated 
 images carry the latter two in their header (kept in ``studies.header``).
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0004"
 down_revision = "0003"

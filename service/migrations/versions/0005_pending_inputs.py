@@ -9,8 +9,8 @@ stored. Its groups are recorded here as *pending* until then; the generic "waits
 meant for SEG objects as well.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0005"
 down_revision = "0004"
