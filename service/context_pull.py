@@ -40,6 +40,7 @@ from fhir_mappings.inbound import (
     PatientRecord,
     map_resource,
 )
+from rules.therapy_classes import UNCLASSIFIED
 from service.config import Settings
 from service.ehr_client import DeliveryError, EhrClient
 from service.logs import pseudonym
@@ -75,19 +76,16 @@ def _queries(settings: Settings, ehr_patient_id: str) -> list[tuple[str, dict[st
 
 
 def has_posted_therapy(session: Session, patient_id: str) -> bool:
-    """A therapy line that reached us other than by a pull (posted FHIR resources): then we do not pull."""
-    return (
-        session.scalars(
-            select(ClinicalFact.id)
-            .where(
-                ClinicalFact.patient_id == patient_id,
-                ClinicalFact.kind == "therapy-line",
-                ClinicalFact.origin != ORIGIN,
-            )
-            .limit(1)
-        ).first()
-        is not None
+    """An immunotherapy line that reached us other than by a pull (posted FHIR resources): then we do not pull.
+    An *unclassified* drug (contract §9.3) does not count: it never gives the therapy start."""
+    payloads = session.scalars(
+        select(ClinicalFact.payload).where(
+            ClinicalFact.patient_id == patient_id,
+            ClinicalFact.kind == "therapy-line",
+            ClinicalFact.origin != ORIGIN,
+        )
     )
+    return any((payload or {}).get("therapy_class") != UNCLASSIFIED for payload in payloads)
 
 
 def pulled_recently(session: Session, settings: Settings, patient_id: str) -> bool:

@@ -133,7 +133,8 @@ def therapy_facts() -> list[dict]:
         administration("ma-1", "2024-01-15"),
         administration("ma-2", "2024-02-05"),
         administration("ma-3", "2024-02-26"),
-        administration("ma-4", "2024-01-16", drug="ondansetron"),  # not a checkpoint inhibitor: ignored
+        # Not an immunotherapy and not coded: kept as an unclassified therapy (contract §9.3), never the start.
+        administration("ma-4", "2024-01-16", drug="ondansetron"),
         administration("ma-other", "2023-01-01") | {"subject": {"reference": "Patient/someone-else"}},
         {
             "resourceType": "Procedure",
@@ -199,13 +200,17 @@ def test_missing_therapy_is_pulled_from_the_ehr_then_reports_are_delivered_authe
             "ehr:MedicationAdministration/ma-1",
             "ehr:MedicationAdministration/ma-2",
             "ehr:MedicationAdministration/ma-3",
+            "ehr:MedicationAdministration/ma-4",
             "ehr:Observation/ldh-1",
             "ehr:Procedure/rt-1",
         ]
         assert facts["ehr:MedicationAdministration/ma-1"]["payload"]["ehr_source"]["server"] == smart_ehr.base_url
-        # The first evaluation waited for the pull: the therapy start is known from the first assessment on.
+        assert facts["ehr:MedicationAdministration/ma-4"]["payload"]["therapy_class"] == "unclassified"
+        # The first evaluation waited for the pull: the therapy start is known from the first assessment on, and it
+        # is the checkpoint inhibitor's (ondansetron, a day later, is warned about, never day 0).
         assert latest.version == 1 and latest.result["treatment_start"] == "2024-01-15"
-        assert [e.outcome for e in events] == ["0"] and events[0].detail["added"] == 5
+        assert any("unclassified therapy 'ondansetron'" in w for w in latest.result["warnings"])
+        assert [e.outcome for e in events] == ["0"] and events[0].detail["added"] == 6
         # Paged searches (the EHR serves two per page) and nothing read without a token.
         assert len(smart_ehr.searches("MedicationAdministration")) == 2
         assert not smart_ehr.refused and all(
