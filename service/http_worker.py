@@ -36,6 +36,10 @@ MAX_HEAD_BYTES = 64 * 1024
 BODY_GRACE_SECONDS = 5.0
 MIN_BODY_RATE = 64 * 1024
 """Bytes per second a request body must keep up after the grace period (a 10 MB body: at least 64 KB/s)."""
+MAX_BUFFERED_BYTES = 128 * 1024 * 1024
+"""Most request bytes one worker process holds in its event loop at once; a body that would exceed it is read on
+a request thread instead (paced as a chunked body is), so many large uploads cannot exhaust memory (checked at
+each read of at most 256 KB)."""
 
 
 def _request_length(buffer: bytes) -> int | None:
@@ -78,6 +82,9 @@ class ApiWorker(ThreadWorker):
         self._wait_for_head(conn)
         self._on_head_bytes(conn, client)
 
+    buffered = 0
+    """Bytes of requests waiting in this worker's event loop (``MAX_BUFFERED_BYTES``)."""
+
     def _wait_for_head(self, conn) -> None:
         conn.head_buffer = b""
         conn.waiting_since = time.monotonic()
@@ -98,13 +105,18 @@ class ApiWorker(ThreadWorker):
             conn.close()
             return
         conn.head_buffer += data
+        self.buffered += len(data)
         wanted = _request_length(conn.head_buffer)
         if wanted is None:
             if len(conn.head_buffer) >= MAX_HEAD_BYTES:
                 wanted = len(conn.head_buffer)  # gunicorn's parser refuses it
             else:
                 return
-        elif wanted > len(conn.head_buffer) and wanted <= self.max_body_bytes + MAX_HEAD_BYTES:
+        elif (
+            wanted > len(conn.head_buffer)
+            and wanted <= self.max_body_bytes + MAX_HEAD_BYTES
+            and self.buffered <= MAX_BUFFERED_BYTES
+        ):
             # The body arrives here too, at no less than MIN_BODY_RATE after the grace period.
             received = len(conn.head_buffer)
             conn.timeout = conn.waiting_since + HEAD_SECONDS + BODY_GRACE_SECONDS + received / MIN_BODY_RATE
@@ -123,6 +135,7 @@ class ApiWorker(ThreadWorker):
             conn.close()
 
     def _forget_pending(self, conn) -> None:
+        self.buffered -= len(getattr(conn, "head_buffer", b""))
         try:
             self.poller.unregister(conn.sock)
         except (KeyError, ValueError, OSError):
@@ -136,7 +149,7 @@ class ApiWorker(ThreadWorker):
     def handle(self, conn):
         head = getattr(conn, "head_buffer", b"")
         if head:
-            conn.head_buffer = b""
+            conn.head_buffer = b""  # already subtracted from ``buffered`` by _forget_pending
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(head)
