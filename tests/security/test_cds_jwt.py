@@ -166,3 +166,33 @@ def test_the_configured_base_is_the_audience_whatever_the_host_header(settings_f
         SERVICE, json=hook_request(), headers={"Authorization": f"Bearer {other}", "Host": "other-service.example"}
     )
     assert forged.status_code == 401
+
+
+def test_the_api_refuses_to_start_with_none_off_loopback_and_warns_without_issuers(tmp_path, db_url):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.processes import REPO, ServiceProcesses
+
+    env = dict(
+        os.environ,
+        IMMUNORAD_DATABASE_URL=db_url,
+        IMMUNORAD_VAR_DIR=str(tmp_path / "var"),
+        IMMUNORAD_CDS_AUTH="none",
+        IMMUNORAD_HTTP_HOST="0.0.0.0",
+    )
+    for role in ("api", "serve"):
+        refused = subprocess.run(
+            [sys.executable, "-m", "service.cli", role], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "loopback" in lines[0] and lines[0].startswith("immunorad: refusing to start")
+    # The default (jwt, no issuer): the API starts and says at once that CDS Hooks calls will be refused.
+    processes = ServiceProcesses(db_url=db_url, var_dir=tmp_path / "var2", roles=("api",))
+    processes.start()
+    try:
+        assert "no EHR is registered in IMMUNORAD_CDS_ISSUERS" in processes.log_path("api").read_text()
+    finally:
+        processes.stop()
