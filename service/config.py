@@ -170,6 +170,10 @@ class Settings:
     """IMMUNORAD_ROLE_HTTP_PORT: health/metrics port of the dicom and worker roles (0 = off)."""
     keep_pixel_data: bool = False
     """IMMUNORAD_KEEP_PIXEL_DATA: write received images to var/dicom (contract §3: not kept unless configured)."""
+    pixel_retention_days: int = 30
+    """IMMUNORAD_PIXEL_RETENTION_DAYS (default 30, contract §9.6): CT, MR and PET pixel data is kept this long (in the
+    database, zlib-compressed) so that a DICOM SEG arriving after its series can be measured; then the worker drops
+    it, and a SEG over that series is listed with the reason. 0 keeps none."""
     public_url: str | None = None
     """IMMUNORAD_PUBLIC_URL: the base URL clients reach the service at (e.g. ``https://immunorad.hospital.org``),
     from which every absolute URL in an answer is built: FHIR ``fullUrl``, ``Location``, paging links, CDS Hooks
@@ -345,6 +349,7 @@ def load_settings() -> Settings:
         gunicorn_keepalive_seconds=_int("IMMUNORAD_GUNICORN_KEEPALIVE_SECONDS", 5),
         role_http_port=_int("IMMUNORAD_ROLE_HTTP_PORT", 0),
         keep_pixel_data=_bool("IMMUNORAD_KEEP_PIXEL_DATA", False),
+        pixel_retention_days=_int("IMMUNORAD_PIXEL_RETENTION_DAYS", 30),
         public_url=_env("IMMUNORAD_PUBLIC_URL"),
         worker_poll_seconds=float(_env("IMMUNORAD_WORKER_POLL_SECONDS", "0.5")),
         rule_overrides=_parse_flags(_env("IMMUNORAD_RULE_FLAGS")),

@@ -12,6 +12,10 @@
 - pending inputs (contract §9.3 "SR order"): an SR group whose lengths are in pixels while its images are not
   stored yet is kept *pending* (``PendingInput``); the image that it waits for re-reads the stored SR in the same
   transaction as the image itself, and the patient is re-evaluated;
+- a DICOM SEG (contract §9.6) is stored as received and a ``seg`` job queued: it is decoded and measured by the
+  worker (``service/segmentation.py``), never on the C-STORE path; the pixel data of CT, MR and PET images is kept
+  (``PixelData``, zlib) for IMMUNORAD_PIXEL_RETENTION_DAYS, and an image of a series a SEG waits for queues that
+  SEG's job again (postponed to the study's settle time, so a series arriving slice by slice is measured once);
 - the work it triggers (evaluate the patient, or settle the study) is queued in the same transaction.
 """
 
@@ -22,6 +26,7 @@ import logging
 import os
 import re
 import time
+import zlib
 
 from pydicom.dataset import Dataset
 from sqlalchemy import delete, func, select, text
@@ -30,13 +35,14 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
 from dicom_listener.scp import ReceivedInstance, RefusedAssociation, StorageUnavailable, StoreRejected
+from dicom_listener.seg import PIXEL_MODALITIES, SEG_CLASSES
 from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
 from dicom_listener.sr_parser import parse_measurement_report
 from rules.plausibility import birth_date_problem, scan_date_problem
 from service.config import Settings, today
 from service.db import Database, DatabaseUnavailable
 from service.logs import pseudonym
-from service.models import Instance, Measurement, Patient, PendingInput, Study, utcnow
+from service.models import Instance, Measurement, Patient, PendingInput, PixelData, Study, utcnow
 from service.store import attach_measurements, audit, enqueue, evaluate_soon, link_study, study_by_uid, upsert_patient
 
 logger = logging.getLogger(__name__)
@@ -139,6 +145,7 @@ class DicomIngest:
     def _store(self, received: ReceivedInstance, ds: Dataset, header: InstanceHeader) -> None:
         parsed: ParsedReport | None = None
         is_sr = header.sop_class_uid in TID1500_SR_CLASSES
+        is_seg = header.sop_class_uid in SEG_CLASSES
         with self.db.write() as session:
             if not self.db.is_sqlite:
                 # Answer 0xA700 (retry) before the sender's own timeout aborts the association (Settings).
@@ -183,29 +190,39 @@ class DicomIngest:
                 series_uid=header.series_instance_uid,
                 modality=header.modality,
                 transfer_syntax=received.transfer_syntax,
-                kind="sr" if is_sr else "image",
+                kind="sr" if is_sr else "seg" if is_seg else "image",
                 calling_ae=received.calling_ae,
                 size_bytes=len(received.encoded),
-                content=received.encoded if is_sr else None,
+                content=received.encoded if is_sr or is_seg else None,
                 header=self._instance_header(header),
                 parse_notes=list(parsed.notes) if parsed else [],
             )
             session.add(instance)
-            if not is_sr and self.settings.keep_pixel_data:
+            if not is_sr and not is_seg and self.settings.keep_pixel_data:
                 self._write_file(header.sop_instance_uid, received.encoded)
             rows = self._measurement_rows(parsed, study) if parsed else []
             for row in rows:
                 session.add(row)
             session.flush()
+            if not is_sr and not is_seg:
+                self._retain_pixels(session, instance, header, received.encoded)
+            if is_seg:
+                enqueue(
+                    session,
+                    "seg",
+                    f"seg:{header.sop_instance_uid}",
+                    study_id=study.id,
+                    payload={"sop_uid": header.sop_instance_uid},
+                )
             owner = study.patient_id
             if owner is not None and rows:
                 attach_measurements(session, owner, rows)
             if parsed is not None:
                 self._record_pending(session, parsed, study, previously=set())
-            resolved = [] if is_sr else self._resolve_pending(session, header)
+            resolved = [] if is_sr or is_seg else self._resolve_pending(session, header)
             if owner is not None and (rows or linked):
                 evaluate_soon(session, owner, "dicom-sr" if rows else "study-linked")
-            if not is_sr:
+            if not is_sr and not is_seg:
                 enqueue(
                     session,
                     "settle",
@@ -321,6 +338,18 @@ class DicomIngest:
                 select(PendingInput).where(PendingInput.waits_for_uid.in_(keys), PendingInput.status == "waiting")
             )
         )
+        segs = {p.source_ref: p.study_id for p in waiting if p.source_kind == "dicom-seg"}
+        for seg_uid, seg_study in sorted(segs.items()):
+            # Measured by the worker once the series has settled (every referenced image is then checked again).
+            enqueue(
+                session,
+                "seg",
+                f"seg:{seg_uid}",
+                study_id=seg_study,
+                payload={"sop_uid": seg_uid},
+                run_after=utcnow() + dt.timedelta(seconds=self.settings.study_settle_seconds),
+                postpone=True,
+            )
         sources = sorted({p.source_ref for p in waiting if p.source_kind == "dicom-sr"})
         for sop_uid in sources:
             sr = session.scalars(select(Instance).where(Instance.sop_uid == sop_uid)).one()
@@ -423,6 +452,22 @@ class DicomIngest:
         for index, group in enumerate(parsed.groups):
             rows.append(measurement_from_group(group, index, parsed, study))
         return rows
+
+    def _retain_pixels(self, session, instance: Instance, header: InstanceHeader, encoded: bytes) -> None:
+        """Keep a CT/MR/PET image's bytes for the retention window (contract §9.6), in this transaction."""
+        if header.modality not in PIXEL_MODALITIES or self.settings.pixel_retention_days <= 0:
+            return
+        now = utcnow()
+        session.add(
+            PixelData(
+                instance_id=instance.id,
+                series_uid=header.series_instance_uid,
+                codec="zlib",
+                data=zlib.compress(encoded, 1),
+                stored_at=now,
+                expires_at=now + dt.timedelta(days=self.settings.pixel_retention_days),
+            )
+        )
 
     def _write_file(self, sop_uid: str, data: bytes) -> None:
         self.pixel_dir.mkdir(parents=True, exist_ok=True)

@@ -107,11 +107,13 @@ class Instance(Base):
     modality: Mapped[str | None] = mapped_column(String(16))
     transfer_syntax: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
-    """``sr`` (a TID 1500 report, parsed at ingest) | ``image`` | ``other``."""
+    """``sr`` (a TID 1500 report, parsed at ingest) | ``seg`` (a DICOM Segmentation, measured by the worker) |
+    ``image`` | ``other``."""
     calling_ae: Mapped[str | None] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     content: Mapped[bytes | None] = mapped_column(LargeBinary)
-    """The received bytes of an SR (kept as received); images are not kept unless configured."""
+    """The received bytes of an SR or SEG (kept as received); image bytes live in ``PixelData`` for the retention
+    window (CT/MR/PET, contract §9.6)."""
     header: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Header facts worth keeping (Pixel Spacing for recomputing ``px`` lengths in dcmjs SRs, slice thickness)."""
     parse_notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -405,3 +407,68 @@ class UsedJti(Base):
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
     """``service.auth.jti_key``: a digest of (issuer, jti), never the raw value."""
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class PixelData(Base):
+    """Pixel data of a CT, MR or PET image kept for IMMUNORAD_PIXEL_RETENTION_DAYS (contract §9.6), so that a SEG
+    arriving after its series can be measured.
+
+    Where and how: the received instance bytes, zlib-compressed (level 1: fast on the C-STORE path; CT slices of
+    mostly air and soft tissue shrink to about a third), in this table — written in the same transaction as the
+    instance row, so an acknowledged image has its pixels; every process and pod sees them through the database
+    (no shared volume); SQLite and PostgreSQL alike (PostgreSQL keeps large values out of line, TOAST, with
+    compression off for this column: the bytes are compressed already). After the window the worker drops the
+    bytes (``data`` NULL, ``dropped_at`` set) and keeps the row: a SEG over that series is then listed with the
+    reason. The whole instance is kept (not just the pixel array) so that geometry, rescale and any transfer
+    syntax are read later exactly as received.
+    """
+
+    __tablename__ = "pixel_data"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), unique=True)
+    series_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    codec: Mapped[str] = mapped_column(String(16), default="zlib")
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    stored_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    dropped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Segment(Base):
+    """One segment of a stored DICOM SEG (contract §9.6), as measured over its source series.
+
+    ``kind`` says what it is (``rules.segment_codes``); a lesion segment is tied to its tracked lesion
+    (``lesion_id``) by Tracking UID / Tracking Identifier. A computed segment keeps its mask (cropped to its
+    bounding box, bit-packed, zlib) and the geometry to put it back on the series: ``service.segmentation
+    .load_segment_volume`` gives a feature extractor (image volume, mask, voxel spacing)."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("seg_sop_uid", "segment_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seg_sop_uid: Mapped[str] = mapped_column(String(64), index=True)
+    segment_number: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[str | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True)
+    lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id"), index=True)
+    series_uid: Mapped[str | None] = mapped_column(String(64))
+    """The source (referenced) image series."""
+    modality: Mapped[str | None] = mapped_column(String(16))
+    scan_date: Mapped[dt.date | None] = mapped_column(Date)
+    label: Mapped[str | None] = mapped_column(String(255))
+    category: Mapped[list[Any] | None] = mapped_column(JSON)
+    """[scheme, value, meaning] of the Segmented Property Category."""
+    property_type: Mapped[list[Any] | None] = mapped_column(JSON)
+    kind: Mapped[str] = mapped_column(String(32))
+    identity_key: Mapped[str | None] = mapped_column(String(255))
+    identity_source: Mapped[str] = mapped_column(String(32), default="none")
+    status: Mapped[str] = mapped_column(String(24))
+    """``computed`` | ``not-computed`` (with ``reason``)."""
+    reason: Mapped[str | None] = mapped_column(Text)
+    voxel_count: Mapped[int | None] = mapped_column(BigInteger)
+    volume_cm3: Mapped[Decimal | None] = mapped_column(Numeric(14, 3))
+    geometry: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """``spacing_zyx_mm``, ``source_sops`` (slice order), ``bbox`` [z0, z1, y0, y1, x0, x1) of the mask, ``shape``."""
+    mask: Mapped[bytes | None] = mapped_column(LargeBinary)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Per-segment figures beyond the volume (e.g. area per slice for body composition)."""
+    computed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
-from service import context_pull
+from service import context_pull, segmentation
 from service.config import Settings
 from service.db import Database, DatabaseUnavailable, is_database_unavailable
 from service.ehr_client import DeliveryError, EhrClient
@@ -31,6 +31,8 @@ from service.store import audit, enqueue, evaluate_soon
 logger = logging.getLogger(__name__)
 
 MAX_JOB_ATTEMPTS = 5
+PIXEL_PURGE_INTERVAL_SECONDS = 3600.0
+"""How often a worker drops pixel data past its retention window (at start, then hourly)."""
 MAX_BACKOFF_SECONDS = 900
 DATABASE_RETRY_MAX_SECONDS = 5.0
 """Longest wait between attempts to reach an unavailable database (the wait doubles from 1 s up to this)."""
@@ -157,6 +159,8 @@ class Worker:
                     trigger=payload.get("trigger", "job"),
                     attempt=int(payload.get("attempt", 0)),
                 )
+        elif job.kind == segmentation.JOB_KIND:
+            segmentation.process_seg(session, self.settings, str((job.payload or {}).get("sop_uid", "")))
         elif job.kind == "settle":
             study = session.get(Study, job.study_id)
             if study is None:
@@ -168,6 +172,19 @@ class Worker:
                 evaluate_soon(session, study.patient_id, "study-settled")
         else:
             raise ValueError(f"unknown job kind {job.kind}")
+
+    def purge_pixels(self) -> int:
+        """Drop pixel data past IMMUNORAD_PIXEL_RETENTION_DAYS (contract §9.6), in short batches; how many."""
+        total = 0
+        while True:
+            with self.db.write() as session:
+                dropped = segmentation.purge_expired_pixels(session)
+            total += dropped
+            if dropped < segmentation.PURGE_BATCH:
+                break
+        if total:
+            logger.info("pixel data dropped after its retention", extra={"fields": {"instances": total}})
+        return total
 
     def recover_stale_jobs(self) -> None:
         """Running jobs belong to a transaction; none survive a crash. Nothing to do (kept for clarity)."""
@@ -264,7 +281,14 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         logger.info("worker started", extra={"fields": {"worker": pseudonym(self.name)}})
         self._stop = stop
+        next_purge = 0.0
         while not stop.is_set():
+            if time.monotonic() >= next_purge:
+                try:
+                    self.purge_pixels()
+                except DatabaseUnavailable as exc:
+                    self._wait_for_database(exc)
+                next_purge = time.monotonic() + PIXEL_PURGE_INTERVAL_SECONDS
             busy = self.run_one_job()
             busy = self.deliver_one() or busy
             if not busy:

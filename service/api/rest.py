@@ -13,6 +13,7 @@ from service.api import params
 from service.api.context import ctx
 from service.logs import pseudonym
 from service.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
+from service.segmentation import segments_listing
 from service.store import audit, pending_inputs
 
 blueprint = Blueprint("rest", __name__, url_prefix="/api")
@@ -116,8 +117,28 @@ def patient_timeline(patient_id: str):
                 for r in reports
             ],
             "pending": pending_inputs(session, patient.id),
+            "segments": segments_listing(session, patient.id),
         }
     return jsonify(body)
+
+
+@blueprint.get("/patients/<patient_id>/segments")
+def patient_segments(patient_id: str):
+    """The segments of the patient's DICOM SEGs (contract §9.6): lesion, body-composition and other segments, with
+    their volume, or why they were not computed."""
+    params.parse({})
+    with ctx().db.write() as session:
+        patient = _patient(session, patient_id)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="Segment",
+            patient_id=patient.id,
+        )
+        return jsonify({"segments": segments_listing(session, patient.id)})
 
 
 @blueprint.get("/patients/<patient_id>/pending")

@@ -1,0 +1,242 @@
+"""DICOM SEG intake end to end (contract §9.6): C-STORE (DCMTK storescu and pynetdicom) to the real listener,
+the worker measuring the SEG from the retained pixel data, the segments in ``/api``.
+
+The phantom: a synthetic CT series (sr_builder's CT images, 64 × 64, pixel spacing 0.8 mm, 24 slices 2.5 mm
+apart) holding an ellipsoid of semi-axes a = 12 mm (columns), b = 9 mm (rows), c = 15 mm (slices) at 60 HU, and
+its highdicom SEG (binary or fractional, as highdicom writes both). Analytic volume:
+4/3 · π · a · b · c = 4/3 · π · 12 · 9 · 15 = 4/3 · π · 1620 = 6785.84 mm³ = 6.786 cm³.
+Voxel counting with voxels of 0.8 × 0.8 × 2.5 = 1.6 mm³ counts the voxels whose centre lies inside: the count
+is computed here independently (numpy, from the phantom's own definition: 4268 voxels → 4268 × 1.6 = 6828.8 mm³
+= 6.829 cm³ at this placement, +0.63 %) and must be exact; against the analytic volume the tolerance is 3 % (the
+discretisation error of a 0.8 × 0.8 × 2.5 mm grid on a ~2 cm object).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+from pydicom.sr.codedict import codes
+from sqlalchemy import select, update
+
+from dicom_listener.sr_builder import build_ct_image
+from service.models import Instance, PixelData, Segment
+from service.worker import Worker
+from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
+from tests.support.dcmtk import storescu
+
+ROWS = COLS = 64
+PIXEL_MM = 0.8
+SLICE_MM = 2.5
+SLICES = 24
+A_MM, B_MM, C_MM = 12.0, 9.0, 15.0
+CENTRE = (11.5 * SLICE_MM, 31.5 * PIXEL_MM + 0.3, 31.5 * PIXEL_MM - 0.2)
+"""(z, y, x) in mm from the first voxel centre: off the grid's symmetry so the count is not a lucky one."""
+ANALYTIC_MM3 = 4 / 3 * math.pi * A_MM * B_MM * C_MM
+TRACKING_UID = "1.2.826.0.1.3680043.8.498.777001"
+
+
+def ellipsoid_mask() -> np.ndarray:
+    z, y, x = np.mgrid[0:SLICES, 0:ROWS, 0:COLS]
+    zc, yc, xc = CENTRE
+    return (
+        ((x * PIXEL_MM - xc) / A_MM) ** 2 + ((y * PIXEL_MM - yc) / B_MM) ** 2 + ((z * SLICE_MM - zc) / C_MM) ** 2
+    ) <= 1.0
+
+
+def ct_series(patient_id: str, study_uid: str, series_uid: str) -> list:
+    mask = ellipsoid_mask()
+    images = []
+    for index in range(SLICES):
+        ds = build_ct_image(
+            patient_id=patient_id,
+            patient_name="Seg^Phantom",
+            study_instance_uid=study_uid,
+            study_date=dt.date(2026, 3, 2),
+            series_instance_uid=series_uid,
+            rows=ROWS,
+            columns=COLS,
+            pixel_spacing_mm=PIXEL_MM,
+            slice_thickness_mm=SLICE_MM,
+            instance_number=index + 1,
+            birth_date=dt.date(1960, 1, 1),
+            sex="F",
+        )
+        ds.PixelData = np.where(mask[index], 60, 0).astype(np.int16).tobytes()
+        images.append(ds)
+    return images
+
+
+def seg_of(images: list, *, fractional: bool = False) -> hd.seg.Segmentation:
+    """The SEG as highdicom writes it: the lesion (Neoplasm, tracked) and a liver segment (an "other" segment)."""
+    by_position = sorted(images, key=lambda d: float(d.ImagePositionPatient[2]))
+    # build_ct_image puts instance 1 at z = 0 and later ones below it: masks follow the images' order given.
+    mask = ellipsoid_mask()
+    lesion = np.stack([mask[int(d.InstanceNumber) - 1] for d in by_position])
+    liver = np.zeros_like(lesion)
+    liver[:4, 5:20, 5:20] = True
+    pixels = np.stack([lesion, liver], axis=-1).astype(np.float32 if fractional else np.uint8)
+    if fractional:
+        pixels = pixels * 0.8  # 0.8 ≥ 0.5: inside
+        pixels[..., 0][~np.stack([mask[int(d.InstanceNumber) - 1] for d in by_position])] = 0.0
+    algorithm = hd.AlgorithmIdentificationSequence(name="test", version="1", family=codes.DCM.ArtificialIntelligence)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=1,
+            segment_label="T1 liver lesion",
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Neoplasm,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=TRACKING_UID,
+            tracking_id="T1",
+        ),
+        hd.seg.SegmentDescription(
+            segment_number=2,
+            segment_label="Liver",
+            segmented_property_category=codes.SCT.Organ,
+            segmented_property_type=codes.SCT.Liver,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        ),
+    ]
+    return hd.seg.Segmentation(
+        source_images=by_position,
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL
+        if fractional
+        else hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=90,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="immunorad tests",
+        manufacturer_model_name="phantom",
+        software_versions="1",
+        device_serial_number="1",
+    )
+
+
+def test_voxel_count_of_the_phantom_matches_the_analytic_volume():
+    # The reference the end-to-end test uses: 4268 voxels × 1.6 mm³ = 6828.8 mm³ vs 4/3·π·12·9·15 = 6785.84 mm³
+    # (+0.63 %, inside the 3 % tolerance).
+    count = int(ellipsoid_mask().sum())
+    assert count == 4268
+    assert count * PIXEL_MM * PIXEL_MM * SLICE_MM == pytest.approx(ANALYTIC_MM3, rel=0.03)
+
+
+def _send(port: int, paths: list[Path]) -> None:
+    result = storescu("127.0.0.1", port, paths)
+    assert result.returncode == 0, result.stderr
+
+
+def _segments(db) -> list[Segment]:
+    with db.read() as session:
+        return list(session.scalars(select(Segment).order_by(Segment.segment_number)))
+
+
+@pytest.mark.parametrize("fractional", [False, True], ids=["binary", "fractional"])
+def test_seg_after_its_series_gives_the_lesion_volume(fractional, listener, settings, db, app_client, tmp_path):
+    study_uid, series_uid = hd.UID(), hd.UID()
+    images = ct_series("SEG-001", study_uid, series_uid)
+    paths = [save(ds, tmp_path / "ct", f"{i:03d}.dcm") for i, ds in enumerate(images)]
+    _send(listener.port, paths)
+    with db.read() as session:
+        kept = list(session.scalars(select(PixelData)))
+        assert len(kept) == SLICES and all(p.data for p in kept)
+        raw = sum(i.size_bytes for i in session.scalars(select(Instance)))
+        stored = sum(len(p.data) for p in kept)
+    assert stored < raw / 2  # zlib level 1 on these slices: compact (measured ~0.05 of the raw bytes)
+    seg = seg_of(images, fractional=fractional)
+    assert pynetdicom_store(listener.port, seg).Status == 0x0000
+    with db.read() as session:  # acknowledged before any decoding: only stored and queued
+        assert session.scalars(select(Segment)).first() is None
+    Worker(settings, db).drain()
+
+    lesion, liver = _segments(db)
+    assert lesion.kind == "lesion" and lesion.status == "computed", lesion.reason
+    assert lesion.identity_key == TRACKING_UID and lesion.lesion_id is not None
+    assert lesion.voxel_count == int(ellipsoid_mask().sum())
+    # voxel count × (2.5 × 0.8 × 0.8 mm³) / 1000 → cm³, within 3 % of 4/3·π·12·9·15 mm³ = 6.786 cm³
+    assert float(lesion.volume_cm3) == pytest.approx(ANALYTIC_MM3 / 1000, rel=0.03)
+    assert lesion.volume_cm3 == (Decimal(lesion.voxel_count) * Decimal("1.6") / 1000).quantize(Decimal("0.001"))
+    assert lesion.scan_date == dt.date(2026, 3, 2) and lesion.modality == "CT"
+    assert liver.kind == "other" and liver.voxel_count == 4 * 15 * 15
+
+    listed = app_client.get(f"/api/patients/{lesion.patient_id}/segments").get_json()["segments"]
+    assert [(s["kind"], s["status"]) for s in listed] == [("lesion", "computed"), ("other", "computed")]
+    assert listed[0]["lesion"] == TRACKING_UID and listed[0]["volume_cm3"] == str(lesion.volume_cm3)
+
+
+def test_seg_before_its_images_is_pending_then_measured(listener, settings, db, app_client, tmp_path):
+    study_uid, series_uid = hd.UID(), hd.UID()
+    images = ct_series("SEG-002", study_uid, series_uid)
+    seg = seg_of(images)
+    assert pynetdicom_store(listener.port, seg).Status == 0x0000
+    # Half the series arrives: still waiting (the worker checks every referenced image).
+    first = [save(ds, tmp_path / "ct", f"{i:03d}.dcm") for i, ds in enumerate(images[:10])]
+    _send(listener.port, first)
+    Worker(settings, db).drain()
+    waiting = app_client.get("/api/pending").get_json()["pending"]
+    assert len(waiting) == 1 and waiting[0]["source_kind"] == "dicom-seg" and waiting[0]["status"] == "waiting"
+    assert waiting[0]["waits_for"] == [{"kind": "series", "uid": series_uid}]
+    assert "10 of 24 images stored" in waiting[0]["reason"]
+    assert _segments(db) == []
+
+    rest = [save(ds, tmp_path / "ct", f"{i:03d}.dcm") for i, ds in enumerate(images) if i >= 10]
+    _send(listener.port, rest)
+    time.sleep(settings.study_settle_seconds + 0.1)  # the SEG's job waits for the series to settle
+    Worker(settings, db).drain()
+    assert app_client.get("/api/pending").get_json()["pending"] == []
+    lesion = _segments(db)[0]
+    assert lesion.status == "computed" and lesion.voxel_count == int(ellipsoid_mask().sum())
+
+
+def test_seg_over_dropped_pixels_is_listed_with_the_reason(listener, settings, db, app_client, tmp_path):
+    study_uid, series_uid = hd.UID(), hd.UID()
+    images = ct_series("SEG-003", study_uid, series_uid)
+    _send(listener.port, [save(ds, tmp_path / "ct", f"{i:03d}.dcm") for i, ds in enumerate(images)])
+    worker = Worker(settings, db)
+    assert worker.purge_pixels() == 0  # within the window: kept
+    with db.write() as session:
+        session.execute(update(PixelData).values(expires_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
+    assert worker.purge_pixels() == SLICES
+    with db.read() as session:
+        assert all(p.data is None and p.dropped_at for p in session.scalars(select(PixelData)))
+    assert pynetdicom_store(listener.port, seg_of(images)).Status == 0x0000
+    worker.drain()
+    listed = app_client.get("/api/pending").get_json()["pending"]
+    assert [p["status"] for p in listed] == ["unresolvable"]
+    assert "dropped" in listed[0]["reason"] and "IMMUNORAD_PIXEL_RETENTION_DAYS=30" in listed[0]["reason"]
+    segments = _segments(db)
+    assert [(s.kind, s.status) for s in segments] == [("lesion", "not-computed"), ("other", "not-computed")]
+    assert all("dropped" in s.reason for s in segments)
+
+
+def test_the_listener_accepts_segmentation_storage():
+    from pynetdicom import AllStoragePresentationContexts
+
+    assert "1.2.840.10008.5.1.4.1.1.66.4" in {c.abstract_syntax for c in AllStoragePresentationContexts}
+
+
+def test_feature_extractor_reads_image_mask_and_spacing(listener, settings, db, tmp_path):
+    from service.segmentation import load_segment_volume
+
+    images = ct_series("SEG-004", hd.UID(), hd.UID())
+    _send(listener.port, [save(ds, tmp_path / "ct", f"{i:03d}.dcm") for i, ds in enumerate(images)])
+    assert pynetdicom_store(listener.port, seg_of(images)).Status == 0x0000
+    Worker(settings, db).drain()
+    lesion = _segments(db)[0]
+    with db.read() as session:
+        volume = load_segment_volume(session, lesion.id)
+    assert volume.spacing_mm == pytest.approx((SLICE_MM, PIXEL_MM, PIXEL_MM))
+    assert volume.image.shape == volume.mask.shape and int(volume.mask.sum()) == lesion.voxel_count
+    assert set(np.unique(volume.image[volume.mask])) == {60.0}  # HU inside the lesion
+    assert set(np.unique(volume.image[~volume.mask])) == {0.0}
