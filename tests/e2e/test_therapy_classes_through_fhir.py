@@ -35,7 +35,19 @@ def test_car_t_and_bispecific_start_c1d1_and_kinetics_carry_the_validation_note(
     mrn = example.mrn
     bundle = kc.clinical_bundle(example, mrn=mrn)
     # An unknown systemic drug given the same day: kept, warned about, not the C1D1.
-    bundle["entry"] += kc.therapy_entries(mrn, "investigational drug XY-123", case.c1d1.replace(day=1), None)
+    bundle["entry"].append(
+        kc.put_entry(
+            {
+                "resourceType": "MedicationAdministration",
+                "status": "completed",
+                "medicationCodeableConcept": {"text": "investigational drug XY-123"},
+                "subject": {"reference": f"Patient?identifier={kc.SYSTEM}|{mrn}"},
+                "effectiveDateTime": case.c1d1.replace(day=1).isoformat(),
+            },
+            "urn:test:administration",
+            f"{mrn}-unknown-drug",
+        )
+    )
     for body in (bundle, kc.measurements_bundle(case, mrn)):
         status, reply, _ = service.request("POST", "/fhir", body)
         assert status == 200, reply
