@@ -312,6 +312,32 @@ RESPONSE_CATEGORIES: Mapping[str, str] = MappingProxyType(
     }
 )
 
+_RECIST_LIKE = frozenset({"CR", "PR", "SD", "PD", "NE", "NON-CR/NON-PD"})
+_IR = frozenset({"irCR", "irPR", "irSD", "irPD", "irNE", "irNN", "NE"})
+_PET = frozenset({"CMR", "PMR", "SMD", "PMD", "NE"})
+CRITERION_CATEGORIES: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "RECIST-1.1": _RECIST_LIKE,
+        "iRECIST": frozenset({"iCR", "iPR", "iSD", "iUPD", "iCPD", "NON-iCR/NON-iUPD", "NE"}),
+        "irRECIST": _IR,
+        "irRC": _IR,
+        "imRECIST": _RECIST_LIKE,
+        "itRECIST": _RECIST_LIKE,
+        "PERCIST-1.0": _PET,
+        "imPERCIST5": _PET,
+        "PERCIMT": _PET,
+        "iPERCIST": _PET | {"UPMD", "CPMD"},
+        "EORTC-PET": _PET,
+        "Lugano-2014": _PET | {"NMR"} | _RECIST_LIKE,
+        "LYRIC": _PET | {"NMR"} | _RECIST_LIKE | {"IR", "IR1", "IR2", "IR2a", "IR2b", "IR3"},
+        "RANO": _RECIST_LIKE,
+        "iRANO": _RECIST_LIKE,
+    }
+)
+"""The overall categories a radiologist may sign for each criterion (contract §5 and §9.7): the values the
+criterion's module in ``rules/criteria/`` returns, as listed in ``RESPONSE_CATEGORIES``. A sign-off naming a
+category outside its criterion's set is refused (422)."""
+
 RESPONSE_NON_CATEGORY_WORDS: Mapping[str, str] = MappingProxyType(
     {
         "NONE": "no non-target lesions",

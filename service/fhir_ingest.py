@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from fhir_mappings.codes import LocalSystems
 from fhir_mappings.inbound import (
     ClinicalRecord,
     DeathRecord,
@@ -32,6 +33,7 @@ from fhir_mappings.inbound import (
 )
 from fhir_mappings.validation import InvalidResource, validate_resource
 from rules.plausibility import birth_date_problem
+from service import signoff
 from service.config import Settings, today
 from service.fhir_store import (
     find_by_identifier,
@@ -198,7 +200,15 @@ class FhirIngest:
             raise FhirError(400, f"resourceType {kind} does not match the URL ({expected_type})", code="invalid")
         if kind in READ_ONLY_TYPES:
             raise FhirError(
-                405, f"{kind} resources are produced by immunorad and cannot be written", code="not-supported"
+                405,
+                f"{kind} resources are produced by immunorad and cannot be written"
+                + (
+                    " (a DiagnosticReport is accepted only as a sign-off: status final, our report's identifier, "
+                    "the signed category in conclusionCode)"
+                    if kind == "DiagnosticReport"
+                    else ""
+                ),
+                code="not-supported",
             )
         if kind not in ACCEPTED_TYPES:
             raise FhirError(
@@ -226,6 +236,8 @@ class FhirIngest:
     ) -> WriteResult:
         """``id_is_ours``: ``fhir_id`` is one we generated (a transaction's POST entry), so nothing is stored under it."""
         state = state or TransactionState()
+        if _is_sign_off(resource, expected_type):
+            return self.sign_off(session, resource, agent=agent)
         self.validate(resource, expected_type)
         kind = resource["resourceType"]
         if if_none_exist is not None:
@@ -268,6 +280,8 @@ class FhirIngest:
     ) -> WriteResult:
         state = state or TransactionState()
         check_id(fhir_id, f"{kind}.id")
+        if _is_sign_off(resource, kind):
+            return self.sign_off(session, resource, agent=agent)
         self.validate(resource, kind)
         if resource.get("id") not in (None, fhir_id):
             raise FhirError(400, "the resource id does not match the URL", code="invalid", expression=f"{kind}.id")
@@ -294,6 +308,27 @@ class FhirIngest:
         if matches:
             return self.update(session, kind, matches[0].fhir_id, resource, agent=agent, state=state)
         return self.create(session, resource, agent=agent, state=state, fhir_id=resource.get("id"), expected_type=kind)
+
+    def sign_off(self, session: Session, resource: dict[str, Any], *, agent: str | None) -> WriteResult:
+        """A DiagnosticReport written to us is the reporting system's sign-off of one of our reports (contract §9.7):
+        recorded as a sign-off (service/signoff.py), never stored over the engine's DiagnosticReport. The answer
+        echoes it with the id ``sign-off-<n>`` of the sign-off row (it is not kept in the FHIR store)."""
+        if "id" in resource:
+            check_id(resource["id"], "DiagnosticReport.id")
+        try:
+            validate_resource(resource)
+        except InvalidResource as exc:
+            raise FhirError(422, str(exc), code="invalid", issues=exc.issues) from exc
+        systems = LocalSystems.from_canonical(self.settings.fhir_canonical)
+        try:
+            report, wanted = signoff.from_diagnostic_report(session, systems, resource)
+            row = signoff.record(session, systems, report, wanted, route="fhir", agent=agent)
+        except signoff.SignOffError as exc:
+            raise FhirError(exc.status, exc.message, code="invalid", expression=exc.expression) from exc
+        body = copy.deepcopy(resource)
+        body["id"] = f"sign-off-{row.id}"
+        body["meta"] = {"versionId": "1", "lastUpdated": row.created_at.isoformat(timespec="milliseconds")}
+        return WriteResult(201, body, report.patient_id, created=True)
 
     def _conditional_matches(self, session: Session, kind: str, tokens: list[str]) -> list[FhirResource]:
         """The stored resources of ``kind`` carrying every identifier token (a Patient also by its MRN)."""
@@ -831,6 +866,18 @@ class FhirIngest:
                 "lastModified": meta.get("lastUpdated"),
             },
         }
+
+
+def _is_sign_off(resource: Any, expected_type: str | None) -> bool:
+    """A DiagnosticReport body (written to ``DiagnosticReport`` or in a Bundle) that carries a business identifier or
+    a ``conclusionCode`` is a sign-off attempt (checked, 422 with the reason when it is not a valid one); any other
+    DiagnosticReport is refused as before (405: the reports are immunorad's)."""
+    return (
+        isinstance(resource, dict)
+        and resource.get("resourceType") == "DiagnosticReport"
+        and expected_type in (None, "DiagnosticReport")
+        and bool(resource.get("identifier") or resource.get("conclusionCode"))
+    )
 
 
 def _check_unique_full_urls(entries: list[Any]) -> None:

@@ -472,3 +472,30 @@ class Segment(Base):
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Per-segment figures beyond the volume (e.g. area per slice for body composition)."""
     computed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SignOff(Base):
+    """A radiologist's signed overall category for one timepoint and criterion (contract §9.7).
+
+    Append-only: an amended sign-off is a new row, the latest (highest id) for (report, criterion) is current. The
+    engine's own result (its Observations, its DiagnosticReport) is never touched; ``engine_category`` is what the
+    engine said for this timepoint and criterion when the sign-off arrived (None when it did not evaluate it)."""
+
+    __tablename__ = "sign_offs"
+    __table_args__ = (Index("ix_sign_offs_report", "report_id", "criterion"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id"))
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    scan_date: Mapped[dt.date] = mapped_column(Date)
+    criterion: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str] = mapped_column(String(32))
+    engine_category: Mapped[str | None] = mapped_column(String(32))
+    reader: Mapped[str] = mapped_column(String(255))
+    comment: Mapped[str | None] = mapped_column(Text)
+    route: Mapped[str] = mapped_column(String(16))
+    """``fhir`` (a final DiagnosticReport from the reporting system) or ``api`` (``POST /api/reports/{id}/sign-off``)."""
+    source_ref: Mapped[str | None] = mapped_column(String(255))
+    """The reporting system's DiagnosticReport id, when it came by FHIR."""
+    signed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    """When the reader signed (the DiagnosticReport's ``issued``), else when we received it."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

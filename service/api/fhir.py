@@ -94,6 +94,15 @@ TRANSACTION_DOCUMENTATION = (
 )
 
 
+SIGN_OFF_DOCUMENTATION = (
+    "create/update (also in transactions, conditional PUT on identifier) accept only a radiologist's sign-off: "
+    "status final, the identifier of one of our reports, the signed category in conclusionCode (system "
+    "{C}/CodeSystem/response) with the criterion in its text or a response-criteria extension, the reader in "
+    "resultsInterpreter. It is recorded as a sign-off (GET /api/patients/{id}/sign-offs), answered with the id "
+    "sign-off-<n>, and never replaces the engine's DiagnosticReport or Observations; anything else is refused."
+)
+
+
 def _param_type(name: str) -> str:
     return {
         "patient": "reference",
@@ -145,6 +154,10 @@ def capability_statement() -> dict:
         if kind in writable:
             entry["documentation"] += " " + CONDITIONAL_DOCUMENTATION
         if kind == "DiagnosticReport":
+            # A reporting system's final DiagnosticReport is its radiologist's sign-off of one of our reports
+            # (contract §9.7): recorded beside the engine's result, never stored over it.
+            entry["interaction"] += [{"code": "create"}, {"code": "update"}]
+            entry["documentation"] += " " + SIGN_OFF_DOCUMENTATION
             entry["supportedProfile"] = [
                 "http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"
             ]

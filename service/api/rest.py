@@ -407,3 +407,50 @@ def audit_export():
             "Content-Disposition": "attachment; filename=immunorad-audit.csv",
         },
     )
+
+
+@blueprint.post("/reports/<report_id>/sign-off")
+def report_sign_off(report_id: str):
+    """The radiologist's signed category for one criterion at this timepoint (contract §9.7); an amendment is a new
+    sign-off, the earlier ones stay as history. ``report_id``: our DiagnosticReport id or its identifier value."""
+    from fhir_mappings.codes import LocalSystems
+    from service import signoff
+    from service.api.app import load_json_body
+    from service.fhir_ingest import FhirError
+
+    params.parse({})
+    body = load_json_body(request.get_data(cache=False))
+    systems = LocalSystems.from_canonical(ctx().settings.fhir_canonical)
+    with ctx().db.write() as session:
+        report = signoff.report_by_id(session, report_id)
+        if report is None:
+            abort(404, description="unknown report")
+        try:
+            wanted = signoff.check_request(body)
+        except signoff.SignOffError as exc:
+            raise FhirError(exc.status, exc.message, code="invalid", expression=exc.expression) from exc
+        row = signoff.record(session, systems, report, wanted, route="api", agent=g.get("agent"))
+        out = signoff.as_json(row, current=True)
+    return jsonify(out), 201
+
+
+@blueprint.get("/patients/<patient_id>/sign-offs")
+def patient_sign_offs(patient_id: str):
+    """Every sign-off of a patient, oldest first, each marked current or superseded (an amendment's history)."""
+    from service import signoff
+
+    params.parse({})
+    with ctx().db.write() as session:
+        patient = _patient(session, patient_id)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="api-read",
+            source="api",
+            entity_type="Patient",
+            patient_id=patient.id,
+            detail={"list": "sign-offs"},
+        )
+        out = signoff.patient_sign_offs(session, patient.id)
+    return jsonify({"sign_offs": out})

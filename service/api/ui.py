@@ -43,7 +43,7 @@ from werkzeug.exceptions import HTTPException
 from fhir_mappings import codes
 from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
-from service import plots, quality
+from service import plots, quality, signoff
 from service.api.context import ctx
 from service.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.store import audit, pending_inputs
@@ -706,6 +706,10 @@ def _report_rows(session, patient_id: str) -> list[dict[str, Any]]:
         rows.append(
             {
                 "fhir_id": r.fhir_id,
+                "sign_offs": [
+                    signoff.as_json(row, current=True)
+                    for row in sorted(signoff.current_for_report(session, r.id).values(), key=lambda row: row.criterion)
+                ],
                 "scan_date": r.scan_date,
                 "version": r.version,
                 "status": r.status,
