@@ -498,15 +498,16 @@ BAD_CONDITIONS = [
 """Conditions that are empty, malformed, on another type or on a parameter other than identifier: 400."""
 
 
-def _urn(n: int) -> str:
-    return f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
+def _urn(n: int, oid: bool = False) -> str:
+    return f"urn:oid:1.2.826.0.1.3680043.10.511.77.{n}" if oid else f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
 
 
 @st.composite
 def transaction_shapes(draw) -> tuple[str, dict, int]:
-    """``(what, bundle, expected status)``: a Patient entry with a urn fullUrl (conditional PUT, POST with
-    ifNoneExist in both forms, or PUT Patient/{id}) and 1–3 Observations referring to the urn, in any order; then
-    possibly one defect: a duplicated fullUrl (bdl-7), a bad condition, a bad id, two entries writing one identity."""
+    """``(what, bundle, expected status)``: a Patient entry with a urn:uuid or urn:oid fullUrl (conditional PUT,
+    POST with ifNoneExist in both forms, or PUT Patient/{id}) and 1–3 Observations referring to the urn, in any
+    order; then possibly one defect: a duplicated fullUrl (bdl-7), a bad condition, a bad id, two entries writing
+    one identity."""
     patient_id = draw(st.text(ID_CHARS, min_size=1, max_size=64))
     mrn = f"FUZZ-TX-{patient_id}"
     patient = {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": mrn}], "gender": "male"}
@@ -521,9 +522,10 @@ def transaction_shapes(draw) -> tuple[str, dict, int]:
         },
         "put-id": {"method": "PUT", "url": f"Patient/{patient_id}"},
     }[shape]
+    placeholder = _urn(0, oid=draw(st.booleans()))  # a urn:uuid or a urn:oid fullUrl
     entries = [
         {
-            "fullUrl": _urn(0),
+            "fullUrl": placeholder,
             "resource": patient | ({"id": patient_id} if shape == "put-id" else {}),
             "request": request,
         }
@@ -531,8 +533,8 @@ def transaction_shapes(draw) -> tuple[str, dict, int]:
     for n in range(1, draw(st.integers(1, 3)) + 1):
         observation = copy.deepcopy(seed_resources()[1])
         del observation["identifier"]
-        observation["subject"] = {"reference": _urn(0)}
-        observation["contained"][0]["patient"] = {"reference": _urn(0)}
+        observation["subject"] = {"reference": placeholder}
+        observation["contained"][0]["patient"] = {"reference": placeholder}
         observation["effectiveDateTime"] = f"2024-0{n}-11"
         entries.append(
             {"fullUrl": _urn(n), "resource": observation, "request": {"method": "POST", "url": "Observation"}}
