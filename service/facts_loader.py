@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
+from rules.engine import get_engine
 from rules.facts import (
     ClinicalObservation,
     FindingReport,
@@ -31,9 +32,10 @@ from rules.facts import (
     TherapyLine,
 )
 from rules.pet_tracers import FDG, PetTracer, default_tracer, first_stated, identify
+from rules.segment_codes import BODY_COMPOSITION_KINDS, SKELETAL_MUSCLE, SUBCUTANEOUS_FAT, VISCERAL_FAT
 from rules.therapy_classes import ICI
 from service.logs import pseudonym
-from service.models import ClinicalFact, Measurement, Patient, Study, utcnow
+from service.models import ClinicalFact, Measurement, Patient, Segment, Study, utcnow
 
 ROLES = {"target": LesionRole.TARGET, "non-target": LesionRole.NON_TARGET, "new": LesionRole.NEW}
 
@@ -289,6 +291,7 @@ def load_facts(
             )
             for key, m in measurements
         ]
+    observations.extend(l3_area_observations(session, patient.id))
     return PatientFacts(
         patient_ref=pseudonym(patient.id) or patient.id,
         sex=patient.sex,
@@ -305,6 +308,37 @@ def load_facts(
         findings=tuple(findings),
         notes=tuple(sorted(set(notes))),
     )
+
+
+TISSUE_OBSERVATION = {SKELETAL_MUSCLE: "muscle_area", SUBCUTANEOUS_FAT: "sat_area", VISCERAL_FAT: "vat_area"}
+"""Body-composition segment kind → key of ``observation_codes`` in rules/rulesets/biomarkers.yaml (the codes the
+SMI/sarcopenia and SAT/VAT rules read)."""
+
+
+def l3_area_observations(session: Session, patient_id: str) -> list[ClinicalObservation]:
+    """The L3 areas measured from body-composition SEG segments (contract §9.6; ``service/segmentation.py`` chose
+    the L3 slice), as the observations the biomarker rules read — at every scan, so they are known over time."""
+    codes = get_engine().rulebase["imaging-biomarkers"].parameters["observation_codes"]
+    found = []
+    rows = session.scalars(
+        select(Segment)
+        .where(Segment.patient_id == patient_id, Segment.kind.in_(BODY_COMPOSITION_KINDS), Segment.status == "computed")
+        .order_by(Segment.scan_date, Segment.id)
+    )
+    for row in rows:
+        area = (row.stats or {}).get("l3_area_cm2")
+        if area is None or row.scan_date is None:
+            continue
+        found.append(
+            ClinicalObservation(
+                code=codes[TISSUE_OBSERVATION[row.kind]],
+                effective_date=row.scan_date,
+                value=Decimal(str(area)),
+                unit="cm2",
+                source=f"dicom-seg:{row.kind} at L3 ({(row.stats or {}).get('l3_rule')})",
+            )
+        )
+    return found
 
 
 def _diagnosis(diagnoses: list[tuple]) -> str | None:

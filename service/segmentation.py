@@ -45,10 +45,22 @@ from dicom_listener.seg import (
     segment_infos,
     slice_geometry,
 )
-from rules.segment_codes import BODY_COMPOSITION_KINDS, LESION, classify
+from fhir_mappings.codes import LocalSystems
+from fhir_mappings.features import VOLUME_VOXEL_COUNTING, Feature, merge_features
+from rules.body_composition import choose_l3_slice
+from rules.engine import get_engine
+from rules.segment_codes import (
+    BODY_COMPOSITION_KINDS,
+    L3_VERTEBRA,
+    LESION,
+    SKELETAL_MUSCLE,
+    classify,
+)
 from service.config import Settings
+from service.evaluation import patient_ref
+from service.fhir_store import get_resource, save_resource
 from service.logs import pseudonym
-from service.models import Instance, PendingInput, PixelData, Segment, Study, utcnow
+from service.models import Instance, Lesion, Patient, PendingInput, PixelData, Segment, Study, utcnow
 from service.store import audit, ensure_lesion, evaluate_soon
 
 logger = logging.getLogger(__name__)
@@ -142,19 +154,31 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
     patient_id = (source_study.patient_id if source_study else None) or (study.patient_id if study else None)
     session.execute(delete(Segment).where(Segment.seg_sop_uid == sop_uid))
     counts: dict[str, int] = {}
+    anatomy: dict[int, np.ndarray] = {}
+    rows: list[Segment] = []
     for info in infos:
         row = _segment_row(info, sop_uid, series_uid, modality, scan_date, patient_id, source_study or study)
         try:
             fraction = segment_fraction(seg, info.number, geometry)
             _measure(row, fraction, geometry, fractional=str(seg.segmentation_type.value) == "FRACTIONAL")
+            if row.kind in (*BODY_COMPOSITION_KINDS, L3_VERTEBRA):
+                anatomy[info.number] = fraction >= FRACTION_INSIDE
         except SegError as exc:
             row.status, row.reason = "not-computed", str(exc)
         if row.kind == LESION and row.identity_key and patient_id and row.status == "computed":
             row.lesion_id = ensure_lesion(session, patient_id, row.identity_key, row.identity_source, row.label).id
         session.add(row)
+        rows.append(row)
         counts[row.kind] = counts.get(row.kind, 0) + 1
+    if any(r.kind in BODY_COMPOSITION_KINDS for r in rows):
+        _body_composition_at_l3(rows, anatomy, geometry, lambda sop: _dataset(pixels[stored[sop].id]))
     session.flush()
     if patient_id:
+        patient = session.get(Patient, patient_id)
+        if patient is not None and scan_date is not None:
+            for row in rows:
+                if row.kind == LESION and row.lesion_id is not None and row.voxel_count:
+                    publish_volume(session, settings, patient, row)
         evaluate_soon(session, patient_id, "dicom-seg")
     audit(
         session,
@@ -317,6 +341,99 @@ def _measure(row: Segment, fraction: np.ndarray, geometry: SeriesGeometry, *, fr
     else:
         row.reason = row.reason or "empty segment (no voxel inside)"
     row.geometry = geometry_info
+
+
+# -- body composition at L3 (docs/clinical/criteria-kinetics-irae.md §6.3, §6.4) --------------------------------
+def _body_composition_at_l3(rows: list[Segment], masks: dict[int, np.ndarray], geometry: SeriesGeometry, read) -> None:
+    """Area of each body-composition segment on the L3 slice (``rules.body_composition.choose_l3_slice``); the
+    muscle area only within the muscle attenuation window of rules/rulesets/biomarkers.yaml."""
+
+    def slices(kinds) -> set[int]:
+        return {
+            int(i)
+            for r in rows
+            if r.kind in kinds and r.segment_number in masks
+            for i in np.nonzero(masks[r.segment_number].any(axis=(1, 2)))[0]
+        }
+
+    choice = choose_l3_slice(slices((L3_VERTEBRA,)), slices(BODY_COMPOSITION_KINDS))
+    pixel_area_cm2 = geometry.pixel_spacing_mm[0] * geometry.pixel_spacing_mm[1] / 100.0
+    window = get_engine().rulebase["imaging-biomarkers"].parameters["muscle_hu_window"]
+    image = None
+    for row in rows:
+        if row.kind not in BODY_COMPOSITION_KINDS or row.status != "computed":
+            continue
+        stats = dict(row.stats)
+        stats["l3_rule"] = choice.rule
+        if choice.slice_index is not None and row.segment_number in masks:
+            mask = masks[row.segment_number][choice.slice_index]
+            stats["l3_slice"] = choice.slice_index
+            if row.kind == SKELETAL_MUSCLE:
+                if image is None:
+                    ds = read(geometry.sop_uids[choice.slice_index])
+                    image = np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float64)
+                inside = mask & (image >= window["low"]) & (image <= window["high"])
+                stats["l3_area_unwindowed_cm2"] = round(float(mask.sum()) * pixel_area_cm2, 2)
+                stats["hu_window"] = [window["low"], window["high"]]
+                stats["l3_area_cm2"] = round(float(inside.sum()) * pixel_area_cm2, 2)
+            else:
+                stats["l3_area_cm2"] = round(float(mask.sum()) * pixel_area_cm2, 2)
+        else:
+            row.reason = choice.rule
+        row.stats = stats
+
+
+# -- the §9.6 feature Observation (volume) ----------------------------------------------------------------------
+VOLUME_METHOD = (
+    "YEKZ volume (voxel counting) by immunorad: voxels of the DICOM SEG segment (fractional: fraction >= 0.5) x "
+    "slice spacing (from Image Position Patient) x pixel spacing; no resampling, no discretisation"
+)
+
+
+def publish_lesion_features(
+    session: Session,
+    settings: Settings,
+    patient: Patient,
+    segment: Segment,
+    features: list[Feature],
+    method: str,
+) -> None:
+    """Add ``features`` to the lesion's §9.6 feature Observation at the segment's scan date, searchable on /fhir at
+    once (radiomic feature extractors add theirs through this too: same Observation, one component per IBSI id)."""
+    lesion = session.get(Lesion, segment.lesion_id) if segment.lesion_id else None
+    if lesion is None or segment.scan_date is None:
+        return
+    ref = patient_ref(settings, patient)
+    systems = LocalSystems.from_canonical(settings.fhir_canonical)
+    probe = merge_features(
+        None,
+        systems,
+        ref,
+        lesion_key=lesion.identity_key,
+        lesion_label=lesion.label,
+        scan_date=segment.scan_date,
+        features=[],
+        method=method,
+        issued=utcnow(),
+    )
+    existing = get_resource(session, "Observation", probe["id"])
+    resource = merge_features(
+        existing.content if existing else None,
+        systems,
+        ref,
+        lesion_key=lesion.identity_key,
+        lesion_label=lesion.label,
+        scan_date=segment.scan_date,
+        features=features,
+        method=method,
+        issued=utcnow(),
+    )
+    save_resource(session, resource, patient_id=patient.id, origin="immunorad")
+
+
+def publish_volume(session: Session, settings: Settings, patient: Patient, segment: Segment) -> None:
+    volume = Feature(VOLUME_VOXEL_COUNTING, "Volume (voxel counting)", segment.volume_cm3, "cm3")
+    publish_lesion_features(session, settings, patient, segment, [volume], VOLUME_METHOD)
 
 
 # -- feature extraction entry point ----------------------------------------------------------------------

@@ -174,6 +174,22 @@ def test_seg_after_its_series_gives_the_lesion_volume(fractional, listener, sett
     assert [(s["kind"], s["status"]) for s in listed] == [("lesion", "computed"), ("other", "computed")]
     assert listed[0]["lesion"] == TRACKING_UID and listed[0]["volume_cm3"] == str(lesion.volume_cm3)
 
+    # Contract §9.6: the feature Observation is on /fhir as soon as computed (this is the baseline scan).
+    code = f"{settings.fhir_canonical}/CodeSystem/immunorad|radiomic-features"
+    bundle = app_client.get(f"/fhir/Observation?code={code}&patient={lesion.patient_id}").get_json()
+    (observation,) = [e["resource"] for e in bundle["entry"]]
+    assert observation["effectiveDateTime"] == "2026-03-02"
+    assert observation["contained"][0]["identifier"][0] == {
+        "system": "urn:dicom:uid",
+        "value": f"urn:oid:{TRACKING_UID}",
+    }
+    assert observation["focus"] == [{"reference": "#lesion"}] and "voxel counting" in observation["method"]["text"]
+    (component,) = observation["component"]
+    assert component["code"]["coding"][0]["system"] == "https://theibsi.github.io/ibsi"
+    assert component["code"]["coding"][0]["code"] == "YEKZ"
+    assert component["valueQuantity"]["code"] == "cm3"
+    assert component["valueQuantity"]["value"] == pytest.approx(float(lesion.volume_cm3))
+
 
 def test_seg_before_its_images_is_pending_then_measured(listener, settings, db, app_client, tmp_path):
     study_uid, series_uid = hd.UID(), hd.UID()
