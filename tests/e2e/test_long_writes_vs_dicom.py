@@ -123,7 +123,7 @@ def test_c_stores_are_answered_while_the_largest_bundle_is_written(processes, ba
         f"\n[{backend}] {LIMIT}-entry Bundle: {posted['seconds']:.1f} s; {len(stores)} C-STOREs, slowest "
         f"{slowest:.2f} s, {during} answered while the Bundle was being written"
     )
-    assert all(status == 0x0000 for status, _, _ in stores)
+    assert all(status == 0x0000 for status, _, _ in stores), [hex(status) for status, _, _ in stores]
     assert slowest < LOCK_WAIT, f"a C-STORE waited {slowest:.1f} s behind the Bundle"
     if backend == "postgresql":
         # No write lock shared with the Bundle: C-STOREs go on while it is written.
