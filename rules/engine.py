@@ -7,12 +7,17 @@ function: every combination of input values matches **exactly one** row, so clin
 durable-rules rule; a decision asserts the inputs as one fact in a fresh session, reads which rows fired,
 and deletes the session (durable-rules keeps at most 1024 live sessions per ruleset).
 
+The rule-file format is the engine's: ``load_ruleset`` validates every file against the schema documented in
+``rules/rulesets/SCHEMA.md`` (unknown keys are errors), and ``RuleSet`` is the one resolver of flags (with
+``inherit``) and of flag-backed thresholds (``configured_threshold``).
+
 durable-rules 2.0.28 creates background dispatch threads with its ``Host`` and is not thread-safe, so an
 ``Engine`` belongs to one process: ``get_engine()`` builds it lazily after fork and serialises calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -57,6 +62,12 @@ class Threshold:
     inclusive: bool
     unit: str = ""
     source: str = ""
+    flag: str = ""
+    """A flag path (``<flag>`` or ``<flag>.<key>``; a list item is ``<flag>.<index>``) whose value this threshold
+    takes: the number is stored once, in the flag's default, and a configured override replaces it."""
+    inclusive_flag: str = ""
+    """A flag path whose value decides inclusiveness: inclusive when it equals ``inclusive_when``."""
+    inclusive_when: bool = True
 
     def holds(self, lhs: Fraction | int | Any, reference: Fraction | int | Any | None = None) -> bool:
         """Exact comparison; with ``reference`` the threshold is a multiple of it (cross-multiplied)."""
@@ -157,25 +168,115 @@ class RuleSet:
     tables: Mapping[str, DecisionTable]
     parameters: Mapping[str, Any] = field(default_factory=dict)
     path: str = ""
+    inherit_from: str = ""
+    """The flag prefix of the rule file whose overrides the ``inherited`` flags fall back to (``inherit.from``)."""
+    inherited: tuple[str, ...] = ()
 
     def threshold(self, name: str) -> Threshold:
+        """The threshold at the rule file's defaults (a flag-backed threshold carries its flag's default)."""
         try:
             return self.thresholds[name]
         except KeyError:
             raise RuleFileError(f"{self.criterion}: no threshold named {name!r}") from None
 
     def flag(self, name: str, overrides: Mapping[str, Any] | None = None) -> Any:
-        """The flag's value: an override ``<criterion>.<flag>`` if configured, else the spec's default."""
+        """The flag's value: an override ``<prefix>.<flag>``, else (for an inherited flag) the parent's override
+        ``<parent prefix>.<flag>``, else the spec's default."""
         if name not in self.flags:
             raise RuleFileError(f"{self.criterion}: no flag named {name!r}")
-        key = f"{self.flag_prefix}.{name}"
-        if overrides and key in overrides:
-            return overrides[key]
+        if overrides:
+            own = f"{self.flag_prefix}.{name}"
+            if own in overrides:
+                return overrides[own]
+            parent = f"{self.inherit_from}.{name}"
+            if name in self.inherited and parent in overrides:
+                return overrides[parent]
         return self.flags[name].default
+
+    def flag_values(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Every flag's value (``flag`` for each)."""
+        return {name: self.flag(name, overrides) for name in self.flags}
+
+    def configured_threshold(self, name: str, flags: Mapping[str, Any]) -> Threshold | None:
+        """A threshold after the flag values ``flags`` (``flag_values``): its value from its ``flag`` and its
+        inclusiveness from its ``inclusive`` flag. ``None`` when the value flag switches the rule off (null/false)."""
+        threshold = self.threshold(name)
+        if threshold.flag:
+            value = _flag_path_value(self, threshold.flag, flags)
+            if value is None or value is False:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal, Fraction)):
+                raise ValueError(f"{self.flag_prefix}.{threshold.flag}: {value!r} is not a number")
+            threshold = dataclasses.replace(threshold, value=Fraction(str(value)))
+        if threshold.inclusive_flag:
+            switch = _flag_path_value(self, threshold.inclusive_flag, flags)
+            if not isinstance(switch, bool):
+                raise ValueError(
+                    f"{self.flag_prefix}.{threshold.inclusive_flag}: expected true or false, got {switch!r}"
+                )
+            threshold = dataclasses.replace(threshold, inclusive=switch is threshold.inclusive_when)
+        return threshold
+
+    def required_threshold(self, name: str, flags: Mapping[str, Any]) -> Threshold:
+        """``configured_threshold`` for a threshold the criterion cannot do without: switching it off is refused."""
+        threshold = self.configured_threshold(name, flags)
+        if threshold is None:
+            raise ValueError(f"{self.criterion}: threshold {name} is required and cannot be switched off by a flag")
+        return threshold
 
     @property
     def flag_prefix(self) -> str:
         return str(self.parameters.get("flag_prefix", self.criterion.lower()))
+
+
+def _flag_path_value(ruleset: RuleSet, path: str, flags: Mapping[str, Any]) -> Any:
+    """The value at ``<flag>[.<key or index>...]`` in ``flags``; ``None`` once a step is null or false (switched off)."""
+    name, *keys = path.split(".")
+    if name not in flags:
+        raise RuleFileError(f"{ruleset.criterion}: flag path {path!r} names an unknown flag {name!r}")
+    value: Any = flags[name]
+    for key in keys:
+        if value is None or value is False:
+            return None
+        if isinstance(value, Mapping):
+            value = value.get(key)
+        elif isinstance(value, (list, tuple)) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            raise ValueError(f"{ruleset.flag_prefix}.{name}: expected a mapping or list with {key!r}, got {value!r}")
+    return value
+
+
+# --- the rule-file schema (rules/rulesets/SCHEMA.md) -------------------------------------------------------
+
+TOP_LEVEL_KEYS = frozenset(
+    {"criterion", "version", "title", "source", "evidence", "inherit", "thresholds", "flags", "tables", "parameters"}
+)
+INHERIT_KEYS = frozenset({"from", "flags"})
+THRESHOLD_KEYS = frozenset({"value", "flag", "direction", "inclusive", "unit", "source"})
+INCLUSIVE_FLAG_KEYS = frozenset({"flag", "equals"})
+FLAG_KEYS = frozenset({"default", "source"})
+TABLE_KEYS = frozenset({"source", "inputs", "rows"})
+ROW_KEYS = frozenset({"id", "when", "then", "because"})
+RETIRED_PARAMETERS = {
+    "inherits_flags_from": "inherit: {from: <prefix>, flags: [...]}",
+    "inherited_flags": "inherit: {from: <prefix>, flags: [...]}",
+    "flag_thresholds": "a threshold's own 'flag: <flag>[.<key>]'",
+    "threshold_flags": "a threshold's own 'flag: <flag>[.<key>]'",
+    "inclusive_flags": "a threshold's 'inclusive: {flag: <flag>[.<key>], equals: true|false}'",
+    "flag_inclusive": "a threshold's 'inclusive: {flag: <flag>[.<key>], equals: true|false}'",
+}
+"""Engine-owned keys that once lived in ``parameters`` in two shapes; refused with the key that replaces them."""
+
+
+def _mapping(value: Any, where: str, path: str, allowed: frozenset[str]) -> Mapping[str, Any]:
+    """``value`` as a mapping whose keys are all in ``allowed``: an unknown key is an error naming file, key and path."""
+    if not isinstance(value, Mapping):
+        raise RuleFileError(f"{where}: {path} must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if key not in allowed:
+            raise RuleFileError(f"{where}: unknown key {key!r} at {path} (allowed there: {', '.join(sorted(allowed))})")
+    return value
 
 
 def _as_fraction(value: Any, where: str) -> Fraction:
@@ -191,14 +292,16 @@ def _domain(values: Any, where: str) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def _parse_table(ruleset: str, name: str, spec: Mapping[str, Any], path: str) -> DecisionTable:
+def _parse_table(ruleset: str, name: str, spec: Any, path: str) -> DecisionTable:
     where = f"{path}: table {name}"
+    spec = _mapping(spec, path, f"tables.{name}", TABLE_KEYS)
     inputs = {k: _domain(v, f"{where} input {k}") for k, v in (spec.get("inputs") or {}).items()}
     if not inputs:
         raise RuleFileError(f"{where}: no inputs")
     rows = []
     seen = set()
-    for raw in spec.get("rows") or []:
+    for index, raw in enumerate(spec.get("rows") or []):
+        raw = _mapping(raw, path, f"tables.{name}.rows[{index}]", ROW_KEYS)
         row_id = str(raw.get("id", ""))
         if not row_id or row_id in seen:
             raise RuleFileError(f"{where}: every row needs a unique id (got {row_id!r})")
@@ -226,39 +329,86 @@ def _parse_table(ruleset: str, name: str, spec: Mapping[str, Any], path: str) ->
     return table
 
 
+def _parse_flag(name: str, spec: Any, where: str) -> Flag:
+    spec = _mapping(spec, where, f"flags.{name}", FLAG_KEYS)
+    if "default" not in spec:
+        raise RuleFileError(f"{where}: flag {name} needs a default")
+    return Flag(name, spec["default"], str(spec.get("source", "")).strip())
+
+
+def _parse_threshold(name: str, spec: Any, where: str, flags: Mapping[str, Flag]) -> Threshold:
+    at = f"thresholds.{name}"
+    spec = _mapping(spec, where, at, THRESHOLD_KEYS)
+    direction = spec.get("direction", "at-least")
+    if direction not in ("at-least", "at-most"):
+        raise RuleFileError(f"{where}: threshold {name} direction must be at-least or at-most")
+    if "inclusive" not in spec:
+        raise RuleFileError(f"{where}: threshold {name} must say whether it is inclusive")
+    inclusive_flag, inclusive_when = "", True
+    inclusive = spec["inclusive"]
+    if isinstance(inclusive, Mapping):
+        switch = _mapping(inclusive, where, f"{at}.inclusive", INCLUSIVE_FLAG_KEYS)
+        if "flag" not in switch or not isinstance(switch.get("equals"), bool):
+            raise RuleFileError(f"{where}: {at}.inclusive needs 'flag' and 'equals: true|false'")
+        inclusive_flag, inclusive_when = str(switch["flag"]), switch["equals"]
+    elif not isinstance(inclusive, bool):
+        raise RuleFileError(f"{where}: {at}.inclusive must be true, false or {{flag, equals}}")
+    flag = str(spec.get("flag", ""))
+    if flag and "value" in spec:
+        raise RuleFileError(f"{where}: {at} takes its value from flag {flag!r}; remove 'value' (stored once)")
+    if not flag and "value" not in spec:
+        raise RuleFileError(f"{where}: threshold {name} needs a value or a flag")
+    # The defaults: the flag's default sets a flag-backed threshold's value and inclusiveness.
+    defaults = {n: f.default for n, f in flags.items()}
+    probe = RuleSet("", "", "", "", "", {}, flags, {}, path=where)
+    try:
+        raw_value = _flag_path_value(probe, flag, defaults) if flag else spec["value"]
+        switch_value = _flag_path_value(probe, inclusive_flag, defaults) if inclusive_flag else None
+    except (RuleFileError, ValueError) as exc:
+        raise RuleFileError(f"{where}: {at}: {exc}") from None
+    if flag and (raw_value is None or isinstance(raw_value, bool)):
+        raise RuleFileError(f"{where}: {at}: the default of flag {flag!r} must be a number, got {raw_value!r}")
+    if inclusive_flag and not isinstance(switch_value, bool):
+        raise RuleFileError(f"{where}: {at}.inclusive: flag {inclusive_flag!r} must default to true or false")
+    return Threshold(
+        name=name,
+        value=_as_fraction(raw_value, f"{where} threshold {name}"),
+        direction=direction,
+        inclusive=bool(switch_value is inclusive_when) if inclusive_flag else inclusive,
+        unit=str(spec.get("unit", "")),
+        source=str(spec.get("source", "")).strip(),
+        flag=flag,
+        inclusive_flag=inclusive_flag,
+        inclusive_when=inclusive_when,
+    )
+
+
 def load_ruleset(path: Path) -> RuleSet:
-    """Read and check one rule file."""
+    """Read and check one rule file against the schema (rules/rulesets/SCHEMA.md): unknown keys are errors."""
     doc = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)  # noqa: S506 -- a safe loader
     where = path.name
+    doc = _mapping(doc, where, "the document", TOP_LEVEL_KEYS)
     for required in ("criterion", "version", "source"):
         if not doc.get(required):
             raise RuleFileError(f"{where}: '{required}' is required")
     criterion = str(doc["criterion"])
-    thresholds = {}
-    for name, spec in (doc.get("thresholds") or {}).items():
-        if not isinstance(spec, Mapping) or "value" not in spec:
-            raise RuleFileError(f"{where}: threshold {name} needs a value")
-        direction = spec.get("direction", "at-least")
-        if direction not in ("at-least", "at-most"):
-            raise RuleFileError(f"{where}: threshold {name} direction must be at-least or at-most")
-        if "inclusive" not in spec:
-            raise RuleFileError(f"{where}: threshold {name} must say whether it is inclusive")
-        thresholds[name] = Threshold(
-            name=name,
-            value=_as_fraction(spec["value"], f"{where} threshold {name}"),
-            direction=direction,
-            inclusive=bool(spec["inclusive"]),
-            unit=str(spec.get("unit", "")),
-            source=str(spec.get("source", "")).strip(),
-        )
-    flags = {
-        name: Flag(
-            name,
-            spec.get("default") if isinstance(spec, Mapping) else spec,
-            str(spec.get("source", "")).strip() if isinstance(spec, Mapping) else "",
-        )
-        for name, spec in (doc.get("flags") or {}).items()
+    if not isinstance(doc.get("parameters") or {}, Mapping):
+        raise RuleFileError(f"{where}: parameters must be a mapping")
+    parameters = dict(doc.get("parameters") or {})
+    for key, replacement in RETIRED_PARAMETERS.items():
+        if key in parameters:
+            raise RuleFileError(f"{where}: unknown key {key!r} at parameters (the engine's format: {replacement})")
+    flags = {name: _parse_flag(name, spec, where) for name, spec in (doc.get("flags") or {}).items()}
+    thresholds = {
+        name: _parse_threshold(name, spec, where, flags) for name, spec in (doc.get("thresholds") or {}).items()
     }
+    inherit = _mapping(doc.get("inherit") or {}, where, "inherit", INHERIT_KEYS)
+    inherited = tuple(str(n) for n in (inherit.get("flags") or ()))
+    if inherit and (not inherit.get("from") or not inherited):
+        raise RuleFileError(f"{where}: inherit needs 'from' (a flag prefix) and a non-empty list 'flags'")
+    undeclared = [n for n in inherited if n not in flags]
+    if undeclared:
+        raise RuleFileError(f"{where}: inherit.flags {undeclared} are not declared under flags")
     tables = {name: _parse_table(criterion, name, spec, where) for name, spec in (doc.get("tables") or {}).items()}
     return RuleSet(
         criterion=criterion,
@@ -269,9 +419,32 @@ def load_ruleset(path: Path) -> RuleSet:
         thresholds=thresholds,
         flags=flags,
         tables=tables,
-        parameters=dict(doc.get("parameters") or {}),
+        parameters=parameters,
         path=str(path),
+        inherit_from=str(inherit.get("from", "")),
+        inherited=inherited,
     )
+
+
+def check_inheritance(rulesets: Mapping[str, RuleSet]) -> None:
+    """Every ``inherit.from`` names another rule file's flag prefix, which declares each inherited flag with the
+    same default (a site that never overrides it sees one policy across the criteria)."""
+    by_prefix = {r.flag_prefix: r for r in rulesets.values()}
+    for ruleset in rulesets.values():
+        if not ruleset.inherit_from:
+            continue
+        where = Path(ruleset.path).name
+        parent = by_prefix.get(ruleset.inherit_from)
+        if parent is None or parent is ruleset:
+            raise RuleFileError(f"{where}: inherit.from {ruleset.inherit_from!r} is not another rule file's prefix")
+        for name in ruleset.inherited:
+            if name not in parent.flags:
+                raise RuleFileError(f"{where}: inherit.flags {name!r}: {parent.criterion} has no such flag")
+            if parent.flags[name].default != ruleset.flags[name].default:
+                raise RuleFileError(
+                    f"{where}: inherit.flags {name!r}: default {ruleset.flags[name].default!r} differs from "
+                    f"{parent.flag_prefix}.{name} = {parent.flags[name].default!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -295,6 +468,7 @@ def load_rulebase(directory: Path = RULESET_DIR) -> RuleBase:
         if ruleset.criterion in rulesets:
             raise RuleFileError(f"{path.name}: criterion {ruleset.criterion} is defined twice")
         rulesets[ruleset.criterion] = ruleset
+    check_inheritance(rulesets)
     from rules import __version__
 
     return RuleBase(rulesets, f"{__version__}+{digest.hexdigest()[:12]}")

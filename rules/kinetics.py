@@ -245,26 +245,17 @@ class KineticsRules:
         self.engine = engine
         self.ruleset: RuleSet = engine.rulebase[CRITERION]
         self.overrides = dict(overrides or {})
+        self._flags = self.ruleset.flag_values(self.overrides)
 
     def flag(self, name: str) -> Any:
         return self.ruleset.flag(name, self.overrides)
 
     def flags(self) -> dict[str, Any]:
-        return {name: self.flag(name) for name in self.ruleset.flags}
+        return dict(self._flags)
 
     def threshold(self, name: str) -> Threshold:
-        """A threshold, with its value or inclusiveness replaced when the §8 flag that sets it is overridden."""
-        threshold = self.ruleset.threshold(name)
-        linked = (self.ruleset.parameters.get("flag_thresholds") or {}).get(name)
-        if linked and f"{self.ruleset.flag_prefix}.{linked['flag']}" in self.overrides:
-            value = self.flag(linked["flag"])
-            if "index" in linked:
-                value = value[linked["index"]]
-            threshold = dataclasses.replace(threshold, value=Fraction(str(value)))
-        inclusive_flag = (self.ruleset.parameters.get("flag_inclusive") or {}).get(name)
-        if inclusive_flag:
-            threshold = dataclasses.replace(threshold, inclusive=bool(self.flag(inclusive_flag)))
-        return threshold
+        """A threshold after the §8 flags that set its value or inclusiveness (``RuleSet.required_threshold``)."""
+        return self.ruleset.required_threshold(name, self._flags)
 
     def month_days(self) -> float:
         return float(Fraction(str(self.flag("MONTH_DAYS"))))

@@ -35,7 +35,7 @@ from rules.criteria.recist_family import (
     nontarget_state,
     recist_diameter,
 )
-from rules.engine import Decision, Engine, RuleFileError, RuleSet, Threshold
+from rules.engine import Decision, Engine, RuleSet, Threshold
 from rules.facts import LesionMeasurement, LesionRole, NonTargetChange, NonTargetStatus
 from rules.results import BestResponse, CriterionAssessment, TimepointResponse, fmt_pct, percent_change
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
@@ -50,54 +50,6 @@ TumourFilter = Callable[[TrackedLesion, LesionMeasurement], bool]
 
 
 # --- flags and flag-controlled thresholds ----------------------------------------------------------------
-
-
-def criterion_flags(ruleset: RuleSet, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Every flag's value: ``<prefix>.<flag>`` if overridden, else the override of the flag it inherits, else default.
-
-    A rule file names inherited flags in ``parameters.inherited_flags`` (e.g. ``ne_partial_pd: recist.ne_partial_pd``):
-    the spec applies one policy to several criteria (E9b: "with ``recist.ne_partial_pd`` off, all four criteria
-    say NE"), and a criterion-specific override still wins.
-    """
-    overrides = overrides or {}
-    inherited = ruleset.parameters.get("inherited_flags") or {}
-    values: dict[str, Any] = {}
-    for name in ruleset.flags:
-        own = f"{ruleset.flag_prefix}.{name}"
-        if own in overrides:
-            values[name] = overrides[own]
-        elif name in inherited and inherited[name] in overrides:
-            values[name] = overrides[inherited[name]]
-        else:
-            values[name] = ruleset.flags[name].default
-    return values
-
-
-def configured_threshold(ruleset: RuleSet, name: str, flags: Mapping[str, Any]) -> Threshold | None:
-    """A threshold whose value a policy flag sets (rule-file ``parameters.threshold_flags``: threshold → flag[.key]).
-
-    The rule file keeps the threshold's direction, inclusiveness and source; the flag (spec §12) keeps its value.
-    Returns ``None`` when the flag switches the rule off (``null`` or ``false``).
-    """
-    threshold = ruleset.threshold(name)
-    path = (ruleset.parameters.get("threshold_flags") or {}).get(name)
-    if path is None:
-        return threshold
-    flag_name, *keys = str(path).split(".")
-    if flag_name not in flags:
-        raise RuleFileError(f"{ruleset.criterion}: threshold {name} names an unknown flag {flag_name!r}")
-    value: Any = flags[flag_name]
-    for key in keys:
-        if value is None or value is False:
-            break
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{ruleset.flag_prefix}.{flag_name}: expected a mapping with {key!r}, got {value!r}")
-        value = value.get(key)
-    if value is None or value is False:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal, Fraction)):
-        raise ValueError(f"{ruleset.flag_prefix}.{path}: {value!r} is not a number")
-    return dataclasses.replace(threshold, value=Fraction(str(value)))
 
 
 def threshold_int(threshold: Threshold) -> int:
@@ -539,7 +491,7 @@ def assess_burden(
     base, warnings = baseline_burden(timeline, spec)
     fraction = ruleset.threshold("progression_fraction_of_nadir")
     absolute = (
-        configured_threshold(ruleset, "progression_absolute_increase", flags)
+        ruleset.configured_threshold("progression_absolute_increase", flags)
         if "progression_absolute_increase" in ruleset.thresholds
         else None
     )
@@ -736,10 +688,10 @@ def tmtb_caps(ruleset: RuleSet, flags: Mapping[str, Any]) -> tuple[CapRule, ...]
     """New measurable lesions counted in the TMTB: at most ``new_lesion_cap.total`` in all and
     ``new_lesion_cap.per_organ`` per organ (spec §12, by analogy with iRECIST NLT [D]); a null cap counts all."""
     caps = []
-    total = configured_threshold(ruleset, "new_lesions_max_total", flags)
+    total = ruleset.configured_threshold("new_lesions_max_total", flags)
     if total is not None:
         caps.append(CapRule(f"{threshold_int(total)} in total", total, lambda lesion: "all"))
-    per_organ = configured_threshold(ruleset, "new_lesions_max_per_organ", flags)
+    per_organ = ruleset.configured_threshold("new_lesions_max_per_organ", flags)
     if per_organ is not None:
         caps.append(CapRule(f"{threshold_int(per_organ)} per organ", per_organ, organ_of))
     return tuple(caps)
@@ -785,7 +737,7 @@ def assess_tmtb(
     progression counts in either only once confirmed (spec §3.4).
     """
     ruleset = engine.rulebase[criterion]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(
             criterion, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=provisional

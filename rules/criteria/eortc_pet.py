@@ -22,7 +22,6 @@ from fractions import Fraction
 from typing import Any
 
 from rules.criteria import percist, pet
-from rules.criteria.burden import criterion_flags
 from rules.criteria.recist_family import best_overall_response
 from rules.engine import Engine
 from rules.facts import LesionStatus
@@ -53,7 +52,7 @@ def assess(
 ) -> CriterionAssessment:
     """EORTC 1999 at every follow-up PET (spec §7.2)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
         return CriterionAssessment(
             CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
@@ -66,7 +65,7 @@ def assess(
         warnings.append("no SULpeak at the baseline PET: the EORTC tumour region cannot be defined")
     avid = ruleset.threshold("new_lesion_avid_fraction_of_liver_mean")
     below_liver = ruleset.threshold("complete_resolution_fraction_of_liver_mean")
-    one_cycle = pet.required_policy_threshold(ruleset, "one_cycle_max_days", flags)
+    one_cycle = ruleset.required_threshold("one_cycle_max_days", flags)
     anchor = timeline.anchor_date
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None

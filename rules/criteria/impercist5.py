@@ -20,7 +20,6 @@ from decimal import Decimal
 from typing import Any
 
 from rules.criteria import percist, pet
-from rules.criteria.burden import criterion_flags
 from rules.criteria.recist_family import best_overall_response
 from rules.engine import Engine, RuleSet
 from rules.results import CriterionAssessment, TimepointResponse, percent_change
@@ -81,7 +80,7 @@ def assess(
 ) -> CriterionAssessment:
     """imPERCIST5 at every follow-up PET (spec §7.3)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     percist_rules, percist_flags = percist.ruleset_and_flags(engine, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
         return CriterionAssessment(
@@ -103,8 +102,8 @@ def assess(
         comparability = pet.scan_comparability(
             timeline.baseline,
             tp,
-            relative=pet.policy_threshold(percist_rules, "liver_relative_tolerance", percist_flags),
-            absolute=pet.policy_threshold(percist_rules, "liver_absolute_tolerance", percist_flags),
+            relative=percist_rules.configured_threshold("liver_relative_tolerance", percist_flags),
+            absolute=percist_rules.configured_threshold("liver_absolute_tolerance", percist_flags),
             uptake=percist_rules.threshold("uptake_time_max_difference"),
             liver_required=bool(percist_flags["liver_reference_required"]),
             label="PERCIST",

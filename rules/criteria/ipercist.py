@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rules.criteria import percist, pet
-from rules.criteria.burden import criterion_flags
 from rules.criteria.recist_family import ResponseOrder, best_overall_response
 from rules.engine import Engine
 from rules.results import CriterionAssessment, TimepointResponse
@@ -67,14 +66,14 @@ def assess(
 ) -> CriterionAssessment:
     """iPERCIST at every follow-up PET (spec §7.3)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     percist_rules, percist_flags = percist.ruleset_and_flags(engine, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
         return CriterionAssessment(
             CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
         )
-    window_min = pet.required_policy_threshold(ruleset, "confirmation_min_days", flags)
-    window_max = pet.required_policy_threshold(ruleset, "confirmation_max_days", flags)
+    window_min = ruleset.required_threshold("confirmation_min_days", flags)
+    window_max = ruleset.required_threshold("confirmation_max_days", flags)
     baseline = percist.baseline_reading(percist_rules, percist_flags, timeline, is_tumour=is_tumour)
     state = "none"
     open_progression: OpenProgression | None = None

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from rules.criteria import pet, rano
-from rules.criteria.burden import criterion_flags
 from rules.criteria.recist_family import ResponseOrder, best_overall_response
 from rules.engine import Engine, Threshold
 from rules.results import CriterionAssessment, TimepointResponse
@@ -57,9 +56,9 @@ def assess(
 ) -> CriterionAssessment:
     """iRANO at every follow-up (spec §10); always provisional ([U] rules)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     rano_rules = engine.rulebase[rano.CRITERION]
-    rano_flags = criterion_flags(rano_rules, overrides)
+    rano_flags = rano_rules.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(
             CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=True
@@ -69,7 +68,7 @@ def assess(
     nadir = base
     previous = timeline.baseline.scan_date
     window = ruleset.threshold("deferral_window_months")
-    interval = pet.required_policy_threshold(ruleset, "confirmation_min_days", flags)
+    interval = ruleset.required_threshold("confirmation_min_days", flags)
     state = "none"
     provisional_date: dt.date | None = None
     progression_date: dt.date | None = None

@@ -10,7 +10,6 @@ this module only measures, keeps the episode state and passes booleans to the ta
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -87,33 +86,6 @@ CATEGORIES = ("target", "non-target", "new-lesions")
 
 
 # --- flags ----------------------------------------------------------------------------------------------
-
-
-def effective_flags(ruleset: RuleSet, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Every flag's value: ``irecist.<flag>``, else for RECIST flags iRECIST reuses ``recist.<flag>``, else the default.
-
-    iRECIST §2.1: what RECIST 1.1 decides is unchanged, so a site that switches off ``recist.sticky_pr``
-    switches it off for iRECIST too unless ``irecist.sticky_pr`` says otherwise.
-    """
-    parent = ruleset.parameters.get("inherits_flags_from")
-    inherited = set(ruleset.parameters.get("inherited_flags") or ())
-    overrides = overrides or {}
-    values: dict[str, Any] = {}
-    for name in ruleset.flags:
-        own = f"{ruleset.flag_prefix}.{name}"
-        if own in overrides:
-            values[name] = overrides[own]
-        elif parent and name in inherited and f"{parent}.{name}" in overrides:
-            values[name] = overrides[f"{parent}.{name}"]
-        else:
-            values[name] = ruleset.flags[name].default
-    return values
-
-
-def policy_threshold(ruleset: RuleSet, flags: Mapping[str, Any], flag: str) -> Threshold:
-    """The threshold a numeric policy flag sets (``parameters.flag_thresholds``), with the flag's value."""
-    threshold = ruleset.threshold(ruleset.parameters["flag_thresholds"][flag])
-    return dataclasses.replace(threshold, value=Fraction(str(flags[flag])))
 
 
 def _as_decimal(value: Fraction) -> Decimal:
@@ -323,8 +295,9 @@ class _Context:
             trace.append(decision.trace())
         return decision
 
-    def threshold(self, flag: str) -> Threshold:
-        return policy_threshold(self.ruleset, self.flags, flag)
+    def threshold(self, name: str) -> Threshold:
+        """A threshold after the iRECIST flags (a numeric policy flag sets the value of a flag-backed threshold)."""
+        return self.ruleset.required_threshold(name, self.flags)
 
 
 def _target_values(ctx: _Context, tp: Timepoint) -> dict[str, Decimal | None]:
@@ -343,12 +316,16 @@ def _increase_met(ctx: _Context, change: SumChange | None) -> bool:
     """≥ confirm_increment_mm over the anchor; a partial sum proves it only with ne_partial_pd (missing lesions only lower it)."""
     if change is None or not (change.complete or ctx.flags["ne_partial_pd"]):
         return False
-    return ctx.threshold("confirm_increment_mm").holds(change.delta_mm)
+    return ctx.threshold("confirmation_increment").holds(change.delta_mm)
 
 
 def _decrease_met(ctx: _Context, change: SumChange | None) -> bool:
     """Reset policy (iii): the sum fell ≥ nl_reset_min_decrease_mm below the anchor (every anchor lesion measured)."""
-    return change is not None and change.complete and ctx.threshold("nl_reset_min_decrease_mm").holds(-change.delta_mm)
+    return (
+        change is not None
+        and change.complete
+        and ctx.threshold("new_lesion_reset_min_decrease").holds(-change.delta_mm)
+    )
 
 
 def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
@@ -556,10 +533,10 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
                     else "disregarded for confirmation; no nadir or anchor update (iRECIST WG FAQ)"
                 )
             )
-        elif not ctx.threshold("confirm_window_warn_days").holds(days):
+        elif not ctx.threshold("confirmation_window_max_days").holds(days):
             window = (
                 f"{ctx.ruleset.threshold('confirmation_window_start_days').value}–"
-                f"{ctx.threshold('confirm_window_warn_days').value} days"
+                f"{ctx.threshold('confirmation_window_max_days').value} days"
             )
             warnings.append(
                 f"confirmation scan {days} days after the iUPD of {episode.anchor_date}: evaluated, "
@@ -676,7 +653,7 @@ def _open_episode(
         raise RuleConflict(f"{CRITERION}: iUPD at {tp.scan_date} but no row of iupd_cause names a cause")
     first_seen = [ctx.timeline.lesions[i].first_seen for i in additional if i not in state.ever_recorded]
     window_start = tp.scan_date + dt.timedelta(days=int(ctx.ruleset.threshold("confirmation_window_start_days").value))
-    window_end = tp.scan_date + dt.timedelta(days=int(ctx.threshold("confirm_window_warn_days").value))
+    window_end = tp.scan_date + dt.timedelta(days=int(ctx.threshold("confirmation_window_max_days").value))
     return Episode(
         anchor_date=tp.scan_date,
         progression_date=min([tp.scan_date, *first_seen]),
@@ -782,7 +759,7 @@ def assess(
 ) -> CriterionAssessment:
     """iRECIST over the whole timeline (size spec §2)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = effective_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
     warnings = baseline_conformance(timeline, ruleset)

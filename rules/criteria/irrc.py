@@ -24,8 +24,6 @@ from rules.criteria.burden import (
     TumourBurden,
     TumourFilter,
     assess_burden,
-    configured_threshold,
-    criterion_flags,
     immune_best_response,
     organ_of,
     threshold_int,
@@ -134,7 +132,7 @@ def cap_rules(ruleset: RuleSet, prefix: str) -> tuple[CapRule, ...]:
 
 def criterion_spec(ruleset: RuleSet, flags: Mapping[str, Any]) -> BurdenCriterion:
     too_small = Decimal(str(flags["tstm_product_mm2"]))
-    new_minimum = configured_threshold(ruleset, "new_measurable_min_diameter", flags)
+    new_minimum = ruleset.configured_threshold("new_measurable_min_diameter", flags)
     node_normal = ruleset.threshold("node_normal_short_axis") if flags["node_normalisation"] else None
 
     def nontargets_absent(tp: Timepoint, nontargets: Sequence[TrackedLesion]) -> bool:
@@ -166,7 +164,7 @@ def baseline_conformance(timeline: Timeline, ruleset: RuleSet, flags: Mapping[st
     index = timeline.lesions_with_role(LesionRole.TARGET)
     if not index:
         warnings.append("no index lesion at baseline: irRC needs bidimensionally measurable disease")
-    minimum = configured_threshold(ruleset, "index_lesion_min_diameter", flags)
+    minimum = ruleset.configured_threshold("index_lesion_min_diameter", flags)
     for lesion in index:
         m = timeline.established_baseline.of(lesion.lesion_id)
         if minimum is not None and m is not None and not both_diameters_at_least(m, minimum):
@@ -191,7 +189,7 @@ def assess(
 ) -> CriterionAssessment:
     """irRC over the whole timeline (spec §3); the best overall response needs confirmation (spec §3.4)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
     spec = criterion_spec(ruleset, flags)

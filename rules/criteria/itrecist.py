@@ -25,7 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 from rules.criteria import irecist, recist11
-from rules.criteria.burden import TumourFilter, criterion_flags, fraction_as_decimal
+from rules.criteria.burden import TumourFilter, fraction_as_decimal
 from rules.criteria.recist_family import (
     baseline_conformance as recist_baseline_conformance,
 )
@@ -314,7 +314,7 @@ def assess(
     non-injected responses at each timepoint in ``extra``. Provisional (spec §6 [U])."""
     ruleset = engine.rulebase[CRITERION]
     recist = engine.rulebase[ruleset.parameters.get("measurement_rules", recist11.CRITERION)]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(
             CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=True

@@ -37,7 +37,7 @@ from fractions import Fraction
 from typing import Any
 
 from rules.criteria import pet
-from rules.criteria.burden import criterion_flags, fmt_amount, fraction_as_decimal, unequivocal_progression
+from rules.criteria.burden import fmt_amount, fraction_as_decimal, unequivocal_progression
 from rules.criteria.recist_family import RECIST_ORDER, best_overall_response, new_lesion_readings, nontarget_state
 from rules.engine import Engine, RuleSet
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, ReferenceRegion
@@ -378,8 +378,8 @@ def evaluate_metabolic(
         now, kind = hottest_uptake(tp, timeline)
         before, before_kind = hottest_uptake(reference, timeline)
         if now is not None and before is not None and before > 0 and kind == before_kind:
-            up = pet.policy_threshold(ruleset, "uptake_increase_percent", flags)
-            down = pet.policy_threshold(ruleset, "uptake_decrease_percent", flags)
+            up = ruleset.configured_threshold("uptake_increase_percent", flags)
+            down = ruleset.configured_threshold("uptake_decrease_percent", flags)
             difference = Fraction(now) - Fraction(before)
             if up is not None and up.holds(difference * 100, before):
                 change = "increased"
@@ -453,7 +453,7 @@ def assess(
 ) -> CriterionAssessment:
     """Lugano 2014 at every follow-up: CT-based category, PET-based category in ``extra`` (spec §9.1)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
     targets = targets_of(timeline)

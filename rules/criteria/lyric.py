@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rules.criteria import lugano, pet
-from rules.criteria.burden import criterion_flags, fmt_amount
+from rules.criteria.burden import fmt_amount
 from rules.criteria.recist_family import RECIST_ORDER, best_overall_response
 from rules.engine import Engine
 from rules.results import CriterionAssessment, TimepointResponse, percent_change
@@ -70,10 +70,10 @@ def assess(
 ) -> CriterionAssessment:
     """LYRIC at every follow-up (spec §9.2)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     provisional = bool(flags["ir1_requires_no_clinical_deterioration"])
     lugano_rules = engine.rulebase[lugano.CRITERION]
-    lugano_flags = criterion_flags(lugano_rules, overrides)
+    lugano_flags = lugano_rules.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(
             CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=provisional

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from rules.criteria import percist, pet
-from rules.criteria.burden import criterion_flags
 from rules.criteria.recist_family import best_overall_response
 from rules.engine import Engine
 from rules.results import CriterionAssessment, TimepointResponse
@@ -37,7 +36,7 @@ def assess(
 ) -> CriterionAssessment:
     """PERCIMT at every follow-up PET (spec §7.3)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
         return CriterionAssessment(
             CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
@@ -47,9 +46,9 @@ def assess(
     small_max = ruleset.threshold("small_lesion_max_diameter")
     large_min = ruleset.threshold("large_lesion_min_diameter")
     very_large_min = ruleset.threshold("very_large_lesion_min_diameter")
-    small_count = pet.required_policy_threshold(ruleset, "small_lesions_min_count", flags)
-    large_count = pet.required_policy_threshold(ruleset, "large_lesions_min_count", flags)
-    very_large_count = pet.required_policy_threshold(ruleset, "very_large_lesions_min_count", flags)
+    small_count = ruleset.required_threshold("small_lesions_min_count", flags)
+    large_count = ruleset.required_threshold("large_lesions_min_count", flags)
+    very_large_count = ruleset.required_threshold("very_large_lesions_min_count", flags)
     preexisting = pet.baseline_avid_lesions(timeline, avid, is_tumour=is_tumour)
     base_line = "pre-existing FDG-avid lesions (above the baseline liver SULmean): " + (
         ", ".join(lesion_name(lesion) for lesion in preexisting) if preexisting else "none"

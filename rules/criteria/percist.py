@@ -26,7 +26,7 @@ from fractions import Fraction
 from typing import Any
 
 from rules.criteria import pet
-from rules.criteria.burden import criterion_flags, unequivocal_progression
+from rules.criteria.burden import unequivocal_progression
 from rules.criteria.recist_family import ResponseOrder, best_overall_response
 from rules.engine import Engine, RuleSet
 from rules.facts import LesionRole, LesionStatus
@@ -89,7 +89,7 @@ class PercistReading:
 
 def ruleset_and_flags(engine: Engine, overrides: Mapping[str, Any] | None) -> tuple[RuleSet, dict[str, Any]]:
     ruleset = engine.rulebase[CRITERION]
-    return ruleset, criterion_flags(ruleset, overrides)
+    return ruleset, ruleset.flag_values(overrides)
 
 
 def baseline_reading(
@@ -222,8 +222,8 @@ def evaluate_scan(
     comparability = pet.scan_comparability(
         timeline.established_baseline,
         tp,
-        relative=pet.policy_threshold(ruleset, "liver_relative_tolerance", flags),
-        absolute=pet.policy_threshold(ruleset, "liver_absolute_tolerance", flags),
+        relative=ruleset.configured_threshold("liver_relative_tolerance", flags),
+        absolute=ruleset.configured_threshold("liver_absolute_tolerance", flags),
         uptake=ruleset.threshold("uptake_time_max_difference"),
         liver_required=bool(flags["liver_reference_required"]),
         label="PERCIST",
@@ -258,10 +258,10 @@ def evaluate_scan(
             name += f" (tied with {', '.join(ties)})"
         pct = percent_change(hottest_sul, base_top.sul)
         delta = Fraction(hottest_sul) - Fraction(base_top.sul)
-        pmd_fraction = pet.required_policy_threshold(ruleset, "pmd_fraction_of_baseline", flags)
-        pmd_absolute = pet.required_policy_threshold(ruleset, "pmd_absolute_increase", flags)
-        pmr_fraction = pet.required_policy_threshold(ruleset, "pmr_fraction_of_baseline", flags)
-        pmr_absolute = pet.required_policy_threshold(ruleset, "pmr_absolute_decrease", flags)
+        pmd_fraction = ruleset.required_threshold("pmd_fraction_of_baseline", flags)
+        pmd_absolute = ruleset.required_threshold("pmd_absolute_increase", flags)
+        pmr_fraction = ruleset.required_threshold("pmr_fraction_of_baseline", flags)
+        pmr_absolute = ruleset.required_threshold("pmr_absolute_decrease", flags)
         meets_pmd = pmd_fraction.holds(hottest_sul, base_top.sul) and pmd_absolute.holds(delta)
         meets_pmr = pmr_fraction.holds(hottest_sul, base_top.sul) and pmr_absolute.holds(-delta)
         line = pet.change_line(f"{name} SULpeak", hottest_sul, base_top.sul, f"baseline hottest {base_top.name}")

@@ -28,59 +28,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, TypeGuard
 
-from rules.criteria.burden import configured_threshold, fraction_as_decimal, organ_of
+from rules.criteria.burden import fraction_as_decimal, organ_of
 from rules.criteria.recist_family import (
     TumourFilter as TumourFilter,  # re-exported: criteria annotate with pet.TumourFilter
 )
 from rules.criteria.recist_family import new_lesion_readings
-from rules.engine import RuleFileError, RuleSet, Threshold, format_fraction
+from rules.engine import RuleSet, Threshold, format_fraction
 from rules.facts import LesionMeasurement, LesionRole, LesionStatus, ReferenceMeasurement, ReferenceRegion
 from rules.pet_tracers import FDG, PetTracer, default_tracer
 from rules.results import CriterionAssessment, TimepointResponse, fmt_pct, percent_change
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
 
 # --- thresholds whose value or inclusiveness a policy flag sets -------------------------------------------
-
-
-def policy_threshold(ruleset: RuleSet, name: str, flags: Mapping[str, Any]) -> Threshold | None:
-    """A threshold after its policy flags: the value from ``parameters.threshold_flags`` (``burden.configured_threshold``)
-    and the inclusiveness from ``parameters.inclusive_flags``.
-
-    ``inclusive_flags`` maps a threshold to ``{flag: <flag[.key]>, inclusive_if: true|false}``: the threshold is
-    inclusive when the flag's value equals ``inclusive_if`` (e.g. ``percist.pmd_strict: true`` → PMD uses ">").
-    """
-    threshold = configured_threshold(ruleset, name, flags)
-    if threshold is None:
-        return None
-    spec = (ruleset.parameters.get("inclusive_flags") or {}).get(name)
-    if spec is None:
-        return threshold
-    flag_name, *keys = str(spec["flag"]).split(".")
-    if flag_name not in flags:
-        raise RuleFileError(f"{ruleset.criterion}: threshold {name} names an unknown flag {flag_name!r}")
-    value: Any = flags[flag_name]
-    for key in keys:
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{ruleset.flag_prefix}.{spec['flag']}: expected a mapping with {key!r}, got {value!r}")
-        value = value.get(key)
-    if not isinstance(value, bool):
-        raise ValueError(f"{ruleset.flag_prefix}.{spec['flag']}: expected true or false, got {value!r}")
-    inclusive = value is bool(spec.get("inclusive_if", True))
-    return dataclasses.replace(threshold, inclusive=inclusive)
-
-
-def required_policy_threshold(ruleset: RuleSet, name: str, flags: Mapping[str, Any]) -> Threshold:
-    """``policy_threshold`` for a threshold the criterion cannot do without: a flag that switches it off is refused."""
-    threshold = policy_threshold(ruleset, name, flags)
-    if threshold is None:
-        raise ValueError(f"{ruleset.criterion}: threshold {name} is required and cannot be switched off by a flag")
-    return threshold
 
 
 def holds_against(threshold: Threshold, lhs: Fraction | Decimal | int, rhs: Fraction | Decimal | int) -> bool:

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from rules.criteria import pet
-from rules.criteria.burden import criterion_flags, fmt_amount, fraction_as_decimal, unequivocal_progression
+from rules.criteria.burden import fmt_amount, fraction_as_decimal, unequivocal_progression
 from rules.criteria.irrc import both_diameters_at_least, lesion_product
 from rules.criteria.recist_family import RECIST_ORDER, best_overall_response, new_lesion_readings, nontarget_state
 from rules.engine import Engine, RuleSet
@@ -208,7 +208,7 @@ def evaluate_scan(
     dose_now, dose_before = dose_at(timeline, tp.scan_date), dose_at(timeline, previous)
     steroids_increased = dose_now is not None and dose_before is not None and dose_now > dose_before
     steroids_reduced = dose_now is not None and dose_before is not None and dose_now < dose_before
-    off_limit = pet.required_policy_threshold(ruleset, "off_steroids_max_dose", flags)
+    off_limit = ruleset.required_threshold("off_steroids_max_dose", flags)
     off_steroids = dose_now is None or off_limit.holds(dose_now)
     if dose_now is None:
         trace.append(
@@ -308,7 +308,7 @@ def assess(
 ) -> CriterionAssessment:
     """RANO 2010 at every follow-up until PD (spec §10)."""
     ruleset = engine.rulebase[CRITERION]
-    flags = criterion_flags(ruleset, overrides)
+    flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
         return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
     targets = targets_of(timeline)

@@ -460,11 +460,14 @@ def test_months_and_growth_rate_edge_cases():
 
 def test_rule_file_flags_match_their_thresholds():
     rules = KineticsRules(get_engine())
-    for name, link in rules.ruleset.parameters["flag_thresholds"].items():
-        default = rules.flag(link["flag"])
-        if "index" in link:
-            default = default[link["index"]]
-        assert Fraction(str(default)) == rules.ruleset.threshold(name).value, name
+    linked = {name: spec.flag for name, spec in rules.ruleset.thresholds.items() if spec.flag}
+    assert len(linked) == 10
+    for name, path in linked.items():
+        flag, *index = path.split(".")
+        default = rules.flag(flag)
+        if index:
+            default = default[int(index[0])]
+        assert Fraction(str(default)) == rules.ruleset.threshold(name).value == rules.threshold(name).value, name
     assert float(Fraction(str(rules.flag("MONTH_DAYS")))) == FERTE_MONTH_DAYS
     assert rules.flag("PRIMARY_HPD_DEFINITION") in DEFINITION_CODES
     assert set(rules.ruleset.parameters["definitions"]) == set(DEFINITION_CODES)

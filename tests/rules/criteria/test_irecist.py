@@ -653,7 +653,14 @@ def test_thresholds_restated_from_recist_are_identical():
         mine, theirs = RULESET.threshold(name), recist.threshold(name)
         assert (mine.value, mine.direction, mine.inclusive) == (theirs.value, theirs.direction, theirs.inclusive), name
         assert mine.source, name
-    for name in RULESET.parameters["inherited_flags"]:
+    assert RULESET.inherit_from == recist.flag_prefix
+    assert set(RULESET.inherited) == {
+        "sticky_pr",
+        "ne_partial_pd",
+        "confirmation_required",
+        "locally_treated_target_not_assessable",
+    }
+    for name in RULESET.inherited:
         assert RULESET.flags[name].default == recist.flags[name].default, name
 
 
@@ -665,7 +672,9 @@ def test_numeric_flags_default_to_their_thresholds():
         "confirm_increment_mm": 5,
         "nl_reset_min_decrease_mm": 5,
     }
-    for flag, threshold in RULESET.parameters["flag_thresholds"].items():
+    flag_thresholds = {spec.flag: name for name, spec in RULESET.thresholds.items() if spec.flag}
+    assert set(flag_thresholds) == set(expected)
+    for flag, threshold in flag_thresholds.items():
         assert RULESET.flags[flag].default == expected[flag]
         assert RULESET.threshold(threshold).value == expected[flag]
     assert RULESET.flags["icr_requires_nl_resolved"].default is True

@@ -13,7 +13,6 @@ from fractions import Fraction
 import pytest
 
 from rules.criteria import irrc
-from rules.criteria.burden import configured_threshold, criterion_flags
 from rules.engine import get_engine
 from rules.facts import LesionStatus, NonTargetStatus
 from tests.rules import cases
@@ -363,13 +362,20 @@ def test_nonindex_progression_does_not_define_irpd():
 
 
 def test_flagged_thresholds_default_to_the_flag_defaults():
-    # Every threshold whose value a flag sets carries the same number as the flag's default (no silent drift).
+    # Every threshold whose value a flag sets takes the flag's default (stored once, in the flag; no silent drift).
     rulebase = get_engine().rulebase
-    for name in ("irRC", "irRECIST", "imRECIST"):
+    flagged = {
+        "irRC": {"index_lesion_min_diameter", "new_measurable_min_diameter"},
+        "irRECIST": {"progression_absolute_increase", "new_lesions_max_total", "new_lesions_max_per_organ"},
+        "imRECIST": {"progression_absolute_increase", "new_lesions_max_total", "new_lesions_max_per_organ"},
+    }
+    for name, expected in flagged.items():
         ruleset = rulebase[name]
-        flags = criterion_flags(ruleset, None)
-        for threshold in ruleset.parameters.get("threshold_flags") or {}:
-            assert configured_threshold(ruleset, threshold, flags).value == ruleset.threshold(threshold).value, (
+        flags = ruleset.flag_values(None)
+        assert {t for t, spec in ruleset.thresholds.items() if spec.flag} == expected, name
+        for threshold in expected:
+            configured = ruleset.configured_threshold(threshold, flags)
+            assert configured is not None and configured.value == ruleset.threshold(threshold).value, (
                 name,
                 threshold,
             )
