@@ -16,7 +16,7 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any
 
-from rules import biomarkers, kinetics
+from rules import biomarkers, kinetics, volumetric
 from rules.applicability import applicable_criteria
 from rules.criteria import (
     eortc_pet,
@@ -192,6 +192,10 @@ def evaluate_patient(
     if due is not None:
         findings.append(due)
     baseline_markers = biomarkers.baseline_biomarkers(timeline, criteria, engine=engine, overrides=overrides)
+    # Beside RECIST, after the findings: a provisional volumetric reading (contract §9.6) raises no alert.
+    volumes = volumetric.assess_volumes(engine, facts.volumes, timeline.treatment_start)
+    if volumes is not None:
+        criteria.append(volumes)
     warnings = list(timeline.warnings) + list(facts.notes)
     for lesion in timeline.lesions.values():
         if lesion.identity_source == "none":
@@ -239,6 +243,7 @@ def facts_as_of(facts: PatientFacts, day: dt.date, *, keep_treatment_outcomes: b
         references=tuple(r for r in facts.references if r.scan_date <= day),
         observations=tuple(o for o in facts.observations if o.effective_date <= day),
         findings=tuple(f for f in facts.findings if f.effective_date <= day),
+        volumes=tuple(v for v in facts.volumes if v.scan_date <= day),
     )
 
 

@@ -222,6 +222,17 @@ class ClinicalObservation:
 
 
 @dataclass(frozen=True)
+class LesionVolume:
+    """A lesion's segmented volume at one scan (contract §9.6: voxel counting over a DICOM SEG segment)."""
+
+    lesion_id: str
+    """The lesion's identity key (Tracking UID or ``label:<text>``), as ``LesionMeasurement.lesion_id``."""
+    scan_date: dt.date
+    volume_cm3: Decimal
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class FindingReport:
     """A coded non-tumour finding (irAE pattern, sarcoid-like reaction) at a date."""
 
@@ -251,5 +262,7 @@ class PatientFacts:
     references: tuple[ReferenceMeasurement, ...] = ()
     observations: tuple[ClinicalObservation, ...] = ()
     findings: tuple[FindingReport, ...] = ()
+    volumes: tuple[LesionVolume, ...] = ()
+    """Segmented lesion volumes (contract §9.6); the volumetric response and volume kinetics use them."""
     notes: tuple[str, ...] = field(default=())
     """Facts the adapters could not use, stated for the assessment's provenance."""

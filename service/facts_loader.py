@@ -21,6 +21,7 @@ from rules.facts import (
     LesionMeasurement,
     LesionRole,
     LesionStatus,
+    LesionVolume,
     LocalTherapy,
     LocalTherapyKind,
     NonTargetChange,
@@ -32,7 +33,7 @@ from rules.facts import (
     TherapyLine,
 )
 from rules.pet_tracers import FDG, PetTracer, default_tracer, first_stated, identify
-from rules.segment_codes import BODY_COMPOSITION_KINDS, SKELETAL_MUSCLE, SUBCUTANEOUS_FAT, VISCERAL_FAT
+from rules.segment_codes import BODY_COMPOSITION_KINDS, LESION, SKELETAL_MUSCLE, SUBCUTANEOUS_FAT, VISCERAL_FAT
 from rules.therapy_classes import ICI
 from service.logs import pseudonym
 from service.models import ClinicalFact, Measurement, Patient, Segment, Study, utcnow
@@ -292,6 +293,7 @@ def load_facts(
             for key, m in measurements
         ]
     observations.extend(l3_area_observations(session, patient.id))
+    volumes = lesion_volumes(session, patient.id)
     return PatientFacts(
         patient_ref=pseudonym(patient.id) or patient.id,
         sex=patient.sex,
@@ -306,6 +308,7 @@ def load_facts(
         references=tuple(sorted(references, key=lambda r: (r.scan_date, r.region.value))),
         observations=tuple(observations),
         findings=tuple(findings),
+        volumes=volumes,
         notes=tuple(sorted(set(notes))),
     )
 
@@ -339,6 +342,32 @@ def l3_area_observations(session: Session, patient_id: str) -> list[ClinicalObse
             )
         )
     return found
+
+
+def lesion_volumes(session: Session, patient_id: str) -> tuple[LesionVolume, ...]:
+    """Segmented volumes of tracked lesions (contract §9.6), one per lesion and scan date (the latest SEG wins)."""
+    found: dict[tuple[str, dt.date], LesionVolume] = {}
+    rows = session.scalars(
+        select(Segment)
+        .where(
+            Segment.patient_id == patient_id,
+            Segment.kind == LESION,
+            Segment.status == "computed",
+            Segment.identity_key.is_not(None),
+            Segment.volume_cm3.is_not(None),
+        )
+        .order_by(Segment.computed_at, Segment.id)
+    )
+    for row in rows:
+        if row.scan_date is None or row.identity_key is None or row.volume_cm3 is None:
+            continue
+        found[(row.identity_key, row.scan_date)] = LesionVolume(
+            lesion_id=row.identity_key,
+            scan_date=row.scan_date,
+            volume_cm3=row.volume_cm3,
+            source=f"dicom-seg:segment {row.segment_number}",
+        )
+    return tuple(sorted(found.values(), key=lambda v: (v.scan_date, v.lesion_id)))
 
 
 def _diagnosis(diagnoses: list[tuple]) -> str | None:

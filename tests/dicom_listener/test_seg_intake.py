@@ -42,23 +42,24 @@ ANALYTIC_MM3 = 4 / 3 * math.pi * A_MM * B_MM * C_MM
 TRACKING_UID = "1.2.826.0.1.3680043.8.498.777001"
 
 
-def ellipsoid_mask() -> np.ndarray:
+def ellipsoid_mask(scale: float = 1.0) -> np.ndarray:
     z, y, x = np.mgrid[0:SLICES, 0:ROWS, 0:COLS]
     zc, yc, xc = CENTRE
-    return (
-        ((x * PIXEL_MM - xc) / A_MM) ** 2 + ((y * PIXEL_MM - yc) / B_MM) ** 2 + ((z * SLICE_MM - zc) / C_MM) ** 2
-    ) <= 1.0
+    a, b, c = A_MM * scale, B_MM * scale, C_MM * scale
+    return (((x * PIXEL_MM - xc) / a) ** 2 + ((y * PIXEL_MM - yc) / b) ** 2 + ((z * SLICE_MM - zc) / c) ** 2) <= 1.0
 
 
-def ct_series(patient_id: str, study_uid: str, series_uid: str) -> list:
-    mask = ellipsoid_mask()
+def ct_series(
+    patient_id: str, study_uid: str, series_uid: str, *, day: dt.date = dt.date(2026, 3, 2), scale: float = 1.0
+) -> list:
+    mask = ellipsoid_mask(scale)
     images = []
     for index in range(SLICES):
         ds = build_ct_image(
             patient_id=patient_id,
             patient_name="Seg^Phantom",
             study_instance_uid=study_uid,
-            study_date=dt.date(2026, 3, 2),
+            study_date=day,
             series_instance_uid=series_uid,
             rows=ROWS,
             columns=COLS,
@@ -73,11 +74,13 @@ def ct_series(patient_id: str, study_uid: str, series_uid: str) -> list:
     return images
 
 
-def seg_of(images: list, *, fractional: bool = False) -> hd.seg.Segmentation:
+def seg_of(
+    images: list, *, fractional: bool = False, scale: float = 1.0, tracking_uid: str = TRACKING_UID
+) -> hd.seg.Segmentation:
     """The SEG as highdicom writes it: the lesion (Neoplasm, tracked) and a liver segment (an "other" segment)."""
     by_position = sorted(images, key=lambda d: float(d.ImagePositionPatient[2]))
     # build_ct_image puts instance 1 at z = 0 and later ones below it: masks follow the images' order given.
-    mask = ellipsoid_mask()
+    mask = ellipsoid_mask(scale)
     lesion = np.stack([mask[int(d.InstanceNumber) - 1] for d in by_position])
     liver = np.zeros_like(lesion)
     liver[:4, 5:20, 5:20] = True
@@ -94,7 +97,7 @@ def seg_of(images: list, *, fractional: bool = False) -> hd.seg.Segmentation:
             segmented_property_type=codes.SCT.Neoplasm,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
             algorithm_identification=algorithm,
-            tracking_uid=TRACKING_UID,
+            tracking_uid=tracking_uid,
             tracking_id="T1",
         ),
         hd.seg.SegmentDescription(
@@ -256,3 +259,46 @@ def test_feature_extractor_reads_image_mask_and_spacing(listener, settings, db, 
     assert volume.image.shape == volume.mask.shape and int(volume.mask.sum()) == lesion.voxel_count
     assert set(np.unique(volume.image[volume.mask])) == {60.0}  # HU inside the lesion
     assert set(np.unique(volume.image[~volume.mask])) == {0.0}
+
+
+def test_volumetric_response_beside_recist_in_the_follow_up_report(listener, settings, db, app_client, tmp_path):
+    """Baseline SEG (scale 1) and a follow-up SEG with the ellipsoid's semi-axes × 0.6 (volume × 0.216): voxel
+    counts 4268 → N; the volumetric reading is PR when N ≤ 0.343 × 4268 (≥ 65.7 % decrease), shown in the
+    follow-up DiagnosticReport beside RECIST 1.1 (whose diameters, 30 → 18 mm = −40 %, give PR too)."""
+    from rules.scenario import Case, Lesion, T, c
+    from service.demo import stable_uid
+    from tests.e2e.kinetics_cases import measurements_bundle, patient_entry, post_bundle, therapy_entries
+
+    mrn = "SEG-VOL-001"
+    bl, start, fu = dt.date(2026, 3, 2), dt.date(2026, 3, 9), dt.date(2026, 5, 4)
+    uid = stable_uid(mrn, "lesion", "T1 liver")  # the lesion's Tracking UID in the FHIR measurements
+    case = Case("VOL", start, {"BL": bl, "FU": fu}, (Lesion("T1 liver", T, "liver", cells={"BL": c(30), "FU": c(18)}),))
+    post_bundle(
+        app_client,
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [patient_entry(mrn), *therapy_entries(mrn, "pembrolizumab", start, None)],
+        },
+    )
+    post_bundle(app_client, measurements_bundle(case, mrn))
+    for day, scale in ((bl, 1.0), (fu, 0.6)):
+        images = ct_series(mrn, hd.UID(), hd.UID(), day=day, scale=scale)
+        _send(listener.port, [save(ds, tmp_path / day.isoformat(), f"{i:03d}.dcm") for i, ds in enumerate(images)])
+        assert pynetdicom_store(listener.port, seg_of(images, scale=scale, tracking_uid=uid)).Status == 0x0000
+    Worker(settings, db).drain()
+
+    counts = [int(ellipsoid_mask(s).sum()) for s in (1.0, 0.6)]
+    assert counts[1] * 1000 <= 343 * counts[0]  # the phantom is a volumetric PR by construction
+    patient_id = app_client.get(f"/api/patients/{mrn}").get_json()["patient"]["id"]
+    reports = app_client.get(f"/fhir/DiagnosticReport?patient={patient_id}").get_json().get("entry", [])
+    (report,) = [e["resource"] for e in reports if e["resource"]["effectiveDateTime"].startswith(fu.isoformat())]
+    observations = [app_client.get(f"/fhir/{r['reference']}").get_json() for r in report["result"]]
+    by_method = {o["method"]["coding"][0]["code"]: o for o in observations if "method" in o and "coding" in o["method"]}
+    assert by_method["RECIST-1.1"]["valueCodeableConcept"]["text"] == "PR"
+    volumetric = by_method["volumetric-RECIST-equivalent"]
+    assert volumetric["valueCodeableConcept"]["text"] == "PR"
+    assert "Provisional" in volumetric["note"][0]["text"]
+    sums = {comp["code"]["coding"][0]["code"]: comp.get("valueQuantity") for comp in volumetric["component"]}
+    assert sums["sum-of-diameters"]["unit"] == "cm3"
+    assert sums["sum-of-diameters"]["value"] == pytest.approx(counts[1] * 1.6 / 1000, abs=0.001)
