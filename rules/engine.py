@@ -1,18 +1,25 @@
-"""Adapter between the declarative rule files (``rules/rulesets/*.yaml``) and durable-rules.
+"""The rule engine: the declarative rule files (``rules/rulesets/*.yaml``) loaded, checked and decided.
 
 Every clinical decision the criteria take is a *decision table* in a rule file: named inputs with finite
 domains, and rows ``when <inputs match> then <outputs>``. At load time each table is checked to be a total
-function: every combination of input values matches **exactly one** row, so clinically exclusive outcomes
-(PD versus PR) are exclusive in the rules themselves, never by firing order. Each row becomes one
-durable-rules rule; a decision asserts the inputs as one fact in a fresh session, reads which rows fired,
-and deletes the session (durable-rules keeps at most 1024 live sessions per ruleset).
+function by enumerating every combination of input values: each matches **exactly one** row, so clinically
+exclusive outcomes (PD versus PR) are exclusive in the rules themselves, never by firing order. That check
+leaves an index (every case → its row), and a decision is a lookup in it (``DecisionTable.decide``).
 
 The rule-file format is the engine's: ``load_ruleset`` validates every file against the schema documented in
 ``rules/rulesets/SCHEMA.md`` (unknown keys are errors), and ``RuleSet`` is the one resolver of flags (with
 ``inherit``) and of flag-backed thresholds (``configured_threshold``).
 
-durable-rules 2.0.28 creates background dispatch threads with its ``Host`` and is not thread-safe, so an
-``Engine`` belongs to one process: ``get_engine()`` builds it lazily after fork and serialises calls.
+durable-rules (docs/ARCHITECTURE.md, "The rule engine: what durable-rules does"): each row is also one
+durable-rules rule, and an ``Engine(..., durable=True)`` (``IMMUNORAD_RULE_ENGINE=durable``) runs every decision
+through it as well — the inputs asserted as one fact in a fresh session, the fired rows read, the session
+deleted — and refuses any disagreement with the index (``RuleGap``, ``RuleConflict``). It is an independent
+second implementation of the tables' semantics, checked on every case of every table by the engine tests. The
+production default decides by the index alone: a decision is one fact with no chaining and no state, so
+durable-rules decides nothing the index does not, at about ten times the cost of a row scan (measured with
+``python -m bench.durable_rules_usage``). durable-rules 2.0.28 creates background dispatch threads with its
+``Host`` and is not thread-safe, so an ``Engine`` belongs to one process: ``get_engine()`` builds it lazily after
+fork, and durable-rules calls are serialised.
 """
 
 from __future__ import annotations
@@ -119,23 +126,39 @@ class DecisionTable:
     inputs: Mapping[str, tuple[Any, ...]]
     rows: tuple[Row, ...]
     source: str = ""
+    index: Mapping[tuple[Any, ...], Row] = field(default_factory=dict, compare=False, repr=False)
+    """Every case (input values in ``inputs`` order) → the one row that matches it; built by the load-time check."""
 
     @property
     def qualified_name(self) -> str:
         return f"{self.ruleset}:{self.name}"
 
     def matching_rows(self, case: Mapping[str, Any]) -> list[Row]:
-        """Pure-Python matching, used by the load-time check and as the benchmark's plain-predicate twin."""
+        """Every row whose ``when`` matches ``case`` (the load-time check's row scan)."""
         return [row for row in self.rows if all(case[k] in allowed for k, allowed in row.when.items())]
 
-    def check_total_and_exclusive(self) -> None:
+    def check_total_and_exclusive(self) -> dict[tuple[Any, ...], Row]:
+        """Every combination of input values matches exactly one row; returns the index case → row."""
         names = list(self.inputs)
+        index: dict[tuple[Any, ...], Row] = {}
         for values in itertools.product(*(self.inputs[n] for n in names)):
             case = dict(zip(names, values, strict=True))
             hits = self.matching_rows(case)
             if len(hits) != 1:
                 what = "no row" if not hits else "rows " + ", ".join(r.id for r in hits)
                 raise RuleFileError(f"{self.qualified_name}: case {case} is matched by {what}")
+            index[values] = hits[0]
+        return index
+
+    def decide(self, case: Mapping[str, Any]) -> Row:
+        """The row for ``case``: its inputs checked against their domains, then looked up in the index."""
+        missing = [k for k in self.inputs if k not in case]
+        if missing:
+            raise ValueError(f"{self.qualified_name}: inputs missing: {missing}")
+        for key, value in case.items():
+            if key in self.inputs and value not in self.inputs[key]:
+                raise ValueError(f"{self.qualified_name}: {key}={value!r} is outside its domain {self.inputs[key]}")
+        return self.index[tuple(case[k] for k in self.inputs)]
 
 
 @dataclass(frozen=True)
@@ -325,8 +348,7 @@ def _parse_table(ruleset: str, name: str, spec: Any, path: str) -> DecisionTable
             raise RuleFileError(f"{where} row {row_id}: every row states its reason ('because')")
         rows.append(Row(row_id, when, dict(then), because))
     table = DecisionTable(ruleset, name, inputs, tuple(rows), str(spec.get("source", "")).strip())
-    table.check_total_and_exclusive()
-    return table
+    return dataclasses.replace(table, index=table.check_total_and_exclusive())
 
 
 def _parse_flag(name: str, spec: Any, where: str) -> Flag:
@@ -485,29 +507,34 @@ def _condition(row: Row, marker: str) -> dict[str, Any]:
 
 
 class Engine:
-    """durable-rules host for every decision table of a rule base. One per process."""
+    """Every decision table of a rule base; decisions by the tables' index, optionally checked by durable-rules."""
 
     _MARKER = "_decision"
 
-    def __init__(self, rulebase: RuleBase, *, memoise: bool = True) -> None:
-        from durable import engine as durable_engine
-
-        self._durable = durable_engine
+    def __init__(self, rulebase: RuleBase, *, durable: bool = False) -> None:
         self.rulebase = rulebase
-        self._host = durable_engine.Host()
-        self._lock = threading.Lock()
-        self._session = itertools.count()
-        self._memo: dict[tuple[str, tuple[Any, ...]], Decision] | None = {} if memoise else None
+        self.durable = durable
         self._tables: dict[str, DecisionTable] = {}
-        definitions: dict[str, dict[str, Any]] = {}
         for ruleset in rulebase.rulesets.values():
             for table in ruleset.tables.values():
                 self._tables[table.qualified_name] = table
-                definitions[self._durable_name(table)] = {
-                    row.id: {"all": [{"m": _condition(row, self._MARKER)}], "run": self._recorder(row.id)}
-                    for row in table.rows
+        self._lock = threading.Lock()
+        self._session = itertools.count()
+        self._host: Any = None
+        if durable:
+            from durable import engine as durable_engine
+
+            self._durable = durable_engine
+            self._host = durable_engine.Host()
+            self._host.register_rulesets(
+                {
+                    self._durable_name(table): {
+                        row.id: {"all": [{"m": _condition(row, self._MARKER)}], "run": self._recorder(row.id)}
+                        for row in table.rows
+                    }
+                    for table in self._tables.values()
                 }
-        self._host.register_rulesets(definitions)
+            )
 
     @staticmethod
     def _durable_name(table: DecisionTable) -> str:
@@ -524,19 +551,21 @@ class Engine:
         return self._tables[f"{criterion}:{name}"]
 
     def decide(self, criterion: str, table_name: str, case: Mapping[str, Any]) -> Decision:
-        """Run one decision: assert ``case`` in a fresh session, read the fired row, delete the session."""
+        """One decision: the table's row for ``case``; with ``durable`` also fired by durable-rules, which must agree."""
         table = self.table(criterion, table_name)
-        missing = [k for k in table.inputs if k not in case]
-        if missing:
-            raise ValueError(f"{table.qualified_name}: inputs missing: {missing}")
-        for key, value in case.items():
-            if key in table.inputs and value not in table.inputs[key]:
-                raise ValueError(f"{table.qualified_name}: {key}={value!r} is outside its domain {table.inputs[key]}")
-        memo_key = tuple(case[k] for k in table.inputs)
-        if self._memo is not None:
-            cached = self._memo.get((table.qualified_name, memo_key))
-            if cached is not None:
-                return cached
+        row = table.decide(case)
+        if self._host is not None:
+            fired = self.fire(table, case)
+            if not fired:
+                raise RuleGap(f"{table.qualified_name}: durable-rules fired no row for {dict(case)}")
+            if fired != [row.id]:
+                raise RuleConflict(f"{table.qualified_name}: durable-rules fired {fired}, the table says {row.id}")
+        return Decision(table.qualified_name, row.id, row.then, row.because)
+
+    def fire(self, table: DecisionTable, case: Mapping[str, Any]) -> list[str]:
+        """Assert ``case`` as one fact in a fresh durable-rules session, read the rows that fired, delete it."""
+        if self._host is None:
+            raise RuntimeError("this engine was built without durable-rules (Engine(..., durable=True))")
         fact = {k: case[k] for k in table.inputs}
         fact[self._MARKER] = 1
         name = self._durable_name(table)
@@ -545,20 +574,12 @@ class Engine:
             fact["sid"] = sid
             try:
                 self._host.assert_fact(name, fact)
-                fired = self._host.get_state(name, sid).get("fired") or []
+                fired: list[str] = self._host.get_state(name, sid).get("fired") or []
             except self._durable.MessageNotHandledException:
                 fired = []
             finally:
                 self._host.delete_state(name, sid)
-        if not fired:
-            raise RuleGap(f"{table.qualified_name}: no row matched {dict(case)}")
-        if len(fired) > 1:
-            raise RuleConflict(f"{table.qualified_name}: rows {fired} all matched {dict(case)}")
-        row = next(r for r in table.rows if r.id == fired[0])
-        decision = Decision(table.qualified_name, row.id, row.then, row.because)
-        if self._memo is not None:
-            self._memo[(table.qualified_name, memo_key)] = decision
-        return decision
+        return fired
 
 
 _engine: Engine | None = None
@@ -571,8 +592,8 @@ def get_engine() -> Engine:
     global _engine, _engine_pid
     with _engine_lock:
         if _engine is None or _engine_pid != os.getpid():
-            memoise = os.environ.get("IMMUNORAD_RULE_MEMO", "1") != "0"
-            _engine = Engine(load_rulebase(), memoise=memoise)
+            durable = os.environ.get("IMMUNORAD_RULE_ENGINE", "") == "durable"
+            _engine = Engine(load_rulebase(), durable=durable)
             _engine_pid = os.getpid()
         return _engine
 

@@ -6,13 +6,14 @@ fail at load with a message that names the file, the key or table, and where it 
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from rules.engine import RuleFileError, load_rulebase, load_ruleset
+from rules.engine import Engine, RuleFileError, load_rulebase, load_ruleset
 
 HEADER = """\
 criterion: TEST
@@ -234,3 +235,34 @@ def test_the_shipped_rule_files_load_under_the_schema() -> None:
     rulebase = load_rulebase()
     assert rulebase["iRECIST"].inherit_from == "recist"
     assert rulebase["PERCIST-1.0"].threshold("pmd_fraction_of_baseline").inclusive_flag == "pmd_strict"
+
+
+def test_durable_rules_fires_the_indexed_row_for_every_case_of_every_table() -> None:
+    # durable-rules is the independent second implementation of the tables' semantics (docs/ARCHITECTURE.md, "The
+    # rule engine: what durable-rules does"): for every combination of input values of every shipped table, the
+    # one row it fires is the row the load-time index holds, and Engine(durable=True).decide agrees with it.
+    rulebase = load_rulebase()
+    engine = Engine(rulebase, durable=True)
+    checked = 0
+    for ruleset in rulebase.rulesets.values():
+        for table in ruleset.tables.values():
+            names = list(table.inputs)
+            for values, row in table.index.items():
+                case = dict(zip(names, values, strict=True))
+                assert engine.fire(table, case) == [row.id], (table.qualified_name, case)
+                checked += 1
+            assert len(table.index) == len(list(itertools.product(*table.inputs.values())))
+    assert checked > 5000
+    table = next(iter(rulebase["RECIST-1.1"].tables.values()))
+    values, row = next(iter(table.index.items()))
+    decision = engine.decide(table.ruleset, table.name, dict(zip(table.inputs, values, strict=True)))
+    assert (decision.table, decision.row) == (table.qualified_name, row.id)
+
+
+def test_a_decision_outside_the_domain_or_missing_an_input_is_refused(tmp_path: Path) -> None:
+    table = load_ruleset(write(tmp_path, HEADER + GOOD_TABLE)).tables["category"]
+    assert table.decide({"change": "down"}).id == "R3"
+    with pytest.raises(ValueError, match="change='sideways' is outside its domain"):
+        table.decide({"change": "sideways"})
+    with pytest.raises(ValueError, match="inputs missing"):
+        table.decide({})
