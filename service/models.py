@@ -499,3 +499,23 @@ class SignOff(Base):
     signed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     """When the reader signed (the DiagnosticReport's ``issued``), else when we received it."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertAcknowledgement(Base):
+    """Someone acted on an alert (contract §9.7 "Alert follow-up"): append-only, the first row per alert gives the
+    time to acknowledgement (from the alert's ``created_at``)."""
+
+    __tablename__ = "alert_acknowledgements"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patients.id"), index=True)
+    route: Mapped[str] = mapped_column(String(16))
+    """``api`` (``POST /api/alerts/{id}/acknowledge``), ``cds-feedback`` or ``ehr-flag`` (the Flag read back
+    ``inactive`` from the EHR)."""
+    outcome: Mapped[str] = mapped_column(String(16))
+    """``acknowledged`` (api, ehr-flag) or the CDS Hooks feedback outcome ``accepted`` | ``overridden``."""
+    by: Mapped[str | None] = mapped_column(String(255))
+    comment: Mapped[str | None] = mapped_column(Text)
+    """The comment, or the CDS Hooks override reason (its display, else its code)."""
+    acknowledged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -19,19 +19,21 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
-from service import context_pull, segmentation
+from service import acknowledge, context_pull, segmentation
 from service.config import Settings
 from service.db import Database, DatabaseUnavailable, is_database_unavailable
 from service.ehr_client import DeliveryError, EhrClient
 from service.evaluation import evaluate_and_publish
 from service.logs import pseudonym
-from service.models import Job, OutboxMessage, Patient, Study, utcnow
+from service.models import Alert, Job, OutboxMessage, Patient, Study, utcnow
 from service.store import audit, enqueue, evaluate_soon
 
 logger = logging.getLogger(__name__)
 
 MAX_JOB_ATTEMPTS = 5
 PIXEL_PURGE_INTERVAL_SECONDS = 3600.0
+FLAG_READ_BACK_INTERVAL_SECONDS = 300.0
+"""How often the worker reads back the Flags it delivered, to see those set inactive in the EHR (contract §9.7)."""
 """How often a worker drops pixel data past its retention window (at start, then hourly)."""
 MAX_BACKOFF_SECONDS = 900
 DATABASE_RETRY_MAX_SECONDS = 5.0
@@ -186,6 +188,32 @@ class Worker:
             logger.info("pixel data dropped after its retention", extra={"fields": {"instances": total}})
         return total
 
+    def read_back_flags(self) -> int:
+        """Read back from the EHR the Flags of active, unacknowledged alerts (``Flag?identifier=…``): one set
+        ``inactive`` there is acknowledged (contract §9.7). How many were; an unreachable EHR is tried next time."""
+        if self.ehr is None:
+            return 0
+        from fhir_mappings.codes import LocalSystems
+
+        system = LocalSystems.from_canonical(self.settings.fhir_canonical).flag_identifier
+        with self.db.read() as session:
+            wanted = [(a.id, a.identifier) for a in acknowledge.flags_to_poll(session)]
+        done = 0
+        for alert_id, identifier in wanted:
+            try:
+                flags = self.ehr.search("Flag", {"identifier": f"{system}|{identifier}"})
+            except DeliveryError as exc:
+                logger.warning("Flag read-back failed", extra={"fields": {"error": str(exc)[:200]}})
+                return done
+            inactive = next((f for f in flags if f.get("status") == "inactive"), None)
+            if inactive is None:
+                continue
+            with self.db.write() as session:
+                alert = session.get(Alert, alert_id)
+                if alert is not None and alert.status == "active":
+                    done += acknowledge.apply_flag_read_back(session, alert, inactive) is not None
+        return done
+
     def recover_stale_jobs(self) -> None:
         """Running jobs belong to a transaction; none survive a crash. Nothing to do (kept for clarity)."""
 
@@ -282,6 +310,7 @@ class Worker:
         logger.info("worker started", extra={"fields": {"worker": pseudonym(self.name)}})
         self._stop = stop
         next_purge = 0.0
+        next_flag_read = time.monotonic() + FLAG_READ_BACK_INTERVAL_SECONDS
         while not stop.is_set():
             if time.monotonic() >= next_purge:
                 try:
@@ -289,6 +318,12 @@ class Worker:
                 except DatabaseUnavailable as exc:
                     self._wait_for_database(exc)
                 next_purge = time.monotonic() + PIXEL_PURGE_INTERVAL_SECONDS
+            if time.monotonic() >= next_flag_read:
+                try:
+                    self.read_back_flags()
+                except DatabaseUnavailable as exc:
+                    self._wait_for_database(exc)
+                next_flag_read = time.monotonic() + FLAG_READ_BACK_INTERVAL_SECONDS
             busy = self.run_one_job()
             busy = self.deliver_one() or busy
             if not busy:

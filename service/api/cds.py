@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from fhir_mappings.cds_hooks import cards_for, discovery_document
+from service import acknowledge
 from service.api.app import load_json_body
 from service.api.context import ctx
 from service.cds_fetch import FetchRefused, resource_url
@@ -240,5 +241,9 @@ def feedback():
             source="api",
             agent=g.get("agent"),
             detail={"feedback": payload.get("feedback", [])[:50]},
+        )
+        # accepted/overridden on a card of ours acknowledges its alert (contract §9.7), with the override reason.
+        acknowledge.record_feedback(
+            session, ctx().settings.fhir_canonical, payload.get("feedback", [])[:50], agent=g.get("agent")
         )
     return jsonify({})

@@ -70,3 +70,29 @@ def export_response(args: Mapping[str, str], *, source: str) -> Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+@blueprint.get("/quality/alert-follow-up")
+def alert_follow_up():
+    """Time to acknowledgement per alert type and the unacknowledged critical alerts (contract §9.7), with the
+    dashboard's filters; patients by their pseudonym."""
+    from service import acknowledge
+
+    params.parse(FILTER_PARAMS)
+    filters = _filters(request.args)
+    with ctx().db.write() as session:
+        cohort = quality.load_cohort(session, filters)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="quality-read",
+            source="api",
+            detail={**filters.as_args(), "panel": "alert-follow-up"},
+        )
+        out = acknowledge.follow_up(
+            session, {p.patient_id: p.label for p in cohort.patients}, filters.start, filters.end
+        )
+    for row in out["unacknowledged_critical"]:
+        del row["patient_id"]
+    return jsonify(out)

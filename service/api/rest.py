@@ -454,3 +454,33 @@ def patient_sign_offs(patient_id: str):
         )
         out = signoff.patient_sign_offs(session, patient.id)
     return jsonify({"sign_offs": out})
+
+
+@blueprint.post("/alerts/<path:identifier>/acknowledge")
+def alert_acknowledge(identifier: str):
+    """Someone acted on the alert (contract §9.7): ``{"by", "comment"}``; recorded with the time, audited."""
+    from service import acknowledge
+    from service.api.app import load_json_body
+    from service.fhir_ingest import FhirError
+
+    params.parse({})
+    body = load_json_body(request.get_data(cache=False))
+    try:
+        by, comment = acknowledge.check_request(body)
+    except acknowledge.AcknowledgementError as exc:
+        raise FhirError(400, exc.message, code="invalid") from exc
+    with ctx().db.write() as session:
+        alert = session.scalars(select(Alert).where(Alert.identifier == identifier)).first()
+        if alert is None:
+            abort(404, description="unknown alert")
+        row = acknowledge.record(
+            session, alert, route="api", outcome="acknowledged", by=by, comment=comment, at=None, agent=g.get("agent")
+        )
+        out = {
+            "identifier": identifier,
+            "by": row.by,
+            "comment": row.comment,
+            "acknowledged_at": _iso(row.acknowledged_at),
+            "acknowledgements": acknowledge.alert_acknowledgements(session, alert),
+        }
+    return jsonify(out), 201

@@ -43,7 +43,7 @@ from werkzeug.exceptions import HTTPException
 from fhir_mappings import codes
 from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
-from service import plots, quality, signoff
+from service import acknowledge, plots, quality, signoff
 from service.api.context import ctx
 from service.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.store import audit, pending_inputs
@@ -284,7 +284,10 @@ def quality_page():
         abort(400, description=str(error))
     with ctx().db.read() as session:
         cohort = quality.load_cohort(session, filters)
-    return render_template("quality.html", **dashboard_context(cohort, request.args))
+        follow_up = acknowledge.follow_up(
+            session, {p.patient_id: p.label for p in cohort.patients}, filters.start, filters.end
+        )
+    return render_template("quality.html", follow_up=follow_up, **dashboard_context(cohort, request.args))
 
 
 @blueprint.get("/quality/export.csv")

@@ -47,6 +47,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     # JSON API
     ("/api/alerts", "GET"): BEARER,
     ("/api/alerts/<path:identifier>/entered-in-error", "POST"): BEARER,
+    ("/api/alerts/<path:identifier>/acknowledge", "POST"): BEARER,
     ("/api/audit", "GET"): BEARER,
     ("/api/audit/export.csv", "GET"): BEARER,
     ("/api/deliveries", "GET"): BEARER,
@@ -58,7 +59,10 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/api/pending", "GET"): BEARER,
     ("/api/quality", "GET"): BEARER,
     ("/api/quality/export.csv", "GET"): BEARER,
+    ("/api/quality/alert-follow-up", "GET"): BEARER,
     ("/api/reports/<report_id>/prefill", "GET"): BEARER,
+    ("/api/reports/<report_id>/sign-off", "POST"): BEARER,
+    ("/api/patients/<patient_id>/sign-offs", "GET"): BEARER,
     # pages
     ("/ui/", "GET"): BEARER,
     ("/ui/patients", "GET"): BEARER,
@@ -218,6 +222,7 @@ BAD_QUERIES = [
     "/api/pending?limit=abc",
     "/api/reports/x/prefill?format=pdf",
     "/api/quality?from=yesterday",
+    "/api/quality/alert-follow-up?from=yesterday",
     "/api/quality?cancer_type=" + "x" * 101,
     "/api/quality/export.csv?pseudonymise=perhaps",
 ]

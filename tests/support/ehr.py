@@ -96,6 +96,11 @@ class FakeEhr:
                 kind = path.rstrip("/").split("/")[-1]
                 params = parse_qs(query)
                 items = ehr.search_data.get(kind, [])
+                if kind not in ehr.search_data and "identifier" in params:
+                    # What was delivered, as this EHR now holds it (a search by business identifier).
+                    with ehr.lock:
+                        found = ehr.resources.get((kind, params["identifier"][0]))
+                    items = [found] if found is not None else []
                 offset = int(params.get("_offset", ["0"])[0])
                 count = int(params.get("_count", ["2"])[0])
                 page = items[offset : offset + count]
@@ -151,6 +156,14 @@ class FakeEhr:
                 self.versions[key] = self.versions.get(key, 0) + 1
                 out.append({"response": {"status": "201 Created" if created else "200 OK"}})
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": out}
+
+    def set_status(self, kind: str, identifier_value: str, status: str) -> dict:
+        """A user of this EHR changes a delivered resource's status (a Flag set inactive): the next read sees it."""
+        with self.lock:
+            key = next(k for k in self.resources if k[0] == kind and k[1].endswith(f"|{identifier_value}"))
+            self.resources[key] = {**self.resources[key], "status": status}
+            self.versions[key] = self.versions.get(key, 0) + 1
+            return self.resources[key]
 
     # -- what tests read --------------------------------------------------------------------------------
     def of_type(self, kind: str) -> list[dict]:
