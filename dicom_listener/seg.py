@@ -140,7 +140,7 @@ def slice_geometry(ds: Dataset) -> SliceGeometry:
     between = ds.get("SpacingBetweenSlices")
     return SliceGeometry(
         sop_uid=str(ds.SOPInstanceUID),
-        position=position,  # type: ignore[arg-type]
+        position=position,
         orientation=orientation,
         pixel_spacing=(spacing[0], spacing[1]),
         rows=rows,

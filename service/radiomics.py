@@ -184,7 +184,7 @@ class FeatureSet:
 
 def library_version() -> str:
     try:
-        import radiomics  # type: ignore[import-untyped]
+        import radiomics
     except ImportError as exc:
         raise RadiomicsUnavailable(
             "radiomic features need the optional 'imaging' extra (pip install 'immunorad[imaging]': pyradiomics-bhklab)"

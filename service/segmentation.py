@@ -432,6 +432,8 @@ def publish_lesion_features(
 
 
 def publish_volume(session: Session, settings: Settings, patient: Patient, segment: Segment) -> None:
+    if segment.volume_cm3 is None:  # _measure sets it with voxel_count, which the caller checked
+        raise ValueError(f"segment {segment.id} has no measured volume")
     volume = Feature(VOLUME_VOXEL_COUNTING, "Volume (voxel counting)", segment.volume_cm3, "cm3")
     publish_lesion_features(session, settings, patient, segment, [volume], VOLUME_METHOD)
 
@@ -478,12 +480,13 @@ def load_segment_volume(session: Session, segment_id: int, *, margin: int = 2) -
         ds = _dataset(pixel)
         slices.append(np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float64)[y0:y1, x0:x1])
     mask = segment_mask(row)[z0:z1, y0:y1, x0:x1]
-    spacing = tuple(float(v) for v in row.geometry["spacing_zyx_mm"])
+    z_mm, y_mm, x_mm = (float(v) for v in row.geometry["spacing_zyx_mm"])
+    spacing = (z_mm, y_mm, x_mm)
     return SegmentVolume(
         segment_id=row.id,
         image=np.stack(slices),
         mask=mask,
-        spacing_mm=spacing,  # type: ignore[arg-type]
+        spacing_mm=spacing,
         modality=row.modality,
         scan_date=row.scan_date,
         lesion_id=row.lesion_id,
