@@ -159,6 +159,7 @@ def baseline_biomarkers(
     smi_results, smi = sarcopenia(panel)
     results += smi_results
     results += fat_indices(panel)
+    results += muscle_change(panel)
     dnlr_results, dnlr_high = dnlr(panel)
     results += dnlr_results
     results.append(lipi(panel, dnlr_high))
@@ -474,6 +475,39 @@ def fat_indices(panel: Panel) -> list[BiomarkerResult]:
             )
         )
     return out
+
+
+def muscle_change(panel: Panel) -> list[BiomarkerResult]:
+    """Skeletal muscle loss on treatment: the latest L3 muscle area after the anchor against the baseline one
+    (e.g. both from body-composition SEGs, contract §9.6). No threshold for muscle loss on immunotherapy is verified in
+    docs/clinical/criteria-kinetics-irae.md (§6.3 defines the baseline SMI flags only): recorded, not interpreted."""
+    baseline = panel.value("muscle_area")
+    if baseline is None or panel.anchor is None or baseline.value <= 0:
+        return []
+    code = panel.codes["muscle_area"]
+    later = [
+        o
+        for o in panel.timeline.facts.observations
+        if o.code == code and o.value is not None and o.effective_date > panel.anchor
+    ]
+    if not later:
+        return []
+    latest = max(later, key=lambda o: o.effective_date)
+    change = (Fraction(latest.value) - baseline.value) / baseline.value * 100
+    return [
+        panel.result(
+            "muscle-area-change-l3",
+            "Change in skeletal muscle area at L3 on treatment",
+            _decimal(change, "0.1"),
+            "%",
+            None,
+            "(latest L3 muscle area on treatment − baseline) / baseline × 100; no verified threshold: informational",
+            "clinical/criteria-kinetics-irae.md §6.3 (SMI inputs) [D]; informational",
+            {"baseline": baseline.describe(), "on_treatment": f"{latest.value} cm2 on {latest.effective_date}"},
+            (),
+            latest.effective_date,
+        )
+    ]
 
 
 # --- §6.5 dNLR / LIPI -----------------------------------------------------------------------------------

@@ -247,3 +247,18 @@ def test_fat_indices_and_nlr_only_when_measured(engine):
     # 153.125 / 3.0625 = 50.0; NLR 7.2 / 1.2 = 6.0 (no cut-off: iMPI not implemented).
     assert (r["sat-index"].value, r["sat-index"].interpretation) == (Decimal("50.0"), None)
     assert (r["nlr"].value, r["nlr"].interpretation) == (Decimal("6.00"), None)
+
+
+def test_muscle_loss_on_treatment_is_recorded_not_interpreted(engine):
+    # K13: L3 muscle 140 cm² at baseline (2024-01-08); a body-composition SEG on 2024-03-11 gives 126 cm²:
+    # (126 − 140) / 140 × 100 = −10.0 %. No verified threshold: interpretation None.
+    from rules.facts import ClinicalObservation
+
+    base = ic.k13()
+    later = ClinicalObservation("skeletal-muscle-area-l3", D("2024-03-11"), Decimal("126"), "cm2")
+    r = panel(dataclasses.replace(base, observations=(*base.observations, later)), engine)
+    change = r["muscle-area-change-l3"]
+    assert (change.value, change.unit, change.interpretation) == (Decimal("-10.0"), "%", None)
+    assert change.scan_date == D("2024-03-11")
+    assert r["smi"].value == Decimal("45.7")  # the baseline SMI still uses the baseline area
+    assert "muscle-area-change-l3" not in panel(base, engine)  # no on-treatment area: nothing recorded
