@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from decimal import Decimal
@@ -31,7 +32,7 @@ CRITERION = "volumetric-RECIST-equivalent"
 
 
 def _cube_root(volume: Decimal) -> float:
-    return float(volume) ** (1 / 3)
+    return math.pow(float(volume), 1 / 3)  # math.pow: a float, where float ** float is typed Any
 
 
 def volume_tgr(v0: Decimal, v1: Decimal, d0: dt.date, d1: dt.date) -> float | None:
