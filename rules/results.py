@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from rules.engine import RuleSet
 
 
 def percent_change(value: Decimal | Fraction | int, reference: Decimal | Fraction | int) -> Fraction | None:
@@ -105,6 +108,14 @@ class CriterionAssessment:
     warnings: tuple[str, ...] = ()
     provisional: bool = False
     """True when the criterion rests on rules the spec marks unverified ([U])."""
+
+    @classmethod
+    def of(
+        cls, ruleset: RuleSet, flags: Mapping[str, Any], timepoints: tuple[TimepointResponse, ...] = (), **results: Any
+    ) -> CriterionAssessment:
+        """The one constructor the criteria use: name, version and source from the rule file, the flags applied,
+        then the results (``best_response``, ``progression_date``, ``warnings``, ``provisional``…)."""
+        return cls(ruleset.criterion, ruleset.version, ruleset.source, flags, timepoints, **results)
 
     def at(self, day: dt.date) -> TimepointResponse | None:
         return next((tp for tp in self.timepoints if tp.scan_date == day), None)

@@ -739,9 +739,7 @@ def assess_tmtb(
     ruleset = engine.rulebase[criterion]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(
-            criterion, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=provisional
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",), provisional=provisional)
     spec = tmtb_criterion(ruleset, flags, categories, reader_review_table=reader_review_table)
     result = assess_burden(engine, ruleset, timeline, spec, flags, is_tumour=is_tumour)
     kwargs: dict[str, Any] = dict(
@@ -754,12 +752,10 @@ def assess_tmtb(
     conformance = [f"{criterion} baseline (RECIST 1.1 rules): {w}" for w in baseline_conformance(timeline, ruleset)]
     if not timeline.lesions_with_role(LesionRole.TARGET):
         conformance.append(f"no target lesion at baseline: {criterion} needs measurable disease")
-    return CriterionAssessment(
-        criterion=criterion,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=result.timepoints,
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        result.timepoints,
         best_response=immune_best_response(result.timepoints, confirmed=False, **kwargs),
         best_response_confirmed=immune_best_response(result.timepoints, confirmed=True, **kwargs),
         progression_date=result.progression_date,

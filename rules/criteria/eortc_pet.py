@@ -54,9 +54,7 @@ def assess(
     ruleset = engine.rulebase[CRITERION]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline PET with SUL values",))
     if flags["gap_policy"] not in ("SMD", "PMR"):
         raise ValueError(f"eortc.gap_policy must be 'SMD' or 'PMR', not {flags['gap_policy']!r}")
     region, ties = pet.hottest(pet.uptakes(timeline.baseline, pet.baseline_lesions(timeline), is_tumour=is_tumour))
@@ -184,12 +182,10 @@ def assess(
         confirm_min_days=0,
         confirmed=False,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best,
         progression_date=progression_date,
         warnings=tuple(warnings),

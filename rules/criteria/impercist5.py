@@ -83,9 +83,7 @@ def assess(
     flags = ruleset.flag_values(overrides)
     percist_rules, percist_flags = percist.ruleset_and_flags(engine, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline PET with SUL values",))
     if flags["reference"] not in ("baseline", "nadir"):
         raise ValueError(f"impercist5.reference must be 'baseline' or 'nadir', not {flags['reference']!r}")
     chosen_at_baseline, base_lines, warnings = baseline_sum(
@@ -186,12 +184,10 @@ def assess(
         confirm_min_days=0,
         confirmed=False,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best,
         progression_date=progression_date,
         warnings=tuple(warnings),

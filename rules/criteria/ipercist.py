@@ -69,9 +69,7 @@ def assess(
     flags = ruleset.flag_values(overrides)
     percist_rules, percist_flags = percist.ruleset_and_flags(engine, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline PET with SUL values",))
     window_min = ruleset.required_threshold("confirmation_min_days", flags)
     window_max = ruleset.required_threshold("confirmation_max_days", flags)
     baseline = percist.baseline_reading(percist_rules, percist_flags, timeline, is_tumour=is_tumour)
@@ -169,12 +167,10 @@ def assess(
         confirm_min_days=0,
         confirmed=False,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best,
         progression_date=progression_date,
         warnings=tuple(warnings),

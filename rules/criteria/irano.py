@@ -60,9 +60,7 @@ def assess(
     rano_rules = engine.rulebase[rano.CRITERION]
     rano_flags = rano_rules.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=True
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",), provisional=True)
     targets = rano.targets_of(timeline)
     base, _, _ = rano.spd_of(timeline.baseline, targets, rano.too_small(rano_rules))
     nadir = base
@@ -177,12 +175,10 @@ def assess(
         stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
         confirm_min_days=int(ruleset.threshold("confirmation_response_min_days").value),
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best_overall_response(counted, confirmed=False, **kwargs),
         best_response_confirmed=best_overall_response(counted, confirmed=True, **kwargs),
         progression_date=progression_date,

@@ -761,7 +761,7 @@ def assess(
     ruleset = engine.rulebase[CRITERION]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",))
     warnings = baseline_conformance(timeline, ruleset)
     base, base_warnings = recist11.baseline_sum(timeline, ruleset)
     warnings += base_warnings
@@ -789,12 +789,10 @@ def assess(
             "a measurable new lesion was recorded as NLNT because of the NLT cap (5 in total / 2 per organ), "
             "which the spec marks unverified [U]"
         )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best_overall_response(responses, confirmed=False, **kwargs),
         best_response_confirmed=best_overall_response(responses, confirmed=True, **kwargs),
         progression_date=state.confirmed.progression_date if state.confirmed else None,

@@ -191,7 +191,7 @@ def assess(
     ruleset = engine.rulebase[CRITERION]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",))
     spec = criterion_spec(ruleset, flags)
     result = assess_burden(engine, ruleset, timeline, spec, flags, is_tumour=is_tumour)
     # irRC defines irCR and irPR as confirmed (Table 1: "two observations ≥ 4 weeks apart"): the best overall
@@ -205,12 +205,10 @@ def assess(
         progression_date=result.progression_date,
         confirmed=True,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=result.timepoints,
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        result.timepoints,
         best_response=best,
         best_response_confirmed=best,
         progression_date=result.progression_date,

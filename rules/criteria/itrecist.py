@@ -316,9 +316,7 @@ def assess(
     recist = engine.rulebase[ruleset.parameters.get("measurement_rules", recist11.CRITERION)]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=True
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",), provisional=True)
     recist_flags = {
         name: flags[name] for name in ("sticky_pr", "ne_partial_pd", "locally_treated_target_not_assessable")
     }
@@ -402,12 +400,10 @@ def assess(
             f"itRECIST continues assessment after the first progression ({overall.progression_date}) iRECIST-like "
             "(Goldmacher 2020): later scans take their iRECIST category [D]"
         )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=overall.best_response,
         best_response_confirmed=overall.best_response_confirmed,
         progression_date=overall.progression_date,

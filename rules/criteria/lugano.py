@@ -455,7 +455,7 @@ def assess(
     ruleset = engine.rulebase[CRITERION]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",))
     targets = targets_of(timeline)
     base_spd, _, base_parts = spd_of(timeline.baseline, targets, ruleset)
     nadirs = baseline_references(timeline, ruleset)
@@ -507,12 +507,10 @@ def assess(
         confirm_min_days=0,
         confirmed=False,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best,
         progression_date=progression_date,
         warnings=tuple(baseline_warnings(timeline, ruleset)),

@@ -75,9 +75,7 @@ def assess(
     lugano_rules = engine.rulebase[lugano.CRITERION]
     lugano_flags = lugano_rules.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",), provisional=provisional
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",), provisional=provisional)
     if flags["ir_resolution"] not in ("lugano-non-pd", "persist"):
         raise ValueError(f"lyric.ir_resolution must be 'lugano-non-pd' or 'persist', not {flags['ir_resolution']!r}")
     targets = lugano.targets_of(timeline)
@@ -276,12 +274,10 @@ def assess(
         confirm_min_days=0,
         confirmed=False,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best,
         progression_date=progression_date,
         warnings=tuple(warnings),

@@ -38,9 +38,7 @@ def assess(
     ruleset = engine.rulebase[CRITERION]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline PET with SUL values",))
     avid = ruleset.threshold("new_lesion_avid_fraction_of_liver_mean")
     below_liver = ruleset.threshold("complete_resolution_fraction_of_liver_mean")
     small_max = ruleset.threshold("small_lesion_max_diameter")
@@ -146,12 +144,10 @@ def assess(
         confirm_min_days=0,
         confirmed=False,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best,
         progression_date=progression_date,
     )

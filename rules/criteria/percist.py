@@ -359,9 +359,7 @@ def assess(
     """PERCIST 1.0 at every follow-up PET (spec §7.1)."""
     ruleset, flags = ruleset_and_flags(engine, overrides)
     if timeline.baseline is None or not pet.has_pet_values(timeline.baseline):
-        return CriterionAssessment(
-            CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline PET with SUL values",)
-        )
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline PET with SUL values",))
     baseline = baseline_reading(ruleset, flags, timeline, is_tumour=is_tumour)
     responses: list[TimepointResponse] = []
     progression_date: dt.date | None = None
@@ -407,12 +405,10 @@ def assess(
         confirm_min_days=0,
         confirmed=False,
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best,
         progression_date=progression_date,
         warnings=baseline.warnings,

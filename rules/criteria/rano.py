@@ -310,7 +310,7 @@ def assess(
     ruleset = engine.rulebase[CRITERION]
     flags = ruleset.flag_values(overrides)
     if timeline.baseline is None:
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",))
     targets = targets_of(timeline)
     base, _, _ = spd_of(timeline.baseline, targets, too_small(ruleset))
     nadir = base
@@ -343,12 +343,10 @@ def assess(
         stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
         confirm_min_days=int(ruleset.threshold("confirmation_min_days").value),
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best_overall_response(responses, confirmed=False, **kwargs),
         best_response_confirmed=best_overall_response(responses, confirmed=True, **kwargs),
         progression_date=progression_date,

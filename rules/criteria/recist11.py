@@ -205,7 +205,7 @@ def assess(
     ruleset = engine.rulebase[CRITERION]
     flags = {name: ruleset.flag(name, overrides) for name in ruleset.flags}
     if timeline.baseline is None:
-        return CriterionAssessment(CRITERION, ruleset.version, ruleset.source, flags, (), warnings=("no baseline",))
+        return CriterionAssessment.of(ruleset, flags, warnings=("no baseline",))
     warnings = baseline_conformance(timeline, ruleset)
     base, base_warnings = baseline_sum(timeline, ruleset)
     warnings += base_warnings
@@ -267,12 +267,10 @@ def assess(
         stable_min_days=int(ruleset.threshold("stable_disease_min_days").value),
         confirm_min_days=int(ruleset.threshold("confirmation_min_days").value),
     )
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags=flags,
-        timepoints=tuple(responses),
+    return CriterionAssessment.of(
+        ruleset,
+        flags,
+        tuple(responses),
         best_response=best_overall_response(responses, confirmed=False, **kwargs),
         best_response_confirmed=best_overall_response(responses, confirmed=True, **kwargs),
         progression_date=progression_date,
