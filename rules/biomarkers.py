@@ -493,6 +493,8 @@ def muscle_change(panel: Panel) -> list[BiomarkerResult]:
     if not later:
         return []
     latest = max(later, key=lambda o: o.effective_date)
+    if latest.value is None:  # filtered out above
+        return []
     change = (Fraction(latest.value) - baseline.value) / baseline.value * 100
     return [
         panel.result(
