@@ -174,6 +174,19 @@ class Settings:
     """IMMUNORAD_PIXEL_RETENTION_DAYS (default 30, contract §9.6): CT, MR and PET pixel data is kept this long (in the
     database, zlib-compressed) so that a DICOM SEG arriving after its series can be measured; then the worker drops
     it, and a SEG over that series is listed with the reason. 0 keeps none."""
+    radiomics_max_voxels: int = 8_000_000
+    """IMMUNORAD_RADIOMICS_MAX_VOXELS (contract §9.6): a lesion segment with more voxels gets no radiomic features
+    (listed as not computed with that reason) — a 256³ box holds ~4.4 M voxels of an inscribed ellipsoid."""
+    radiomics_time_limit_seconds: int = 600
+    """IMMUNORAD_RADIOMICS_TIME_LIMIT_SECONDS: wall-clock bound of one lesion's feature extraction (child process)."""
+    radiomics_memory_limit_mb: int = 4096
+    """IMMUNORAD_RADIOMICS_MEMORY_LIMIT_MB: address-space bound (RLIMIT_AS) of the feature-extraction child process."""
+    radiomics_bin_width: float = 25.0
+    """IMMUNORAD_RADIOMICS_BIN_WIDTH: IBSI fixed bin size for texture and histogram features, in the image's
+    intensity unit (HU on CT)."""
+    signatures_dir: str | None = None
+    """IMMUNORAD_SIGNATURES_DIR: a folder of signature model cards (``*.yaml``, docs/SIGNATURES.md) used in addition to
+    the ones shipped in ``service/signatures/``."""
     public_url: str | None = None
     """IMMUNORAD_PUBLIC_URL: the base URL clients reach the service at (e.g. ``https://immunorad.hospital.org``),
     from which every absolute URL in an answer is built: FHIR ``fullUrl``, ``Location``, paging links, CDS Hooks
@@ -350,6 +363,11 @@ def load_settings() -> Settings:
         role_http_port=_int("IMMUNORAD_ROLE_HTTP_PORT", 0),
         keep_pixel_data=_bool("IMMUNORAD_KEEP_PIXEL_DATA", False),
         pixel_retention_days=_int("IMMUNORAD_PIXEL_RETENTION_DAYS", 30),
+        radiomics_max_voxels=_int("IMMUNORAD_RADIOMICS_MAX_VOXELS", 8_000_000),
+        radiomics_time_limit_seconds=_int("IMMUNORAD_RADIOMICS_TIME_LIMIT_SECONDS", 600),
+        radiomics_memory_limit_mb=_int("IMMUNORAD_RADIOMICS_MEMORY_LIMIT_MB", 4096),
+        radiomics_bin_width=float(_env("IMMUNORAD_RADIOMICS_BIN_WIDTH", "25")),
+        signatures_dir=_env("IMMUNORAD_SIGNATURES_DIR"),
         public_url=_env("IMMUNORAD_PUBLIC_URL"),
         worker_poll_seconds=float(_env("IMMUNORAD_WORKER_POLL_SECONDS", "0.5")),
         rule_overrides=_parse_flags(_env("IMMUNORAD_RULE_FLAGS")),

@@ -61,7 +61,7 @@ from service.evaluation import patient_ref
 from service.fhir_store import get_resource, save_resource
 from service.logs import pseudonym
 from service.models import Instance, Lesion, Patient, PendingInput, PixelData, Segment, Study, utcnow
-from service.store import audit, ensure_lesion, evaluate_soon
+from service.store import audit, enqueue, ensure_lesion, evaluate_soon
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,14 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
             for row in rows:
                 if row.kind == LESION and row.lesion_id is not None and row.voxel_count:
                     publish_volume(session, settings, patient, row)
+                    # the IBSI features, off the DICOM path and bounded (service/radiomics_job.py)
+                    enqueue(
+                        session,
+                        "radiomics",
+                        f"radiomics:{row.id}",
+                        patient_id=patient_id,
+                        payload={"segment_id": row.id},
+                    )
         evaluate_soon(session, patient_id, "dicom-seg")
     audit(
         session,
@@ -543,6 +551,8 @@ def segments_listing(session: Session, patient_id: str) -> list[dict[str, Any]]:
             "voxel_count": r.voxel_count,
             "volume_cm3": str(r.volume_cm3) if r.volume_cm3 is not None else None,
             "spacing_mm": r.geometry.get("spacing_zyx_mm"),
+            "radiomics": (r.stats or {}).get("radiomics"),
+            "signatures": (r.stats or {}).get("signatures"),
         }
         for r in rows
     ]

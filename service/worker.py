@@ -19,13 +19,14 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
-from service import acknowledge, context_pull, segmentation
+from service import acknowledge, context_pull, radiomics_job, segmentation
 from service.config import Settings
 from service.db import Database, DatabaseUnavailable, is_database_unavailable
 from service.ehr_client import DeliveryError, EhrClient
 from service.evaluation import evaluate_and_publish
 from service.logs import pseudonym
 from service.models import Alert, Job, OutboxMessage, Patient, Study, utcnow
+from service.signature_cards import load_cards
 from service.store import audit, enqueue, evaluate_soon
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class Worker:
         self.db = db
         self.ehr = ehr or (EhrClient(settings) if settings.ehr_fhir_url else None)
         self.name = settings.instance_id
+        # Signature model cards are validated at start: an invalid card stops the worker with the file and key.
+        load_cards(settings.signatures_dir)
         self._database_outages = 0
         """Consecutive transactions that found the database unavailable (the backoff grows with it)."""
         self._stop = threading.Event()
@@ -163,6 +166,8 @@ class Worker:
                 )
         elif job.kind == segmentation.JOB_KIND:
             segmentation.process_seg(session, self.settings, str((job.payload or {}).get("sop_uid", "")))
+        elif job.kind == radiomics_job.JOB_KIND:
+            radiomics_job.process_radiomics(session, self.settings, int((job.payload or {}).get("segment_id", 0)))
         elif job.kind == "settle":
             study = session.get(Study, job.study_id)
             if study is None:

@@ -1,0 +1,134 @@
+"""Worker job ``radiomics``: the IBSI features of one computed lesion segment, then the signatures over them.
+
+Queued by the SEG job (``service/segmentation.py``) for every computed lesion segment, so a lesion's features are
+computed off the DICOM path and published as soon as they are (baseline included, contract §9.6): added to the
+lesion's feature Observation at that scan date (one Observation, one component per IBSI feature, next to the SEG
+volume), then one signature Observation per model card whose inputs are all present (``derivedFrom`` the feature
+Observation). Anything that stops it — the ``imaging`` extra missing, the ROI above the bound, the child over its
+time or memory bound, the pixels dropped — is kept on the segment (``stats['radiomics']``) with the reason and
+shown in ``/api/patients/<id>/segments``; the volume stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from fhir_mappings.codes import LocalSystems
+from fhir_mappings.features import VOLUME_VOXEL_COUNTING, Feature, feature_identifier
+from fhir_mappings.outbound import resource_id
+from fhir_mappings.signatures import signature_observation
+from service.config import Settings
+from service.evaluation import patient_ref
+from service.fhir_store import get_resource, save_resource
+from service.logs import pseudonym
+from service.models import Lesion, Patient, Segment, utcnow
+from service.radiomics import RadiomicsError, RadiomicsSettings, extract_features
+from service.segmentation import LESION, PixelsUnavailable, load_segment_volume, publish_lesion_features
+from service.signature_cards import SignatureNotComputable, load_cards
+from service.store import enqueue
+
+logger = logging.getLogger(__name__)
+
+JOB_KIND = "radiomics"
+INTENSITY_UNITS = {"CT": "[hnsf'U]"}
+"""UCUM unit of the modality-LUT output (Hounsfield units on CT); other modalities: unit not stated."""
+
+
+def queue_features(session: Session, segment: Segment) -> None:
+    enqueue(
+        session, JOB_KIND, f"{JOB_KIND}:{segment.id}", patient_id=segment.patient_id, payload={"segment_id": segment.id}
+    )
+
+
+def radiomics_settings(settings: Settings) -> RadiomicsSettings:
+    return RadiomicsSettings(
+        bin_width=settings.radiomics_bin_width,
+        max_voxels=settings.radiomics_max_voxels,
+        time_limit_seconds=float(settings.radiomics_time_limit_seconds),
+        memory_limit_mb=settings.radiomics_memory_limit_mb,
+    )
+
+
+def _record(segment: Segment, status: str, reason: str | None = None) -> None:
+    stats = dict(segment.stats or {})
+    stats["radiomics"] = {"status": status, **({"reason": reason} if reason else {})}
+    segment.stats = stats
+
+
+def process_radiomics(session: Session, settings: Settings, segment_id: int) -> None:
+    segment = session.get(Segment, segment_id)
+    if segment is None or segment.kind != LESION or segment.status != "computed" or segment.lesion_id is None:
+        return
+    patient = session.get(Patient, segment.patient_id) if segment.patient_id else None
+    lesion = session.get(Lesion, segment.lesion_id)
+    if patient is None or lesion is None or segment.scan_date is None:
+        return
+    try:
+        volume = load_segment_volume(session, segment.id)
+        result = extract_features(
+            volume.image,
+            volume.mask,
+            volume.spacing_mm,
+            radiomics_settings(settings),
+            intensity_unit=INTENSITY_UNITS.get(segment.modality or ""),
+        )
+    except (PixelsUnavailable, RadiomicsError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        _record(segment, "not-computed", reason)
+        logger.info("radiomic features not computed", extra={"fields": {"segment": segment.id, "reason": reason}})
+        return
+    # YEKZ comes from the SEG measurement (same definition, its own method line); non-finite values (e.g. the
+    # skewness of a uniform ROI) are left out rather than sent as numbers FHIR cannot carry.
+    finite = [f for f in result.features if math.isfinite(f.value) and f.ibsi_id != VOLUME_VOXEL_COUNTING]
+    features = [Feature(f.ibsi_id, f.name, Decimal(f"{f.value:.6g}"), f.unit) for f in finite]
+    publish_lesion_features(session, settings, patient, segment, features, result.method)
+    _record(segment, "computed")
+    _publish_signatures(session, settings, patient, segment, lesion, {f.ibsi_id: f.value for f in finite})
+    logger.info(
+        "radiomic features computed",
+        extra={"fields": {"segment": segment.id, "features": len(features), "lesion": pseudonym(lesion.identity_key)}},
+    )
+
+
+def _publish_signatures(
+    session: Session, settings: Settings, patient: Patient, segment: Segment, lesion: Lesion, values: dict[str, float]
+) -> None:
+    if segment.scan_date is None:
+        return
+    ref = patient_ref(settings, patient)
+    systems = LocalSystems.from_canonical(settings.fhir_canonical)
+    feature_id = resource_id(
+        systems.observation_identifier, feature_identifier(ref, lesion.identity_key, segment.scan_date)
+    )
+    stored = get_resource(session, "Observation", feature_id)
+    if stored is None:
+        return
+    outcomes: dict[str, str] = {}
+    for card in load_cards(settings.signatures_dir):
+        try:
+            score = card.score(values)
+        except SignatureNotComputable as exc:
+            outcomes[f"{card.name} {card.version}"] = f"not computed: {exc.reason}"
+            continue
+        resource = signature_observation(
+            systems,
+            ref,
+            name=card.name,
+            version=card.version,
+            method_text=card.method_text,
+            provisional=card.provisional,
+            score=score,
+            scan_date=segment.scan_date,
+            lesion_key=lesion.identity_key,
+            derived_from=[stored.content],
+            issued=utcnow(),
+        )
+        save_resource(session, resource, patient_id=patient.id, origin="immunorad")
+        outcomes[f"{card.name} {card.version}"] = "computed"
+    stats = dict(segment.stats or {})
+    stats["signatures"] = outcomes
+    segment.stats = stats
