@@ -96,3 +96,69 @@ def alert_follow_up():
     for row in out["unacknowledged_critical"]:
         del row["patient_id"]
     return jsonify(out)
+
+
+def _concordance_timepoints(session, filters: quality.Filters) -> list:
+    from fhir_mappings.codes import LocalSystems
+    from service import concordance
+
+    cohort = quality.load_cohort(session, filters)
+    systems = LocalSystems.from_canonical(ctx().settings.fhir_canonical)
+    labels = {p.patient_id: p.label for p in cohort.patients}
+    return concordance.signed_timepoints(session, systems, labels, filters.start, filters.end)
+
+
+@blueprint.get("/quality/concordance")
+def concordance_summary():
+    """Engine versus signed categories per criterion (contract §9.7): confusion table, agreement, Cohen's kappa
+    with its 95 % CI (method in each row), discordant timepoints; the dashboard's filters; patients pseudonymised."""
+    from service import concordance
+
+    params.parse(FILTER_PARAMS)
+    filters = _filters(request.args)
+    with ctx().db.write() as session:
+        timepoints = _concordance_timepoints(session, filters)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="quality-read",
+            source="api",
+            detail={**filters.as_args(), "panel": "concordance"},
+        )
+    rows = concordance.concordance(timepoints)
+    for row in rows:
+        for item in row["discordant"]:
+            del item["patient_id"]
+    return jsonify({"filters": filters.as_args(), "method": concordance.METHOD, "criteria": rows})
+
+
+@blueprint.get("/quality/concordance.csv")
+def concordance_csv():
+    """One row per signed timepoint and criterion (RFC 4180), patients by their pseudonym."""
+    import csv
+    import io
+
+    from service import concordance
+
+    params.parse(FILTER_PARAMS)
+    filters = _filters(request.args)
+    with ctx().db.write() as session:
+        timepoints = _concordance_timepoints(session, filters)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="quality-export",
+            source="api",
+            detail={**filters.as_args(), "panel": "concordance"},
+        )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(concordance.CSV_COLUMNS)
+    writer.writerows(concordance.csv_rows(timepoints))
+    return Response(
+        buffer.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="concordance.csv"'},
+    )

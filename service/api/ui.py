@@ -41,9 +41,10 @@ from sqlalchemy import func, select
 from werkzeug.exceptions import HTTPException
 
 from fhir_mappings import codes
+from fhir_mappings.codes import LocalSystems
 from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
-from service import acknowledge, plots, quality, signoff
+from service import acknowledge, concordance, plots, quality, signoff
 from service.api.context import ctx
 from service.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.store import audit, pending_inputs
@@ -284,10 +285,19 @@ def quality_page():
         abort(400, description=str(error))
     with ctx().db.read() as session:
         cohort = quality.load_cohort(session, filters)
-        follow_up = acknowledge.follow_up(
-            session, {p.patient_id: p.label for p in cohort.patients}, filters.start, filters.end
+        labels = {p.patient_id: p.label for p in cohort.patients}
+        follow_up = acknowledge.follow_up(session, labels, filters.start, filters.end)
+        systems = LocalSystems.from_canonical(ctx().settings.fhir_canonical)
+        signed = concordance.concordance(
+            concordance.signed_timepoints(session, systems, labels, filters.start, filters.end)
         )
-    return render_template("quality.html", follow_up=follow_up, **dashboard_context(cohort, request.args))
+    return render_template(
+        "quality.html",
+        follow_up=follow_up,
+        concordance=signed,
+        concordance_method=concordance.METHOD,
+        **dashboard_context(cohort, request.args),
+    )
 
 
 @blueprint.get("/quality/export.csv")

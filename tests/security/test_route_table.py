@@ -60,6 +60,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/api/quality", "GET"): BEARER,
     ("/api/quality/export.csv", "GET"): BEARER,
     ("/api/quality/alert-follow-up", "GET"): BEARER,
+    ("/api/quality/concordance", "GET"): BEARER,
+    ("/api/quality/concordance.csv", "GET"): BEARER,
     ("/api/reports/<report_id>/prefill", "GET"): BEARER,
     ("/api/reports/<report_id>/sign-off", "POST"): BEARER,
     ("/api/patients/<patient_id>/sign-offs", "GET"): BEARER,
@@ -223,6 +225,8 @@ BAD_QUERIES = [
     "/api/reports/x/prefill?format=pdf",
     "/api/quality?from=yesterday",
     "/api/quality/alert-follow-up?from=yesterday",
+    "/api/quality/concordance?from=yesterday",
+    "/api/quality/concordance.csv?to=never",
     "/api/quality?cancer_type=" + "x" * 101,
     "/api/quality/export.csv?pseudonymise=perhaps",
 ]
