@@ -29,12 +29,15 @@ METHOD_SEPARATOR = " | "
 
 @dataclass(frozen=True)
 class Feature:
-    ibsi_id: str
+    ibsi_id: str | None
     """IBSI feature identifier, e.g. ``YEKZ`` volume (voxel counting)."""
     name: str
     value: Decimal
     unit: str | None = None
     """UCUM unit code (``cm3``…), ``None`` for a dimensionless feature."""
+    local_code: str | None = None
+    """A ``{C}/CodeSystem/immunorad`` code naming what the feature means here (``adc-mean``: the IBSI mean
+    intensity ``Q4LE`` over an ADC map)."""
 
 
 VOLUME_VOXEL_COUNTING = "YEKZ"
@@ -61,14 +64,20 @@ def _lesion_body_structure(patient: PatientRef, lesion_key: str, label: str | No
     }
 
 
-def _component(feature: Feature) -> dict[str, Any]:
+def _codings(systems: LocalSystems, feature: Feature) -> list[dict[str, str]]:
+    codings = []
+    if feature.local_code:
+        codings.append({"system": systems.immunorad, "code": feature.local_code, "display": feature.name})
+    if feature.ibsi_id:
+        codings.append({"system": IBSI_SYSTEM, "code": feature.ibsi_id, "display": feature.name})
+    return codings
+
+
+def _component(systems: LocalSystems, feature: Feature) -> dict[str, Any]:
     quantity: dict[str, Any] = {"value": float(feature.value)}
     if feature.unit:
         quantity.update({"unit": feature.unit, "system": UCUM, "code": feature.unit})
-    return {
-        "code": {"coding": [{"system": IBSI_SYSTEM, "code": feature.ibsi_id, "display": feature.name}]},
-        "valueQuantity": quantity,
-    }
+    return {"code": {"coding": _codings(systems, feature)}, "valueQuantity": quantity}
 
 
 def merge_features(
@@ -86,11 +95,12 @@ def merge_features(
     """The lesion's feature Observation at ``scan_date`` with ``features`` added (same IBSI code: replaced)."""
     system = systems.observation_identifier
     value = feature_identifier(patient, lesion_key, scan_date)
-    new_codes = {f.ibsi_id for f in features}
+    # A component is replaced by a new one with the same first coding (the local code when there is one, else IBSI).
+    new_codes = {(c["system"], c["code"]) for f in features for c in _codings(systems, f)[:1]}
     kept = [
         c
         for c in (existing or {}).get("component", [])
-        if not any(cd.get("system") == IBSI_SYSTEM and cd.get("code") in new_codes for cd in c["code"]["coding"])
+        if (c["code"]["coding"][0].get("system"), c["code"]["coding"][0].get("code")) not in new_codes
     ]
     methods = [m for m in ((existing or {}).get("method", {}).get("text", "") or "").split(METHOD_SEPARATOR) if m]
     if method not in methods:
@@ -113,5 +123,5 @@ def merge_features(
         "effectiveDateTime": scan_date.isoformat(),
         "issued": issued.isoformat(timespec="seconds"),
         "method": {"text": METHOD_SEPARATOR.join(methods)},
-        "component": kept + [_component(f) for f in features],
+        "component": kept + [_component(systems, f) for f in features],
     }

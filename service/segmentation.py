@@ -155,6 +155,7 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
     session.execute(delete(Segment).where(Segment.seg_sop_uid == sop_uid))
     counts: dict[str, int] = {}
     anatomy: dict[int, np.ndarray] = {}
+    lesion_masks: dict[int, np.ndarray] = {}
     rows: list[Segment] = []
     for info in infos:
         row = _segment_row(info, sop_uid, series_uid, modality, scan_date, patient_id, source_study or study)
@@ -163,6 +164,8 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
             _measure(row, fraction, geometry, fractional=str(seg.segmentation_type.value) == "FRACTIONAL")
             if row.kind in (*BODY_COMPOSITION_KINDS, L3_VERTEBRA):
                 anatomy[info.number] = fraction >= FRACTION_INSIDE
+            elif row.kind == LESION and modality == "MR":
+                lesion_masks[info.number] = fraction >= FRACTION_INSIDE
         except SegError as exc:
             row.status, row.reason = "not-computed", str(exc)
         if row.kind == LESION and row.identity_key and patient_id and row.status == "computed":
@@ -170,8 +173,13 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
         session.add(row)
         rows.append(row)
         counts[row.kind] = counts.get(row.kind, 0) + 1
+    read = _SliceReader(lambda sop: _dataset(pixels[stored[sop].id]), geometry)
     if any(r.kind in BODY_COMPOSITION_KINDS for r in rows):
         _body_composition_at_l3(rows, anatomy, geometry, lambda sop: _dataset(pixels[stored[sop].id]))
+    if modality == "MR" and all(_is_adc_map(ds) for ds in datasets.values()):
+        for row in rows:
+            if row.kind == LESION and row.status == "computed" and row.voxel_count:
+                _adc(row, lesion_masks[row.segment_number], read)
     session.flush()
     if patient_id:
         patient = session.get(Patient, patient_id)
@@ -179,6 +187,8 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
             for row in rows:
                 if row.kind == LESION and row.lesion_id is not None and row.voxel_count:
                     publish_volume(session, settings, patient, row)
+                    if "adc_mean" in row.stats:
+                        publish_adc(session, settings, patient, row)
                     # the IBSI features, off the DICOM path and bounded (service/radiomics_job.py)
                     enqueue(
                         session,
@@ -389,6 +399,75 @@ def _body_composition_at_l3(rows: list[Segment], masks: dict[int, np.ndarray], g
         else:
             row.reason = choice.rule
         row.stats = stats
+
+
+# -- MR ADC over a lesion segment (contract §9.6) ---------------------------------------------------------------
+class _SliceReader:
+    """Pixel arrays (modality values) of the series' slices, read once each."""
+
+    def __init__(self, read, geometry: SeriesGeometry) -> None:
+        self._read = read
+        self._geometry = geometry
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __call__(self, index: int) -> np.ndarray:
+        if index not in self._cache:
+            ds = self._read(self._geometry.sop_uids[index])
+            self._cache[index] = np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float64)
+        return self._cache[index]
+
+
+def _is_adc_map(ds) -> bool:
+    """An MR ADC map: Image Type (0008,0008) holds ``ADC`` (the value 3/4 vendors and the Enhanced MR defined terms
+    use for apparent diffusion coefficient maps)."""
+    return any(str(v).strip().upper() == "ADC" for v in (ds.get("ImageType") or []))
+
+
+def _adc(row: Segment, mask: np.ndarray, read: _SliceReader) -> None:
+    """Mean and minimum ADC (10⁻⁶ mm²/s) over the lesion segment; an implausible mean is not used (reason kept)."""
+    values = np.concatenate([read(int(z))[mask[z]] for z in np.nonzero(mask.any(axis=(1, 2)))[0]])
+    mean, minimum = float(values.mean()), float(values.min())
+    bounds = get_engine().rulebase["imaging-biomarkers"].parameters["adc_plausible_range"]
+    stats = dict(row.stats)
+    if not bounds["low"] <= mean <= bounds["high"]:
+        stats["adc_rejected"] = (
+            f"mean ADC {mean:.0f} outside {bounds['low']}-{bounds['high']} x 10^-6 mm2/s: not an ADC map in "
+            "10^-6 mm2/s, not used"
+        )
+    else:
+        stats["adc_mean"] = round(mean, 1)
+        stats["adc_min"] = round(minimum, 1)
+        stats["adc_unit"] = "10*-6.mm2/s"
+    row.stats = stats
+
+
+ADC_UNIT = "10*-6.mm2/s"
+ADC_METHOD = (
+    "ADC mean (IBSI Q4LE mean intensity) and minimum (IBSI 1GSF) over the DICOM SEG lesion segment on the MR ADC "
+    "map, values read in 10^-6 mm2/s; change: mean ADC against the lesion's first ADC measurement"
+)
+
+
+def publish_adc(session: Session, settings: Settings, patient: Patient, segment: Segment) -> None:
+    features = [
+        Feature("Q4LE", "ADC mean", Decimal(str(segment.stats["adc_mean"])), ADC_UNIT, "adc-mean"),
+        Feature("1GSF", "ADC minimum", Decimal(str(segment.stats["adc_min"])), ADC_UNIT, "adc-min"),
+    ]
+    first = session.scalars(
+        select(Segment)
+        .where(
+            Segment.lesion_id == segment.lesion_id,
+            Segment.status == "computed",
+            Segment.scan_date < segment.scan_date,
+        )
+        .order_by(Segment.scan_date, Segment.id)
+    ).all()
+    earlier = [s for s in first if "adc_mean" in (s.stats or {})]
+    if earlier and earlier[0].stats["adc_mean"]:
+        base = Decimal(str(earlier[0].stats["adc_mean"]))
+        change = ((Decimal(str(segment.stats["adc_mean"])) - base) / base * 100).quantize(Decimal("0.1"))
+        features.append(Feature(None, f"ADC mean change from {earlier[0].scan_date}", change, "%", "adc-mean-change"))
+    publish_lesion_features(session, settings, patient, segment, features, ADC_METHOD)
 
 
 # -- the §9.6 feature Observation (volume) ----------------------------------------------------------------------

@@ -39,6 +39,7 @@ A_MM, B_MM, C_MM = 12.0, 9.0, 15.0
 CENTRE = (11.5 * SLICE_MM, 31.5 * PIXEL_MM + 0.3, 31.5 * PIXEL_MM - 0.2)
 """(z, y, x) in mm from the first voxel centre: off the grid's symmetry so the count is not a lucky one."""
 ANALYTIC_MM3 = 4 / 3 * math.pi * A_MM * B_MM * C_MM
+UCUM = "http://unitsofmeasure.org"
 TRACKING_UID = "1.2.826.0.1.3680043.8.498.777001"
 
 
@@ -303,3 +304,48 @@ def test_volumetric_response_beside_recist_in_the_follow_up_report(listener, set
     sums = {comp["code"]["coding"][0]["code"]: comp.get("valueQuantity") for comp in volumetric["component"]}
     assert sums["sum-of-diameters"]["unit"] == "cm3"
     assert sums["sum-of-diameters"]["value"] == pytest.approx(counts[1] * 1.6 / 1000, abs=0.001)
+
+
+def adc_series(patient_id: str, day: dt.date, inside: int) -> list:
+    """The phantom as an MR ADC map (Image Type DERIVED\\PRIMARY\\ADC, values in 10^-6 mm2/s): ``inside`` in the
+    lesion except one voxel at 500 (its minimum), 2000 outside."""
+    images = ct_series(patient_id, hd.UID(), hd.UID(), day=day)
+    mask = ellipsoid_mask()
+    first = tuple(int(v) for v in np.argwhere(mask)[0])
+    for index, ds in enumerate(images):
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+        ds.Modality = "MR"
+        ds.ImageType = ["DERIVED", "PRIMARY", "ADC"]
+        for keyword in ("KVP", "RescaleIntercept", "RescaleSlope", "RescaleType"):
+            delattr(ds, keyword)
+        values = np.where(mask[index], inside, 2000).astype(np.int16)
+        if index == first[0]:
+            values[first[1], first[2]] = 500
+        ds.PixelData = values.tobytes()
+    return images
+
+
+def test_adc_mean_and_minimum_per_lesion_and_their_change(listener, settings, db, app_client, tmp_path):
+    # 4268 lesion voxels: baseline 4267 × 800 + 500 → mean (3413600 + 500) / 4268 = 799.93 → 799.9, minimum 500;
+    # follow-up 4267 × 1100 + 500 → (4693700 + 500) / 4268 = 1099.93 → 1099.9; change (1099.9 − 799.9) / 799.9
+    # × 100 = 37.5 %.
+    mrn = "SEG-ADC-001"
+    for day, inside in ((dt.date(2026, 3, 2), 800), (dt.date(2026, 5, 4), 1100)):
+        images = adc_series(mrn, day, inside)
+        _send(listener.port, [save(ds, tmp_path / day.isoformat(), f"{i:03d}.dcm") for i, ds in enumerate(images)])
+        assert pynetdicom_store(listener.port, seg_of(images)).Status == 0x0000
+        Worker(settings, db).drain()
+    lesions = [s for s in _segments(db) if s.kind == "lesion"]
+    assert [(s.stats["adc_mean"], s.stats["adc_min"]) for s in sorted(lesions, key=lambda s: s.scan_date)] == [
+        (799.9, 500.0),
+        (1099.9, 500.0),
+    ]
+    patient_id = lesions[0].patient_id
+    code = f"{settings.fhir_canonical}/CodeSystem/immunorad|radiomic-features"
+    bundle = app_client.get(f"/fhir/Observation?code={code}&patient={patient_id}").get_json()
+    later = next(e["resource"] for e in bundle["entry"] if e["resource"]["effectiveDateTime"] == "2026-05-04")
+    values = {c["code"]["coding"][0]["code"]: c["valueQuantity"] for c in later["component"]}
+    assert values["adc-mean"] == {"value": 1099.9, "unit": "10*-6.mm2/s", "system": UCUM, "code": "10*-6.mm2/s"}
+    assert values["adc-min"]["value"] == 500.0
+    assert values["adc-mean-change"]["value"] == 37.5 and values["adc-mean-change"]["unit"] == "%"
+    assert "YEKZ" in values  # the volume stays beside them
