@@ -26,6 +26,20 @@ class Coded:
 
 
 @dataclass(frozen=True)
+class AlgorithmResult:
+    """A measurement made by an algorithm (an AI score), kept with its identity: TID 300 Measurement with TID 4019
+    Algorithm Identification (Algorithm Name 111001, Algorithm Version 111003, Algorithm Parameters 111002, DCM)."""
+
+    concept: Coded
+    value: Decimal
+    unit: str
+    """UCUM code value as written (e.g. ``1`` for a unitless score)."""
+    algorithm_name: str
+    algorithm_version: str
+    algorithm_parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ParsedGroup:
     """One Measurement Group (125007, DCM): one lesion (or reference region) at one timepoint."""
 
@@ -77,6 +91,8 @@ class ParsedGroup:
     time_point_type: Coded | None = None
     time_point_order: int | None = None
     referenced_sop_instance_uids: tuple[str, ...] = ()
+    algorithm_results: tuple[AlgorithmResult, ...] = ()
+    """Measurements carrying a TID 4019 Algorithm Identification (AI results), contract §9.6 "Signatures"."""
     notes: tuple[str, ...] = ()
     """Non-fatal oddities absorbed while parsing (e.g. ``px`` recomputed from Pixel Spacing)."""
     rejected_reason: str | None = None

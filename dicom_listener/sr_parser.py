@@ -36,7 +36,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
 )
 
-from dicom_listener.sr_model import Coded, ParsedGroup, ParsedReport, SRParseError
+from dicom_listener.sr_model import AlgorithmResult, Coded, ParsedGroup, ParsedReport, SRParseError
 from rules.facts import to_mm, to_suv
 from rules.plausibility import (
     DEFAULT_LIMITS,
@@ -59,6 +59,10 @@ IMAGING_MEASUREMENTS = codes.DCM.ImagingMeasurements
 MEASUREMENT_GROUP = codes.DCM.MeasurementGroup
 """(125007, DCM)."""
 TRACKING_IDENTIFIER = codes.DCM.TrackingIdentifier
+# TID 4019 Algorithm Identification (DICOM PS3.16): Algorithm Name, Version, Parameters (DCM 111001, 111003, 111002).
+ALGORITHM_NAME = Code("111001", "DCM", "Algorithm Name")
+ALGORITHM_VERSION = Code("111003", "DCM", "Algorithm Version")
+ALGORITHM_PARAMETERS = Code("111002", "DCM", "Algorithm Parameters")
 """(112039, DCM) human-readable lesion name; OHIF puts its tool name here."""
 TRACKING_UNIQUE_IDENTIFIER = codes.DCM.TrackingUniqueIdentifier
 """(112040, DCM) the lesion's persistent identity, except where the producer regenerates it (OHIF)."""
@@ -537,6 +541,7 @@ class _PixelLength:
 class _GroupReader:
     """What one pass over a Measurement Group's content items collects."""
 
+    algorithm_results: list[AlgorithmResult] = field(default_factory=list)
     tracking_uid: str | None = None
     tracking_identifier: str | None = None
     finding: Code | None = None
@@ -734,6 +739,7 @@ def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
     role = _lookup(name, _SIZE_CONCEPTS)
     is_suv = name == SUVBW or name == SUVLBM
     if role is None and not is_suv and name != METABOLIC_VOLUME and name != TOTAL_LESION_GLYCOLYSIS:
+        _read_algorithm_result(name, item, reader)
         return  # area, mean HU, ...: not used by any criterion
     measured = _measured_value(item)
     if measured is None:
@@ -771,6 +777,40 @@ def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
             reader.rejections.append(f"Total Lesion Glycolysis in unknown unit {unit!r}")
             return
         reader.tlg = value
+
+
+def _algorithm_identification(item: Dataset) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """(name, version, parameters) of the TID 4019 items among a content item's children."""
+    name = version = None
+    parameters: list[str] = []
+    for child in item.get("ContentSequence", []):
+        if child.get("ValueType") != "TEXT" or not child.get("ConceptNameCodeSequence"):
+            continue
+        concept, text = _plain(child.ConceptNameCodeSequence[0]), str(child.get("TextValue", "") or "").strip()
+        if concept == ALGORITHM_NAME and text:
+            name = name or text
+        elif concept == ALGORITHM_VERSION and text:
+            version = version or text
+        elif concept == ALGORITHM_PARAMETERS and text:
+            parameters.append(text)
+    return name, version, tuple(parameters)
+
+
+def _read_algorithm_result(name: Code, item: Dataset, reader: _GroupReader) -> None:
+    """Contract §9.6: a NUM with Algorithm Identification (TID 4019) is an AI result kept with that identity."""
+    algorithm, version, parameters = _algorithm_identification(item)
+    if algorithm is None:
+        return
+    if version is None:
+        reader.notes.append(f"AI result {name.meaning or name.value!r} without an Algorithm Version: ignored")
+        return
+    measured = _measured_value(item)
+    if measured is None or measured[0] is None:
+        reader.notes.append(f"AI result {name.meaning or name.value!r} has no finite numeric value: ignored")
+        return
+    reader.algorithm_results.append(
+        AlgorithmResult(_coded(name), measured[0], measured[1], algorithm, version, parameters)
+    )
 
 
 def _read_size(role: str, value: Decimal, unit: str, item: Dataset, reader: _GroupReader) -> None:
@@ -986,6 +1026,7 @@ def _assemble(reader: _GroupReader) -> ParsedGroup:
         time_point_type=_coded(reader.time_point_type) if reader.time_point_type is not None else None,
         time_point_order=reader.time_point_order,
         referenced_sop_instance_uids=tuple(reader.references),
+        algorithm_results=tuple(reader.algorithm_results),
         notes=tuple(reader.notes),
         rejected_reason="; ".join(reader.rejections) or None,
         # Pending only when waiting for an image is the group's sole problem (contract §9.3).

@@ -39,6 +39,7 @@ from dicom_listener.seg import PIXEL_MODALITIES, SEG_CLASSES
 from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
 from dicom_listener.sr_parser import parse_measurement_report
 from rules.plausibility import birth_date_problem, scan_date_problem
+from service.ai_results import publish_algorithm_results
 from service.config import Settings, today
 from service.db import Database, DatabaseUnavailable
 from service.logs import pseudonym
@@ -204,6 +205,8 @@ class DicomIngest:
             for row in rows:
                 session.add(row)
             session.flush()
+            if parsed and patient is not None:
+                publish_algorithm_results(session, self.settings, patient, study, parsed)
             if not is_sr and not is_seg:
                 self._retain_pixels(session, instance, header, received.encoded)
             if is_seg:
