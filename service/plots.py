@@ -625,3 +625,41 @@ def incidence_bars(rows: Sequence[IncidenceRow], *, width: int = 640) -> str:
         f"{r.label}: {r.met} of {r.evaluable} evaluable, {r.not_evaluable} not evaluable" for r in rows
     )
     return _svg(frame, title, description, body, css_class="incidence")
+
+
+def km_curves(criterion: str, curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, width: int = 640) -> str:
+    """Kaplan–Meier step curves (survival against months), one per source (engine, signed), with y in 0–100 %."""
+    title = f"Progression-free survival, {criterion} (Kaplan–Meier)"
+    points = [p for _, curve in curves for p in curve]
+    if not points:
+        return _empty(width, 60, title, "No patient to estimate.", "km")
+    x_max = max(1.0, max(t for t, _ in points))
+    frame = _Frame(width, 240, 48, 110, 12, 32, 0, x_max, 0, 100)
+    body = []
+    for tick in (0, 25, 50, 75, 100):
+        y = frame.y(tick)
+        body.append(_line(frame.left, y, frame.width - frame.right, y, stroke=GRID))
+        body.append(_text(frame.left - 6, y + 4, f"{tick} %", anchor="end", size=10))
+    for tick in nice_ticks(0, x_max):
+        if 0 <= tick <= x_max:
+            body.append(_text(frame.x(tick), frame.height - frame.bottom + 14, f"{tick:g}", anchor="middle", size=10))
+    body.append(_text(frame.left + frame.inner_width / 2, frame.height - 4, "months", anchor="middle", size=10))
+    for index, (source, curve) in enumerate(curves):
+        colour, dash = LESION_COLOURS[index], LESION_DASHES[index]
+        path: list[str] = []
+        previous: float | None = None
+        for t, s in curve:
+            x, y = frame.x(t), frame.y(100 * s)
+            if previous is None:
+                path.append(f"M{_num(x)},{_num(y)}")
+            else:
+                path.append(f"H{_num(x)}V{_num(y)}")
+            previous = y
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        body.append(
+            f'<path class="km-curve" data-source="{_attr(source)}" d="{"".join(path)}" fill="none" '
+            f'stroke="{colour}" stroke-width="2"{dash_attr}><title>{escape(source)}</title></path>'
+        )
+        body.append(_text(frame.width - frame.right + 8, frame.top + 14 + 16 * index, source, fill=colour, size=10))
+    description = "; ".join(f"{source}: {len(curve)} steps" for source, curve in curves)
+    return _svg(frame, title, description, body, css_class="km", data={"criterion": criterion})

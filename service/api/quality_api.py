@@ -162,3 +162,34 @@ def concordance_csv():
         mimetype="text/csv",
         headers={"Content-Disposition": 'attachment; filename="concordance.csv"'},
     )
+
+
+ENDPOINT_PARAMS = {**FILTER_PARAMS, "therapy_class": params.text(64), "criterion": params.text(32)}
+
+
+def cohort_end_points(session, args: Mapping[str, str]) -> list[dict]:
+    """ORR/DCR (Wilson), BOR and PFS/iPFS (Kaplan–Meier) per criterion for the dashboard's filters plus
+    ``therapy_class`` and ``criterion`` (service/endpoints.py)."""
+    from service import endpoints
+
+    filters = _filters(args)
+    cohort = quality.load_cohort(session, filters)
+    cohort, signed, deaths = endpoints.load_inputs(session, cohort, args.get("therapy_class") or None)
+    return endpoints.end_points(cohort, signed, deaths, criterion_filter=args.get("criterion") or None)
+
+
+@blueprint.get("/quality/endpoints")
+def end_points_summary():
+    """Cohort end points (contract §9.7), from the engine's categories and, beside them, the signed ones."""
+    args = params.parse(ENDPOINT_PARAMS)
+    with ctx().db.write() as session:
+        rows = cohort_end_points(session, request.args)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="quality-read",
+            source="api",
+            detail={**{k: str(v) for k, v in args.items()}, "panel": "endpoints"},
+        )
+    return jsonify({"criteria": rows})

@@ -291,10 +291,28 @@ def quality_page():
         signed = concordance.concordance(
             concordance.signed_timepoints(session, systems, labels, filters.start, filters.end)
         )
+        from service.api.quality_api import cohort_end_points
+
+        end_points = cohort_end_points(session, request.args)
+    km = {
+        row["criterion"]: Markup(  # noqa: S704 -- plots.km_curves escapes every text it writes
+            plots.km_curves(
+                row["criterion"],
+                [
+                    (source, [(p["months"], p["survival"]) for p in row[source]["pfs"]["curve"]])
+                    for source in ("engine", "signed")
+                    if source in row and row[source]["pfs"]
+                ],
+            )
+        )
+        for row in end_points
+    }
     return render_template(
         "quality.html",
         follow_up=follow_up,
         concordance=signed,
+        end_points=end_points,
+        km=km,
         concordance_method=concordance.METHOD,
         **dashboard_context(cohort, request.args),
     )

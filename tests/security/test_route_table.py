@@ -62,6 +62,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/api/quality/alert-follow-up", "GET"): BEARER,
     ("/api/quality/concordance", "GET"): BEARER,
     ("/api/quality/concordance.csv", "GET"): BEARER,
+    ("/api/quality/endpoints", "GET"): BEARER,
     ("/api/reports/<report_id>/prefill", "GET"): BEARER,
     ("/api/reports/<report_id>/sign-off", "POST"): BEARER,
     ("/api/patients/<patient_id>/sign-offs", "GET"): BEARER,
@@ -227,6 +228,7 @@ BAD_QUERIES = [
     "/api/quality/alert-follow-up?from=yesterday",
     "/api/quality/concordance?from=yesterday",
     "/api/quality/concordance.csv?to=never",
+    "/api/quality/endpoints?therapy_class=" + "x" * 65,
     "/api/quality?cancer_type=" + "x" * 101,
     "/api/quality/export.csv?pseudonymise=perhaps",
 ]
