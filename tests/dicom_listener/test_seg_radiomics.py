@@ -73,6 +73,15 @@ def test_seg_gives_ibsi_features_and_signature_on_fhir(listener, settings, db, a
     assert listed[0]["radiomics"] == {"status": "computed"}
     assert listed[0]["signatures"] == {"example-glcm-heterogeneity 0.1": "computed"}
 
+    # The patient page shows the signature (provisional) beside the prognostic biomarkers (issue 20 item 8).
+    page = app_client.get(f"/ui/patients/{lesion.patient_id}").get_data(as_text=True)
+    section = page[page.index('id="signatures"') :]
+    assert "Biomarkers and imaging signatures" in section and 'id="signatures-table"' in section
+    assert (
+        "example-glcm-heterogeneity 0.1" in section and "provisional" in section and "<td>T1</td>" in section
+    )  # Tracking Identifier
+    assert f"{signature['valueQuantity']['value']}" in section
+
 
 def test_an_roi_above_the_bound_keeps_the_volume_and_says_why(listener, settings, db, tmp_path):
     images = ct_series("RAD-002", hd.UID(), hd.UID())
