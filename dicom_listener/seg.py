@@ -195,3 +195,33 @@ def segment_fraction(seg: hd.seg.Segmentation, number: int, geometry: SeriesGeom
 
 def segment_mask(seg: hd.seg.Segmentation, number: int, geometry: SeriesGeometry) -> np.ndarray:
     return segment_fraction(seg, number, geometry) >= FRACTION_INSIDE
+
+
+def suv_bw_factor(ds: Dataset) -> tuple[float | None, str]:
+    """Factor turning a PET image's values (Units BQML, decay-corrected to START) into SUV body weight:
+    SUVbw = value × weight (g) / (injected dose (Bq) × 2^(−Δt / T½)), Δt = series start − injection start.
+    ``(None, reason)`` when the header does not allow it."""
+    try:
+        if str(ds.get("Units", "")).upper() != "BQML":
+            return None, f"PET Units {ds.get('Units')!r} are not BQML"
+        if str(ds.get("DecayCorrection", "START")).upper() != "START":
+            return None, "PET decay correction is not to the series start"
+        info = ds.RadiopharmaceuticalInformationSequence[0]
+        dose, half_life = float(info.RadionuclideTotalDose), float(info.RadionuclideHalfLife)
+        weight = float(ds.PatientWeight)
+        start = _seconds(str(info.RadiopharmaceuticalStartTime))
+        series = _seconds(str(ds.SeriesTime))
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None, "PET header lacks the dose, half-life, injection time or patient weight SUV needs"
+    if dose <= 0 or half_life <= 0 or weight <= 0:
+        return None, "PET dose, half-life or weight is not positive"
+    elapsed = series - start
+    if elapsed < 0:
+        elapsed += 24 * 3600  # injection the day before midnight
+    return weight * 1000.0 / (dose * 2 ** (-elapsed / half_life)), ""
+
+
+def _seconds(value: str) -> float:
+    hours, minutes = int(value[0:2]), int(value[2:4])
+    seconds = float(value[4:] or 0)
+    return hours * 3600 + minutes * 60 + seconds

@@ -208,7 +208,7 @@ def evaluate_patient(
         criteria=tuple(criteria),
         findings=current_findings(findings, latest),
         kinetics=kinetic_result,
-        biomarkers=tuple(baseline_markers),
+        biomarkers=tuple(baseline_markers) + volumetric.pet_growth(facts.volumes, timeline.treatment_start),
         warnings=tuple(warnings),
         lesion_table=lesion_table(timeline),
         flags=dict(overrides or {}),

@@ -230,6 +230,10 @@ class LesionVolume:
     scan_date: dt.date
     volume_cm3: Decimal
     source: str = ""
+    modality: str | None = None
+    """``CT`` / ``MR`` (anatomical volume) or ``PT`` (metabolic tumour volume)."""
+    tlg: Decimal | None = None
+    """PET: total lesion glycolysis (MTV × SUVmean), when the header allowed SUV."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 from rules.engine import Engine
 from rules.facts import LesionVolume
 from rules.kinetics import KineticsUndefined, growth_ratio, tumour_growth_rate
-from rules.results import BestResponse, CriterionAssessment, TimepointResponse
+from rules.results import BestResponse, BiomarkerResult, CriterionAssessment, TimepointResponse
 
 CRITERION = "volumetric-RECIST-equivalent"
 
@@ -47,6 +47,7 @@ def assess_volumes(
     engine: Engine, volumes: tuple[LesionVolume, ...], treatment_start: dt.date | None
 ) -> CriterionAssessment | None:
     """The volumetric criterion over the patient's volume timepoints; ``None`` without a follow-up."""
+    volumes = tuple(v for v in volumes if v.modality != "PT")  # PET volumes are metabolic: pet_growth
     if not volumes:
         return None
     by_date: dict[dt.date, dict[str, Decimal]] = defaultdict(dict)
@@ -139,3 +140,59 @@ def _best(timepoints: list[TimepointResponse]) -> BestResponse | None:
         return None
     best = min(rated, key=lambda tp: (RANK[tp.category], tp.scan_date))
     return BestResponse(best.category, best.scan_date, False, "best volumetric category (no confirmation applied)")
+
+
+def pet_growth(volumes: tuple[LesionVolume, ...], treatment_start: dt.date | None) -> tuple[BiomarkerResult, ...]:
+    """MTV and TLG growth before and on treatment (PET lesion segments), beside the CT kinetics: the volume TGR
+    arithmetic above on total MTV and total TLG of the lesions present at the baseline PET (the last PET on or
+    before the treatment start); reference = the PET before it → baseline, experimental = baseline → the latest PET
+    after it. Informational (no threshold for MTV/TLG growth on immunotherapy is verified)."""
+    pet = [v for v in volumes if v.modality == "PT"]
+    by_date: dict[dt.date, dict[str, LesionVolume]] = defaultdict(dict)
+    for v in pet:
+        by_date[v.scan_date][v.lesion_id] = v
+    dates = sorted(by_date)
+    eligible = [d for d in dates if treatment_start is None or d <= treatment_start]
+    if not eligible:
+        return ()
+    baseline = eligible[-1]
+    lesions = sorted(by_date[baseline])
+    before = [d for d in dates if d < baseline and all(k in by_date[d] for k in lesions)]
+    after = [d for d in dates if d > baseline and all(k in by_date[d] for k in lesions)]
+    results = []
+    for code, name, unit, attribute in (
+        ("mtv", "metabolic tumour volume", "cm3", "volume_cm3"),
+        ("tlg", "total lesion glycolysis", "g", "tlg"),
+    ):
+
+        def total(day: dt.date, attribute: str = attribute) -> Decimal | None:
+            values: list[Decimal | None] = [getattr(by_date[day][k], attribute) for k in lesions]
+            present = [x for x in values if x is not None]
+            return None if len(present) < len(values) else sum(present, Decimal(0))
+
+        base = total(baseline)
+        for period, start, end in (
+            ("reference", before[-1] if before else None, baseline),
+            ("experimental", baseline, after[-1] if after else None),
+        ):
+            if start is None or end is None or base is None:
+                continue
+            v0, v1 = total(start), total(end)
+            rate = volume_tgr(v0, v1, start, end) if v0 is not None and v1 is not None else None
+            if rate is None:
+                continue
+            results.append(
+                BiomarkerResult(
+                    code=f"{code}-growth-{period}",
+                    name=f"Growth rate of the {name} ({period} period)",
+                    value=round(rate, 2),
+                    unit="%/month",
+                    interpretation=None,
+                    method=f"100·(exp(ln({code.upper()}1/{code.upper()}0)/Δt) − 1), Δt in months of 30.4375 days "
+                    f"(rules.kinetics TGR arithmetic on measured {unit}); {start} → {end}; informational",
+                    source="clinical/criteria-kinetics-irae.md §2.1 (TGR arithmetic), §6.2 (MTV) [D]",
+                    inputs={"from": f"{v0} {unit} on {start}", "to": f"{v1} {unit} on {end}"},
+                    scan_date=end,
+                )
+            )
+    return tuple(results)

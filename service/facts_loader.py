@@ -346,7 +346,7 @@ def l3_area_observations(session: Session, patient_id: str) -> list[ClinicalObse
 
 def lesion_volumes(session: Session, patient_id: str) -> tuple[LesionVolume, ...]:
     """Segmented volumes of tracked lesions (contract §9.6), one per lesion and scan date (the latest SEG wins)."""
-    found: dict[tuple[str, dt.date], LesionVolume] = {}
+    found: dict[tuple[str, dt.date, str], LesionVolume] = {}
     rows = session.scalars(
         select(Segment)
         .where(
@@ -361,13 +361,16 @@ def lesion_volumes(session: Session, patient_id: str) -> tuple[LesionVolume, ...
     for row in rows:
         if row.scan_date is None or row.identity_key is None or row.volume_cm3 is None:
             continue
-        found[(row.identity_key, row.scan_date)] = LesionVolume(
+        tlg = (row.stats or {}).get("tlg")
+        found[(row.identity_key, row.scan_date, row.modality or "")] = LesionVolume(
             lesion_id=row.identity_key,
             scan_date=row.scan_date,
             volume_cm3=row.volume_cm3,
             source=f"dicom-seg:segment {row.segment_number}",
+            modality=row.modality,
+            tlg=Decimal(str(tlg)) if tlg is not None else None,
         )
-    return tuple(sorted(found.values(), key=lambda v: (v.scan_date, v.lesion_id)))
+    return tuple(sorted(found.values(), key=lambda v: (v.scan_date, v.lesion_id, v.modality or "")))
 
 
 def _diagnosis(diagnoses: list[tuple]) -> str | None:

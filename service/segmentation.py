@@ -44,6 +44,7 @@ from dicom_listener.seg import (
     segment_fraction,
     segment_infos,
     slice_geometry,
+    suv_bw_factor,
 )
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.features import VOLUME_VOXEL_COUNTING, Feature, merge_features
@@ -164,7 +165,7 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
             _measure(row, fraction, geometry, fractional=str(seg.segmentation_type.value) == "FRACTIONAL")
             if row.kind in (*BODY_COMPOSITION_KINDS, L3_VERTEBRA):
                 anatomy[info.number] = fraction >= FRACTION_INSIDE
-            elif row.kind == LESION and modality == "MR":
+            elif row.kind == LESION and modality in ("MR", "PT"):
                 lesion_masks[info.number] = fraction >= FRACTION_INSIDE
         except SegError as exc:
             row.status, row.reason = "not-computed", str(exc)
@@ -176,6 +177,11 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
     read = _SliceReader(lambda sop: _dataset(pixels[stored[sop].id]), geometry)
     if any(r.kind in BODY_COMPOSITION_KINDS for r in rows):
         _body_composition_at_l3(rows, anatomy, geometry, lambda sop: _dataset(pixels[stored[sop].id]))
+    if modality == "PT":
+        factor, why = suv_bw_factor(datasets[geometry.sop_uids[0]])
+        for row in rows:
+            if row.kind == LESION and row.status == "computed" and row.voxel_count:
+                _metabolic(row, lesion_masks[row.segment_number], read, factor, why)
     if modality == "MR" and all(_is_adc_map(ds) for ds in datasets.values()):
         for row in rows:
             if row.kind == LESION and row.status == "computed" and row.voxel_count:
@@ -189,6 +195,8 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
                     publish_volume(session, settings, patient, row)
                     if "adc_mean" in row.stats:
                         publish_adc(session, settings, patient, row)
+                    if "mtv_cm3" in row.stats:
+                        publish_metabolic(session, settings, patient, row)
                     # the IBSI features, off the DICOM path and bounded (service/radiomics_job.py)
                     enqueue(
                         session,
@@ -468,6 +476,39 @@ def publish_adc(session: Session, settings: Settings, patient: Patient, segment:
         change = ((Decimal(str(segment.stats["adc_mean"])) - base) / base * 100).quantize(Decimal("0.1"))
         features.append(Feature(None, f"ADC mean change from {earlier[0].scan_date}", change, "%", "adc-mean-change"))
     publish_lesion_features(session, settings, patient, segment, features, ADC_METHOD)
+
+
+# -- PET: metabolic tumour volume and total lesion glycolysis of a lesion segment ---------------------------------
+def _metabolic(row: Segment, mask: np.ndarray, read: _SliceReader, factor: float | None, why: str) -> None:
+    """MTV = the segment's volume on the PET series (its delineation is the producer's: the method, e.g. 41 %
+    SUVmax, is theirs and must be recorded by them — spec kinetics §6.2); SUVmean (body weight) over it and
+    TLG = MTV × SUVmean."""
+    stats = dict(row.stats)
+    stats["mtv_cm3"] = float(row.volume_cm3) if row.volume_cm3 is not None else None
+    if factor is None:
+        stats["tlg_not_computed"] = why
+    else:
+        values = np.concatenate([read(int(z))[mask[z]] for z in np.nonzero(mask.any(axis=(1, 2)))[0]])
+        suv_mean = float(values.mean()) * factor
+        stats["suv_mean"] = round(suv_mean, 2)
+        stats["tlg"] = round(suv_mean * float(row.volume_cm3 or 0), 2)
+    row.stats = stats
+
+
+PET_METHOD = (
+    "PET lesion segment: MTV = segment volume (voxel counting); SUVmean (body weight, decay-corrected dose) over "
+    "the segment; TLG = MTV x SUVmean"
+)
+
+
+def publish_metabolic(session: Session, settings: Settings, patient: Patient, segment: Segment) -> None:
+    features = [Feature(None, "Metabolic tumour volume", Decimal(str(segment.stats["mtv_cm3"])), "cm3", "mtv")]
+    if "tlg" in segment.stats:
+        features.append(
+            Feature(None, "SUVmean (body weight)", Decimal(str(segment.stats["suv_mean"])), "g/mL", "suv-mean")
+        )
+        features.append(Feature(None, "Total lesion glycolysis", Decimal(str(segment.stats["tlg"])), "g", "tlg"))
+    publish_lesion_features(session, settings, patient, segment, features, PET_METHOD)
 
 
 # -- the §9.6 feature Observation (volume) ----------------------------------------------------------------------
