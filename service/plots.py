@@ -640,9 +640,9 @@ def km_curves(criterion: str, curves: Sequence[tuple[str, Sequence[tuple[float, 
         y = frame.y(tick)
         body.append(_line(frame.left, y, frame.width - frame.right, y, stroke=GRID))
         body.append(_text(frame.left - 6, y + 4, f"{tick} %", anchor="end", size=10))
-    for tick in nice_ticks(0, x_max):
-        if 0 <= tick <= x_max:
-            body.append(_text(frame.x(tick), frame.height - frame.bottom + 14, f"{tick:g}", anchor="middle", size=10))
+    for month in nice_ticks(0, x_max):
+        if 0 <= month <= x_max:
+            body.append(_text(frame.x(month), frame.height - frame.bottom + 14, f"{month:g}", anchor="middle", size=10))
     body.append(_text(frame.left + frame.inner_width / 2, frame.height - 4, "months", anchor="middle", size=10))
     for index, (source, curve) in enumerate(curves):
         colour, dash = LESION_COLOURS[index], LESION_DASHES[index]

@@ -193,3 +193,40 @@ def end_points_summary():
             detail={**{k: str(v) for k, v in args.items()}, "panel": "endpoints"},
         )
     return jsonify({"criteria": rows})
+
+
+SDTM_PARAMS = {**FILTER_PARAMS, "pseudonymise": params.boolean, "studyid": params.text(40)}
+
+
+@blueprint.get("/export/sdtm/<domain>.csv")
+def sdtm_export(domain: str):
+    """CDISC SDTM ``RS`` or ``TR`` (contract §9.7) for the dashboard's selection; ``USUBJID`` pseudonymised unless
+    ``pseudonymise=false``; ``studyid`` names the study (default IMMUNORAD). Audited."""
+    from service import sdtm
+    from service.logs import pseudonym
+
+    if domain not in ("rs", "tr"):
+        abort(404, description="SDTM domains exported: rs, tr")
+    args = params.parse(SDTM_PARAMS)
+    filters = _filters(request.args)
+    pseudonymise = args.get("pseudonymise", True)
+    study = args.get("studyid") or "IMMUNORAD"
+
+    def subject(patient_id: str, mrn: str | None) -> str:
+        return (pseudonym(patient_id) or "") if pseudonymise else (mrn or patient_id)
+
+    with ctx().db.write() as session:
+        cohort = quality.load_cohort(session, filters)
+        audit(
+            session,
+            agent=g.get("agent"),
+            action="R",
+            kind="sdtm-export",
+            source="api",
+            detail={**filters.as_args(), "domain": domain.upper(), "pseudonymised": pseudonymise},
+        )
+    if domain == "rs":
+        body = sdtm.to_csv(sdtm.RS_VARIABLES, sdtm.rs_rows(cohort, subject, study))
+    else:
+        body = sdtm.to_csv(sdtm.TR_VARIABLES, sdtm.tr_rows(cohort, subject, study))
+    return Response(body, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{domain}.csv"'})

@@ -360,6 +360,19 @@ def quality_page():
     )
 
 
+@blueprint.get("/sdtm")
+def sdtm_dictionary():
+    """The data dictionary of the SDTM RS and TR exports (variables, labels, core, what immunorad puts there)."""
+    from service import sdtm
+
+    return render_template(
+        "sdtm.html",
+        domains=[("RS", "Disease Response", sdtm.RS_VARIABLES), ("TR", "Tumor/Lesion Results", sdtm.TR_VARIABLES)],
+        tests=sdtm.RS_TESTS,
+        doc=sdtm.__doc__,
+    )
+
+
 @blueprint.get("/quality/export.csv")
 def quality_export():
     """The dashboard's rows as CSV (the same as ``GET /api/quality/export.csv``, for the page's download link)."""

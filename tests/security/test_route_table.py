@@ -63,6 +63,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/api/quality/concordance", "GET"): BEARER,
     ("/api/quality/concordance.csv", "GET"): BEARER,
     ("/api/quality/endpoints", "GET"): BEARER,
+    ("/api/export/sdtm/<domain>.csv", "GET"): BEARER,
     ("/api/reports/<report_id>/prefill", "GET"): BEARER,
     ("/api/reports/<report_id>/sign-off", "POST"): BEARER,
     ("/api/patients/<patient_id>/sign-offs", "GET"): BEARER,
@@ -71,6 +72,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("/ui/patients", "GET"): BEARER,
     ("/ui/patients/<patient_id>", "GET"): BEARER,
     ("/ui/quality", "GET"): BEARER,
+    ("/ui/sdtm", "GET"): BEARER,
     ("/ui/quality/export.csv", "GET"): BEARER,
     ("/ui/reports/<report_id>", "GET"): BEARER,
     # the pages' own assets and the sign-in flow (form, SMART EHR launch and its callback, sign-out)
@@ -229,6 +231,7 @@ BAD_QUERIES = [
     "/api/quality/concordance?from=yesterday",
     "/api/quality/concordance.csv?to=never",
     "/api/quality/endpoints?therapy_class=" + "x" * 65,
+    "/api/export/sdtm/rs.csv?pseudonymise=perhaps",
     "/api/quality?cancer_type=" + "x" * 101,
     "/api/quality/export.csv?pseudonymise=perhaps",
 ]
