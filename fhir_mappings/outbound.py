@@ -121,6 +121,9 @@ class ReportContext:
     """StudyInstanceUIDs of the timepoint's studies (logical ImagingStudy references)."""
     primary_criterion: str = "iRECIST"
     """The criterion the mCODE CancerDiseaseStatus summarises (falls back to iRECIST, then RECIST 1.1)."""
+    signatures: tuple[str, ...] = ()
+    """Imaging signatures known at this scan (radiomic scores, AI results; contract §9.6), one line each, shown in
+    the HTML details beside the baseline prognostic biomarkers (the multilevel integration)."""
 
     def __post_init__(self) -> None:
         if self.status not in REPORT_STATUSES:
@@ -398,6 +401,7 @@ def _diagnostic_report(c: _Context, observations: Sequence[dict], alerts: Sequen
         ctx.scan_date,
         findings_as_of(c.assessment, ctx.scan_date, alerts),
         primary=ctx.primary_criterion,
+        signatures=ctx.signatures,
     )
     conclusion, conclusion_codes = impression_of(plain), _conclusion_codes(c)
     return {

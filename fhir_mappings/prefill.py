@@ -486,6 +486,7 @@ def render_prefill(
     alerts: Sequence[AlertState] = (),
     *,
     primary: str = "iRECIST",
+    signatures: Sequence[str] = (),
 ) -> tuple[str, str]:
     """The "Response assessment" section for the follow-up at ``scan_date``, as ``(plain_text, html)``.
 
@@ -508,7 +509,7 @@ def render_prefill(
     if closing:
         paragraphs.append("\n".join(closing))
     plain = "\n\n".join(paragraphs) + "\n"
-    return plain, _html(first, table, criteria, closing, details_html(assessment, scan_date, alerts))
+    return plain, _html(first, table, criteria, closing, details_html(assessment, scan_date, alerts, signatures))
 
 
 def _html(first: str, table: LesionTable | None, criteria: list[str], closing: list[str], details: str) -> str:

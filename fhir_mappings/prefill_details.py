@@ -151,14 +151,21 @@ class _List:
 _Block = _Heading | _Paragraph | _Table | _List
 
 
-def details_html(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState] = ()) -> str:
+def details_html(
+    assessment: PatientAssessment,
+    scan_date: dt.date,
+    alerts: Sequence[AlertState] = (),
+    signatures: Sequence[str] = (),
+) -> str:
     """The detail sections for the follow-up at ``scan_date`` as HTML blocks (no wrapper element)."""
     if not isinstance(scan_date, dt.date):
         raise TypeError(f"scan_date must be a datetime.date, not {type(scan_date).__name__}")
-    return _html(_blocks(assessment, scan_date, alerts))
+    return _html(_blocks(assessment, scan_date, alerts, signatures))
 
 
-def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState]) -> list[_Block]:
+def _blocks(
+    assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[AlertState], signatures: Sequence[str] = ()
+) -> list[_Block]:
     blocks: list[_Block] = [_Paragraph(_intro(assessment, scan_date))]
     table = _lesion_table(assessment, scan_date)
     if table is not None:
@@ -186,6 +193,13 @@ def _blocks(assessment: PatientAssessment, scan_date: dt.date, alerts: Sequence[
             _Heading("Baseline prognostic biomarkers"),
             _Paragraph("Cut-offs are cohort-derived (retrospective); informative only, never an alert."),
             _List(tuple(biomarker_items)),
+        ]
+    if signatures:
+        # Beside the biomarkers: the multilevel integration of imaging signatures with the clinical scores.
+        blocks += [
+            _Heading("Imaging signatures"),
+            _Paragraph("Scores per lesion; a provisional signature is not validated and not for clinical decisions."),
+            _List(tuple(_Item(line) for line in signatures)),
         ]
     warnings = _warnings(assessment, scan_date)
     if warnings:

@@ -37,6 +37,7 @@ from service.facts_loader import load_facts
 from service.fhir_store import get_resource, save_resource, save_resources
 from service.logs import pseudonym
 from service.models import Alert, Assessment, Instance, Measurement, OutboxMessage, Patient, Report, Study, utcnow
+from service.signature_store import signature_lines, signature_rows
 from service.store import audit
 
 logger = logging.getLogger(__name__)
@@ -345,6 +346,7 @@ def publish_reports(
     current status; a flag change re-sends the bundle without amending the report.
     """
     ref = patient_ref(settings, patient)
+    signatures = signature_rows(session, patient.id, settings.fhir_canonical)
     studies: dict[dt.date, list[str]] = {}
     for study in session.scalars(select(Study).where(Study.patient_id == patient.id)):
         if study.study_date:
@@ -394,6 +396,7 @@ def publish_reports(
             issued=now,
             imaging_study_uids=tuple(sorted(studies.get(scan_date, ()))),
             primary_criterion=settings.primary_criterion,
+            signatures=signature_lines(signatures, scan_date.isoformat()),
         )
         resources = build_report(as_of, ctx, alerts)
         content_hash = _digest(

@@ -46,7 +46,8 @@ from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
 from service import acknowledge, concordance, plots, quality, signoff
 from service.api.context import ctx
-from service.models import Alert, Assessment, FhirResource, OutboxMessage, Patient, Report
+from service.models import Alert, Assessment, OutboxMessage, Patient, Report
+from service.signature_store import signature_rows
 from service.store import audit, pending_inputs
 
 blueprint = Blueprint(
@@ -233,7 +234,7 @@ def patient_page(patient_id: str):
             history=history,
             pending=pending_inputs(session, patient.id),
             markers=_marker_rows(shown.result if shown else {}),
-            signatures=_signature_rows(session, patient.id),
+            signatures=signature_rows(session, patient.id, ctx().settings.fhir_canonical),
         )
     return render_template("patient.html", **context)
 
@@ -246,36 +247,6 @@ def _marker_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         value = "not evaluable" if b.get("value") is None else f"{b['value']}{' ' + b['unit'] if b.get('unit') else ''}"
         rows.append((str(b.get("name", "")), value, str(b.get("interpretation") or ""), str(b.get("method") or "")))
     return rows
-
-
-def _signature_rows(session, patient_id: str) -> list[dict[str, Any]]:
-    """Signature Observations of the patient (computed from features or received as AI results, contract §9.6)."""
-    code = f"{LocalSystems.from_canonical(ctx().settings.fhir_canonical).immunorad}"
-    rows = []
-    stored = session.scalars(
-        select(FhirResource).where(FhirResource.resource_type == "Observation", FhirResource.patient_id == patient_id)
-    )
-    for resource in stored:
-        content = resource.content
-        if not any(
-            c.get("system") == code and c.get("code") == "signature" for c in content.get("code", {}).get("coding", [])
-        ):
-            continue
-        parts = {c["code"]["coding"][0]["code"]: c for c in content.get("component", [])}
-        lesion = next(iter(content.get("contained") or []), {})
-        label = next((i.get("value") for i in lesion.get("identifier", []) if "system" not in i), None)
-        rows.append(
-            {
-                "date": content.get("effectiveDateTime", ""),
-                "lesion": label or next((i.get("value") for i in lesion.get("identifier", [])), ""),
-                "name": parts.get("signature-name", {}).get("valueString", ""),
-                "version": parts.get("signature-version", {}).get("valueString", ""),
-                "value": content.get("valueQuantity", {}).get("value"),
-                "provisional": bool(parts.get("provisional", {}).get("valueBoolean")),
-                "method": content.get("method", {}).get("text", ""),
-            }
-        )
-    return sorted(rows, key=lambda r: (r["date"], r["lesion"], r["name"]))
 
 
 @blueprint.get("/reports/<report_id>")

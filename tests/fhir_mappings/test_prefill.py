@@ -342,3 +342,32 @@ def test_no_patient_identifier_in_the_text():
     secret = "PATIENT-SECRET-4711"
     plain, fragment = prefill(cases.E1.facts(patient_ref=secret), cases.E1.scans["TP1"])
     assert secret not in plain and secret not in fragment and "MRN" not in plain
+
+
+def test_imaging_signatures_beside_the_biomarkers_in_the_details_only():
+    # Issue 20 item 8 (multilevel integration): signature lines given with the report context are listed in the HTML
+    # details under their own heading after the baseline biomarkers; the plain text (what is signed) is unchanged.
+    import dataclasses
+    import html
+
+    assessment = evaluate_patient(facts_as_of(cases.E5.facts(), cases.E5.scans["TP2"]))
+    plain_ctx = context(cases.E5, cases.E5.scans["TP2"])
+    line = "Lesion T1, 2024-04-01: example-glcm-heterogeneity 0.1 = 0.0119 (provisional) — signature source"
+    with_signatures = dataclasses.replace(plain_ctx, signatures=(line,))
+    forms = {
+        f["contentType"]: attachment_text(f)
+        for f in build_report(assessment, with_signatures, ()).diagnostic_report["presentedForm"]
+    }
+    before = {
+        f["contentType"]: attachment_text(f)
+        for f in build_report(assessment, plain_ctx, ()).diagnostic_report["presentedForm"]
+    }
+    assert forms["text/plain; charset=utf-8"] == before["text/plain; charset=utf-8"]
+    html_form = next(text for kind, text in forms.items() if kind.startswith("text/html"))
+    summary, details = html_form.split("<details>", 1)
+    assert "Imaging signatures" not in summary
+    assert "<h3>Imaging signatures</h3>" in details
+    # the report writes dates in words everywhere (issue 15): 2024-04-01 -> 1 Apr 2024
+    assert html.escape(line.replace("2024-04-01", "1 Apr 2024"), quote=False) in details
+    assert details.index("Baseline prognostic biomarkers") < details.index("Imaging signatures")
+    assert "Imaging signatures" not in next(t for k, t in before.items() if k.startswith("text/html"))
