@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -22,11 +23,12 @@ from fhir_mappings.features import VOLUME_VOXEL_COUNTING, Feature, feature_ident
 from fhir_mappings.outbound import resource_id
 from fhir_mappings.signatures import signature_observation
 from service.config import Settings
+from service.db import Database
 from service.evaluation import patient_ref
 from service.fhir_store import get_resource, save_resource
 from service.logs import pseudonym
 from service.models import Lesion, Patient, Segment, utcnow
-from service.radiomics import RadiomicsError, RadiomicsSettings, extract_features
+from service.radiomics import FeatureSet, RadiomicsError, RadiomicsSettings, extract_features
 from service.segmentation import LESION, PixelsUnavailable, load_segment_volume, publish_lesion_features
 from service.signature_cards import SignatureNotComputable, load_cards
 from service.store import enqueue
@@ -59,25 +61,63 @@ def _record(segment: Segment, status: str, reason: str | None = None) -> None:
     segment.stats = stats
 
 
-def process_radiomics(session: Session, settings: Settings, segment_id: int) -> None:
-    segment = session.get(Segment, segment_id)
-    if segment is None or segment.kind != LESION or segment.status != "computed" or segment.lesion_id is None:
-        return
-    patient = session.get(Patient, segment.patient_id) if segment.patient_id else None
-    lesion = session.get(Lesion, segment.lesion_id)
-    if patient is None or lesion is None or segment.scan_date is None:
-        return
+@dataclass(frozen=True)
+class Extraction:
+    """The outcome of one lesion's extraction, computed outside any database transaction."""
+
+    result: FeatureSet | None = None
+    reason: str | None = None
+
+
+def extract_outside_transaction(db: Database, settings: Settings, segment_id: int) -> Extraction | None:
+    """Read the segment's image and mask (a read-only session), then run the bounded extraction with no transaction
+    open: a long extraction never holds a database lock (SQLite's writer lock would stall the DICOM listener).
+    ``None`` when the segment is not (or no longer) a computed, tracked lesion segment."""
+    with db.read() as session:
+        segment = session.get(Segment, segment_id)
+        if segment is None or not _eligible(segment):
+            return None
+        modality = segment.modality or ""
+        try:
+            volume = load_segment_volume(session, segment.id)
+        except PixelsUnavailable as exc:
+            return Extraction(reason=str(exc))
     try:
-        volume = load_segment_volume(session, segment.id)
         result = extract_features(
             volume.image,
             volume.mask,
             volume.spacing_mm,
             radiomics_settings(settings),
-            intensity_unit=INTENSITY_UNITS.get(segment.modality or ""),
+            intensity_unit=INTENSITY_UNITS.get(modality),
         )
-    except (PixelsUnavailable, RadiomicsError) as exc:
-        reason = getattr(exc, "reason", None) or str(exc)
+    except RadiomicsError as exc:
+        return Extraction(reason=exc.reason)
+    return Extraction(result=result)
+
+
+def _eligible(segment: Segment | None) -> bool:
+    return (
+        segment is not None
+        and segment.kind == LESION
+        and segment.status == "computed"
+        and segment.lesion_id is not None
+        and segment.patient_id is not None
+        and segment.scan_date is not None
+    )
+
+
+def process_radiomics(session: Session, settings: Settings, segment_id: int, extraction: Extraction | None) -> None:
+    """Store ``extraction`` (from :func:`extract_outside_transaction`) on the segment and on /fhir."""
+    segment = session.get(Segment, segment_id)
+    if extraction is None or segment is None or not _eligible(segment):
+        return
+    patient = session.get(Patient, segment.patient_id)
+    lesion = session.get(Lesion, segment.lesion_id)
+    if patient is None or lesion is None:
+        return
+    result = extraction.result
+    if result is None:
+        reason = extraction.reason or "not computed"
         _record(segment, "not-computed", reason)
         logger.info("radiomic features not computed", extra={"fields": {"segment": segment.id, "reason": reason}})
         return

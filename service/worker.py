@@ -73,10 +73,25 @@ class Worker:
     def run_one_job(self) -> bool:
         """Process one due job; False when there was none or the database is unavailable."""
         try:
+            heavy: tuple[int, int] | None = None
             with self.db.write() as session:
                 job = session.scalars(self._claim_query()).first()
-                if job is not None:
+                if job is not None and job.kind == radiomics_job.JOB_KIND:
+                    # Feature extraction takes seconds to minutes: it runs with no transaction open. The claim is a
+                    # lease: the job stays queued but not due until the extraction's time bound has passed, so a
+                    # crash mid-way leaves it to be retried, never lost or run twice meanwhile.
+                    job.locked_by, job.locked_at = self.name, utcnow()
+                    job.run_after = utcnow() + dt.timedelta(seconds=self.settings.radiomics_time_limit_seconds + 60)
+                    heavy = (job.id, int((job.payload or {}).get("segment_id", 0)))
+                elif job is not None:
                     self._run_claimed(session, job)
+            if heavy is not None:
+                job_id, segment_id = heavy
+                extraction = radiomics_job.extract_outside_transaction(self.db, self.settings, segment_id)
+                with self.db.write() as session:
+                    claimed = session.get(Job, job_id)
+                    if claimed is not None and claimed.status == "queued":
+                        self._run_claimed(session, claimed, extraction=extraction)
         except DatabaseUnavailable as exc:
             # The claim rolled back with the work: the job is queued again as it was, its attempt not counted.
             self._wait_for_database(exc)
@@ -84,7 +99,7 @@ class Worker:
         self._database_outages = 0
         return job is not None
 
-    def _run_claimed(self, session, job: Job) -> None:
+    def _run_claimed(self, session, job: Job, *, extraction: radiomics_job.Extraction | None = None) -> None:
         """Run a claimed job; its own failures are recorded on it, database failures propagate (nothing recorded)."""
         job.attempts += 1
         job.locked_by, job.locked_at = self.name, utcnow()
@@ -94,7 +109,7 @@ class Worker:
         session.flush()
         try:
             with session.begin_nested():
-                self._process(session, job)
+                self._process(session, job, extraction)
             job.status = "done"
             job.finished_at = utcnow()
             # A done job leaves the dedupe index (it covers queued jobs only).
@@ -136,7 +151,7 @@ class Worker:
         )
         self._stop.wait(delay)
 
-    def _process(self, session, job: Job) -> None:
+    def _process(self, session, job: Job, extraction: radiomics_job.Extraction | None = None) -> None:
         if job.kind == "evaluate":
             patient = session.get(Patient, job.patient_id)
             if patient is None:
@@ -167,7 +182,8 @@ class Worker:
         elif job.kind == segmentation.JOB_KIND:
             segmentation.process_seg(session, self.settings, str((job.payload or {}).get("sop_uid", "")))
         elif job.kind == radiomics_job.JOB_KIND:
-            radiomics_job.process_radiomics(session, self.settings, int((job.payload or {}).get("segment_id", 0)))
+            segment_id = int((job.payload or {}).get("segment_id", 0))
+            radiomics_job.process_radiomics(session, self.settings, segment_id, extraction)
         elif job.kind == "settle":
             study = session.get(Study, job.study_id)
             if study is None:
