@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import logging
 import random
 import threading
@@ -54,6 +55,11 @@ class Worker:
         self.name = settings.instance_id
         # Signature model cards are validated at start: an invalid card stops the worker with the file and key.
         load_cards(settings.signatures_dir)
+        if importlib.util.find_spec("radiomics") is None:
+            logger.warning(
+                "radiomic features are off: the optional 'imaging' extra (pyradiomics-bhklab) is not installed; "
+                "lesion segments get their volume only and are listed with that reason"
+            )
         self._database_outages = 0
         """Consecutive transactions that found the database unavailable (the backoff grows with it)."""
         self._stop = threading.Event()

@@ -109,3 +109,12 @@ def test_a_child_over_its_time_bound_is_stopped_with_the_reason():
     image, mask, spacing = _phantom()
     with pytest.raises(radiomics.RadiomicsError, match="exceeded the time bound of 0.001 s"):
         extract_features(image, mask, spacing, RadiomicsSettings(time_limit_seconds=0.001))
+
+
+def test_without_the_imaging_extra_the_reason_says_so(monkeypatch):
+    import sys
+
+    image, mask, spacing = _phantom()
+    monkeypatch.setitem(sys.modules, "radiomics", None)  # what an install without the extra looks like to import
+    with pytest.raises(radiomics.RadiomicsUnavailable, match=r"optional 'imaging' extra \(pip install"):
+        extract_features(image, mask, spacing)
