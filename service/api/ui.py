@@ -326,6 +326,7 @@ def quality_page():
         concordance=signed,
         end_points=end_points,
         km=km,
+        all_criteria=list(codes.RESPONSE_CRITERIA),
         concordance_method=concordance.METHOD,
         **dashboard_context(cohort, request.args),
     )

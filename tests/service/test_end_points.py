@@ -92,3 +92,8 @@ def test_end_points_endpoint_and_panel(app_client, settings, db):
 
     page = app_client.get("/ui/quality").get_data(as_text=True)
     assert 'id="end-points"' in page and 'class="plot km"' in page and 'data-source="signed"' in page
+    # The dashboard's form takes the end points' own filters.
+    page = app_client.get("/ui/quality?criterion=iRECIST").get_data(as_text=True)
+    assert 'class="end-points" data-criterion="iRECIST"' in page
+    assert 'class="end-points" data-criterion="RECIST-1.1"' not in page
+    assert '<option value="iRECIST" selected>' in page
