@@ -33,6 +33,11 @@ def _patient(session, patient_id: str) -> Patient:
     return patient
 
 
+def _audit_read(session, **what) -> None:
+    """Every /api read is audited the same way (contract §7): who, that it was a read, and of what."""
+    audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", **what)
+
+
 def _iso(value):
     return value.isoformat() if value is not None else None
 
@@ -41,15 +46,7 @@ def _iso(value):
 def patients():
     params.parse({})
     with ctx().db.write() as session:
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="Patient",
-            detail={"list": "patients"},
-        )
+        _audit_read(session, entity_type="Patient", detail={"list": "patients"})
         rows = list(session.scalars(select(Patient).order_by(Patient.created_at)))
         latest = {}
         for a in session.scalars(select(Assessment).order_by(Assessment.patient_id, Assessment.version)):
@@ -86,16 +83,7 @@ def patient_timeline(patient_id: str):
         reports = list(
             session.scalars(select(Report).where(Report.patient_id == patient.id).order_by(Report.scan_date))
         )
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="Patient",
-            entity_ref=patient.id,
-            patient_id=patient.id,
-        )
+        _audit_read(session, entity_type="Patient", entity_ref=patient.id, patient_id=patient.id)
         body = {
             "patient": {"id": patient.id, "identifier": patient.mrn, "sex": patient.sex},
             "assessment": latest.result if latest else None,
@@ -129,15 +117,7 @@ def patient_segments(patient_id: str):
     params.parse({})
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="Segment",
-            patient_id=patient.id,
-        )
+        _audit_read(session, entity_type="Segment", patient_id=patient.id)
         return jsonify({"segments": segments_listing(session, patient.id)})
 
 
@@ -147,15 +127,7 @@ def patient_pending(patient_id: str):
     params.parse({})
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="PendingInput",
-            patient_id=patient.id,
-        )
+        _audit_read(session, entity_type="PendingInput", patient_id=patient.id)
         return jsonify({"pending": pending_inputs(session, patient.id)})
 
 
@@ -165,7 +137,7 @@ def all_pending():
     do)."""
     params.parse({})
     with ctx().db.write() as session:
-        audit(session, agent=g.get("agent"), action="R", kind="api-read", source="api", entity_type="PendingInput")
+        _audit_read(session, entity_type="PendingInput")
         return jsonify({"pending": pending_inputs(session)})
 
 
@@ -174,16 +146,7 @@ def assessments(patient_id: str):
     full = params.parse({"full": params.boolean}).get("full", False)
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="Assessment",
-            entity_ref=patient.id,
-            patient_id=patient.id,
-        )
+        _audit_read(session, entity_type="Assessment", entity_ref=patient.id, patient_id=patient.id)
         rows = list(
             session.scalars(select(Assessment).where(Assessment.patient_id == patient.id).order_by(Assessment.version))
         )
@@ -207,16 +170,7 @@ def alerts():
     args = params.parse({"status": params.choice(*ALERT_STATUSES), "patient": params.identifier})
     status, patient = args.get("status"), args.get("patient")
     with ctx().db.write() as session:
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="Flag",
-            patient_id=patient,
-            detail={"list": "alerts"},
-        )
+        _audit_read(session, entity_type="Flag", patient_id=patient, detail={"list": "alerts"})
         query = select(Alert).order_by(Alert.updated_at.desc())
         if status:
             query = query.where(Alert.status == status)
@@ -277,15 +231,7 @@ def alert_entered_in_error(identifier: str):
 def deliveries():
     status = params.parse({"status": params.choice("pending", "delivered", "failed")}).get("status")
     with ctx().db.write() as session:
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="Bundle",
-            detail={"list": "deliveries"},
-        )
+        _audit_read(session, entity_type="Bundle", detail={"list": "deliveries"})
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc())
         if status:
             query = query.where(OutboxMessage.status == status)
@@ -442,16 +388,7 @@ def patient_sign_offs(patient_id: str):
     params.parse({})
     with ctx().db.write() as session:
         patient = _patient(session, patient_id)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="api-read",
-            source="api",
-            entity_type="Patient",
-            patient_id=patient.id,
-            detail={"list": "sign-offs"},
-        )
+        _audit_read(session, entity_type="Patient", patient_id=patient.id, detail={"list": "sign-offs"})
         out = signoff.patient_sign_offs(session, patient.id)
     return jsonify({"sign_offs": out})
 
