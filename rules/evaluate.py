@@ -16,7 +16,7 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any
 
-from rules import biomarkers, kinetics, volumetric
+from rules import biomarkers, kinetics, tracer_uptake, volumetric
 from rules.applicability import applicable_criteria
 from rules.criteria import (
     eortc_pet,
@@ -212,6 +212,9 @@ def evaluate_patient(
         warnings=tuple(warnings),
         lesion_table=lesion_table(timeline),
         flags=dict(overrides or {}),
+        tracer_uptake=tracer_uptake.non_fdg_uptake(
+            timeline, {lesion_id: lesion_name(tracked) for lesion_id, tracked in timeline.lesions.items()}
+        ),
     )
 
 

@@ -36,6 +36,10 @@ class TracerEntry:
     """(scheme designator, code value) pairs; SCT/SRT as DICOM writes them."""
     text: str
     """Regular expression matched (case-insensitive) against the Radiopharmaceutical text."""
+    source: str = ""
+    """Where the tracer is described (primary source), for tracers recognised by name only."""
+    refines: str | None = None
+    """The key of a broader, coded entry this one names more precisely (its text wins over that entry's code)."""
 
 
 TRACERS: tuple[TracerEntry, ...] = (
@@ -60,6 +64,26 @@ TRACERS: tuple[TracerEntry, ...] = (
     TracerEntry("psma-617", "68Ga-PSMA-617", (("DCM", "126759"),), r"psma-?617"),
     TracerEntry("piflufolastat", "18F-piflufolastat (DCFPyL)", (("NCIt", "C116352"),), r"piflufolastat|dcfpyl"),
     TracerEntry("psma", "PSMA ligand", (), r"psma"),
+    # Immuno-PET tracers, by name only: neither has a code in DICOM CID 4021 (2024c) nor a SNOMED CT concept that
+    # was verified here, so none is given; a header coded DCM 126511 with one of these names is refined to it.
+    TracerEntry(
+        "zr89-atezolizumab",
+        "89Zr-atezolizumab (PD-L1)",
+        (),
+        r"atezolizumab",
+        source="Bensch F et al., 89Zr-atezolizumab imaging as a non-invasive approach to assess clinical response "
+        "to PD-L1 blockade in cancer, Nat Med 2018;24:1852-1858",
+        refines="zr89-antibody",
+    ),
+    TracerEntry(
+        "zr89-iab22m2c",
+        "89Zr-Df-IAB22M2C (CD8)",
+        (),
+        r"iab22m2c|crefmirlimab",
+        source="Farwell MD et al., CD8-targeted PET imaging of tumor-infiltrating T cells in patients with cancer: "
+        "a phase I first-in-humans study of 89Zr-Df-IAB22M2C, J Nucl Med 2022;63:720-726",
+        refines="zr89-antibody",
+    ),
     TracerEntry(
         "zr89-antibody",
         "89Zr-labelled monoclonal antibody (immuno-PET)",
@@ -103,16 +127,30 @@ def identify(
     if code:
         for entry in TRACERS:
             if (scheme_key, code) in entry.codes or (not scheme_key and any(code == c for _, c in entry.codes)):
+                named = _named(text)
+                if named is not None and named.refines == entry.key:
+                    entry = named  # e.g. DCM 126511 (89Zr antibody) with the text "89Zr-atezolizumab"
                 return PetTracer(entry.key, entry.name, code, scheme_key or None, source=source)
-    if text and text.strip():
-        for pattern, entry in _TEXT:
-            if pattern.search(text):
-                return PetTracer(entry.key, entry.name, code or None, scheme_key or None, source=source)
+    named = _named(text)
+    if named is not None:
+        return PetTracer(named.key, named.name, code or None, scheme_key or None, source=source)
     if code or (text and text.strip()):
         return PetTracer(
             "other", (text or "").strip() or f"{scheme_key} {code}", code, scheme_key or None, source=source
         )
     return None
+
+
+def _named(text: str | None) -> TracerEntry | None:
+    """The first entry whose text pattern the Radiopharmaceutical text matches."""
+    if not text or not text.strip():
+        return None
+    return next((entry for pattern, entry in _TEXT if pattern.search(text)), None)
+
+
+def reference_of(key: str) -> str:
+    """The primary source recorded for a tracer key ('' for the DICOM-coded ones and unknown keys)."""
+    return next((entry.source for entry in TRACERS if entry.key == key), "")
 
 
 def default_tracer(key: str) -> PetTracer:

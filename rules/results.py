@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     from rules.engine import RuleSet
+    from rules.tracer_uptake import TracerUptake
 
 
 def percent_change(value: Decimal | Fraction | int, reference: Decimal | Fraction | int) -> Fraction | None:
@@ -224,6 +225,8 @@ class PatientAssessment:
     warnings: tuple[str, ...] = ()
     lesion_table: tuple[Mapping[str, Any], ...] = ()
     flags: Mapping[str, Any] = field(default_factory=dict)
+    tracer_uptake: tuple[TracerUptake, ...] = ()
+    """Uptake per lesion of each non-FDG PET timepoint with its heterogeneity (contract §9.6), informational."""
 
     def criterion(self, name: str) -> CriterionAssessment | None:
         return next((c for c in self.criteria if c.criterion == name), None)

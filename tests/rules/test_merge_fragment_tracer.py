@@ -198,7 +198,10 @@ def test_a_non_fdg_baseline_makes_every_pet_follow_up_ne():
         (None, None, "18F-FDG", "fdg"),
         ("126758", "DCM", "PSMA-1007 F^18^", "psma-1007"),
         ("724025002", "SCT", None, "dotatate"),
-        (None, None, "Zr-89 atezolizumab", "zr89-antibody"),
+        (None, None, "Zr-89 atezolizumab", "zr89-atezolizumab"),
+        ("126511", "DCM", "89Zr-Df-IAB22M2C", "zr89-iab22m2c"),
+        ("126511", "DCM", None, "zr89-antibody"),
+        (None, None, "Zr-89 trastuzumab", "zr89-antibody"),
         (None, None, "some new tracer", "other"),
     ],
 )
