@@ -426,6 +426,15 @@ IMMUNORAD_CODES: Mapping[str, str] = MappingProxyType(
         "fragment": "Fragment",
         "symptom-driven": "Symptom-driven unscheduled assessment",
         "radiopharmaceutical": "Radiopharmaceutical (PET tracer)",
+        # tracer-specific uptake (contract §9.6), informational
+        "tracer-uptake": "Tracer-specific uptake across lesions",
+        "lesion-uptake": "Uptake of one lesion",
+        "lesion-count": "Number of lesions with an uptake value",
+        "uptake-min": "Lowest lesion uptake",
+        "uptake-median": "Median lesion uptake",
+        "uptake-max": "Highest lesion uptake",
+        "uptake-max-min-ratio": "Highest / lowest lesion uptake",
+        "uptake-cv": "Coefficient of variation of lesion uptake",
         "intratumoral-injection": "Intratumoral injection",
     }
 )

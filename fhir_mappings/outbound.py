@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from fhir_mappings import codes
 from fhir_mappings.codes import LocalSystems
+from fhir_mappings.inbound import TRACER_SYSTEMS
 from fhir_mappings.prefill import impression_of, is_latest_timepoint, render_prefill
 from rules.results import (
     BiomarkerResult,
@@ -49,6 +50,7 @@ from rules.results import (
     TimepointResponse,
     round2,
 )
+from rules.tracer_uptake import TracerUptake
 
 REPORT_STATUSES = frozenset({"preliminary", "final", "amended", "corrected"})
 """Statuses a report version may have; each is valid for DiagnosticReport and Observation alike (FHIR R4)."""
@@ -361,6 +363,7 @@ def build_report(
     if kinetics is not None and (kinetics.e2_date is None or kinetics.e2_date <= ctx.scan_date):
         observations.append(_kinetics_observation(c, kinetics))
     observations += [_biomarker_observation(c, b) for b in assessment.biomarkers]
+    observations += [_tracer_uptake_observation(c, u) for u in assessment.tracer_uptake if u.scan_date <= ctx.scan_date]
 
     report = _diagnostic_report(c, observations, alerts)
     flags = [_flag(c, alert) for alert in alerts if alert.finding.alert]
@@ -699,6 +702,61 @@ def _biomarker_observation(c: _Context, biomarker: BiomarkerResult) -> dict:
     observation["method"] = {"text": biomarker.method}
     observation["note"] = [
         {"text": f"Source: {biomarker.source}. The cut-off is cohort-derived; informative only, never an alert."}
+    ]
+    return observation
+
+
+# -- tracer-specific uptake -------------------------------------------------------------------------------------
+_FHIR_SYSTEM_OF_SCHEME = {scheme: system for system, scheme in TRACER_SYSTEMS.items()}
+_UPTAKE_UNITS = {"SUVmax": "g/ml{SUVbw}", "SULpeak": "g/ml{SUVlbm}"}
+
+
+def _tracer_uptake_observation(c: _Context, uptake: TracerUptake) -> dict:
+    """The uptake of one non-FDG tracer's lesions at one PET timepoint and its spread (contract §9.6, §9.3):
+    the tracer in ``method`` and in the ``radiopharmaceutical`` component (as the inbound component), one
+    ``lesion-uptake`` component per lesion, then n, min, median, max, max/min and CV. Informational only."""
+    day = uptake.scan_date.isoformat()
+    code = _concept(c.local("tracer-uptake"), text=f"Tracer-specific uptake ({uptake.tracer_name})")
+    observation = c.observation_base(f"tracer-uptake/{uptake.tracer}/{day}", code)
+    observation["effectiveDateTime"] = day
+    system = _FHIR_SYSTEM_OF_SCHEME.get(uptake.tracer_scheme or "")
+    tracer_codings = [_coding(system, uptake.tracer_code)] if system and uptake.tracer_code else []
+    assumed = " (assumed: no tracer stated)" if uptake.assumed else ""
+    observation["method"] = {"text": f"{uptake.metric} per lesion on {uptake.tracer_name} PET{assumed}"}
+    unit = _UPTAKE_UNITS[uptake.metric]
+    value = "suv_max" if uptake.metric == "SUVmax" else "sul_peak"
+    components: list[dict[str, Any]] = [
+        {
+            "code": _concept(c.local("radiopharmaceutical")),
+            "valueCodeableConcept": _concept(*tracer_codings, text=uptake.tracer_name),
+        },
+        *(
+            {"code": _concept(c.local("lesion-uptake"), text=row.lesion), "valueQuantity": _quantity(raw, unit)}
+            for row in uptake.lesions
+            if (raw := getattr(row, value)) is not None
+        ),
+        {"code": _concept(c.local("lesion-count")), "valueInteger": uptake.count},
+        {"code": _concept(c.local("uptake-min")), "valueQuantity": _quantity(uptake.minimum, unit)},
+        {"code": _concept(c.local("uptake-median")), "valueQuantity": _quantity(uptake.median, unit)},
+        {"code": _concept(c.local("uptake-max")), "valueQuantity": _quantity(uptake.maximum, unit)},
+    ]
+    for code_name, ratio, ratio_unit, absent in (
+        ("uptake-max-min-ratio", uptake.max_min_ratio, "1", "lowest uptake is 0"),
+        ("uptake-cv", uptake.cv_percent, "%", "a single lesion"),
+    ):
+        component: dict[str, Any] = {"code": _concept(c.local(code_name))}
+        if ratio is not None:
+            component["valueQuantity"] = _quantity(ratio, ratio_unit)
+        else:
+            component["dataAbsentReason"] = _absent(absent)
+        components.append(component)
+    observation["component"] = components
+    source = f" Tracer: {uptake.source}." if uptake.source else ""
+    observation["note"] = [
+        {
+            "text": "Informational: heterogeneity of uptake across lesions; no validated cut-off exists and no "
+            f"FDG criterion reads these values.{source}"
+        }
     ]
     return observation
 

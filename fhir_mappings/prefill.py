@@ -37,6 +37,7 @@ from fhir_mappings.prefill_details import (
     is_latest_timepoint,
     lesion_cell_text,
     site_display,
+    tracer_uptake_line,
     unit_words,
 )
 from rules.findings.confirmation import ConfirmationWindow, open_windows, window_at
@@ -500,6 +501,8 @@ def render_prefill(
     chosen = primary_criterion(assessment, scan_date, primary)
     stated = burden_text(chosen[1]) if chosen is not None and chosen[1] is not None else None
     criteria = [line for line in (criterion_line(c, scan_date, stated) for c in assessment.criteria) if line]
+    # Contract §9.6: a non-FDG tracer's uptake at this scan, one line beside the criteria (FDG is read by them).
+    criteria += [tracer_uptake_line(u) for u in assessment.tracer_uptake if u.scan_date == scan_date]
     closing = [line for line in (kinetics_line(assessment, scan_date), _footer(assessment, scan_date)) if line]
     paragraphs = [first]
     if table is not None:

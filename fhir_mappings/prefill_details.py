@@ -26,6 +26,7 @@ from rules.results import CriterionAssessment, KineticsResult, PatientAssessment
 
 if TYPE_CHECKING:  # pragma: no cover - import for type checkers only (outbound imports this module)
     from fhir_mappings.outbound import AlertState
+    from rules.tracer_uptake import TracerUptake
 
 MINUS = "\u2212"
 TITLE = "Response assessment"
@@ -193,6 +194,16 @@ def _blocks(
             _Heading("Baseline prognostic biomarkers"),
             _Paragraph("Cut-offs are cohort-derived (retrospective); informative only, never an alert."),
             _List(tuple(biomarker_items)),
+        ]
+    uptake = [u for u in assessment.tracer_uptake if u.scan_date <= scan_date]
+    if uptake:
+        blocks += [
+            _Heading("Tracer-specific uptake"),
+            _Paragraph(
+                "Uptake of non-FDG tracers per lesion and its spread across lesions; informational, no validated "
+                "cut-off exists and no FDG criterion reads these values."
+            ),
+            _List(tuple(_uptake_item(u) for u in uptake)),
         ]
     if signatures:
         # Beside the biomarkers: the multilevel integration of imaging signatures with the clinical scores.
@@ -758,6 +769,32 @@ def _biomarker_items(assessment: PatientAssessment) -> list[_Item]:
         interpretation = f" — {b.interpretation}" if b.interpretation else ""
         items.append(_Item(f"{b.name}: {value}{unit}{interpretation} ({b.method}).", ()))
     return list(dict.fromkeys(items))  # the same biomarker by two methods can read the same when not evaluable
+
+
+def tracer_uptake_line(uptake: TracerUptake) -> str:
+    """``89Zr-atezolizumab (PD-L1) PET, 3 lesions: SUVmax 4 to 12, median 6, highest/lowest 3; informational.``"""
+    metric = "SUVmax" if uptake.metric == "SUVmax" else "SUL peak"
+    lesions = f"{uptake.count} lesion" + ("s" if uptake.count != 1 else "")
+    text = f"{uptake.tracer_name} PET, {lesions}: {metric} {format_number(uptake.minimum)}"
+    if uptake.count > 1:
+        text += f" to {format_number(uptake.maximum)}, median {format_number(uptake.median)}"
+        if uptake.max_min_ratio is not None:
+            text += f", highest/lowest {format_number(uptake.max_min_ratio)}"
+    return text + "; informational, no FDG criterion applied."
+
+
+def _uptake_item(uptake: TracerUptake) -> _Item:
+    metric = "SUVmax" if uptake.metric == "SUVmax" else "SUL peak"
+    per_lesion = tuple(
+        f"{row.lesion}: {metric} {format_number(value)}"
+        for row in uptake.lesions
+        if (value := row.suv_max if uptake.metric == "SUVmax" else row.sul_peak) is not None
+    )
+    spread = f"coefficient of variation {format_number(uptake.cv_percent)} %" if uptake.cv_percent is not None else ""
+    source = f"Tracer: {uptake.source}." if uptake.source else ""
+    tail = " ".join(part for part in (f"{spread}." if spread else "", source) if part)
+    head = f"{format_date(uptake.scan_date)}: {tracer_uptake_line(uptake)}"
+    return _Item(f"{head} {tail}".strip(), per_lesion)
 
 
 def _warnings(assessment: PatientAssessment, scan_date: dt.date) -> list[str]:

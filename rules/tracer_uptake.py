@@ -40,6 +40,9 @@ class TracerUptake:
     tracer: str
     """``rules.pet_tracers`` key (``zr89-atezolizumab``…, ``other``)."""
     tracer_name: str
+    tracer_code: str | None
+    tracer_scheme: str | None
+    """The coded tracer as stated (DICOM scheme designator: SCT, DCM…), ``None`` when stated by text only."""
     assumed: bool
     source: str
     """The tracer's primary source where it is recognised by name ('' for the DICOM-coded tracers)."""
@@ -78,6 +81,8 @@ def heterogeneity(scan_date: dt.date, tracer: PetTracer, lesions: Iterable[Lesio
         scan_date=scan_date,
         tracer=tracer.key,
         tracer_name=tracer.name,
+        tracer_code=tracer.code,
+        tracer_scheme=tracer.scheme,
         assumed=tracer.assumed,
         source=reference_of(tracer.key),
         lesions=rows,

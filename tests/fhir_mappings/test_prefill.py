@@ -21,6 +21,8 @@ import pytest
 from fhir_mappings.outbound import build_report, findings_as_of
 from fhir_mappings.prefill import IMPRESSION_MAX, format_date, render_prefill, site_display
 from rules.evaluate import evaluate_patient, facts_as_of
+from rules.facts import Scan
+from rules.pet_tracers import identify
 from rules.scenario import c
 from tests.fhir_mappings import attachment_text, context
 from tests.rules import cases
@@ -71,6 +73,10 @@ EXAMPLES = {
     "E5-PET": pc.e5_pet(),
     "E7-PET": pc.e7_pet(),
     "P1": pc.p1(),
+    # P1 with FU1 on 89Zr-atezolizumab: the tracer-specific uptake line must keep the limits too.
+    "P1-89Zr": dataclasses.replace(
+        pc.p1(), scans=(Scan(pc.P1_SCANS["FU1"], modalities=("PT",), pet_tracer=identify(text="89Zr-atezolizumab")),)
+    ),
     "L1": pc.l1(),
     "L1-PET": pc.l1(pet=True),
     "iRANO": glioma(
