@@ -4,13 +4,15 @@ worker): TID 1500 SRs and images sent with DCMTK's storescu, FHIR transactions o
 
 - a merge and a fragmentation (RECIST 1.1 and irRC, the arithmetic below) through DICOM and through FHIR;
 - a symptom-driven early scan confirming iUPD → iCPD (iRECIST, size spec §2.4) through DICOM and FHIR;
-- a PET scan with a non-FDG tracer → PERCIST 1.0 NE naming the tracer, through DICOM (and FHIR).
+- a PET scan with a non-FDG tracer → PERCIST 1.0 NE naming the tracer, through DICOM (and FHIR);
+- an 89Zr-atezolizumab PET → the tracer-uptake Observation on ``/fhir`` (contract §9.6) and PERCIST 1.0 NE.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -431,3 +433,53 @@ def test_pet_tracer_assumed_when_stated_nowhere_and_stated_through_fhir(service)
     assert any("18F-FDG — assumed: no tracer stated" in line for line in at(result, "PERCIST-1.0", fu1)["trace"])
     fu2_tp = at(result, "PERCIST-1.0", fu2)
     assert fu2_tp["category"] == "NE" and "68Ga-DOTATATE (SCT 724025002)" in fu2_tp["trace"][0]
+
+
+# --- immuno-PET: tracer-specific uptake (contract §9.6) -------------------------------------------------------
+# P1's FU1 acquired with 89Zr-atezolizumab (PD-L1; header coded DCM 126511 "Monoclonal Antibody 89Zr", the text
+# naming the antibody): SUL peak A 5.0, B 5.5, C 3.0 → n 3, min 3.0, median 5.0, max 5.5, max/min 5.5 / 3.0 = 1.83;
+# mean 4.5, population SD sqrt((0.25 + 1 + 2.25) / 3) = 1.080 → CV 24.0 %. PERCIST 1.0 is NE naming the tracer.
+def test_immuno_pet_uptake_is_a_tracer_fact_on_fhir_and_percist_is_ne(service, tmp_path):
+    mrn = "MRN-V2-PET-ZR89"
+    start_therapy(service, mrn)
+    tracks = {label: uid() for label in P1}
+    fu1 = D("2024-04-01")
+    atezolizumab = {
+        "radiopharmaceutical": codes.DCM.MonoclonalAntibody89Zr,
+        "radiopharmaceutical_text": "89Zr-atezolizumab",
+    }
+    pet_scan(service, tmp_path / "0", mrn, BL, 0, tracks, 2.0)
+    pet_scan(service, tmp_path / "1", mrn, fu1, 1, tracks, 2.1, **atezolizumab)
+    result = assessment(service, mrn, [fu1], "PERCIST-1.0")
+    tp = at(result, "PERCIST-1.0", fu1)
+    assert tp["category"] == "NE" and "89Zr-atezolizumab (PD-L1) (DCM 126511)" in tp["trace"][0]
+    (uptake,) = result["tracer_uptake"]
+    assert (uptake["tracer"], uptake["metric"], uptake["count"], uptake["median"]) == (
+        "zr89-atezolizumab",
+        "SULpeak",
+        3,
+        "5.00",
+    )
+
+    status, body, _ = service.request("GET", f"/api/patients/{mrn}")
+    assert status == 200, body
+    code = urllib.parse.quote(f"{OWN}|tracer-uptake", safe="")
+
+    def observation():
+        status, bundle, _ = service.request("GET", f"/fhir/Observation?code={code}&patient={body['patient']['id']}")
+        found = [e["resource"] for e in bundle.get("entry", [])] if status == 200 else []
+        return found[0] if found else None
+
+    o = service.wait_for(observation, timeout=90, message=f"{mrn}'s tracer-uptake Observation")
+    assert o["effectiveDateTime"] == fu1.isoformat() and "89Zr-atezolizumab (PD-L1)" in o["method"]["text"]
+    by_code = {c["code"]["coding"][0]["code"]: c for c in o["component"]}
+    tracer = by_code["radiopharmaceutical"]["valueCodeableConcept"]
+    assert tracer["coding"][0]["code"] == "126511" and tracer["text"] == "89Zr-atezolizumab (PD-L1)"
+    assert {k: by_code[k]["valueQuantity"]["value"] for k in ("uptake-min", "uptake-median", "uptake-max")} == {
+        "uptake-min": 3,
+        "uptake-median": 5,
+        "uptake-max": 5.5,
+    }
+    assert by_code["uptake-max-min-ratio"]["valueQuantity"]["value"] == 1.83
+    assert by_code["uptake-cv"]["valueQuantity"]["value"] == 24.0
+    assert by_code["lesion-count"]["valueInteger"] == 3
