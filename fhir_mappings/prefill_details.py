@@ -775,7 +775,10 @@ def tracer_uptake_line(uptake: TracerUptake) -> str:
     """``89Zr-atezolizumab (PD-L1) PET, 3 lesions: SUVmax 4 to 12, median 6, highest/lowest 3; informational.``"""
     metric = "SUVmax" if uptake.metric == "SUVmax" else "SUL peak"
     lesions = f"{uptake.count} lesion" + ("s" if uptake.count != 1 else "")
-    text = f"{uptake.tracer_name} PET, {lesions}: {metric} {format_number(uptake.minimum)}"
+    # A tracer stated only by a code we do not know is named by that code: the text gets no code numbers (§9.4).
+    coded_only = uptake.tracer_code is not None and uptake.tracer_code in uptake.tracer_name
+    name = "Unrecognised non-FDG tracer" if coded_only else uptake.tracer_name
+    text = f"{name} PET, {lesions}: {metric} {format_number(uptake.minimum)}"
     if uptake.count > 1:
         text += f" to {format_number(uptake.maximum)}, median {format_number(uptake.median)}"
         if uptake.max_min_ratio is not None:

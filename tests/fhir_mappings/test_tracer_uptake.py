@@ -9,6 +9,7 @@ from fhir_mappings.outbound import build_report
 from fhir_mappings.prefill import render_prefill
 from fhir_mappings.validation import validate_resource
 from rules.evaluate import evaluate_patient
+from rules.pet_tracers import identify
 from tests.fhir_mappings import IMMUNORAD, attachment_text, component, context, observation_with_code, schema_errors
 from tests.rules.test_tracer_uptake import ATEZO, FDG, FU, facts, m
 
@@ -68,3 +69,16 @@ def test_prefill_line_and_details_only_with_a_non_fdg_tracer():
     fdg_plain, fdg_fragment = render_prefill(fdg, FU)
     assert "PET, 3 lesions" not in fdg_plain and "Tracer-specific uptake" not in fdg_fragment
     assert observation_with_code(fdg_report.observations, IMMUNORAD, "tracer-uptake") is None
+
+
+def test_a_tracer_stated_only_by_an_unknown_code_is_not_named_by_its_number_in_the_text():
+    unknown = identify(code="987654321", scheme="SCT")
+    assert unknown is not None and (unknown.key, unknown.name) == ("other", "SCT 987654321")
+    assessment = evaluate_patient(facts(unknown, m("A", FU, "12.0"), m("B", FU, "4.0")))
+    plain, _ = render_prefill(assessment, FU)
+    assert "Unrecognised non-FDG tracer PET, 2 lesions: SUVmax 4 to 12, median 8, highest/lowest 3;" in plain
+    assert "987654321" not in plain
+    # The Observation keeps the code as received.
+    o = observation_with_code(build_report(assessment, context(CASE, FU)).observations, IMMUNORAD, "tracer-uptake")
+    tracer = component(o, "radiopharmaceutical")["valueCodeableConcept"]
+    assert tracer["coding"][0] == {"system": "http://snomed.info/sct", "code": "987654321"}
