@@ -10,7 +10,10 @@ Real peers throughout: gunicorn and the worker as processes (``ServiceProcesses`
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from playwright.sync_api import expect
 
 from tests.support.processes import ServiceProcesses
 from tests.support.smart_ehr import SmartEhr
@@ -96,7 +99,9 @@ def test_sign_in_patient_page_copy_prefill_quality_and_sign_out(service, cohort,
     plain = page.locator("#prefill-plain").text_content()
     assert plain and len(plain) > 50
     page.click("#copy-prefill")
-    page.wait_for_function("document.getElementById('copy-status').textContent.startsWith('Copied')")
+    # A locator assertion, not wait_for_function: polling a string predicate compiles it in the page, which the
+    # page's script-src 'self' policy refuses (an EvalError whenever the first check is not already true).
+    expect(page.locator("#copy-status")).to_have_text(re.compile(r"^Copied"))
     assert page.evaluate("navigator.clipboard.readText()") == plain
     page.screenshot(path=str(artifacts / f"report-copied-{backend}.png"), full_page=True)
 
