@@ -28,13 +28,18 @@ def _filters(args: Mapping[str, str]) -> quality.Filters:
         abort(400, description=str(error))
 
 
+def _audit_read(session, kind: str, detail: dict) -> None:
+    """Every quality read or export is audited the same way (contract §7): who, which panel or export, which filters."""
+    audit(session, agent=g.get("agent"), action="R", kind=kind, source="api", detail=detail)
+
+
 @blueprint.get("/quality")
 def quality_summary():
     params.parse(FILTER_PARAMS)
     filters = _filters(request.args)
     with ctx().db.write() as session:
         cohort = quality.load_cohort(session, filters)
-        audit(session, agent=g.get("agent"), action="R", kind="quality-read", source="api", detail=filters.as_args())
+        _audit_read(session, "quality-read", filters.as_args())
     return jsonify(quality.summary(cohort))
 
 
@@ -82,14 +87,7 @@ def alert_follow_up():
     filters = _filters(request.args)
     with ctx().db.write() as session:
         cohort = quality.load_cohort(session, filters)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="quality-read",
-            source="api",
-            detail={**filters.as_args(), "panel": "alert-follow-up"},
-        )
+        _audit_read(session, "quality-read", {**filters.as_args(), "panel": "alert-follow-up"})
         out = acknowledge.follow_up(
             session, {p.patient_id: p.label for p in cohort.patients}, filters.start, filters.end
         )
@@ -118,14 +116,7 @@ def concordance_summary():
     filters = _filters(request.args)
     with ctx().db.write() as session:
         timepoints = _concordance_timepoints(session, filters)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="quality-read",
-            source="api",
-            detail={**filters.as_args(), "panel": "concordance"},
-        )
+        _audit_read(session, "quality-read", {**filters.as_args(), "panel": "concordance"})
     rows = concordance.concordance(timepoints)
     for row in rows:
         for item in row["discordant"]:
@@ -145,14 +136,7 @@ def concordance_csv():
     filters = _filters(request.args)
     with ctx().db.write() as session:
         timepoints = _concordance_timepoints(session, filters)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="quality-export",
-            source="api",
-            detail={**filters.as_args(), "panel": "concordance"},
-        )
+        _audit_read(session, "quality-export", {**filters.as_args(), "panel": "concordance"})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(concordance.CSV_COLUMNS)
@@ -184,14 +168,7 @@ def end_points_summary():
     args = params.parse(ENDPOINT_PARAMS)
     with ctx().db.write() as session:
         rows = cohort_end_points(session, request.args)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="quality-read",
-            source="api",
-            detail={**{k: str(v) for k, v in args.items()}, "panel": "endpoints"},
-        )
+        _audit_read(session, "quality-read", {**{k: str(v) for k, v in args.items()}, "panel": "endpoints"})
     return jsonify({"criteria": rows})
 
 
@@ -217,13 +194,8 @@ def sdtm_export(domain: str):
 
     with ctx().db.write() as session:
         cohort = quality.load_cohort(session, filters)
-        audit(
-            session,
-            agent=g.get("agent"),
-            action="R",
-            kind="sdtm-export",
-            source="api",
-            detail={**filters.as_args(), "domain": domain.upper(), "pseudonymised": pseudonymise},
+        _audit_read(
+            session, "sdtm-export", {**filters.as_args(), "domain": domain.upper(), "pseudonymised": pseudonymise}
         )
     if domain == "rs":
         body = sdtm.to_csv(sdtm.RS_VARIABLES, sdtm.rs_rows(cohort, subject, study))
