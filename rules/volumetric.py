@@ -120,14 +120,8 @@ def assess_volumes(
         if measured:
             nadir = min(nadir, total)
     best = _best(timepoints)
-    return CriterionAssessment(
-        criterion=CRITERION,
-        version=ruleset.version,
-        source=ruleset.source,
-        flags={},
-        timepoints=tuple(timepoints),
-        best_response=best,
-        provisional=True,
+    return CriterionAssessment.of(
+        ruleset, ruleset.flag_values(), tuple(timepoints), best_response=best, provisional=True
     )
 
 
