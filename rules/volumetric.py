@@ -7,7 +7,7 @@
   lesions against the baseline (PR: ≤ 0.343 ×) and the nadir (PD: ≥ 1.728 ×) — RECIST 1.1's −30 % / +20 % of
   diameter cubed for a sphere; CR when every baseline lesion's volume is 0; NE when one has no volume. A new lesion
   is not judged here (RECIST 1.1 and the immune criteria beside it do that from the reads). Provisional.
-- **Kinetics**: tumour growth rate on volumes with the Ferté arithmetic of ``rules.kinetics`` — with measured
+- **Kinetics**: tumour growth rate on volumes with the Ferté arithmetic of ``rules.kinetics.growth`` — with measured
   volumes TG = ln(V1/V0)/Δt, which is ``tumour_growth_rate`` applied to cube roots (its 3·ln(D1/D0) estimates
   exactly that volume ratio from diameters); reference period = the scan before baseline → baseline, experimental
   = baseline → the follow-up; and their ratio (``growth_ratio``).
@@ -25,7 +25,7 @@ from typing import Any
 
 from rules.engine import Engine
 from rules.facts import LesionVolume
-from rules.kinetics import KineticsUndefined, growth_ratio, tumour_growth_rate
+from rules.kinetics.growth import KineticsUndefined, growth_ratio, tumour_growth_rate
 from rules.results import BestResponse, BiomarkerResult, CriterionAssessment, TimepointResponse
 
 CRITERION = "volumetric-RECIST-equivalent"

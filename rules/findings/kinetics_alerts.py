@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rules.engine import Engine, get_engine
-from rules.kinetics import (
+from rules.kinetics.assess import (
     MET,
     NOT_EVALUABLE,
     NOT_MET,

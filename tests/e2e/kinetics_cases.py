@@ -51,7 +51,7 @@ MONTH_DAYS = 365.25 / 12
 """Spec §0: months = days × 12/365.25."""
 
 
-# --- spec §2.1/§2.3/§3.2.3 arithmetic, written out independently of rules/kinetics.py ----------------------
+# --- spec §2.1/§2.3/§3.2.3 arithmetic, written out independently of rules/kinetics/growth.py -------------
 
 
 def months(d0: dt.date, d1: dt.date) -> float:

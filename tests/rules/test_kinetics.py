@@ -30,18 +30,20 @@ from rules.facts import (
     Scan,
     TherapyLine,
 )
-from rules.kinetics import (
+from rules.kinetics.assess import (
     CRITERION,
     DEFINITION_CODES,
-    FERTE_MONTH_DAYS,
     KineticsRules,
-    KineticsUndefined,
     assess_kinetics,
     evaluate_definitions,
     kinetic_quantities,
+    reason_code,
+)
+from rules.kinetics.growth import (
+    FERTE_MONTH_DAYS,
+    KineticsUndefined,
     months_between,
     progression_pace,
-    reason_code,
     tumour_growth_kinetics,
     tumour_growth_rate,
 )

@@ -1,20 +1,10 @@
-"""Tumour growth kinetics around the start of immunotherapy, and the hyperprogression, fast-progression and
-early-death definitions that use them.
-
-Spec: ``clinical/criteria-kinetics-irae.md`` §2 (TGR §2.1, TGK §2.3, windows §2.4, lesion bookkeeping §2.6),
-§3 (definitions H1–H8, FP, ED), §0 (float tolerance and BORDERLINE), §8 (flags). Every threshold, policy flag
-and boolean combination is in ``rules/rulesets/kinetics.yaml`` (criterion ``tumour-kinetics``); this module
-measures (sums, dates, growth rates) and asks the decision tables for every verdict.
-
-Scan names follow the spec: E0 the pre-baseline scan (``timeline.prebaseline``), E1 the baseline, C1D1 the
-first immunotherapy dose, E2 the first on-treatment evaluation.
-"""
+"""Tumour growth kinetics for one patient: measured quantities, every definition, and the flags and notes around
+them (spec §2–§3, §8)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,16 +15,20 @@ from typing import Any
 from rules.criteria.recist_family import NODAL_ORGAN, new_lesion_readings, recist_diameter
 from rules.engine import Decision, Engine, RuleSet, Threshold, format_fraction
 from rules.facts import LesionRole, LesionStatus, PatientFacts
+from rules.kinetics.growth import (
+    FERTE_MONTH_DAYS,
+    growth_ratio,
+    months_between,
+    progression_pace,
+    tumour_growth_kinetics,
+    tumour_growth_rate,
+)
 from rules.results import CriterionAssessment, DefinitionResult, KineticsResult
 from rules.therapy_classes import class_label
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name
 
 CRITERION = "tumour-kinetics"
 RECIST_CRITERION = "RECIST-1.1"
-
-FERTE_MONTH_DAYS = 365.25 / 12
-"""Days per month in the reference TGR code (``difftime × 12/365.25``) [V:FERTE-code]; the rule file's
-``MONTH_DAYS`` flag has the same default and is what ``assess_kinetics`` uses."""
 
 UNKNOWN = "unknown"
 """A component whose facts are missing (three-valued logic: true / false / unknown)."""
@@ -64,69 +58,6 @@ DEFINITION_CODES = (
 """Contract §5 codes in ``{C}/CodeSystem/hyperprogression``, in the order they are reported."""
 
 ECOG_CODE = "ecog"
-
-
-class KineticsUndefined(ValueError):
-    """A growth rate that is not defined (D0 = 0, or a non-positive interval): spec §2.6 rule 3."""
-
-
-# --- arithmetic (spec §2.1, §2.3; pure functions) -------------------------------------------------------
-
-
-def months_between(d0: dt.date, d1: dt.date, month_days: float = FERTE_MONTH_DAYS) -> float:
-    """Interval in months as the reference TGR code computes it: days × 12/365.25 (spec §0)."""
-    return (d1 - d0).days / month_days
-
-
-def tumour_growth_rate(
-    s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *, month_days: float = FERTE_MONTH_DAYS
-) -> float:
-    """TGR in % volume per month (Ferté): TG = 3·ln(S1/S0)/Δt, TGR = 100·(exp(TG) − 1), in float64.
-
-    Raises ``KineticsUndefined`` when S0 ≤ 0 or Δt ≤ 0. Returns the floor −100.0 when S1 = 0 (complete
-    disappearance: ln → −∞); the caller flags it (spec §2.6 rule 3: never add offsets).
-    """
-    months = months_between(d0, d1, month_days)
-    if months <= 0:
-        raise KineticsUndefined(f"interval {d0} → {d1} is not positive")
-    if s0 <= 0:
-        raise KineticsUndefined("D0 = 0: ln(D1/D0) is undefined")
-    if s1 <= 0:
-        return -100.0
-    growth_constant = 3 * math.log(float(s1) / float(s0)) / months
-    try:
-        return 100 * (math.exp(growth_constant) - 1)
-    except OverflowError:
-        raise KineticsUndefined(f"TG = {growth_constant:.1f}/month overflows (interval too short)") from None
-
-
-def tumour_growth_kinetics(
-    s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *, month_days: float = FERTE_MONTH_DAYS
-) -> float:
-    """TGK (Saâda-Bouzid) in mm/month: (S1 − S0)/Δt, no volume assumption (spec §2.3)."""
-    months = months_between(d0, d1, month_days)
-    if months <= 0:
-        raise KineticsUndefined(f"interval {d0} → {d1} is not positive")
-    return float(Decimal(str(s1)) - Decimal(str(s0))) / months
-
-
-def progression_pace(
-    s0: Decimal | float, s1: Decimal | float, d0: dt.date, d1: dt.date, *, month_days: float = FERTE_MONTH_DAYS
-) -> float:
-    """Kato pace in % per month: (S1 − S0)/S0 × 100 / Δt (operationalisation [D], spec §3.2.3)."""
-    months = months_between(d0, d1, month_days)
-    if months <= 0:
-        raise KineticsUndefined(f"interval {d0} → {d1} is not positive")
-    if s0 <= 0:
-        raise KineticsUndefined("S0 = 0: percent change undefined")
-    return float((Decimal(str(s1)) - Decimal(str(s0))) / Decimal(str(s0)) * 100) / months
-
-
-def growth_ratio(experimental: float | None, reference: float | None) -> float | None:
-    """experimental / reference, or ``None`` when the reference rate is ≤ 0 (spec §3.2.1 UNDEFINED_RATIO)."""
-    if experimental is None or reference is None or reference <= 0:
-        return None
-    return experimental / reference
 
 
 # --- measured quantities ----------------------------------------------------------------------------------
@@ -1409,18 +1340,12 @@ def reason_code(result: DefinitionResult) -> str:
 __all__ = [
     "CRITERION",
     "DEFINITION_CODES",
-    "FERTE_MONTH_DAYS",
     "KineticQuantities",
     "KineticsRules",
-    "KineticsUndefined",
     "assess_kinetics",
     "definition",
     "evaluate_definitions",
-    "growth_ratio",
     "kinetic_quantities",
-    "months_between",
-    "progression_pace",
     "reason_code",
-    "tumour_growth_kinetics",
-    "tumour_growth_rate",
+    "required_definition",
 ]
