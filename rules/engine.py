@@ -178,6 +178,36 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One check of a condition: a threshold on quantities, or a boolean quantity or flag.
+
+    Threshold check: ``(quantity − minus) ⋛ threshold × reference`` (``minus`` and ``reference`` optional), with the
+    threshold after the configured flags. Boolean check (``any_true``): at least one of the named quantities or flags
+    is true. A quantity that is ``None`` (not measured) fails the check."""
+
+    threshold: str = ""
+    quantity: str = ""
+    minus: str = ""
+    reference: str = ""
+    any_true: tuple[str, ...] = ()
+
+    def names(self) -> tuple[str, ...]:
+        """The quantities and flags this check reads."""
+        return tuple(n for n in (self.quantity, self.minus, self.reference) if n) + self.any_true
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A named conjunction: it holds when every check holds (``conditions`` in a rule file)."""
+
+    name: str
+    quantities: tuple[str, ...]
+    """The measured quantities the criterion code supplies, by name; nothing else decides."""
+    checks: tuple[Check, ...]
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class RuleSet:
     """One rule file: a criterion (or a family of findings) with its source, thresholds, flags and tables."""
 
@@ -194,6 +224,7 @@ class RuleSet:
     inherit_from: str = ""
     """The flag prefix of the rule file whose overrides the ``inherited`` flags fall back to (``inherit.from``)."""
     inherited: tuple[str, ...] = ()
+    conditions: Mapping[str, Condition] = field(default_factory=dict)
 
     def threshold(self, name: str) -> Threshold:
         """The threshold at the rule file's defaults (a flag-backed threshold carries its flag's default)."""
@@ -247,6 +278,39 @@ class RuleSet:
             raise ValueError(f"{self.criterion}: threshold {name} is required and cannot be switched off by a flag")
         return threshold
 
+    def holds(self, condition: str, flags: Mapping[str, Any], /, **quantities: Any) -> bool:
+        """Whether the named condition holds for the measured ``quantities`` (exactly the ones it declares) under
+        the flag values ``flags`` (``flag_values``): every check in order, the first failing one ends it."""
+        try:
+            spec = self.conditions[condition]
+        except KeyError:
+            raise RuleFileError(f"{self.criterion}: no condition named {condition!r}") from None
+        if set(quantities) != set(spec.quantities):
+            raise ValueError(
+                f"{self.criterion}: condition {condition} takes the quantities {sorted(spec.quantities)}, "
+                f"got {sorted(quantities)}"
+            )
+        for check in spec.checks:
+            if check.any_true:
+                values = [quantities[n] if n in quantities else flags[n] for n in check.any_true]
+                wrong = [v for v in values if v is not None and not isinstance(v, bool)]
+                if wrong:
+                    raise ValueError(f"{self.criterion}: condition {condition}: {wrong!r} is not true or false")
+                if not any(v is True for v in values):
+                    return False
+                continue
+            lhs = quantities[check.quantity]
+            minus = quantities[check.minus] if check.minus else 0
+            reference = quantities[check.reference] if check.reference else None
+            if lhs is None or minus is None or (check.reference and reference is None):
+                return False
+            if check.minus:
+                exact = isinstance(lhs, (Decimal, int)) and isinstance(minus, (Decimal, int))
+                lhs = lhs - minus if exact else Fraction(lhs) - Fraction(minus)
+            if not self.required_threshold(check.threshold, flags).holds(lhs, reference):
+                return False
+        return True
+
     @property
     def flag_prefix(self) -> str:
         return str(self.parameters.get("flag_prefix", self.criterion.lower()))
@@ -273,12 +337,27 @@ def _flag_path_value(ruleset: RuleSet, path: str, flags: Mapping[str, Any]) -> A
 # --- the rule-file schema (rules/rulesets/SCHEMA.md) -------------------------------------------------------
 
 TOP_LEVEL_KEYS = frozenset(
-    {"criterion", "version", "title", "source", "evidence", "inherit", "thresholds", "flags", "tables", "parameters"}
+    {
+        "criterion",
+        "version",
+        "title",
+        "source",
+        "evidence",
+        "inherit",
+        "thresholds",
+        "flags",
+        "conditions",
+        "tables",
+        "parameters",
+    }
 )
 INHERIT_KEYS = frozenset({"from", "flags"})
 THRESHOLD_KEYS = frozenset({"value", "flag", "direction", "inclusive", "unit", "source"})
 INCLUSIVE_FLAG_KEYS = frozenset({"flag", "equals"})
 FLAG_KEYS = frozenset({"default", "source"})
+CONDITION_KEYS = frozenset({"source", "quantities", "all"})
+THRESHOLD_CHECK_KEYS = frozenset({"threshold", "quantity", "minus", "reference"})
+BOOLEAN_CHECK_KEYS = frozenset({"any_true"})
 TABLE_KEYS = frozenset({"source", "inputs", "rows"})
 ROW_KEYS = frozenset({"id", "when", "then", "because"})
 RETIRED_PARAMETERS = {
@@ -299,6 +378,12 @@ def _mapping(value: Any, where: str, path: str, allowed: frozenset[str]) -> Mapp
     for key in value:
         if key not in allowed:
             raise RuleFileError(f"{where}: unknown key {key!r} at {path} (allowed there: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _as_mapping(value: Any, where: str, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RuleFileError(f"{where}: {path} must be a mapping, got {type(value).__name__}")
     return value
 
 
@@ -405,6 +490,69 @@ def _parse_threshold(name: str, spec: Any, where: str, flags: Mapping[str, Flag]
     )
 
 
+def _parse_condition(
+    name: str, spec: Any, where: str, thresholds: Mapping[str, Threshold], flags: Mapping[str, Flag]
+) -> Condition:
+    at = f"conditions.{name}"
+    spec = _mapping(spec, where, at, CONDITION_KEYS)
+    source = str(spec.get("source", "")).strip()
+    if not source:
+        raise RuleFileError(f"{where}: {at} needs a source")
+    quantities = spec.get("quantities")
+    if (
+        not isinstance(quantities, list)
+        or not quantities
+        or not all(isinstance(q, str) and q.isidentifier() for q in quantities)
+        or len(set(quantities)) != len(quantities)
+    ):
+        raise RuleFileError(f"{where}: {at}.quantities must be a non-empty list of distinct names, got {quantities!r}")
+    clash = [q for q in quantities if q in flags]
+    if clash:
+        raise RuleFileError(f"{where}: {at}.quantities {clash} are also flag names")
+    raw_checks = spec.get("all")
+    if not isinstance(raw_checks, list) or not raw_checks:
+        raise RuleFileError(f"{where}: {at}.all must be a non-empty list of checks (a conjunction)")
+    checks = []
+    for index, raw in enumerate(raw_checks):
+        check_at = f"{at}.all[{index}]"
+        if isinstance(raw, Mapping) and "any_true" in raw:
+            raw = _mapping(raw, where, check_at, BOOLEAN_CHECK_KEYS)
+            names = raw["any_true"] if isinstance(raw["any_true"], list) else [raw["any_true"]]
+            if not names or not all(isinstance(n, str) for n in names):
+                raise RuleFileError(
+                    f"{where}: {check_at}.any_true must name quantities or flags, got {raw['any_true']!r}"
+                )
+            for n in names:
+                if n in flags and not isinstance(flags[n].default, bool):
+                    raise RuleFileError(f"{where}: {check_at}.any_true: flag {n!r} must default to true or false")
+            check = Check(any_true=tuple(names))
+        else:
+            raw = _mapping(raw, where, check_at, THRESHOLD_CHECK_KEYS)
+            if raw.get("threshold") not in thresholds:
+                raise RuleFileError(
+                    f"{where}: {check_at}.threshold {raw.get('threshold')!r} is not a threshold of this file"
+                )
+            if not raw.get("quantity"):
+                raise RuleFileError(f"{where}: {check_at} needs a quantity")
+            check = Check(
+                threshold=str(raw["threshold"]),
+                quantity=str(raw["quantity"]),
+                minus=str(raw.get("minus") or ""),
+                reference=str(raw.get("reference") or ""),
+            )
+            unknown_flags = [n for n in check.names() if n in flags]
+            if unknown_flags:
+                raise RuleFileError(f"{where}: {check_at}: {unknown_flags} are flags, not quantities")
+        unknown = [n for n in check.names() if n not in quantities and n not in flags]
+        if unknown:
+            raise RuleFileError(f"{where}: {check_at}: {unknown} not declared in {at}.quantities")
+        checks.append(check)
+    unused = [q for q in quantities if not any(q in t.names() for t in checks)]
+    if unused:
+        raise RuleFileError(f"{where}: {at}.quantities {unused} are used by no check")
+    return Condition(name, tuple(quantities), tuple(checks), source)
+
+
 def load_ruleset(path: Path) -> RuleSet:
     """Read and check one rule file against the schema (rules/rulesets/SCHEMA.md): unknown keys are errors."""
     doc = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)  # noqa: S506 -- a safe loader
@@ -423,6 +571,10 @@ def load_ruleset(path: Path) -> RuleSet:
     flags = {name: _parse_flag(name, spec, where) for name, spec in (doc.get("flags") or {}).items()}
     thresholds = {
         name: _parse_threshold(name, spec, where, flags) for name, spec in (doc.get("thresholds") or {}).items()
+    }
+    conditions = {
+        name: _parse_condition(name, spec, where, thresholds, flags)
+        for name, spec in _as_mapping(doc.get("conditions") or {}, where, "conditions").items()
     }
     inherit = _mapping(doc.get("inherit") or {}, where, "inherit", INHERIT_KEYS)
     inherited = tuple(str(n) for n in (inherit.get("flags") or ()))
@@ -445,6 +597,7 @@ def load_ruleset(path: Path) -> RuleSet:
         path=str(path),
         inherit_from=str(inherit.get("from", "")),
         inherited=inherited,
+        conditions=conditions,
     )
 
 
@@ -613,6 +766,8 @@ def as_domain_value(value: Any) -> Any:
 
 __all__: Sequence[str] = [
     "ANY",
+    "Check",
+    "Condition",
     "Decision",
     "DecisionTable",
     "Engine",

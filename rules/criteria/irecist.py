@@ -190,24 +190,32 @@ def _diameters(tp: Timepoint, lesions: Iterable[TrackedLesion], too_small_mm: De
 class SumChange:
     """A like-for-like change of a sum since the episode's anchor: the lesions assessed at the anchor, now."""
 
-    delta_mm: Decimal
+    anchor_mm: Decimal
+    """The sum at the anchor (the iUPD that opened the episode)."""
+    now_mm: Decimal
+    """The same lesions' sum now."""
     complete: bool
     """False when a lesion assessed at the anchor is not assessed now (counted as 0: a lower bound of the sum)."""
+
+    @property
+    def delta_mm(self) -> Decimal:
+        return self.now_mm - self.anchor_mm
 
 
 def change_since(anchor: Mapping[str, Decimal], now: Mapping[str, Decimal | None]) -> SumChange | None:
     """Cumulative change against the anchor (WG FAQ: '4 mm, then a further 2 mm, meets iCPD'), never the previous scan."""
     if not anchor:
         return None
-    delta = Decimal(0)
+    at_anchor = now_mm = Decimal(0)
     complete = True
-    for lesion_id, at_anchor in anchor.items():
+    for lesion_id, value_at_anchor in anchor.items():
         value = now.get(lesion_id)
         if value is None:
             complete = False
             value = Decimal(0)
-        delta += value - at_anchor
-    return SumChange(delta, complete)
+        at_anchor += value_at_anchor
+        now_mm += value
+    return SumChange(at_anchor, now_mm, complete)
 
 
 def _graded(m: LesionMeasurement | None, *codes: NonTargetChange) -> bool:
@@ -312,19 +320,15 @@ def _target_values(ctx: _Context, tp: Timepoint) -> dict[str, Decimal | None]:
     return {reading.lesion.lesion_id: reading.diameter_mm for reading in sums.readings}
 
 
-def _increase_met(ctx: _Context, change: SumChange | None) -> bool:
-    """≥ confirm_increment_mm over the anchor; a partial sum proves it only with ne_partial_pd (missing lesions only lower it)."""
-    if change is None or not (change.complete or ctx.flags["ne_partial_pd"]):
-        return False
-    return ctx.threshold("confirmation_increment").holds(change.delta_mm)
-
-
-def _decrease_met(ctx: _Context, change: SumChange | None) -> bool:
-    """Reset policy (iii): the sum fell ≥ nl_reset_min_decrease_mm below the anchor (every anchor lesion measured)."""
-    return (
-        change is not None
-        and change.complete
-        and ctx.threshold("new_lesion_reset_min_decrease").holds(-change.delta_mm)
+def _sum_condition(ctx: _Context, condition: str, change: SumChange | None) -> bool:
+    """A condition of irecist.yaml on a sum now against the anchor (``confirmation_increment_met``: a further
+    ≥ 5 mm, iRECIST §2.4; ``reset_target_decrease_met``: reset policy (iii), §2.5); false without an anchor sum."""
+    return ctx.ruleset.holds(
+        condition,
+        ctx.flags,
+        now=change.now_mm if change else None,
+        at_iupd=change.anchor_mm if change else None,
+        complete=change.complete if change else None,
     )
 
 
@@ -388,10 +392,14 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
     nlt_progressed = False
     if state.nlt_reference_ids and state.nlt_nadir_mm is not None:
         ref_values = {i: nlt_now.get(i) for i in state.nlt_reference_ids}
-        complete = all(v is not None for v in ref_values.values())
         ref_som = sum((v for v in ref_values.values() if v is not None), Decimal(0))
-        if complete or flags["ne_partial_pd"]:
-            nlt_progressed = recist11.sum_meets_progression(ruleset, ref_som, state.nlt_nadir_mm)
+        nlt_progressed = ruleset.holds(
+            "recorded_nlt_progressed",
+            flags,
+            som=ref_som,
+            nadir=state.nlt_nadir_mm,
+            complete=all(v is not None for v in ref_values.values()),
+        )
         if nlt_progressed:
             trace.append(
                 f"recorded NLT sum of measures {fmt_mm(ref_som)} is ≥ 20 % and ≥ 5 mm over its nadir {fmt_mm(state.nlt_nadir_mm)}"
@@ -455,7 +463,7 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
         followed_nlnt = (set(episode.new_lesions) | state.known_new_lesions) & nlnt_ids
         evidence = {
             "target": dict(
-                increment_met=_increase_met(ctx, target_change),
+                increment_met=_sum_condition(ctx, "confirmation_increment_met", target_change),
                 further_increase=False,
                 now_progressed=target == Category.IUPD.value,
             ),
@@ -465,7 +473,7 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
                 now_progressed=nontarget == Category.IUPD.value,
             ),
             "new-lesions": dict(
-                increment_met=_increase_met(ctx, nlt_change),
+                increment_met=_sum_condition(ctx, "confirmation_increment_met", nlt_change),
                 further_increase=any(
                     _graded(tp.of(i), NonTargetChange.INCLA, NonTargetChange.UNE) for i in followed_nlnt
                 ),
@@ -500,7 +508,7 @@ def _evaluate(ctx: _Context, state: _State, tp: Timepoint) -> TimepointResponse:
                         "nontarget": nontarget,
                         "new_lesions_resolved": new_lesions == "absent",
                         "category_improved": improved,
-                        "target_decrease_met": _decrease_met(ctx, target_change),
+                        "target_decrease_met": _sum_condition(ctx, "reset_target_decrease_met", target_change),
                     },
                     trace,
                 )

@@ -262,8 +262,8 @@ def evaluate_scan(
         pmd_absolute = ruleset.required_threshold("pmd_absolute_increase", flags)
         pmr_fraction = ruleset.required_threshold("pmr_fraction_of_baseline", flags)
         pmr_absolute = ruleset.required_threshold("pmr_absolute_decrease", flags)
-        meets_pmd = pmd_fraction.holds(hottest_sul, base_top.sul) and pmd_absolute.holds(delta)
-        meets_pmr = pmr_fraction.holds(hottest_sul, base_top.sul) and pmr_absolute.holds(-delta)
+        meets_pmd = ruleset.holds("hottest_meets_pmd", flags, hottest=hottest_sul, baseline=base_top.sul)
+        meets_pmr = ruleset.holds("hottest_meets_pmr", flags, hottest=hottest_sul, baseline=base_top.sul)
         line = pet.change_line(f"{name} SULpeak", hottest_sul, base_top.sul, f"baseline hottest {base_top.name}")
         pmd_rule = f"{pet.relative_rule(pmd_fraction)} and {pet.op(pmd_absolute)} {pet.fmt_sul(pmd_absolute.value)} SUL increase"
         pmr_rule = f"{pet.relative_rule(pmr_fraction)} and {pet.op(pmr_absolute)} {pet.fmt_sul(pmr_absolute.value)} SUL decrease"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -266,3 +267,118 @@ def test_a_decision_outside_the_domain_or_missing_an_input_is_refused(tmp_path: 
         table.decide({"change": "sideways"})
     with pytest.raises(ValueError, match="inputs missing"):
         table.decide({})
+
+
+CONDITIONED = (
+    HEADER
+    + """\
+flags:
+  strict: {default: true, source: "s"}
+  partial_ok: {default: false, source: "s"}
+thresholds:
+  growth:
+    value: 13/10
+    direction: at-least
+    inclusive: {flag: strict, equals: false}
+    source: "s"
+  rise:
+    value: 4/5
+    direction: at-least
+    inclusive: {flag: strict, equals: false}
+    source: "s"
+conditions:
+  progressed:
+    source: "s"
+    quantities: [now, before, complete]
+    all:
+      - {any_true: [complete, partial_ok]}
+      - {threshold: growth, quantity: now, reference: before}
+      - {threshold: rise, quantity: now, minus: before}
+"""
+)
+
+
+def test_a_condition_is_a_conjunction_of_checks_on_named_quantities(tmp_path: Path) -> None:
+    ruleset = load_ruleset(write(tmp_path, CONDITIONED))
+    flags = ruleset.flag_values()
+
+    def progressed(now: str | None, before: str | None, complete: bool | None = True, **overrides: object) -> bool:
+        values = ruleset.flag_values({f"test.{k}": v for k, v in overrides.items()}) if overrides else flags
+        return ruleset.holds(
+            "progressed",
+            values,
+            now=None if now is None else Decimal(now),
+            before=None if before is None else Decimal(before),
+            complete=complete,
+        )
+
+    # 2.0 → 2.81: 2.81 > 1.3 × 2.0 = 2.6 and 2.81 − 2.0 = 0.81 > 0.8 → both checks hold.
+    assert progressed("2.81", "2.0")
+    # 2.0 → 2.8: +40 % but 2.8 − 2.0 = 0.8 exactly, not > 0.8 (strict) → the conjunction fails; ≥ with strict off.
+    assert not progressed("2.8", "2.0")
+    assert progressed("2.8", "2.0", strict=False)
+    # 8.0 → 10.4: 10.4 − 8.0 = 2.4 > 0.8, but 10.4 = 1.3 × 8.0 exactly, not > (strict) → fails; ≥ with strict off.
+    assert not progressed("10.4", "8.0")
+    assert progressed("10.4", "8.0", strict=False)
+    # A partial sum counts only with partial_ok; a quantity not measured (None) fails its check.
+    assert not progressed("2.81", "2.0", complete=False)
+    assert progressed("2.81", "2.0", complete=False, partial_ok=True)
+    assert not progressed(None, "2.0")
+    # The code supplies exactly the declared quantities.
+    with pytest.raises(ValueError, match=r"takes the quantities \['before', 'complete', 'now'\]"):
+        ruleset.holds("progressed", flags, now=Decimal(3), before=Decimal(2))
+    with pytest.raises(RuleFileError, match="no condition named 'regressed'"):
+        ruleset.holds("regressed", flags)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "      - {threshold: rise, quantity: now, minus: before}",
+            "      - {threshold: fall, quantity: now}",
+            "conditions.progressed.all[2].threshold 'fall' is not a threshold of this file",
+        ),
+        (
+            "quantity: now, minus: before",
+            "quantity: now, minus: baseline",
+            "conditions.progressed.all[2]: ['baseline'] not declared in conditions.progressed.quantities",
+        ),
+        (
+            "quantity: now, minus: before",
+            "quantity: now, minus: before, per: before",
+            "unknown key 'per' at conditions.progressed.all[2]",
+        ),
+        (
+            "{any_true: [complete, partial_ok]}",
+            "{any_true: [complete, partial_ok], threshold: growth}",
+            "unknown key 'threshold' at conditions.progressed.all[0]",
+        ),
+        ("{any_true: [complete, partial_ok]}", "{any_true: [complete, strict_ness]}", "['strict_ness'] not declared"),
+        (
+            "      - {threshold: rise, quantity: now, minus: before}",
+            "      - {threshold: rise, minus: before}",
+            "conditions.progressed.all[2] needs a quantity",
+        ),
+        (
+            "quantities: [now, before, complete]",
+            "quantities: [now, before, complete, later]",
+            "quantities ['later'] are used by no check",
+        ),
+        (
+            "quantities: [now, before, complete]",
+            "quantities: [now, before, complete, strict]",
+            "quantities ['strict'] are also flag names",
+        ),
+        (
+            "quantities: [now, before, complete]",
+            "quantities: []",
+            "quantities must be a non-empty list of distinct names",
+        ),
+        ('    source: "s"\n    quantities', "    quantities", "conditions.progressed needs a source"),
+        ("    all:\n", "    any:\n", "unknown key 'any' at conditions.progressed"),
+    ],
+)
+def test_a_bad_condition_is_a_load_error(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in CONDITIONED
+    assert message in load_error(tmp_path, CONDITIONED.replace(old, new))

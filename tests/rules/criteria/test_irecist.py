@@ -526,6 +526,76 @@ def test_recorded_nlt_progressing_after_a_reset_opens_a_new_episode():
     assert a.timepoints[3].extra["episode"]["cause_codes"] == ["new-lesion-progression"]
 
 
+@pytest.mark.parametrize(
+    "som, nadir, complete, overrides, expected",
+    [
+        # conditions.recorded_nlt_progressed in irecist.yaml: SOM ≥ 1.2 × nadir AND SOM − nadir ≥ 5 mm, with every
+        # recorded NLT assessed (or irecist.ne_partial_pd).
+        # Nadir 25: 1.2 × 25 = 30 → SOM 30 is +20 % exactly and +5 mm exactly → both inclusive → progressed.
+        ("30", "25", True, None, True),
+        ("29.9", "25", True, None, False),  # +19.6 %, +4.9 mm
+        # Nadir 12: SOM 17 is +5 mm exactly but 17 ≥ 14.4 (+41.7 %) → progressed; SOM 16.9: +4.9 mm → not.
+        ("17", "12", True, None, True),
+        ("16.9", "12", True, None, False),
+        # Nadir 50: SOM 59.9 is +9.9 mm but 59.9 < 1.2 × 50 = 60 (+19.8 %) → not progressed; 60 → progressed.
+        ("59.9", "50", True, None, False),
+        ("60", "50", True, None, True),
+        # A partial SOM (a recorded NLT not assessed, counted as 0) proves progression only with ne_partial_pd.
+        ("30", "25", False, None, True),
+        ("30", "25", False, {"irecist.ne_partial_pd": False}, False),
+        ("30", "25", False, {"recist.ne_partial_pd": False}, False),
+        # No nadir (no complete NLT set measured since it last changed) → not progressed.
+        ("30", None, True, None, False),
+    ],
+)
+def test_recorded_nlt_progression_conjunction_20_percent_and_5_mm(som, nadir, complete, overrides, expected):
+    ruleset = get_engine().rulebase[irecist.CRITERION]
+    flags = ruleset.flag_values(overrides)
+    assert (
+        ruleset.holds(
+            "recorded_nlt_progressed",
+            flags,
+            som=Decimal(som),
+            nadir=None if nadir is None else Decimal(nadir),
+            complete=complete,
+        )
+        is expected
+    )
+
+
+@pytest.mark.parametrize(
+    "now, at_iupd, complete, overrides, increment, decrease",
+    [
+        # conditions.confirmation_increment_met: now − at iUPD ≥ 5 mm (cumulative), complete or ne_partial_pd.
+        # 65 − 60 = 5 exactly → met (≥ inclusive); 64.9 − 60 = 4.9 → not.
+        ("65", "60", True, None, True, False),
+        ("64.9", "60", True, None, False, False),
+        # A partial sum (lesion not assessed counted as 0) is a lower bound: it proves an increase with
+        # ne_partial_pd, never without it, and never a decrease (conditions.reset_target_decrease_met).
+        ("65", "60", False, None, True, False),
+        ("65", "60", False, {"irecist.ne_partial_pd": False}, False, False),
+        ("40", "50", False, None, False, False),
+        # reset_target_decrease_met: at iUPD − now ≥ 5 mm: 50 − 45 = 5 exactly → met; 50 − 46 = 4 → not.
+        ("45", "50", True, None, False, True),
+        ("46", "50", True, None, False, False),
+        # irecist.confirm_increment_mm = 6 moves the increment: +5 no longer confirms.
+        ("65", "60", True, {"irecist.confirm_increment_mm": 6}, False, False),
+        # No sum at the iUPD (no anchor lesions) → neither.
+        (None, None, None, None, False, False),
+    ],
+)
+def test_confirmation_increment_and_reset_decrease_conjunctions(now, at_iupd, complete, overrides, increment, decrease):
+    ruleset = get_engine().rulebase[irecist.CRITERION]
+    flags = ruleset.flag_values(overrides)
+    sums = {
+        "now": None if now is None else Decimal(now),
+        "at_iupd": None if at_iupd is None else Decimal(at_iupd),
+        "complete": complete,
+    }
+    assert ruleset.holds("confirmation_increment_met", flags, **sums) is increment
+    assert ruleset.holds("reset_target_decrease_met", flags, **sums) is decrease
+
+
 def test_equivocal_new_lesion_dates_progression_to_its_first_scan():
     # N1 equivocal at TP1, unequivocal at TP2 (iUPD), grows as NLT +5 at TP3 → iCPD dated TP1 (RECIST 1.1 §4.3.2).
     case = single_target(

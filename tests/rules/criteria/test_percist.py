@@ -10,6 +10,7 @@ from fractions import Fraction
 import pytest
 
 from rules.criteria import percist
+from rules.engine import get_engine
 from rules.facts import NonTargetStatus
 from tests.rules import pet_cases as pc
 from tests.rules.pet_cases import PetLesion, categories, pet_facts
@@ -156,6 +157,40 @@ def test_30_percent_boundaries(fu, overrides, expected):
 )
 def test_0_8_sul_boundaries(bl, fu, overrides, expected):
     assert categories(assess(one_lesion(bl, fu), overrides)) == [expected]
+
+
+@pytest.mark.parametrize(
+    "bl, fu, overrides, pmd, pmr",
+    [
+        # PMD is the conjunction in percist.yaml (conditions.hottest_meets_pmd): C > 1.3 × B and C − B > 0.8.
+        # 8.0 → 10.4: 1.3 × 8.0 = 10.4, so +30 % exactly (not > 30 %), though C − B = 2.4 > 0.8 → not PMD.
+        ("8.0", "10.4", None, False, False),
+        ("8.0", "10.4", {"percist.pmd_strict": False}, True, False),
+        # 2.0 → 2.8: 2.8 > 1.3 × 2.0 = 2.6 (+40 %), but C − B = 0.8 exactly (not > 0.8) → not PMD.
+        ("2.0", "2.8", None, False, False),
+        ("2.0", "2.8", {"percist.pmd_strict": False}, True, False),
+        # 2.0 → 2.81: +40.5 % and +0.81 → both hold → PMD.
+        ("2.0", "2.81", None, True, False),
+        # PMR (conditions.hottest_meets_pmr): C ≤ 0.7 × B and B − C ≥ 0.8.
+        # 8.0 → 5.6: 0.7 × 8.0 = 5.6, −30 % exactly (inclusive) and B − C = 2.4 ≥ 0.8 → PMR; not with '> 30 %'.
+        ("8.0", "5.6", None, False, True),
+        ("8.0", "5.6", {"percist.pmr_inclusive": False}, False, False),
+        # 2.0 → 1.2: −40 % and B − C = 0.8 exactly (≥ 0.8 inclusive) → PMR; not with '> 0.8'.
+        ("2.0", "1.2", None, False, True),
+        ("2.0", "1.2", {"percist.pmr_inclusive": False}, False, False),
+        # 1.0 → 0.5: −50 %, but B − C = 0.5 < 0.8 → the conjunction fails (the 0.8 SUL rule alone decides).
+        ("1.0", "0.5", None, False, False),
+        # 1.0 → 1.9: +90 %, but C − B = 0.9 > 0.8 → PMD; 1.0 → 1.8: +80 %, C − B = 0.8 not > 0.8 → not PMD.
+        ("1.0", "1.9", None, True, False),
+        ("1.0", "1.8", None, False, False),
+    ],
+)
+def test_the_pmd_and_pmr_conjunctions_of_the_rule_file(bl, fu, overrides, pmd, pmr):
+    ruleset = get_engine().rulebase[percist.CRITERION]
+    flags = ruleset.flag_values(overrides)
+    quantities = {"hottest": Decimal(fu), "baseline": Decimal(bl)}
+    assert ruleset.holds("hottest_meets_pmd", flags, **quantities) is pmd
+    assert ruleset.holds("hottest_meets_pmr", flags, **quantities) is pmr
 
 
 @pytest.mark.parametrize(
