@@ -6,7 +6,11 @@ The listener only moves bytes: it hands each received instance (its Part 10 enco
 
 - ``0x0000`` Success — only after ``store`` returned, i.e. the instance is durably committed;
 - ``0xA700`` Refused: Out of Resources — storage unavailable (database down or locked): the sender retries;
-- ``0xC000``–``0xCFFF`` Cannot Understand — the object cannot be parsed, with an Error Comment.
+- ``0xA900`` Data Set Does Not Match SOP Class — the instance contradicts its identity (``IdentityConflict``);
+- ``0xC000``–``0xCFFF`` Cannot Understand — the object cannot be parsed or is refused, with an Error Comment.
+
+The service says why it refuses an instance with the exceptions of ``dicom_listener.errors``; ``REFUSAL_STATUS``
+is the one table from those to status codes.
 """
 
 from __future__ import annotations
@@ -21,11 +25,31 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time
 
+from dicom_listener.errors import (
+    CannotUnderstand,
+    IdentityConflict,
+    Implausible,
+    InstanceRefused,
+    NoPatient,
+    NotTID1500,
+    StorageUnavailable,
+)
+
 logger = logging.getLogger(__name__)
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_CANNOT_UNDERSTAND = 0xC000
+
+REFUSAL_STATUS: dict[type[InstanceRefused], int] = {
+    StorageUnavailable: STATUS_OUT_OF_RESOURCES,
+    IdentityConflict: 0xA900,
+    CannotUnderstand: 0xC000,
+    NoPatient: 0xC001,
+    NotTID1500: 0xC002,
+    Implausible: 0xC003,
+}
+"""Each refusal's C-STORE status (PS3.4 Table B.2-1: 0xA7xx out of resources, 0xA9xx data set does not match,
+0xCxxx cannot understand)."""
 
 
 @dataclass(frozen=True)
@@ -36,19 +60,6 @@ class ReceivedInstance:
     calling_ae: str
     encoded: bytes
     """Preamble + File Meta + data set exactly as received (``event.encoded_dataset()``)."""
-
-
-class StoreRejected(Exception):
-    """The instance cannot be accepted (a failure status in 0xA900 / 0xC000 ranges, with a reason)."""
-
-    def __init__(self, status: int, comment: str) -> None:
-        super().__init__(comment)
-        self.status = status
-        self.comment = comment
-
-
-class StorageUnavailable(Exception):
-    """Storage is temporarily unavailable: answer 0xA700 so the sender retries."""
 
 
 StoreCallback = Callable[[ReceivedInstance], None]
@@ -87,16 +98,25 @@ def _status(code: int, comment: str | None = None) -> Dataset:
     return ds
 
 
+def refusal_status(refused: InstanceRefused) -> int:
+    """The C-STORE status of a refusal (its most specific kind in ``REFUSAL_STATUS``)."""
+    for kind in type(refused).__mro__:
+        if kind in REFUSAL_STATUS:
+            return REFUSAL_STATUS[kind]
+    return 0xC000  # an InstanceRefused of no listed kind: the object was not understood
+
+
 def store_status(store: StoreCallback, instance: ReceivedInstance) -> Dataset:
     """Run ``store`` and translate its outcome to a C-STORE response status."""
     try:
         store(instance)
-    except StoreRejected as exc:
-        logger.info("C-STORE rejected", extra={"fields": {"status": hex(exc.status), "reason": exc.comment[:120]}})
-        return _status(exc.status, exc.comment)
     except StorageUnavailable as exc:
-        logger.warning("C-STORE refused: storage unavailable", extra={"fields": {"reason": str(exc)[:120]}})
-        return _status(STATUS_OUT_OF_RESOURCES, "storage temporarily unavailable, retry later")
+        logger.warning("C-STORE refused: storage unavailable", extra={"fields": {"reason": exc.comment[:120]}})
+        return _status(refusal_status(exc), "storage temporarily unavailable, retry later")
+    except InstanceRefused as exc:
+        status = refusal_status(exc)
+        logger.info("C-STORE rejected", extra={"fields": {"status": hex(status), "reason": exc.comment[:120]}})
+        return _status(status, exc.comment)
     except Exception:  # never let pynetdicom answer 0xC211 for us
         logger.exception("C-STORE failed unexpectedly")
         return _status(STATUS_OUT_OF_RESOURCES, "internal error, retry later")
@@ -108,7 +128,7 @@ def _handle_store(event, store: StoreCallback) -> Dataset:
     try:
         encoded = event.encoded_dataset()
     except Exception as exc:  # noqa: BLE001 - a dataset pynetdicom cannot even re-encode
-        return _status(STATUS_CANNOT_UNDERSTAND, f"unreadable dataset: {type(exc).__name__}")
+        return _status(REFUSAL_STATUS[CannotUnderstand], f"unreadable dataset: {type(exc).__name__}")
     instance = ReceivedInstance(
         sop_instance_uid=str(request.AffectedSOPInstanceUID),
         sop_class_uid=str(request.AffectedSOPClassUID),

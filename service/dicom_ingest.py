@@ -33,8 +33,16 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DataError, IntegrityError
 
+from dicom_listener.errors import (
+    CannotUnderstand,
+    IdentityConflict,
+    Implausible,
+    NoPatient,
+    NotTID1500,
+    StorageUnavailable,
+)
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
-from dicom_listener.scp import ReceivedInstance, RefusedAssociation, StorageUnavailable, StoreRejected
+from dicom_listener.scp import ReceivedInstance, RefusedAssociation
 from dicom_listener.seg import PIXEL_MODALITIES, SEG_CLASSES
 from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
 from dicom_listener.sr_parser import parse_measurement_report
@@ -47,12 +55,6 @@ from service.models import Instance, Measurement, Patient, PendingInput, PixelDa
 from service.store import attach_measurements, audit, enqueue, evaluate_soon, link_study, study_by_uid, upsert_patient
 
 logger = logging.getLogger(__name__)
-
-STATUS_CANNOT_UNDERSTAND = 0xC000
-STATUS_NO_PATIENT = 0xC001
-STATUS_NOT_TID1500 = 0xC002
-STATUS_IMPLAUSIBLE = 0xC003
-"""An implausible header date, or an SR none of whose measurement groups is plausible (contract §9.2)."""
 
 SLOW_STORE_SECONDS = 5.0
 """A C-STORE whose storage took longer than this is logged as a warning, with its time and attempts."""
@@ -95,15 +97,15 @@ class DicomIngest:
         try:
             ds, header = read_header(received.encoded)
         except HeaderError as exc:
-            raise StoreRejected(STATUS_CANNOT_UNDERSTAND, str(exc)) from exc
+            raise CannotUnderstand(str(exc)) from exc
         if header.sop_instance_uid != received.sop_instance_uid:
-            raise StoreRejected(0xA900, "SOP Instance UID differs from the C-STORE request")
+            raise IdentityConflict("SOP Instance UID differs from the C-STORE request")
         problem = scan_date_problem(
             header.study_date, today(), self.settings.plausibility, what="StudyDate"
         ) or birth_date_problem(header.birth_date, today(), [header.study_date])
         if problem:
             self._log_refused(problem)
-            raise StoreRejected(STATUS_IMPLAUSIBLE, f"implausible header: {problem}")
+            raise Implausible(f"implausible header: {problem}")
         started = time.monotonic()
         attempts = 0
         try:
@@ -123,9 +125,7 @@ class DicomIngest:
             # The parsers check what they extract; this catches what they missed (a value the database refuses:
             # too long, a NUL character, a number out of range). The transaction was rolled back: nothing stored.
             logger.warning("instance refused by the database", extra={"fields": {"error": type(exc.orig).__name__}})
-            raise StoreRejected(
-                STATUS_CANNOT_UNDERSTAND, f"a value of the data set cannot be stored ({type(exc.orig).__name__})"
-            ) from exc
+            raise CannotUnderstand(f"a value of the data set cannot be stored ({type(exc.orig).__name__})") from exc
         except IntegrityError as exc:
             raise StorageUnavailable("concurrent update conflict") from exc
         finally:
@@ -170,7 +170,7 @@ class DicomIngest:
             if is_sr:
                 parsed = self._parse_sr(session, ds, header)
             elif not header.patient_id and (study is None or study.patient_id is None):
-                raise StoreRejected(STATUS_NO_PATIENT, "no Patient ID: an image must identify its patient")
+                raise NoPatient("no Patient ID: an image must identify its patient")
             patient = None
             patient_id_value = header.patient_id or (parsed.patient_id if parsed else None)
             if patient_id_value:
@@ -182,7 +182,7 @@ class DicomIngest:
                 session.flush()
             self._update_study(study, header, is_sr)
             if patient is not None and study.patient_id not in (None, patient.id):
-                raise StoreRejected(0xA900, "the study already belongs to another patient")
+                raise IdentityConflict("the study already belongs to another patient")
             linked = link_study(session, study, patient) if patient is not None else False
             instance = Instance(
                 sop_uid=header.sop_instance_uid,
@@ -264,7 +264,7 @@ class DicomIngest:
             # Contract §9.2: the groups were rejected and nothing usable remains.
             reasons = sorted({g.rejected_reason for g in parsed.groups if g.rejected_reason})
             self._log_refused("; ".join(reasons))
-            raise StoreRejected(STATUS_IMPLAUSIBLE, "no usable measurement group: " + _shorten("; ".join(reasons), 300))
+            raise Implausible("no usable measurement group: " + _shorten("; ".join(reasons), 300))
         return parsed
 
     def _read_sr(self, session, ds: Dataset) -> ParsedReport:
@@ -272,7 +272,7 @@ class DicomIngest:
         try:
             return parse_measurement_report(ds, references, self.settings.plausibility)
         except SRParseError as exc:
-            raise StoreRejected(STATUS_NOT_TID1500, f"not a readable TID 1500 report: {exc}") from exc
+            raise NotTID1500(f"not a readable TID 1500 report: {exc}") from exc
 
     @staticmethod
     def _log_refused(reason: str) -> None:
@@ -288,7 +288,7 @@ class DicomIngest:
         problem = birth_date_problem(patient.birth_date, today(), scans)
         if problem:
             self._log_refused(problem)
-            raise StoreRejected(STATUS_IMPLAUSIBLE, f"implausible header: {problem}")
+            raise Implausible(f"implausible header: {problem}")
 
     # -- pending inputs (contract §9.3 "SR order") ----------------------------------------------------
     @staticmethod

@@ -3,8 +3,8 @@
 Each case goes through ``DicomIngest`` — what the SCP calls for a C-STORE — in process, so that thousands
 of cases fit in the suite (``test_dicom_wire.py`` does the same over a real socket). For every case:
 
-- the outcome is success or a refusal (``StoreRejected``: 0xA900 range for an identity mismatch, 0xC000
-  range for "cannot understand") with a reason. Anything else is a crash: ``store_status`` would answer
+- the outcome is success or a refusal (``InstanceRefused``; ``refusal_status``: 0xA900 range for an identity
+  mismatch, 0xC000 range for "cannot understand") with a reason. Anything else is a crash: ``store_status`` would answer
   0xA700 "retry later", and the sender would retry a bad object forever;
 - a refused instance leaves every data table exactly as it was (no partial write);
 - an accepted one is stored, once, under its SOP Instance UID.
@@ -22,7 +22,8 @@ import pydicom
 import pytest
 from hypothesis import given
 
-from dicom_listener.scp import ReceivedInstance, StoreRejected
+from dicom_listener.errors import InstanceRefused
+from dicom_listener.scp import ReceivedInstance, refusal_status
 from service.dicom_ingest import DicomIngest
 from tests.faults.harness import counts
 from tests.fuzz.conftest import fuzz_settings
@@ -74,8 +75,8 @@ def check_case(ingest, db, data: bytes, tally) -> int:
     )
     try:
         ingest(received)
-    except StoreRejected as refused:
-        status = refused.status
+    except InstanceRefused as refused:
+        status = refusal_status(refused)
         assert 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF, f"refused with {status:#06x}"
         assert refused.comment, "a refusal must say why"
         assert counts(db.engine) == before, "a refused instance changed stored data"
@@ -173,7 +174,7 @@ def test_an_invalid_identifying_value_is_refused_on_both_backends(ingest, db, ta
     length_at = at - 2  # explicit VR little endian, short form: the 2-byte length precedes the value
     value = replacement + (b" " if len(replacement) % 2 else b"")
     data = ct[:length_at] + len(value).to_bytes(2, "little") + value + ct[at + len(original) :]
-    with pytest.raises(StoreRejected, match=reason):
+    with pytest.raises(InstanceRefused, match=reason):
         ingest(
             ReceivedInstance(
                 sop_instance_uid=sop_uid_of(data, SEED_UID),
