@@ -89,36 +89,77 @@ def store(
     after_each: Callable[[StoreResult], None] | None = None,
 ) -> list[StoreResult]:
     """C-STORE ``datasets`` in one association (pynetdicom), recording each status. Never raises for the
-    peer going away: the instances not answered get ``status=None``."""
-    from pynetdicom import AE
+    peer going away: the instances not answered get ``status=None``.
+
+    The status recorded is the listener's answer as it arrived on the wire. pynetdicom 3.0's requestor can lose an
+    answer that arrives quickly while the machine is loaded: its association thread (``Association._run_reactor``)
+    may take the C-STORE-RSP off the message queue before ``send_c_store`` does (it logs "Received unexpected C-STORE
+    service message"), and ``send_c_store`` then waits out the DIMSE timeout and aborts. Such an answer is still
+    counted (it came, in time), and the instances after it go in a new association, as a PACS would send them."""
+    results: list[StoreResult] = []
+    remaining = list(datasets)
+    while remaining:
+        done, resume = _store_in_one_association(host, port, remaining, ae_title, calling, after_each)
+        results += done
+        if resume is None:
+            break
+        remaining = remaining[resume:]
+    return results
+
+
+def _store_in_one_association(
+    host: str,
+    port: int,
+    datasets: Sequence[Dataset],
+    ae_title: str,
+    calling: str,
+    after_each: Callable[[StoreResult], None] | None,
+) -> tuple[list[StoreResult], int | None]:
+    """The results of the instances this association handled, and where a new association should resume when this
+    one ended only because pynetdicom lost an answer the listener had sent (``None``: nothing to resume)."""
+    from pynetdicom import AE, evt
+
+    answered: dict[int, int] = {}
+
+    def on_message(event) -> None:
+        command = event.message.command_set
+        if "MessageIDBeingRespondedTo" in command and "Status" in command:
+            answered[int(command.MessageIDBeingRespondedTo)] = int(command.Status)
 
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(uid)
     results: list[StoreResult] = []
+    resume: int | None = None
     now = time.monotonic()
     try:
-        association = ae.associate(host, port, ae_title=ae_title)
+        association = ae.associate(host, port, ae_title=ae_title, evt_handlers=[(evt.EVT_DIMSE_RECV, on_message)])
     except Exception:  # noqa: BLE001 - a refused connection is "no answer"
         association = None
     if association is None or not association.is_established:
-        return [StoreResult(str(ds.SOPInstanceUID), None, now, now) for ds in datasets]
+        return [StoreResult(str(ds.SOPInstanceUID), None, now, now) for ds in datasets], None
     _nodelay(association)
     try:
-        for ds in datasets:
+        for index, ds in enumerate(datasets):
             started = time.monotonic()
             status = None
+            message_id = index % 0xFFFF + 1
             if association.is_established:
+                answered.pop(message_id, None)
                 try:
-                    answer = association.send_c_store(ds)
+                    answer = association.send_c_store(ds, msg_id=message_id)
                     status = int(answer.Status) if answer is not None and "Status" in answer else None
                 except Exception:  # noqa: BLE001 - the listener died mid-message
                     status = None
+                if status is None and message_id in answered:
+                    status, resume = answered[message_id], index + 1
             result = StoreResult(str(ds.SOPInstanceUID), status, started, time.monotonic())
             results.append(result)
             if after_each:
                 after_each(result)
+            if resume is not None:
+                break
     finally:
         try:
             if association.is_established:
@@ -127,7 +168,7 @@ def store(
                 association.abort()
         except Exception:  # noqa: BLE001, S110 -- closing is best effort: the listener may have died mid-message
             pass
-    return results
+    return results, resume if resume is not None and resume < len(datasets) else None
 
 
 def acknowledged(results: Iterable[StoreResult]) -> set[str]:
