@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.ehr import FakeEhr
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcesses
 
 POSTGRES_URL = os.environ.get("IMMUNORAD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -34,12 +34,6 @@ def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
         backends = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
         metafunc.parametrize("backend", backends, scope="function")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_admin():

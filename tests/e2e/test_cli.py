@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from tests.support.processes import REPO, free_port
+from tests.support.ports import free_port
+from tests.support.processes import REPO
 
 pytestmark = pytest.mark.slow
 

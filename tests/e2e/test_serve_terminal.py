@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from tests.support.processes import REPO, free_port
+from tests.support.ports import free_port
+from tests.support.processes import REPO
 
 pytestmark = pytest.mark.slow
 

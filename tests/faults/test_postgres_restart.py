@@ -40,7 +40,7 @@ from tests.faults.harness import (
 )
 from tests.faults.pg_cluster import PrivateCluster, SharedCluster
 from tests.rules import cases
-from tests.support.processes import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

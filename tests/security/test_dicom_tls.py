@@ -24,8 +24,8 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_listener.scp import ListenerConfig, ReceivedInstance, start_listener
 from dicom_listener.sr_builder import build_ct_image
-from tests.conftest import free_port
 from tests.support.dcmtk import echoscu, storescu
+from tests.support.ports import free_port
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServiceProcesses:
