@@ -24,16 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rules.engine import Engine, get_engine
-from rules.kinetics.assess import (
-    MET,
-    NOT_EVALUABLE,
-    NOT_MET,
-    UNKNOWN,
-    KineticsRules,
-    definition,
-    reason_code,
-    required_definition,
-)
+from rules.kinetics.assess import definition, reason_code, required_definition
+from rules.kinetics.ruleset import MET, NOT_EVALUABLE, NOT_MET, UNKNOWN, KineticsRules
 from rules.results import CriterionAssessment, Finding, KineticsResult
 from rules.timeline import Timeline
 

@@ -9,20 +9,11 @@ measures (sums, dates, growth rates) and asks the decision tables for every verd
 Scan names follow the spec: E0 the pre-baseline scan (``timeline.prebaseline``), E1 the baseline, C1D1 the
 first immunotherapy dose, E2 the first on-treatment evaluation.
 
-Modules: ``growth`` (TGR, TGK, pace arithmetic), ``assess`` (quantities, definitions, the assessment).
+Modules: ``growth`` (TGR, TGK, pace arithmetic), ``quantities`` (what the definitions look at, measured once),
+``ruleset`` (the rule file, three-valued tests), ``assess`` (the definitions and the assessment).
 """
 
-from rules.kinetics.assess import (
-    CRITERION,
-    DEFINITION_CODES,
-    KineticQuantities,
-    KineticsRules,
-    assess_kinetics,
-    definition,
-    evaluate_definitions,
-    kinetic_quantities,
-    reason_code,
-)
+from rules.kinetics.assess import DEFINITION_CODES, assess_kinetics, definition, evaluate_definitions, reason_code
 from rules.kinetics.growth import (
     FERTE_MONTH_DAYS,
     KineticsUndefined,
@@ -32,6 +23,8 @@ from rules.kinetics.growth import (
     tumour_growth_kinetics,
     tumour_growth_rate,
 )
+from rules.kinetics.quantities import KineticQuantities, kinetic_quantities
+from rules.kinetics.ruleset import CRITERION, KineticsRules
 
 __all__ = [
     "CRITERION",

@@ -30,15 +30,7 @@ from rules.facts import (
     Scan,
     TherapyLine,
 )
-from rules.kinetics.assess import (
-    CRITERION,
-    DEFINITION_CODES,
-    KineticsRules,
-    assess_kinetics,
-    evaluate_definitions,
-    kinetic_quantities,
-    reason_code,
-)
+from rules.kinetics.assess import DEFINITION_CODES, assess_kinetics, evaluate_definitions, reason_code
 from rules.kinetics.growth import (
     FERTE_MONTH_DAYS,
     KineticsUndefined,
@@ -47,6 +39,8 @@ from rules.kinetics.growth import (
     tumour_growth_kinetics,
     tumour_growth_rate,
 )
+from rules.kinetics.quantities import kinetic_quantities
+from rules.kinetics.ruleset import CRITERION, KineticsRules
 
 D = dt.date.fromisoformat
 T, NT, NEW = LesionRole.TARGET, LesionRole.NON_TARGET, LesionRole.NEW
