@@ -37,6 +37,8 @@ ICD_10_WHO = "http://hl7.org/fhir/sid/icd-10"
 """FHIR system URI of WHO ICD-10 (HL7 FHIR R4 terminology list)."""
 OIFM = "https://github.com/openimagingdata/findingmodels"
 """Open Imaging Finding Models (GAMUTS-based ids, ``defs/*.fm.json``, commit of 2026-04-28) [V:OIFM]."""
+DICOM_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+"""FHIR system URI of the DICOM Controlled Terminology (PS3.16 Annex D, scheme designator ``DCM``)."""
 IMMUNORAD_LOCAL = "{C}/CodeSystem/immunorad"
 """The project's CodeSystem. ``{C}`` is ``IMMUNORAD_FHIR_CANONICAL`` (contract §2): the rules are pure and do
 not read configuration, so the FHIR mapping substitutes it when it writes a coding."""
@@ -70,6 +72,10 @@ SOURCES: Mapping[str, str] = {
     "interop-notes.md uses; checked by the rules engineer, not listed in the clinical spec",
     "INTEROP": "interop-notes.md §1.2 'Finding and site examples' (DICOM 2024c via pydicom)",
     "SPEC": "clinical/criteria-kinetics-irae.md §5.5 (no standard concept: local code)",
+    "CID-7151": "DICOM PS3.16 2024c CID 7151 Segmentation Property Type and CID 7159 Lesion Segmentation Type, as "
+    "generated into pydicom 3.0.2 sr/_cid_dict.py (the four lesion concepts are members of both)",
+    "CID-7466": "DICOM PS3.16 2024c CID 7466 PET Region of Interest Measurement, as generated into pydicom 3.0.2 "
+    "sr/_cid_dict.py; contract §3 (a group whose Finding is this code is a reference region)",
 }
 
 
@@ -243,6 +249,27 @@ def site_for(organ: str | None) -> Site | None:
         if f" {synonym} " in text:
             return site
     return None
+
+
+# --- plain tumour findings (contract §3) ---------------------------------------------------------------
+
+PLAIN_TUMOUR_FINDINGS: tuple[Coding, ...] = (
+    _sct("52988006", "Lesion", "V", "INTEROP", "CID-7151"),
+    _sct("4147007", "Mass", "V", "INTEROP", "CID-7151"),
+    _sct("108369006", "Neoplasm", "V", "INTEROP", "CID-7151", note="'Tumor' in some other CIDs (e.g. CID 8134)"),
+    _sct("27925004", "Nodule", "V", "INTEROP", "CID-7151"),
+    Coding(DICOM_DCM, "126040", "Background for Lesion to Background SUV Ratio", Verification.VERIFIED, ("CID-7466",)),
+)
+"""The SR Finding (121071, DCM) values that only say "a lesion" (SNOMED CT Lesion, Mass, Neoplasm, Nodule) or
+mark a PET reference region (DCM 126040): they carry no finding of their own. Any other coded Finding is kept
+with the measurement (e.g. an irAE pattern, ``pattern_for_code``)."""
+_PLAIN_TUMOUR_FINDING_CODES = frozenset(c.code for c in PLAIN_TUMOUR_FINDINGS)
+
+
+def specific_finding_code(code: str | None) -> str | None:
+    """The finding code worth keeping with a measurement: ``None`` for no code and for a plain tumour finding or a
+    reference region (``PLAIN_TUMOUR_FINDINGS``), else the code as given."""
+    return None if code is None or code in _PLAIN_TUMOUR_FINDING_CODES else code
 
 
 # --- irAE patterns (§5.1, §5.5) ------------------------------------------------------------------------

@@ -69,6 +69,16 @@ class NonTargetStatus(str, Enum):
     UNEQUIVOCAL_PROGRESSION = "unequivocal-progression"
 
 
+def reported_status(*, too_small: bool, disappeared: bool, nontarget_status: str | None) -> LesionStatus:
+    """A lesion's status from what a report says about it (contract §3): "too small to measure" wins, then
+    disappeared (measured as 0 mm, or a non-target evaluated as absent), else present."""
+    if too_small:
+        return LesionStatus.TOO_SMALL
+    if disappeared or nontarget_status == NonTargetStatus.ABSENT.value:
+        return LesionStatus.ABSENT
+    return LesionStatus.PRESENT
+
+
 class NonTargetChange(str, Enum):
     """iRECIST working group change grades for non-target lesions and NLNT (size spec §2.2)."""
 

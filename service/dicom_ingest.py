@@ -46,6 +46,8 @@ from dicom_listener.scp import ReceivedInstance, RefusedAssociation
 from dicom_listener.seg import PIXEL_MODALITIES, SEG_CLASSES
 from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
 from dicom_listener.sr_parser import parse_measurement_report
+from rules.codes import specific_finding_code
+from rules.facts import reported_status
 from rules.plausibility import birth_date_problem, scan_date_problem
 from service.ai_results import publish_algorithm_results
 from service.config import Settings, today
@@ -495,11 +497,6 @@ def _scrubbed(text: str, limit: int) -> str:
     return _shorten(_UID_IN_TEXT.sub(lambda m: f"uid:{pseudonym(m.group(0))}", text), limit)
 
 
-TUMOUR_FINDINGS = {None, "52988006", "4147007", "108369006", "27925004", "126040"}
-"""Finding codes that just say "a lesion" (Lesion, Mass, Neoplasm, Nodule, SCT) or a reference region
-(126040, DCM): anything else is kept as a coded finding (e.g. an irAE pattern)."""
-
-
 def _role(group: ParsedGroup) -> str | None:
     return {"target": "target", "non-target": "non-target", "non-lesion": "non-lesion"}.get(
         group.baseline_category or ""
@@ -508,12 +505,9 @@ def _role(group: ParsedGroup) -> str | None:
 
 def measurement_from_group(group: ParsedGroup, index: int, parsed: ParsedReport, study: Study) -> Measurement:
     """One SR measurement group as a measurement row (identity kept as parsed: never guessed)."""
-    if group.too_small:
-        status = "too-small"
-    elif group.disappeared or group.nontarget_status == "absent":
-        status = "absent"
-    else:
-        status = "present"
+    status = reported_status(
+        too_small=group.too_small, disappeared=group.disappeared, nontarget_status=group.nontarget_status
+    ).value
     long_axis = group.long_axis_mm if group.long_axis_mm is not None else group.diameter_mm
     sites = [s.value for s in group.finding_sites]
     finding = group.finding.value if group.finding is not None else None
@@ -537,7 +531,7 @@ def measurement_from_group(group: ParsedGroup, index: int, parsed: ParsedReport,
         injected=group.injected,
         irradiated=group.irradiated,
         equivocal=group.equivocal,
-        finding_code=finding if finding not in TUMOUR_FINDINGS else None,
+        finding_code=specific_finding_code(finding),
         suv_max=group.suv_max,
         sul_peak=group.sul_peak,
         metabolic_volume_ml=group.metabolic_volume_ml,
