@@ -53,9 +53,9 @@ lint: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## Regenerate docs/CONFIGURATION.md after changing service/config.py or a rule file's flags.
+## Regenerate docs/CONFIGURATION.md after changing service/ops/config.py or a rule file's flags.
 config-doc: install
-	$(BIN)/python -m service.config_doc
+	$(BIN)/python -m service.ops.config_doc
 
 bench: install-test
 	$(BIN)/python -m bench.run_all

@@ -36,7 +36,7 @@ from earlier years does not reach this service; such a date is a default or a ty
 
 @dataclass(frozen=True)
 class PlausibilityLimits:
-    """The configurable limits (service/config.py reads them from the environment)."""
+    """The configurable limits (service/ops/config.py reads them from the environment)."""
 
     max_lesion_mm: Decimal = Decimal(500)
     """IMMUNORAD_MAX_LESION_MM: the longest plausible lesion diameter, inclusive."""

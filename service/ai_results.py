@@ -15,10 +15,10 @@ from dicom_listener.sr_model import AlgorithmResult, ParsedReport
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.features import _lesion_body_structure
 from fhir_mappings.signatures import signature_observation
-from service.config import Settings
 from service.evaluation import patient_ref
 from service.fhir_store import save_resource
 from service.models import Patient, Study, utcnow
+from service.ops.config import Settings
 
 _SCHEMES = {
     "DCM": "http://dicom.nema.org/resources/ontology/DCM",

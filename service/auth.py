@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from jwt import PyJWKClient
 
-from service.config import Settings
+from service.ops.config import Settings
 
 LEEWAY_SECONDS = 60
 """Clock skew tolerated on ``exp``, ``iat`` and ``nbf``."""

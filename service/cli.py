@@ -15,8 +15,8 @@ import signal
 import sys
 import threading
 
-from service.config import Settings, ensure_api_token, load_settings
-from service.logs import TO_FILE_ONLY, configure_logging, configure_pseudonyms, log_file
+from service.ops.config import Settings, ensure_api_token, load_settings
+from service.ops.logs import TO_FILE_ONLY, configure_logging, configure_pseudonyms, log_file
 
 logger = logging.getLogger("immunorad")
 
@@ -40,7 +40,7 @@ def cmd_api(settings: Settings, _args) -> int:
     from service.api import create_app
     from service.api.limits import answer_limits_as_operation_outcome, request_line_limit
     from service.auth import startup_warnings
-    from service.http_worker import ApiWorker
+    from service.ops.http_worker import ApiWorker
 
     if refused := _cannot_listen("HTTP", settings.http_host, settings.http_port):
         return refused
@@ -51,13 +51,13 @@ def cmd_api(settings: Settings, _args) -> int:
 
     class Gunicorn(BaseApplication):
         def load_config(self):
-            # gthread (service.http_worker.ApiWorker): each worker process serves up to ``threads`` requests at
+            # gthread (service.ops.http_worker.ApiWorker): each worker process serves up to ``threads`` requests at
             # once; a connection holds a thread only once its request head has fully arrived, and its body must
             # keep a minimum rate, so slow clients and slow outbound calls (each bounded, see service.cds_fetch)
             # cannot take every worker (contract §9.5).
             self.cfg.set("bind", f"{settings.http_host}:{settings.http_port}")
             self.cfg.set("workers", max(1, settings.gunicorn_workers))
-            self.cfg.set("worker_class", "service.http_worker.ApiWorker")
+            self.cfg.set("worker_class", "service.ops.http_worker.ApiWorker")
             self.cfg.set("threads", max(1, settings.gunicorn_threads))
             self.cfg.set("timeout", max(10, settings.gunicorn_timeout_seconds))
             self.cfg.set("keepalive", max(1, settings.gunicorn_keepalive_seconds))
@@ -86,7 +86,7 @@ def cmd_api(settings: Settings, _args) -> int:
 
 def _cannot_listen(what: str, host: str, port: int) -> int | None:
     """Exit status 1 after one clear line when the role's port cannot be listened on (busy, not permitted)."""
-    from service.serve import bind_problem
+    from service.ops.serve import bind_problem
 
     problem = bind_problem(host, port)
     if problem is None:
@@ -131,7 +131,7 @@ def cmd_dicom(settings: Settings, _args) -> int:
     )
     role_http = None
     if settings.role_http_port:
-        from service.role_http import start_role_http
+        from service.ops.role_http import start_role_http
 
         role_http = start_role_http(
             settings.dicom_host if settings.dicom_host != "127.0.0.1" else "0.0.0.0",  # noqa: S104 -- the dicom role's probe port must answer the kubelet on the pod address
@@ -155,7 +155,7 @@ def cmd_worker(settings: Settings, _args) -> int:
     worker = Worker(settings, db)
     role_http = None
     if settings.role_http_port:
-        from service.role_http import start_role_http
+        from service.ops.role_http import start_role_http
 
         role_http = start_role_http("0.0.0.0", settings.role_http_port, db, lambda: {"database": db.ping()})  # noqa: S104 -- the worker's probe port must answer the kubelet on the pod address
     stop = _stop_on_signals()
@@ -166,8 +166,8 @@ def cmd_worker(settings: Settings, _args) -> int:
 
 
 def cmd_serve(settings: Settings, args) -> int:
-    """Every role as a child process, restarted if it dies; SIGTERM stops them all (``service.serve``)."""
-    from service.serve import serve
+    """Every role as a child process, restarted if it dies; SIGTERM stops them all (``service.ops.serve``)."""
+    from service.ops.serve import serve
 
     return serve(settings, demo=getattr(args, "demo", False), stop=_stop_on_signals())
 

@@ -41,10 +41,10 @@ from fhir_mappings.inbound import (
     map_resource,
 )
 from rules.therapy_classes import UNCLASSIFIED
-from service.config import Settings
 from service.ehr_client import DeliveryError, EhrClient
-from service.logs import pseudonym
 from service.models import ClinicalFact, Job, Patient, utcnow
+from service.ops.config import Settings
+from service.ops.logs import pseudonym
 from service.store import audit, enqueue, evaluate_soon
 
 logger = logging.getLogger(__name__)

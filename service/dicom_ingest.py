@@ -50,10 +50,10 @@ from rules.codes import specific_finding_code
 from rules.facts import reported_status
 from rules.plausibility import birth_date_problem, scan_date_problem
 from service.ai_results import publish_algorithm_results
-from service.config import Settings, today
 from service.db import Database, DatabaseUnavailable
-from service.logs import pseudonym
 from service.models import Instance, Measurement, Patient, PendingInput, PixelData, Study, utcnow
+from service.ops.config import Settings, today
+from service.ops.logs import pseudonym
 from service.store import attach_measurements, audit, enqueue, evaluate_soon, link_study, study_by_uid, upsert_patient
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from service.config import Settings
+from service.ops.config import Settings
 
 CONNECT_TIMEOUT = 5.0
 

@@ -32,11 +32,11 @@ from rules.engine import rulebase
 from rules.evaluate import evaluate_patient, facts_as_of, inputs_hash, to_jsonable
 from rules.facts import PatientFacts
 from rules.results import Finding, PatientAssessment
-from service.config import Settings
 from service.facts_loader import load_facts
 from service.fhir_store import get_resource, save_resource, save_resources
-from service.logs import pseudonym
 from service.models import Alert, Assessment, Instance, Measurement, OutboxMessage, Patient, Report, Study, utcnow
+from service.ops.config import Settings
+from service.ops.logs import pseudonym
 from service.signature_store import signature_lines, signature_rows
 from service.store import audit
 

@@ -34,7 +34,6 @@ from fhir_mappings.inbound import (
 from fhir_mappings.validation import InvalidResource, validate_resource
 from rules.plausibility import birth_date_problem
 from service import signoff
-from service.config import Settings, today
 from service.fhir_store import (
     find_by_identifier,
     get_resource,
@@ -43,6 +42,7 @@ from service.fhir_store import (
     split_token,
 )
 from service.models import ClinicalFact, FhirResource, Measurement, Patient, Study
+from service.ops.config import Settings, today
 from service.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
 
 ACCEPTED_TYPES = (

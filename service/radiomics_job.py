@@ -22,12 +22,12 @@ from fhir_mappings.codes import LocalSystems
 from fhir_mappings.features import VOLUME_VOXEL_COUNTING, Feature, feature_identifier
 from fhir_mappings.outbound import resource_id
 from fhir_mappings.signatures import signature_observation
-from service.config import Settings
 from service.db import Database
 from service.evaluation import patient_ref
 from service.fhir_store import get_resource, save_resource
-from service.logs import pseudonym
 from service.models import Lesion, Patient, Segment, utcnow
+from service.ops.config import Settings
+from service.ops.logs import pseudonym
 from service.radiomics import FeatureSet, RadiomicsError, RadiomicsSettings, extract_features
 from service.segmentation import LESION, PixelsUnavailable, load_segment_volume, publish_lesion_features
 from service.signature_cards import SignatureNotComputable, load_cards

@@ -57,11 +57,11 @@ from rules.segment_codes import (
     SKELETAL_MUSCLE,
     classify,
 )
-from service.config import Settings
 from service.evaluation import patient_ref
 from service.fhir_store import get_resource, save_resource
-from service.logs import pseudonym
 from service.models import Instance, Lesion, Patient, PendingInput, PixelData, Segment, Study, utcnow
+from service.ops.config import Settings
+from service.ops.logs import pseudonym
 from service.store import audit, enqueue, ensure_lesion, evaluate_soon
 
 logger = logging.getLogger(__name__)

@@ -93,7 +93,7 @@ def _drop(name: str) -> None:
 
 @pytest.fixture
 def settings_factory(db_url, tmp_path):
-    from service.config import Settings
+    from service.ops.config import Settings
 
     def make(**overrides) -> Settings:
         values = dict(

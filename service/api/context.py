@@ -8,8 +8,8 @@ import threading
 from flask import current_app
 
 from service.cds_fetch import BoundedFetcher
-from service.config import Settings, ensure_api_token
 from service.db import Database
+from service.ops.config import Settings, ensure_api_token
 
 
 class AppContext:

@@ -8,7 +8,7 @@ import socket
 from flask import Blueprint, Response, jsonify
 
 from service.api.context import ctx
-from service.metrics import render_metrics
+from service.ops.metrics import render_metrics
 
 blueprint = Blueprint("health", __name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from flask import request
 
-from service.config import Settings
 from service.fhir_ingest import FhirError, operation_outcome
+from service.ops.config import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -180,7 +180,7 @@ def sdtm_export(domain: str):
     """CDISC SDTM ``RS`` or ``TR`` (contract §9.7) for the dashboard's selection; ``USUBJID`` pseudonymised unless
     ``pseudonymise=false``; ``studyid`` names the study (default IMMUNORAD). Audited."""
     from service import sdtm
-    from service.logs import pseudonym
+    from service.ops.logs import pseudonym
 
     if domain not in ("rs", "tr"):
         abort(404, description="SDTM domains exported: rs, tr")

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from service.api import params
 from service.api.context import ctx
-from service.logs import pseudonym
 from service.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
+from service.ops.logs import pseudonym
 from service.segmentation import segments_listing
 from service.store import audit, pending_inputs
 

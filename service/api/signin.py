@@ -42,7 +42,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from service.api.context import ctx
 from service.auth import Principal
-from service.config import Settings
+from service.ops.config import Settings
 from service.store import audit
 
 _R = TypeVar("_R", bound=WerkzeugResponse)

@@ -18,7 +18,7 @@ from tests.e2e.test_walking_skeleton import wait_idle
 from tests.service.test_fhir_api import SYSTEM, patient, tumour_observation
 
 TODAY = dt.datetime.now(dt.UTC).date()
-"""The service's "today" is the UTC date (service/config.py ``today``)."""
+"""The service's "today" is the UTC date (service/ops/config.py ``today``)."""
 BASELINE = "2024-01-08"
 FOLLOWUP = "2024-03-11"
 

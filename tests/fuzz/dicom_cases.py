@@ -517,7 +517,7 @@ def many_groups_sr(groups: int, number: int) -> bytes:
 # -- plausibility edges (contract §9.2) ------------------------------------------------------------------------
 
 TODAY = dt.datetime.now(dt.UTC).date()
-"""The listener's "today" (service/config.py ``today``: the UTC date)."""
+"""The listener's "today" (service/ops/config.py ``today``: the UTC date)."""
 LENGTH_EDGES = ["-12", "-0.1", "0", "0.0", "500", "500.0", "500.1", "1e9", "1e308", "NaN", "nan", "inf", "-inf"]
 """Numeric Values written for T1's Long Axis (31.5 mm in the seed): negative, zero, the limit, huge, NaN-like."""
 LENGTH_TEXT_EDGES = ["abc", "1,5", "--1"]

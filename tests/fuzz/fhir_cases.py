@@ -384,7 +384,7 @@ def raw_bodies() -> st.SearchStrategy[bytes]:
 # -- plausibility edges (contract §9.2) ------------------------------------------------------------------------
 
 TODAY = dt.datetime.now(dt.UTC).date()
-"""The service's "today" (service/config.py ``today``: the UTC date)."""
+"""The service's "today" (service/ops/config.py ``today``: the UTC date)."""
 LENGTH_EDGES = [
     -12,
     -0.1,

@@ -211,7 +211,7 @@ def test_ehr_search_paging_never_leaves_the_configured_ehr(settings_factory, ehr
 
 def test_healthz_and_the_api_answer_beside_idle_and_kept_alive_connections(db_url, tmp_path):
     # 48 connections (three times the request threads) that never send a byte, and 16 kept alive after a request:
-    # they wait in the worker's event loop (service.http_worker), none holds a request thread.
+    # they wait in the worker's event loop (service.ops.http_worker), none holds a request thread.
     processes = ServiceProcesses(db_url=db_url, var_dir=tmp_path / "var", roles=("api",))
     processes.start()
     idle: list[socket.socket] = []

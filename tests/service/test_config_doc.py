@@ -1,4 +1,4 @@
-"""docs/CONFIGURATION.md is what ``python -m service.config_doc`` generates from service/config.py and the rule files."""
+"""docs/CONFIGURATION.md is what ``python -m service.ops.config_doc`` generates from service/ops/config.py and the rule files."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from service import config, config_doc
+from service.ops import config, config_doc
 
 
 def test_the_committed_reference_is_the_generated_one():
     committed = config_doc.OUTPUT.read_text(encoding="utf-8")
     assert committed == config_doc.render(), (
-        "docs/CONFIGURATION.md is out of date: run `python -m service.config_doc` and commit it"
+        "docs/CONFIGURATION.md is out of date: run `python -m service.ops.config_doc` and commit it"
     )
 
 

@@ -25,8 +25,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from service.config import Settings, ensure_api_token
-from service.logs import TO_FILE_ONLY, log_file
+from service.ops.config import Settings, ensure_api_token
+from service.ops.logs import TO_FILE_ONLY, log_file
 
 logger = logging.getLogger("immunorad")
 

@@ -158,7 +158,7 @@ class Settings:
     gunicorn_workers: int = 2
     """IMMUNORAD_GUNICORN_WORKERS (default 2): gunicorn worker processes of the API."""
     gunicorn_threads: int = 8
-    """IMMUNORAD_GUNICORN_THREADS (default 8): request threads per worker (``service.http_worker.ApiWorker``, a
+    """IMMUNORAD_GUNICORN_THREADS (default 8): request threads per worker (``service.ops.http_worker.ApiWorker``, a
     gunicorn ``gthread`` worker). A connection holds a thread only once its whole request has arrived (read in the
     worker's event loop, with a deadline for the head and a minimum rate for the body); a slow outbound call holds
     one thread, not a whole worker."""
