@@ -219,7 +219,7 @@ def postgres_database(
     url = pg_url(name)
     try:
         if migrate and template is None:
-            from service.db import migrate as run_migrations
+            from service.persistence.db import migrate as run_migrations
 
             run_migrations(url)
         yield url
@@ -232,7 +232,7 @@ def postgres_database(
 def sqlite_database(folder: Path) -> Iterator[str]:
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{folder / 'immunorad.db'}"
-    from service.db import migrate
+    from service.persistence.db import migrate
 
     migrate(url)
     yield url

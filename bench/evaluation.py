@@ -76,10 +76,10 @@ def run(ctx) -> Section:
         folder = tmpdir(f"eval-{backend}")
         try:
             with database(backend, folder) as url:
-                from service.db import Database
                 from service.evaluation import evaluate_and_publish
-                from service.models import Patient
                 from service.ops.config import Settings
+                from service.persistence.db import Database
+                from service.persistence.models import Patient
 
                 settings = Settings(var_dir=folder, database_url=url, pseudonym_key="bench", study_settle_seconds=0)
                 db = Database(url)

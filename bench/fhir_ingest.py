@@ -40,8 +40,8 @@ def post(base: str, body: dict) -> dict:
 
 def run(ctx) -> Section:
     from fhir_mappings.validation import validate_resource
-    from service.db import Database
     from service.ops.config import Settings
+    from service.persistence.db import Database
 
     repeats = 2 if ctx.quick else ctx.repeats
     section = Section("fhir", "FHIR ingest: 200-entry transaction Bundle")

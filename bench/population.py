@@ -99,7 +99,7 @@ def ingest_case(db, settings, case: Case, mrn: str, *, via: str = "dicom") -> st
     from sqlalchemy import select
 
     from service.demo import case_bundle, case_datasets, case_measurements_bundle
-    from service.models import Patient
+    from service.persistence.models import Patient
 
     ingest_fhir(db, settings, case_bundle(case, mrn, SYSTEM))
     if via == "dicom":

@@ -26,8 +26,8 @@ from bench.common import REPO, Goal, Section, Series, postgres_cpu_seconds, post
 
 def populate(url: str, total: int, folder) -> int:
     from bench.population import clone_patients, ingest_case
-    from service.db import Database
     from service.ops.config import Settings
+    from service.persistence.db import Database
     from tests.faults.harness import CASES
 
     settings = Settings(var_dir=folder, database_url=url, pseudonym_key="bench", study_settle_seconds=0)
@@ -77,9 +77,9 @@ def cpu_split(url: str, folder, limit: int) -> tuple[float, float, float | None]
     from sqlalchemy import select
 
     import service.evaluation as evaluation
-    from service.db import Database
-    from service.models import Patient
     from service.ops.config import Settings
+    from service.persistence.db import Database
+    from service.persistence.models import Patient
     from service.reassess import _run
 
     settings = Settings(var_dir=folder, database_url=url, pseudonym_key="bench", study_settle_seconds=0)

@@ -1,6 +1,6 @@
 """Alert follow-up (contract §9.7): an alert acknowledged by ``POST /api/alerts/{id}/acknowledge``, by CDS Hooks
 feedback (``accepted``/``overridden`` with the override reason) or by its Flag set ``inactive`` in the EHR and read
-back by the worker. Each is an append-only :class:`~service.models.AlertAcknowledgement` row and an audit event;
+back by the worker. Each is an append-only :class:`~service.persistence.models.AlertAcknowledgement` row and an audit event;
 the first per alert gives the time to acknowledgement, reported per alert type on the quality dashboard.
 """
 
@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fhir_mappings.cds_hooks import card_uuid
-from service.fhir_store import parse_fhir_datetime
-from service.models import Alert, AlertAcknowledgement, OutboxMessage, utcnow
-from service.store import audit
+from service.persistence.fhir_store import parse_fhir_datetime
+from service.persistence.models import Alert, AlertAcknowledgement, OutboxMessage, utcnow
+from service.persistence.store import audit
 
 FEEDBACK_OUTCOMES = ("accepted", "overridden")
 MAX_TEXT = 2000

@@ -16,9 +16,9 @@ from fhir_mappings.codes import LocalSystems
 from fhir_mappings.features import _lesion_body_structure
 from fhir_mappings.signatures import signature_observation
 from service.evaluation import patient_ref
-from service.fhir_store import save_resource
-from service.models import Patient, Study, utcnow
 from service.ops.config import Settings
+from service.persistence.fhir_store import save_resource
+from service.persistence.models import Patient, Study, utcnow
 
 _SCHEMES = {
     "DCM": "http://dicom.nema.org/resources/ontology/DCM",

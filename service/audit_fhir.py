@@ -25,9 +25,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, false, func, select
 from sqlalchemy.orm import Session
 
-from service.fhir_store import SearchError, _date_clause, patient_ids_for_identifier
-from service.models import Assessment, AuditEvent, ClinicalFact, Instance, Measurement, Report, Study
 from service.ops.config import Settings
+from service.persistence.fhir_store import SearchError, _date_clause, patient_ids_for_identifier
+from service.persistence.models import Assessment, AuditEvent, ClinicalFact, Instance, Measurement, Report, Study
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"

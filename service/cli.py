@@ -27,7 +27,7 @@ def _setup(settings: Settings) -> None:
 
 
 def cmd_migrate(settings: Settings, _args) -> int:
-    from service.db import migrate
+    from service.persistence.db import migrate
 
     migrate(settings.database_url)
     logger.info("migrations applied")
@@ -108,8 +108,8 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_dicom(settings: Settings, _args) -> int:
     from dicom_listener.scp import ListenerConfig, start_listener
-    from service.db import Database
     from service.dicom_ingest import DicomIngest
+    from service.persistence.db import Database
 
     if refused := _cannot_listen("DICOM", settings.dicom_host, settings.dicom_port):
         return refused
@@ -148,7 +148,7 @@ def cmd_dicom(settings: Settings, _args) -> int:
 
 
 def cmd_worker(settings: Settings, _args) -> int:
-    from service.db import Database
+    from service.persistence.db import Database
     from service.worker import Worker
 
     db = Database(settings.database_url)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from fhir_mappings.codes import LocalSystems
 from service import signoff
-from service.models import Report, SignOff
+from service.persistence.models import Report, SignOff
 
 Z_95 = 1.959963984540054
 """The 97.5th percentile of the standard normal distribution (two-sided 95 %)."""

@@ -42,10 +42,10 @@ from fhir_mappings.inbound import (
 )
 from rules.therapy_classes import UNCLASSIFIED
 from service.ehr_client import DeliveryError, EhrClient
-from service.models import ClinicalFact, Job, Patient, utcnow
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
-from service.store import audit, enqueue, evaluate_soon
+from service.persistence.models import ClinicalFact, Job, Patient, utcnow
+from service.persistence.store import audit, enqueue, evaluate_soon
 
 logger = logging.getLogger(__name__)
 

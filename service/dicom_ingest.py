@@ -50,11 +50,19 @@ from rules.codes import specific_finding_code
 from rules.facts import reported_status
 from rules.plausibility import birth_date_problem, scan_date_problem
 from service.ai_results import publish_algorithm_results
-from service.db import Database, DatabaseUnavailable
-from service.models import Instance, Measurement, Patient, PendingInput, PixelData, Study, utcnow
 from service.ops.config import Settings, today
 from service.ops.logs import pseudonym
-from service.store import attach_measurements, audit, enqueue, evaluate_soon, link_study, study_by_uid, upsert_patient
+from service.persistence.db import Database, DatabaseUnavailable
+from service.persistence.models import Instance, Measurement, Patient, PendingInput, PixelData, Study, utcnow
+from service.persistence.store import (
+    attach_measurements,
+    audit,
+    enqueue,
+    evaluate_soon,
+    link_study,
+    study_by_uid,
+    upsert_patient,
+)
 
 logger = logging.getLogger(__name__)
 

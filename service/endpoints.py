@@ -232,7 +232,7 @@ def load_inputs(
 
     from sqlalchemy import select
 
-    from service.models import ClinicalFact, Patient, SignOff
+    from service.persistence.models import ClinicalFact, Patient, SignOff
 
     ids = {p.patient_id for p in cohort.patients}
     if therapy_class:

@@ -33,12 +33,22 @@ from rules.evaluate import evaluate_patient, facts_as_of, inputs_hash, to_jsonab
 from rules.facts import PatientFacts
 from rules.results import Finding, PatientAssessment
 from service.facts_loader import load_facts
-from service.fhir_store import get_resource, save_resource, save_resources
-from service.models import Alert, Assessment, Instance, Measurement, OutboxMessage, Patient, Report, Study, utcnow
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
+from service.persistence.fhir_store import get_resource, save_resource, save_resources
+from service.persistence.models import (
+    Alert,
+    Assessment,
+    Instance,
+    Measurement,
+    OutboxMessage,
+    Patient,
+    Report,
+    Study,
+    utcnow,
+)
+from service.persistence.store import audit
 from service.signature_store import signature_lines, signature_rows
-from service.store import audit
 
 logger = logging.getLogger(__name__)
 

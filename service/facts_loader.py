@@ -35,8 +35,8 @@ from rules.facts import (
 from rules.pet_tracers import FDG, PetTracer, default_tracer, first_stated, identify
 from rules.segment_codes import BODY_COMPOSITION_KINDS, LESION, SKELETAL_MUSCLE, SUBCUTANEOUS_FAT, VISCERAL_FAT
 from rules.therapy_classes import ICI
-from service.models import ClinicalFact, Measurement, Patient, Segment, Study, utcnow
 from service.ops.logs import pseudonym
+from service.persistence.models import ClinicalFact, Measurement, Patient, Segment, Study, utcnow
 
 ROLES = {"target": LesionRole.TARGET, "non-target": LesionRole.NON_TARGET, "new": LesionRole.NEW}
 

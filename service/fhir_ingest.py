@@ -34,16 +34,16 @@ from fhir_mappings.inbound import (
 from fhir_mappings.validation import InvalidResource, validate_resource
 from rules.plausibility import birth_date_problem
 from service import signoff
-from service.fhir_store import (
+from service.ops.config import Settings, today
+from service.persistence.fhir_store import (
     find_by_identifier,
     get_resource,
     patient_ids_for_identifier,
     save_resource_reporting,
     split_token,
 )
-from service.models import ClinicalFact, FhirResource, Measurement, Patient, Study
-from service.ops.config import Settings, today
-from service.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
+from service.persistence.models import ClinicalFact, FhirResource, Measurement, Patient, Study
+from service.persistence.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
 
 ACCEPTED_TYPES = (
     "Patient",

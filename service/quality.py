@@ -720,8 +720,8 @@ def load_cohort(session, filters: Filters, *, label: Callable[[str], str] | None
     at scans in the period. ``label`` names a patient on pseudonymous pages (default: the keyed pseudonym)."""
     from sqlalchemy import func, select
 
-    from service.models import Alert, Assessment, OutboxMessage, Patient, Report
     from service.ops.logs import pseudonym
+    from service.persistence.models import Alert, Assessment, OutboxMessage, Patient, Report
 
     label = label or (lambda patient_id: pseudonym(patient_id) or "")
     cancer_types = sorted({t or NOT_RECORDED for t in session.scalars(select(Patient.cancer_type).distinct())})

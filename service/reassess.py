@@ -13,10 +13,10 @@ import time
 
 from sqlalchemy import select
 
-from service.db import Database
 from service.evaluation import evaluate_and_publish
-from service.models import Patient
 from service.ops.config import Settings
+from service.persistence.db import Database
+from service.persistence.models import Patient
 
 
 def _run(settings: Settings, patient_ids: list[str], force: bool) -> list[dict]:

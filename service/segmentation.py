@@ -58,11 +58,11 @@ from rules.segment_codes import (
     classify,
 )
 from service.evaluation import patient_ref
-from service.fhir_store import get_resource, save_resource
-from service.models import Instance, Lesion, Patient, PendingInput, PixelData, Segment, Study, utcnow
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
-from service.store import audit, enqueue, ensure_lesion, evaluate_soon
+from service.persistence.fhir_store import get_resource, save_resource
+from service.persistence.models import Instance, Lesion, Patient, PendingInput, PixelData, Segment, Study, utcnow
+from service.persistence.store import audit, enqueue, ensure_lesion, evaluate_soon
 
 logger = logging.getLogger(__name__)
 

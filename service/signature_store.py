@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fhir_mappings.codes import LocalSystems
-from service.models import FhirResource
+from service.persistence.models import FhirResource
 
 
 def signature_rows(session: Session, patient_id: str, canonical: str) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@
   (the ``method``-style extension); the reader is ``resultsInterpreter[0]`` (its ``display`` or reference);
 * ``POST /api/reports/{id}/sign-off`` with ``{"criterion", "category", "reader", "comment"}``.
 
-Both become an append-only :class:`~service.models.SignOff` row (an amendment is a new row, the latest current) and
+Both become an append-only :class:`~service.persistence.models.SignOff` row (an amendment is a new row, the latest current) and
 an audit event. The engine's DiagnosticReport and Observations are never written here: the received
 DiagnosticReport's id, reader, category and comment are kept in the sign-off row, not in the FHIR store, so that our report's
 identifier keeps naming exactly one resource (conditional updates by identifier stay unambiguous).
@@ -23,9 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fhir_mappings.codes import CRITERION_CATEGORIES, RESPONSE_CRITERIA, LocalSystems
-from service.fhir_store import get_resource, parse_fhir_datetime
-from service.models import Report, SignOff, utcnow
-from service.store import audit
+from service.persistence.fhir_store import get_resource, parse_fhir_datetime
+from service.persistence.models import Report, SignOff, utcnow
+from service.persistence.store import audit
 
 MAX_TEXT = 2000
 """Longest reader name or comment kept (longer is refused, not cut)."""

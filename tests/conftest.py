@@ -45,7 +45,7 @@ def _pg_admin():
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory) -> Path:
-    from service.db import migrate
+    from service.persistence.db import migrate
 
     path = tmp_path_factory.mktemp("template") / "template.db"
     migrate(f"sqlite:///{path}")
@@ -54,7 +54,7 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_template():
-    from service.db import migrate
+    from service.persistence.db import migrate
 
     name = f"immunorad_tmpl_{uuid.uuid4().hex[:8]}"
     try:
@@ -119,7 +119,7 @@ def settings(settings_factory):
 
 @pytest.fixture
 def db(settings):
-    from service.db import Database
+    from service.persistence.db import Database
 
     database = Database(settings.database_url)
     yield database

@@ -12,11 +12,11 @@ from werkzeug.exceptions import HTTPException
 
 from service.api.context import AppContext, ctx
 from service.auth import Principal
-from service.db import DatabaseUnavailable
 from service.fhir_ingest import FhirError, operation_outcome
 from service.ops.config import Settings, load_settings
 from service.ops.logs import configure_pseudonyms
-from service.store import audit
+from service.persistence.db import DatabaseUnavailable
+from service.persistence.store import audit
 
 logger = logging.getLogger(__name__)
 

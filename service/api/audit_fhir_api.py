@@ -25,8 +25,8 @@ from service.audit_fhir import (
     search_provenance,
 )
 from service.fhir_ingest import FhirError
-from service.fhir_store import SearchError
-from service.store import audit
+from service.persistence.fhir_store import SearchError
+from service.persistence.store import audit
 
 blueprint = Blueprint("audit_fhir", __name__, url_prefix="/fhir")
 

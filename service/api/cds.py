@@ -17,8 +17,8 @@ from service.api.context import ctx
 from service.cds_fetch import FetchRefused, resource_url
 from service.evaluation import alert_state
 from service.fhir_ingest import FhirError
-from service.models import Alert, Patient, UsedJti, utcnow
-from service.store import audit
+from service.persistence.models import Alert, Patient, UsedJti, utcnow
+from service.persistence.store import audit
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("cds", __name__, url_prefix="/cds-services")

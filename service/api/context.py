@@ -8,8 +8,8 @@ import threading
 from flask import current_app
 
 from service.cds_fetch import BoundedFetcher
-from service.db import Database
 from service.ops.config import Settings, ensure_api_token
+from service.persistence.db import Database
 
 
 class AppContext:

@@ -12,8 +12,15 @@ from flask import Blueprint, g, request
 from service.api.app import fhir_response, load_json_body
 from service.api.context import ctx
 from service.fhir_ingest import ACCEPTED_TYPES, READ_ONLY_TYPES, FhirError, FhirIngest
-from service.fhir_store import SORT_COLUMNS, SearchError, applied_parameters, get_resource, search, sort_keys
-from service.store import audit
+from service.persistence.fhir_store import (
+    SORT_COLUMNS,
+    SearchError,
+    applied_parameters,
+    get_resource,
+    search,
+    sort_keys,
+)
+from service.persistence.store import audit
 
 blueprint = Blueprint("fhir", __name__, url_prefix="/fhir")
 

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, abort, g, jsonify, request
 from service import quality
 from service.api import params
 from service.api.context import ctx
-from service.store import audit
+from service.persistence.store import audit
 
 blueprint = Blueprint("quality_api", __name__, url_prefix="/api")
 FILTER_PARAMS = {"from": params.text(40), "to": params.text(40), "cancer_type": params.text(100)}

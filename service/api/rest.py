@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from service.api import params
 from service.api.context import ctx
-from service.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
 from service.ops.logs import pseudonym
+from service.persistence.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
+from service.persistence.store import audit, pending_inputs
 from service.segmentation import segments_listing
-from service.store import audit, pending_inputs
 
 blueprint = Blueprint("rest", __name__, url_prefix="/api")
 
@@ -214,7 +214,7 @@ def alert_entered_in_error(identifier: str):
             entity_ref=identifier,
             patient_id=alert.patient_id,
         )
-        from service.store import enqueue
+        from service.persistence.store import enqueue
 
         # The inputs did not change, so only a forced evaluation re-issues the Flag with its new status.
         enqueue(
@@ -259,7 +259,7 @@ def report_prefill(report_id: str):
     """The pre-filled "Response assessment" section, for a reporting system to pull (text or HTML)."""
     import base64
 
-    from service.fhir_store import get_resource
+    from service.persistence.fhir_store import get_resource
 
     form = params.parse({"format": params.choice("text", "html")}).get("format")
 

@@ -43,7 +43,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from service.api.context import ctx
 from service.auth import Principal
 from service.ops.config import Settings
-from service.store import audit
+from service.persistence.store import audit
 
 _R = TypeVar("_R", bound=WerkzeugResponse)
 

@@ -46,9 +46,9 @@ from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
 from service import acknowledge, concordance, plots, quality, signoff
 from service.api.context import ctx
-from service.models import Alert, Assessment, OutboxMessage, Patient, Report
+from service.persistence.models import Alert, Assessment, OutboxMessage, Patient, Report
+from service.persistence.store import audit, pending_inputs
 from service.signature_store import signature_rows
-from service.store import audit, pending_inputs
 
 blueprint = Blueprint(
     "ui",
@@ -252,7 +252,7 @@ def _marker_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
 @blueprint.get("/reports/<report_id>")
 def report_page(report_id: str):
     """The pre-filled "Response assessment" of one DiagnosticReport, as stored and sent (presentedForm)."""
-    from service.fhir_store import get_resource
+    from service.persistence.fhir_store import get_resource
 
     with ctx().db.write() as session:
         row = get_resource(session, "DiagnosticReport", report_id)

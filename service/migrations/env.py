@@ -1,11 +1,11 @@
-"""Alembic environment: migrations run online against IMMUNORAD_DATABASE_URL (set by service.db.migrate)."""
+"""Alembic environment: migrations run online against IMMUNORAD_DATABASE_URL (set by service.persistence.db.migrate)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, text
 
-from service.models import Base
+from service.persistence.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -14,7 +14,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     if url is None:
-        raise RuntimeError("no sqlalchemy.url: service.db.migrate sets it before running the migrations")
+        raise RuntimeError("no sqlalchemy.url: service.persistence.db.migrate sets it before running the migrations")
     engine = create_engine(url)
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":

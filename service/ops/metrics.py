@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from service.db import Database, DatabaseUnavailable
-from service.models import Alert, Assessment, AuditEvent, Instance, Job, OutboxMessage, utcnow
+from service.persistence.db import Database, DatabaseUnavailable
+from service.persistence.models import Alert, Assessment, AuditEvent, Instance, Job, OutboxMessage, utcnow
 
 
 class DatabaseCollector:

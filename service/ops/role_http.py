@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from service.db import Database
 from service.ops.metrics import render_metrics
+from service.persistence.db import Database
 
 
 def start_role_http(host: str, port: int, db: Database, ready: Callable[[], dict[str, bool]]) -> ThreadingHTTPServer:

@@ -244,7 +244,7 @@ def run_demo_with_progress(settings: Settings, token: str, demo_ehr: Any, stop: 
 
 def serve(settings: Settings, demo: bool, stop: threading.Event) -> int:
     """Run everything until ``stop`` is set; 0, or 1 after one line on stderr saying why not."""
-    from service.db import migrate
+    from service.persistence.db import migrate
 
     supervisor = None
     demo_ehr = None

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from dicom_listener.scp import ListenerConfig, start_listener
 from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report
 from service.dicom_ingest import DicomIngest
-from service.models import Instance, Measurement
+from service.persistence.models import Instance, Measurement
 from service.worker import Worker
 from tests.support.dcmtk import echoscu, storescu
 
@@ -92,7 +92,7 @@ def test_resent_instance_is_accepted_and_changes_nothing(listener, db, tmp_path)
 
 
 def test_storage_unavailable_answers_a700(settings_factory, tmp_path):
-    from service.db import Database
+    from service.persistence.db import Database
 
     # A database nobody listens on: the instance cannot be committed, so the sender must retry.
     settings = settings_factory(database_url="postgresql+psycopg://postgres@127.0.0.1:9/none")
@@ -119,8 +119,8 @@ def test_a_store_that_waits_too_long_for_a_lock_answers_a700_in_time_and_succeed
         pytest.skip("PostgreSQL lock_timeout; SQLite serialises writers with its busy timeout instead")
     import time
 
-    from service.db import Database
-    from service.models import Study
+    from service.persistence.db import Database
+    from service.persistence.models import Study
 
     settings = settings_factory(dicom_lock_wait_seconds=1.0)
     db = Database(settings.database_url)
@@ -185,7 +185,7 @@ def test_ohif_reports_match_lesions_by_label_and_give_pr_at_minus_30(flavour, li
     result = storescu("127.0.0.1", listener.port, [*images, *reports])
     assert result.returncode == 0, result.stderr
     Worker(settings, db).drain()
-    from service.models import Assessment, Patient
+    from service.persistence.models import Assessment, Patient
 
     with db.read() as session:
         patient = session.scalars(select(Patient).where(Patient.mrn == "FIXT-001")).one()

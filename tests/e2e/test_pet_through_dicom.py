@@ -17,7 +17,7 @@ from dicom_listener.scp import ListenerConfig, start_listener
 from dicom_listener.sr_builder import LesionSpec, ReferenceRegionSpec, build_measurement_report, build_pet_image
 from service.dicom_ingest import DicomIngest
 from service.facts_loader import load_facts
-from service.models import Assessment, Patient
+from service.persistence.models import Assessment, Patient
 from service.worker import Worker
 from tests.support.dcmtk import storescu
 

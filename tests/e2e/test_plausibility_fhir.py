@@ -13,7 +13,7 @@ import json
 
 from sqlalchemy import func, select
 
-from service.models import FhirResource, Measurement
+from service.persistence.models import FhirResource, Measurement
 from tests.e2e.test_walking_skeleton import wait_idle
 from tests.service.test_fhir_api import SYSTEM, patient, tumour_observation
 

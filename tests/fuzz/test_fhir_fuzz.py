@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.models import FhirResource, Patient
+from service.persistence.models import FhirResource, Patient
 from tests.faults.harness import counts
 from tests.fuzz.conftest import fuzz_settings
 from tests.fuzz.fhir_cases import (

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from service.auth import Access, required_access, scope_grants
-from service.models import AuditEvent
+from service.persistence.models import AuditEvent
 from tests.security.conftest import make_client
 from tests.support.smart_ehr import new_key
 

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from fhir_mappings.validation import validate_resource
 from rules.engine import rulebase
 from service.demo import case_bundle, case_measurements_bundle, demo_cohort
-from service.models import Assessment
-from service.store import patient_by_mrn
+from service.persistence.models import Assessment
+from service.persistence.store import patient_by_mrn
 from service.worker import Worker
 from tests.security.conftest import make_client
 

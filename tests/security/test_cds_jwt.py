@@ -12,7 +12,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from service.models import AuditEvent
+from service.persistence.models import AuditEvent
 from tests.security.conftest import make_client
 from tests.support.smart_ehr import new_key
 

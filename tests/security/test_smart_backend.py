@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from service.demo import case_measurements_bundle, demo_cohort
 from service.ehr_client import DeliveryError, EhrClient
-from service.models import Assessment, AuditEvent, ClinicalFact, OutboxMessage
+from service.persistence.models import Assessment, AuditEvent, ClinicalFact, OutboxMessage
+from service.persistence.store import evaluate_soon, patient_by_mrn
 from service.smart import ASSERTION_LIFETIME_SECONDS, SmartAuthError, SmartBackendAuth, public_jwk
-from service.store import evaluate_soon, patient_by_mrn
 from service.worker import Worker
 from tests.security.conftest import CLIENT_ID, KID, make_client
 from tests.support.smart_ehr import SmartEhr, new_key, write_pem
@@ -179,7 +179,7 @@ def pulled(db, patient_id: str) -> dict[str, dict]:
 
 
 def test_missing_therapy_is_pulled_from_the_ehr_then_reports_are_delivered_authenticated(smart_ehr, smart_settings):
-    from service.db import Database
+    from service.persistence.db import Database
 
     settings = smart_settings()
     smart_ehr.add(*therapy_facts())
@@ -223,7 +223,7 @@ def test_missing_therapy_is_pulled_from_the_ehr_then_reports_are_delivered_authe
 
 
 def test_a_change_at_the_ehr_is_pulled_again_and_re_evaluated(smart_ehr, smart_settings):
-    from service.db import Database
+    from service.persistence.db import Database
 
     settings = smart_settings(ehr_pull_interval_seconds=0)
     smart_ehr.add(*therapy_facts())
@@ -271,7 +271,7 @@ def test_a_change_at_the_ehr_is_pulled_again_and_re_evaluated(smart_ehr, smart_s
 
 
 def test_a_patient_with_posted_therapy_is_not_pulled_and_an_unreachable_ehr_does_not_block(smart_ehr, smart_settings):
-    from service.db import Database
+    from service.persistence.db import Database
 
     settings = smart_settings()
     smart_ehr.down = True

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from service.api import create_app
-from service.models import AlertAcknowledgement
+from service.persistence.models import AlertAcknowledgement
 from service.worker import Worker
 from tests.e2e import kinetics_cases as kc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from service.models import AuditEvent, ClinicalFact, FhirResource, Lesion, Measurement, Patient
+from service.persistence.models import AuditEvent, ClinicalFact, FhirResource, Lesion, Measurement, Patient
 
 SYSTEM = "urn:immunorad:mrn"
 

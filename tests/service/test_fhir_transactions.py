@@ -15,8 +15,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from service.db import Database
-from service.models import FhirResource, Measurement, Patient
+from service.persistence.db import Database
+from service.persistence.models import FhirResource, Measurement, Patient
 from tests.service.test_fhir_api import SYSTEM, patient, tumour_observation
 from tests.support.processes import ServiceProcesses
 

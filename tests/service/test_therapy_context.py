@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from service.context_pull import has_posted_therapy
-from service.models import ClinicalFact
-from service.store import upsert_patient
+from service.persistence.models import ClinicalFact
+from service.persistence.store import upsert_patient
 
 
 def _line(patient_id: str, ref: str, therapy_class: str | None, origin: str = "inbound") -> ClinicalFact:

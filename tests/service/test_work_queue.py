@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from service.models import Job
-from service.store import evaluate_soon, upsert_patient
+from service.persistence.models import Job
+from service.persistence.store import evaluate_soon, upsert_patient
 from service.worker import Worker
 
 

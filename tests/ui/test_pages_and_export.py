@@ -10,7 +10,7 @@ import re
 
 from sqlalchemy import select
 
-from service.models import Patient
+from service.persistence.models import Patient
 from service.reassess import reassess
 from service.worker import Worker
 from tests.ui.cohort import (

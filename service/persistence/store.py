@@ -13,7 +13,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.models import AuditEvent, Job, Lesion, Measurement, Patient, PendingInput, Study, utcnow
+from service.persistence.models import AuditEvent, Job, Lesion, Measurement, Patient, PendingInput, Study, utcnow
 
 
 def patient_by_mrn(session: Session, mrn: str) -> Patient | None:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import UnaryExpression, and_, false, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from service.models import FhirIdentifier, FhirResource, Patient, utcnow
+from service.persistence.models import FhirIdentifier, FhirResource, Patient, utcnow
 
 SEARCH_DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
 

@@ -1,0 +1,3 @@
+"""Persistence: database engines, transactions and migrations (SQLite or PostgreSQL), the SQLAlchemy model, the
+write operations shared by ingest, API and worker, and the versioned FHIR resource store. The Alembic scripts stay
+in ``service/migrations``."""
