@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 from flask import Blueprint, Response, abort, g, jsonify, request
 
-from service import quality
 from service.api import params
 from service.api.context import ctx
+from service.dashboard import quality
 from service.persistence.store import audit
 
 blueprint = Blueprint("quality_api", __name__, url_prefix="/api")
@@ -98,7 +98,7 @@ def alert_follow_up():
 
 def _concordance_timepoints(session, filters: quality.Filters) -> list:
     from fhir_mappings.codes import LocalSystems
-    from service import concordance
+    from service.dashboard import concordance
 
     cohort = quality.load_cohort(session, filters)
     systems = LocalSystems.from_canonical(ctx().settings.fhir_canonical)
@@ -110,7 +110,7 @@ def _concordance_timepoints(session, filters: quality.Filters) -> list:
 def concordance_summary():
     """Engine versus signed categories per criterion (contract §9.7): confusion table, agreement, Cohen's kappa
     with its 95 % CI (method in each row), discordant timepoints; the dashboard's filters; patients pseudonymised."""
-    from service import concordance
+    from service.dashboard import concordance
 
     params.parse(FILTER_PARAMS)
     filters = _filters(request.args)
@@ -130,7 +130,7 @@ def concordance_csv():
     import csv
     import io
 
-    from service import concordance
+    from service.dashboard import concordance
 
     params.parse(FILTER_PARAMS)
     filters = _filters(request.args)
@@ -153,8 +153,8 @@ ENDPOINT_PARAMS = {**FILTER_PARAMS, "therapy_class": params.text(64), "criterion
 
 def cohort_end_points(session, args: Mapping[str, str]) -> list[dict]:
     """ORR/DCR (Wilson), BOR and PFS/iPFS (Kaplan–Meier) per criterion for the dashboard's filters plus
-    ``therapy_class`` and ``criterion`` (service/endpoints.py)."""
-    from service import endpoints
+    ``therapy_class`` and ``criterion`` (service/dashboard/endpoints.py)."""
+    from service.dashboard import endpoints
 
     filters = _filters(args)
     cohort = quality.load_cohort(session, filters)
@@ -179,7 +179,7 @@ SDTM_PARAMS = {**FILTER_PARAMS, "pseudonymise": params.boolean, "studyid": param
 def sdtm_export(domain: str):
     """CDISC SDTM ``RS`` or ``TR`` (contract §9.7) for the dashboard's selection; ``USUBJID`` pseudonymised unless
     ``pseudonymise=false``; ``studyid`` names the study (default IMMUNORAD). Audited."""
-    from service import sdtm
+    from service.dashboard import sdtm
     from service.ops.logs import pseudonym
 
     if domain not in ("rs", "tr"):

@@ -1,6 +1,6 @@
 """``/ui``: the people-facing pages (contract §7) — patient list, patient timeline, report pre-fill, quality dashboard.
 
-Pages are rendered on the server (Jinja2, ``service/templates``) with plots as inline SVG from ``service.plots``:
+Pages are rendered on the server (Jinja2, ``service/templates``) with plots as inline SVG from ``service.dashboard.plots``:
 no script runs in the browser and nothing is fetched from outside, so the pages work on a closed hospital network
 under a Content-Security-Policy that forbids scripts. Every value is escaped by Jinja's autoescape (plots escape
 their own text). The patient's name is never stored, so it is never shown: clinical pages show our patient id and
@@ -44,8 +44,9 @@ from fhir_mappings import codes
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
-from service import acknowledge, concordance, plots, quality, signoff
+from service import acknowledge, signoff
 from service.api.context import ctx
+from service.dashboard import concordance, plots, quality
 from service.persistence.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.persistence.store import audit, pending_inputs
 from service.signature_store import signature_rows
@@ -335,7 +336,7 @@ def quality_page():
 @blueprint.get("/sdtm")
 def sdtm_dictionary():
     """The data dictionary of the SDTM RS and TR exports (variables, labels, core, what immunorad puts there)."""
-    from service import sdtm
+    from service.dashboard import sdtm
 
     return render_template(
         "sdtm.html",
@@ -451,10 +452,10 @@ class PatientView:
             columns,
             lesion_rows(result, columns),
             criteria_rows(result, columns),
-            Markup(spider),  # noqa: S704 -- SVG drawn by service.plots, which escapes every text it writes
+            Markup(spider),  # noqa: S704 -- SVG drawn by service.dashboard.plots, which escapes every text it writes
             tuple(series),
             tuple(untracked),
-            Markup(burden_svg(result)),  # noqa: S704 -- SVG drawn by service.plots, which escapes every text it writes
+            Markup(burden_svg(result)),  # noqa: S704 -- SVG drawn by service.dashboard.plots, which escapes every text it writes
             kinetics_view(result.get("kinetics")),
             tuple(dict.fromkeys(warnings)),
             result.get("rulebase_version"),
@@ -849,7 +850,7 @@ def dashboard_context(cohort: quality.Cohort, args: Mapping[str, str]) -> dict[s
         panels.append(
             {
                 "criterion": criterion,
-                "svg": Markup(  # noqa: S704 -- SVG drawn by service.plots, which escapes every text it writes
+                "svg": Markup(  # noqa: S704 -- SVG drawn by service.dashboard.plots, which escapes every text it writes
                     plots.waterfall(
                         bars,
                         criterion=criterion,
@@ -882,7 +883,7 @@ def dashboard_context(cohort: quality.Cohort, args: Mapping[str, str]) -> dict[s
         crosstab=crosstab,
         pair=(pair_a, pair_b),
         incidence=incidence,
-        incidence_svg=Markup(incidence_svg),  # noqa: S704 -- SVG drawn by service.plots, which escapes every text it writes
+        incidence_svg=Markup(incidence_svg),  # noqa: S704 -- SVG drawn by service.dashboard.plots, which escapes every text it writes
         irae=quality.irae_alerts(cohort),
         turnaround=quality.turnaround(cohort),
         failures=quality.delivery_failures(cohort),

@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from service.concordance import cohen_kappa
+from service.dashboard.concordance import cohen_kappa
 from service.demo import case_bundle, case_measurements_bundle, demo_cohort
 from service.worker import Worker
 

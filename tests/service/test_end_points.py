@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from service.dashboard.endpoints import kaplan_meier, progression_event, wilson
 from service.demo import case_bundle, case_measurements_bundle, demo_cohort
-from service.endpoints import kaplan_meier, progression_event, wilson
 from service.worker import Worker
 
 SYSTEM = "urn:immunorad:mrn"

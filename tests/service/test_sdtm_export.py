@@ -11,7 +11,7 @@ from service.demo import case_bundle, case_measurements_bundle, demo_cohort
 from service.worker import Worker
 
 SYSTEM = "urn:immunorad:mrn"
-# SDTMIG v3.3 Core "Req" and "Exp" variables of the two domains (independent of service/sdtm.py, written from
+# SDTMIG v3.3 Core "Req" and "Exp" variables of the two domains (independent of service/dashboard/sdtm.py, written from
 # the IG's domain tables).
 RS_REQUIRED = {"STUDYID", "DOMAIN", "USUBJID", "RSSEQ", "RSTESTCD", "RSTEST"}
 RS_EXPECTED = {"RSCAT", "RSORRES", "RSSTRESC", "RSEVAL", "VISITNUM", "RSDTC"}

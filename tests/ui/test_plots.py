@@ -1,4 +1,4 @@
-"""Server-rendered SVG plots (``service.plots``): well-formed, escaped, and drawing the values they are given."""
+"""Server-rendered SVG plots (``service.dashboard.plots``): well-formed, escaped, and drawing the values they are given."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from service import plots
+from service.dashboard import plots
 
 D = dt.date.fromisoformat
 SVG = "{http://www.w3.org/2000/svg}"

@@ -1,4 +1,4 @@
-"""The dashboard's arithmetic (``service.quality``), as pure functions over stored assessments.
+"""The dashboard's arithmetic (``service.dashboard.quality``), as pure functions over stored assessments.
 
 Cohorts are built from the real evaluations of the worked examples and the demo cases, stored the way the
 service stores them (``to_jsonable``), so the tests read exactly the shapes ``Assessment.result`` holds.
@@ -14,9 +14,8 @@ from fractions import Fraction
 import pytest
 
 from rules.evaluate import evaluate_patient, to_jsonable
-from service import quality
-from service.demo import demo_cohort
-from service.quality import (
+from service.dashboard import quality
+from service.dashboard.quality import (
     AlertRecord,
     Cohort,
     DeliveryRecord,
@@ -24,6 +23,7 @@ from service.quality import (
     PatientRecord,
     ReportRecord,
 )
+from service.demo import demo_cohort
 from tests.rules import cases
 
 D = dt.date.fromisoformat

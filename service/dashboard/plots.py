@@ -3,7 +3,7 @@
 Hospitals' networks are closed, so nothing here needs a browser library or a CDN: every function returns one
 self-contained ``<svg>`` string (text escaped, colours as presentation attributes so that a strict
 Content-Security-Policy without inline styles still shows them). The inputs are plain numbers and dates that
-the callers (``service.api.ui``, ``service.quality``) take from stored assessments; nothing clinical is decided
+the callers (``service.api.ui``, ``service.dashboard.quality``) take from stored assessments; nothing clinical is decided
 here. Each mark carries ``data-*`` attributes with the value it draws, so that tests (and screen readers, via
 ``<title>``) can check what is shown against the assessment.
 """

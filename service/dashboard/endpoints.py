@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.quality import Cohort, as_date, response_class, timepoints_in
+from service.dashboard.quality import Cohort, as_date, response_class, timepoints_in
 
 Z_95 = 1.959963984540054
 DAYS_PER_MONTH = 30.4375

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_mappings.codes import criterion_display
-from service.quality import Cohort, as_date
+from service.dashboard.quality import Cohort, as_date
 
 
 @dataclass(frozen=True)
