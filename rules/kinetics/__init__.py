@@ -10,10 +10,12 @@ Scan names follow the spec: E0 the pre-baseline scan (``timeline.prebaseline``),
 first immunotherapy dose, E2 the first on-treatment evaluation.
 
 Modules: ``growth`` (TGR, TGK, pace arithmetic), ``quantities`` (what the definitions look at, measured once),
-``ruleset`` (the rule file, three-valued tests), ``assess`` (the definitions and the assessment).
+``ruleset`` (the rule file, three-valued tests), ``definitions`` (one module per published definition), ``assess``
+(the assessment of one patient).
 """
 
-from rules.kinetics.assess import DEFINITION_CODES, assess_kinetics, definition, evaluate_definitions, reason_code
+from rules.kinetics.assess import assess_kinetics, definition, reason_code
+from rules.kinetics.definitions import DEFINITION_CODES, evaluate_definitions
 from rules.kinetics.growth import (
     FERTE_MONTH_DAYS,
     KineticsUndefined,

@@ -30,7 +30,8 @@ from rules.facts import (
     Scan,
     TherapyLine,
 )
-from rules.kinetics.assess import DEFINITION_CODES, assess_kinetics, evaluate_definitions, reason_code
+from rules.kinetics.assess import assess_kinetics, reason_code
+from rules.kinetics.definitions import DEFINITION_CODES, evaluate_definitions
 from rules.kinetics.growth import (
     FERTE_MONTH_DAYS,
     KineticsUndefined,

@@ -8,7 +8,7 @@ from rules.criteria import recist11
 from rules.engine import get_engine
 from rules.evaluate import make_timeline
 from rules.findings.kinetics_alerts import CONFLICT_NOTE, findings
-from rules.kinetics import assess_kinetics
+from rules.kinetics.assess import assess_kinetics
 from rules.results import CriterionAssessment, TimepointResponse
 from tests.rules.test_kinetics import K1, K3, K5, K7, K11, SHRINKING, KCase, KLesion, T, days_after
 
