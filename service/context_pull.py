@@ -41,11 +41,11 @@ from fhir_mappings.inbound import (
     map_resource,
 )
 from rules.therapy_classes import UNCLASSIFIED
-from service.ehr_client import DeliveryError, EhrClient
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.models import ClinicalFact, Job, Patient, utcnow
 from service.persistence.store import audit, enqueue, evaluate_soon
+from service.publish.ehr_client import DeliveryError, EhrClient
 
 logger = logging.getLogger(__name__)
 

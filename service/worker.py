@@ -20,14 +20,15 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
-from service import acknowledge, context_pull, radiomics_job, segmentation
-from service.ehr_client import DeliveryError, EhrClient
+from service import context_pull, radiomics_job, segmentation
 from service.evaluation import evaluate_and_publish
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.db import Database, DatabaseUnavailable, is_database_unavailable
 from service.persistence.models import Alert, Job, OutboxMessage, Patient, Study, utcnow
 from service.persistence.store import audit, enqueue, evaluate_soon
+from service.publish import acknowledge
+from service.publish.ehr_client import DeliveryError, EhrClient
 from service.signature_cards import load_cards
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from fhir_mappings.cds_hooks import cards_for, discovery_document
-from service import acknowledge
 from service.api.app import load_json_body
 from service.api.context import ctx
 from service.cds_fetch import FetchRefused, resource_url
@@ -19,6 +18,7 @@ from service.evaluation import alert_state
 from service.fhir_ingest import FhirError
 from service.persistence.models import Alert, Patient, UsedJti, utcnow
 from service.persistence.store import audit
+from service.publish import acknowledge
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("cds", __name__, url_prefix="/cds-services")

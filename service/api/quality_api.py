@@ -81,7 +81,7 @@ def export_response(args: Mapping[str, str], *, source: str) -> Response:
 def alert_follow_up():
     """Time to acknowledgement per alert type and the unacknowledged critical alerts (contract §9.7), with the
     dashboard's filters; patients by their pseudonym."""
-    from service import acknowledge
+    from service.publish import acknowledge
 
     params.parse(FILTER_PARAMS)
     filters = _filters(request.args)

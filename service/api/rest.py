@@ -396,9 +396,9 @@ def patient_sign_offs(patient_id: str):
 @blueprint.post("/alerts/<path:identifier>/acknowledge")
 def alert_acknowledge(identifier: str):
     """Someone acted on the alert (contract §9.7): ``{"by", "comment"}``; recorded with the time, audited."""
-    from service import acknowledge
     from service.api.app import load_json_body
     from service.fhir_ingest import FhirError
+    from service.publish import acknowledge
 
     params.parse({})
     body = load_json_body(request.get_data(cache=False))

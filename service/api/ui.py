@@ -44,11 +44,12 @@ from fhir_mappings import codes
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
-from service import acknowledge, signoff
+from service import signoff
 from service.api.context import ctx
 from service.dashboard import concordance, plots, quality
 from service.persistence.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.persistence.store import audit, pending_inputs
+from service.publish import acknowledge
 from service.signature_store import signature_rows
 
 blueprint = Blueprint(

@@ -2,7 +2,7 @@
 
 Authentication: a static bearer token (IMMUNORAD_EHR_TOKEN), or SMART Backend Services
 (client_credentials with a signed JWT assertion) when IMMUNORAD_EHR_CLIENT_ID and IMMUNORAD_EHR_PRIVATE_KEY
-are set — see ``service.smart``.
+are set — see ``service.publish.smart``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class EhrClient:
         self.session = requests.Session()
         self._smart = None
         if settings.ehr_client_id and settings.ehr_private_key:
-            from service.smart import SmartBackendAuth
+            from service.publish.smart import SmartBackendAuth
 
             self._smart = SmartBackendAuth(settings, self.session)
 
