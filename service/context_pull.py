@@ -45,7 +45,8 @@ from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.models import ClinicalFact, Job, Patient, utcnow
 from service.persistence.store import audit, enqueue, evaluate_soon
-from service.publish.ehr_client import DeliveryError, EhrClient
+from service.publish.ehr_client import EhrClient
+from service.publish.errors import DeliveryError
 
 logger = logging.getLogger(__name__)
 

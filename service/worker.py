@@ -28,7 +28,8 @@ from service.persistence.db import Database, DatabaseUnavailable, is_database_un
 from service.persistence.models import Alert, Job, OutboxMessage, Patient, Study, utcnow
 from service.persistence.store import audit, enqueue, evaluate_soon
 from service.publish import acknowledge
-from service.publish.ehr_client import DeliveryError, EhrClient
+from service.publish.ehr_client import EhrClient
+from service.publish.errors import DeliveryError
 from service.signature_cards import load_cards
 
 logger = logging.getLogger(__name__)

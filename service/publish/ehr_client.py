@@ -14,14 +14,9 @@ from urllib.parse import urlsplit
 import requests
 
 from service.ops.config import Settings
+from service.publish.errors import DeliveryError
 
 CONNECT_TIMEOUT = 5.0
-
-
-class DeliveryError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class EhrClient:

@@ -194,7 +194,8 @@ def test_healthz_answers_while_cds_calls_hang_on_a_silent_ehr(db_url, tmp_path, 
 
 def test_ehr_search_paging_never_leaves_the_configured_ehr(settings_factory, ehr, listeners):
     # The worker's context pull follows an EHR's ``next`` links with our credential: only under its own base.
-    from service.publish.ehr_client import DeliveryError, EhrClient
+    from service.publish.ehr_client import EhrClient
+    from service.publish.errors import DeliveryError
 
     attacker = listeners()
     ehr.search_data["Observation"] = [{"resourceType": "Observation", "id": f"o{n}"} for n in range(5)]
