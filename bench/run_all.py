@@ -6,7 +6,7 @@
 
 Each benchmark is measured side by side with its anchor in the same run; each figure is reported as
 min / median / max over the repeated runs. The machine, the versions and the load are recorded.
-Benchmarks: cstore (and memory), evaluation, radiomics, reassess, e2e, fhir, rules, fuzz.
+Benchmarks: cstore (and memory), intake (SR intake, issue 18), evaluation, radiomics, reassess, e2e, fhir, rules, fuzz.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from pathlib import Path
 from bench.common import Section, cpu_check, machine
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("rules", "evaluation", "radiomics", "fhir", "cstore", "e2e", "reassess", "fuzz")
+ORDER = ("rules", "evaluation", "radiomics", "fhir", "cstore", "intake", "e2e", "reassess", "fuzz")
 MODULES = {
     "rules": "bench.rules_engine",
     "evaluation": "bench.evaluation",
     "radiomics": "bench.radiomics",
     "fhir": "bench.fhir_ingest",
     "cstore": "bench.cstore",
+    "intake": "bench.sr_intake",
     "e2e": "bench.e2e",
     "reassess": "bench.reassess",
     "fuzz": "bench.fuzz",
