@@ -26,6 +26,7 @@ from typing import BinaryIO, TypeVar
 
 import highdicom as hd
 import pydicom
+from highdicom.sr.templates import _contains_planar_rois, _contains_volumetric_rois
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -177,11 +178,8 @@ DCMJS_DEFAULT_IDENTIFIERS = frozenset({"web annotation"})
 
 _Cloned = TypeVar("_Cloned")
 SRDocumentClass = type[hd.sr.EnhancedSR] | type[hd.sr.ComprehensiveSR] | type[hd.sr.Comprehensive3DSR]
-MeasurementGroup = (
-    hd.sr.MeasurementsAndQualitativeEvaluations
-    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
-)
+MeasurementGroup = hd.sr.ContainerContentItem
+"""A Measurement Group's CONTAINER content item (TID 1410, 1411 or 1501), as converted by highdicom."""
 
 _SR_DOCUMENT_CLASSES: Mapping[str, SRDocumentClass] = {
     EnhancedSRStorage: hd.sr.EnhancedSR,
@@ -411,11 +409,7 @@ def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes
         report = document.content
         if not isinstance(report, hd.sr.MeasurementReport):
             raise SRParseError("the content tree is not a TID 1500 Measurement Report")
-        groups = (
-            report.get_planar_roi_measurement_groups()
-            + report.get_volumetric_roi_measurement_groups()
-            + report.get_image_measurement_groups()
-        )
+        groups = _measurement_groups(report)
     except SRParseError:
         raise
     except Exception as exc:  # highdicom raises ValueError, AttributeError, TypeError, ...
@@ -429,6 +423,29 @@ def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes
             "TID 1410/1411/1501: the others were skipped"
         )
     return groups
+
+
+def _measurement_groups(report: hd.sr.MeasurementReport) -> list[MeasurementGroup]:
+    """The Measurement Groups that ``get_planar_roi_measurement_groups() + get_volumetric_roi_measurement_groups()
+    + get_image_measurement_groups()`` return, in that order and chosen by the same rules (the template identifier,
+    else the ROI items), without their deep copy and second conversion of every group: the tree was converted
+    once already and nothing here modifies it."""
+    planar: list[MeasurementGroup] = []
+    volumetric: list[MeasurementGroup] = []
+    image: list[MeasurementGroup] = []
+    for item in report._find_measurement_groups():  # highdicom's own selection (private; highdicom is pinned)
+        template = item.template_id
+        if template is not None:
+            {"1410": planar, "1411": volumetric, "1501": image}.get(template, []).append(item)
+            continue
+        is_planar, is_volumetric = _contains_planar_rois(item), _contains_volumetric_rois(item)
+        if is_planar:
+            planar.append(item)
+        if is_volumetric:
+            volumetric.append(item)  # one Region In Space item: highdicom returns the group from both getters
+        if not is_planar and not is_volumetric:
+            image.append(item)
+    return planar + volumetric + image
 
 
 def _clone(sequence: _Cloned) -> _Cloned:
@@ -582,7 +599,7 @@ def _parse_group(
     limits: PlausibilityLimits = DEFAULT_LIMITS,
 ) -> ParsedGroup:
     reader = _GroupReader()
-    for item in group[0].get("ContentSequence", []):
+    for item in group.get("ContentSequence", []):
         _read_item(item, reader)
     for pending in reader.pixel_lengths:
         _resolve_pixel_length(pending, reader, images)
