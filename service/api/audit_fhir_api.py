@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, g, request
 
-from service.api.app import fhir_response
+from service.api.bodies import fhir_response
 from service.api.context import ctx
 from service.api.fhir import _check_format
 from service.audit_fhir import (

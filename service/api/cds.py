@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from fhir_mappings.cds_hooks import cards_for, discovery_document
-from service.api.app import load_json_body
+from service.api.bodies import load_json_body
 from service.api.context import ctx
 from service.cds_fetch import FetchRefused, resource_url
 from service.evaluation import alert_state

@@ -361,7 +361,7 @@ def report_sign_off(report_id: str):
     sign-off, the earlier ones stay as history. ``report_id``: our DiagnosticReport id or its identifier value."""
     from fhir_mappings.codes import LocalSystems
     from service import signoff
-    from service.api.app import load_json_body
+    from service.api.bodies import load_json_body
     from service.fhir_ingest import FhirError
 
     params.parse({})
@@ -396,7 +396,7 @@ def patient_sign_offs(patient_id: str):
 @blueprint.post("/alerts/<path:identifier>/acknowledge")
 def alert_acknowledge(identifier: str):
     """Someone acted on the alert (contract §9.7): ``{"by", "comment"}``; recorded with the time, audited."""
-    from service.api.app import load_json_body
+    from service.api.bodies import load_json_body
     from service.fhir_ingest import FhirError
     from service.publish import acknowledge
 

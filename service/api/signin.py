@@ -41,6 +41,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from service.api.context import ctx
+from service.api.pages import page_error, security_headers
 from service.auth import Principal
 from service.ops.config import Settings
 from service.persistence.store import audit
@@ -432,12 +433,6 @@ def _sign_in_error(error: SignInError):
     return render_template("error.html", status=error.status, message=error.message), error.status
 
 
-def _share_page_plumbing() -> None:
-    """The pages' security headers and HTML error pages apply here too."""
-    from service.api import ui
-
-    blueprint.after_request(ui._security_headers)
-    blueprint.register_error_handler(HTTPException, ui._page_error)
-
-
-_share_page_plumbing()
+# The pages' security headers and HTML error pages apply here too.
+blueprint.after_request(security_headers)
+blueprint.register_error_handler(HTTPException, page_error)

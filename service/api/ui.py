@@ -28,7 +28,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     g,
     redirect,
@@ -46,6 +45,7 @@ from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
 from service import signoff
 from service.api.context import ctx
+from service.api.pages import page_error, security_headers
 from service.dashboard import concordance, plots, quality
 from service.persistence.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.persistence.store import audit, pending_inputs
@@ -61,10 +61,6 @@ blueprint = Blueprint(
     static_url_path="/static",
 )
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "base-uri 'none'; frame-ancestors 'none'"
-)
 SPIDER_CRITERION = "RECIST-1.1"
 """The spider plot's reference lines are RECIST 1.1's (PR −30 % from baseline, PD +20 % from the nadir)."""
 BURDEN_CRITERIA = ("iRECIST", "RECIST-1.1")
@@ -84,19 +80,8 @@ def _token_to_session():
     return session_from_token_url()
 
 
-@blueprint.after_request
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"  # no Referer leaves us; our forms keep their Origin
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@blueprint.errorhandler(HTTPException)
-def _page_error(error: HTTPException):
-    return render_template("error.html", status=error.code, message=error.description), error.code or 500
+blueprint.after_request(security_headers)
+blueprint.register_error_handler(HTTPException, page_error)
 
 
 @blueprint.app_template_filter("category_words")
