@@ -13,12 +13,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fhir_mappings import codes
-
-if TYPE_CHECKING:  # pragma: no cover
-    from fhir_mappings.outbound import AlertState
+from fhir_mappings.alerts import AlertState
 
 SERVICE_ID = "immunorad-alerts"
 HOOK = "patient-view"

@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fhir_mappings import codes
+from fhir_mappings.alerts import AlertState
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.inbound import TRACER_SYSTEMS
 from fhir_mappings.prefill import impression_of, is_latest_timepoint, render_prefill
@@ -44,7 +45,6 @@ from rules.results import (
     BiomarkerResult,
     CriterionAssessment,
     DefinitionResult,
-    Finding,
     KineticsResult,
     PatientAssessment,
     TimepointResponse,
@@ -54,7 +54,6 @@ from rules.tracer_uptake import TracerUptake
 
 REPORT_STATUSES = frozenset({"preliminary", "final", "amended", "corrected"})
 """Statuses a report version may have; each is valid for DiagnosticReport and Observation alike (FHIR R4)."""
-FLAG_STATUSES = frozenset({"active", "inactive", "entered-in-error"})
 DEVICE_ID = "immunorad"
 """Local id of the contained Device that authors every Flag."""
 
@@ -78,32 +77,6 @@ class PatientRef:
         for name in ("fhir_id", "key", "identifier_system", "identifier_value"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise ValueError(f"PatientRef.{name} must be a non-empty string")
-
-
-@dataclass(frozen=True)
-class AlertState:
-    """An alert as the service tracks it: the finding that raised it and its lifecycle."""
-
-    finding: Finding
-    identifier: str
-    """Business identifier value of the Flag (system ``{C}/identifier/flag``), stable for the alert's life."""
-    status: str
-    """``active`` | ``inactive`` | ``entered-in-error`` (Flag.status, FHIR R4 required binding)."""
-    first_raised: dt.date
-    """The scan date from which it has been active (the Flag's ``period.start``); a later scan that still shows
-    the finding keeps it, a re-activation after it was resolved starts a new period."""
-    report_date: dt.date
-    """The latest follow-up timepoint at which the finding holds: ``flag-detail`` points to that report, and the
-    Flag rides with it (contract §9.4: a later scan updates the alert)."""
-    ended: dt.date | None = None
-    """When it stopped being active (``period.end`` of an inactive Flag). When unknown, the finding's
-    ``window_end`` or, failing that, ``report_date`` is used."""
-
-    def __post_init__(self) -> None:
-        if self.status not in FLAG_STATUSES:
-            raise ValueError(f"AlertState.status must be one of {sorted(FLAG_STATUSES)}, not {self.status!r}")
-        if not self.identifier or not self.identifier.strip():
-            raise ValueError("AlertState.identifier must be a non-empty string")
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fhir_mappings import codes
+from fhir_mappings.alerts import AlertState
 from fhir_mappings.prefill_details import (
     burden_name,
     criterion_headline,
@@ -43,9 +44,6 @@ from fhir_mappings.prefill_details import (
 from rules.findings.confirmation import ConfirmationWindow, open_windows, window_at
 from rules.findings.irae import SARCOID_WORDING
 from rules.results import CriterionAssessment, Finding, PatientAssessment, TimepointResponse, round2
-
-if TYPE_CHECKING:  # pragma: no cover - outbound imports this module
-    from fhir_mappings.outbound import AlertState
 
 __all__ = [
     "IMPRESSION_MAX",

@@ -20,12 +20,12 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from fhir_mappings import codes
+from fhir_mappings.alerts import AlertState
 from fhir_mappings.site_words import SNOMED_SITE_WORDS
 from rules.codes import normalise_code, site_for
 from rules.results import CriterionAssessment, KineticsResult, PatientAssessment, TimepointResponse, round2
 
-if TYPE_CHECKING:  # pragma: no cover - import for type checkers only (outbound imports this module)
-    from fhir_mappings.outbound import AlertState
+if TYPE_CHECKING:  # pragma: no cover - import for type checkers only
     from rules.tracer_uptake import TracerUptake
 
 MINUS = "\u2212"

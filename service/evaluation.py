@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fhir_mappings.alerts import AlertState
 from fhir_mappings.outbound import (
-    AlertState,
     PatientRef,
     ReportContext,
     build_flags,

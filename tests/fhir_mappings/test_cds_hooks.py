@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 
+from fhir_mappings.alerts import AlertState
 from fhir_mappings.cds_hooks import cards_for, discovery_document, markdown_escape
 from fhir_mappings.codes import ALERT_CODES
-from fhir_mappings.outbound import AlertState, build_report
+from fhir_mappings.outbound import build_report
 from rules.results import Finding
 from tests.fhir_mappings import ALERT, assess, context
 from tests.rules import cases

@@ -12,8 +12,8 @@ from fractions import Fraction
 import pytest
 
 from fhir_mappings import codes
+from fhir_mappings.alerts import AlertState
 from fhir_mappings.outbound import (
-    AlertState,
     PatientRef,
     ReportContext,
     build_report,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from fhir_mappings.outbound import AlertState
+from fhir_mappings.alerts import AlertState
 from fhir_mappings.prefill import format_percent, format_signed, render_prefill
 from rules.evaluate import evaluate_patient
 from rules.results import Finding
