@@ -40,8 +40,7 @@ from pydicom.uid import (
     PositronEmissionTomographyImageStorage,
 )
 
-from dicom_listener.sr_parser import (
-    _UID_TEXT,
+from dicom_listener.tid1500.codes import (
     BACKGROUND_FOR_SUV_RATIO,
     BASELINE_CATEGORY,
     CURRENT_RESPONSE,
@@ -66,6 +65,7 @@ from dicom_listener.sr_parser import (
     SUVLBM,
     TARGET_LESION_AT_BASELINE,
     TOTAL_LESION_GLYCOLYSIS,
+    UID_TEXT,
 )
 
 __all__ = [
@@ -645,7 +645,7 @@ def _lesion_group(
         )
     if lesion.merged_into:
         # highdicom has no slot for it: a CONTAINS item of the group container (contract §9.3 merged-into).
-        kind = hd.sr.UIDRefContentItem if _UID_TEXT.fullmatch(lesion.merged_into) else hd.sr.TextContentItem
+        kind = hd.sr.UIDRefContentItem if UID_TEXT.fullmatch(lesion.merged_into) else hd.sr.TextContentItem
         group[0].ContentSequence.append(
             kind(
                 name=IMMRAD_MERGED_INTO,

@@ -1,7 +1,7 @@
 """AI results received in a TID 1500 SR, kept with their Algorithm Identification (contract §9.6 "Signatures").
 
 A measurement group's NUM that carries TID 4019 (Algorithm Name, Version, Parameters) is parsed by
-``dicom_listener/sr_parser.py`` into an ``AlgorithmResult``; here, in the listener's transaction, each becomes a
+``dicom_listener/tid1500/reader.py`` into an ``AlgorithmResult``; here, in the listener's transaction, each becomes a
 signature Observation (``{C}/CodeSystem/immunorad#signature``) on the lesion at the scan date: ``method`` names the
 algorithm, its version and parameters and the measured concept; component ``signature-output`` keeps the concept as
 received. immunorad cannot verify how a received algorithm was validated, so these are marked provisional.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from dicom_listener.sr_model import AlgorithmResult, ParsedReport
+from dicom_listener.tid1500.model import AlgorithmResult, ParsedReport
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.features import _lesion_body_structure
 from fhir_mappings.signatures import signature_observation

@@ -44,8 +44,8 @@ from dicom_listener.errors import (
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
 from dicom_listener.scp import ReceivedInstance, RefusedAssociation
 from dicom_listener.seg import PIXEL_MODALITIES, SEG_CLASSES
-from dicom_listener.sr_model import ParsedGroup, ParsedReport, SRParseError
-from dicom_listener.sr_parser import parse_measurement_report
+from dicom_listener.tid1500.model import ParsedGroup, ParsedReport, SRParseError
+from dicom_listener.tid1500.reader import parse_measurement_report
 from rules.codes import specific_finding_code
 from rules.facts import reported_status
 from rules.plausibility import birth_date_problem, scan_date_problem

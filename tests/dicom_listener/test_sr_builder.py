@@ -23,8 +23,8 @@ from dicom_listener.sr_builder import (
     build_measurement_report,
     build_pet_image,
 )
-from dicom_listener.sr_model import Coded, ParsedGroup, ParsedReport
-from dicom_listener.sr_parser import parse_measurement_report, parse_measurement_report_file
+from dicom_listener.tid1500.model import Coded, ParsedGroup, ParsedReport
+from dicom_listener.tid1500.reader import parse_measurement_report, parse_measurement_report_file
 from rules.facts import to_mm, to_suv
 
 STUDY_UID = "2.25.111111111111111111111111111111111111"

@@ -17,8 +17,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_listener.sr_model import Coded, ParsedReport, SRParseError
-from dicom_listener.sr_parser import parse_measurement_report, parse_measurement_report_file
+from dicom_listener.tid1500.model import Coded, ParsedReport, SRParseError
+from dicom_listener.tid1500.reader import parse_measurement_report, parse_measurement_report_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"
 LABELS = ("label:T1 liver", "label:T2 lung", "label:N1 node")

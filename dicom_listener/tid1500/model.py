@@ -1,6 +1,6 @@
 """What a TID 1500 Measurement Report yields once parsed: one ``ParsedGroup`` per measurement group.
 
-The parser (``dicom_listener.sr_parser``) fills these from any of the three producers contract §3 names
+The reader (``dicom_listener.tid1500.reader``) fills these from any of the three producers contract §3 names
 (highdicom, dcmqi, dcmjs/OHIF). They are adapter output, not clinical facts: ``service`` stores them and
 turns them into ``rules.facts.LesionMeasurement`` once the study's date and patient are known.
 """

@@ -1,43 +1,86 @@
 """Read a DICOM TID 1500 Measurement Report into ``ParsedReport`` (contract §3, "DICOM in").
 
-One parser for the three producers the contract names (highdicom, dcmqi/DCMTK, dcmjs/OHIF). highdicom
-reads the content tree (``interop-notes.md`` §2.2); every concept is then resolved **by code** with
-pydicom ``Code`` equality, which maps legacy SNOMED-RT (SRT) codes to SNOMED CT (SCT), never by Code
-Meaning and never by relationship type (dcmjs writes Finding Site as CONTAINS). The producers'
-differences absorbed here are listed in ``docs/interop-notes.md`` §1.4 and ``tests/fixtures/ohif-dcmjs/README.md``.
+One reader for the three producers the contract names (highdicom, dcmqi/DCMTK, dcmjs/OHIF). highdicom
+reads the content tree (``interop-notes.md`` §2.2); every concept is then resolved **by code** (``codes``),
+never by Code Meaning and never by relationship type (dcmjs writes Finding Site as CONTAINS). The producers'
+differences absorbed are in ``quirks`` (listed in ``docs/interop-notes.md`` §1.4 and
+``tests/fixtures/ohif-dcmjs/README.md``); units and pixel lengths in ``geometry``.
 
 highdicom finds the groups; each group's items are then read here in a single pass (no further tree walks).
-
-Code sources: unless marked otherwise every code below is in pydicom 3.0.2's DICOM 2024c concept
-dictionary (``pydicom.sr.codedict.codes``); the pydicom keyword is given where it is not obvious.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-import pickle
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from os import PathLike
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import highdicom as hd
 import pydicom
 from highdicom.sr.templates import _contains_planar_rois, _contains_volumetric_rois
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sr.codedict import codes
+from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import (
-    Comprehensive3DSRStorage,
-    ComprehensiveSRStorage,
-    EnhancedSRStorage,
-    ExplicitVRLittleEndian,
-)
+from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage
 
-from dicom_listener.sr_model import AlgorithmResult, Coded, ParsedGroup, ParsedReport, SRParseError
+from dicom_listener.tid1500.codes import (
+    ALGORITHM_NAME,
+    ALGORITHM_PARAMETERS,
+    ALGORITHM_VERSION,
+    BACKGROUND_FOR_SUV_RATIO,
+    BASELINE_CATEGORIES,
+    BASELINE_CATEGORY,
+    COMMENT,
+    CONTROL_CHARACTERS,
+    CURRENT_RESPONSE,
+    DERIVATION,
+    FINDING,
+    FINDING_SITE,
+    IMAGING_MEASUREMENT_REPORT,
+    IMAGING_MEASUREMENTS,
+    IMMRAD_MERGED_INTO,
+    IMMRAD_NON_TARGET_CHANGE,
+    IMMRAD_SCHEME,
+    LYMPH_NODE,
+    MEASUREMENT_GROUP,
+    METABOLIC_VOLUME,
+    NO,
+    NON_TARGET_CHANGE_VALUES,
+    NONTARGET_STATUSES,
+    REFERENCE_REGIONS,
+    SIZE_CONCEPTS,
+    SIZE_NAMES,
+    SUV_DERIVATION_NAMES,
+    SUV_DERIVATIONS,
+    SUVBW,
+    SUVLBM,
+    TIME_POINT,
+    TIME_POINT_ORDER,
+    TIME_POINT_TYPE,
+    TOTAL_LESION_GLYCOLYSIS,
+    TRACKING_IDENTIFIER,
+    TRACKING_UNIQUE_IDENTIFIER,
+    UID_TEXT,
+    YES,
+    coded,
+    lookup,
+    plain,
+    usable_code,
+)
+from dicom_listener.tid1500.geometry import (
+    ML_PER_UNIT,
+    MM_PER_UNIT,
+    PIXEL_UNITS,
+    SUV_UNITS,
+    TLG_UNITS,
+    pixel_length_mm,
+    referenced_sop_uid,
+)
+from dicom_listener.tid1500.model import AlgorithmResult, ParsedGroup, ParsedReport, SRParseError
+from dicom_listener.tid1500.quirks import DCMJS_FREE_TEXT_CODE_VALUES, content_copy, guess_producer, is_tool_name
 from rules.facts import to_mm, to_suv
 from rules.plausibility import (
     DEFAULT_LIMITS,
@@ -50,133 +93,6 @@ from rules.plausibility import (
 
 __all__ = ["parse_measurement_report", "parse_measurement_report_file"]
 
-# --------------------------------------------------------------------------------------------------
-# Vocabulary (TID 1500 / 1501 / 1410 / 1411 / 1502 / 300; CIDs 6145, 6144, 6146, 7464, 7466)
-
-IMAGING_MEASUREMENT_REPORT = codes.DCM.ImagingMeasurementReport
-"""(126000, DCM) TID 1500 root, CID 7021."""
-IMAGING_MEASUREMENTS = codes.DCM.ImagingMeasurements
-"""(126010, DCM)."""
-MEASUREMENT_GROUP = codes.DCM.MeasurementGroup
-"""(125007, DCM)."""
-TRACKING_IDENTIFIER = codes.DCM.TrackingIdentifier
-# TID 4019 Algorithm Identification (DICOM PS3.16): Algorithm Name, Version, Parameters (DCM 111001, 111003, 111002).
-ALGORITHM_NAME = Code("111001", "DCM", "Algorithm Name")
-ALGORITHM_VERSION = Code("111003", "DCM", "Algorithm Version")
-ALGORITHM_PARAMETERS = Code("111002", "DCM", "Algorithm Parameters")
-"""(112039, DCM) human-readable lesion name; OHIF puts its tool name here."""
-TRACKING_UNIQUE_IDENTIFIER = codes.DCM.TrackingUniqueIdentifier
-"""(112040, DCM) the lesion's persistent identity, except where the producer regenerates it (OHIF)."""
-FINDING = codes.DCM.Finding
-"""(121071, DCM)."""
-FINDING_SITE = codes.SCT.FindingSite
-"""(363698007, SCT); legacy (G-C0E3, SRT) compares equal through pydicom's SRT→SCT mapping."""
-COMMENT = codes.DCM.Comment
-"""(121106, DCM) TEXT; current OHIF (@cornerstonejs/adapters) writes the lesion label here."""
-DERIVATION = codes.DCM.Derivation
-"""(121401, DCM) NUM modifier, CID 7464."""
-TIME_POINT = Code("C2348792", "UMLS", "Time Point")
-"""TID 1502 row 1. Not in pydicom's dictionary; the code is the one highdicom's ``TimePointContext``
-and DCMTK write (interop-notes §1.1)."""
-TIME_POINT_TYPE = codes.DCM.TimePointType
-"""(126072, DCM), value from CID 6146."""
-TIME_POINT_ORDER = codes.DCM.TimePointOrder
-"""(126073, DCM) NUM; highdicom's ``get_measurements()`` without ``name=`` returns it too."""
-
-LONG_AXIS = codes.SCT.LongAxis
-"""(103339001, SCT); legacy G-A185 (SRT)."""
-SHORT_AXIS = codes.SCT.ShortAxis
-"""(103340004, SCT); legacy G-A186 (SRT)."""
-DIAMETER = codes.SCT.Diameter
-"""(81827009, SCT); legacy M-02550 (SRT)."""
-LENGTH = codes.SCT.Length
-"""(410668003, SCT); legacy G-D7FE (SRT). OHIF's Length tool; read as the long axis when there is none."""
-
-SUVBW = codes.DCM.Suvbw
-"""(126401, DCM) SUVbw (pydicom keyword ``Suvbw``)."""
-SUVLBM = codes.DCM.Suvlbm
-"""(126402, DCM) SUVlbm, PERCIST's SUL."""
-METABOLIC_VOLUME = codes.DCM.MetabolicVolume
-"""(126032, DCM)."""
-TOTAL_LESION_GLYCOLYSIS = codes.DCM.TotalLesionGlycolysis
-"""(126033, DCM)."""
-BACKGROUND_FOR_SUV_RATIO = codes.DCM.BackgroundForLesionToBackgroundSUVRatio
-"""(126040, DCM) as the Finding: the group is a reference region, never a lesion."""
-MAXIMUM = codes.SCT.Maximum
-"""(56851009, SCT) Derivation value, CID 7464."""
-PEAK_VALUE_WITHIN_ROI = codes.DCM.PeakValueWithinROI
-"""(126031, DCM) Derivation value, CID 7464."""
-MEAN = codes.SCT.Mean
-"""(373098007, SCT) Derivation value, CID 7464 (pydicom also names it ``Averaged``)."""
-STANDARD_DEVIATION = codes.SCT.StandardDeviation
-"""(386136009, SCT) Derivation value, CID 7464."""
-
-BASELINE_CATEGORY = codes.DCM.BaselineCategory
-"""(112016, DCM), value from CID 6145."""
-TARGET_LESION_AT_BASELINE = codes.DCM.TargetLesionAtBaseline
-"""(112074, DCM)."""
-NON_TARGET_LESION_AT_BASELINE = codes.DCM.NonTargetLesionAtBaseline
-"""(112075, DCM)."""
-NON_LESION_AT_BASELINE = codes.DCM.NonLesionAtBaseline
-"""(112076, DCM)."""
-CURRENT_RESPONSE = codes.DCM.CurrentResponse
-"""(112048, DCM), value from CID 6144."""
-NON_TARGET_LESION_COMPLETE_RESPONSE = codes.DCM.NonTargetLesionCompleteResponse
-"""(112045, DCM) → ``absent``."""
-NON_TARGET_LESION_INCOMPLETE_RESPONSE_OR_SD = codes.DCM.NonTargetLesionIncompleteResponseOrStableDisease
-"""(112046, DCM) → ``present``."""
-NON_TARGET_LESION_PROGRESSIVE_DISEASE = codes.DCM.NonTargetLesionProgressiveDisease
-"""(112047, DCM) → ``unequivocal-progression``."""
-
-YES = codes.SCT.Yes
-"""(373066001, SCT) value of the 99IMMRAD booleans."""
-NO = codes.SCT.No
-"""(373067005, SCT) value of the 99IMMRAD booleans."""
-LYMPH_NODE = codes.SCT.LymphNode
-"""(59441001, SCT); legacy T-C4000 (SRT). As a site or finding it makes the lesion nodal."""
-LIVER = codes.SCT.Liver
-"""(10200004, SCT) PERCIST reference."""
-SPLEEN = codes.SCT.Spleen
-"""(78961009, SCT) SLR reference."""
-BONE_MARROW = codes.SCT.BoneMarrow
-"""(14016003, SCT) BLR reference."""
-AORTA = codes.SCT.Aorta
-"""(15825003, SCT) blood-pool reference (contract §3 names no other blood-pool code)."""
-
-_UID_TEXT = re.compile(r"[0-9]+(\.[0-9]+)+")
-
-IMMRAD_SCHEME = "99IMMRAD"
-"""The project's private coding scheme (contract §3); declared in the SR's Coding Scheme
-Identification Sequence by whoever writes it."""
-IMMRAD_NON_TARGET_CHANGE = Code("non-target-change", IMMRAD_SCHEME, "Non-target change")
-"""iRECIST working group change grade of a non-target lesion or a non-measurable new lesion."""
-IMMRAD_INJECTED = Code("injected", IMMRAD_SCHEME, "Injected (intratumoral therapy)")
-IMMRAD_IRRADIATED = Code("irradiated", IMMRAD_SCHEME, "Irradiated")
-IMMRAD_EQUIVOCAL = Code("equivocal", IMMRAD_SCHEME, "Equivocal new lesion")
-IMMRAD_TOO_SMALL = Code("too-small", IMMRAD_SCHEME, "Present but too small to measure")
-IMMRAD_NODAL = Code("nodal", IMMRAD_SCHEME, "Nodal lesion")
-IMMRAD_MERGED_INTO = Code("merged-into", IMMRAD_SCHEME, "Merged into")
-"""Contract §9.3: UIDREF or TEXT naming the lesion (Tracking UID, or label) a lesion coalesced with."""
-IMMRAD_FRAGMENT = Code("fragment", IMMRAD_SCHEME, "Fragment")
-"""Contract §9.3: Yes (SCT 373066001) on each group of a lesion that split into fragments."""
-NON_TARGET_CHANGE_VALUES: Mapping[str, Code] = {
-    "NC": Code("NC", IMMRAD_SCHEME, "No change from baseline or nadir"),
-    "INC": Code("INC", IMMRAD_SCHEME, "Increased from baseline or nadir"),
-    "NCLA": Code("NCLA", IMMRAD_SCHEME, "No change from last assessment"),
-    "INCLA": Code("INCLA", IMMRAD_SCHEME, "Further increase from last assessment"),
-    "UNE": Code("UNE", IMMRAD_SCHEME, "Unequivocal increase"),
-}
-"""Values of ``(non-target-change, 99IMMRAD)`` (``clinical/criteria-size-pet.md`` §2.2)."""
-
-DCMJS_FREE_TEXT_CODE_VALUES = frozenset({"CS3DTEXT", "CORNERSTONEFREETEXT"})
-"""dcmjs / OHIF free-text codes (scheme ``99dcmjs`` or ``CORNERSTONEJS``): their meaning is a lesion
-label, not a concept (fixtures README quirk 3). Recognised by code value in any scheme."""
-TOOL_NAME_PREFIXES = ("Cornerstone3DTools@", "cornerstoneTools@")
-"""OHIF writes the measuring tool's name as the Tracking Identifier (fixtures README quirk 2)."""
-DCMJS_DEFAULT_IDENTIFIERS = frozenset({"web annotation"})
-"""dcmjs's Tracking Identifier when the caller gives none (interop-notes §2.3): names no lesion."""
-
-_Cloned = TypeVar("_Cloned")
 SRDocumentClass = type[hd.sr.EnhancedSR] | type[hd.sr.ComprehensiveSR] | type[hd.sr.Comprehensive3DSR]
 MeasurementGroup = hd.sr.ContainerContentItem
 """A Measurement Group's CONTAINER content item (TID 1410, 1411 or 1501), as converted by highdicom."""
@@ -186,40 +102,6 @@ _SR_DOCUMENT_CLASSES: Mapping[str, SRDocumentClass] = {
     ComprehensiveSRStorage: hd.sr.ComprehensiveSR,
     Comprehensive3DSRStorage: hd.sr.Comprehensive3DSR,
 }
-_BASELINE_CATEGORIES = (
-    (TARGET_LESION_AT_BASELINE, "target"),
-    (NON_TARGET_LESION_AT_BASELINE, "non-target"),
-    (NON_LESION_AT_BASELINE, "non-lesion"),
-)
-_NONTARGET_STATUSES = (
-    (NON_TARGET_LESION_COMPLETE_RESPONSE, "absent"),
-    (NON_TARGET_LESION_INCOMPLETE_RESPONSE_OR_SD, "present"),
-    (NON_TARGET_LESION_PROGRESSIVE_DISEASE, "unequivocal-progression"),
-)
-_REFERENCE_REGIONS = (
-    (LIVER, "liver"),
-    (SPLEEN, "spleen"),
-    (BONE_MARROW, "bone-marrow"),
-    (AORTA, "blood-pool"),
-)
-_SUV_DERIVATIONS = ((MAXIMUM, "max"), (PEAK_VALUE_WITHIN_ROI, "peak"), (MEAN, "mean"), (STANDARD_DEVIATION, "sd"))
-_SUV_DERIVATION_NAMES = {"max": "Maximum", "peak": "Peak", "mean": "Mean", "sd": "Standard Deviation"}
-_SIZE_CONCEPTS = ((LONG_AXIS, "long"), (SHORT_AXIS, "short"), (DIAMETER, "diameter"), (LENGTH, "length"))
-_SIZE_NAMES = {"long": "Long Axis", "short": "Short Axis", "diameter": "Diameter", "length": "Length"}
-_MM_PER_UNIT = {"mm": Decimal(1), "cm": Decimal(10), "um": Decimal("0.001")}
-"""UCUM length units accepted (CID 7460 spellings)."""
-_PIXEL_UNITS = frozenset({"1", "px"})
-"""``(1, UCUM, "px")`` from dcmjs's TID 300 fallback (quirk 6), or a bare ``px``: pixels, not mm."""
-_SUV_UNITS = {
-    "SUVbw": frozenset({"g/ml{SUVbw}", "{SUVbw}g/ml"}),
-    "SUVlbm": frozenset({"g/ml{SUVlbm}", "{SUVlbm}g/ml"}),
-}
-"""DICOM 2024c spelling first, then the older one in dcmqi's examples (interop-notes §1.2)."""
-_ML_PER_UNIT = {"ml": Decimal(1), "mL": Decimal(1), "cm3": Decimal(1), "mm3": Decimal("0.001")}
-_TLG_UNITS = frozenset({"g"})
-"""SUV (g/ml) × volume (ml) = g. No DICOM rule fixes TLG's unit [unverified]; other spellings are
-rejected rather than guessed."""
-
 
 # --------------------------------------------------------------------------------------------------
 # Public API
@@ -254,7 +136,7 @@ def parse_measurement_report(
         groups = _read_measurement_groups(ds, document_class, report_notes)
         parsed = tuple(_parse_group(group, images, limits) for group in groups)
         report_notes.extend(_shared_identity_notes(parsed))
-        producer = _guess_producer(ds, parsed)
+        producer = guess_producer(ds, parsed)
     except SRParseError:
         raise
     except Exception as exc:  # pydicom/highdicom raise many types; the edge needs one
@@ -350,44 +232,15 @@ def _parse_da(value: object) -> dt.date | None:
 # Content tree
 
 
-def _plain(concept: Dataset) -> Code:
-    """A coded concept as a pydicom ``Code`` without scheme version, so that ``==`` compares value and
-    scheme only (``Code.__eq__`` also compares versions, which producers fill inconsistently)."""
-    value = concept.get("CodeValue") or concept.get("LongCodeValue") or concept.get("URNCodeValue") or ""
-    return Code(str(value), str(concept.get("CodingSchemeDesignator", "")), str(concept.get("CodeMeaning", "")))
-
-
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
-MAX_CODE_VALUE = 64
-"""Long Code Value (UC) may be longer, but no code we read or store is: longer values are invalid here."""
 MAX_LABEL = 128
 """A lesion label longer than this is not a label (a pasted report, a fuzzer): it never becomes an identity."""
-
-
-def _usable_code(code: Code) -> bool:
-    return (
-        0 < len(code.value) <= MAX_CODE_VALUE
-        and len(code.scheme_designator) <= MAX_CODE_VALUE
-        and not _CONTROL.search(code.value + code.scheme_designator)
-    )
 
 
 def _usable_label(text: str | None) -> bool:
     if not text:
         return False
-    return len(text) <= MAX_LABEL and not _CONTROL.search(text)
-
-
-def _coded(code: Code) -> Coded:
-    return Coded(value=code.value, scheme=code.scheme_designator, meaning=code.meaning)
-
-
-def _lookup(code: Code, table: Iterable[tuple[Code, str]]) -> str | None:
-    for candidate, result in table:
-        if code == candidate:
-            return result
-    return None
+    return len(text) <= MAX_LABEL and not CONTROL_CHARACTERS.search(text)
 
 
 def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes: list[str]) -> list[MeasurementGroup]:
@@ -395,7 +248,7 @@ def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes
     TID 1411 and image TID 1501 groups; every dcmjs group is of the last kind)."""
     if str(ds.get("ValueType", "")) != "CONTAINER" or not ds.get("ConceptNameCodeSequence"):
         raise SRParseError("the SR root is not a CONTAINER with a concept name")
-    root_concept = _plain(ds.ConceptNameCodeSequence[0])
+    root_concept = plain(ds.ConceptNameCodeSequence[0])
     if root_concept != IMAGING_MEASUREMENT_REPORT:
         raise SRParseError(
             f"the SR root is ({root_concept.value}, {root_concept.scheme_designator}, "
@@ -403,7 +256,7 @@ def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes
         )
     if "ContentSequence" not in ds:
         raise SRParseError("the SR root has no ContentSequence")
-    work = _content_copy(ds, notes)
+    work = content_copy(ds, notes)
     try:
         document = document_class.from_dataset(work, copy=False)
         report = document.content
@@ -448,53 +301,16 @@ def _measurement_groups(report: hd.sr.MeasurementReport) -> list[MeasurementGrou
     return planar + volumetric + image
 
 
-def _clone(sequence: _Cloned) -> _Cloned:
-    """A deep copy of an in-memory sequence. A pickle round trip of our own object (never of received
-    bytes) is about three times faster than ``copy.deepcopy`` on pydicom datasets."""
-    return pickle.loads(pickle.dumps(sequence, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301 -- a round trip of our own in-memory object, never of received bytes
-
-
-def _content_copy(ds: Dataset, notes: list[str]) -> Dataset:
-    """What highdicom's ``from_dataset`` reads (SOP class, root item, transfer syntax), with the content
-    tree deep-copied: highdicom converts it in place and the caller's dataset must stay intact. The
-    header (whose evidence sequences may list hundreds of instances) is not copied."""
-    work = Dataset()
-    work.SOPClassUID = ds.SOPClassUID
-    work.ValueType = ds.ValueType
-    work.ConceptNameCodeSequence = _clone(ds.ConceptNameCodeSequence)
-    work.ContinuityOfContent = ds.get("ContinuityOfContent", "SEPARATE")
-    work.ContentSequence = _clone(ds.ContentSequence)
-    templates = ds.get("ContentTemplateSequence") or []
-    if templates and str(templates[0].get("TemplateIdentifier", "")) == "1500":
-        work.ContentTemplateSequence = _clone(templates)
-    else:
-        # interop-notes §2.2: highdicom builds a MeasurementReport only for a root with TID "1500".
-        template = Dataset()
-        template.MappingResource = "DCMR"
-        template.TemplateIdentifier = "1500"
-        work.ContentTemplateSequence = [template]
-        notes.append("root (126000, DCM) had no TID 1500 ContentTemplateSequence: read as TID 1500")
-    # Values are decoded in memory already; highdicom only checks that the declared syntax is little
-    # endian, so a (retired) big endian SR is read from its decoded values.
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is not None and not pydicom.uid.UID(syntax).is_little_endian:
-        notes.append("big endian transfer syntax: read from the decoded values")
-    work.file_meta = FileMetaDataset()
-    work.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return work
-
-
 def _count_declared_groups(work: Dataset) -> int:
     """Measurement Groups directly under Imaging Measurements (126010): two levels, no deep walk."""
     count = 0
     for item in work.ContentSequence:
         if item.get("ValueType") == "CONTAINER" and item.get("ConceptNameCodeSequence"):
-            if _plain(item.ConceptNameCodeSequence[0]) == IMAGING_MEASUREMENTS:
+            if plain(item.ConceptNameCodeSequence[0]) == IMAGING_MEASUREMENTS:
                 for child in item.get("ContentSequence", []):
                     if (
                         child.get("ConceptNameCodeSequence")
-                        and _plain(child.ConceptNameCodeSequence[0]) == MEASUREMENT_GROUP
+                        and plain(child.ConceptNameCodeSequence[0]) == MEASUREMENT_GROUP
                     ):
                         count += 1
     return count
@@ -512,33 +328,6 @@ def _shared_identity_notes(groups: tuple[ParsedGroup, ...]) -> list[str]:
     # Fragments of a lesion that split share its identity by design (contract §9.3); without the marker the
     # evaluation treats them as a conflict (the lesion is not assessed at that scan).
     return [f"{n} groups share the identity {key!r}" for key, n in counts.items() if n > 1 and not fragments[key]]
-
-
-def _guess_producer(ds: Dataset, groups: tuple[ParsedGroup, ...]) -> str:
-    """``highdicom``, ``dcmjs``, ``cornerstone-adapters``, ``dcmqi`` or ``other`` from the file meta's
-    Implementation Version Name, the equipment attributes and the tracking identifiers' shape."""
-    meta = getattr(ds, "file_meta", None)
-    implementation = str(meta.get("ImplementationVersionName", "") if meta is not None else "").lower()
-    equipment = " ".join(
-        str(ds.get(keyword, "") or "") for keyword in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")
-    ).lower()
-    if implementation.startswith("highdicom"):
-        return "highdicom"
-    tool_named = any(g.tracking_identifier and _is_tool_name(g.tracking_identifier) for g in groups)
-    if implementation.startswith("dcmjs") or tool_named:
-        # @cornerstonejs/adapters (current OHIF) moves the label into a TEXT Comment (quirk 3).
-        if any(g.identity_source == "comment-label" for g in groups):
-            return "cornerstone-adapters"
-        return "dcmjs"
-    if "dcmqi" in equipment or "qiicr" in equipment:
-        return "dcmqi"
-    return "other"
-
-
-def _is_tool_name(text: str) -> bool:
-    """A Tracking Identifier that names the dcmjs/OHIF tool (or dcmjs's default), not a lesion."""
-    text = text.strip()
-    return text.startswith(TOOL_NAME_PREFIXES) or "@^" in text or text in DCMJS_DEFAULT_IDENTIFIERS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -584,9 +373,9 @@ class _GroupReader:
     rejections: list[str] = field(default_factory=list)
     awaited_images: list[str] = field(default_factory=list)
     waiting: int = 0
+    """How many of ``rejections`` only wait for an image (a ``px`` length, contract §9.3)."""
     implausible: bool = False
     """A value was not a finite number (contract §9.2): the group keeps no value at all."""
-    """How many of ``rejections`` only wait for an image (a ``px`` length, contract §9.3)."""
 
     def reference(self, uid: str | None) -> None:
         if uid and uid not in self.references:
@@ -612,9 +401,9 @@ def _check_plausibility(reader: _GroupReader, limits: PlausibilityLimits) -> Non
     reason goes to the assessment's warnings and the audit log)."""
     before = len(reader.rejections)
     for role, value in reader.sizes.items():
-        reader.rejections.extend(filter(None, [length_problem(value, _SIZE_NAMES[role], limits)]))
+        reader.rejections.extend(filter(None, [length_problem(value, SIZE_NAMES[role], limits)]))
     for (quantity, derivation), value in reader.suv.items():
-        what = f"{quantity} {_SUV_DERIVATION_NAMES[derivation]}"
+        what = f"{quantity} {SUV_DERIVATION_NAMES[derivation]}"
         reader.rejections.extend(filter(None, [suv_problem(value, what, limits)]))
     for what, value in (("Metabolic Volume", reader.metabolic_volume_ml), ("Total Lesion Glycolysis", reader.tlg)):
         reader.rejections.extend(filter(None, [volume_problem(value, what)]))
@@ -630,17 +419,17 @@ def _read_item(item: Dataset, reader: _GroupReader) -> None:
     if value_type == "IMAGE":
         # Source of Measurement / Source (TID 1501), Referenced Segment (TID 1411), ... Real World
         # Value Maps and RT structure sets (COMPOSITE) are not images and are left out.
-        reader.reference(_referenced_sop_uid(item))
+        reader.reference(referenced_sop_uid(item))
         return
     if value_type in ("SCOORD", "SCOORD3D"):
         # Group-level Image Region (TID 1410): its SELECTED FROM image is a group reference.
         for child in item.get("ContentSequence", []):
-            reader.reference(_referenced_sop_uid(child))
+            reader.reference(referenced_sop_uid(child))
         return
     if not item.get("ConceptNameCodeSequence"):
         return
-    name = _plain(item.ConceptNameCodeSequence[0])
-    if not _usable_code(name):
+    name = plain(item.ConceptNameCodeSequence[0])
+    if not usable_code(name):
         reader.notes.append(f"{value_type} content item with an invalid concept name code: ignored")
         return
     if value_type == "TEXT":
@@ -654,7 +443,7 @@ def _read_item(item: Dataset, reader: _GroupReader) -> None:
         elif name == IMMRAD_MERGED_INTO and text.strip():
             # A label (producers without stable UIDs), or a UID written as text.
             value = text.strip()
-            reader.merged_into = reader.merged_into or (value if _UID_TEXT.fullmatch(value) else f"label:{value}")
+            reader.merged_into = reader.merged_into or (value if UID_TEXT.fullmatch(value) else f"label:{value}")
     elif value_type == "UIDREF":
         if name == TRACKING_UNIQUE_IDENTIFIER:
             reader.tracking_uid = reader.tracking_uid or str(item.get("UID", "") or "") or None
@@ -662,8 +451,8 @@ def _read_item(item: Dataset, reader: _GroupReader) -> None:
             reader.merged_into = reader.merged_into or str(item.UID).strip()
     elif value_type == "CODE":
         if item.get("ConceptCodeSequence"):
-            code = _plain(item.ConceptCodeSequence[0])
-            if _usable_code(code):
+            code = plain(item.ConceptCodeSequence[0])
+            if usable_code(code):
                 _read_code_item(name, code, reader)
             else:
                 reader.notes.append(f"{name.meaning or name.value}: the coded value is not a valid code: ignored")
@@ -685,12 +474,12 @@ def _read_code_item(name: Code, value: Code, reader: _GroupReader) -> None:
         else:
             reader.sites.append(value)
     elif name == BASELINE_CATEGORY:
-        category = _lookup(value, _BASELINE_CATEGORIES)
+        category = lookup(value, BASELINE_CATEGORIES)
         if category is None:
             reader.notes.append(f"Baseline Category value ({value.value}, {value.scheme_designator}) not in CID 6145")
         reader.baseline_category = reader.baseline_category or category
     elif name == CURRENT_RESPONSE:
-        status = _lookup(value, _NONTARGET_STATUSES)
+        status = lookup(value, NONTARGET_STATUSES)
         if status is None:
             reader.notes.append(
                 f"Current Response value ({value.value}, {value.scheme_designator}) is not a non-target "
@@ -730,14 +519,14 @@ def _measured_value(item: Dataset) -> tuple[Decimal | None, str] | None:
         return None
     raw = measured[0].NumericValue
     text = getattr(raw, "original_string", None) or str(raw)
-    return as_number(text), _plain(measured[0].MeasurementUnitsCodeSequence[0]).value
+    return as_number(text), plain(measured[0].MeasurementUnitsCodeSequence[0]).value
 
 
 def _derivation(item: Dataset) -> Code | None:
     for child in item.get("ContentSequence", []):
         if child.get("ValueType") == "CODE" and child.get("ConceptNameCodeSequence"):
-            if _plain(child.ConceptNameCodeSequence[0]) == DERIVATION and child.get("ConceptCodeSequence"):
-                return _plain(child.ConceptCodeSequence[0])
+            if plain(child.ConceptNameCodeSequence[0]) == DERIVATION and child.get("ConceptCodeSequence"):
+                return plain(child.ConceptCodeSequence[0])
     return None
 
 
@@ -745,15 +534,15 @@ def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
     for child in item.get("ContentSequence", []):
         if child.get("ValueType") in ("SCOORD", "SCOORD3D"):
             for grandchild in child.get("ContentSequence", []):
-                reader.reference(_referenced_sop_uid(grandchild))
+                reader.reference(referenced_sop_uid(grandchild))
         elif child.get("ValueType") == "IMAGE":
-            reader.reference(_referenced_sop_uid(child))
+            reader.reference(referenced_sop_uid(child))
     if name == TIME_POINT_ORDER:
         measured = _measured_value(item)
         if measured is not None and measured[0] is not None and measured[0] == measured[0].to_integral_value():
             reader.time_point_order = int(measured[0])
         return
-    role = _lookup(name, _SIZE_CONCEPTS)
+    role = lookup(name, SIZE_CONCEPTS)
     is_suv = name == SUVBW or name == SUVLBM
     if role is None and not is_suv and name != METABOLIC_VOLUME and name != TOTAL_LESION_GLYCOLYSIS:
         _read_algorithm_result(name, item, reader)
@@ -765,7 +554,7 @@ def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
     value, unit = measured
     if value is None:
         # Contract §9.2: a measurement that is not a number is refused with the group (never "no value").
-        what = _SIZE_NAMES[role] if role is not None else name.meaning or name.value
+        what = SIZE_NAMES[role] if role is not None else name.meaning or name.value
         reader.rejections.append(f"{what} is not a finite number")
         reader.implausible = True
         if role is not None:
@@ -775,22 +564,22 @@ def _read_num_item(name: Code, item: Dataset, reader: _GroupReader) -> None:
         _read_size(role, value, unit, item, reader)
     elif is_suv:
         quantity = "SUVbw" if name == SUVBW else "SUVlbm"
-        if unit not in _SUV_UNITS[quantity]:
+        if unit not in SUV_UNITS[quantity]:
             reader.rejections.append(f"{quantity} in unknown unit {unit!r}")
             return
         derivation = _derivation(item)
-        key = _lookup(derivation, _SUV_DERIVATIONS) if derivation is not None else None
+        key = lookup(derivation, SUV_DERIVATIONS) if derivation is not None else None
         if key is None:
             reader.notes.append(f"{quantity} without a Maximum/Peak/Mean/SD Derivation: ignored")
             return
         reader.suv.setdefault((quantity, key), value)
     elif name == METABOLIC_VOLUME:
-        if unit not in _ML_PER_UNIT:
+        if unit not in ML_PER_UNIT:
             reader.rejections.append(f"Metabolic Volume in unknown unit {unit!r}")
             return
-        reader.metabolic_volume_ml = value * _ML_PER_UNIT[unit]
+        reader.metabolic_volume_ml = value * ML_PER_UNIT[unit]
     else:
-        if unit not in _TLG_UNITS:
+        if unit not in TLG_UNITS:
             reader.rejections.append(f"Total Lesion Glycolysis in unknown unit {unit!r}")
             return
         reader.tlg = value
@@ -803,7 +592,7 @@ def _algorithm_identification(item: Dataset) -> tuple[str | None, str | None, tu
     for child in item.get("ContentSequence", []):
         if child.get("ValueType") != "TEXT" or not child.get("ConceptNameCodeSequence"):
             continue
-        concept, text = _plain(child.ConceptNameCodeSequence[0]), str(child.get("TextValue", "") or "").strip()
+        concept, text = plain(child.ConceptNameCodeSequence[0]), str(child.get("TextValue", "") or "").strip()
         if concept == ALGORITHM_NAME and text:
             name = name or text
         elif concept == ALGORITHM_VERSION and text:
@@ -826,108 +615,36 @@ def _read_algorithm_result(name: Code, item: Dataset, reader: _GroupReader) -> N
         reader.notes.append(f"AI result {name.meaning or name.value!r} has no finite numeric value: ignored")
         return
     reader.algorithm_results.append(
-        AlgorithmResult(_coded(name), measured[0], measured[1], algorithm, version, parameters)
+        AlgorithmResult(coded(name), measured[0], measured[1], algorithm, version, parameters)
     )
 
 
 def _read_size(role: str, value: Decimal, unit: str, item: Dataset, reader: _GroupReader) -> None:
     if role in reader.sizes or any(p.role == role for p in reader.pixel_lengths):
-        reader.notes.append(f"second {_SIZE_NAMES[role]} in the group: ignored")
+        reader.notes.append(f"second {SIZE_NAMES[role]} in the group: ignored")
         return
-    if unit in _MM_PER_UNIT:
-        reader.sizes[role] = value * _MM_PER_UNIT[unit]
-    elif unit in _PIXEL_UNITS:
+    if unit in MM_PER_UNIT:
+        reader.sizes[role] = value * MM_PER_UNIT[unit]
+    elif unit in PIXEL_UNITS:
         reader.pixel_lengths.append(_PixelLength(role=role, item=item, unit=unit))
     else:
         reader.sizes[role] = None
-        reader.rejections.append(f"{_SIZE_NAMES[role]} in unknown unit {unit!r}")
-
-
-def _referenced_sop_uid(item: Dataset) -> str | None:
-    sequence = item.get("ReferencedSOPSequence") or []
-    if not sequence:
-        return None
-    return str(sequence[0].get("ReferencedSOPInstanceUID", "") or "") or None
-
-
-def _referenced_frame(item: Dataset) -> int:
-    sequence = item.get("ReferencedSOPSequence") or []
-    if sequence and sequence[0].get("ReferencedFrameNumber"):
-        frames = sequence[0].ReferencedFrameNumber
-        first = frames[0] if isinstance(frames, (list, pydicom.multival.MultiValue)) else frames
-        return int(first)
-    return 1
-
-
-def _pixel_spacing(image: Dataset, frame: int) -> tuple[float, float] | None:
-    """(row spacing, column spacing) in mm: Pixel Spacing, or the Pixel Measures functional group of
-    an enhanced multi-frame image (shared, else the referenced frame's)."""
-    spacing = image.get("PixelSpacing")
-    if spacing is None:
-        for groups in (image.get("SharedFunctionalGroupsSequence") or [],):
-            if groups and groups[0].get("PixelMeasuresSequence"):
-                spacing = groups[0].PixelMeasuresSequence[0].get("PixelSpacing")
-        per_frame = image.get("PerFrameFunctionalGroupsSequence") or []
-        if spacing is None and 0 < frame <= len(per_frame) and per_frame[frame - 1].get("PixelMeasuresSequence"):
-            spacing = per_frame[frame - 1].PixelMeasuresSequence[0].get("PixelSpacing")
-    if spacing is None or len(spacing) != 2:
-        return None
-    row_spacing, column_spacing = float(spacing[0]), float(spacing[1])
-    if not (row_spacing > 0 and column_spacing > 0):
-        return None
-    return row_spacing, column_spacing
+        reader.rejections.append(f"{SIZE_NAMES[role]} in unknown unit {unit!r}")
 
 
 def _resolve_pixel_length(pending: _PixelLength, reader: _GroupReader, images: Mapping[str, Dataset]) -> None:
-    """Recompute a pixel-unit length from its INFERRED FROM SCOORD (2 points, column/row) and the
-    referenced image's Pixel Spacing (fixtures README quirk 6); never take pixels as mm."""
-    name = _SIZE_NAMES[pending.role]
-    coordinates = [c for c in pending.item.get("ContentSequence", []) if c.get("ValueType") in ("SCOORD", "SCOORD3D")]
-    if not coordinates:
-        reader.rejections.append(f"{name} is in pixels ({pending.unit!r}) and has no SCOORD to recompute it from")
+    """A length written in pixels, in mm (``geometry.pixel_length_mm``), or the group's rejection with its reason."""
+    outcome = pixel_length_mm(SIZE_NAMES[pending.role], pending.item, pending.unit, reader.references, images)
+    if outcome.mm is not None:
+        reader.sizes[pending.role] = outcome.mm
+        reader.notes.append(outcome.note)
         return
-    scoord = coordinates[0]
-    graphic_type = str(scoord.get("GraphicType", ""))
-    data = [float(v) for v in (scoord.get("GraphicData") or [])]
-    dimensions = 3 if scoord.get("ValueType") == "SCOORD3D" else 2
-    if graphic_type != "POLYLINE" or len(data) != 2 * dimensions:
-        reader.rejections.append(f"{name} is in pixels and its SCOORD is not a 2-point POLYLINE")
-        return
-    if dimensions == 3:
-        # SCOORD3D is in patient coordinates (mm): no image needed.
-        reader.sizes[pending.role] = Decimal(repr(math.dist(data[:3], data[3:])))
-        reader.notes.append(f"{name} written in pixels: recomputed from its SCOORD3D end points")
-        return
-    image_ref = next(
-        (_referenced_sop_uid(child) for child in scoord.get("ContentSequence", []) if _referenced_sop_uid(child)),
-        None,
-    )
-    candidates = [image_ref] if image_ref else list(reader.references)
-    frame = next((_referenced_frame(c) for c in scoord.get("ContentSequence", []) if _referenced_sop_uid(c)), 1)
-    image_uid = next((uid for uid in candidates if uid in images), None)
-    if image_uid is None:
-        wanted = image_ref or ", ".join(candidates) or "none"
-        for uid in [image_ref] if image_ref else candidates:
-            if uid not in reader.awaited_images:
-                reader.awaited_images.append(uid)
+    for uid in outcome.awaited:
+        if uid not in reader.awaited_images:
+            reader.awaited_images.append(uid)
+    if outcome.waits:
         reader.waiting += 1
-        reader.rejections.append(
-            f"{name} is in pixels ({pending.unit!r}) and the referenced image ({wanted}) is not available "
-            "to recompute it in mm"
-        )
-        return
-    spacing = _pixel_spacing(images[image_uid], frame)
-    if spacing is None:
-        reader.rejections.append(f"{name} is in pixels and image {image_uid} has no usable Pixel Spacing")
-        return
-    row_spacing, column_spacing = spacing
-    # SCOORD points are (column, row); Pixel Spacing is (row spacing, column spacing).
-    d_column = (data[2] - data[0]) * column_spacing
-    d_row = (data[3] - data[1]) * row_spacing
-    reader.sizes[pending.role] = Decimal(repr(math.hypot(d_column, d_row)))
-    reader.notes.append(
-        f"{name} written in pixels ({pending.unit!r}): recomputed from its SCOORD and the Pixel Spacing of {image_uid}"
-    )
+    reader.rejections.append(outcome.problem)
 
 
 def _identity(reader: _GroupReader) -> tuple[str | None, str, str | None]:
@@ -951,7 +668,7 @@ def _identity(reader: _GroupReader) -> tuple[str | None, str, str | None]:
             )
             setattr(reader, attribute, None)
     identifier = (reader.tracking_identifier or "").strip()
-    tool_named = bool(identifier) and _is_tool_name(identifier)
+    tool_named = bool(identifier) and is_tool_name(identifier)
     labels = (
         ("tracking-identifier", identifier if identifier and not tool_named else None),
         ("finding-label", reader.finding_label),
@@ -993,7 +710,7 @@ def _assemble(reader: _GroupReader) -> ParsedGroup:
     is_reference = finding is not None and finding == BACKGROUND_FOR_SUV_RATIO
     if is_reference:
         reference_region = next(
-            (r for r in (_lookup(site, _REFERENCE_REGIONS) for site in reader.sites) if r is not None), None
+            (r for r in (lookup(site, REFERENCE_REGIONS) for site in reader.sites) if r is not None), None
         )
         if reference_region is None:
             reader.rejections.append("reference region (126040) without a liver, spleen, bone marrow or aorta site")
@@ -1013,8 +730,8 @@ def _assemble(reader: _GroupReader) -> ParsedGroup:
         tracking_uid=reader.tracking_uid,
         tracking_identifier=reader.tracking_identifier,
         label=label,
-        finding=_coded(finding) if finding is not None else None,
-        finding_sites=tuple(_coded(site) for site in reader.sites),
+        finding=coded(finding) if finding is not None else None,
+        finding_sites=tuple(coded(site) for site in reader.sites),
         nodal=nodal,
         long_axis_mm=long_axis,
         short_axis_mm=short_axis,
@@ -1040,7 +757,7 @@ def _assemble(reader: _GroupReader) -> ParsedGroup:
         reference_sd=reference_sd,
         reference_unit=reference_unit,
         time_point=reader.time_point,
-        time_point_type=_coded(reader.time_point_type) if reader.time_point_type is not None else None,
+        time_point_type=coded(reader.time_point_type) if reader.time_point_type is not None else None,
         time_point_order=reader.time_point_order,
         referenced_sop_instance_uids=tuple(reader.references),
         algorithm_results=tuple(reader.algorithm_results),

@@ -1,0 +1,2 @@
+"""TID 1500 Measurement Reports: the coded vocabulary (``codes``), the reader (``reader``: content tree →
+``model.ParsedReport``), the producers' quirks it absorbs (``quirks``) and units / pixel geometry (``geometry``)."""
