@@ -38,7 +38,7 @@ from rules.criteria import (
 )
 from rules.criteria.recist_family import is_measurable
 from rules.engine import Engine, get_engine
-from rules.facts import LesionMeasurement, LesionRole, PatientFacts, TherapyLine
+from rules.facts import LesionMeasurement, LesionRole, PatientFacts, TherapyLine, recist_axis_mm
 from rules.findings import confirmation, irae, kinetics_alerts, patterns, pseudoprogression
 from rules.pet_tracers import FDG_CRITERIA
 from rules.results import CriterionAssessment, Finding, PatientAssessment
@@ -102,6 +102,7 @@ def lesion_table(timeline: Timeline) -> tuple[dict[str, Any], ...]:
                 "status": m.status.value,
                 "long_axis_mm": m.long_axis_mm,
                 "short_axis_mm": m.short_axis_mm,
+                "recist_axis_mm": recist_axis_mm(m, nodal=lesion.nodal),
                 "nontarget_status": m.nontarget_status.value if m.nontarget_status else None,
                 "nontarget_change": m.nontarget_change.value if m.nontarget_change else None,
                 "sul_peak": m.sul_peak,

@@ -156,8 +156,15 @@ class LesionMeasurement:
 
     @property
     def recist_diameter_mm(self) -> Decimal | None:
-        """The RECIST 1.1 diameter: short axis for nodes, longest diameter otherwise."""
-        return self.short_axis_mm if self.nodal else self.long_axis_mm
+        """The RECIST 1.1 diameter: short axis for nodes, longest diameter otherwise (``recist_axis_mm``)."""
+        return recist_axis_mm(self, nodal=self.nodal)
+
+
+def recist_axis_mm(measurement: LesionMeasurement, *, nodal: bool) -> Decimal | None:
+    """The axis RECIST 1.1 measures (§3.1.1): the short axis of a lymph node, the longest diameter of any other
+    lesion — as reported (no 0 mm for an absent lesion, no 5 mm default for one too small to measure). The one place
+    this choice is made: the criteria and the pages (``lesion_table`` cells, ``recist_axis_mm``) read it from here."""
+    return measurement.short_axis_mm if nodal else measurement.long_axis_mm
 
 
 @dataclass(frozen=True)

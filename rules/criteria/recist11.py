@@ -23,7 +23,7 @@ from rules.criteria.recist_family import (
     targets_complete_response,
 )
 from rules.engine import Engine, RuleSet
-from rules.facts import LesionRole
+from rules.facts import LesionRole, recist_axis_mm
 from rules.results import CriterionAssessment, TimepointResponse, fmt_mm, fmt_pct, percent_change
 from rules.timeline import Timeline, Timepoint, lesion_name
 
@@ -187,7 +187,7 @@ def baseline_sum(timeline: Timeline, ruleset: RuleSet) -> tuple[Decimal, list[st
     total = Decimal(0)
     for target in timeline.lesions_with_role(LesionRole.TARGET):
         m = timeline.established_baseline.of(target.lesion_id)
-        value = (m.short_axis_mm if target.nodal else m.long_axis_mm) if m else None
+        value = recist_axis_mm(m, nodal=target.nodal) if m else None
         if value is None:
             warnings.append(f"baseline target {lesion_name(target)} has no diameter")
             continue

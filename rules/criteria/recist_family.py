@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from rules.engine import RuleSet, Threshold
-from rules.facts import LesionMeasurement, LesionRole, LesionStatus, LocalTherapyKind, NonTargetStatus
+from rules.facts import (
+    LesionMeasurement,
+    LesionRole,
+    LesionStatus,
+    LocalTherapyKind,
+    NonTargetStatus,
+    recist_axis_mm,
+)
 from rules.results import BestResponse, TimepointResponse, fmt_mm
 from rules.timeline import Timeline, Timepoint, TrackedLesion, lesion_name, merged_into_name
 
@@ -53,19 +60,19 @@ def recist_diameter(
     if measurement.merged_into:
         # Contract §9.3, size spec §1.6: a lesion that coalesced with another counts 0 mm; the coalesced one is
         # measured as one (RECIST 1.1 §4.3).
-        reported = measurement.short_axis_mm if nodal else measurement.long_axis_mm
+        reported = recist_axis_mm(measurement, nodal=nodal)
         ignored = f"; reported {fmt_mm(reported)} not used" if reported else ""
         return ZERO, f"merged into {merged_into_name(measurement)} (0 mm{ignored})"
     if measurement.status is LesionStatus.ABSENT:
         return ZERO, "absent (0 mm)"
     if measurement.status is LesionStatus.TOO_SMALL:
         return too_small_mm, f"too small to measure → {too_small_mm} mm"
-    value = measurement.short_axis_mm if nodal else measurement.long_axis_mm
+    value = recist_axis_mm(measurement, nodal=nodal)
     if value is None:
         return None, "empty measurement (not assessed)"
     if measurement.fragments:
         # RECIST 1.1 §4.3 (split lesions): the fragments' diameters are added.
-        parts = [m.short_axis_mm if nodal else m.long_axis_mm for m in measurement.fragments]
+        parts = [recist_axis_mm(m, nodal=nodal) for m in measurement.fragments]
         return value, f"fragments {' + '.join(fmt_mm(p) for p in parts)} = {fmt_mm(value)}"
     return value, ""
 

@@ -529,15 +529,16 @@ def criteria_rows(result: Mapping[str, Any], columns: Sequence[Column]) -> tuple
     return tuple(rows)
 
 
-def recist_diameter(cell: Mapping[str, Any] | None, nodal: bool) -> Fraction | None:
-    """The lesion's RECIST diameter at one scan (short axis for nodes), 0 when it disappeared, else None."""
+def recist_diameter(cell: Mapping[str, Any] | None) -> Fraction | None:
+    """The lesion's RECIST diameter at one scan as the core chose it (``recist_axis_mm``: short axis for nodes,
+    rules.facts.recist_axis_mm), 0 when it disappeared, else None."""
     if not cell:
         return None
     if cell.get("status") == "absent":
         return Fraction(0)
     if cell.get("status") != "present":
         return None  # too small to measure / not assessed: not plotted
-    return quality.as_fraction(cell.get("short_axis_mm") if nodal else cell.get("long_axis_mm"))
+    return quality.as_fraction(cell.get("recist_axis_mm"))
 
 
 def spider_series(result: Mapping[str, Any], baseline: dt.date | None) -> tuple[list[plots.SpiderSeries], list[str]]:
@@ -550,14 +551,13 @@ def spider_series(result: Mapping[str, Any], baseline: dt.date | None) -> tuple[
     for lesion in result.get("lesion_table") or []:
         name = str(lesion.get("lesion") or "?")
         cells = lesion.get("cells") or {}
-        nodal = bool(lesion.get("nodal"))
-        start = recist_diameter(cells.get(baseline.isoformat()), nodal)
+        start = recist_diameter(cells.get(baseline.isoformat()))
         if lesion.get("role") != "target" or not start:
             untracked.append(name)
             continue
         points = []
         for day in days:
-            value = recist_diameter(cells.get(day.isoformat()), nodal)
+            value = recist_diameter(cells.get(day.isoformat()))
             if value is not None:
                 points.append((day, float((value - start) / start * 100)))
         series.append(plots.SpiderSeries(name, tuple(points)))
