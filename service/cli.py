@@ -39,8 +39,8 @@ def cmd_api(settings: Settings, _args) -> int:
 
     from service.api import create_app
     from service.api.limits import answer_limits_as_operation_outcome, request_line_limit
-    from service.auth import startup_warnings
     from service.ops.http_worker import ApiWorker
+    from service.security.auth import startup_warnings
 
     if refused := _cannot_listen("HTTP", settings.http_host, settings.http_port):
         return refused
@@ -53,7 +53,7 @@ def cmd_api(settings: Settings, _args) -> int:
         def load_config(self):
             # gthread (service.ops.http_worker.ApiWorker): each worker process serves up to ``threads`` requests at
             # once; a connection holds a thread only once its request head has fully arrived, and its body must
-            # keep a minimum rate, so slow clients and slow outbound calls (each bounded, see service.cds_fetch)
+            # keep a minimum rate, so slow clients and slow outbound calls (each bounded, see service.security.cds_fetch)
             # cannot take every worker (contract §9.5).
             self.cfg.set("bind", f"{settings.http_host}:{settings.http_port}")
             self.cfg.set("workers", max(1, settings.gunicorn_workers))
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     _setup(settings)
     if args.command in ("api", "serve"):
-        from service.auth import AuthConfigError, check_settings
+        from service.security.auth import AuthConfigError, check_settings
 
         try:
             check_settings(settings)

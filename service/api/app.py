@@ -10,12 +10,12 @@ from werkzeug.exceptions import HTTPException
 
 from service.api.bodies import fhir_response, load_json_body
 from service.api.context import AppContext, ctx
-from service.auth import Principal
 from service.fhir_ingest import FhirError, operation_outcome
 from service.ops.config import Settings, load_settings
 from service.ops.logs import configure_pseudonyms
 from service.persistence.db import DatabaseUnavailable
 from service.persistence.store import audit
+from service.security.auth import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _error_response(status: int, diagnostics: str, code: str = "invalid", error:
 def _bearer_principal(context: AppContext, token: str | None) -> Principal | Response:
     """The caller of a bearer (or ``?token=``) request, or the refusal: audited, and on a page the HTML sign-in
     form (contract §9.4: a person never gets a JSON error), elsewhere JSON or an OperationOutcome."""
-    from service.auth import AuthError, authenticate
+    from service.security.auth import AuthError, authenticate
 
     def body():
         try:
@@ -76,7 +76,7 @@ def _bearer_principal(context: AppContext, token: str | None) -> Principal | Res
 
 
 def _authenticate() -> Response | None:
-    """Authentication and scope checks on /fhir, /api and /ui (``service.auth``); refusals are audited.
+    """Authentication and scope checks on /fhir, /api and /ui (``service.security.auth``); refusals are audited.
 
     /fhir/metadata, /healthz, /readyz, /metrics and /cds-services (which checks the EHR's JWT itself) stay open,
     and so do the sign-in pages (``service.api.signin``). Pages take a bearer token, the signed session cookie or
@@ -86,7 +86,7 @@ def _authenticate() -> Response | None:
     from flask import after_this_request
 
     from service.api import signin
-    from service.auth import bearer_token
+    from service.security.auth import bearer_token
 
     if not request.path.startswith(PROTECTED_PREFIXES) or request.path == "/fhir/metadata":
         return None
@@ -154,7 +154,7 @@ def _private_headers(response: Response) -> Response:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    from service.auth import check_settings
+    from service.security.auth import check_settings
 
     check_settings(settings)  # a misconfigured authentication fails at start, not at the first request
     configure_pseudonyms(settings.pseudonym_key, settings.var_dir)

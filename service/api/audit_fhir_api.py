@@ -14,7 +14,10 @@ from flask import Blueprint, g, request
 from service.api.bodies import fhir_response
 from service.api.context import ctx
 from service.api.fhir import _check_format
-from service.audit_fhir import (
+from service.fhir_ingest import FhirError
+from service.persistence.fhir_store import SearchError
+from service.persistence.store import audit
+from service.security.audit_fhir import (
     AUDIT_SEARCH_PARAMS,
     PAGING_PARAMS,
     PROVENANCE_SEARCH_PARAMS,
@@ -24,9 +27,6 @@ from service.audit_fhir import (
     search_audit_events,
     search_provenance,
 )
-from service.fhir_ingest import FhirError
-from service.persistence.fhir_store import SearchError
-from service.persistence.store import audit
 
 blueprint = Blueprint("audit_fhir", __name__, url_prefix="/fhir")
 

@@ -13,12 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from fhir_mappings.cds_hooks import cards_for, discovery_document
 from service.api.bodies import load_json_body
 from service.api.context import ctx
-from service.cds_fetch import FetchRefused, resource_url
 from service.evaluation import alert_state
 from service.fhir_ingest import FhirError
 from service.persistence.models import Alert, Patient, UsedJti, utcnow
 from service.persistence.store import audit
 from service.publish import acknowledge
+from service.security.cds_fetch import FetchRefused, resource_url
 
 logger = logging.getLogger(__name__)
 blueprint = Blueprint("cds", __name__, url_prefix="/cds-services")
@@ -27,7 +27,7 @@ SERVICE_ID = "immunorad-alerts"
 
 def _remember_jti(session, principal) -> bool:
     """Record the token's ``jti`` until the token expires; ``False`` when it was used before (a replay)."""
-    from service.auth import LEEWAY_SECONDS, jti_key
+    from service.security.auth import LEEWAY_SECONDS, jti_key
 
     now = utcnow()
     key = jti_key(principal.issuer or "", str(principal.claims["jti"]))
@@ -42,7 +42,7 @@ def _remember_jti(session, principal) -> bool:
 
 def _accept(principal) -> None:
     """Replay check and audit of an accepted call, in one transaction; ``AuthError`` for a replay."""
-    from service.auth import AuthError, jti_key
+    from service.security.auth import AuthError, jti_key
 
     signed = principal.method == "cds-jwt"
     try:
@@ -66,13 +66,13 @@ def _accept(principal) -> None:
 @blueprint.before_request
 def _verify_client():
     """CDS Hooks 2.0 security: every service and feedback call carries the EHR's signed JWT
-    (``service.auth.verify_cds_jwt``); with IMMUNORAD_CDS_AUTH=jwt (the default) and no issuer registered every
+    (``service.security.auth.verify_cds_jwt``); with IMMUNORAD_CDS_AUTH=jwt (the default) and no issuer registered every
     such call is 401 (contract §9.5).
 
     Discovery (GET) and CORS preflights (OPTIONS) stay open: they carry no patient data. A ``jti`` seen before,
     until its token expires, is a replay. Accepted calls and refusals are audited.
     """
-    from service.auth import AuthError, bearer_token, cds_endpoint_url, verify_cds_jwt
+    from service.security.auth import AuthError, bearer_token, cds_endpoint_url, verify_cds_jwt
 
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return None
@@ -134,8 +134,8 @@ def _patient_resource(payload: dict) -> dict:
     """The Patient the EHR prefetched (template ``Patient/{{context.patientId}}``), or read from ``fhirServer``
     with the ``fhirAuthorization`` it granted (CDS Hooks 2.0: the service may query the EHR) — only when
     ``fhirServer`` is the configured FHIR base of the call's verified issuer, off the request threads, with a
-    short deadline (``service.cds_fetch``, contract §9.5)."""
-    from service.auth import cds_fhir_server
+    short deadline (``service.security.cds_fetch``, contract §9.5)."""
+    from service.security.auth import cds_fhir_server
 
     prefetch: dict[str, Any] = payload["prefetch"] if isinstance(payload.get("prefetch"), dict) else {}
     resource = prefetch.get("patient")

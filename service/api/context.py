@@ -7,9 +7,9 @@ import threading
 
 from flask import current_app
 
-from service.cds_fetch import BoundedFetcher
 from service.ops.config import Settings, ensure_api_token
 from service.persistence.db import Database
+from service.security.cds_fetch import BoundedFetcher
 
 
 class AppContext:
@@ -32,7 +32,7 @@ class AppContext:
 
     @property
     def fetcher(self) -> BoundedFetcher:
-        """This process's pool for reads from an EHR's fhirServer (``service.cds_fetch``)."""
+        """This process's pool for reads from an EHR's fhirServer (``service.security.cds_fetch``)."""
         with self._lock:
             if self._fetcher is None or self._fetcher_pid != os.getpid():
                 self._fetcher = BoundedFetcher(

@@ -42,9 +42,9 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from service.api.context import ctx
 from service.api.pages import page_error, security_headers
-from service.auth import Principal
 from service.ops.config import Settings
 from service.persistence.store import audit
+from service.security.auth import Principal
 
 _R = TypeVar("_R", bound=WerkzeugResponse)
 

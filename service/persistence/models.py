@@ -405,7 +405,7 @@ class UsedJti(Base):
 
     __tablename__ = "used_jtis"
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    """``service.auth.jti_key``: a digest of (issuer, jti), never the raw value."""
+    """``service.security.auth.jti_key``: a digest of (issuer, jti), never the raw value."""
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
 

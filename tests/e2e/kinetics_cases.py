@@ -875,7 +875,7 @@ class CdsEhr:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         # The in-process app caches JWKS clients by URL: one cached for an earlier test's server on this (reused)
         # port would not look for this key during PyJWT's 30 s refresh cooldown (a 401 now and then).
-        from service.auth import forget_jwks_clients
+        from service.security.auth import forget_jwks_clients
 
         forget_jwks_clients(self.jwks_url)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

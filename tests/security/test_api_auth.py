@@ -10,8 +10,8 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from service.auth import Access, required_access, scope_grants
 from service.persistence.models import AuditEvent
+from service.security.auth import Access, required_access, scope_grants
 from tests.security.conftest import make_client
 from tests.support.smart_ehr import new_key
 

@@ -116,7 +116,7 @@ def test_refusals(cds_settings, smart_ehr, db):
 def test_by_default_without_a_registered_issuer_every_call_is_refused(settings, smart_ehr, db):
     # Default IMMUNORAD_CDS_AUTH=jwt with no IMMUNORAD_CDS_ISSUERS (contract §9.5): the service and feedback calls
     # are 401 whatever they carry, discovery stays open, and the API says so at start.
-    from service.auth import startup_warnings
+    from service.security.auth import startup_warnings
 
     assert settings.cds_auth == "jwt" and not settings.cds_issuers
     client = make_client(settings)
@@ -132,7 +132,7 @@ def test_by_default_without_a_registered_issuer_every_call_is_refused(settings, 
 
 
 def test_none_is_for_a_loopback_demo_only(settings_factory):
-    from service.auth import AuthConfigError, check_settings
+    from service.security.auth import AuthConfigError, check_settings
 
     for host in ("127.0.0.1", "localhost", "::1"):
         settings = settings_factory(cds_auth="none", http_host=host)

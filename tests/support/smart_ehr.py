@@ -38,7 +38,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from service.auth import forget_jwks_clients
+from service.security.auth import forget_jwks_clients
 from tests.support.ehr import FakeEhr
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

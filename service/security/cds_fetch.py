@@ -4,7 +4,7 @@ A CDS Hooks call without the prefetched Patient may be answered by reading ``{fh
 with the access token the EHR granted (CDS Hooks 2.0 §"FHIR Resource Access"). That read goes to another
 system on the network; if it is slow or silent it must not take the API with it. So:
 
-- only the configured FHIR base of the call's verified issuer is ever contacted (``service.auth.cds_fhir_server``);
+- only the configured FHIR base of the call's verified issuer is ever contacted (``service.security.auth.cds_fhir_server``);
   the id is one URL path segment (percent-encoded, ``/`` included), redirects are not followed;
 - the read runs in a small per-process thread pool (IMMUNORAD_CDS_FETCH_CONCURRENCY slots); when every slot is
   busy the call is refused at once (``FetchRefused``) instead of queueing;
