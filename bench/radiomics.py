@@ -1,7 +1,7 @@
 """Radiomic feature extraction per lesion (contract §9.6, issue 20): 64³ and 256³ voxel ROIs, next to one evaluation.
 
-What the worker's ``radiomics`` job runs per lesion segment: ``service.radiomics.extract_features`` — the bounded
-child process (``python -m service.radiomics``: interpreter start, pyradiomics import, shape + first order + GLCM
+What the worker's ``radiomics`` job runs per lesion segment: ``service.features.radiomics.extract_features`` — the bounded
+child process (``python -m service.features.radiomics``: interpreter start, pyradiomics import, shape + first order + GLCM
 3D averaged, fixed bin size 25) — on an ellipsoid ROI inscribed in an n³ box (semi-axes 0.45/0.40/0.35 n), CT-like
 intensities (40 ± 20 HU, seeded), voxels 0.8 × 0.8 × 1.0 mm. Anchor, same run: one ``evaluate_patient`` of the
 evaluation benchmark's patient (10 timepoints × 10 lesions).
@@ -30,12 +30,12 @@ def roi(n: int) -> tuple[np.ndarray, np.ndarray]:
 def run(ctx) -> Section:
     from bench.population import big_case
     from rules.evaluate import evaluate_patient
-    from service.radiomics import RadiomicsSettings, extract_features, library_version
+    from service.features.radiomics import RadiomicsSettings, extract_features, library_version
 
     settings = RadiomicsSettings(bin_width=25.0, max_voxels=20_000_000, time_limit_seconds=1800, memory_limit_mb=8192)
     section = Section("radiomics", "Radiomic features per lesion (64³ and 256³ voxel ROIs) next to one evaluation")
     section.setup += [
-        f"pyradiomics-bhklab {library_version()} through `service.radiomics.extract_features` (the worker's path: "
+        f"pyradiomics-bhklab {library_version()} through `service.features.radiomics.extract_features` (the worker's path: "
         "bounded child process, its start and import included); shape + first order + GLCM (3D, averaged), fixed bin "
         "size 25 HU, native spacing 0.8 × 0.8 × 1.0 mm; ellipsoid ROI (semi-axes 0.45/0.40/0.35 n) in an n³ box, "
         "40 ± 20 HU noise.",

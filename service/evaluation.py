@@ -33,6 +33,7 @@ from rules.evaluate import evaluate_patient, facts_as_of, inputs_hash, to_jsonab
 from rules.facts import PatientFacts
 from rules.results import Finding, PatientAssessment
 from service.facts_loader import load_facts
+from service.features.signature_store import signature_lines, signature_rows
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.fhir_store import get_resource, save_resource, save_resources
@@ -48,7 +49,6 @@ from service.persistence.models import (
     utcnow,
 )
 from service.persistence.store import audit
-from service.signature_store import signature_lines, signature_rows
 
 logger = logging.getLogger(__name__)
 

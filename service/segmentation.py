@@ -197,7 +197,7 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
                         publish_adc(session, settings, patient, row)
                     if "mtv_cm3" in row.stats:
                         publish_metabolic(session, settings, patient, row)
-                    # the IBSI features, off the DICOM path and bounded (service/radiomics_job.py)
+                    # the IBSI features, off the DICOM path and bounded (service/features/radiomics_job.py)
                     enqueue(
                         session,
                         "radiomics",

@@ -20,8 +20,10 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
-from service import context_pull, radiomics_job, segmentation
+from service import context_pull, segmentation
 from service.evaluation import evaluate_and_publish
+from service.features import radiomics_job
+from service.features.signature_cards import load_cards
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.db import Database, DatabaseUnavailable, is_database_unavailable
@@ -30,7 +32,6 @@ from service.persistence.store import audit, enqueue, evaluate_soon
 from service.publish import acknowledge
 from service.publish.ehr_client import EhrClient
 from service.publish.errors import DeliveryError
-from service.signature_cards import load_cards
 
 logger = logging.getLogger(__name__)
 

@@ -47,10 +47,10 @@ from service import signoff
 from service.api.context import ctx
 from service.api.pages import page_error, security_headers
 from service.dashboard import concordance, plots, quality
+from service.features.signature_store import signature_rows
 from service.persistence.models import Alert, Assessment, OutboxMessage, Patient, Report
 from service.persistence.store import audit, pending_inputs
 from service.publish import acknowledge
-from service.signature_store import signature_rows
 
 blueprint = Blueprint(
     "ui",

@@ -186,7 +186,7 @@ class Settings:
     intensity unit (HU on CT)."""
     signatures_dir: str | None = None
     """IMMUNORAD_SIGNATURES_DIR: a folder of signature model cards (``*.yaml``, docs/SIGNATURES.md) used in addition to
-    the ones shipped in ``service/signatures/``."""
+    the ones shipped in ``service/features/signatures/``."""
     public_url: str | None = None
     """IMMUNORAD_PUBLIC_URL: the base URL clients reach the service at (e.g. ``https://immunorad.hospital.org``),
     from which every absolute URL in an answer is built: FHIR ``fullUrl``, ``Location``, paging links, CDS Hooks

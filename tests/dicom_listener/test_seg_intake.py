@@ -188,7 +188,7 @@ def test_seg_after_its_series_gives_the_lesion_volume(fractional, listener, sett
         "value": f"urn:oid:{TRACKING_UID}",
     }
     assert observation["focus"] == [{"reference": "#lesion"}] and "voxel counting" in observation["method"]["text"]
-    # the radiomic features (service/radiomics_job.py) join YEKZ in this same Observation: one YEKZ component
+    # the radiomic features (service/features/radiomics_job.py) join YEKZ in this same Observation: one YEKZ component
     (component,) = [c for c in observation["component"] if c["code"]["coding"][0]["code"] == "YEKZ"]
     assert component["code"]["coding"][0]["system"] == "https://theibsi.github.io/ibsi"
     assert component["code"]["coding"][0]["code"] == "YEKZ"

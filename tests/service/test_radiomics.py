@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import radiomics
-from service.radiomics import FEATURES, RadiomicsSettings, RoiRefused, extract_features
+from service.features import radiomics
+from service.features.radiomics import FEATURES, RadiomicsSettings, RoiRefused, extract_features
 
 pytest.importorskip("radiomics", reason="the optional 'imaging' extra (pyradiomics-bhklab) is not installed")
 

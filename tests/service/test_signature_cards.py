@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.signature_cards import SignatureCardError, SignatureNotComputable, load_cards, parse_card
+from service.features.signature_cards import SignatureCardError, SignatureNotComputable, load_cards, parse_card
 
 CARD = """\
 name: test-signature

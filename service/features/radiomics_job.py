@@ -23,15 +23,15 @@ from fhir_mappings.features import VOLUME_VOXEL_COUNTING, Feature, feature_ident
 from fhir_mappings.outbound import resource_id
 from fhir_mappings.signatures import signature_observation
 from service.evaluation import patient_ref
+from service.features.radiomics import FeatureSet, RadiomicsError, RadiomicsSettings, extract_features
+from service.features.signature_cards import SignatureNotComputable, load_cards
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.db import Database
 from service.persistence.fhir_store import get_resource, save_resource
 from service.persistence.models import Lesion, Patient, Segment, utcnow
 from service.persistence.store import enqueue
-from service.radiomics import FeatureSet, RadiomicsError, RadiomicsSettings, extract_features
 from service.segmentation import LESION, PixelsUnavailable, load_segment_volume, publish_lesion_features
-from service.signature_cards import SignatureNotComputable, load_cards
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ intensities (entropy and uniformity on the discretised ones); excess kurtosis (p
 IBSI IPH6 is kurtosis - 3).
 
 Bounds: an ROI above :attr:`RadiomicsSettings.max_voxels` is refused with that reason before any work; the
-extraction runs in a child process (``python -m service.radiomics``) with an address-space limit
+extraction runs in a child process (``python -m service.features.radiomics``) with an address-space limit
 (``RLIMIT_AS``) and a wall-clock timeout, so a runaway library cannot take the worker down.
 """
 
@@ -237,7 +237,7 @@ _OUT_OF_MEMORY = ("MemoryError", "bad_alloc", "Memory allocation", "Cannot alloc
 
 def _child_environment() -> dict[str, str]:
     """This checkout first on the child's path, so the child runs the same code as its parent."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
@@ -284,7 +284,7 @@ def extract_features(
     )
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "service.radiomics"],
+            [sys.executable, "-m", "service.features.radiomics"],
             input=buffer.getvalue(),
             capture_output=True,
             timeout=settings.time_limit_seconds,

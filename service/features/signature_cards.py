@@ -1,6 +1,6 @@
 """Signature model cards (contract §9.6 "Signatures"): a radiomic or clinical score declared in YAML, no code.
 
-A card (``service/signatures/*.yaml``, plus ``IMMUNORAD_SIGNATURES_DIR`` for a site's own) is validated at load —
+A card (``service/features/signatures/*.yaml``, plus ``IMMUNORAD_SIGNATURES_DIR`` for a site's own) is validated at load —
 an unknown key, a feature we do not compute, a missing coefficient or a non-provisional card without a verifiable
 source is an error that names the file and the key, and the service refuses to start with it. Format
 (docs/SIGNATURES.md)::
@@ -15,7 +15,7 @@ source is an error that names the file and the key, and the service refuses to s
     intended_population: "..."  # required: who the signature was developed and validated in
     description: "..."        # optional
     inputs:                   # required, at least one
-      - feature: TU9B         # an IBSI feature identifier we compute (service/radiomics.py FEATURES) ...
+      - feature: TU9B         # an IBSI feature identifier we compute (service/features/radiomics.py FEATURES) ...
         coefficient: 0.8
         transform: zscore     # none (default) | log | zscore (then mean and sd are required)
         mean: 2.1
@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from service.radiomics import FEATURES
+from service.features.radiomics import FEATURES
 
 SHIPPED = Path(__file__).resolve().parent / "signatures"
 KNOWN_FEATURES = frozenset(f.ibsi_id for f in FEATURES)
