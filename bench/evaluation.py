@@ -76,7 +76,7 @@ def run(ctx) -> Section:
         folder = tmpdir(f"eval-{backend}")
         try:
             with database(backend, folder) as url:
-                from service.evaluation import evaluate_and_publish
+                from service.assessment.evaluation import evaluate_and_publish
                 from service.ops.config import Settings
                 from service.persistence.db import Database
                 from service.persistence.models import Patient

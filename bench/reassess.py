@@ -65,7 +65,7 @@ def reassess(url: str, workers: int, folder) -> tuple[float, int, int]:
 
 
 # What the reassess of a patient computes without touching the database: the rules (every as-of evaluation), the
-# FHIR resources and their pre-fill, the canonical hashes. Timed where ``service.evaluation`` calls them.
+# FHIR resources and their pre-fill, the canonical hashes. Timed where ``service.assessment.evaluation`` calls them.
 COMPUTE = ("evaluate_patient", "facts_as_of", "inputs_hash", "to_jsonable", "build_report", "_digest")
 
 
@@ -76,11 +76,11 @@ def cpu_split(url: str, folder, limit: int) -> tuple[float, float, float | None]
     The calls timed never nest (each one's arguments are computed before it starts), so their times add up."""
     from sqlalchemy import select
 
-    import service.evaluation as evaluation
+    import service.assessment.evaluation as evaluation
+    from service.assessment.reassess import _run
     from service.ops.config import Settings
     from service.persistence.db import Database
     from service.persistence.models import Patient
-    from service.reassess import _run
 
     settings = Settings(var_dir=folder, database_url=url, pseudonym_key="bench", study_settle_seconds=0)
     db = Database(url)

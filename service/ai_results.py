@@ -15,7 +15,7 @@ from dicom_listener.tid1500.model import AlgorithmResult, ParsedReport
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.features import _lesion_body_structure
 from fhir_mappings.signatures import signature_observation
-from service.evaluation import patient_ref
+from service.assessment.evaluation import patient_ref
 from service.ops.config import Settings
 from service.persistence.fhir_store import save_resource
 from service.persistence.models import Patient, Study, utcnow

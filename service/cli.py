@@ -148,8 +148,8 @@ def cmd_dicom(settings: Settings, _args) -> int:
 
 
 def cmd_worker(settings: Settings, _args) -> int:
+    from service.assessment.worker import Worker
     from service.persistence.db import Database
-    from service.worker import Worker
 
     db = Database(settings.database_url)
     worker = Worker(settings, db)
@@ -190,7 +190,7 @@ def cmd_demo(settings: Settings, args) -> int:
 
 
 def cmd_reassess(settings: Settings, args) -> int:
-    from service.reassess import reassess
+    from service.assessment.reassess import reassess
 
     return reassess(settings, patient=args.patient, everyone=args.all, force=args.force, workers=args.workers)
 

@@ -33,7 +33,7 @@ from fhir_mappings.inbound import (
 )
 from fhir_mappings.validation import InvalidResource, validate_resource
 from rules.plausibility import birth_date_problem
-from service import signoff
+from service.assessment import signoff
 from service.ops.config import Settings, today
 from service.persistence.fhir_store import (
     find_by_identifier,
@@ -311,7 +311,7 @@ class FhirIngest:
 
     def sign_off(self, session: Session, resource: dict[str, Any], *, agent: str | None) -> WriteResult:
         """A DiagnosticReport written to us is the reporting system's sign-off of one of our reports (contract §9.7):
-        recorded as a sign-off (service/signoff.py), never stored over the engine's DiagnosticReport. The answer
+        recorded as a sign-off (service/assessment/signoff.py), never stored over the engine's DiagnosticReport. The answer
         echoes it with the id ``sign-off-<n>`` of the sign-off row (it is not kept in the FHIR store)."""
         if "id" in resource:
             check_id(resource["id"], "DiagnosticReport.id")

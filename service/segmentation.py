@@ -57,7 +57,7 @@ from rules.segment_codes import (
     SKELETAL_MUSCLE,
     classify,
 )
-from service.evaluation import patient_ref
+from service.assessment.evaluation import patient_ref
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.fhir_store import get_resource, save_resource

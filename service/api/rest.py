@@ -360,8 +360,8 @@ def report_sign_off(report_id: str):
     """The radiologist's signed category for one criterion at this timepoint (contract §9.7); an amendment is a new
     sign-off, the earlier ones stay as history. ``report_id``: our DiagnosticReport id or its identifier value."""
     from fhir_mappings.codes import LocalSystems
-    from service import signoff
     from service.api.bodies import load_json_body
+    from service.assessment import signoff
     from service.fhir_ingest import FhirError
 
     params.parse({})
@@ -383,7 +383,7 @@ def report_sign_off(report_id: str):
 @blueprint.get("/patients/<patient_id>/sign-offs")
 def patient_sign_offs(patient_id: str):
     """Every sign-off of a patient, oldest first, each marked current or superseded (an amendment's history)."""
-    from service import signoff
+    from service.assessment import signoff
 
     params.parse({})
     with ctx().db.write() as session:

@@ -43,9 +43,9 @@ from fhir_mappings import codes
 from fhir_mappings.codes import LocalSystems
 from fhir_mappings.prefill import lesion_cell_text, site_display
 from rules.kinetics import FERTE_MONTH_DAYS
-from service import signoff
 from service.api.context import ctx
 from service.api.pages import page_error, security_headers
+from service.assessment import signoff
 from service.dashboard import concordance, plots, quality
 from service.features.signature_store import signature_rows
 from service.persistence.models import Alert, Assessment, OutboxMessage, Patient, Report

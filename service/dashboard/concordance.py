@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fhir_mappings.codes import LocalSystems
-from service import signoff
+from service.assessment import signoff
 from service.persistence.models import Report, SignOff
 
 Z_95 = 1.959963984540054

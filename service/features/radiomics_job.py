@@ -22,7 +22,7 @@ from fhir_mappings.codes import LocalSystems
 from fhir_mappings.features import VOLUME_VOXEL_COUNTING, Feature, feature_identifier
 from fhir_mappings.outbound import resource_id
 from fhir_mappings.signatures import signature_observation
-from service.evaluation import patient_ref
+from service.assessment.evaluation import patient_ref
 from service.features.radiomics import FeatureSet, RadiomicsError, RadiomicsSettings, extract_features
 from service.features.signature_cards import SignatureNotComputable, load_cards
 from service.ops.config import Settings

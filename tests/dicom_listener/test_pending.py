@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
+from service.assessment.worker import Worker
 from service.persistence.models import Assessment, Instance, Measurement, Patient, PendingInput
-from service.worker import Worker
 from tests.dicom_listener.test_scp import count, listener, pynetdicom_store  # noqa: F401 -- pytest fixtures: imported to be used by name as test arguments
 from tests.support.dcmtk import storescu
 

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from dicom_listener.scp import ListenerConfig, start_listener
 from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report
+from service.assessment.worker import Worker
 from service.dicom_ingest import DicomIngest
 from service.persistence.models import Instance, Measurement
-from service.worker import Worker
 from tests.support.dcmtk import echoscu, storescu
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"

@@ -21,8 +21,8 @@ from sqlalchemy import select
 from dicom_listener.sr_builder import build_pet_image
 from rules.facts import LesionVolume
 from rules.volumetric import pet_growth
+from service.assessment.worker import Worker
 from service.persistence.models import Segment
-from service.worker import Worker
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.support.dcmtk import storescu
 

@@ -13,8 +13,8 @@ import highdicom as hd
 import pytest
 from sqlalchemy import select
 
+from service.assessment.worker import Worker
 from service.persistence.models import Segment
-from service.worker import Worker
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.dicom_listener.test_seg_intake import ANALYTIC_MM3, TRACKING_UID, _send, ct_series, seg_of
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from service.assessment.worker import Worker
 from service.demo import case_bundle, case_measurements_bundle
-from service.worker import Worker
 from tests.rules import cases
 
 SYSTEM = "urn:immunorad:mrn"

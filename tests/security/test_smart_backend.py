@@ -13,13 +13,13 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from service.assessment.worker import Worker
 from service.demo import case_measurements_bundle, demo_cohort
 from service.persistence.models import Assessment, AuditEvent, ClinicalFact, OutboxMessage
 from service.persistence.store import evaluate_soon, patient_by_mrn
 from service.publish.ehr_client import EhrClient
 from service.publish.errors import DeliveryError
 from service.publish.smart import ASSERTION_LIFETIME_SECONDS, SmartAuthError, SmartBackendAuth, public_jwk
-from service.worker import Worker
 from tests.security.conftest import CLIENT_ID, KID, make_client
 from tests.support.smart_ehr import SmartEhr, new_key, write_pem
 

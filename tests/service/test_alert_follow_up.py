@@ -14,8 +14,8 @@ import json
 import pytest
 
 from service.api import create_app
+from service.assessment.worker import Worker
 from service.persistence.models import AlertAcknowledgement
-from service.worker import Worker
 from tests.e2e import kinetics_cases as kc
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from rules.scenario import Case, Lesion, T, c
 from service.api import create_app
-from service.worker import Worker
+from service.assessment.worker import Worker
 from tests.e2e import kinetics_cases as kc
 from tests.rules.cases import E1
 

@@ -14,8 +14,8 @@ import pytest
 
 from rules.scenario import Case
 from service.api import create_app
-from service.reassess import reassess
-from service.worker import Worker
+from service.assessment.reassess import reassess
+from service.assessment.worker import Worker
 from tests.e2e import kinetics_cases as kc
 from tests.rules.cases import E3, E7
 

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from rules.scenario import Case, Lesion, T, c
-from service.worker import Worker
+from service.assessment.worker import Worker
 from tests.e2e import kinetics_cases as kc
 from tests.e2e.kinetics_cases import D
 from tests.rules.cases import E1, E7

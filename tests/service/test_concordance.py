@@ -9,9 +9,9 @@ import io
 
 import pytest
 
+from service.assessment.worker import Worker
 from service.dashboard.concordance import cohen_kappa
 from service.demo import case_bundle, case_measurements_bundle, demo_cohort
-from service.worker import Worker
 
 SYSTEM = "urn:immunorad:mrn"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from service.assessment.worker import Worker
 from service.dashboard.endpoints import kaplan_meier, progression_event, wilson
 from service.demo import case_bundle, case_measurements_bundle, demo_cohort
-from service.worker import Worker
 
 SYSTEM = "urn:immunorad:mrn"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from service.worker import Worker
+from service.assessment.worker import Worker
 from tests.e2e import kinetics_cases as kc
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from service.assessment.worker import Worker
 from service.persistence.models import Job
 from service.persistence.store import evaluate_soon, upsert_patient
-from service.worker import Worker
 
 
 def test_a_queued_job_joined_by_an_open_transaction_is_not_claimed_before_it_commits(settings, db, backend):

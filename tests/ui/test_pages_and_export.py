@@ -10,9 +10,9 @@ import re
 
 from sqlalchemy import select
 
+from service.assessment.reassess import reassess
+from service.assessment.worker import Worker
 from service.persistence.models import Patient
-from service.reassess import reassess
-from service.worker import Worker
 from tests.ui.cohort import (
     COHORT,
     FAMILY,

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from service.assessment.worker import Worker
 from service.persistence.db import Database
-from service.worker import Worker
 from tests.support.smart_ehr import SmartEhr
 from tests.ui.cohort import COHORT, send_case
 

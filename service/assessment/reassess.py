@@ -13,7 +13,7 @@ import time
 
 from sqlalchemy import select
 
-from service.evaluation import evaluate_and_publish
+from service.assessment.evaluation import evaluate_and_publish
 from service.ops.config import Settings
 from service.persistence.db import Database
 from service.persistence.models import Patient

@@ -21,7 +21,7 @@ from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
 from service import context_pull, segmentation
-from service.evaluation import evaluate_and_publish
+from service.assessment.evaluation import evaluate_and_publish
 from service.features import radiomics_job
 from service.features.signature_cards import load_cards
 from service.ops.config import Settings

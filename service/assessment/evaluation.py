@@ -32,7 +32,7 @@ from rules.engine import rulebase
 from rules.evaluate import evaluate_patient, facts_as_of, inputs_hash, to_jsonable
 from rules.facts import PatientFacts
 from rules.results import Finding, PatientAssessment
-from service.facts_loader import load_facts
+from service.assessment.facts_loader import load_facts
 from service.features.signature_store import signature_lines, signature_rows
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
