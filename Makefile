@@ -37,9 +37,11 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/immunorad serve --demo
 
-## The whole test suite, on SQLite and on PostgreSQL.
+## The whole test suite, on SQLite and on PostgreSQL, in two pytest-xdist workers (one per core of the 2-core CI
+## machine; most tests wait on the processes they start). `worksteal`: an idle worker takes tests queued on the other,
+## so the few long end-to-end tests do not leave one worker waiting at the end.
 test: install-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 ## The container, built and run (tests/ops/test_container.py): needs root; installs Debian's docker.io and
 ## debootstrap if missing, builds the image on a local Debian bookworm base (no registry), runs `serve --demo`.
