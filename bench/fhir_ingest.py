@@ -19,7 +19,7 @@ from bench.population import SYSTEM, ingest_fhir, wide_case
 
 
 def bundles(n: int, prefix: str):
-    from service.demo import case_bundle, case_measurements_bundle
+    from service.demo.cohort import case_bundle, case_measurements_bundle
 
     case = wide_case()
     for i in range(n):

@@ -98,7 +98,7 @@ def ingest_case(db, settings, case: Case, mrn: str, *, via: str = "dicom") -> st
     """The case's FHIR therapy Bundle, then its images and reports (``dicom``) or Observations (``fhir``)."""
     from sqlalchemy import select
 
-    from service.demo import case_bundle, case_datasets, case_measurements_bundle
+    from service.demo.cohort import case_bundle, case_datasets, case_measurements_bundle
     from service.persistence.models import Patient
 
     ingest_fhir(db, settings, case_bundle(case, mrn, SYSTEM))

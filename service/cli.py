@@ -173,7 +173,7 @@ def cmd_serve(settings: Settings, args) -> int:
 
 
 def cmd_demo(settings: Settings, args) -> int:
-    from service.demo import run_demo
+    from service.demo.cohort import run_demo
 
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
     token = args.token or ensure_api_token(settings)

@@ -6,7 +6,7 @@ with one clear line and exit status 1, and so does a role that stops during star
 never "serving" while a role restarts in a loop. Only when the API answers ``/healthz`` and the listener accepts
 connections does the terminal get its short summary: what runs where, the token's file, how to sign in, where
 the JSON log is. With ``--demo`` the synthetic cohort goes through the real interfaces and the terminal follows it
-with counts; when no EHR is configured, a loopback EHR stand-in (``service.demo_ehr``) receives the deliveries
+with counts; when no EHR is configured, a loopback EHR stand-in (``service.demo.ehr``) receives the deliveries
 and makes the CDS Hooks calls, so reports, Flags and cards are visible end to end on a fresh machine.
 """
 
@@ -194,7 +194,7 @@ def _wait(condition: Callable[[], bool], seconds: float, stop: threading.Event) 
 
 def run_demo_with_progress(settings: Settings, token: str, demo_ehr: Any, stop: threading.Event) -> None:
     """Send the demo cohort, then say what came of it, with counts."""
-    from service.demo import demo_cohort, run_demo
+    from service.demo.cohort import demo_cohort, run_demo
 
     base = f"http://{_local(settings.http_host)}:{settings.http_port}"
     cohort = demo_cohort()
@@ -260,7 +260,7 @@ def serve(settings: Settings, demo: bool, stop: threading.Event) -> int:
         env.setdefault("IMMUNORAD_ROLE_HTTP_PORT", "0")
         ehr_line = f"delivers to the EHR at {settings.ehr_fhir_url}" if settings.ehr_fhir_url else None
         if demo and not settings.ehr_fhir_url:
-            from service.demo_ehr import DemoEhr
+            from service.demo.ehr import DemoEhr
 
             demo_ehr = DemoEhr()
             demo_ehr.start()

@@ -268,7 +268,7 @@ def test_volumetric_response_beside_recist_in_the_follow_up_report(listener, set
     counts 4268 → N; the volumetric reading is PR when N ≤ 0.343 × 4268 (≥ 65.7 % decrease), shown in the
     follow-up DiagnosticReport beside RECIST 1.1 (whose diameters, 30 → 18 mm = −40 %, give PR too)."""
     from rules.scenario import Case, Lesion, T, c
-    from service.demo import stable_uid
+    from service.demo.cohort import stable_uid
     from tests.e2e.kinetics_cases import measurements_bundle, patient_entry, post_bundle, therapy_entries
 
     mrn = "SEG-VOL-001"

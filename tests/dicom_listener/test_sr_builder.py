@@ -538,7 +538,7 @@ def test_random_lesion_specs_round_trip(specs):
 def test_demo_files_encoding_matches_their_file_meta_so_senders_do_not_warn():
     """Issue 15: pynetdicom warned about every demo CT image ("encoded as implicit VR little endian but the file
     meta has … Explicit VR Little Endian"): the dataset's own encoding must be the file meta's transfer syntax."""
-    from service.demo import case_datasets, demo_cohort
+    from service.demo.cohort import case_datasets, demo_cohort
 
     mrn, _, case = demo_cohort()[0]
     for ds in case_datasets(case, mrn):

@@ -12,7 +12,7 @@ The helpers build FHIR the way an EHR or a reporting tool would send it: a Patie
 ``urn:immunorad:mrn``, a ``MedicationAdministration`` for C1D1, a ``MedicationStatement`` ``stopped`` with
 ``effectivePeriod.end`` for the stop, ``Patient.deceasedDateTime`` plus a cause Observation, ECOG as LOINC
 89247-1 (mCODE shape: ``valueInteger``), labs by LOINC with a reference range, PET reference regions as DCM
-126040 Observations, tumour measurements in the mCODE TumorSize shape (``service.demo.case_measurements_bundle``
+126040 Observations, tumour measurements in the mCODE TumorSize shape (``service.demo.cohort.case_measurements_bundle``
 with every organ coded in SNOMED CT).
 """
 
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from rules.scenario import NEW, Case, Lesion, T, c
-from service.demo import case_measurements_bundle, stable_uid
+from service.demo.cohort import case_measurements_bundle, stable_uid
 
 D = dt.date.fromisoformat
 SYSTEM = "urn:immunorad:mrn"
@@ -964,7 +964,7 @@ def send_dicom(settings, db, datasets) -> list[int]:
     """C-STORE ``datasets`` (pynetdicom as the PACS) to a listener started on ``settings.dicom_port`` with the real
     ``DicomIngest``; the statuses."""
     from dicom_listener.scp import ListenerConfig, start_listener
-    from service.demo import send_datasets
+    from service.demo.cohort import send_datasets
     from service.dicom_ingest import DicomIngest
 
     config = ListenerConfig(ae_title=settings.ae_title, host="127.0.0.1", port=settings.dicom_port)

@@ -27,7 +27,7 @@ from dicom_listener.sr_builder import (
     build_pet_image,
 )
 from rules.scenario import Case
-from service.demo import case_bundle
+from service.demo.cohort import case_bundle
 from tests.support.dcmtk import storescu
 
 pytestmark = pytest.mark.slow

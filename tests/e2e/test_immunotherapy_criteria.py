@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from service.assessment.worker import Worker
-from service.demo import case_bundle, case_measurements_bundle
+from service.demo.cohort import case_bundle, case_measurements_bundle
 from tests.rules import cases
 
 SYSTEM = "urn:immunorad:mrn"

@@ -19,7 +19,7 @@ import pytest
 
 from rules.scenario import Case, Lesion, T, c
 from service.assessment.worker import Worker
-from service.demo import case_datasets
+from service.demo.cohort import case_datasets
 from tests.e2e import kinetics_cases as kc
 from tests.e2e.kinetics_cases import D
 from tests.rules.cases import E5

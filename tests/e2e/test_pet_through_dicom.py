@@ -80,7 +80,7 @@ def listener(settings, db):
 
 def test_percist_from_pet_studies_sent_over_c_store(listener, app_client, settings, db, tmp_path):
     from rules.scenario import Case
-    from service.demo import case_bundle
+    from service.demo.cohort import case_bundle
 
     app_client.post("/fhir", json=case_bundle(Case("p1", dt.date(2024, 2, 5), {}, ()), MRN, settings.patient_id_system))
     files = pet_scan(dt.date(2024, 2, 1), 0, 2.0, 0.25, 60, tmp_path) + pet_scan(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.demo import case_bundle, case_datasets
+from service.demo.cohort import case_bundle, case_datasets
 from tests.rules import cases
 from tests.support.dcmtk import echoscu, storescu
 

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from rules.evaluate import evaluate_patient
 from rules.scenario import Case
-from service.demo import case_bundle, case_datasets, demo_cohort
+from service.demo.cohort import case_bundle, case_datasets, demo_cohort
 from tests.rules import cases
 from tests.support.ehr import FakeEhr
 from tests.support.processes import ServiceProcesses

@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import create_engine
 
 from dicom_listener.sr_builder import build_ct_image
-from service.demo import case_bundle
+from service.demo.cohort import case_bundle
 from service.persistence.db import migrate
 from tests.faults.harness import (
     SYSTEM,

@@ -20,7 +20,7 @@ import urllib.parse
 
 import pytest
 
-from service.demo import case_measurements_bundle
+from service.demo.cohort import case_measurements_bundle
 from tests.faults.harness import (
     SYSTEM,
     acknowledged,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from service.demo import case_datasets
+from service.demo.cohort import case_datasets
 from tests.rules import cases
 from tests.support.dcmtk import storescu
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from fhir_mappings.validation import validate_resource
 from rules.engine import rulebase
 from service.assessment.worker import Worker
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 from service.persistence.models import Assessment
 from service.persistence.store import patient_by_mrn
 from tests.security.conftest import make_client

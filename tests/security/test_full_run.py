@@ -15,7 +15,7 @@ import uuid
 from sqlalchemy import select
 
 from service.assessment.worker import pending_work
-from service.demo import case_datasets, demo_cohort, run_demo, send_datasets
+from service.demo.cohort import case_datasets, demo_cohort, run_demo, send_datasets
 from service.persistence.db import Database
 from service.persistence.models import AuditEvent, ClinicalFact, Patient, Study
 from tests.security.conftest import CLIENT_ID, KID

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from service.assessment.worker import Worker
-from service.demo import case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_measurements_bundle, demo_cohort
 from service.persistence.models import Assessment, AuditEvent, ClinicalFact, OutboxMessage
 from service.persistence.store import evaluate_soon, patient_by_mrn
 from service.publish.ehr_client import EhrClient
@@ -296,7 +296,7 @@ def test_a_patient_with_posted_therapy_is_not_pulled_and_an_unreachable_ehr_does
     try:
         client = make_client(settings)
         _, _, case = demo_cohort()[0]
-        from service.demo import case_bundle
+        from service.demo.cohort import case_bundle
 
         assert (
             client.post(

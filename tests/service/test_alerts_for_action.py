@@ -165,7 +165,7 @@ def test_the_same_finding_at_two_scans_is_one_card(settings_factory, cds_ehr, eh
 
 
 def test_the_demo_cohort_alerts_only_where_action_is_needed(settings_factory, cds_ehr, ehr, db):
-    """``immunorad demo``'s patients (service/demo.py): the responder raises nothing; the hyperprogression patient
+    """``immunorad demo``'s patients (service/demo/cohort.py): the responder raises nothing; the hyperprogression patient
     has one hyperprogression alert; no card appears twice (issue 15's alert-fatigue findings)."""
     from tests.ui.cohort import load_demo
 

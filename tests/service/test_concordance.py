@@ -11,7 +11,7 @@ import pytest
 
 from service.assessment.worker import Worker
 from service.dashboard.concordance import cohen_kappa
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 
 SYSTEM = "urn:immunorad:mrn"
 

@@ -7,7 +7,7 @@ import pytest
 
 from service.assessment.worker import Worker
 from service.dashboard.endpoints import kaplan_meier, progression_event, wilson
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 
 SYSTEM = "urn:immunorad:mrn"
 

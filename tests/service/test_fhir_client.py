@@ -16,7 +16,7 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import AuthorizationError, MultipleResourcesFound, OperationOutcome, ResourceNotFound
 from fhirpy.base.searchset import Raw
 
-from service.demo import case_bundle, demo_cohort
+from service.demo.cohort import case_bundle, demo_cohort
 
 SYSTEM = "urn:immunorad:mrn"
 
@@ -160,7 +160,7 @@ def test_errors_reach_the_client_as_operation_outcomes(fhir: SyncFHIRClient, ser
 def test_results_are_read_back_with_the_client(fhir: SyncFHIRClient, service):
     mrn, _, case = "FHIRPY-E1", None, demo_cohort()[0][2]
     fhir.execute("", method="post", data=case_bundle(case, mrn, SYSTEM))
-    from service.demo import case_measurements_bundle
+    from service.demo.cohort import case_measurements_bundle
 
     fhir.execute("", method="post", data=case_measurements_bundle(case, mrn, SYSTEM))
     deadline = time.monotonic() + 60

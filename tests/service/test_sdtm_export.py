@@ -8,7 +8,7 @@ import csv
 import io
 
 from service.assessment.worker import Worker
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 
 SYSTEM = "urn:immunorad:mrn"
 # SDTMIG v3.3 Core "Req" and "Exp" variables of the two domains (independent of service/dashboard/sdtm.py, written from

@@ -15,7 +15,7 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome
 from fhirpy.base.searchset import Raw
 
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 
 SYSTEM = "urn:immunorad:mrn"
 CANONICAL = "http://immunorad.org/fhir"

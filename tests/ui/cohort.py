@@ -4,7 +4,7 @@ same through gunicorn). Each Patient carries a distinctive name that no page or 
 from __future__ import annotations
 
 from service.assessment.worker import Worker
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 
 SYSTEM = "urn:immunorad:mrn"
 FAMILY, GIVEN = "Quintessa", "Zebulon"

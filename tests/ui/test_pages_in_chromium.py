@@ -1,4 +1,4 @@
-"""Issue 7, in a real browser: the demo cohort (``service.demo.demo_cohort``) goes in through the real FHIR
+"""Issue 7, in a real browser: the demo cohort (``service.demo.cohort.demo_cohort``) goes in through the real FHIR
 interface (transaction Bundles: Patient and first dose, then the tumour-measurement Observations), the API and the
 worker run as real processes (gunicorn, ``immunorad worker``) with an EHR stand-in, and headless Chromium opens the
 patient pages and the quality dashboard. (The DICOM path into the same tables is covered by tests/e2e; leaving the
@@ -24,7 +24,7 @@ from fractions import Fraction
 
 import pytest
 
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 from tests.support.ehr import FakeEhr
 from tests.support.processes import ServiceProcesses
 

@@ -23,7 +23,7 @@ from service.dashboard.quality import (
     PatientRecord,
     ReportRecord,
 )
-from service.demo import demo_cohort
+from service.demo.cohort import demo_cohort
 from tests.rules import cases
 
 D = dt.date.fromisoformat

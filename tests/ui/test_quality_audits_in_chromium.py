@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.demo import case_bundle, case_measurements_bundle, demo_cohort
+from service.demo.cohort import case_bundle, case_measurements_bundle, demo_cohort
 from tests.support.processes import ServiceProcesses
 
 pytestmark = pytest.mark.slow
