@@ -51,11 +51,10 @@ class RecistComponents:
     trace: tuple[str, ...]
 
 
-def sum_meets_progression(ruleset: RuleSet, current: Decimal, nadir: Decimal) -> bool:
-    """RECIST 1.1 §4.3.1: S ≥ 1.2 × N **and** S − N ≥ 5 mm (both required, nadir includes baseline)."""
-    return ruleset.threshold("progression_fraction_of_nadir").holds(current, nadir) and ruleset.threshold(
-        "progression_absolute_increase"
-    ).holds(current - nadir)
+def sum_meets_progression(ruleset: RuleSet, flags: Mapping[str, Any], current: Decimal, nadir: Decimal) -> bool:
+    """RECIST 1.1 §4.3.1: S ≥ 1.2 × N **and** S − N ≥ 5 mm (nadir includes baseline): the condition
+    ``sum_meets_progression`` of the rule file (recist11.yaml; irecist.yaml for iRECIST's own nadir)."""
+    return ruleset.holds("sum_meets_progression", flags, total=current, nadir=nadir)
 
 
 def arithmetic_line(label: str, current: Decimal, baseline: Decimal, nadir: Decimal) -> str:
@@ -89,7 +88,7 @@ def evaluate_timepoint(
     sums = target_sum(
         tp, targets, too_small_mm=Decimal(too_small.numerator) / Decimal(too_small.denominator), not_assessable=blocked
     )
-    meets_pd = sum_meets_progression(ruleset, sums.total_mm, nadir_mm)
+    meets_pd = sum_meets_progression(ruleset, flags, sums.total_mm, nadir_mm)
     meets_pr = ruleset.threshold("partial_response_fraction_of_baseline").holds(sums.total_mm, baseline_mm)
     complete = (
         targets_complete_response(sums.readings, ruleset.threshold("node_normal_short_axis")) if targets else False

@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import pytest
 
+from rules.engine import get_engine
 from rules.evaluate import evaluate_patient
 from tests.rules import cases
 
@@ -174,6 +175,33 @@ def test_small_nadir_needs_5_mm():
             (cases.Lesion("T1", cases.T, "lung", cells={"BL": cases.c(20, 10), "TP1": cases.c(float(value), 10)}),),
         )
         assert categories(recist(case)) == [expected]
+
+
+@pytest.mark.parametrize("criterion", ["RECIST-1.1", "iRECIST"])
+@pytest.mark.parametrize(
+    "total, nadir, expected",
+    [
+        # conditions.sum_meets_progression (recist11.yaml, irecist.yaml): S ≥ 1.2 × N AND S − N ≥ 5 mm.
+        # Nadir 25: 1.2 × 25 = 30 → S 30 is +20 % exactly and +5 mm exactly → both inclusive → PD.
+        ("30", "25", True),
+        ("29.9", "25", False),  # +19.6 %, +4.9 mm
+        # Nadir 20: S 24 = 1.2 × 20 (+20 % exactly) but 24 − 20 = 4 mm < 5 → not PD (E3).
+        ("24", "20", False),
+        # Nadir 12: S 17 is +5 mm exactly and 17 ≥ 14.4 (+41.7 %) → PD; 16.9 is +4.9 mm → not.
+        ("17", "12", True),
+        ("16.9", "12", False),
+        # Nadir 50: S 59.9 is +9.9 mm but 59.9 < 60 = 1.2 × 50 (+19.8 %) → not PD; 60 → PD.
+        ("59.9", "50", False),
+        ("60", "50", True),
+        # Nadir 0 (every target gone): S 5 is +5 mm and 5 ≥ 1.2 × 0 → PD; S 4.9 is +4.9 mm → not.
+        ("5", "0", True),
+        ("4.9", "0", False),
+    ],
+)
+def test_sum_progression_conjunction_20_percent_and_5_mm(criterion, total, nadir, expected):
+    ruleset = get_engine().rulebase[criterion]
+    flags = ruleset.flag_values()
+    assert ruleset.holds("sum_meets_progression", flags, total=Decimal(total), nadir=Decimal(nadir)) is expected
 
 
 def test_baseline_conformance_is_reported_as_warnings():
