@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID
 
-from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report
 from rules.facts import LesionRole, LesionStatus
 from rules.scenario import ABSENT, NEW, NT, Case, Lesion, T, c, nt_present
+from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 
 logger = logging.getLogger(__name__)
 

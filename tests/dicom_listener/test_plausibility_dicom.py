@@ -18,9 +18,9 @@ import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 
-from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report
 from service.assessment.worker import Worker
 from service.persistence.models import Assessment, AuditEvent, Instance, Measurement, Patient
+from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from tests.dicom_listener.test_scp import count, listener, pynetdicom_store, save  # noqa: F401 -- pytest fixtures: imported to be used by name as test arguments
 from tests.fuzz.dicom_cases import lenient_writing
 from tests.support.dcmtk import storescu

@@ -21,9 +21,9 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from sqlalchemy import select
 
-from dicom_listener.sr_builder import build_ct_image
 from service.assessment.worker import Worker
 from service.persistence.models import Segment
+from service.sr_writer import build_ct_image
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.e2e.kinetics_cases import Lab, lab_entry, patient_entry, post_bundle, therapy_entries
 from tests.support.dcmtk import storescu

@@ -1,7 +1,7 @@
 """DICOM SEG intake end to end (contract §9.6): C-STORE (DCMTK storescu and pynetdicom) to the real listener,
 the worker measuring the SEG from the retained pixel data, the segments in ``/api``.
 
-The phantom: a synthetic CT series (sr_builder's CT images, 64 × 64, pixel spacing 0.8 mm, 24 slices 2.5 mm
+The phantom: a synthetic CT series (sr_writer's CT images, 64 × 64, pixel spacing 0.8 mm, 24 slices 2.5 mm
 apart) holding an ellipsoid of semi-axes a = 12 mm (columns), b = 9 mm (rows), c = 15 mm (slices) at 60 HU, and
 its highdicom SEG (binary or fractional, as highdicom writes both). Analytic volume:
 4/3 · π · a · b · c = 4/3 · π · 12 · 9 · 15 = 4/3 · π · 1620 = 6785.84 mm³ = 6.786 cm³.
@@ -25,9 +25,9 @@ import pytest
 from pydicom.sr.codedict import codes
 from sqlalchemy import select, update
 
-from dicom_listener.sr_builder import build_ct_image
 from service.assessment.worker import Worker
 from service.persistence.models import Instance, PixelData, Segment
+from service.sr_writer import build_ct_image
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.support.dcmtk import storescu
 

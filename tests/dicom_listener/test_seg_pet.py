@@ -1,7 +1,7 @@
 """PET lesion segments (contract §9.6, issue 20 item 7): MTV, SUVmean (body weight) and TLG from a SEG over a
 stored PET series, end to end through C-STORE; and the MTV/TLG growth arithmetic.
 
-Phantom: 8 PET slices (sr_builder's PET: 64 × 64, 4.0 mm pixels, 4.0 mm apart; 370 MBq FDG at 08:00, series at
+Phantom: 8 PET slices (sr_writer's PET: 64 × 64, 4.0 mm pixels, 4.0 mm apart; 370 MBq FDG at 08:00, series at
 09:00, 75 kg, Units BQML, decay-corrected to START, F-18 T½ 6586.2 s). Lesion: a 3 × 3 × 3 voxel cube at
 20 000 Bq/mL → MTV = 27 × 64 mm³ = 1728 mm³ = 1.728 cm³.
 SUVbw factor = 75 000 g / (3.7e8 Bq × 2^(−3600/6586.2)) = 75 000 / 2.5331e8 = 2.96075e-4 mL/Bq·g;
@@ -18,11 +18,11 @@ import numpy as np
 from pydicom.sr.codedict import codes
 from sqlalchemy import select
 
-from dicom_listener.sr_builder import build_pet_image
 from rules.facts import LesionVolume
 from rules.volumetric import pet_growth
 from service.assessment.worker import Worker
 from service.persistence.models import Segment
+from service.sr_writer import build_pet_image
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.support.dcmtk import storescu
 

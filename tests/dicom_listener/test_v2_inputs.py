@@ -1,4 +1,4 @@
-"""Contract §9.3 content written by sr_builder and read back by the parser and the header reader: 99IMMRAD
+"""Contract §9.3 content written by sr_writer and read back by the parser and the header reader: 99IMMRAD
 merged-into (UIDREF for a Tracking UID, TEXT for a label), fragment = Yes, the symptom-driven reason in the
 Request Attributes Sequence (SR or image), and the PET tracer in the Radiopharmaceutical Code Sequence."""
 
@@ -10,8 +10,8 @@ import io
 from pydicom.sr.codedict import codes
 
 from dicom_listener.headers import read_header
-from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report, build_pet_image
 from dicom_listener.tid1500.reader import parse_measurement_report
+from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report, build_pet_image
 
 DAY = dt.date(2024, 3, 4)
 

@@ -19,15 +19,15 @@ import pytest
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from dicom_listener.sr_builder import (
+from rules.scenario import Case
+from service.demo.cohort import case_bundle
+from service.sr_writer import (
     LesionSpec,
     ReferenceRegionSpec,
     build_ct_image,
     build_measurement_report,
     build_pet_image,
 )
-from rules.scenario import Case
-from service.demo.cohort import case_bundle
 from tests.support.dcmtk import storescu
 
 pytestmark = pytest.mark.slow

@@ -16,10 +16,10 @@ from __future__ import annotations
 import pytest
 from pydicom.sr.coding import Code
 
-from dicom_listener.sr_builder import LesionSpec, build_ct_image, build_measurement_report
 from rules.scenario import NEW, Case, Lesion, c
 from service.assessment.worker import Worker
 from service.demo.cohort import lesion_spec, stable_uid
+from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from tests.e2e import kinetics_cases as kc
 from tests.rules.cases import E1
 

@@ -19,11 +19,11 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from dicom_listener.sr_builder import build_ct_image
 from rules.facts import NonTargetStatus
 from rules.scenario import NT, Case, Cell, Lesion, T, c
 from service.demo.cohort import case_bundle, case_measurements_bundle
 from service.ops.config import Settings
+from service.sr_writer import build_ct_image
 from tests.support.processes import ServiceProcesses
 
 SYSTEM = "urn:immunorad:mrn"

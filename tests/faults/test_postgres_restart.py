@@ -24,9 +24,9 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import create_engine
 
-from dicom_listener.sr_builder import build_ct_image
 from service.demo.cohort import case_bundle
 from service.persistence.db import migrate
+from service.sr_writer import build_ct_image
 from tests.faults.harness import (
     SYSTEM,
     Roles,

@@ -23,7 +23,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_listener.scp import ListenerConfig, ReceivedInstance, start_listener
-from dicom_listener.sr_builder import build_ct_image
+from service.sr_writer import build_ct_image
 from tests.support.dcmtk import echoscu, storescu
 from tests.support.ports import free_port
 

@@ -15,7 +15,10 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from dicom_listener.sr_builder import (
+from dicom_listener.tid1500.model import Coded, ParsedGroup, ParsedReport
+from dicom_listener.tid1500.reader import parse_measurement_report, parse_measurement_report_file
+from rules.facts import to_mm, to_suv
+from service.sr_writer import (
     LesionSpec,
     ReferenceRegionSpec,
     TimePointSpec,
@@ -23,9 +26,6 @@ from dicom_listener.sr_builder import (
     build_measurement_report,
     build_pet_image,
 )
-from dicom_listener.tid1500.model import Coded, ParsedGroup, ParsedReport
-from dicom_listener.tid1500.reader import parse_measurement_report, parse_measurement_report_file
-from rules.facts import to_mm, to_suv
 
 STUDY_UID = "2.25.111111111111111111111111111111111111"
 STUDY_DATE = dt.date(2024, 1, 8)

@@ -1,8 +1,9 @@
 """Builders for real DICOM objects: CT and PET images and TID 1500 Measurement Reports.
 
 Used by the tests and by ``immunorad demo``: what they produce is sent over the wire (C-STORE) exactly as
-a PACS or a reading workstation would send it, so they are part of the package. The SR is written with
-highdicom 0.28.2 as ``interop-notes.md`` §2.1 shows (Comprehensive 3D SR, TID 1500 root, one
+a PACS or a reading workstation would send it, so they are part of the package (the service's, not the
+listener's: the listener only reads SRs; the vocabulary of ``dicom_listener.tid1500.codes`` is shared). The SR is
+written with highdicom 0.28.2 as ``interop-notes.md`` §2.1 shows (Comprehensive 3D SR, TID 1500 root, one
 Measurement Group per lesion), with the project's private codes of contract §3 in the ``99IMMRAD`` scheme,
 declared in the Coding Scheme Identification Sequence.
 
