@@ -66,7 +66,7 @@ def wide_case(lesions: int = 20, timepoints: int = 10) -> Case:
 
 
 def ingest_fhir(db, settings, bundle: dict) -> dict:
-    from service.fhir_ingest import FhirIngest
+    from service.ingest.fhir_ingest import FhirIngest
 
     with db.write() as session:
         return FhirIngest(settings).bundle(session, bundle, agent="bench")

@@ -13,7 +13,7 @@
   stored yet is kept *pending* (``PendingInput``); the image that it waits for re-reads the stored SR in the same
   transaction as the image itself, and the patient is re-evaluated;
 - a DICOM SEG (contract §9.6) is stored as received and a ``seg`` job queued: it is decoded and measured by the
-  worker (``service/segmentation.py``), never on the C-STORE path; the pixel data of CT, MR and PET images is kept
+  worker (``service/ingest/segmentation.py``), never on the C-STORE path; the pixel data of CT, MR and PET images is kept
   (``PixelData``, zlib) for IMMUNORAD_PIXEL_RETENTION_DAYS, and an image of a series a SEG waits for queues that
   SEG's job again (postponed to the study's settle time, so a series arriving slice by slice is measured once);
 - the work it triggers (evaluate the patient, or settle the study) is queued in the same transaction.

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from service.api.bodies import fhir_response, load_json_body
 from service.api.context import AppContext, ctx
-from service.fhir_ingest import FhirError, operation_outcome
+from service.ingest.fhir_ingest import FhirError, operation_outcome
 from service.ops.config import Settings, load_settings
 from service.ops.logs import configure_pseudonyms
 from service.persistence.db import DatabaseUnavailable

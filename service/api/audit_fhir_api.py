@@ -14,7 +14,7 @@ from flask import Blueprint, g, request
 from service.api.bodies import fhir_response
 from service.api.context import ctx
 from service.api.fhir import _check_format
-from service.fhir_ingest import FhirError
+from service.ingest.fhir_ingest import FhirError
 from service.persistence.fhir_store import SearchError
 from service.persistence.store import audit
 from service.security.audit_fhir import (

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Response
 
-from service.fhir_ingest import FhirError
+from service.ingest.fhir_ingest import FhirError
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 MAX_JSON_DEPTH = 100

@@ -14,7 +14,7 @@ from fhir_mappings.cds_hooks import cards_for, discovery_document
 from service.api.bodies import load_json_body
 from service.api.context import ctx
 from service.assessment.evaluation import alert_state
-from service.fhir_ingest import FhirError
+from service.ingest.fhir_ingest import FhirError
 from service.persistence.models import Alert, Patient, UsedJti, utcnow
 from service.persistence.store import audit
 from service.publish import acknowledge

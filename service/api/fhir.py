@@ -11,7 +11,7 @@ from flask import Blueprint, g, request
 
 from service.api.bodies import fhir_response, load_json_body
 from service.api.context import ctx
-from service.fhir_ingest import ACCEPTED_TYPES, READ_ONLY_TYPES, FhirError, FhirIngest
+from service.ingest.fhir_ingest import ACCEPTED_TYPES, READ_ONLY_TYPES, FhirError, FhirIngest
 from service.persistence.fhir_store import (
     SORT_COLUMNS,
     SearchError,

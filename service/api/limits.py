@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import request
 
-from service.fhir_ingest import FhirError, operation_outcome
+from service.ingest.fhir_ingest import FhirError, operation_outcome
 from service.ops.config import Settings
 
 logger = logging.getLogger(__name__)

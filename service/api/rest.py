@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from service.api import params
 from service.api.context import ctx
+from service.ingest.segmentation import segments_listing
 from service.ops.logs import pseudonym
 from service.persistence.models import Alert, Assessment, AuditEvent, OutboxMessage, Patient, Report
 from service.persistence.store import audit, pending_inputs
-from service.segmentation import segments_listing
 
 blueprint = Blueprint("rest", __name__, url_prefix="/api")
 
@@ -362,7 +362,7 @@ def report_sign_off(report_id: str):
     from fhir_mappings.codes import LocalSystems
     from service.api.bodies import load_json_body
     from service.assessment import signoff
-    from service.fhir_ingest import FhirError
+    from service.ingest.fhir_ingest import FhirError
 
     params.parse({})
     body = load_json_body(request.get_data(cache=False))
@@ -397,7 +397,7 @@ def patient_sign_offs(patient_id: str):
 def alert_acknowledge(identifier: str):
     """Someone acted on the alert (contract §9.7): ``{"by", "comment"}``; recorded with the time, audited."""
     from service.api.bodies import load_json_body
-    from service.fhir_ingest import FhirError
+    from service.ingest.fhir_ingest import FhirError
     from service.publish import acknowledge
 
     params.parse({})

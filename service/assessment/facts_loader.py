@@ -319,7 +319,7 @@ SMI/sarcopenia and SAT/VAT rules read)."""
 
 
 def l3_area_observations(session: Session, patient_id: str) -> list[ClinicalObservation]:
-    """The L3 areas measured from body-composition SEG segments (contract §9.6; ``service/segmentation.py`` chose
+    """The L3 areas measured from body-composition SEG segments (contract §9.6; ``service/ingest/segmentation.py`` chose
     the L3 slice), as the observations the biomarker rules read — at every scan, so they are known over time."""
     codes = get_engine().rulebase["imaging-biomarkers"].parameters["observation_codes"]
     found = []

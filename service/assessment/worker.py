@@ -20,10 +20,10 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, exists, select, update
 from sqlalchemy.orm import aliased
 
-from service import context_pull, segmentation
 from service.assessment.evaluation import evaluate_and_publish
 from service.features import radiomics_job
 from service.features.signature_cards import load_cards
+from service.ingest import context_pull, segmentation
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.db import Database, DatabaseUnavailable, is_database_unavailable

@@ -1,6 +1,6 @@
 """Worker job ``radiomics``: the IBSI features of one computed lesion segment, then the signatures over them.
 
-Queued by the SEG job (``service/segmentation.py``) for every computed lesion segment, so a lesion's features are
+Queued by the SEG job (``service/ingest/segmentation.py``) for every computed lesion segment, so a lesion's features are
 computed off the DICOM path and published as soon as they are (baseline included, contract §9.6): added to the
 lesion's feature Observation at that scan date (one Observation, one component per IBSI feature, next to the SEG
 volume), then one signature Observation per model card whose inputs are all present (``derivedFrom`` the feature
@@ -25,13 +25,13 @@ from fhir_mappings.signatures import signature_observation
 from service.assessment.evaluation import patient_ref
 from service.features.radiomics import FeatureSet, RadiomicsError, RadiomicsSettings, extract_features
 from service.features.signature_cards import SignatureNotComputable, load_cards
+from service.ingest.segmentation import LESION, PixelsUnavailable, load_segment_volume, publish_lesion_features
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.db import Database
 from service.persistence.fhir_store import get_resource, save_resource
 from service.persistence.models import Lesion, Patient, Segment, utcnow
 from service.persistence.store import enqueue
-from service.segmentation import LESION, PixelsUnavailable, load_segment_volume, publish_lesion_features
 
 logger = logging.getLogger(__name__)
 

@@ -439,7 +439,7 @@ class Segment(Base):
 
     ``kind`` says what it is (``rules.segment_codes``); a lesion segment is tied to its tracked lesion
     (``lesion_id``) by Tracking UID / Tracking Identifier. A computed segment keeps its mask (cropped to its
-    bounding box, bit-packed, zlib) and the geometry to put it back on the series: ``service.segmentation
+    bounding box, bit-packed, zlib) and the geometry to put it back on the series: ``service.ingest.segmentation
     .load_segment_volume`` gives a feature extractor (image volume, mask, voxel spacing)."""
 
     __tablename__ = "segments"

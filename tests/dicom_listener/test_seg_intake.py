@@ -248,7 +248,7 @@ def test_the_listener_accepts_segmentation_storage():
 
 
 def test_feature_extractor_reads_image_mask_and_spacing(listener, settings, db, tmp_path):
-    from service.segmentation import load_segment_volume
+    from service.ingest.segmentation import load_segment_volume
 
     images = ct_series("SEG-004", hd.UID(), hd.UID())
     _send(listener.port, [save(ds, tmp_path / "ct", f"{i:03d}.dcm") for i, ds in enumerate(images)])

@@ -1,9 +1,9 @@
 """Contract §9.3: an unclassified drug posted to us does not stand for the therapy start, so the EHR context pull
-(service.context_pull) still runs for such a patient; a classified line of any immunotherapy class stops it."""
+(service.ingest.context_pull) still runs for such a patient; a classified line of any immunotherapy class stops it."""
 
 from __future__ import annotations
 
-from service.context_pull import has_posted_therapy
+from service.ingest.context_pull import has_posted_therapy
 from service.persistence.models import ClinicalFact
 from service.persistence.store import upsert_patient
 
