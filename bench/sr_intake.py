@@ -204,7 +204,7 @@ def profile(out: Path, backend: str, n: int, log) -> str:
                         "--pid",
                         str(receiver.role.pid),
                         "--rate",
-                        "250",
+                        "100",
                         "--format",
                         "raw",
                         "--output",
