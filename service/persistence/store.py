@@ -70,11 +70,37 @@ def ensure_lesion(
 def attach_measurements(
     session: Session, patient_id: str, measurements: list[Measurement], lesions: LesionCache | None = None
 ) -> None:
-    """Give measurements their patient and lesion rows (an SR without patient waits for its images)."""
+    """Give measurements their patient and lesion rows (an SR without patient waits for its images).
+
+    As ``ensure_lesion`` for each measurement in turn (a new lesion takes the first measurement's identity source
+    and label), with one query for the lesions that exist and one flush for those created."""
+    tracked = [
+        (m, m.identity_key)
+        for m in measurements
+        if m.identity_key and m.reference_region is None and m.rejected_reason is None
+    ]
     for m in measurements:
         m.patient_id = patient_id
-        if m.identity_key and m.reference_region is None and m.rejected_reason is None:
-            m.lesion_id = ensure_lesion(session, patient_id, m.identity_key, m.identity_source, m.label, lesions).id
+    cache: LesionCache = lesions if lesions is not None else {}
+    missing = {identity for _, identity in tracked if (patient_id, identity) not in cache}
+    if missing:
+        for lesion in session.scalars(
+            select(Lesion).where(Lesion.patient_id == patient_id, Lesion.identity_key.in_(sorted(missing)))
+        ):
+            cache[(patient_id, lesion.identity_key)] = lesion
+    created = False
+    for m, identity in tracked:
+        key = (patient_id, identity)
+        if key not in cache:
+            cache[key] = Lesion(
+                patient_id=patient_id, identity_key=identity, identity_source=m.identity_source, label=m.label
+            )
+            session.add(cache[key])
+            created = True
+    if created:
+        session.flush()
+    for m, identity in tracked:
+        m.lesion_id = cache[(patient_id, identity)].id
 
 
 def link_study(session: Session, study: Study, patient: Patient) -> bool:
