@@ -182,7 +182,7 @@ class Check:
     """One check of a condition: a threshold on quantities, or a boolean quantity or flag.
 
     Threshold check: ``(quantity − minus) ⋛ threshold × reference`` (``minus`` and ``reference`` optional), with the
-    threshold after the configured flags. Boolean check (``any_true``): at least one of the named quantities or flags
+    threshold after the configured flags (``unless_off``: skipped when a flag switches the threshold off). Boolean check (``any_true``): at least one of the named quantities or flags
     is true. A quantity that is ``None`` (not measured) fails the check."""
 
     threshold: str = ""
@@ -190,6 +190,8 @@ class Check:
     minus: str = ""
     reference: str = ""
     any_true: tuple[str, ...] = ()
+    unless_off: bool = False
+    """The threshold's flag may switch it off (null or false): the check is then skipped, not refused."""
 
     def names(self) -> tuple[str, ...]:
         """The quantities and flags this check reads."""
@@ -307,7 +309,12 @@ class RuleSet:
             if check.minus:
                 exact = isinstance(lhs, (Decimal, int)) and isinstance(minus, (Decimal, int))
                 lhs = lhs - minus if exact else Fraction(lhs) - Fraction(minus)
-            if not self.required_threshold(check.threshold, flags).holds(lhs, reference):
+            threshold = (
+                self.configured_threshold(check.threshold, flags)
+                if check.unless_off
+                else self.required_threshold(check.threshold, flags)
+            )
+            if threshold is not None and not threshold.holds(lhs, reference):
                 return False
         return True
 
@@ -356,7 +363,7 @@ THRESHOLD_KEYS = frozenset({"value", "flag", "direction", "inclusive", "unit", "
 INCLUSIVE_FLAG_KEYS = frozenset({"flag", "equals"})
 FLAG_KEYS = frozenset({"default", "source"})
 CONDITION_KEYS = frozenset({"source", "quantities", "all"})
-THRESHOLD_CHECK_KEYS = frozenset({"threshold", "quantity", "minus", "reference"})
+THRESHOLD_CHECK_KEYS = frozenset({"threshold", "quantity", "minus", "reference", "unless_off"})
 BOOLEAN_CHECK_KEYS = frozenset({"any_true"})
 TABLE_KEYS = frozenset({"source", "inputs", "rows"})
 ROW_KEYS = frozenset({"id", "when", "then", "because"})
@@ -534,11 +541,17 @@ def _parse_condition(
                 )
             if not raw.get("quantity"):
                 raise RuleFileError(f"{where}: {check_at} needs a quantity")
+            unless_off = raw.get("unless_off", False)
+            if not isinstance(unless_off, bool) or (unless_off and not thresholds[raw["threshold"]].flag):
+                raise RuleFileError(
+                    f"{where}: {check_at}.unless_off must be true or false, and true only for a flag-backed threshold"
+                )
             check = Check(
                 threshold=str(raw["threshold"]),
                 quantity=str(raw["quantity"]),
                 minus=str(raw.get("minus") or ""),
                 reference=str(raw.get("reference") or ""),
+                unless_off=unless_off,
             )
             unknown_flags = [n for n in check.names() if n in flags]
             if unknown_flags:

@@ -217,17 +217,11 @@ def burden_line(label: str, current: Decimal, baseline: Decimal, nadir: Decimal,
     )
 
 
-def meets_progression(current: Decimal, nadir: Decimal, *, fraction: Threshold, absolute: Threshold | None) -> bool:
-    """Burden ≥ ``fraction`` × nadir (and, where the criterion has one, ≥ ``absolute`` above it).
-
-    Zero nadir (size spec §3.2 [D]): when the nadir burden is 0, any measurable reappearance (> 0) is progression
-    — subject to the absolute floor where the criterion has one — and a burden of 0 is not.
-    """
-    if absolute is not None and not absolute.holds(current - nadir):
-        return False
-    if nadir == 0:
-        return current > 0
-    return fraction.holds(current, nadir)
+def meets_progression(ruleset: RuleSet, flags: Mapping[str, Any], current: Decimal, nadir: Decimal) -> bool:
+    """The condition ``burden_meets_progression`` of the criterion's rule file: burden ≥ a fraction × nadir (and,
+    where the criterion has one, an absolute floor above it); a zero nadir makes any burden > 0 progression
+    (size spec §3.2 [D])."""
+    return ruleset.holds("burden_meets_progression", flags, burden=current, nadir=nadir)
 
 
 # --- non-target lesions and new lesions -------------------------------------------------------------------
@@ -489,16 +483,10 @@ def assess_burden(
     targets = timeline.lesions_with_role(LesionRole.TARGET)
     nontargets = timeline.lesions_with_role(LesionRole.NON_TARGET)
     base, warnings = baseline_burden(timeline, spec)
-    fraction = ruleset.threshold("progression_fraction_of_nadir")
-    absolute = (
-        ruleset.configured_threshold("progression_absolute_increase", flags)
-        if "progression_absolute_increase" in ruleset.thresholds
-        else None
-    )
     partial_response = ruleset.threshold("partial_response_fraction_of_baseline")
 
     def meets(current: Decimal, nadir: Decimal) -> bool:
-        return meets_progression(current, nadir, fraction=fraction, absolute=absolute)
+        return meets_progression(ruleset, flags, current, nadir)
 
     confirmation = ProgressionConfirmation(ruleset.threshold("confirmation_min_days"), meets, cats["PD"], spec.sum_unit)
     ledger = NewLesionLedger(spec.new_lesion_measurable, spec.caps, spec.lesion_value)

@@ -331,6 +331,53 @@ def test_a_condition_is_a_conjunction_of_checks_on_named_quantities(tmp_path: Pa
         ruleset.holds("regressed", flags)
 
 
+SWITCHABLE = (
+    HEADER
+    + """\
+flags:
+  floor_mm: {default: 5, source: "s"}
+thresholds:
+  growth: {value: 6/5, direction: at-least, inclusive: true, source: "s"}
+  floor: {flag: floor_mm, direction: at-least, inclusive: true, source: "s"}
+conditions:
+  progressed:
+    source: "s"
+    quantities: [now, nadir]
+    all:
+      - {threshold: growth, quantity: now, reference: nadir}
+      - {threshold: floor, quantity: now, minus: nadir, unless_off: true}
+"""
+)
+
+
+def test_a_check_unless_off_is_skipped_when_its_flag_switches_the_threshold_off(tmp_path: Path) -> None:
+    ruleset = load_ruleset(write(tmp_path, SWITCHABLE))
+
+    def progressed(now: str, nadir: str, **overrides: object) -> bool:
+        flags = ruleset.flag_values({f"test.{k}": v for k, v in overrides.items()})
+        return ruleset.holds("progressed", flags, now=Decimal(now), nadir=Decimal(nadir))
+
+    # Nadir 20 → 24: 24 ≥ 1.2 × 20 = 24 (+20 % exactly), but 24 − 20 = 4 < 5 → fails; with the floor off (null or
+    # false) only the 20 % rule is checked → holds; a floor of 4 → 4 ≥ 4 holds.
+    assert not progressed("24", "20")
+    assert progressed("24", "20", floor_mm=None)
+    assert progressed("24", "20", floor_mm=False)
+    assert progressed("24", "20", floor_mm=4)
+    # Switched off, the other checks still decide: 23.9 < 24.
+    assert not progressed("23.9", "20", floor_mm=None)
+    # Without unless_off a switched-off threshold is refused (required_threshold).
+    strict = load_ruleset(write(tmp_path, SWITCHABLE.replace(", unless_off: true", "")))
+    with pytest.raises(ValueError, match="threshold floor is required"):
+        strict.holds("progressed", strict.flag_values({"test.floor_mm": None}), now=Decimal(24), nadir=Decimal(20))
+    # unless_off only on a flag-backed threshold, and only true or false.
+    assert "true only for a flag-backed threshold" in load_error(
+        tmp_path, SWITCHABLE.replace("reference: nadir}", "reference: nadir, unless_off: true}")
+    )
+    assert "unless_off must be true or false" in load_error(
+        tmp_path, SWITCHABLE.replace("unless_off: true", "unless_off: maybe")
+    )
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [

@@ -379,3 +379,23 @@ def test_flagged_thresholds_default_to_the_flag_defaults():
                 name,
                 threshold,
             )
+
+
+@pytest.mark.parametrize(
+    "burden, nadir, expected",
+    [
+        # conditions.burden_meets_progression in irrc.yaml: TB ≥ 1.25 × N AND TB > 0 (no absolute minimum).
+        # Nadir 200 mm²: 1.25 × 200 = 250 → TB 250 is +25 % exactly (inclusive) → irPD; 249.9 → not.
+        ("250", "200", True),
+        ("249.9", "200", False),
+        # Nadir 4: TB 5 = 1.25 × 4 → irPD though only +1 mm² (no absolute floor in irRC).
+        ("5", "4", True),
+        # Zero nadir (spec §3.2 [D]): any TB > 0 is irPD (1.25 × 0 = 0 holds for any TB); TB 0 is not.
+        ("16", "0", True),
+        ("0", "0", False),
+    ],
+)
+def test_burden_progression_conjunction_25_percent_and_zero_nadir(burden, nadir, expected):
+    ruleset = get_engine().rulebase[irrc.CRITERION]
+    flags = ruleset.flag_values()
+    assert ruleset.holds("burden_meets_progression", flags, burden=Decimal(burden), nadir=Decimal(nadir)) is expected

@@ -14,6 +14,7 @@ from fractions import Fraction
 import pytest
 
 from rules.criteria import irrecist
+from rules.engine import get_engine
 from rules.facts import NonTargetStatus
 from tests.rules import cases
 from tests.rules.ir_cases import ABSENT, NEW, NT, Cell, Lesion, T, c, case, categories, labels, run
@@ -260,3 +261,30 @@ def test_node_target_below_10_mm_allows_ircr():
         )
     )
     assert a.timepoints[0].sum_mm == Decimal(9) and categories(a) == ["irCR"]
+
+
+@pytest.mark.parametrize(
+    "burden, nadir, overrides, expected",
+    [
+        # conditions.burden_meets_progression in irrecist.yaml: B ≥ 1.2 × N AND B − N ≥ 5 mm (irrecist.abs_min_mm) AND B > 0.
+        # Nadir 25: 1.2 × 25 = 30 → B 30 is +20 % exactly and +5 mm exactly → both inclusive → progression.
+        ("30", "25", None, True),
+        ("29.9", "25", None, False),  # +19.6 %, +4.9 mm
+        # Nadir 20: 24 = 1.2 × 20 (+20 % exactly) but +4 mm < 5 → not; with the floor off (null, or 0: +4 ≥ 0) → yes.
+        ("24", "20", None, False),
+        ("24", "20", {"irrecist.abs_min_mm": None}, True),
+        ("24", "20", {"irrecist.abs_min_mm": 0}, True),
+        # Nadir 50: B 59.9 is +9.9 mm but 59.9 < 60 = 1.2 × 50 (+19.8 %) → not, floor or no floor.
+        ("59.9", "50", {"irrecist.abs_min_mm": None}, False),
+        # Zero nadir (spec §3.2 [D]): B 5 is +5 mm and > 0 → progression; 4.9 fails the floor; with the floor off
+        # any B > 0 is progression and B 0 is not.
+        ("5", "0", None, True),
+        ("4.9", "0", None, False),
+        ("0.1", "0", {"irrecist.abs_min_mm": None}, True),
+        ("0", "0", {"irrecist.abs_min_mm": None}, False),
+    ],
+)
+def test_burden_progression_conjunction_20_percent_and_5_mm(burden, nadir, overrides, expected):
+    ruleset = get_engine().rulebase[irrecist.CRITERION]
+    flags = ruleset.flag_values(overrides)
+    assert ruleset.holds("burden_meets_progression", flags, burden=Decimal(burden), nadir=Decimal(nadir)) is expected
