@@ -82,10 +82,10 @@ def five_scans(case):
 
 def templates() -> list[tuple[object, list[bytes]]]:
     """Per case: the case and its SRs (scan order), encoded, with ``TOKEN`` where the patient number goes."""
-    from dicom_listener.sr_builder import build_ct_image, build_measurement_report
     from pydicom import dcmwrite
 
     from service.demo.cohort import lesion_spec
+    from service.sr_writer import build_ct_image, build_measurement_report
     from tests.faults.harness import CASES
 
     out = []
