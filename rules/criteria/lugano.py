@@ -82,22 +82,33 @@ def lesion_size(m: LesionMeasurement | None, ruleset: RuleSet) -> LesionSize | N
     return LesionSize(m.long_axis_mm * m.short_axis_mm, m.long_axis_mm, m.short_axis_mm)
 
 
-def lesion_progression(ruleset: RuleSet, size: LesionSize, reference: LesionSize) -> tuple[bool, str]:
-    """Lugano 2014 individual node/lesion PD against a reference size (its nadir; for LYRIC, the IR scan)."""
+def lesion_progression(
+    ruleset: RuleSet, flags: Mapping[str, Any], size: LesionSize, reference: LesionSize
+) -> tuple[bool, str]:
+    """Lugano 2014 individual node/lesion PD against a reference size (its nadir; for LYRIC, the IR scan): the
+    condition ``small_lesion_progression`` or ``large_lesion_progression`` of lugano.yaml by the reference LDi."""
     if reference.ppd == 0:
         if size.ppd > 0:
             return True, f"{size.describe()}: regrowth of a resolved lesion (reference 0)"
         return False, ""
     if size.ppd == 0:
         return False, ""
-    ld_ok = ruleset.threshold("progression_long_axis").holds(size.ld)
-    ppd_ok = ruleset.threshold("progression_ppd_fraction_of_nadir").holds(size.ppd, reference.ppd)
     size_class = ruleset.threshold("small_lesion_max_long_axis")
     small = size_class.holds(reference.ld)
     step = ruleset.threshold("small_lesion_progression_increase" if small else "large_lesion_progression_increase")
     rise = max(size.ld - reference.ld, size.sd - reference.sd)
+    met = ruleset.holds(
+        "small_lesion_progression" if small else "large_lesion_progression",
+        flags,
+        ldi=size.ld,
+        ppd=size.ppd,
+        reference_ppd=reference.ppd,
+        rise=rise,
+    )
+    # The checks one by one, for the trace only (the decision is the condition above).
+    ld_ok = ruleset.threshold("progression_long_axis").holds(size.ld)
+    ppd_ok = ruleset.threshold("progression_ppd_fraction_of_nadir").holds(size.ppd, reference.ppd)
     rise_ok = step.holds(rise)
-    met = ld_ok and ppd_ok and rise_ok
     ld_rule = ruleset.threshold("progression_long_axis")
     ppd_rule = ruleset.threshold("progression_ppd_fraction_of_nadir")
     text = (
@@ -210,7 +221,7 @@ def evaluate_ct(
         reference = references.get(lesion.lesion_id)
         if reference is None:
             continue
-        met, text = lesion_progression(ruleset, size, reference)
+        met, text = lesion_progression(ruleset, flags, size, reference)
         if text:
             trace.append(f"{lesion_name(lesion)} ({reference_label}): {text}")
         if met:

@@ -11,6 +11,7 @@ from fractions import Fraction
 import pytest
 
 from rules.criteria import lugano
+from rules.engine import get_engine
 from tests.rules import cases
 from tests.rules import pet_cases as pc
 from tests.rules.cases import ABSENT, NEW, NOT_ASSESSED, NT, TSTM, Case, Lesion, T, c
@@ -104,6 +105,29 @@ def test_lesion_level_progression_boundaries(bl, fu, expected):
             )
         )
     ) == [expected]
+
+
+@pytest.mark.parametrize(
+    "condition, ldi, ppd, reference_ppd, rise, expected",
+    [
+        # conditions.small_lesion_progression / large_lesion_progression in lugano.yaml:
+        # LDi > 15 mm AND PPD ≥ 1.5 × reference PPD AND max(ΔLDi, ΔSDi) ≥ 5 mm (reference LDi ≤ 20) or ≥ 10 mm.
+        # Reference 20×10 = 200: 25×12 = 300 = 1.5 × 200 (+50 % exactly), LDi 25 > 15, +5 mm exactly → PD.
+        ("small_lesion_progression", "25", "300", "200", "5", True),
+        ("small_lesion_progression", "25", "299.9", "200", "5", False),  # +49.95 %
+        ("small_lesion_progression", "25", "300", "200", "4.9", False),  # +4.9 mm
+        # LDi exactly 15 is not > 15 (strict), whatever the growth.
+        ("small_lesion_progression", "15", "180", "80", "5", False),
+        ("small_lesion_progression", "15.1", "180", "80", "5", True),
+        # A lesion > 2 cm at the reference needs +10 mm: +9.9 → not; +10 exactly → PD.
+        ("large_lesion_progression", "31", "372", "210", "9.9", False),
+        ("large_lesion_progression", "31", "372", "210", "10", True),
+    ],
+)
+def test_lesion_progression_conjunctions(condition, ldi, ppd, reference_ppd, rise, expected):
+    ruleset = get_engine().rulebase[lugano.CRITERION]
+    quantities = dict(ldi=Decimal(ldi), ppd=Decimal(ppd), reference_ppd=Decimal(reference_ppd), rise=Decimal(rise))
+    assert ruleset.holds(condition, ruleset.flag_values(), **quantities) is expected
 
 
 def test_pd_relative_to_each_lesions_nadir():
