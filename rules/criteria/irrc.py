@@ -73,13 +73,14 @@ def lesion_product(measurement: LesionMeasurement | None, *, too_small_mm2: Deci
     )
 
 
-def both_diameters_at_least(measurement: LesionMeasurement, minimum: Threshold) -> bool:
-    """Both the longest and the perpendicular diameter meet ``minimum`` ("≥ 5 × 5 mm", "≥ 10 × 10 mm")."""
+def both_diameters_at_least(
+    measurement: LesionMeasurement, ruleset: RuleSet, flags: Mapping[str, Any], condition: str
+) -> bool:
+    """A present lesion whose longest and perpendicular diameters both meet a minimum ("≥ 5 × 5 mm", "≥ 10 × 10 mm"):
+    the ``condition`` of the rule file on ``long_axis`` and ``short_axis``."""
     if measurement.status is not LesionStatus.PRESENT:
         return False
-    if measurement.long_axis_mm is None or measurement.short_axis_mm is None:
-        return False
-    return minimum.holds(measurement.long_axis_mm) and minimum.holds(measurement.short_axis_mm)
+    return ruleset.holds(condition, flags, long_axis=measurement.long_axis_mm, short_axis=measurement.short_axis_mm)
 
 
 def node_is_normal(measurement: LesionMeasurement | None, node_normal: Threshold) -> bool:
@@ -150,7 +151,11 @@ def criterion_spec(ruleset: RuleSet, flags: Mapping[str, Any]) -> BurdenCriterio
         categories=CATEGORIES,
         sum_unit=str(ruleset.parameters.get("sum_unit", "mm2")),
         lesion_value=lambda m, lesion: lesion_product(m, too_small_mm2=too_small),
-        new_lesion_measurable=(lambda m, tp: new_minimum is not None and both_diameters_at_least(m, new_minimum)),
+        new_lesion_measurable=(
+            lambda m, tp: (
+                new_minimum is not None and both_diameters_at_least(m, ruleset, flags, "new_lesion_measurable")
+            )
+        ),
         caps=cap_rules(ruleset, "new"),
         burden_disappeared=lambda burden: burden_disappeared(burden, node_normal),
         nontargets_absent=nontargets_absent if node_normal is not None else None,
@@ -167,7 +172,11 @@ def baseline_conformance(timeline: Timeline, ruleset: RuleSet, flags: Mapping[st
     minimum = ruleset.configured_threshold("index_lesion_min_diameter", flags)
     for lesion in index:
         m = timeline.established_baseline.of(lesion.lesion_id)
-        if minimum is not None and m is not None and not both_diameters_at_least(m, minimum):
+        if (
+            minimum is not None
+            and m is not None
+            and not both_diameters_at_least(m, ruleset, flags, "index_lesion_measurable")
+        ):
             warnings.append(
                 f"index lesion {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is below the "
                 f"irRC baseline minimum of {minimum.describe()} in both diameters (irrc.baseline_min_mm)"

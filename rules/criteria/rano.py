@@ -136,7 +136,7 @@ def baseline_warnings(timeline: Timeline, ruleset: RuleSet) -> list[str]:
     minimum = ruleset.threshold("measurable_min_diameter")
     for lesion in targets:
         m = timeline.established_baseline.of(lesion.lesion_id)
-        if m is not None and not both_diameters_at_least(m, minimum):
+        if m is not None and not both_diameters_at_least(m, ruleset, ruleset.flag_values(), "target_measurable"):
             warnings.append(
                 f"target {lesion_name(lesion)} ({m.long_axis_mm} × {m.short_axis_mm} mm) is not measurable "
                 f"by RANO 2010 (both diameters {minimum.describe()})"

@@ -399,3 +399,26 @@ def test_burden_progression_conjunction_25_percent_and_zero_nadir(burden, nadir,
     ruleset = get_engine().rulebase[irrc.CRITERION]
     flags = ruleset.flag_values()
     assert ruleset.holds("burden_meets_progression", flags, burden=Decimal(burden), nadir=Decimal(nadir)) is expected
+
+
+@pytest.mark.parametrize(
+    "condition, long_axis, short_axis, overrides, expected",
+    [
+        # conditions.new_lesion_measurable in irrc.yaml: LD ≥ 5 mm AND perpendicular ≥ 5 mm (irrc.new_measurable_min_mm).
+        ("new_lesion_measurable", "5", "5", None, True),  # 5 × 5 exactly (inclusive)
+        ("new_lesion_measurable", "5", "4.9", None, False),
+        ("new_lesion_measurable", "4.9", "8", None, False),
+        ("new_lesion_measurable", "5", "5", {"irrc.new_measurable_min_mm": 6}, False),
+        # conditions.index_lesion_measurable: both diameters ≥ 10 mm (irrc.baseline_min_mm).
+        ("index_lesion_measurable", "10", "10", None, True),
+        ("index_lesion_measurable", "12", "9.9", None, False),
+        ("index_lesion_measurable", "12", "9.9", {"irrc.baseline_min_mm": 5}, True),
+        # A diameter not measured fails.
+        ("index_lesion_measurable", "12", None, None, False),
+    ],
+)
+def test_both_diameters_conjunctions(condition, long_axis, short_axis, overrides, expected):
+    ruleset = get_engine().rulebase[irrc.CRITERION]
+    flags = ruleset.flag_values(overrides)
+    short = None if short_axis is None else Decimal(short_axis)
+    assert ruleset.holds(condition, flags, long_axis=Decimal(long_axis), short_axis=short) is expected

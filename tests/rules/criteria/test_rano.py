@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from rules.criteria import rano
+from rules.engine import get_engine
 from tests.rules import pet_cases as pc
 from tests.rules.cases import ABSENT, NEW, Case, Lesion, T, c
 from tests.rules.pet_cases import categories, observation, radiotherapy
@@ -140,3 +141,18 @@ def test_baseline_measurability_warning():
         (Lesion("T1 brain", T, "brain", cells={"BL": c(12, 9), "TP1": c(12, 9)}),),
     ).facts()
     assert any("not measurable by RANO" in w for w in assess(facts).warnings)
+
+
+@pytest.mark.parametrize(
+    "long_axis, short_axis, expected",
+    [
+        # conditions.target_measurable in rano.yaml: both perpendicular diameters ≥ 10 mm.
+        ("10", "10", True),  # 10 × 10 exactly (inclusive)
+        ("25", "9.9", False),
+        ("9.9", "25", False),
+    ],
+)
+def test_target_measurable_needs_both_diameters_at_least_10_mm(long_axis, short_axis, expected):
+    ruleset = get_engine().rulebase[rano.CRITERION]
+    quantities = {"long_axis": Decimal(long_axis), "short_axis": Decimal(short_axis)}
+    assert ruleset.holds("target_measurable", ruleset.flag_values(), **quantities) is expected
