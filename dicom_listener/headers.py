@@ -92,12 +92,25 @@ def _identifying(ds: Dataset, keyword: str, vr: str) -> str | None:
     return text
 
 
+_DA = re.compile(r"[0-9]{8}")
+
+
 def parse_da(value: Any) -> dt.date | None:
+    """A DICOM DA value (PS3.5 §6.2) as a date, the one DA parser of the listener (headers and SR reader).
+
+    Strict: exactly eight ASCII digits ``YYYYMMDD`` naming a real calendar date (a ``date`` passes through),
+    surrounding spaces aside; anything else is ``None``, never guessed: a longer value (a DT written as DA, two
+    values), a short one, 20240230. The ACR-NEMA form ``YYYY.MM.DD``, which PS3.5 §6.2 mentions only as not
+    compliant with DICOM, is refused too: no producer we read writes it, and a date read from it would decide
+    plausibility and the scan's timepoint on a value the standard does not define.
+    """
+    if isinstance(value, dt.date):
+        return value
     text = str(value or "").strip()
-    if len(text) < 8:
+    if not _DA.fullmatch(text):
         return None
     try:
-        return dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8]))
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
     except ValueError:
         return None
 

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage
 
+from dicom_listener.headers import parse_da
 from dicom_listener.tid1500.codes import (
     ALGORITHM_NAME,
     ALGORITHM_PARAMETERS,
@@ -203,7 +204,7 @@ def _read_header(ds: Dataset) -> _Header:
     notes: list[str] = []
     patient_id = str(ds.get("PatientID", "") or "").strip() or None
     raw_date = ds.get("StudyDate", "")
-    study_date = _parse_da(raw_date)
+    study_date = parse_da(raw_date)
     if study_date is None and str(raw_date or "").strip():
         notes.append(f"StudyDate {str(raw_date)!r} is not a valid DA date: ignored")
     return _Header(
@@ -214,18 +215,6 @@ def _read_header(ds: Dataset) -> _Header:
         study_date=study_date,
         notes=tuple(notes),
     )
-
-
-def _parse_da(value: object) -> dt.date | None:
-    if isinstance(value, dt.date):
-        return value
-    text = str(value or "").strip()
-    if len(text) != 8 or not text.isdigit():
-        return None
-    try:
-        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
