@@ -287,7 +287,7 @@ def _first_evaluation(
             e2_window = "atypical-window"
         else:
             days = (e2 - c1d1).days
-            inside = rules.days_test("e2_min_days_after_c1d1", days) and rules.days_test("e2_max_days_after_c1d1", days)
+            inside = rules.holds("e2_in_window", days_after_c1d1=days)
             e2_window = "in-window" if inside else "atypical-window"
         if e2_window == "atypical-window":
             log.flag(
@@ -319,12 +319,7 @@ def _pre_baseline_scan(
             )
             continue
         candidates.append(tp)
-    in_window = [
-        tp
-        for tp in candidates
-        if rules.days_test("e0_min_days_before_e1", (e1 - tp.scan_date).days)
-        and rules.days_test("e0_max_days_before_e1", (e1 - tp.scan_date).days)
-    ]
+    in_window = [tp for tp in candidates if rules.holds("e0_in_window", days_before_e1=(e1 - tp.scan_date).days)]
     preferred = [tp for tp in in_window if rules.days_test("e0_preferred_min_days_before_e1", (e1 - tp.scan_date).days)]
     usable = preferred or in_window
     e0_tp = usable[-1] if usable else None

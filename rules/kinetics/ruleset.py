@@ -53,6 +53,10 @@ class KineticsRules:
     def decide(self, table: str, case: Mapping[str, Any]) -> Decision:
         return self.engine.decide(CRITERION, table, case)
 
+    def holds(self, condition: str, **quantities: Any) -> bool:
+        """A condition of the rule file (``RuleSet.holds``) under the configured flags."""
+        return self.ruleset.holds(condition, self._flags, **quantities)
+
     # Comparisons -------------------------------------------------------------------------------------
 
     def float_test(self, name: str, value: float | None) -> tuple[Component, bool]:

@@ -820,3 +820,24 @@ def test_no_treatment_start_or_no_baseline_does_not_crash():
     assert status(k, "matos-2020") == "not-met"  # 40 → 44 mm: no RECIST PD
     empty = run(KCase("empty", D("2024-01-01"), {}, ()))
     assert all(d.status == "not-evaluable" or d.code == "early-death" for d in empty.definitions)
+
+
+@pytest.mark.parametrize(
+    "condition, quantities, expected",
+    [
+        # conditions.e2_in_window (kinetics.yaml): 21 ≤ days after C1D1 ≤ 120 (E2_WINDOW_DAYS, both inclusive).
+        ("e2_in_window", {"days_after_c1d1": 20}, False),
+        ("e2_in_window", {"days_after_c1d1": 21}, True),
+        ("e2_in_window", {"days_after_c1d1": 120}, True),
+        ("e2_in_window", {"days_after_c1d1": 121}, False),
+        # conditions.e0_in_window: 14 ≤ days before E1 ≤ 180.
+        ("e0_in_window", {"days_before_e1": 13}, False),
+        ("e0_in_window", {"days_before_e1": 180}, True),
+        # conditions.kim_windows: E0 ≤ 84 days before C1D1 AND E2 ≤ 84 days after it; each bound alone fails at 85.
+        ("kim_windows", {"e0_days_before_c1d1": 84, "e2_days_after_c1d1": 84}, True),
+        ("kim_windows", {"e0_days_before_c1d1": 85, "e2_days_after_c1d1": 84}, False),
+        ("kim_windows", {"e0_days_before_c1d1": 84, "e2_days_after_c1d1": 85}, False),
+    ],
+)
+def test_window_conjunctions_of_the_rule_file(condition, quantities, expected):
+    assert KineticsRules(get_engine()).holds(condition, **quantities) is expected

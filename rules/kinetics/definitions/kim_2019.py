@@ -34,9 +34,7 @@ def kim_2019(rules: KineticsRules, q: KineticQuantities) -> DefinitionResult:
     if before is None or after is None:
         windows: Component = UNKNOWN
     else:
-        windows = rules.days_test("kim_reference_window_days", before) and rules.days_test(
-            "kim_experimental_window_days", after
-        )
+        windows = rules.holds("kim_windows", e0_days_before_c1d1=before, e2_days_after_c1d1=after)
     tgr, b1 = ratio_component(rules, "kim_ratio", q.tgr_ratio, q.tgr_reference)
     tgk, b2 = ratio_component(rules, "kim_ratio", q.tgk_ratio, q.tgk_reference)
     ratios = rules.decide("kim_ratios", {"tgr_ratio_at_least_2": tgr, "tgk_ratio_at_least_2": tgk})
