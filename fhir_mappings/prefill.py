@@ -36,6 +36,7 @@ from fhir_mappings.prefill_details import (
     format_percent,
     format_signed,
     is_latest_timepoint,
+    iso_date,
     lesion_cell_text,
     site_display,
     tracer_uptake_line,
@@ -222,13 +223,6 @@ def _short_title(definition_code: str) -> str:
     return codes.definition_display(definition_code).split(" (")[0]
 
 
-def _iso_date(text: str) -> dt.date | None:
-    try:
-        return dt.date.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
-
-
 def alert_phrase(finding: Finding, assessment: PatientAssessment, scan_date: dt.date) -> str:
     """An active alert in a few plain words (the Flag and the card carry the detail)."""
     code = finding.code
@@ -251,7 +245,7 @@ def alert_phrase(finding: Finding, assessment: PatientAssessment, scan_date: dt.
         windows = "; ".join(f"{', '.join(names)} {when}" for when, names in grouped.items())
         return f"confirmation scan due ({windows})" if windows else "confirmation scan due"
     if code == "pseudoprogression":
-        anchor = _iso_date(finding.key)
+        anchor = iso_date(finding.key)
         return (
             f"pseudoprogression (the unconfirmed progression of {format_date(anchor)} was not confirmed)"
             if anchor
@@ -389,7 +383,7 @@ def lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> LesionTab
     rows = []
     for index, row in enumerate(assessment.lesion_table, start=1):
         cells: Mapping[str, Any] = row.get("cells") or {}
-        first_seen = _iso_date(str(row.get("first_seen") or ""))
+        first_seen = iso_date(str(row.get("first_seen") or ""))
         if first_seen is not None and first_seen > scan_date:
             continue
         label = str(row.get("lesion") or "")

@@ -243,7 +243,7 @@ def _lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> _Table |
         return None
     rows = []
     for row in assessment.lesion_table:
-        first_seen = _as_date(row.get("first_seen"))
+        first_seen = iso_date(row.get("first_seen"))
         if first_seen is not None and first_seen > scan_date:
             continue
         cells: Mapping[str, Any] = row.get("cells") or {}
@@ -263,7 +263,9 @@ def _lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> _Table |
     return _Table(("Lesion", "Role", "Site", *(d.isoformat() for d in dates)), tuple(rows))
 
 
-def _as_date(value: Any) -> dt.date | None:
+def iso_date(value: Any) -> dt.date | None:
+    """A date as this package stores it in results (ISO ``YYYY-MM-DD``), or ``None``; a ``date`` passes through.
+    (FHIR input dates are read by ``inbound.parse_date``.)"""
     if isinstance(value, dt.date):
         return value
     try:
@@ -482,7 +484,7 @@ def _irecist_episode_lines(tp: TimepointResponse) -> list[str]:
     episode = extra.get("episode") or {}
     window = extra.get("confirmation_window") or {}
     lines = []
-    anchor = _as_date(episode.get("anchor_date"))
+    anchor = iso_date(episode.get("anchor_date"))
     if anchor is not None:
         causes = [_IUPD_CAUSES.get(c, str(c)) for c in episode.get("causes") or ()]
         because = f" (caused by {', '.join(causes)})" if causes else ""
@@ -510,7 +512,7 @@ def _irecist_episode_lines(tp: TimepointResponse) -> list[str]:
                 lines.append(
                     f"Unconfirmed progression (iUPD) since {anchor.isoformat()}{because}, not yet confirmed{reference}."
                 )
-            start, end = _as_date(window.get("start")), _as_date(window.get("end"))
+            start, end = iso_date(window.get("start")), iso_date(window.get("end"))
             if start is not None and end is not None:
                 weeks = f" ({_weeks(start - anchor)} to {_weeks(end - anchor)} weeks after the iUPD)"
                 lines.append(
