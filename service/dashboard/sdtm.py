@@ -190,7 +190,7 @@ def _lesion_values(lesion: Mapping[str, Any], cell: Mapping[str, Any]) -> dict[s
     label = str(lesion.get("lesion") or "")
     if lesion.get("role") == "target":
         nodal = bool(lesion.get("nodal"))
-        value = _number(cell.get("short_axis_mm") if nodal else cell.get("long_axis_mm"))
+        value = _number(cell.get("recist_axis_mm"))  # the axis the core chose (rules.facts.recist_axis_mm)
         code, test = ("LPERP", "Longest Perpendicular") if nodal else ("LDIAM", "Longest Diameter")
         out = {"TRGRPID": "TARGET", "TRLNKID": label, "TRTESTCD": code, "TRTEST": test}
         if not value:
