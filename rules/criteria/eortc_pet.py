@@ -77,8 +77,9 @@ def assess(
         comparability = pet.scan_comparability(
             timeline.baseline,
             tp,
-            relative=ruleset.threshold("liver_relative_tolerance") if flags["liver_qc"] else None,
-            absolute=None,
+            rules=ruleset,
+            flags=flags,
+            liver_condition="liver_comparable" if flags["liver_qc"] else None,
             uptake=None,
             liver_required=False,
             label="EORTC",

@@ -100,8 +100,9 @@ def assess(
         comparability = pet.scan_comparability(
             timeline.baseline,
             tp,
-            relative=percist_rules.configured_threshold("liver_relative_tolerance", percist_flags),
-            absolute=percist_rules.configured_threshold("liver_absolute_tolerance", percist_flags),
+            rules=percist_rules,
+            flags=percist_flags,
+            liver_condition="liver_comparable",
             uptake=percist_rules.threshold("uptake_time_max_difference"),
             liver_required=bool(percist_flags["liver_reference_required"]),
             label="PERCIST",

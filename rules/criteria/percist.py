@@ -222,8 +222,9 @@ def evaluate_scan(
     comparability = pet.scan_comparability(
         timeline.established_baseline,
         tp,
-        relative=ruleset.configured_threshold("liver_relative_tolerance", flags),
-        absolute=ruleset.configured_threshold("liver_absolute_tolerance", flags),
+        rules=ruleset,
+        flags=flags,
+        liver_condition="liver_comparable",
         uptake=ruleset.threshold("uptake_time_max_difference"),
         liver_required=bool(flags["liver_reference_required"]),
         label="PERCIST",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -190,17 +190,19 @@ def scan_comparability(
     baseline: Timepoint,
     tp: Timepoint,
     *,
-    relative: Threshold | None,
-    absolute: Threshold | None,
+    rules: RuleSet,
+    flags: Mapping[str, Any],
+    liver_condition: str | None,
     uptake: Threshold | None,
     liver_required: bool,
     label: str,
 ) -> Comparability:
     """Whether a follow-up PET can be compared quantitatively with the baseline PET.
 
-    PERCIST 1.0 [V:PMC4377159 T2]: liver SULmean within ``relative`` (% of the baseline value) **and** ``absolute``
-    (SUL units); injection-to-scan times within ``uptake`` minutes. A threshold of ``None`` is not checked. Scanner and
-    reconstruction identity are not in the facts: they are the site's quality assurance.
+    Liver SULmean: the condition ``liver_condition`` of ``rules`` on the absolute change (``difference``) and 1 % of the
+    baseline value (PERCIST 1.0 [V:PMC4377159 T2]: within 20 % **and** 0.3 SUL); ``None``: not checked. Injection-
+    to-scan times within ``uptake`` minutes (``None``: not checked). Scanner and reconstruction identity are not in
+    the facts: they are the site's quality assurance.
     """
     lines: list[str] = []
     failures: list[str] = []
@@ -214,19 +216,25 @@ def scan_comparability(
             lines.append(f"no liver reference SULmean at {missing}: liver comparability not checked")
     else:
         difference = Fraction(liver) - Fraction(base_liver)
+        quantities = {"difference": abs(difference), "one_percent_of_baseline": Fraction(base_liver) / 100}
+        ok = liver_condition is None or rules.holds(liver_condition, flags, **quantities)
         checks = []
-        ok = True
-        if relative is not None:
-            within = relative.holds(abs(difference) * 100, base_liver) if base_liver != 0 else difference == 0
-            checks.append(
-                f"{fmt_pct(percent_change(liver, base_liver)).replace('-', '−')} "
-                f"({'within' if within else 'outside'} {relative.describe()})"
-            )
-            ok = ok and within
-        if absolute is not None:
-            within = absolute.holds(abs(difference))
-            checks.append(f"Δ {fmt_delta(difference)} SUL ({'within' if within else 'outside'} {absolute.describe()})")
-            ok = ok and within
+        # Each check of the condition once more, for the trace only (the decision is ``ok``).
+        for check in rules.conditions[liver_condition].checks if liver_condition else ():
+            threshold = rules.configured_threshold(check.threshold, flags)
+            if threshold is None:
+                continue
+            if check.reference:
+                within = threshold.holds(quantities[check.quantity], quantities[check.reference])
+                checks.append(
+                    f"{fmt_pct(percent_change(liver, base_liver)).replace('-', '−')} "
+                    f"({'within' if within else 'outside'} {threshold.describe()})"
+                )
+            else:
+                within = threshold.holds(quantities[check.quantity])
+                checks.append(
+                    f"Δ {fmt_delta(difference)} SUL ({'within' if within else 'outside'} {threshold.describe()})"
+                )
         text = f"liver SULmean {fmt_sul(liver)} vs baseline {fmt_sul(base_liver)}: " + ", ".join(checks)
         if ok:
             lines.append(text + " → comparable")

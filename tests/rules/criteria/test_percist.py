@@ -314,3 +314,24 @@ def test_equivocal_or_background_new_lesions_are_not_pmd():
     tp = assess(facts).timepoints[0]
     # N1 is equivocal (followed); N2 1.0 is not above the liver SULmean 1.0 (background) → SMD (7.0 vs 8.0 = −12.5 %).
     assert tp.category == "SMD" and tp.new_lesions == "absent"
+
+
+@pytest.mark.parametrize(
+    "base, now, overrides, expected",
+    [
+        # conditions.liver_comparable in percist.yaml: |Δ| ≤ 20 × B/100 AND |Δ| < 0.3 SUL.
+        # 1.5 → 1.8: |Δ| 0.3 = 20 × 0.015 (20 % exactly, inclusive) but 0.3 is not < 0.3 → not comparable.
+        ("1.5", "1.8", None, False),
+        ("1.5", "1.79", None, True),  # |Δ| 0.29: 19.3 %, < 0.3
+        # With the absolute check switched off (null) only the 20 % rule decides: 1.5 → 1.8 is comparable.
+        ("1.5", "1.8", {"percist.liver_tolerance": {"percent": 20, "sul": None}}, True),
+        # A zero baseline liver: |Δ| ≤ 20 × 0 holds only for |Δ| = 0.
+        ("0", "0", None, True),
+        ("0", "0.1", None, False),
+    ],
+)
+def test_the_liver_comparability_conjunction(base, now, overrides, expected):
+    ruleset = get_engine().rulebase[percist.CRITERION]
+    difference = abs(Fraction(now) - Fraction(base))
+    quantities = {"difference": difference, "one_percent_of_baseline": Fraction(base) / 100}
+    assert ruleset.holds("liver_comparable", ruleset.flag_values(overrides), **quantities) is expected
