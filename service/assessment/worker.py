@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.util
 import logging
 import random
@@ -30,7 +31,7 @@ from service.persistence.db import Database, DatabaseUnavailable, is_database_un
 from service.persistence.models import Alert, Job, OutboxMessage, Patient, Study, utcnow
 from service.persistence.store import audit, enqueue, evaluate_soon
 from service.publish import acknowledge
-from service.publish.ehr_client import EhrClient
+from service.publish.ehr_client import EhrClient, encode_bundle
 from service.publish.errors import DeliveryError
 
 logger = logging.getLogger(__name__)
@@ -286,8 +287,11 @@ class Worker:
             self._wait_for_database(exc)
             return False
         status, error = None, None
+        body = encode_bundle(bundle) if bundle is not None else None
         try:
-            status = self.ehr.post_bundle(bundle)
+            if body is None:
+                raise DeliveryError("outbox message has no Bundle")
+            status = self.ehr.post_bundle(body)
         except DeliveryError as exc:
             status, error = exc.status, str(exc)[:500]
         try:
@@ -298,6 +302,10 @@ class Worker:
                     message.status = "delivered"
                     message.delivered_at = utcnow()
                     message.last_error = None
+                    # What was sent stays auditable by its hash; the resources themselves are in the FHIR store.
+                    message.sent_sha256 = hashlib.sha256(body).hexdigest() if body is not None else None
+                    message.sent_bytes = len(body) if body is not None else None
+                    message.bundle = None
                     audit(
                         session,
                         action="C",
@@ -306,7 +314,12 @@ class Worker:
                         entity_type="DiagnosticReport",
                         entity_ref=message.report_identifier,
                         patient_id=message.patient_id,
-                        detail={"version": message.report_version, "attempts": attempts, "status": status},
+                        detail={
+                            "version": message.report_version,
+                            "attempts": attempts,
+                            "status": status,
+                            "sha256": message.sent_sha256,
+                        },
                     )
                 else:
                     message.last_error = error

@@ -366,7 +366,11 @@ class OutboxMessage(Base):
     report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
     report_identifier: Mapped[str] = mapped_column(String(255))
     report_version: Mapped[int] = mapped_column(Integer)
-    bundle: Mapped[dict[str, Any]] = mapped_column(JSON)
+    bundle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The Bundle to send; None once delivered (the FHIR store keeps the resources, ``sent_sha256`` what was sent)."""
+    sent_sha256: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 (hex) of exactly the bytes the EHR accepted."""
+    sent_bytes: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     """``pending`` | ``delivered``."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)

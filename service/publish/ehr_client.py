@@ -19,6 +19,11 @@ from service.publish.errors import DeliveryError
 CONNECT_TIMEOUT = 5.0
 
 
+def encode_bundle(bundle: dict[str, Any]) -> bytes:
+    """The bytes sent for a Bundle (ASCII JSON): what the outbox's ``sent_sha256`` is the hash of."""
+    return json.dumps(bundle).encode()
+
+
 class EhrClient:
     def __init__(self, settings: Settings) -> None:
         if not settings.ehr_fhir_url:
@@ -41,12 +46,12 @@ class EhrClient:
             headers["Authorization"] = f"Bearer {self.settings.ehr_token}"
         return headers
 
-    def post_bundle(self, bundle: dict[str, Any]) -> int:
-        """POST one transaction Bundle to the base; the status code on success, ``DeliveryError`` otherwise."""
+    def post_bundle(self, bundle: dict[str, Any] | bytes) -> int:
+        """POST one transaction Bundle (or its encoding, ``encode_bundle``) to the base; the status code on success,
+        ``DeliveryError`` otherwise."""
+        body = bundle if isinstance(bundle, bytes) else encode_bundle(bundle)
         try:
-            response = self.session.post(
-                self.base, data=json.dumps(bundle), headers=self._headers(), timeout=self.timeout
-            )
+            response = self.session.post(self.base, data=body, headers=self._headers(), timeout=self.timeout)
         except requests.RequestException as exc:
             raise DeliveryError(f"EHR unreachable: {type(exc).__name__}") from exc
         if response.status_code == 401 and self._smart is not None:

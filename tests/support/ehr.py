@@ -6,6 +6,7 @@ so tests can tell a duplicate delivery from a new version. It can be switched "d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,8 @@ class FakeEhr:
         self.token = token
         self.down = False
         self.bundles: list[dict] = []
+        self.received_sha256: list[str] = []
+        """SHA-256 (hex) of each POST body, as the bytes arrived."""
         self.resources: dict[tuple[str, str], dict] = {}
         """(resourceType, identifier token) → the latest resource."""
         self.versions: dict[tuple[str, str], int] = {}
@@ -59,6 +62,7 @@ class FakeEhr:
                 raw = self.rfile.read(length)
                 with ehr.lock:
                     ehr.requests.append(("POST", self.path, self.headers.get("Authorization")))
+                    ehr.received_sha256.append(hashlib.sha256(raw).hexdigest())
                 if ehr.down:
                     self._reply(
                         503, {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "transient"}]}
