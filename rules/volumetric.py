@@ -62,6 +62,7 @@ def assess_volumes(
     if not followups:
         return None
     ruleset = engine.rulebase[CRITERION]
+    flags = ruleset.flag_values()
     lesions = sorted(by_date[baseline])
     baseline_total = sum(by_date[baseline].values(), Decimal(0))
     earlier = [d for d in dates if d < baseline and all(k in by_date[d] for k in lesions)]
@@ -78,12 +79,10 @@ def assess_volumes(
         case = {
             "all_lesions_measured": measured,
             "all_absent": measured and total == 0,
-            "meets_progression": measured
-            and nadir > 0
-            and ruleset.threshold("progression_fraction_of_nadir").holds(total, nadir),
-            "meets_partial_response": measured
-            and baseline_total > 0
-            and ruleset.threshold("partial_response_fraction_of_baseline").holds(total, baseline_total),
+            "meets_progression": ruleset.holds("meets_progression", flags, measured=measured, total=total, nadir=nadir),
+            "meets_partial_response": ruleset.holds(
+                "meets_partial_response", flags, measured=measured, total=total, baseline=baseline_total
+            ),
         }
         decision = engine.decide(CRITERION, "volumetric_response", case)
         experimental = volume_tgr(baseline_total, total, baseline, day) if measured else None

@@ -166,8 +166,8 @@ def evaluate_scan(
     if targets and complete:
         pd_rule = ruleset.threshold("progression_fraction_of_nadir")
         pr_rule = ruleset.threshold("partial_response_fraction_of_baseline")
-        meets_pd = (spd > 0) if nadir_spd == 0 else pd_rule.holds(spd, nadir_spd)
-        meets_pr = baseline_spd > 0 and pr_rule.holds(spd, baseline_spd)
+        meets_pd = ruleset.holds("spd_meets_progression", flags, spd=spd, nadir=nadir_spd)
+        meets_pr = ruleset.holds("spd_meets_partial_response", flags, spd=spd, baseline=baseline_spd)
         trace.append(
             f"{pet.fmt_pct_signed(percent_change(spd, baseline_spd))} from baseline {fmt_amount(baseline_spd, 'mm2')} "
             f"(PR {pet.relative_rule(pr_rule)}: {'met' if meets_pr else 'not met'}); "

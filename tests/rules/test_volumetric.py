@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from rules.engine import get_engine
 from rules.facts import LesionVolume
-from rules.volumetric import assess_volumes
+from rules.volumetric import CRITERION, assess_volumes
 
 START = dt.date(2026, 3, 9)
 PRE, BL, FU = dt.date(2026, 1, 5), dt.date(2026, 3, 2), dt.date(2026, 5, 4)
@@ -62,3 +62,24 @@ def test_volume_growth_rate_reuses_the_ferte_arithmetic():
 
 def test_no_follow_up_no_assessment():
     assert assess_volumes(get_engine(), tuple(vols(BL, "4.000", "6.000")), START) is None
+
+
+def test_the_volume_conjunctions_of_the_rule_file():
+    # conditions.meets_progression (volumetric.yaml): measured AND V ≥ 1.728 × nadir AND nadir > 0;
+    # conditions.meets_partial_response: measured AND V ≤ 0.343 × baseline AND baseline > 0.
+    ruleset = get_engine().rulebase[CRITERION]
+    flags = ruleset.flag_values()
+
+    def pd(total: str, nadir: str, measured: bool = True) -> bool:
+        return ruleset.holds("meets_progression", flags, measured=measured, total=Decimal(total), nadir=Decimal(nadir))
+
+    def pr(total: str, baseline: str, measured: bool = True) -> bool:
+        quantities = {"measured": measured, "total": Decimal(total), "baseline": Decimal(baseline)}
+        return ruleset.holds("meets_partial_response", flags, **quantities)
+
+    # 1.728 × 10 = 17.28 exactly (+72.8 %, 1.2³) → PD; 17.27 → not; not every lesion measured → not.
+    assert pd("17.28", "10") and not pd("17.27", "10") and not pd("17.28", "10", measured=False)
+    # 0.343 × 10 = 3.43 exactly (−65.7 %, 0.7³) → PR; 3.44 → not.
+    assert pr("3.43", "10") and not pr("3.44", "10") and not pr("3.43", "10", measured=False)
+    # A zero reference [D]: no PD over a zero nadir (even with regrowth), no PR from a zero baseline.
+    assert not pd("5", "0") and not pr("0", "0")

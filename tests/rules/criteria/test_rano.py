@@ -156,3 +156,25 @@ def test_target_measurable_needs_both_diameters_at_least_10_mm(long_axis, short_
     ruleset = get_engine().rulebase[rano.CRITERION]
     quantities = {"long_axis": Decimal(long_axis), "short_axis": Decimal(short_axis)}
     assert ruleset.holds("target_measurable", ruleset.flag_values(), **quantities) is expected
+
+
+@pytest.mark.parametrize(
+    "spd, nadir, baseline, pd, pr",
+    [
+        # conditions.spd_meets_progression (rano.yaml): SPD ≥ 1.25 × nadir AND SPD > 0;
+        # conditions.spd_meets_partial_response: SPD ≤ 0.5 × baseline AND baseline > 0.
+        ("500", "400", "400", True, False),  # 1.25 × 400 = 500: +25 % exactly → PD
+        ("499.9", "400", "400", False, False),
+        ("200", "200", "400", False, True),  # 0.5 × 400 = 200: −50 % exactly → PR
+        ("200.1", "200", "400", False, False),
+        # Zero nadir [D]: any SPD > 0 is PD (1.25 × 0 = 0), an SPD of 0 is not; a zero baseline allows no PR
+        # (0 ≤ 0.5 × 0 holds, baseline > 0 does not). SPD 1 from baseline 400 is −99.75 %: PR as well.
+        ("1", "0", "400", True, True),
+        ("0", "0", "0", False, False),
+    ],
+)
+def test_spd_conjunctions_of_the_rule_file(spd, nadir, baseline, pd, pr):
+    ruleset = get_engine().rulebase[rano.CRITERION]
+    flags = ruleset.flag_values()
+    assert ruleset.holds("spd_meets_progression", flags, spd=Decimal(spd), nadir=Decimal(nadir)) is pd
+    assert ruleset.holds("spd_meets_partial_response", flags, spd=Decimal(spd), baseline=Decimal(baseline)) is pr
