@@ -113,7 +113,13 @@ def assess(
             + (f", PET {metabolic.category}" if metabolic.category else ""),
         ]
         warnings = list(ct.warnings)
-        spd_ir1 = bool(targets) and ct.spd_complete and spd_nadir > 0 and ir1_fraction.holds(ct.spd, spd_nadir)
+        spd_ir1 = ruleset.holds(
+            "spd_increase_meets_ir1",
+            flags,
+            spd_complete=bool(targets) and ct.spd_complete,
+            spd=ct.spd,
+            nadir=spd_nadir,
+        )
         days = (tp.scan_date - anchor).days if anchor else None
         within = days is not None and ir1_window.holds(days)
         if targets and ct.spd_complete and spd_nadir > 0:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
 from rules.criteria import lyric
+from rules.engine import get_engine
 from tests.rules import pet_cases as pc
 from tests.rules.cases import NEW, Case, Lesion, T, c
 from tests.rules.pet_cases import categories, deauville, observation
@@ -140,3 +142,19 @@ def test_clinical_deterioration_qualifier_is_provisional_and_off_by_default():
     b = assess(facts, {"lyric.ir1_requires_no_clinical_deterioration": True})
     # [U] qualifier on: SPD +62 % within 12 weeks but clinical deterioration → PD; the assessment is provisional.
     assert categories(b) == ["PD", "PD"] and b.provisional is True
+
+
+@pytest.mark.parametrize(
+    "spd_complete, spd, nadir, expected",
+    [
+        # conditions.spd_increase_meets_ir1 (lyric.yaml): SPD complete AND SPD ≥ 1.5 × nadir AND nadir > 0.
+        (True, "3450", "2300", True),  # 1.5 × 2300 = 3450: +50 % exactly (inclusive)
+        (True, "3449", "2300", False),
+        (False, "3736", "2300", False),  # a target not measured
+        (True, "100", "0", False),  # zero nadir [D]
+    ],
+)
+def test_ir1_spd_conjunction(spd_complete, spd, nadir, expected):
+    ruleset = get_engine().rulebase[lyric.CRITERION]
+    quantities = {"spd_complete": spd_complete, "spd": Decimal(spd), "nadir": Decimal(nadir)}
+    assert ruleset.holds("spd_increase_meets_ir1", ruleset.flag_values(), **quantities) is expected
