@@ -85,7 +85,7 @@ def templates() -> list[tuple[object, list[bytes]]]:
     from pydicom import dcmwrite
 
     from service.demo.cohort import lesion_spec
-    from service.sr_writer import build_ct_image, build_measurement_report
+    from service.demo.sr_writer import build_ct_image, build_measurement_report
     from tests.faults.harness import CASES
 
     out = []

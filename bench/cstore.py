@@ -57,7 +57,7 @@ def _encode(ds) -> bytes:
 def template(kind: str) -> bytes:
     from pydicom.sr.codedict import codes
 
-    from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
+    from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 
     day = dt.date(2024, 3, 11)
     if kind == "ct":

@@ -21,7 +21,7 @@ from pydicom.uid import UID
 
 from rules.facts import LesionRole, LesionStatus
 from rules.scenario import ABSENT, NEW, NT, Case, Lesion, T, c, nt_present
-from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
+from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from dicom_listener.tid1500.reader import parse_measurement_report
-from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
+from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from tests.dicom_listener.test_scp import listener, pynetdicom_store  # noqa: F401 - fixture
 
 CD8_SCORE = Code("cd8-score", "99TESTAI", "CD8 infiltration score")

@@ -19,8 +19,8 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from service.assessment.worker import Worker
+from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from service.persistence.models import Assessment, AuditEvent, Instance, Measurement, Patient
-from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from tests.dicom_listener.test_scp import count, listener, pynetdicom_store, save  # noqa: F401 -- pytest fixtures: imported to be used by name as test arguments
 from tests.fuzz.dicom_cases import lenient_writing
 from tests.support.dcmtk import storescu

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from dicom_listener.scp import ListenerConfig, start_listener
 from service.assessment.worker import Worker
+from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from service.dicom_ingest import DicomIngest
 from service.persistence.models import Instance, Measurement
-from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from tests.support.dcmtk import echoscu, storescu
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"

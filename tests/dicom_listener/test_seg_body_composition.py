@@ -22,8 +22,8 @@ from pydicom.sr.codedict import codes
 from sqlalchemy import select
 
 from service.assessment.worker import Worker
+from service.demo.sr_writer import build_ct_image
 from service.persistence.models import Segment
-from service.sr_writer import build_ct_image
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.e2e.kinetics_cases import Lab, lab_entry, patient_entry, post_bundle, therapy_entries
 from tests.support.dcmtk import storescu

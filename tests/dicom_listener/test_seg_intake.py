@@ -26,8 +26,8 @@ from pydicom.sr.codedict import codes
 from sqlalchemy import select, update
 
 from service.assessment.worker import Worker
+from service.demo.sr_writer import build_ct_image
 from service.persistence.models import Instance, PixelData, Segment
-from service.sr_writer import build_ct_image
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.support.dcmtk import storescu
 

@@ -21,8 +21,8 @@ from sqlalchemy import select
 from rules.facts import LesionVolume
 from rules.volumetric import pet_growth
 from service.assessment.worker import Worker
+from service.demo.sr_writer import build_pet_image
 from service.persistence.models import Segment
-from service.sr_writer import build_pet_image
 from tests.dicom_listener.test_scp import listener, pynetdicom_store, save  # noqa: F401 - fixture
 from tests.support.dcmtk import storescu
 

@@ -11,7 +11,7 @@ from pydicom.sr.codedict import codes
 
 from dicom_listener.headers import read_header
 from dicom_listener.tid1500.reader import parse_measurement_report
-from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report, build_pet_image
+from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report, build_pet_image
 
 DAY = dt.date(2024, 3, 4)
 

@@ -21,7 +21,7 @@ from pydicom.sr.coding import Code
 
 from rules.scenario import Case
 from service.demo.cohort import case_bundle
-from service.sr_writer import (
+from service.demo.sr_writer import (
     LesionSpec,
     ReferenceRegionSpec,
     build_ct_image,

@@ -19,7 +19,7 @@ from pydicom.sr.coding import Code
 from rules.scenario import NEW, Case, Lesion, c
 from service.assessment.worker import Worker
 from service.demo.cohort import lesion_spec, stable_uid
-from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report
+from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
 from tests.e2e import kinetics_cases as kc
 from tests.rules.cases import E1
 

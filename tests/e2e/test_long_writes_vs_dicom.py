@@ -22,8 +22,8 @@ from pynetdicom.sop_class import CTImageStorage
 from rules.facts import NonTargetStatus
 from rules.scenario import NT, Case, Cell, Lesion, T, c
 from service.demo.cohort import case_bundle, case_measurements_bundle
+from service.demo.sr_writer import build_ct_image
 from service.ops.config import Settings
-from service.sr_writer import build_ct_image
 from tests.support.processes import ServiceProcesses
 
 SYSTEM = "urn:immunorad:mrn"

@@ -124,7 +124,7 @@ def test_resending_changes_nothing_and_sigkill_loses_nothing(service, ehr, tmp_p
 def test_bad_input_gets_protocol_errors_and_the_service_keeps_serving(service, tmp_path):
     import datetime as dt
 
-    from service.sr_writer import build_ct_image
+    from service.demo.sr_writer import build_ct_image
 
     good = build_ct_image(
         patient_id="MRN-BAD",

@@ -25,8 +25,8 @@ from pydicom.uid import generate_uid
 from sqlalchemy import create_engine
 
 from service.demo.cohort import case_bundle
+from service.demo.sr_writer import build_ct_image
 from service.persistence.db import migrate
-from service.sr_writer import build_ct_image
 from tests.faults.harness import (
     SYSTEM,
     Roles,

@@ -25,7 +25,7 @@ from pydicom.config import settings as pydicom_settings
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from service.sr_writer import LesionSpec, build_ct_image, build_measurement_report, build_pet_image
+from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report, build_pet_image
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ohif-dcmjs"
 UID_ROOT = "1.2.826.0.1.3680043.10.511.88."

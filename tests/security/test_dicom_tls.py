@@ -23,7 +23,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_listener.scp import ListenerConfig, ReceivedInstance, start_listener
-from service.sr_writer import build_ct_image
+from service.demo.sr_writer import build_ct_image
 from tests.support.dcmtk import echoscu, storescu
 from tests.support.ports import free_port
 

@@ -18,7 +18,7 @@ from pydicom.sr.coding import Code
 from dicom_listener.tid1500.model import Coded, ParsedGroup, ParsedReport
 from dicom_listener.tid1500.reader import parse_measurement_report, parse_measurement_report_file
 from rules.facts import to_mm, to_suv
-from service.sr_writer import (
+from service.demo.sr_writer import (
     LesionSpec,
     ReferenceRegionSpec,
     TimePointSpec,
