@@ -136,7 +136,11 @@ def baseline_reading(
 
 
 def _tlg(
-    ruleset: RuleSet, timeline: Timeline, tp: Timepoint, new_avid: tuple[pet.Uptake, ...]
+    ruleset: RuleSet,
+    flags: Mapping[str, Any],
+    timeline: Timeline,
+    tp: Timepoint,
+    new_avid: tuple[pet.Uptake, ...],
 ) -> tuple[bool, str, Decimal | None, Decimal | None]:
     """TLG > 75 % above baseline (PERCIST PMD): summed over baseline lesions with a baseline TLG (absent → 0) plus the
     new FDG-avid lesions reporting TLG [D]. Not applied when a baseline lesion's TLG is missing at the follow-up."""
@@ -163,7 +167,7 @@ def _tlg(
     if missing:
         return False, f"TLG missing for {', '.join(missing)}: the TLG rule is not applied", base_total, None
     threshold = ruleset.threshold("tlg_pmd_fraction")
-    meets = base_total > 0 and threshold.holds(total, base_total)
+    meets = ruleset.holds("tlg_meets_pmd", flags, tlg=total, baseline_tlg=base_total)
     change = percent_change(total, base_total)
     return (
         meets,
@@ -276,7 +280,7 @@ def evaluate_scan(
             line += f" → neither PMR ({pmr_rule}) nor PMD ({pmd_rule})"
         trace.append(line + ("" if quantitative else " [not used: quantitative NE]"))
     trace.append(complete_line)
-    tlg_meets, tlg_line, base_tlg, tlg = _tlg(ruleset, timeline, tp, new.avid)
+    tlg_meets, tlg_line, base_tlg, tlg = _tlg(ruleset, flags, timeline, tp, new.avid)
     trace.append(tlg_line)
     increases = _other_lesion_increases(ruleset, timeline, tp, is_tumour=is_tumour)
     if increases:

@@ -335,3 +335,18 @@ def test_the_liver_comparability_conjunction(base, now, overrides, expected):
     difference = abs(Fraction(now) - Fraction(base))
     quantities = {"difference": difference, "one_percent_of_baseline": Fraction(base) / 100}
     assert ruleset.holds("liver_comparable", ruleset.flag_values(overrides), **quantities) is expected
+
+
+@pytest.mark.parametrize(
+    "tlg, baseline_tlg, expected",
+    [
+        # conditions.tlg_meets_pmd (percist.yaml): TLG > 1.75 × baseline AND baseline > 0.
+        ("175", "100", False),  # 1.75 × 100 = 175: +75 % exactly, not > 75 %
+        ("175.1", "100", True),
+        ("5", "0", False),  # zero baseline TLG [D]: 5 > 1.75 × 0, but the rule does not apply
+    ],
+)
+def test_the_tlg_conjunction(tlg, baseline_tlg, expected):
+    ruleset = get_engine().rulebase[percist.CRITERION]
+    quantities = {"tlg": Decimal(tlg), "baseline_tlg": Decimal(baseline_tlg)}
+    assert ruleset.holds("tlg_meets_pmd", ruleset.flag_values(), **quantities) is expected
