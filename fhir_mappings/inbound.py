@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from rules.facts import to_mm, to_suv
+from fhir_mappings.measurement_input import MeasurementInput, MeasurementSource, source_label
+from rules.facts import (
+    LesionMeasurement,
+    LesionRole,
+    LesionStatus,
+    NonTargetChange,
+    NonTargetStatus,
+    ReferenceMeasurement,
+    ReferenceRegion,
+    to_mm,
+    to_suv,
+)
 from rules.plausibility import (
     DEFAULT_LIMITS,
     PlausibilityLimits,
@@ -147,40 +158,6 @@ class PatientRecord:
 
 
 @dataclass
-class MeasurementRecord:
-    scan_date: dt.date
-    identity_key: str
-    identity_source: str
-    label: str | None = None
-    role: str | None = None
-    status: str = "present"
-    nodal: bool = False
-    organ: str | None = None
-    long_axis_mm: Decimal | None = None
-    short_axis_mm: Decimal | None = None
-    nontarget_status: str | None = None
-    nontarget_change: str | None = None
-    injected: bool | None = None
-    irradiated: bool | None = None
-    equivocal: bool = False
-    finding_code: str | None = None
-    suv_max: Decimal | None = None
-    sul_peak: Decimal | None = None
-    metabolic_volume_ml: Decimal | None = None
-    tlg: Decimal | None = None
-    reference_region: str | None = None
-    reference_mean: Decimal | None = None
-    reference_sd: Decimal | None = None
-    study_uid: str | None = None
-    merged_into: str | None = None
-    """Identity of the lesion this one coalesced with (component ``merged-into``, contract §9.3)."""
-    fragment: bool = False
-    symptom_driven: bool = False
-    tracer: dict[str, str] | None = None
-    """Component ``radiopharmaceutical``: ``{"code", "scheme", "text"}`` (contract §9.3)."""
-
-
-@dataclass
 class ClinicalRecord:
     kind: str
     effective_date: dt.date | None
@@ -201,7 +178,7 @@ class StudyRecord:
     """``ImagingStudy.reasonCode`` holds ``symptom-driven`` (contract §9.3)."""
 
 
-Record = PatientRecord | MeasurementRecord | ClinicalRecord | DeathRecord | StudyRecord
+Record = PatientRecord | MeasurementInput | ClinicalRecord | DeathRecord | StudyRecord
 
 
 def codings(concept: Any) -> list[Mapping[str, Any]]:
@@ -308,7 +285,8 @@ def map_tumour_observation(
     canonical: str,
     body_structures: Mapping[str, Mapping[str, Any]],
     gate: Plausibility = DEFAULT_PLAUSIBILITY,
-) -> MeasurementRecord:
+) -> MeasurementInput:
+    """A tumour measurement Observation → the core's ``LesionMeasurement`` plus its provenance (contract §4)."""
     scan_date = parse_date(resource.get("effectiveDateTime")) or parse_date(
         (resource.get("effectivePeriod") or {}).get("start")
     )
@@ -320,74 +298,81 @@ def map_tumour_observation(
         scan_date,
         "Observation.effectiveDateTime" if resource.get("effectiveDateTime") else "Observation.effectivePeriod.start",
     )
-    key, source, label = lesion_identity(resource, body_structures)
-    record = MeasurementRecord(scan_date=scan_date, identity_key=key, identity_source=source, label=label)
+    key, identity_source, label = lesion_identity(resource, body_structures)
+    fact: dict[str, Any] = {"lesion_id": key, "scan_date": scan_date, "identity_source": identity_source}
+    fact["label"] = label
+    stated: dict[str, Any] = {}
     sites = [c for c in codings(resource.get("bodySite")) if c.get("system") == SNOMED]
     if sites:
-        record.organ = str(sites[0].get("code"))
-        record.nodal = any(c.get("code") == LYMPH_NODE for c in sites)
+        fact["organ"] = str(sites[0].get("code"))
+        fact["nodal"] = any(c.get("code") == LYMPH_NODE for c in sites)
     own = f"{canonical}/CodeSystem/immunorad"
     for index, component in enumerate(resource.get("component") or []):
         where = f"Observation.component[{index}]"
         concept = component.get("code")
         if has_code(concept, LOINC, LONGEST_DIMENSION):
-            record.long_axis_mm = _quantity_mm(component.get("valueQuantity"), where, gate)
+            fact["long_axis_mm"] = _quantity_mm(component.get("valueQuantity"), where, gate)
         elif has_code(concept, LOINC, OTHER_DIMENSION):
             value = _quantity_mm(component.get("valueQuantity"), where, gate)
-            if record.short_axis_mm is None:
-                record.short_axis_mm = value
+            if fact.get("short_axis_mm") is None:
+                fact["short_axis_mm"] = value
         elif code_in(concept, own):
             name = code_in(concept, own)
             if name == "lesion-role":
-                record.role = _coded_value(component)
-                if record.role not in ("target", "non-target", "new"):
+                role = _coded_value(component)
+                if role not in ("target", "non-target", "new"):
                     raise MappingError("lesion-role must be target, non-target or new", where)
+                fact["role"] = LesionRole(role)
             elif name == "non-target-status":
-                record.nontarget_status = _coded_value(component)
-                if record.nontarget_status not in ("present", "absent", "unequivocal-progression"):
+                status = _coded_value(component)
+                if status not in ("present", "absent", "unequivocal-progression"):
                     raise MappingError("non-target-status must be present, absent or unequivocal-progression", where)
+                fact["nontarget_status"] = NonTargetStatus(status)
             elif name == "non-target-change":
-                record.nontarget_change = _coded_value(component)
-                if record.nontarget_change not in ("NC", "INC", "NCLA", "INCLA", "UNE"):
+                change = _coded_value(component)
+                if change not in ("NC", "INC", "NCLA", "INCLA", "UNE"):
                     raise MappingError("non-target-change must be NC, INC, NCLA, INCLA or UNE", where)
+                fact["nontarget_change"] = NonTargetChange(change)
             elif name == "merged-into":
-                record.merged_into = _merged_into(component, where)
+                fact["merged_into"] = _merged_into(component, where)
             elif name == "radiopharmaceutical":
-                record.tracer = map_radiopharmaceutical(component, where)
+                stated["tracer"] = map_radiopharmaceutical(component, where)
             elif name in ("injected", "irradiated", "equivocal", "nodal", "too-small", "fragment", "symptom-driven"):
                 value = component.get("valueBoolean")
                 if not isinstance(value, bool):
                     raise MappingError(f"{name} needs valueBoolean", where)
-                if name in ("fragment", "symptom-driven"):
-                    setattr(record, name.replace("-", "_"), value)
+                if name == "symptom-driven":
+                    stated["symptom_driven"] = value
                 elif name == "too-small":
                     if value:
-                        record.status = "too-small"
+                        fact["status"] = LesionStatus.TOO_SMALL
                 elif name == "nodal":
-                    record.nodal = record.nodal or value
+                    fact["nodal"] = fact.get("nodal", False) or value
                 else:
-                    setattr(record, name, value)
+                    fact[name] = value
         elif code_in(concept, DCM):
-            _pet_component(record, component, where, gate)
-    if record.nontarget_status == "absent":
-        record.status = "absent"
-    if record.long_axis_mm == 0 and (record.short_axis_mm in (None, 0)):
-        record.status = "absent"
+            _pet_component(fact, component, where, gate)
+    if fact.get("nontarget_status") is NonTargetStatus.ABSENT:
+        fact["status"] = LesionStatus.ABSENT
+    if fact.get("long_axis_mm") == 0 and (fact.get("short_axis_mm") in (None, 0)):
+        fact["status"] = LesionStatus.ABSENT
     for derived in resource.get("derivedFrom") or []:
         for identifier in [derived.get("identifier")] if isinstance(derived, Mapping) else []:
             if identifier and identifier.get("system") == DICOM_UID:
-                record.study_uid = str(identifier.get("value", "")).removeprefix("urn:oid:")
+                stated["study_uid"] = str(identifier.get("value", "")).removeprefix("urn:oid:")
     if (
-        record.role != "non-target"
-        and record.status == "present"
-        and record.long_axis_mm is None
-        and record.short_axis_mm is None
-        and record.sul_peak is None
-        and record.suv_max is None
-        and record.nontarget_status is None
+        fact.get("role") is not LesionRole.NON_TARGET
+        and fact.get("status", LesionStatus.PRESENT) is LesionStatus.PRESENT
+        and all(fact.get(name) is None for name in ("long_axis_mm", "short_axis_mm", "sul_peak", "suv_max"))
+        and fact.get("nontarget_status") is None
     ):
         raise MappingError("a measured lesion needs a longest-dimension component (33728-7)", "Observation.component")
-    return record
+    source = _observation_source(resource, scan_date, **stated)
+    return MeasurementInput(LesionMeasurement(**fact, source=source_label(source.kind, source.ref)), source)
+
+
+def _observation_source(resource: Mapping[str, Any], scan_date: dt.date, **stated: Any) -> MeasurementSource:
+    return MeasurementSource(kind="fhir", ref=f"Observation/{resource.get('id') or ''}", scan_date=scan_date, **stated)
 
 
 TRACER_SYSTEMS = {
@@ -435,8 +420,9 @@ def _derivation(component: Mapping[str, Any]) -> str | None:
 
 
 def _pet_component(
-    record: MeasurementRecord, component: Mapping[str, Any], where: str, gate: Plausibility = DEFAULT_PLAUSIBILITY
+    fact: dict[str, Any], component: Mapping[str, Any], where: str, gate: Plausibility = DEFAULT_PLAUSIBILITY
 ) -> None:
+    """A PET value of a tumour measurement into ``fact`` (the ``LesionMeasurement`` fields being read)."""
     code = code_in(component.get("code"), DCM)
     value = _decimal(component.get("valueQuantity"), where)
     derivation = _derivation(component)
@@ -445,15 +431,13 @@ def _pet_component(
     elif code in ("126032", "126033"):
         gate.refuse(volume_problem(value, "the volume"), f"{where}.valueQuantity.value")
     if code == "126401" and derivation == "max":
-        record.suv_max = to_suv(value)
+        fact["suv_max"] = to_suv(value)
     elif code == "126402" and derivation == "peak":
-        record.sul_peak = to_suv(value)
-    elif code == "126402" and derivation in ("mean", "sd") and record.reference_region:
-        setattr(record, "reference_mean" if derivation == "mean" else "reference_sd", to_suv(value))
+        fact["sul_peak"] = to_suv(value)
     elif code == "126032":
-        record.metabolic_volume_ml = value
+        fact["metabolic_volume_ml"] = value
     elif code == "126033":
-        record.tlg = value
+        fact["tlg"] = value
 
 
 REFERENCE_SITES = {"10200004": "liver", "78961009": "spleen", "14016003": "bone-marrow", "15825003": "blood-pool"}
@@ -461,7 +445,8 @@ REFERENCE_SITES = {"10200004": "liver", "78961009": "spleen", "14016003": "bone-
 
 def map_reference_region(
     resource: Mapping[str, Any], canonical: str, gate: Plausibility = DEFAULT_PLAUSIBILITY
-) -> MeasurementRecord:
+) -> MeasurementInput:
+    """A PET reference region Observation → the core's ``ReferenceMeasurement`` plus its provenance."""
     scan_date = parse_date(resource.get("effectiveDateTime"))
     if scan_date is None:
         raise MappingError("a reference region needs effectiveDateTime", "Observation.effectiveDateTime")
@@ -472,26 +457,29 @@ def map_reference_region(
         raise MappingError(
             "a reference region needs bodySite liver, spleen, bone marrow or aorta (SNOMED CT)", "Observation.bodySite"
         )
-    record = MeasurementRecord(
-        scan_date=scan_date, identity_key=f"reference:{region}", identity_source="reference", reference_region=region
-    )
+    values: dict[str, Decimal | None] = {}
+    tracer = None
     own = f"{canonical}/CodeSystem/immunorad"
     for index, component in enumerate(resource.get("component") or []):
         where = f"Observation.component[{index}]"
         if code_in(component.get("code"), own) == "radiopharmaceutical":
-            record.tracer = map_radiopharmaceutical(component, f"Observation.component[{index}]")
+            tracer = map_radiopharmaceutical(component, f"Observation.component[{index}]")
             continue
         derivation = _derivation(component)
         raw = _decimal(component.get("valueQuantity"), where)
         gate.refuse(suv_problem(raw, "the reference SUV", gate.limits), f"{where}.valueQuantity.value")
         value = to_suv(raw)
         if derivation == "mean":
-            record.reference_mean = value
+            values["sul_mean"] = value
         elif derivation == "sd":
-            record.reference_sd = value
+            values["sul_sd"] = value
         elif derivation == "max":
-            record.suv_max = value
-    return record
+            values["suv_max"] = value
+    source = _observation_source(resource, scan_date, tracer=tracer)
+    reference = ReferenceMeasurement(
+        region=ReferenceRegion(region), scan_date=scan_date, source=source_label(source.kind, source.ref), **values
+    )
+    return MeasurementInput(reference, source)
 
 
 def map_medication(resource: Mapping[str, Any]) -> ClinicalRecord | None:

@@ -44,15 +44,15 @@ from dicom_listener.errors import (
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
 from dicom_listener.scp import ReceivedInstance, RefusedAssociation
 from dicom_listener.seg import PIXEL_MODALITIES, SEG_CLASSES
-from dicom_listener.tid1500.model import ParsedGroup, ParsedReport, SRParseError
+from dicom_listener.tid1500.facts import measurements_of
+from dicom_listener.tid1500.model import ParsedReport, SRParseError
 from dicom_listener.tid1500.reader import parse_measurement_report
-from rules.codes import specific_finding_code
-from rules.facts import reported_status
 from rules.plausibility import birth_date_problem, scan_date_problem
 from service.ai_results import publish_algorithm_results
 from service.ops.config import Settings, today
 from service.ops.logs import pseudonym
 from service.persistence.db import Database, DatabaseUnavailable
+from service.persistence.measurements import row_for
 from service.persistence.models import Instance, Measurement, Patient, PendingInput, PixelData, Study, utcnow
 from service.persistence.store import (
     attach_measurements,
@@ -461,10 +461,7 @@ class DicomIngest:
 
     @staticmethod
     def _measurement_rows(parsed: ParsedReport, study: Study) -> list[Measurement]:
-        rows = []
-        for index, group in enumerate(parsed.groups):
-            rows.append(measurement_from_group(group, index, parsed, study))
-        return rows
+        return [row_for(item, study_id=study.id) for item in measurements_of(parsed)]
 
     def _retain_pixels(self, session, instance: Instance, header: InstanceHeader, encoded: bytes) -> None:
         """Keep a CT/MR/PET image's bytes for the retention window (contract §9.6), in this transaction."""
@@ -503,52 +500,3 @@ _UID_IN_TEXT = re.compile(r"\b\d+(?:\.\d+){2,}\b")
 def _scrubbed(text: str, limit: int) -> str:
     """A reason as logs and the audit keep it: UIDs it names are pseudonymised (as everywhere in our logs)."""
     return _shorten(_UID_IN_TEXT.sub(lambda m: f"uid:{pseudonym(m.group(0))}", text), limit)
-
-
-def _role(group: ParsedGroup) -> str | None:
-    return {"target": "target", "non-target": "non-target", "non-lesion": "non-lesion"}.get(
-        group.baseline_category or ""
-    )
-
-
-def measurement_from_group(group: ParsedGroup, index: int, parsed: ParsedReport, study: Study) -> Measurement:
-    """One SR measurement group as a measurement row (identity kept as parsed: never guessed)."""
-    status = reported_status(
-        too_small=group.too_small, disappeared=group.disappeared, nontarget_status=group.nontarget_status
-    ).value
-    long_axis = group.long_axis_mm if group.long_axis_mm is not None else group.diameter_mm
-    sites = [s.value for s in group.finding_sites]
-    finding = group.finding.value if group.finding is not None else None
-    return Measurement(
-        study_id=study.id,
-        scan_date=parsed.study_date,
-        source_kind="dicom-sr",
-        source_ref=parsed.sop_instance_uid,
-        group_index=index,
-        identity_key=group.identity_key,
-        identity_source=group.identity_source,
-        label=group.label,
-        role=_role(group),
-        status=status,
-        nodal=group.nodal,
-        organ=sites[0] if sites else None,
-        long_axis_mm=long_axis,
-        short_axis_mm=group.short_axis_mm,
-        nontarget_status=group.nontarget_status,
-        nontarget_change=group.nontarget_change,
-        injected=group.injected,
-        irradiated=group.irradiated,
-        equivocal=group.equivocal,
-        finding_code=specific_finding_code(finding),
-        suv_max=group.suv_max,
-        sul_peak=group.sul_peak,
-        metabolic_volume_ml=group.metabolic_volume_ml,
-        tlg=group.tlg,
-        reference_region=group.reference_region,
-        reference_mean=group.reference_mean,
-        reference_sd=group.reference_sd,
-        rejected_reason=group.rejected_reason,
-        notes=list(group.notes),
-        merged_into=group.merged_into,
-        fragment=group.fragment,
-    )

@@ -19,16 +19,11 @@ from rules.facts import (
     ClinicalObservation,
     FindingReport,
     LesionMeasurement,
-    LesionRole,
-    LesionStatus,
     LesionVolume,
     LocalTherapy,
     LocalTherapyKind,
-    NonTargetChange,
-    NonTargetStatus,
     PatientFacts,
     ReferenceMeasurement,
-    ReferenceRegion,
     Scan,
     TherapyLine,
 )
@@ -36,9 +31,8 @@ from rules.pet_tracers import FDG, PetTracer, default_tracer, first_stated, iden
 from rules.segment_codes import BODY_COMPOSITION_KINDS, LESION, SKELETAL_MUSCLE, SUBCUTANEOUS_FAT, VISCERAL_FAT
 from rules.therapy_classes import ICI
 from service.ops.logs import pseudonym
+from service.persistence.measurements import fact_from
 from service.persistence.models import ClinicalFact, Measurement, Patient, Segment, Study, utcnow
-
-ROLES = {"target": LesionRole.TARGET, "non-target": LesionRole.NON_TARGET, "new": LesionRole.NEW}
 
 
 def _date(value) -> dt.date | None:
@@ -95,70 +89,11 @@ def load_facts(
                 stated_tracers.setdefault(scan_date, []).append(tracer)
         if row.sul_peak is not None or row.suv_max is not None or row.reference_region:
             pet_dates.add(scan_date)
-        if row.role == "non-lesion":
-            continue
-        if row.rejected_reason:
-            notes.append(f"a measurement group was not used: {row.rejected_reason}")
-            if row.identity_key is None or row.reference_region:
-                continue
-            # Contract §9.2: a refused value never yields a category; its lesion is *not assessed* at this scan.
-            measurement = LesionMeasurement(
-                lesion_id=row.identity_key,
-                scan_date=scan_date,
-                status=LesionStatus.NOT_ASSESSED,
-                role=ROLES.get(row.role or ""),
-                nodal=bool(row.nodal),
-                organ=row.organ,
-                identity_source=row.identity_source,
-                source=f"{row.source_kind}:{pseudonym(row.source_ref)}",
-                label=row.label,
-            )
-            measurements.append(((scan_date, row.identity_key, row.received_at, row.id), measurement))
-            continue
-        if row.reference_region:
-            try:
-                region = ReferenceRegion(row.reference_region)
-            except ValueError:
-                notes.append(f"unknown reference region {row.reference_region!r}")
-                continue
-            references.append(
-                ReferenceMeasurement(
-                    region=region,
-                    scan_date=scan_date,
-                    sul_mean=row.reference_mean,
-                    sul_sd=row.reference_sd,
-                    suv_max=row.suv_max,
-                    source=f"{row.source_kind}:{row.source_ref}",
-                )
-            )
-            continue
-        lesion_id = row.identity_key or f"unmatched:{row.source_ref}:{row.group_index}"
-        measurement = LesionMeasurement(
-            lesion_id=lesion_id,
-            scan_date=scan_date,
-            status=LesionStatus(row.status),
-            role=ROLES.get(row.role or ""),
-            nodal=bool(row.nodal),
-            organ=row.organ,
-            long_axis_mm=row.long_axis_mm,
-            short_axis_mm=row.short_axis_mm,
-            nontarget_status=NonTargetStatus(row.nontarget_status) if row.nontarget_status else None,
-            nontarget_change=NonTargetChange(row.nontarget_change) if row.nontarget_change else None,
-            injected=row.injected,
-            irradiated=row.irradiated,
-            equivocal=bool(row.equivocal),
-            finding_code=row.finding_code,
-            suv_max=row.suv_max,
-            sul_peak=row.sul_peak,
-            metabolic_volume_ml=row.metabolic_volume_ml,
-            tlg=row.tlg,
-            identity_source=row.identity_source if row.identity_key else "none",
-            source=f"{row.source_kind}:{pseudonym(row.source_ref)}",
-            label=row.label,
-            merged_into=row.merged_into,
-            fragment=bool(row.fragment),
-        )
-        measurements.append(((scan_date, lesion_id, row.received_at, row.id), measurement))
+        stored = fact_from(row, scan_date, notes)
+        if isinstance(stored, ReferenceMeasurement):
+            references.append(stored)
+        elif stored is not None:
+            measurements.append(((scan_date, stored.lesion_id, row.received_at, row.id), stored))
     measurements.sort(key=lambda item: item[0])
 
     scans: dict[dt.date, Scan] = {}

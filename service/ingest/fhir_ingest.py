@@ -12,7 +12,7 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,12 +25,12 @@ from fhir_mappings.inbound import (
     ClinicalRecord,
     DeathRecord,
     MappingError,
-    MeasurementRecord,
     PatientRecord,
     Plausibility,
     StudyRecord,
     map_resource,
 )
+from fhir_mappings.measurement_input import MeasurementInput
 from fhir_mappings.validation import InvalidResource, validate_resource
 from rules.plausibility import birth_date_problem
 from service.assessment import signoff
@@ -42,6 +42,7 @@ from service.persistence.fhir_store import (
     save_resource_reporting,
     split_token,
 )
+from service.persistence.measurements import row_for
 from service.persistence.models import ClinicalFact, FhirResource, Measurement, Patient, Study
 from service.persistence.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
 
@@ -484,45 +485,13 @@ class FhirIngest:
             session.execute(delete(Measurement).where(Measurement.source_ref == source_ref))
             session.execute(delete(ClinicalFact).where(ClinicalFact.source_ref == source_ref))
         # The caller refuses every record but a study without its patient (422), so patient is set for these.
-        if isinstance(record, MeasurementRecord) and patient is not None:
+        if isinstance(record, MeasurementInput) and patient is not None:
             study_id = None
-            if record.study_uid:
-                study = session.scalars(select(Study).where(Study.study_uid == record.study_uid)).first()
+            if record.source.study_uid:
+                study = session.scalars(select(Study).where(Study.study_uid == record.source.study_uid)).first()
                 study_id = study.id if study else None
-            row = Measurement(
-                study_id=study_id,
-                scan_date=record.scan_date,
-                source_kind="fhir",
-                source_ref=source_ref,
-                group_index=0,
-                identity_key=record.identity_key,
-                identity_source=record.identity_source,
-                label=record.label,
-                role=record.role,
-                status=record.status,
-                nodal=record.nodal,
-                organ=record.organ,
-                long_axis_mm=record.long_axis_mm,
-                short_axis_mm=record.short_axis_mm,
-                nontarget_status=record.nontarget_status,
-                nontarget_change=record.nontarget_change,
-                injected=record.injected,
-                irradiated=record.irradiated,
-                equivocal=record.equivocal,
-                finding_code=record.finding_code,
-                suv_max=record.suv_max,
-                sul_peak=record.sul_peak,
-                metabolic_volume_ml=record.metabolic_volume_ml,
-                tlg=record.tlg,
-                reference_region=record.reference_region,
-                reference_mean=record.reference_mean,
-                reference_sd=record.reference_sd,
-                notes=[],
-                merged_into=record.merged_into,
-                fragment=record.fragment,
-                symptom_driven=record.symptom_driven,
-                tracer=record.tracer,
-            )
+            # The resource is stored under source_ref (a created resource had no id when it was mapped).
+            row = row_for(MeasurementInput(record.fact, replace(record.source, ref=source_ref)), study_id=study_id)
             # Patient and lesion first: the row is then inserted once, complete.
             attach_measurements(session, patient.id, [row], state.lesions)
             session.add(row)
@@ -907,8 +876,8 @@ def _check_birth_date(session: Session, patient: Patient, record: Any, source_re
     if patient.birth_date is None:
         return
     scans: list[dt.date | None]
-    if isinstance(record, MeasurementRecord):
-        scans, where = [record.scan_date], "Observation.effectiveDateTime"
+    if isinstance(record, MeasurementInput):
+        scans, where = [record.fact.scan_date], "Observation.effectiveDateTime"
     elif isinstance(record, StudyRecord):
         scans, where = [record.started], "ImagingStudy.started"
     elif isinstance(record, PatientRecord):

@@ -49,11 +49,11 @@ def test_components():
             ),
         )
     )
-    assert (record.merged_into, record.fragment, record.symptom_driven) == ("1.2.3.4.9", True, True)
-    assert record.tracer == {"code": "35321007", "scheme": "SCT"}
-    assert mapped(observation(own("merged-into", valueString="T1 liver"))).merged_into == "label:T1 liver"
+    assert (record.fact.merged_into, record.fact.fragment, record.source.symptom_driven) == ("1.2.3.4.9", True, True)
+    assert record.source.tracer == {"code": "35321007", "scheme": "SCT"}
+    assert mapped(observation(own("merged-into", valueString="T1 liver"))).fact.merged_into == "label:T1 liver"
     text_only = own("radiopharmaceutical", valueCodeableConcept={"text": "68Ga-PSMA-11"})
-    assert mapped(observation(text_only)).tracer == {"text": "68Ga-PSMA-11"}
+    assert mapped(observation(text_only)).source.tracer == {"text": "68Ga-PSMA-11"}
 
 
 @pytest.mark.parametrize(
