@@ -103,6 +103,9 @@ def settings_factory(db_url, tmp_path):
             dicom_port=free_port(),
             api_token="test-token",
             study_settle_seconds=0.5,
+            # Evaluations run as soon as queued, so that ``Worker.drain`` right after an intake finds them due;
+            # the tests of the quiet period set it themselves.
+            evaluate_coalesce_seconds=0,
             pseudonym_key="test-pseudonym-key",
             worker_poll_seconds=0.1,
         )

@@ -202,7 +202,7 @@ class Worker:
             if quiet_until > utcnow():
                 enqueue(session, "settle", job.dedupe_key, study_id=study.id, run_after=quiet_until, postpone=True)
             elif study.patient_id:
-                evaluate_soon(session, study.patient_id, "study-settled")
+                evaluate_soon(session, study.patient_id, "study-settled", self.settings)
         else:
             raise ValueError(f"unknown job kind {job.kind}")
 

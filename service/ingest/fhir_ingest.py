@@ -456,7 +456,7 @@ class FhirIngest:
         if patient is not None:
             self._replace_domain_rows(session, source_ref, record, patient, state, replacing=existed)
             state.patients_touched.add(patient.id)
-            evaluate_soon(session, patient.id, f"fhir-{kind}")
+            evaluate_soon(session, patient.id, f"fhir-{kind}", self.settings)
         elif isinstance(record, StudyRecord):
             self._replace_domain_rows(session, source_ref, record, None, state, replacing=existed)
         audit(

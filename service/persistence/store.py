@@ -7,13 +7,16 @@ triggers and its audit record commit together.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import case, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.persistence.models import AuditEvent, Job, Lesion, Measurement, Patient, PendingInput, Study, utcnow
+
+if TYPE_CHECKING:
+    from service.ops.config import Settings
 
 
 def patient_by_mrn(session: Session, mrn: str) -> Patient | None:
@@ -134,12 +137,15 @@ def enqueue(
     run_after: dt.datetime | None = None,
     payload: dict[str, Any] | None = None,
     postpone: bool = False,
+    postpone_max_seconds: float | None = None,
 ) -> None:
     """Queue a job unless the same one is already queued (not yet running): jobs coalesce.
 
-    ``postpone`` moves an already-queued job's start to ``run_after`` (the study settle timer).
+    ``postpone`` moves an already-queued job's start to ``run_after`` (the study settle timer), but with
+    ``postpone_max_seconds`` not past that long after the queued job was created (a steady stream cannot starve it).
     """
     now = utcnow()
+    start = run_after or now
     values = dict(
         kind=kind,
         dedupe_key=dedupe_key,
@@ -147,14 +153,23 @@ def enqueue(
         study_id=study_id,
         payload=payload or {},
         status="queued",
-        run_after=run_after or now,
+        run_after=start,
         attempts=0,
         created_at=now,
     )
     statement = _insert(session, Job.__table__, values)
     if postpone:
+        new_start: Any = statement.excluded.run_after
+        if postpone_max_seconds is not None:
+            # Moved only while the new start is within the cap of the job's creation; otherwise it keeps its start
+            # (itself within the cap: every earlier move was). The existing row is read under its lock, as below.
+            jobs = Job.__table__.c
+            latest_creation = start - dt.timedelta(seconds=postpone_max_seconds)
+            new_start = case((jobs.created_at >= latest_creation, new_start), else_=jobs.run_after)
         statement = statement.on_conflict_do_update(
-            index_elements=["dedupe_key"], index_where=QUEUED, set_={"run_after": values["run_after"]}
+            index_elements=["dedupe_key"],
+            index_where=QUEUED,
+            set_={"run_after": new_start, "payload": statement.excluded.payload},
         )
     else:
         # Not DO NOTHING: the update locks the queued job until this transaction commits, so a worker cannot
@@ -167,18 +182,37 @@ def enqueue(
     session.execute(statement)
 
 
-def evaluate_soon(session: Session, patient_id: str, trigger: str) -> None:
+def evaluate_soon(session: Session, patient_id: str, trigger: str, coalesce: Settings | None = None) -> None:
     """Queue the patient's evaluation; once per transaction (a 200-entry Bundle for one patient queues it once).
 
     Once per innermost transaction: a savepoint rolled back (a failed batch entry) takes its job with it, so a
-    later entry in a new savepoint queues the job again."""
+    later entry in a new savepoint queues the job again.
+
+    With ``coalesce`` (intake: more of the patient's inputs may be on the way) the job starts after a quiet period
+    of IMMUNORAD_EVALUATE_COALESCE_SECONDS, postponed by each later call, but not past
+    IMMUNORAD_EVALUATE_COALESCE_MAX_SECONDS after the job was queued. A job already running is not one of these:
+    data committed meanwhile queues a new job (the ``queued`` dedupe index no longer holds the running one)."""
     transaction = session.get_nested_transaction() or session.get_transaction()
     queued = session.info.get("evaluate_soon")
     if queued is None or queued[0] is not transaction:
         queued = session.info["evaluate_soon"] = (transaction, set[str]())
     if patient_id in queued[1]:
         return
-    enqueue(session, "evaluate", f"evaluate:{patient_id}", patient_id=patient_id, payload={"trigger": trigger})
+    key, payload = f"evaluate:{patient_id}", {"trigger": trigger}
+    if coalesce is not None and coalesce.evaluate_coalesce_seconds > 0:
+        quiet = coalesce.evaluate_coalesce_seconds
+        enqueue(
+            session,
+            "evaluate",
+            key,
+            patient_id=patient_id,
+            payload=payload,
+            run_after=utcnow() + dt.timedelta(seconds=quiet),
+            postpone=True,
+            postpone_max_seconds=max(quiet, coalesce.evaluate_coalesce_max_seconds),
+        )
+    else:
+        enqueue(session, "evaluate", key, patient_id=patient_id, payload=payload)
     queued[1].add(patient_id)
 
 

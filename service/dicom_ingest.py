@@ -48,7 +48,7 @@ from dicom_listener.tid1500.facts import measurements_of
 from dicom_listener.tid1500.model import ParsedReport, SRParseError
 from dicom_listener.tid1500.reader import parse_measurement_report
 from rules.plausibility import birth_date_problem, scan_date_problem
-from service.ingest.ai_results import publish_algorithm_results
+from service.ai_results import publish_algorithm_results
 from service.ops.config import Settings, today
 from service.ops.logs import pseudonym
 from service.persistence.db import Database, DatabaseUnavailable
@@ -234,7 +234,7 @@ class DicomIngest:
                 self._record_pending(session, parsed, study, previously=set())
             resolved = [] if is_sr or is_seg else self._resolve_pending(session, header)
             if owner is not None and (rows or linked):
-                evaluate_soon(session, owner, "dicom-sr" if rows else "study-linked")
+                evaluate_soon(session, owner, "dicom-sr" if rows else "study-linked", self.settings)
             if not is_sr and not is_seg:
                 enqueue(
                     session,
@@ -380,7 +380,7 @@ class DicomIngest:
             session.flush()
             if study.patient_id is not None:
                 attach_measurements(session, study.patient_id, rows)
-                evaluate_soon(session, study.patient_id, "pending-resolved")
+                evaluate_soon(session, study.patient_id, "pending-resolved", self.settings)
             self._record_pending(session, parsed, study, previously=previously)
             sr.parse_notes = list(parsed.notes)
         return [pseudonym(uid) for uid in sources]
