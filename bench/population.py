@@ -77,7 +77,7 @@ def ingest_dicom(db, settings, datasets) -> None:
     import pydicom
 
     from dicom_listener.scp import ReceivedInstance
-    from service.dicom_ingest import DicomIngest
+    from service.ingest.dicom_ingest import DicomIngest
 
     ingest = DicomIngest(db, settings)
     for ds in datasets:

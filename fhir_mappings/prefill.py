@@ -318,7 +318,7 @@ def _bidimensional_only(assessment: PatientAssessment) -> bool:
     return not any(c.criterion in ("RECIST-1.1", "iRECIST") for c in assessment.criteria)
 
 
-def _cell(cell: Mapping[str, Any] | None, nodal: bool, both_axes: bool) -> str:
+def _cell(cell: Mapping[str, Any] | None, both_axes: bool) -> str:
     if not cell:
         return "—"
     status = cell.get("status")
@@ -331,8 +331,8 @@ def _cell(cell: Mapping[str, Any] | None, nodal: bool, both_axes: bool) -> str:
         text = "not assessed"
     elif both_axes and ld is not None and sa is not None:
         text = f"{format_number(ld)} × {format_number(sa)}"
-    elif nodal and sa is not None:
-        text = format_number(sa)
+    elif (axis := _decimal(cell.get("recist_axis_mm"))) is not None:
+        text = format_number(axis)  # the axis the core chose (rules.facts.recist_axis_mm)
     elif ld is not None or sa is not None:
         text = format_number(ld if ld is not None else sa)
     elif cell.get("nontarget_status"):
@@ -394,7 +394,7 @@ def lesion_table(assessment: PatientAssessment, scan_date: dt.date) -> LesionTab
         site = site_display(row.get("organ"))
         if nodal and "node" not in site.lower():
             kind += " node"
-        rows.append((label, f"{site}, {kind}", *(_cell(cells.get(d.isoformat()), nodal, both_axes) for d in dates)))
+        rows.append((label, f"{site}, {kind}", *(_cell(cells.get(d.isoformat()), both_axes) for d in dates)))
     if not rows:
         return None
     unit = "mm, long × short axis" if both_axes else "mm; lymph nodes: short axis"

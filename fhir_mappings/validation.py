@@ -30,7 +30,7 @@ Two layers (interop-notes §4.1):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -487,14 +487,6 @@ def validate_resource(resource: dict) -> None:
         raise InvalidResource(issues)
 
 
-def is_valid(resource: dict) -> bool:
-    try:
-        validate_resource(resource)
-    except InvalidResource:
-        return False
-    return True
-
-
 def _pydantic_issues(resource_type: str, error: ValidationError) -> list[dict[str, Any]]:
     issues = []
     for err in error.errors(include_input=False, include_url=False):
@@ -863,14 +855,3 @@ class _Walker:
             self.issues.append(_issue("value", f"{kind} is not a resource type", where))
             return None
         return kind
-
-
-def check_all(resources: Iterable[dict]) -> list[dict[str, Any]]:
-    """Every issue of several resources (empty when all are valid)."""
-    issues: list[dict[str, Any]] = []
-    for resource in resources:
-        try:
-            validate_resource(resource)
-        except InvalidResource as error:
-            issues += error.issues
-    return issues

@@ -772,11 +772,6 @@ def rulebase() -> RuleBase:
     return get_engine().rulebase
 
 
-def as_domain_value(value: Any) -> Any:
-    """Enum members become their value so that facts match the YAML domains."""
-    return getattr(value, "value", value)
-
-
 __all__: Sequence[str] = [
     "ANY",
     "Check",

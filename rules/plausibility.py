@@ -59,12 +59,6 @@ def as_number(value: object) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def number_problem(value: object, what: str) -> str | None:
-    if as_number(value) is None:
-        return f"{what} is not a finite number"
-    return None
-
-
 def length_problem(value_mm: Decimal | None, what: str, limits: PlausibilityLimits = DEFAULT_LIMITS) -> str | None:
     """A length in mm: 0 ≤ value ≤ max_lesion_mm (both inclusive)."""
     if value_mm is None:

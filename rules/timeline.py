@@ -19,7 +19,6 @@ from rules.facts import (
     LesionMeasurement,
     LesionRole,
     LesionStatus,
-    LocalTherapy,
     PatientFacts,
     ReferenceMeasurement,
     Scan,
@@ -93,9 +92,6 @@ class Timeline:
         if self.treatment_start is not None:
             return self.treatment_start
         return self.baseline.scan_date if self.baseline else None
-
-    def local_therapies_before(self, day: dt.date) -> list[LocalTherapy]:
-        return [t for t in self.facts.local_therapies if t.performed_date <= day]
 
 
 def first_therapy(facts: PatientFacts) -> TherapyLine | None:

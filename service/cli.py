@@ -108,7 +108,7 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_dicom(settings: Settings, _args) -> int:
     from dicom_listener.scp import ListenerConfig, start_listener
-    from service.dicom_ingest import DicomIngest
+    from service.ingest.dicom_ingest import DicomIngest
     from service.persistence.db import Database
 
     if refused := _cannot_listen("DICOM", settings.dicom_host, settings.dicom_port):

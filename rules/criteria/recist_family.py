@@ -212,11 +212,6 @@ def new_lesion_readings(
     return unequivocal, equivocal
 
 
-def first_seen_date(timeline: Timeline, lesion: TrackedLesion) -> dt.date:
-    """RECIST 1.1 §4.3.2: PD from a confirmed equivocal lesion is dated to the first scan showing it."""
-    return lesion.first_seen
-
-
 def is_measurable(measurement: LesionMeasurement, ruleset: RuleSet, slice_thickness_mm: Decimal | None = None) -> bool:
     """RECIST 1.1 §3.1.1: LD ≥ max(10 mm, 2 × slice thickness); nodes SA ≥ 15 mm."""
     if measurement.status is not LesionStatus.PRESENT:

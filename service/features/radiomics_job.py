@@ -31,19 +31,12 @@ from service.ops.logs import pseudonym
 from service.persistence.db import Database
 from service.persistence.fhir_store import get_resource, save_resource
 from service.persistence.models import Lesion, Patient, Segment, utcnow
-from service.persistence.store import enqueue
 
 logger = logging.getLogger(__name__)
 
 JOB_KIND = "radiomics"
 INTENSITY_UNITS = {"CT": "[hnsf'U]"}
 """UCUM unit of the modality-LUT output (Hounsfield units on CT); other modalities: unit not stated."""
-
-
-def queue_features(session: Session, segment: Segment) -> None:
-    enqueue(
-        session, JOB_KIND, f"{JOB_KIND}:{segment.id}", patient_id=segment.patient_id, payload={"segment_id": segment.id}
-    )
 
 
 def radiomics_settings(settings: Settings) -> RadiomicsSettings:

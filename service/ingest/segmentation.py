@@ -1,6 +1,6 @@
 """DICOM SEG measurement by the worker (contract §9.6), pixel retention, and (image, mask, spacing) for features.
 
-Flow: the listener stores a SEG as received and queues a ``seg`` job (``service/dicom_ingest.py``). The job
+Flow: the listener stores a SEG as received and queues a ``seg`` job (``service/ingest/dicom_ingest.py``). The job
 (``process_seg``) checks that every source image the SEG names is stored with its pixel data:
 - images missing → the SEG is *pending* (``PendingInput`` ``dicom-seg`` rows, one per awaited series, listed in
   ``/api/pending``); each arriving image of such a series re-queues the job, postponed to the settle time;

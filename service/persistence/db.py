@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psycopg
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -165,7 +164,3 @@ def migrate(url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     with _migrate_lock:
         command.upgrade(alembic_config(url), "head")
-
-
-def engine_for_url(url: str) -> Engine:
-    return Database(url).engine

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import UnaryExpression, and_, false, func, or_, select, tuple_
+from sqlalchemy import UnaryExpression, and_, false, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from service.persistence.models import FhirIdentifier, FhirResource, Patient, utcnow
@@ -347,12 +347,3 @@ def _content_matches(content: Mapping[str, Any], params: Mapping[str, list[str]]
         if not any(token in _codes(content.get("category")) for token in raw.split(",")):
             return False
     return True
-
-
-def count_resources(session: Session, resource_type: str) -> int:
-    return (
-        session.scalar(
-            select(func.count()).select_from(FhirResource).where(FhirResource.resource_type == resource_type)
-        )
-        or 0
-    )

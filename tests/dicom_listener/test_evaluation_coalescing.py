@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from dicom_listener.scp import ListenerConfig, start_listener
 from service.assessment.worker import Worker
 from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
-from service.dicom_ingest import DicomIngest
+from service.ingest.dicom_ingest import DicomIngest
 from service.persistence.models import Assessment, Job, utcnow
 
 ROOT = "1.2.826.0.1.3680043.10.511.18"

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from dicom_listener.scp import ListenerConfig, start_listener
 from service.assessment.worker import Worker
 from service.demo.sr_writer import LesionSpec, build_ct_image, build_measurement_report
-from service.dicom_ingest import DicomIngest
+from service.ingest.dicom_ingest import DicomIngest
 from service.persistence.models import Instance, Measurement
 from tests.support.dcmtk import echoscu, storescu
 

@@ -965,7 +965,7 @@ def send_dicom(settings, db, datasets) -> list[int]:
     ``DicomIngest``; the statuses."""
     from dicom_listener.scp import ListenerConfig, start_listener
     from service.demo.cohort import send_datasets
-    from service.dicom_ingest import DicomIngest
+    from service.ingest.dicom_ingest import DicomIngest
 
     config = ListenerConfig(ae_title=settings.ae_title, host="127.0.0.1", port=settings.dicom_port)
     server = start_listener(config, DicomIngest(db, settings))

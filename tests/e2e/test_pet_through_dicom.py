@@ -17,7 +17,7 @@ from dicom_listener.scp import ListenerConfig, start_listener
 from service.assessment.facts_loader import load_facts
 from service.assessment.worker import Worker
 from service.demo.sr_writer import LesionSpec, ReferenceRegionSpec, build_measurement_report, build_pet_image
-from service.dicom_ingest import DicomIngest
+from service.ingest.dicom_ingest import DicomIngest
 from service.persistence.models import Assessment, Patient
 from tests.support.dcmtk import storescu
 

@@ -24,7 +24,7 @@ from hypothesis import given
 
 from dicom_listener.errors import InstanceRefused
 from dicom_listener.scp import ReceivedInstance, refusal_status
-from service.dicom_ingest import DicomIngest
+from service.ingest.dicom_ingest import DicomIngest
 from tests.faults.harness import counts
 from tests.fuzz.conftest import fuzz_settings
 from tests.fuzz.dicom_cases import (

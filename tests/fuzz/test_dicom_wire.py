@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dicom_listener.scp import ListenerConfig, start_listener
-from service.dicom_ingest import DicomIngest
+from service.ingest.dicom_ingest import DicomIngest
 from tests.faults.harness import counts, store
 from tests.fuzz.conftest import fuzz_settings
 from tests.fuzz.dicom_cases import seed_datasets, with_fresh_uid

@@ -48,7 +48,7 @@ from dicom_listener.tid1500.facts import measurements_of
 from dicom_listener.tid1500.model import ParsedReport, SRParseError
 from dicom_listener.tid1500.reader import parse_measurement_report
 from rules.plausibility import birth_date_problem, scan_date_problem
-from service.ai_results import publish_algorithm_results
+from service.ingest.ai_results import publish_algorithm_results
 from service.ops.config import Settings, today
 from service.ops.logs import pseudonym
 from service.persistence.db import Database, DatabaseUnavailable
