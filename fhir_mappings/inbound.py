@@ -276,10 +276,6 @@ def lesion_identity(
     raise MappingError("the lesion's BodyStructure carries neither a tracking UID nor a label", "Observation.focus")
 
 
-def _immunorad_component(component: Mapping[str, Any], canonical: str) -> str | None:
-    return code_in(component.get("code"), f"{canonical}/CodeSystem/immunorad")
-
-
 def map_tumour_observation(
     resource: Mapping[str, Any],
     canonical: str,

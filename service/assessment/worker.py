@@ -16,9 +16,8 @@ import logging
 import random
 import threading
 import time
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, exists, select, update
+from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import aliased
 
 from service.assessment.evaluation import evaluate_and_publish
@@ -245,9 +244,6 @@ class Worker:
                     done += acknowledge.apply_flag_read_back(session, alert, inactive) is not None
         return done
 
-    def recover_stale_jobs(self) -> None:
-        """Running jobs belong to a transaction; none survive a crash. Nothing to do (kept for clarity)."""
-
     # -- outbox -----------------------------------------------------------------------------------------
     def deliver_one(self) -> bool:
         if self.ehr is None:
@@ -390,11 +386,3 @@ def pending_work(db: Database) -> dict[str, int]:
             or 0
         )
     return {"jobs": jobs, "outbox": outbox}
-
-
-def requeue_failed_deliveries(db: Database) -> int:
-    with db.write() as session:
-        result = session.execute(
-            update(OutboxMessage).where(OutboxMessage.status == "pending").values(next_attempt_at=utcnow())
-        )
-        return cast(CursorResult[Any], result).rowcount or 0  # an UPDATE's result is a CursorResult

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, select, text, update
+from sqlalchemy import case, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -242,10 +242,6 @@ def audit(
             detail=detail or {},
         )
     )
-
-
-def mark_study_activity(session: Session, study: Study) -> None:
-    session.execute(update(Study).where(Study.id == study.id).values(last_instance_at=utcnow()))
 
 
 def pending_inputs(session: Session, patient_id: str | None = None) -> list[dict[str, Any]]:
