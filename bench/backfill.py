@@ -376,6 +376,8 @@ def run(srs: int, workers: int, log=print) -> dict:
                 IMMUNORAD_HTTP_PORT=str(http),
                 IMMUNORAD_DICOM_PORT=str(dicom),
                 IMMUNORAD_EHR_FHIR_URL=ehr.base_url,
+                # A history load: coalesce each patient's evaluations (the default, 0, evaluates at once).
+                IMMUNORAD_EVALUATE_COALESCE_SECONDS="2",
             )
             roles = [Role("api", env, folder), Role("dicom", env, folder)]
             roles += [Role("worker", env, folder / f"w{i}") for i in range(workers)]

@@ -68,9 +68,11 @@ class Settings:
     study_settle_seconds: float = 10.0
     """IMMUNORAD_STUDY_SETTLE_SECONDS: a study is evaluated this long after its last received instance
     (C-STORE has no "study complete"), also when images arrive without a report."""
-    evaluate_coalesce_seconds: float = 2.0
+    evaluate_coalesce_seconds: float = 0.0
     """IMMUNORAD_EVALUATE_COALESCE_SECONDS: a patient's evaluation queued by intake (DICOM SR and SEG, a settled
-    study, FHIR) waits this long for more of the patient's inputs, restarted by each; 0 = evaluate at once."""
+    study, FHIR) waits this long for more of the patient's inputs, restarted by each; 0 (default) = evaluate at once,
+    so the report of a study sent now reaches the EHR within the second. Set it (e.g. 2) while loading history: a
+    backfill then evaluates each patient about once instead of once per report (bench/RESULTS.md, backfill)."""
     evaluate_coalesce_max_seconds: float = 30.0
     """IMMUNORAD_EVALUATE_COALESCE_MAX_SECONDS: the wait ends at the latest this long after the first of those
     inputs, however steadily more arrive."""
@@ -329,7 +331,7 @@ def load_settings() -> Settings:
         dicom_tls_key=_env("IMMUNORAD_DICOM_TLS_KEY"),
         dicom_tls_ca=_env("IMMUNORAD_DICOM_TLS_CA"),
         study_settle_seconds=float(_env("IMMUNORAD_STUDY_SETTLE_SECONDS", "10")),
-        evaluate_coalesce_seconds=float(_env("IMMUNORAD_EVALUATE_COALESCE_SECONDS", "2")),
+        evaluate_coalesce_seconds=float(_env("IMMUNORAD_EVALUATE_COALESCE_SECONDS", "0")),
         evaluate_coalesce_max_seconds=float(_env("IMMUNORAD_EVALUATE_COALESCE_MAX_SECONDS", "30")),
         ehr_fhir_url=(_env("IMMUNORAD_EHR_FHIR_URL") or None),
         ehr_token=_env("IMMUNORAD_EHR_TOKEN"),
