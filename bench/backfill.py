@@ -44,6 +44,7 @@ from bench.common import (
     postgres_cpu_seconds,
     postgres_database,
     process_cpu_seconds,
+    process_stats,
     rmtree,
     role_env,
     tmpdir,
@@ -188,17 +189,7 @@ def send(port: int, files: list[Path]) -> tuple[int, list[int | None]]:
 
 def tree_cpu(session_id: int) -> float:
     """CPU seconds of every live process in the session ``session_id`` (a role and its gunicorn workers)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[3]) == session_id:
-            total += process_cpu_seconds(stat)
-    return total
+    return sum(process_cpu_seconds(stat) for _, session, stat in process_stats() if session == session_id)
 
 
 def children_cpu() -> float:

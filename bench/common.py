@@ -363,8 +363,8 @@ def postgres_cpu_seconds(settle: float = 0.25) -> float | None:
     return previous
 
 
-def _postgres_cpu_now() -> float | None:
-    total, seen = 0.0, False
+def process_stats() -> Iterator[tuple[str, int, str]]:
+    """(command name, session id, the whole ``/proc/<pid>/stat`` line) of every live process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -372,10 +372,12 @@ def _postgres_cpu_now() -> float | None:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if stat[stat.index("(") + 1 : stat.rindex(")")] in ("postgres", "postmaster"):
-            total += process_cpu_seconds(stat)
-            seen = True
-    return total if seen else None
+        yield stat[stat.index("(") + 1 : stat.rindex(")")], int(stat.rsplit(")", 1)[1].split()[3]), stat
+
+
+def _postgres_cpu_now() -> float | None:
+    cpu = [process_cpu_seconds(stat) for name, _, stat in process_stats() if name in ("postgres", "postmaster")]
+    return sum(cpu) if cpu else None
 
 
 def tmpdir(prefix: str) -> Path:
