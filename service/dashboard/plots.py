@@ -171,6 +171,21 @@ def _line(
     )
 
 
+def _reference_line(frame: _Frame, value: float, stroke: str) -> str:
+    """A criterion's threshold as a dashed line across the plot at ``value`` %."""
+    y = frame.y(value)
+    return _line(
+        frame.left,
+        y,
+        frame.width - frame.right,
+        y,
+        stroke=stroke,
+        dash="4 3",
+        css="reference-line",
+        data={"value": value},
+    )
+
+
 def spread(
     positions: Sequence[float], gap: float = LABEL_GAP, low: float = -math.inf, high: float = math.inf
 ) -> list[float]:
@@ -282,18 +297,7 @@ def spider_plot(
     )
     for value, label in lines:
         y = frame.y(value)
-        body.append(
-            _line(
-                frame.left,
-                y,
-                frame.width - frame.right,
-                y,
-                stroke="#777777",
-                dash="4 3",
-                css="reference-line",
-                data={"value": value},
-            )
-        )
+        body.append(_reference_line(frame, value, "#777777"))
         # At the left, where every line still starts from 0 %: clear of the lines' ends and their names.
         body.append(_text(frame.left + 4, y - 4 if value >= 0 else y + 12, label, css="reference-label", size=10))
     zero = frame.y(0)
@@ -529,19 +533,7 @@ def waterfall(
     bar_width = max(2.0, min(36.0, slot * 0.7))
     zero = frame.y(0)
     for value, _ in lines:
-        y = frame.y(value)
-        body.append(
-            _line(
-                frame.left,
-                y,
-                frame.width - frame.right,
-                y,
-                stroke="#555555",
-                dash="4 3",
-                css="reference-line",
-                data={"value": value},
-            )
-        )
+        body.append(_reference_line(frame, value, "#555555"))
     # Threshold names where the sorted bars leave room: an increase threshold at the right end above its line
     # (the bars there are the decreases), a decrease threshold at the left end below it; apart from each other.
     above = [(v, label) for v, label in lines if v >= 0]
