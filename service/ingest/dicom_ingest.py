@@ -27,6 +27,7 @@ import os
 import re
 import time
 import zlib
+from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from sqlalchemy import delete, func, select, text
@@ -119,10 +120,11 @@ class DicomIngest:
         started = time.monotonic()
         attempts = 0
         try:
+            early = self._parse_early(ds, header) if header.sop_class_uid in TID1500_SR_CLASSES else None
             for attempt in range(3):
                 attempts = attempt + 1
                 try:
-                    self._store(received, ds, header)
+                    self._store(received, ds, header, early)
                     return
                 except IntegrityError:
                     # A concurrent association stored the same instance, patient or study first: retry,
@@ -153,7 +155,25 @@ class DicomIngest:
                 )
 
     # -- the transaction ------------------------------------------------------------------------------
-    def _store(self, received: ReceivedInstance, ds: Dataset, header: InstanceHeader) -> None:
+    def _parse_early(self, ds: Dataset, header: InstanceHeader) -> _EarlyParse | None:
+        """An SR read before the write transaction, so that the parse (most of an SR's cost) holds no write lock and
+        overlaps other associations' commits; ``None`` for a re-sent instance (nothing to read). The transaction
+        uses it only if the referenced images it was read with are still the stored ones (``_store``)."""
+        with self.db.read() as session:
+            if self._already_stored(session, header):
+                return None
+            references = self._referenced_images(session, ds)
+        return _EarlyParse(references, self._parse_sr(ds, header, references))
+
+    @staticmethod
+    def _already_stored(session, header: InstanceHeader) -> bool:
+        return (
+            session.scalars(select(Instance.id).where(Instance.sop_uid == header.sop_instance_uid)).first() is not None
+        )
+
+    def _store(
+        self, received: ReceivedInstance, ds: Dataset, header: InstanceHeader, early: _EarlyParse | None = None
+    ) -> None:
         parsed: ParsedReport | None = None
         is_sr = header.sop_class_uid in TID1500_SR_CLASSES
         is_seg = header.sop_class_uid in SEG_CLASSES
@@ -162,10 +182,7 @@ class DicomIngest:
                 # Answer 0xA700 (retry) before the sender's own timeout aborts the association (Settings).
                 wait_ms = max(1, int(self.settings.dicom_lock_wait_seconds * 1000))
                 session.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
-            if (
-                session.scalars(select(Instance.id).where(Instance.sop_uid == header.sop_instance_uid)).first()
-                is not None
-            ):
+            if self._already_stored(session, header):
                 audit(
                     session,
                     action="C",
@@ -178,7 +195,11 @@ class DicomIngest:
                 return
             study = study_by_uid(session, header.study_instance_uid)
             if is_sr:
-                parsed = self._parse_sr(session, ds, header)
+                references = self._referenced_images(session, ds)
+                if early is not None and _same_images(early.references, references):
+                    parsed = early.parsed
+                else:  # an image it references arrived meanwhile (or the SR was first seen as a duplicate)
+                    parsed = self._parse_sr(ds, header, references)
             elif not header.patient_id and (study is None or study.patient_id is None):
                 raise NoPatient("no Patient ID: an image must identify its patient")
             patient = None
@@ -267,8 +288,8 @@ class DicomIngest:
             },
         )
 
-    def _parse_sr(self, session, ds: Dataset, header: InstanceHeader) -> ParsedReport:
-        parsed = self._read_sr(session, ds)
+    def _parse_sr(self, ds: Dataset, header: InstanceHeader, references: dict[str, Dataset]) -> ParsedReport:
+        parsed = self._read_sr(ds, references)
         usable = [g for g in parsed.groups if g.rejected_reason is None or g.awaited_images]
         if parsed.groups and not usable:
             # Contract §9.2: the groups were rejected and nothing usable remains.
@@ -277,8 +298,7 @@ class DicomIngest:
             raise Implausible("no usable measurement group: " + _shorten("; ".join(reasons), 300))
         return parsed
 
-    def _read_sr(self, session, ds: Dataset) -> ParsedReport:
-        references = self._referenced_images(session, ds)
+    def _read_sr(self, ds: Dataset, references: dict[str, Dataset]) -> ParsedReport:
         try:
             return parse_measurement_report(ds, references, self.settings.plausibility)
         except SRParseError as exc:
@@ -370,7 +390,8 @@ class DicomIngest:
             previously = {
                 p.group_index for p in session.scalars(select(PendingInput).where(PendingInput.source_ref == sop_uid))
             }
-            parsed = self._read_sr(session, read_header(sr.content)[0])
+            stored = read_header(sr.content)[0]
+            parsed = self._read_sr(stored, self._referenced_images(session, stored))
             session.execute(delete(PendingInput).where(PendingInput.source_ref == sop_uid))
             session.execute(
                 delete(Measurement).where(Measurement.source_kind == "dicom-sr", Measurement.source_ref == sop_uid)
@@ -488,6 +509,21 @@ class DicomIngest:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class _EarlyParse:
+    """An SR parsed before its write transaction, with the stored images it was read against."""
+
+    references: dict[str, Dataset]
+    parsed: ParsedReport
+
+
+def _same_images(before: dict[str, Dataset], now: dict[str, Dataset]) -> bool:
+    """The referenced images found, and their Pixel Spacing, are the same (what the parse used of them)."""
+    return before.keys() == now.keys() and all(
+        before[uid].get("PixelSpacing") == now[uid].get("PixelSpacing") for uid in before
+    )
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -14,7 +14,10 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
+from dicom_listener.headers import read_header
+from dicom_listener.scp import ReceivedInstance
 from service.assessment.worker import Worker
+from service.ingest.dicom_ingest import DicomIngest
 from service.persistence.models import Assessment, Instance, Measurement, Patient, PendingInput
 from tests.dicom_listener.test_scp import count, listener, pynetdicom_store  # noqa: F401 -- pytest fixtures: imported to be used by name as test arguments
 from tests.support.dcmtk import storescu
@@ -122,3 +125,32 @@ def test_a_pending_group_that_can_never_resolve_stays_visible_with_its_reason(li
     assert len(app_client.get(f"/api/patients/{patient.id}").get_json()["pending"]) == 3
     page = app_client.get(f"/ui/patients/{patient.id}")
     assert page.status_code == 200 and b"Pending measurements" in page.data and b"unresolvable" in page.data
+
+
+def _received(path: Path) -> ReceivedInstance:
+    ds = pydicom.dcmread(path)
+    return ReceivedInstance(
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        calling_ae="TEST",
+        encoded=path.read_bytes(),
+    )
+
+
+def test_an_image_stored_while_its_sr_was_being_read_is_used_by_the_sr(settings, db):
+    """An SR is read before its write transaction (no write lock held while parsing); when one of its images is
+    stored in between, the transaction reads the SR again with it: mm, not pixels, and nothing left pending."""
+    ingest = DicomIngest(db, settings)
+    sr = _received(REPORTS[0])
+    ds, header = read_header(sr.encoded)
+    early = ingest._parse_early(ds, header)
+    assert early is not None and all(g.awaited_images for g in early.parsed.groups)  # no images yet: pixels
+    for path in IMAGES:  # another association stores the images meanwhile
+        ingest(_received(path))
+    ingest._store(sr, ds, header, early)
+    with db.read() as session:
+        assert session.scalars(select(PendingInput)).all() == []
+        lengths = sorted(m.long_axis_mm for m in session.scalars(select(Measurement)))
+    # The fixtures' README, baseline long axes: T1 30, T2 40, N1 25 mm (pixel lengths × the 5 mm Pixel Spacing).
+    assert lengths == [25, 30, 40], lengths
