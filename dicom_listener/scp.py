@@ -16,7 +16,9 @@ is the one table from those to status codes.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time
+from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_listener.errors import (
     CannotUnderstand,
@@ -253,6 +256,8 @@ class ListenerConfig:
     tls_key: str | None = None
     tls_ca: str | None = None
     maximum_associations: int = 16
+    reuse_port: bool = False
+    """Bind with ``SO_REUSEPORT``: several listener processes share the port (``SharedPortServer``)."""
 
 
 def tls_context(config: ListenerConfig) -> ssl.SSLContext | None:
@@ -283,6 +288,17 @@ def build_ae(config: ListenerConfig) -> AE:
     return ae
 
 
+class SharedPortServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server bound with ``SO_REUSEPORT``, through ``AE.make_server``'s ``server_class``:
+    several processes listen on one port and the kernel spreads the incoming connections among them, each
+    association served whole by the process that accepted it. (pynetdicom's ``server_bind`` sets its own options
+    and binds, without socketserver's ``allow_reuse_port``: the option is set here, before it.)"""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def start_listener(config: ListenerConfig, store: StoreCallback, *, on_refused: RefusalCallback | None = None):
     """Start the SCP; returns pynetdicom's server so the caller can shut it down.
 
@@ -296,9 +312,20 @@ def start_listener(config: ListenerConfig, store: StoreCallback, *, on_refused: 
         (evt.EVT_CONN_CLOSE, _end_unrequested_association),
         (evt.EVT_REJECTED, _handle_rejected, [report]),
     ]
-    server = ae.start_server(
-        (config.host, config.port), block=False, evt_handlers=handlers, ssl_context=tls_context(config)
-    )
+    server: ThreadedAssociationServer | None
+    if config.reuse_port:
+        # What ``AE.start_server(block=False)`` does, with our server class.
+        server = ae.make_server(
+            (config.host, config.port),
+            evt_handlers=handlers,
+            ssl_context=tls_context(config),
+            server_class=SharedPortServer,
+        )
+        threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
+    else:
+        server = ae.start_server(
+            (config.host, config.port), block=False, evt_handlers=handlers, ssl_context=tls_context(config)
+        )
     if config.tls_cert:
         _audit_tls_failures(server, report)
     return server

@@ -106,12 +106,14 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def cmd_dicom(settings: Settings, _args) -> int:
+def cmd_dicom(settings: Settings, args) -> int:
     from dicom_listener.scp import ListenerConfig, start_listener
     from service.ingest.dicom_ingest import DicomIngest
+    from service.ops.shared_port import Siblings
     from service.persistence.db import Database
 
-    if refused := _cannot_listen("DICOM", settings.dicom_host, settings.dicom_port):
+    sibling = getattr(args, "sibling", False)
+    if not sibling and (refused := _cannot_listen("DICOM", settings.dicom_host, settings.dicom_port)):
         return refused
     db = Database(settings.database_url, pool_size=10)
     config = ListenerConfig(
@@ -122,13 +124,27 @@ def cmd_dicom(settings: Settings, _args) -> int:
         tls_cert=settings.dicom_tls_cert,
         tls_key=settings.dicom_tls_key,
         tls_ca=settings.dicom_tls_ca,
+        reuse_port=settings.dicom_processes > 1,
     )
     ingest = DicomIngest(db, settings)
     server = start_listener(config, ingest, on_refused=ingest.association_refused)
     logger.info(
         "DICOM listener started",
-        extra={"fields": {"port": settings.dicom_port, "ae": settings.ae_title, "tls": bool(settings.dicom_tls_cert)}},
+        extra={
+            "fields": {
+                "port": settings.dicom_port,
+                "ae": settings.ae_title,
+                "tls": bool(settings.dicom_tls_cert),
+                "processes": settings.dicom_processes,
+            }
+        },
     )
+    stop = _stop_on_signals()
+    if sibling:  # one of the processes the first one started (service.ops.shared_port): it ends with its parent
+        Siblings.follow_parent(stop)
+        server.shutdown()
+        return 0
+    siblings = Siblings(settings.dicom_processes - 1)
     role_http = None
     if settings.role_http_port:
         from service.ops.role_http import start_role_http
@@ -139,12 +155,11 @@ def cmd_dicom(settings: Settings, _args) -> int:
             db,
             lambda: {"database": db.ping(), "dicom-listener": True},
         )
-    stop = _stop_on_signals()
-    stop.wait()
+    failed = siblings.supervise(stop)
     server.shutdown()
     if role_http:
         role_http.shutdown()
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_worker(settings: Settings, _args) -> int:
@@ -204,11 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--demo", action="store_true", help="send the synthetic demo cohort once the service is up")
     for name, text in (
         ("api", "the HTTP API under gunicorn"),
-        ("dicom", "the DICOM C-STORE listener"),
+        ("dicom", "the DICOM C-STORE listener (IMMUNORAD_DICOM_PROCESSES processes sharing its port)"),
         ("worker", "the evaluation worker and EHR outbox"),
         ("migrate", "apply database migrations"),
     ):
-        sub.add_parser(name, help=text)
+        role = sub.add_parser(name, help=text)
+        if name == "dicom":
+            role.add_argument("--sibling", action="store_true", help=argparse.SUPPRESS)
     demo = sub.add_parser("demo", help="send the synthetic cohort to a running service")
     demo.add_argument("--url", help="base URL of the service's HTTP API (default from the environment)")
     demo.add_argument("--token", help="API token (default: IMMUNORAD_API_TOKEN or var/api-token)")

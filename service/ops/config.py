@@ -93,6 +93,11 @@ class Settings:
     retry_backoff_seconds: float = 2.0
     """IMMUNORAD_RETRY_BACKOFF_SECONDS: first wait before a failed delivery or job is retried; each further
     failure doubles it (±20 % jitter), up to 15 minutes."""
+    dicom_processes: int = 1
+    """IMMUNORAD_DICOM_PROCESSES: listener processes sharing the DICOM port (``SO_REUSEPORT``; the kernel spreads
+    the associations among them). One process decodes on one core at a time (Python's GIL), so on a host with
+    several cores and several sending associations more processes take more instances per second
+    (``bench/RESULTS.md``). ``immunorad dicom`` starts the others and stops them with itself; from 1 to 16."""
     dicom_lock_wait_seconds: float = 15.0
     """IMMUNORAD_DICOM_LOCK_WAIT_SECONDS: longest wait of a C-STORE for a row another transaction holds
     (PostgreSQL ``lock_timeout``) before it answers 0xA700 so that the sender retries that instance. Senders
@@ -341,6 +346,7 @@ def load_settings() -> Settings:
         ehr_scope=_env("IMMUNORAD_EHR_SCOPE", Settings.ehr_scope),
         ehr_timeout_seconds=float(_env("IMMUNORAD_EHR_TIMEOUT_SECONDS", "30")),
         retry_backoff_seconds=float(_env("IMMUNORAD_RETRY_BACKOFF_SECONDS", "2")),
+        dicom_processes=min(16, max(1, _int("IMMUNORAD_DICOM_PROCESSES", 1))),
         dicom_lock_wait_seconds=float(_env("IMMUNORAD_DICOM_LOCK_WAIT_SECONDS", "15")),
         ehr_token_url=_env("IMMUNORAD_EHR_TOKEN_URL"),
         ehr_jku=_env("IMMUNORAD_EHR_JKU"),
