@@ -43,11 +43,10 @@ from bench.common import (
     free_port,
     postgres_cpu_seconds,
     postgres_database,
-    process_cpu_seconds,
-    process_stats,
     rmtree,
     role_env,
     tmpdir,
+    tree_cpu,
     wait_port,
 )
 
@@ -185,11 +184,6 @@ def send(port: int, files: list[Path]) -> tuple[int, list[int | None]]:
 
 
 # -- measuring -----------------------------------------------------------------------------------------
-
-
-def tree_cpu(session_id: int) -> float:
-    """CPU seconds of every live process in the session ``session_id`` (a role and its gunicorn workers)."""
-    return sum(process_cpu_seconds(stat) for _, session, stat in process_stats() if session == session_id)
 
 
 def children_cpu() -> float:

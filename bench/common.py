@@ -325,8 +325,9 @@ class Role:
         return float("nan")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process (and its reaped children)."""
-        return process_cpu_seconds(Path(f"/proc/{self.pid}/stat").read_text())
+        """User + system CPU time of the role: every live process of its session (the role's own, gunicorn's
+        workers, the DICOM listener's sibling processes) and the children they reaped."""
+        return tree_cpu(self.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -373,6 +374,11 @@ def process_stats() -> Iterator[tuple[str, int, str]]:
         except OSError:
             continue
         yield stat[stat.index("(") + 1 : stat.rindex(")")], int(stat.rsplit(")", 1)[1].split()[3]), stat
+
+
+def tree_cpu(session_id: int) -> float:
+    """CPU seconds of every live process in the session ``session_id`` (a role and the processes it started)."""
+    return sum(process_cpu_seconds(stat) for _, session, stat in process_stats() if session == session_id)
 
 
 def _postgres_cpu_now() -> float | None:

@@ -244,14 +244,18 @@ class Bare(Receiver):
 
 
 class Ours(Receiver):
-    def __init__(self, backend: str, url: str, folder: Path) -> None:
+    def __init__(self, backend: str, url: str, folder: Path, processes: int = 1) -> None:
+        """``processes``: IMMUNORAD_DICOM_PROCESSES, listener processes sharing the port."""
+        database = "SQLite" if backend == "sqlite" else "PostgreSQL"
         super().__init__(
-            f"immunorad-{backend}", f"immunorad listener, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}"
+            f"immunorad-{backend}" + (f"-x{processes}" if processes > 1 else ""),
+            f"immunorad listener, {database}" + (f", {processes} processes" if processes > 1 else ""),
         )
         self.url = url
-        self.role = Role(
-            "dicom", role_env(url, folder / self.name, IMMUNORAD_DICOM_PORT=str(self.port)), folder / self.name
+        env = role_env(
+            url, folder / self.name, IMMUNORAD_DICOM_PORT=str(self.port), IMMUNORAD_DICOM_PROCESSES=str(processes)
         )
+        self.role = Role("dicom", env, folder / self.name)
         wait_port(self.port)
         self.stored = 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import signal
 import statistics
@@ -80,7 +81,13 @@ def receiver_cpu(receiver: Receiver) -> float | None:
 
 
 def measure(
-    kinds: list[str], associations: list[int], repeats: int, sizes: dict[str, int], backends: list[str], log
+    kinds: list[str],
+    associations: list[int],
+    repeats: int,
+    sizes: dict[str, int],
+    backends: list[str],
+    log,
+    processes: tuple[int, ...] = (1,),
 ) -> tuple[dict, dict, dict]:
     """Rates per (kind, receiver, associations), the receivers' labels, CPU ms per instance per (kind, receiver)."""
     folder = tmpdir("sr-intake")
@@ -90,9 +97,12 @@ def measure(
     """CPU milliseconds per instance of the receiving process (user + system), per (kind, receiver)."""
     receivers: list[Receiver] = []
     try:
-        with sqlite_database(folder / "sqlite") as sqlite_url, postgres_database() as pg:
-            urls = {"sqlite": sqlite_url, "postgresql": pg}
-            receivers = [Dcmtk(folder), BareDisk(folder)] + [Ours(b, urls[b], folder) for b in backends]
+        with contextlib.ExitStack() as databases:
+            receivers = [Dcmtk(folder), BareDisk(folder)]
+            for backend in backends:
+                for n in processes:  # each receiver its own database: nothing it is sent is a duplicate
+                    database = sqlite_database(folder / f"sqlite-{n}") if backend == "sqlite" else postgres_database()
+                    receivers.append(Ours(backend, databases.enter_context(database), folder, n))
             sent = {r.name: 0 for r in receivers}
 
             def deliver(receiver: Receiver, files: list[Path], n_assoc: int) -> float:
@@ -270,7 +280,7 @@ def run(ctx) -> Section:
     kinds, associations = ["sr", "ct"], [1, 4]
     sizes = {"sr": 40 if ctx.quick else 150, "ct": 40 if ctx.quick else 200}
     repeats = 2 if ctx.quick else ctx.repeats
-    rates, labels, cpu_ms = measure(kinds, associations, repeats, sizes, ["sqlite", "postgresql"], ctx.log)
+    rates, labels, cpu_ms = measure(kinds, associations, repeats, sizes, ["sqlite", "postgresql"], ctx.log, (1, 2))
     return section(rates, labels, cpu_ms, kinds, associations, repeats, sizes)
 
 
@@ -280,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--associations", default="1,4")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--processes", default="1,2", help="IMMUNORAD_DICOM_PROCESSES of our listener, one receiver per value"
+    )
     parser.add_argument("--sr", type=int, default=150, help="SRs per run")
     parser.add_argument("--ct", type=int, default=200, help="CT images per run")
     parser.add_argument("--profile", type=Path, help="also profile the listener (py-spy) and write the top frames here")
@@ -297,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         associations = [int(a) for a in args.associations.split(",")]
         sizes = {"sr": args.sr, "ct": args.ct}
         load = os.getloadavg()[0]
-        rates, labels, cpu_ms = measure(kinds, associations, args.repeats, sizes, args.backends.split(","), log)
+        processes = tuple(int(n) for n in args.processes.split(","))
+        rates, labels, cpu_ms = measure(
+            kinds, associations, args.repeats, sizes, args.backends.split(","), log, processes
+        )
         text = render(section(rates, labels, cpu_ms, kinds, associations, args.repeats, sizes))
         print(text + f"\n(load average {load:.2f} before, {os.getloadavg()[0]:.2f} after)")
     if args.profile:
