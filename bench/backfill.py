@@ -208,11 +208,14 @@ def stored_json(engine) -> dict[str, int]:
     out = {}
     with engine.connect() as conn:
         for table, column, where, label in JSON_COLUMNS:
-            out[label] = int(
-                conn.execute(
-                    text(f"SELECT coalesce(sum(octet_length({column}::text)), 0) FROM {table} WHERE {where}")
-                ).scalar()
-            )
+            text_bytes, disk_bytes = conn.execute(
+                text(
+                    f"SELECT coalesce(sum(octet_length({column}::text)), 0), coalesce(sum(pg_column_size({column})), 0)"
+                    f" FROM {table} WHERE {where}"
+                )
+            ).one()
+            out[label] = int(text_bytes)
+            out[f"{label} (on disk, TOAST-compressed)"] = int(disk_bytes)
         out["database size"] = int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar())
     return out
 
@@ -494,7 +497,10 @@ def phase(*, cpu: dict[str, float], pg: float | None, patients: int, stored: dic
     if pg is not None:
         out["cpu_ms_per_patient"]["postgresql"] = round(1000 * pg / patients, 2)
     out["stored_bytes_per_patient"] = {k: round(v / patients) for k, v in stored.items()}
-    out["stored_json_bytes_per_patient"] = round(sum(v for k, v in stored.items() if k != "database size") / patients)
+    text_json = sum(v for k, v in stored.items() if k != "database size" and "on disk" not in k)
+    disk_json = sum(v for k, v in stored.items() if "on disk" in k)
+    out["stored_json_bytes_per_patient"] = round(text_json / patients)
+    out["stored_json_bytes_on_disk_per_patient"] = round(disk_json / patients)
     return out
 
 

@@ -295,7 +295,8 @@ class SharedPortServer(ThreadedAssociationServer):
     and binds, without socketserver's ``allow_reuse_port``: the option is set here, before it.)"""
 
     def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.socket is not None:  # socketserver created it before binding; pynetdicom types it as optional
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
 
