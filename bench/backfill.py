@@ -38,8 +38,11 @@ from pathlib import Path
 
 from bench.common import (
     REPO,
+    Goal,
     Role,
+    Section,
     cpu_check,
+    fmt,
     free_port,
     postgres_cpu_seconds,
     postgres_database,
@@ -502,6 +505,102 @@ def phase(*, cpu: dict[str, float], pg: float | None, patients: int, stored: dic
     out["stored_json_bytes_per_patient"] = round(text_json / patients)
     out["stored_json_bytes_on_disk_per_patient"] = round(disk_json / patients)
     return out
+
+
+STORED_GOAL_BYTES = 60_000
+"""Issue 18: stored bytes per patient."""
+
+
+def section(result: dict) -> Section:
+    """``run``'s figures as a RESULTS.md section (``bench.run_all --only backfill``)."""
+    bf, ra = result["backfill"], result["reassess"]
+    n, patients = result["srs"], result["patients"]
+    out = Section("backfill", f"Backfill of {n:,} SRs through the real roles, then a reassess after a rule-base change")
+    out.setup += [
+        f"{n:,} TID 1500 SRs (our writer, 5 measurement groups) for {patients:,} patients, {SCANS} scans each, sent by "
+        f"{result['associations']} concurrent pynetdicom associations to `immunorad dicom`; {result['workers']} "
+        "`immunorad worker` processes; `immunorad api` (the therapy Bundles, posted and evaluated before the clock "
+        "starts); an HTTP EHR stand-in. PostgreSQL on 127.0.0.1; production settings but "
+        "IMMUNORAD_EVALUATE_COALESCE_SECONDS=2 (a history load: one evaluation per patient once its SRs are in).",
+        "Then `immunorad reassess --all --workers 2` from a copy of the source whose rule files differ by one comment "
+        "(a new rule-base version, the same decisions).",
+        f"Anchors of the same run: the computing alone (evaluation, report resources, hashes; no database) "
+        f"{result['compute_only_ms']:.1f} ms CPU per patient; `cpu_check` {result['cpu_check_ms_before']:.0f} ms "
+        f"before, {result['cpu_check_ms_after']:.0f} ms after.",
+    ]
+
+    def seconds(value) -> str:
+        return "" if value is None else f"{value:,.0f}"
+
+    out.tables.append(
+        (
+            ["phase (s from the first C-STORE)", "backfill", "reassess (from its start)"],
+            [
+                [
+                    f"intake: last of {n:,} C-STOREs answered ({bf['acknowledged']:,} acknowledged, "
+                    f"{bf['refused']} not; {bf['acknowledged'] / bf['intake_s']:.1f} SRs/s)",
+                    seconds(bf["intake_s"]),
+                    "",
+                ],
+                [
+                    "evaluation: job queue drained (reassess: the command's wall time)",
+                    seconds(bf["evaluated_s"]),
+                    seconds(ra["evaluated_s"]),
+                ],
+                [
+                    f"delivery: last Bundle at the EHR ({bf['bundles']:,} Bundles; reassess: {ra['bundles']:,})",
+                    seconds(bf["delivered_s"]),
+                    seconds(ra["delivered_s"]),
+                ],
+            ],
+        )
+    )
+    cpu_rows = []
+    for key in bf["cpu_ms_per_patient"]:
+        cpu_rows.append([key, fmt(bf["cpu_ms_per_patient"][key]), fmt(ra["cpu_ms_per_patient"].get(key, 0.0))])
+    out.tables.append((["CPU ms per patient", "backfill", "reassess"], cpu_rows))
+    stored_rows = [
+        [key, f"{value / 1000:,.1f}", f"{ra['stored_bytes_per_patient'].get(key, 0) / 1000:,.1f}"]
+        for key, value in bf["stored_bytes_per_patient"].items()
+    ]
+    stored_rows.append(
+        [
+            "all JSON columns, as text",
+            f"{bf['stored_json_bytes_per_patient'] / 1000:,.1f}",
+            f"{ra['stored_json_bytes_per_patient'] / 1000:,.1f}",
+        ]
+    )
+    stored_rows.append(
+        [
+            "all JSON columns, on disk (PostgreSQL's LZ4 TOAST compression)",
+            f"{bf['stored_json_bytes_on_disk_per_patient'] / 1000:,.1f}",
+            f"{ra['stored_json_bytes_on_disk_per_patient'] / 1000:,.1f}",
+        ]
+    )
+    out.tables.append((["stored KB per patient", "backfill", "reassess"], stored_rows))
+    out.goals.append(
+        Goal(
+            f"backfill of {n:,} SRs ({patients:,} patients, 4 associations): first C-STORE → last report at the EHR",
+            f"{bf['delivered_s'] / 60:.1f} min (intake {bf['intake_s'] / 60:.1f} min)",
+            "reported",
+            None,
+        )
+    )
+    out.goals.append(
+        Goal(
+            "stored bytes per patient ≤ 60 KB (JSON as text; on disk with PostgreSQL's compression)",
+            f"{bf['stored_json_bytes_per_patient'] / 1000:,.0f} KB ({bf['stored_json_bytes_on_disk_per_patient'] / 1000:,.0f} KB on disk)",
+            "≤ 60 KB",
+            bf["stored_json_bytes_per_patient"] <= STORED_GOAL_BYTES,
+        )
+    )
+    return out
+
+
+def run_section(ctx) -> Section:
+    """For ``bench.run_all --only backfill``: the goal's size (10 000 SRs), 250 with ``--quick``."""
+    srs = 250 if ctx.quick else int(os.environ.get("IMMUNORAD_BENCH_BACKFILL_SRS", "10000"))
+    return section(run(srs, 2, log=ctx.log))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@
 
 Each benchmark is measured side by side with its anchor in the same run; each figure is reported as
 min / median / max over the repeated runs. The machine, the versions and the load are recorded.
-Benchmarks: cstore (and memory), intake (SR intake, issue 18), evaluation, radiomics, reassess, e2e, fhir, rules, fuzz.
+Benchmarks: cstore (and memory), intake (SR intake, issue 18), evaluation, radiomics, reassess, backfill (issue 18),
+e2e, fhir, rules, fuzz.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from bench.common import Section, cpu_check, machine
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("rules", "evaluation", "radiomics", "fhir", "cstore", "intake", "e2e", "reassess", "fuzz")
+ORDER = ("rules", "evaluation", "radiomics", "fhir", "cstore", "intake", "e2e", "reassess", "backfill", "fuzz")
 MODULES = {
     "rules": "bench.rules_engine",
     "evaluation": "bench.evaluation",
@@ -35,6 +36,7 @@ MODULES = {
     "intake": "bench.sr_intake",
     "e2e": "bench.e2e",
     "reassess": "bench.reassess",
+    "backfill": "bench.backfill",
     "fuzz": "bench.fuzz",
 }
 
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         try:
             module = importlib.import_module(MODULES[key])
-            produced = module.run(ctx)
+            produced = getattr(module, "run_section", module.run)(ctx)
             produced = produced if isinstance(produced, list) else [produced]
             for section in produced:
                 section.seconds = (time.monotonic() - started) / len(produced)
