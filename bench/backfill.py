@@ -555,9 +555,24 @@ def section(result: dict) -> Section:
             ],
         )
     )
-    cpu_rows = []
-    for key in bf["cpu_ms_per_patient"]:
-        cpu_rows.append([key, fmt(bf["cpu_ms_per_patient"][key]), fmt(ra["cpu_ms_per_patient"].get(key, 0.0))])
+    names = {
+        "api0": "`immunorad api`",
+        "dicom1": "`immunorad dicom` (the listener)",
+        "worker2": "`immunorad worker` 1",
+        "worker3": "`immunorad worker` 2",
+        "reassess": "`immunorad reassess` and its pool",
+        "workers (evaluation + delivery)": "all evaluating processes (workers, reassess)",
+        "postgresql": "PostgreSQL server processes",
+    }
+    keys = list(dict.fromkeys([*bf["cpu_ms_per_patient"], *ra["cpu_ms_per_patient"]]))
+    cpu_rows = [
+        [
+            names.get(key, key),
+            fmt(bf["cpu_ms_per_patient"].get(key, 0.0)),
+            fmt(ra["cpu_ms_per_patient"].get(key, 0.0)),
+        ]
+        for key in keys
+    ]
     out.tables.append((["CPU ms per patient", "backfill", "reassess"], cpu_rows))
     stored_rows = [
         [key, f"{value / 1000:,.1f}", f"{ra['stored_bytes_per_patient'].get(key, 0) / 1000:,.1f}"]
