@@ -59,7 +59,9 @@ lint: install-test
 config-doc: install
 	$(BIN)/python -m service.ops.config_doc
 
+## Every benchmark, one run, into bench/RESULTS.md (about 90 minutes on a 2-core machine; see bench/run_all.py).
 bench: install-test
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run_all
 
 clean:

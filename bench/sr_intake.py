@@ -281,7 +281,38 @@ def run(ctx) -> Section:
     sizes = {"sr": 40 if ctx.quick else 150, "ct": 40 if ctx.quick else 200}
     repeats = 2 if ctx.quick else ctx.repeats
     rates, labels, cpu_ms = measure(kinds, associations, repeats, sizes, ["sqlite", "postgresql"], ctx.log, (1, 2))
-    return section(rates, labels, cpu_ms, kinds, associations, repeats, sizes)
+    result = section(rates, labels, cpu_ms, kinds, associations, repeats, sizes)
+    n = 60 if ctx.quick else 300
+    folder = tmpdir("sr-profile-out")
+    try:
+        report = profile(folder / "profile.txt", "sqlite", n, ctx.log)
+    finally:
+        rmtree(folder)
+    result.tables.append(profile_table(report, n))
+    result.notes += PROFILE_BEFORE
+    return result
+
+
+PROFILE_BEFORE = [
+    "Profile before this work (main at a53bdc7, same sampling, 300 SRs, measured on 2026-12-07): inclusive shares "
+    "`DicomIngest._parse_sr` 80.4 %, highdicom `Comprehensive3DSR.from_dataset` 39.5 %, highdicom "
+    "`get_planar_roi_measurement_groups` (deep copy and second conversion of each group) 23.0 %, `copy.deepcopy` "
+    "14.9 %, pydicom `convert_raw_data_element` 16.0 %, SQLAlchemy `do_execute` + `do_commit` 6.8 + 3.3 %.",
+]
+"""The profile of the listener before the issue-18 changes, for comparison with the one measured in the run."""
+
+
+def profile_table(report: str, n: int, top: int = 15) -> tuple[list[str], list[list[str]]]:
+    """The inclusive part of ``summarise``'s report as a table."""
+    lines = report.splitlines()
+    start = lines.index("inclusive %  frame") + 1
+    rows = []
+    for line in lines[start : start + top]:
+        if not line.strip():
+            break
+        share, frame = line.split(None, 1)
+        rows.append([frame.replace("|", "\\|"), share])
+    return ([f"frame, py-spy on the SQLite listener storing {n} SRs (one association)", "inclusive %"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
