@@ -42,6 +42,9 @@ from bench.common import (
 from bench.cstore import Corpus, Dcmtk, Ours, Receiver, send
 
 GOAL = 0.5
+"""Issue 18: SR intake ≥ 0.5× the bare pynetdicom SCP (1 and 4 associations)."""
+CT_GOAL = 0.8
+"""Issue 18: CT intake ≥ 0.8× the bare pynetdicom SCP on one association."""
 """Our listener's SR rate as a share of the bare pynetdicom SCP's (writing files), measured in the same run."""
 
 
@@ -173,6 +176,19 @@ def section(
                         f"{ratio(name, 'dcmtk', kind, n_assoc):.2f}",
                     ]
                 )
+            if kind == "ct" and n_assoc == 1:
+                for name in labels:
+                    if name.startswith("immunorad-") and "-x" not in name:
+                        share = ratio(name, "pynetdicom", kind, n_assoc)
+                        ours = Series("", "", rates[(kind, name, n_assoc)]).median
+                        result.goals.append(
+                            Goal(
+                                f"CT intake ≥ {CT_GOAL}× bare pynetdicom, 1 assoc., {name.split('-', 1)[1]}",
+                                f"{share:.2f}× (medians {fmt(ours)} vs {fmt(floor)}/s)",
+                                f"≥ {CT_GOAL:.2f}×",
+                                share >= CT_GOAL,
+                            )
+                        )
             if kind == "sr":
                 for name in labels:
                     if name.startswith("immunorad-"):
