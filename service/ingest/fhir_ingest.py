@@ -857,8 +857,10 @@ def _check_unique_full_urls(entries: list[Any]) -> None:
         full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
         if not isinstance(full_url, str) or not full_url:
             continue
+        # Read before any entry is validated: a resource or a meta that is not an object states no version.
         resource = entry.get("resource")
-        version = (resource.get("meta") or {}).get("versionId") if isinstance(resource, dict) else None
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        version = meta.get("versionId") if isinstance(meta, dict) else None
         key = (full_url, version if isinstance(version, str) else None)
         if key in seen:
             raise FhirError(

@@ -245,6 +245,24 @@ def test_bundle_entries_with_mistyped_request_fields_are_refused(fhir, bundle_ty
     assert status == (400 if bundle_type == "transaction" else 200)  # a batch answers per entry
 
 
+@pytest.mark.parametrize("bundle_type", ["transaction", "batch"])
+@pytest.mark.parametrize("meta", [5, "v1", ["x"]], ids=["number", "string", "list"])
+def test_entries_sharing_a_full_url_with_a_meta_that_is_not_an_object_are_refused(fhir, bundle_type, meta):
+    """bdl-7 reads each entry's meta.versionId before any entry is validated: a ``meta`` that is not an object is
+    no version (found by the scale-3 fuzz run of bench.run_all on 2026-12-07, a 500 then)."""
+    full_url = "urn:uuid:00000000-0000-4000-8000-000000000003"
+    entries = [
+        {
+            "fullUrl": full_url,
+            "resource": {"resourceType": "Patient", "meta": meta},
+            "request": {"method": "POST", "url": "Patient"},
+        }
+        for _ in range(2)
+    ]
+    status = fhir("POST", "/fhir", {"resourceType": "Bundle", "type": bundle_type, "entry": entries})
+    assert status == 400  # two entries, one fullUrl, no versions told apart: the whole Bundle is invalid (bdl-7)
+
+
 @pytest.mark.parametrize("query", ["patient=%00", "identifier=a%00b", "subject%00=x"])
 def test_a_nul_character_in_a_search_parameter_is_a_400(fhir, query):
     assert fhir("GET", f"/fhir/Observation?{query}") == 400
