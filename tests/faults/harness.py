@@ -126,6 +126,16 @@ def _store_in_one_association(
         if "MessageIDBeingRespondedTo" in command and "Status" in command:
             answered[int(command.MessageIDBeingRespondedTo)] = int(command.Status)
 
+    closed = threading.Event()
+
+    def on_close(event) -> None:
+        # The listener went away (killed mid-stream). A PACS notices the closed connection at once; pynetdicom's
+        # requestor does not always: a ``send_c_store`` begun just after the close (the association not yet marked
+        # aborted) or waiting when it came waits out the whole DIMSE timeout. So no C-STORE starts once the
+        # connection is closed, and one waiting is woken with pynetdicom's own "no message" item.
+        closed.set()
+        event.assoc.dimse.msg_queue.put((None, None))
+
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
@@ -134,7 +144,12 @@ def _store_in_one_association(
     resume: int | None = None
     now = time.monotonic()
     try:
-        association = ae.associate(host, port, ae_title=ae_title, evt_handlers=[(evt.EVT_DIMSE_RECV, on_message)])
+        association = ae.associate(
+            host,
+            port,
+            ae_title=ae_title,
+            evt_handlers=[(evt.EVT_DIMSE_RECV, on_message), (evt.EVT_CONN_CLOSE, on_close)],
+        )
     except Exception:  # noqa: BLE001 - a refused connection is "no answer"
         association = None
     if association is None or not association.is_established:
@@ -145,7 +160,7 @@ def _store_in_one_association(
             started = time.monotonic()
             status = None
             message_id = index % 0xFFFF + 1
-            if association.is_established:
+            if association.is_established and not closed.is_set():
                 answered.pop(message_id, None)
                 try:
                     answer = association.send_c_store(ds, msg_id=message_id)
