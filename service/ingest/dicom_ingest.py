@@ -326,41 +326,29 @@ class DicomIngest:
         """One ``waiting`` row per group and awaited image; a group that was pending (``previously``) and is now
         rejected for good stays visible as ``unresolvable`` with its reason."""
         now = utcnow()
+
+        def row(index: int, label: str | None, waits_for_uid: str, status: str, reason: str) -> PendingInput:
+            return PendingInput(
+                study_id=study.id,
+                source_kind="dicom-sr",
+                source_ref=parsed.sop_instance_uid,
+                group_index=index,
+                label=label,
+                waits_for_kind="instance",
+                waits_for_uid=waits_for_uid,
+                status=status,
+                reason=_shorten(reason, 1000),
+                created_at=now,
+                updated_at=now,
+            )
+
         for index, group in enumerate(parsed.groups):
             if group.awaited_images:
                 reason = group.rejected_reason or "waits for its referenced image"
                 for uid in group.awaited_images:
-                    session.add(
-                        PendingInput(
-                            study_id=study.id,
-                            source_kind="dicom-sr",
-                            source_ref=parsed.sop_instance_uid,
-                            group_index=index,
-                            label=group.label,
-                            waits_for_kind="instance",
-                            waits_for_uid=uid,
-                            status="waiting",
-                            reason=_shorten(reason, 1000),
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    )
+                    session.add(row(index, group.label, uid, "waiting", reason))
             elif index in previously and group.rejected_reason:
-                session.add(
-                    PendingInput(
-                        study_id=study.id,
-                        source_kind="dicom-sr",
-                        source_ref=parsed.sop_instance_uid,
-                        group_index=index,
-                        label=group.label,
-                        waits_for_kind="instance",
-                        waits_for_uid="",
-                        status="unresolvable",
-                        reason=_shorten(group.rejected_reason, 1000),
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
+                session.add(row(index, group.label, "", "unresolvable", group.rejected_reason))
 
     def _resolve_pending(self, session, header: InstanceHeader) -> list[str]:
         """The SRs waiting for this image are read again from their stored bytes, now with its Pixel Spacing: their
