@@ -32,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from service.persistence.packed_json import PackedJSON
+
 
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC timestamps on every backend (SQLite hands back naive values otherwise)."""
@@ -249,7 +251,8 @@ class FhirResource(Base):
     """The resource's clinically relevant date, for ``date`` searches."""
     last_updated: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     origin: Mapped[str] = mapped_column(String(16), default="inbound")
-    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    content: Mapped[dict[str, Any]] = mapped_column(PackedJSON)
+    """The resource as served, stored packed (``service.persistence.packed_json``, migration 0011)."""
 
 
 class FhirIdentifier(Base):
@@ -273,7 +276,7 @@ class Assessment(Base):
     inputs_hash: Mapped[str] = mapped_column(String(64))
     rulebase_version: Mapped[str] = mapped_column(String(64))
     trigger: Mapped[str] = mapped_column(String(64))
-    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any]] = mapped_column(PackedJSON)
     changes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -366,7 +369,7 @@ class OutboxMessage(Base):
     report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id"))
     report_identifier: Mapped[str] = mapped_column(String(255))
     report_version: Mapped[int] = mapped_column(Integer)
-    bundle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    bundle: Mapped[dict[str, Any] | None] = mapped_column(PackedJSON)
     """The Bundle to send; None once delivered (the FHIR store keeps the resources, ``sent_sha256`` what was sent)."""
     sent_sha256: Mapped[str | None] = mapped_column(String(64))
     """SHA-256 (hex) of exactly the bytes the EHR accepted."""
