@@ -2,7 +2,8 @@
 
 A timepoint is one calendar day of imaging (all studies of that day). The baseline is the last timepoint
 with lesion measurements on or before the first immune-checkpoint-inhibitor dose (C1D1); RECIST 1.1 §3.2
-wants it no more than 28 days before treatment (checked by the criteria, reported as a warning).
+wants it no more than 28 days before treatment (checked by the criteria, reported as a warning). Follow-ups
+are the timepoints after both the baseline and C1D1 (on-treatment evaluations).
 Lesion roles are fixed at baseline; a lesion first seen after baseline is a new lesion.
 """
 
@@ -157,7 +158,13 @@ def build_timeline(facts: PatientFacts, *, measurable: MeasurabilityRule | None 
         return Timeline(facts, start, therapy, None, tuple(timepoints), (), {}, tuple(warnings))
 
     prebaseline = tuple(tp for tp in timepoints if tp.scan_date < baseline.scan_date)
-    followups = tuple(tp for tp in timepoints if tp.scan_date > baseline.scan_date)
+    # A follow-up is an on-treatment evaluation (kinetics spec, scan names: E1 the baseline before the first dose,
+    # E2 the first on-treatment evaluation scan; RECIST 1.1 §3.2 [V:R11]). A scan after the baseline but on or before the start can only be
+    # one not measured yet (the baseline is the last measured scan on or before it): typically the true baseline's
+    # images, whose report is still to come. It is no response assessment and gets no report.
+    followups = tuple(
+        tp for tp in timepoints if tp.scan_date > baseline.scan_date and (start is None or tp.scan_date > start)
+    )
     lesions: dict[str, TrackedLesion] = {}
     for lesion_id, m in baseline.measurements.items():
         if m.role is LesionRole.NEW:
