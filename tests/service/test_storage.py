@@ -46,7 +46,7 @@ def test_reports_and_assessments_are_stored_packed_and_read_back_as_served(app_c
     report_key = next(key for key in served if key[0] == "DiagnosticReport")
     report = served[report_key]
     # The pre-fill's HTML is kept decoded, so that it compresses as text: the report takes under a sixth of its
-    # JSON (measured: about a ninth).
+    # JSON.
     assert any(form["contentType"].startswith("text/html") and form["data"] for form in report["presentedForm"])
     assert base64.b64decode(report["presentedForm"][0]["data"])
     assert len(stored[report_key]) * 6 < len(json.dumps(report).encode())
