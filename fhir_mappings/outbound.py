@@ -53,7 +53,9 @@ from rules.results import (
 from rules.tracer_uptake import TracerUptake
 
 REPORT_STATUSES = frozenset({"preliminary", "final", "amended", "corrected"})
-"""Statuses a report version may have; each is valid for DiagnosticReport and Observation alike (FHIR R4)."""
+"""Statuses an evaluated report version may have; each is valid for DiagnosticReport and Observation alike (FHIR R4)."""
+WITHDRAWN = "entered-in-error"
+"""The status of a withdrawn report and of its own Observations (:func:`withdrawn_report`)."""
 DEVICE_ID = "immunorad"
 """Local id of the contained Device that authors every Flag."""
 
@@ -806,6 +808,57 @@ def _clean_coding(coding: Mapping[str, Any]) -> dict[str, str] | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Delivery
 # ---------------------------------------------------------------------------------------------------------------
+def belongs_to_report(observation: Mapping[str, Any], report_identifier: str) -> bool:
+    """Whether an Observation is one of that report's own (identifier value ``<report identifier>/<suffix>``), not
+    one shared with other reports (a biomarker, a tracer uptake)."""
+    values = [i.get("value") for i in observation.get("identifier") or [] if isinstance(i, Mapping)]
+    return any(isinstance(v, str) and v.startswith(f"{report_identifier}/") for v in values)
+
+
+def withdrawn_report(
+    stored_report: Mapping[str, Any],
+    results: Sequence[Mapping[str, Any]],
+    *,
+    issued: dt.datetime,
+    reason: str,
+) -> ReportResources:
+    """The withdrawal of a report whose timepoint is no longer an on-treatment follow-up (e.g. the immunotherapy
+    start arrived after the scan's report and dates the scan on or before C1D1).
+
+    FHIR R4 DiagnosticReport.status ``entered-in-error``: "The report has been withdrawn following a previous final
+    release. This electronic record should never have existed, though it is possible that real-world decisions
+    were based on it." The report keeps the content that was sent, since decisions may rest on it; its
+    ``conclusion`` says it was withdrawn and why. ``results`` are its stored result Observations: its own
+    (criterion, disease status, kinetics: :func:`belongs_to_report`) are withdrawn with it; those shared with other
+    reports (biomarkers, tracer uptake) are carried unchanged, so every reference of the Bundle resolves inside it.
+    """
+    stamp = _instant(issued)
+    identifier = (stored_report.get("identifier") or [{}])[0].get("value", "")
+
+    def as_sent(resource: Mapping[str, Any], *, withdraw: bool) -> dict:
+        body = copy.deepcopy(dict(resource))
+        meta = {k: v for k, v in (body.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        if meta:
+            body["meta"] = meta
+        else:
+            body.pop("meta", None)
+        if withdraw:
+            body["status"] = WITHDRAWN
+            body["issued"] = stamp
+        return body
+
+    report = as_sent(stored_report, withdraw=True)
+    previous = report.get("conclusion")
+    report["conclusion"] = f"Withdrawn (entered in error): {reason}." + (
+        f" The withdrawn impression was: {previous}" if previous else ""
+    )
+    return ReportResources(
+        diagnostic_report=report,
+        observations=tuple(as_sent(o, withdraw=belongs_to_report(o, identifier)) for o in results),
+        flags=(),
+    )
+
+
 def build_flags(assessment: PatientAssessment, ctx: ReportContext, alerts: Sequence[AlertState]) -> tuple[dict, ...]:
     """Flags of alerts raised at a date that has no follow-up report (e.g. an early death without a
     post-baseline scan): the same Flag shape without the ``flag-detail`` link. ``ctx.scan_date`` is unused."""

@@ -373,9 +373,9 @@ def report_sign_off(report_id: str):
             abort(404, description="unknown report")
         try:
             wanted = signoff.check_request(body)
+            row = signoff.record(session, systems, report, wanted, route="api", agent=g.get("agent"))
         except signoff.SignOffError as exc:
-            raise FhirError(exc.status, exc.message, code="invalid", expression=exc.expression) from exc
-        row = signoff.record(session, systems, report, wanted, route="api", agent=g.get("agent"))
+            raise FhirError(exc.status, exc.message, code=exc.code, expression=exc.expression) from exc
         out = signoff.as_json(row, current=True)
     return jsonify(out), 201
 

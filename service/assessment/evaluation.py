@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session
 
 from fhir_mappings.alerts import AlertState
 from fhir_mappings.outbound import (
+    WITHDRAWN,
     PatientRef,
     ReportContext,
     build_flags,
     build_report,
     ehr_transaction_bundle,
     transaction_bundle,
+    withdrawn_report,
 )
 from rules.engine import rulebase
 from rules.evaluate import evaluate_patient, facts_as_of, inputs_hash, to_jsonable
@@ -402,7 +404,8 @@ def publish_reports(
             canonical=settings.fhir_canonical,
             patient=ref,
             scan_date=scan_date,
-            status="preliminary" if report is None else report.status,
+            # A withdrawn report whose timepoint is a follow-up again comes back as an amendment.
+            status="preliminary" if report is None else "amended" if report.status == WITHDRAWN else report.status,
             issued=now,
             imaging_study_uids=tuple(sorted(studies.get(scan_date, ()))),
             primary_criterion=settings.primary_criterion,
@@ -460,8 +463,102 @@ def publish_reports(
                 )
             )
         issued += 1
+    issued += withdraw_reports(session, settings, patient, assessment, reports, ref, now)
     issued += publish_standalone_flags(session, settings, patient, assessment, states, ref, now)
     return issued
+
+
+def withdrawal_reason(assessment: PatientAssessment, scan_date: dt.date) -> str:
+    """Why a timepoint that had a report is no longer a follow-up (rules.timeline: a follow-up is after both the
+    baseline and C1D1)."""
+    day = scan_date.isoformat()
+    start, baseline = assessment.treatment_start, assessment.baseline_date
+    if start is not None and scan_date <= start:
+        when = "on" if scan_date == start else "before"
+        return f"the scan of {day} is {when} the immunotherapy start (C1D1 {start.isoformat()}), so it is no on-treatment follow-up"
+    if baseline == scan_date:
+        return f"the scan of {day} is now the baseline"
+    if baseline is None:
+        return f"the patient has no baseline any more, so the scan of {day} is no follow-up"
+    return f"the scan of {day} is before the baseline of {baseline.isoformat()}, so it is no follow-up"
+
+
+def withdraw_reports(
+    session: Session,
+    settings: Settings,
+    patient: Patient,
+    assessment: PatientAssessment,
+    reports: Mapping[dt.date, Report],
+    ref: PatientRef,
+    now: dt.datetime,
+) -> int:
+    """Withdraw the reports of timepoints that are no longer follow-ups (contract §5: a report is for a timepoint
+    after baseline; rules.timeline: and after C1D1).
+
+    This happens when a fact that moves day 0 or the baseline arrives after a scan was reported: typically the
+    immunotherapy start, posted after the images of the true baseline. The report and its own Observations become
+    ``entered-in-error`` (a new version, sent to the EHR like any other), the report keeps its identifier, and a
+    later evaluation that makes the timepoint a follow-up again amends it back (``publish_reports``). A sign-off of
+    a withdrawn report is refused (``signoff.record``).
+    """
+    followups = set(assessment.followup_dates)
+    withdrawn = 0
+    for scan_date, report in sorted(reports.items()):
+        if scan_date in followups or report.status == WITHDRAWN:
+            continue
+        stored = get_resource(session, "DiagnosticReport", report.fhir_id)
+        if stored is None:
+            raise LookupError(f"report {report.id} has no stored DiagnosticReport")
+        results = []
+        for reference in stored.content.get("result") or []:
+            kind, _, fhir_id = str(reference.get("reference", "")).partition("/")
+            row = get_resource(session, kind, fhir_id) if kind == "Observation" else None
+            if row is None:
+                raise LookupError(f"report {report.id} lists a result that is not stored")
+            results.append(row.content)
+        reason = withdrawal_reason(assessment, scan_date)
+        resources = withdrawn_report(stored.content, results, issued=now, reason=reason)
+        report.version += 1
+        report.status = WITHDRAWN
+        report.content_hash = _digest(
+            [_strip_volatile(resources.diagnostic_report), [_strip_volatile(o) for o in resources.observations]]
+        )
+        report.inputs_hash = ""
+        report.flags_hash = ""
+        save_resources(session, resources.all(), patient_id=patient.id, origin="immunorad")
+        audit(
+            session,
+            action="U",
+            kind="report-withdrawn",
+            source="worker",
+            entity_type="DiagnosticReport",
+            entity_ref=report.fhir_id,
+            patient_id=patient.id,
+            detail={"version": report.version, "reason": reason},
+        )
+        if settings.ehr_fhir_url:
+            ctx = ReportContext(
+                canonical=settings.fhir_canonical,
+                patient=ref,
+                scan_date=scan_date,
+                status="amended",
+                issued=now,
+                imaging_study_uids=(),
+                primary_criterion=settings.primary_criterion,
+            )
+            session.add(
+                OutboxMessage(
+                    patient_id=patient.id,
+                    report_id=report.id,
+                    report_identifier=report.identifier,
+                    report_version=report.version,
+                    bundle=ehr_transaction_bundle(resources, ctx),
+                    status="pending",
+                    next_attempt_at=now,
+                )
+            )
+        withdrawn += 1
+    return withdrawn
 
 
 def publish_standalone_flags(

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fhir_mappings.codes import CRITERION_CATEGORIES, RESPONSE_CRITERIA, LocalSystems
+from fhir_mappings.outbound import WITHDRAWN
 from service.persistence.fhir_store import get_resource, parse_fhir_datetime
 from service.persistence.models import Report, SignOff, utcnow
 from service.persistence.store import audit
@@ -32,13 +33,15 @@ MAX_TEXT = 2000
 
 
 class SignOffError(Exception):
-    """A sign-off refused: ``status`` (400 malformed, 404 unknown report, 422 not a valid category) and why."""
+    """A sign-off refused: ``status`` (400 malformed, 404 unknown report, 409 a withdrawn report, 422 not a valid
+    category), why, and the OperationOutcome issue code."""
 
-    def __init__(self, status: int, message: str, expression: str | None = None) -> None:
+    def __init__(self, status: int, message: str, expression: str | None = None, *, code: str = "invalid") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.expression = expression
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,14 @@ def record(
     agent: str | None,
 ) -> SignOff:
     """Store one sign-off (a new row; an earlier one for the same report and criterion becomes history) and audit
-    it. Nothing of the engine's result is written."""
+    it. Nothing of the engine's result is written. A withdrawn report (its scan is no follow-up any more) cannot be
+    signed: 409."""
+    if report.status == WITHDRAWN:
+        raise SignOffError(
+            409,
+            f"report {report.identifier} was withdrawn (entered-in-error): its scan is no on-treatment follow-up",
+            code="conflict",
+        )
     previous = current_for_report(session, report.id).get(wanted.criterion)
     row = SignOff(
         report_id=report.id,

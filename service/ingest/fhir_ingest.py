@@ -325,7 +325,7 @@ class FhirIngest:
             report, wanted = signoff.from_diagnostic_report(session, systems, resource)
             row = signoff.record(session, systems, report, wanted, route="fhir", agent=agent)
         except signoff.SignOffError as exc:
-            raise FhirError(exc.status, exc.message, code="invalid", expression=exc.expression) from exc
+            raise FhirError(exc.status, exc.message, code=exc.code, expression=exc.expression) from exc
         body = copy.deepcopy(resource)
         body["id"] = f"sign-off-{row.id}"
         body["meta"] = {"versionId": "1", "lastUpdated": row.created_at.isoformat(timespec="milliseconds")}

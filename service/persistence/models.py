@@ -293,12 +293,14 @@ class Report(Base):
     identifier: Mapped[str] = mapped_column(String(255))
     version: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), default="preliminary")
+    """``preliminary``, ``amended`` (also ``final``/``corrected``), or ``entered-in-error`` once withdrawn because its
+    timepoint is no follow-up any more (service.assessment.evaluation.withdraw_reports)."""
     content_hash: Mapped[str] = mapped_column(String(64))
     """Digest of the report and its Observations (a change makes a new ``amended`` version)."""
     flags_hash: Mapped[str] = mapped_column(String(64), default="")
+    """Digest of the Flags attached to this timepoint (a change is re-sent without amending the report)."""
     inputs_hash: Mapped[str] = mapped_column(String(64), default="")
     """Digest of the facts known at this timepoint plus the rule-base version (the report is evaluated as of its date)."""
-    """Digest of the Flags attached to this timepoint (a change is re-sent without amending the report)."""
     assessment_id: Mapped[int] = mapped_column(ForeignKey("assessments.id"))
     first_input_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     """When the first input of this timepoint arrived (turnaround: received → delivered)."""
