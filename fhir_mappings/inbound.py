@@ -674,6 +674,32 @@ def map_patient(
     )
 
 
+WITHDRAWN_STATUSES: Mapping[str, frozenset[str]] = {
+    "Observation": frozenset({"entered-in-error", "cancelled"}),
+    "MedicationAdministration": frozenset({"entered-in-error", "not-done"}),
+    "MedicationStatement": frozenset({"entered-in-error", "not-taken"}),
+    "MedicationRequest": frozenset({"entered-in-error", "cancelled"}),
+    "Procedure": frozenset({"entered-in-error", "not-done"}),
+}
+"""``status`` values (FHIR R4 required bindings) that say the event did not happen or the record should never have
+existed: ``entered-in-error`` ("withdrawn following previous final release"), an Observation ``cancelled`` (not
+started or not completed), a dose ``not-done`` / ``not-taken``, an order ``cancelled``. FHIR has no other way for
+a sender to take a record back (we answer DELETE with 405), so such a resource is stored and contributes no fact;
+sent as an update, it removes the fact its earlier version gave."""
+WITHDRAWN_VERIFICATION = frozenset({"entered-in-error", "refuted"})
+"""Condition.verificationStatus codes (terminology.hl7.org condition-ver-status) that take a Condition back."""
+
+
+def is_withdrawn(resource: Mapping[str, Any]) -> bool:
+    """Whether the resource says its event did not happen or it was entered in error (see ``WITHDRAWN_STATUSES``)."""
+    kind = str(resource.get("resourceType"))
+    if resource.get("status") in WITHDRAWN_STATUSES.get(kind, ()):
+        return True
+    if kind == "Condition":
+        return any(c.get("code") in WITHDRAWN_VERIFICATION for c in codings(resource.get("verificationStatus")))
+    return False
+
+
 def map_resource(
     resource: Mapping[str, Any],
     *,
@@ -682,12 +708,14 @@ def map_resource(
     body_structures: Mapping[str, Mapping[str, Any]] | None = None,
     plausibility: Plausibility = DEFAULT_PLAUSIBILITY,
 ) -> Record | None:
-    """The record a resource contributes, or None when we keep it without using it. An implausible value
-    (contract §9.2) raises ``MappingError`` naming its element."""
+    """The record a resource contributes, or None when we keep it without using it (also when it is withdrawn:
+    ``is_withdrawn``). An implausible value (contract §9.2) raises ``MappingError`` naming its element."""
     body_structures = body_structures or {}
     kind = resource.get("resourceType")
     if kind == "Patient":
         return map_patient(resource, patient_id_system, plausibility)
+    if is_withdrawn(resource):
+        return None
     if kind == "Observation":
         code = resource.get("code")
         if has_code(code, LOINC, TUMOUR_SIZE):

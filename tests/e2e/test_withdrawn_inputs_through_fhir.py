@@ -1,0 +1,76 @@
+"""A sender takes a record back the FHIR way, by sending it again as ``entered-in-error`` (we answer DELETE with
+405), and the evaluation forgets it; sent again as ``final`` it counts again.
+
+Size spec worked example E1 (RECIST 1.1): sums of target diameters BL 40 + 30 + 20 (node, short axis) = 90 mm,
+TP1 28 + 21 + 14 = 63 mm: 63 × 10 = 630 ≤ 90 × 7 = 630, a decrease of exactly 30 %: PR. Without T1's TP1
+measurement a target is not assessed and the other two (21 + 14 = 35 mm) cannot show progression: NE
+(RECIST 1.1 §4.3.1 / size spec, not-evaluable targets). A C1D1 dose recorded ``not-done`` starts no therapy line.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from service.assessment.worker import Worker
+from tests.e2e import kinetics_cases as kc
+from tests.rules.cases import E1
+
+MRN = "MRN-E1-RETRACT"
+TP1 = "2024-03-11"
+
+
+def _recist_at(client, day: str) -> tuple[str, str]:
+    report = kc.report_at(client, MRN, kc.D(day))
+    [observation] = [
+        o
+        for o in kc.results(client, report)
+        if any(c.get("code") == "RECIST-1.1" for c in (o.get("method") or {}).get("coding", []))
+    ]
+    return report["status"], observation["valueCodeableConcept"]["coding"][0]["code"]
+
+
+def _resend(client, entry: dict, status: str) -> None:
+    entry = copy.deepcopy(entry)
+    entry["resource"]["status"] = status
+    kc.post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+
+
+def _assessment(client) -> dict:
+    patients = client.get("/api/patients").get_json()["patients"]
+    [patient] = [p for p in patients if p["identifier"] == MRN]
+    return client.get(f"/api/patients/{patient['id']}").get_json()["assessment"]
+
+
+def test_a_measurement_entered_in_error_is_forgotten_and_counts_again_when_final(app_client, settings, db):
+    worker = Worker(settings, db)
+    clinical = kc.clinical_bundle(kc.KExample("E1", E1), mrn=MRN)
+    measurements = kc.measurements_bundle(E1, MRN)
+    kc.post_bundle(app_client, clinical)
+    kc.post_bundle(app_client, measurements)
+    worker.drain()
+    assert _recist_at(app_client, TP1) == ("preliminary", "PR")  # 63 vs 90 mm: exactly −30 %
+
+    [t1_tp1] = [e for e in measurements["entry"] if e["resource"]["identifier"][0]["value"] == f"{MRN}/T1 lung/{TP1}"]
+    _resend(app_client, t1_tp1, "entered-in-error")
+    worker.drain()
+    assert _recist_at(app_client, TP1) == ("amended", "NE")  # T1 not assessed; 35 mm of the others: no PD
+    # The resource is kept as sent (the FHIR store answers what it was given).
+    [stored] = [
+        o
+        for o in kc.search(app_client, "Observation", MRN)
+        if o.get("identifier", [{}])[0].get("value") == f"{MRN}/T1 lung/{TP1}"
+    ]
+    assert stored["status"] == "entered-in-error"
+
+    _resend(app_client, t1_tp1, "final")
+    worker.drain()
+    assert _recist_at(app_client, TP1) == ("amended", "PR")
+
+    # The C1D1 dose, recorded as not given: no therapy line starts; the first measured scan is the baseline.
+    assert _assessment(app_client)["treatment_start"] == "2024-01-15"
+    [dose] = [e for e in clinical["entry"] if e["resource"]["resourceType"] == "MedicationAdministration"]
+    _resend(app_client, dose, "not-done")
+    worker.drain()
+    assessment = _assessment(app_client)
+    assert assessment["treatment_start"] is None
+    assert any("immunotherapy start unknown" in w for w in assessment["warnings"])
