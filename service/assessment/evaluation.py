@@ -480,7 +480,9 @@ def withdrawal_reason(assessment: PatientAssessment, scan_date: dt.date) -> str:
         return f"the scan of {day} is now the baseline"
     if baseline is None:
         return f"the patient has no baseline any more, so the scan of {day} is no follow-up"
-    return f"the scan of {day} is before the baseline of {baseline.isoformat()}, so it is no follow-up"
+    if scan_date < baseline:
+        return f"the scan of {day} is before the baseline of {baseline.isoformat()}, so it is no follow-up"
+    return f"nothing imaged or measured on {day} is left (its records were withdrawn)"
 
 
 def withdraw_reports(

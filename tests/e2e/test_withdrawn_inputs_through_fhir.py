@@ -4,7 +4,9 @@
 Size spec worked example E1 (RECIST 1.1): sums of target diameters BL 40 + 30 + 20 (node, short axis) = 90 mm,
 TP1 28 + 21 + 14 = 63 mm: 63 × 10 = 630 ≤ 90 × 7 = 630, a decrease of exactly 30 %: PR. Without T1's TP1
 measurement a target is not assessed and the other two (21 + 14 = 35 mm) cannot show progression: NE
-(RECIST 1.1 §4.3.1 / size spec, not-evaluable targets). A C1D1 dose recorded ``not-done`` starts no therapy line.
+(RECIST 1.1, size spec §1.2 NE row and §1.6; as worked example E9).
+When every record of a scan is withdrawn, so is its report.
+A C1D1 dose recorded ``not-done`` starts no therapy line.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from tests.e2e import kinetics_cases as kc
 from tests.rules.cases import E1
 
 MRN = "MRN-E1-RETRACT"
-TP1 = "2024-03-11"
+TP1, TP3 = "2024-03-11", "2024-07-01"
 
 
 def _recist_at(client, day: str) -> tuple[str, str]:
@@ -65,6 +67,20 @@ def test_a_measurement_entered_in_error_is_forgotten_and_counts_again_when_final
     _resend(app_client, t1_tp1, "final")
     worker.drain()
     assert _recist_at(app_client, TP1) == ("amended", "PR")
+
+    # Every record of TP3 withdrawn (T1 27, T2 21, T3 19 mm and the bone non-target): no scan is left on that day, so
+    # its report is withdrawn too, saying why.
+    tp3 = [e for e in measurements["entry"] if e["resource"]["effectiveDateTime"] == TP3]
+    assert len(tp3) == 4
+    for entry in tp3:
+        _resend(app_client, entry, "entered-in-error")
+    worker.drain()
+    report = kc.report_at(app_client, MRN, kc.D(TP3))
+    assert report["status"] == "entered-in-error"
+    assert report["conclusion"].startswith(
+        f"Withdrawn (entered in error): nothing imaged or measured on {TP3} is left (its records were withdrawn)."
+    )
+    assert _recist_at(app_client, "2024-05-06")[1] == "PR"  # TP2 (58 mm) untouched
 
     # The C1D1 dose, recorded as not given: no therapy line starts; the first measured scan is the baseline.
     assert _assessment(app_client)["treatment_start"] == "2024-01-15"
