@@ -700,6 +700,16 @@ def is_withdrawn(resource: Mapping[str, Any]) -> bool:
     return False
 
 
+def withdrawn_death_cause(resource: Mapping[str, Any], canonical: str) -> bool:
+    """A withdrawn ``death-from-progression`` Observation: the cause of death it gave is no longer known (the cause is
+    kept on the patient, not as a fact of its own, so the caller clears it)."""
+    return (
+        resource.get("resourceType") == "Observation"
+        and is_withdrawn(resource)
+        and code_in(resource.get("code"), f"{canonical}/CodeSystem/immunorad") == "death-from-progression"
+    )
+
+
 def map_resource(
     resource: Mapping[str, Any],
     *,

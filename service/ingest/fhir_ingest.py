@@ -29,6 +29,7 @@ from fhir_mappings.inbound import (
     Plausibility,
     StudyRecord,
     map_resource,
+    withdrawn_death_cause,
 )
 from fhir_mappings.measurement_input import MeasurementInput
 from fhir_mappings.validation import InvalidResource, validate_resource
@@ -454,6 +455,8 @@ class FhirIngest:
         )
         # Domain rows come only from stored resources: a resource stored for the first time replaces none.
         if patient is not None:
+            if existed and withdrawn_death_cause(body, self.settings.fhir_canonical):
+                patient.death_from_progression = None
             self._replace_domain_rows(session, source_ref, record, patient, state, replacing=existed)
             state.patients_touched.add(patient.id)
             evaluate_soon(session, patient.id, f"fhir-{kind}", self.settings)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import copy
 
+from sqlalchemy import select
+
 from service.assessment.worker import Worker
+from service.persistence.models import Patient
 from tests.e2e import kinetics_cases as kc
 from tests.rules.cases import E1
 
@@ -90,3 +93,25 @@ def test_a_measurement_entered_in_error_is_forgotten_and_counts_again_when_final
     assessment = _assessment(app_client)
     assert assessment["treatment_start"] is None
     assert any("immunotherapy start unknown" in w for w in assessment["warnings"])
+
+
+def test_a_cause_of_death_entered_in_error_is_no_longer_known(app_client, db):
+    """The cause of death is kept on the patient (it completes the early-death definitions of hyperprogression):
+    withdrawn, it is unknown again; the death itself (Patient.deceasedDateTime) stays."""
+    mrn, day = "MRN-DEATH-RETRACT", kc.D("2024-04-02")
+    cause = kc.death_cause_entry(mrn, day, True)
+    kc.post_bundle(
+        app_client,
+        {"resourceType": "Bundle", "type": "transaction", "entry": [kc.patient_entry(mrn, deceased=day), cause]},
+    )
+
+    def known() -> tuple[object, object]:
+        with db.read() as session:
+            patient = session.scalars(select(Patient).where(Patient.mrn == mrn)).one()
+            return patient.death_from_progression, patient.deceased_date
+
+    assert known() == (True, day)
+    _resend(app_client, cause, "entered-in-error")
+    assert known() == (None, day)
+    _resend(app_client, cause, "final")
+    assert known() == (True, day)
