@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import false, or_, select
+from sqlalchemy import exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from rules.engine import get_engine
@@ -32,7 +32,16 @@ from rules.segment_codes import BODY_COMPOSITION_KINDS, LESION, SKELETAL_MUSCLE,
 from rules.therapy_classes import ICI
 from service.ops.logs import pseudonym
 from service.persistence.measurements import fact_from
-from service.persistence.models import ClinicalFact, Measurement, Patient, Segment, Study, utcnow
+from service.persistence.models import (
+    ClinicalFact,
+    Instance,
+    Measurement,
+    Patient,
+    RejectedInstance,
+    Segment,
+    Study,
+    utcnow,
+)
 
 
 def _date(value) -> dt.date | None:
@@ -45,6 +54,31 @@ def _date(value) -> dt.date | None:
 
 def _dec(value) -> Decimal | None:
     return None if value in (None, "") else Decimal(str(value))
+
+
+def _not_rejected(sop_uid_column):
+    """A SEG rejected by an IOCM note while its job ran (so that the job wrote its segments after the note) is
+    still never used."""
+    return ~exists().where(RejectedInstance.sop_uid == sop_uid_column)
+
+
+def _rejected_studies(session: Session, study_ids: list[int]) -> set[int]:
+    """Studies that have received instances, every one of them rejected by an IOCM rejection note (the notes
+    themselves aside). A study known only from FHIR (an ImagingStudy, no instance) is not one."""
+    if not study_ids:
+        return set()
+    rows = session.execute(
+        select(Instance.study_id, RejectedInstance.sop_uid)
+        .outerjoin(RejectedInstance, RejectedInstance.sop_uid == Instance.sop_uid)
+        .where(Instance.study_id.in_(study_ids), Instance.kind != "rejection")
+    )
+    live: set[int] = set()
+    seen: set[int] = set()
+    for study_id, rejected in rows:
+        seen.add(study_id)
+        if rejected is None:
+            live.add(study_id)
+    return seen - live
 
 
 def load_facts(
@@ -99,9 +133,12 @@ def load_facts(
     scans: dict[dt.date, Scan] = {}
     measured_dates = {m.scan_date for _, m in measurements}
     settled_before = utcnow() - dt.timedelta(seconds=settle_seconds)
+    withdrawn = _rejected_studies(session, list(studies))
     for study in studies.values():
         if study is None or study.study_date is None:
             continue
+        if study.id in withdrawn and study.study_date not in measured_dates:
+            continue  # every instance of the study was rejected (IOCM rejection note): no scan
         if study.study_date not in measured_dates and study.last_instance_at > settled_before:
             continue  # images whose measurement report may still be on its way (settle timer pending)
         header = study.header or {}
@@ -260,7 +297,12 @@ def l3_area_observations(session: Session, patient_id: str) -> list[ClinicalObse
     found = []
     rows = session.scalars(
         select(Segment)
-        .where(Segment.patient_id == patient_id, Segment.kind.in_(BODY_COMPOSITION_KINDS), Segment.status == "computed")
+        .where(
+            Segment.patient_id == patient_id,
+            Segment.kind.in_(BODY_COMPOSITION_KINDS),
+            Segment.status == "computed",
+            _not_rejected(Segment.seg_sop_uid),
+        )
         .order_by(Segment.scan_date, Segment.id)
     )
     for row in rows:
@@ -290,6 +332,7 @@ def lesion_volumes(session: Session, patient_id: str) -> tuple[LesionVolume, ...
             Segment.status == "computed",
             Segment.identity_key.is_not(None),
             Segment.volume_cm3.is_not(None),
+            _not_rejected(Segment.seg_sop_uid),
         )
         .order_by(Segment.computed_at, Segment.id)
     )

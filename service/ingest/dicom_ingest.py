@@ -43,6 +43,7 @@ from dicom_listener.errors import (
     StorageUnavailable,
 )
 from dicom_listener.headers import TID1500_SR_CLASSES, HeaderError, InstanceHeader, read_header
+from dicom_listener.rejection import RejectionNote, read_rejection_note
 from dicom_listener.scp import ReceivedInstance, RefusedAssociation
 from dicom_listener.seg import PIXEL_MODALITIES, SEG_CLASSES
 from dicom_listener.tid1500.facts import measurements_of
@@ -54,7 +55,17 @@ from service.ops.config import Settings, today
 from service.ops.logs import pseudonym
 from service.persistence.db import Database, DatabaseUnavailable
 from service.persistence.measurements import row_for
-from service.persistence.models import Instance, Measurement, Patient, PendingInput, PixelData, Study, utcnow
+from service.persistence.models import (
+    Instance,
+    Measurement,
+    Patient,
+    PendingInput,
+    PixelData,
+    RejectedInstance,
+    Segment,
+    Study,
+    utcnow,
+)
 from service.persistence.store import (
     attach_measurements,
     audit,
@@ -117,6 +128,7 @@ class DicomIngest:
         if problem:
             self._log_refused(problem)
             raise Implausible(f"implausible header: {problem}")
+        note = read_rejection_note(ds)
         started = time.monotonic()
         attempts = 0
         try:
@@ -124,7 +136,7 @@ class DicomIngest:
             for attempt in range(3):
                 attempts = attempt + 1
                 try:
-                    self._store(received, ds, header, early)
+                    self._store(received, ds, header, early, note)
                     return
                 except IntegrityError:
                     # A concurrent association stored the same instance, patient or study first: retry,
@@ -172,7 +184,12 @@ class DicomIngest:
         )
 
     def _store(
-        self, received: ReceivedInstance, ds: Dataset, header: InstanceHeader, early: _EarlyParse | None = None
+        self,
+        received: ReceivedInstance,
+        ds: Dataset,
+        header: InstanceHeader,
+        early: _EarlyParse | None = None,
+        note: RejectionNote | None = None,
     ) -> None:
         parsed: ParsedReport | None = None
         is_sr = header.sop_class_uid in TID1500_SR_CLASSES
@@ -187,6 +204,21 @@ class DicomIngest:
                     session,
                     action="C",
                     kind="dicom-store-duplicate",
+                    source="dicom",
+                    agent=received.calling_ae,
+                    entity_type="Instance",
+                    entity_ref=pseudonym(header.sop_instance_uid),
+                )
+                return
+            if note is not None:
+                self._reject(session, received, header, note)
+                return
+            if session.get(RejectedInstance, header.sop_instance_uid) is not None:
+                # IOCM: an instance rejected before it arrived is acknowledged (the sender did its part) and never used.
+                audit(
+                    session,
+                    action="C",
+                    kind="dicom-store-rejected",
                     source="dicom",
                     agent=received.calling_ae,
                     entity_type="Instance",
@@ -286,6 +318,72 @@ class DicomIngest:
                     "groups": len(parsed.groups) if parsed else 0,
                 }
             },
+        )
+
+    def _reject(self, session, received: ReceivedInstance, header: InstanceHeader, note: RejectionNote) -> None:
+        """Store an IOCM rejection note and act on it in the same transaction: its instances are recorded as
+        rejected (also those not received yet), the measurements and segments read from them are removed, their
+        retained pixels dropped, and their patients queued for evaluation (a report whose scan is left with nothing
+        is withdrawn)."""
+        study = study_by_uid(session, header.study_instance_uid)
+        if study is None:
+            study = Study(study_uid=header.study_instance_uid, modalities="", header={})
+            session.add(study)
+            session.flush()
+        session.add(
+            Instance(
+                sop_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                study_id=study.id,
+                series_uid=header.series_instance_uid,
+                modality=header.modality,
+                transfer_syntax=received.transfer_syntax,
+                kind="rejection",
+                calling_ae=received.calling_ae,
+                size_bytes=len(received.encoded),
+                content=received.encoded,
+                header=self._instance_header(header),
+                parse_notes=[f"rejects {len(note.rejected)} instance(s): {note.meaning}"],
+            )
+        )
+        uids = list(note.rejected)
+        known = set(session.scalars(select(RejectedInstance.sop_uid).where(RejectedInstance.sop_uid.in_(uids))))
+        session.add_all(
+            RejectedInstance(sop_uid=uid, note_uid=header.sop_instance_uid, reason=note.reason)
+            for uid in uids
+            if uid not in known
+        )
+        received_rows = list(session.execute(select(Instance.id, Instance.study_id).where(Instance.sop_uid.in_(uids))))
+        patients = set(
+            session.scalars(select(Study.patient_id).where(Study.id.in_({study_id for _, study_id in received_rows})))
+        )
+        patients |= set(session.scalars(select(Measurement.patient_id).where(Measurement.source_ref.in_(uids))))
+        removed = session.execute(delete(Measurement).where(Measurement.source_ref.in_(uids))).rowcount
+        session.execute(delete(PendingInput).where(PendingInput.source_ref.in_(uids)))
+        session.execute(delete(Segment).where(Segment.seg_sop_uid.in_(uids)))
+        session.execute(delete(PixelData).where(PixelData.instance_id.in_([pk for pk, _ in received_rows])))
+        patients.discard(None)
+        for patient_id in sorted(patients):
+            evaluate_soon(session, patient_id, "dicom-rejection", self.settings)
+        audit(
+            session,
+            action="D",
+            kind="dicom-rejection",
+            source="dicom",
+            agent=received.calling_ae,
+            entity_type="Instance",
+            entity_ref=pseudonym(header.sop_instance_uid),
+            patient_id=next(iter(patients)) if len(patients) == 1 else None,
+            detail={
+                "reason": note.reason,
+                "listed": len(uids),
+                "received": len(received_rows),
+                "measurements_removed": removed,
+            },
+        )
+        logger.info(
+            "rejection note stored",
+            extra={"fields": {"reason": note.reason, "listed": len(uids), "measurements_removed": removed}},
         )
 
     def _parse_sr(self, ds: Dataset, header: InstanceHeader, references: dict[str, Dataset]) -> ParsedReport:

@@ -61,7 +61,17 @@ from service.assessment.evaluation import patient_ref
 from service.ops.config import Settings
 from service.ops.logs import pseudonym
 from service.persistence.fhir_store import get_resource, save_resource
-from service.persistence.models import Instance, Lesion, Patient, PendingInput, PixelData, Segment, Study, utcnow
+from service.persistence.models import (
+    Instance,
+    Lesion,
+    Patient,
+    PendingInput,
+    PixelData,
+    RejectedInstance,
+    Segment,
+    Study,
+    utcnow,
+)
 from service.persistence.store import audit, enqueue, ensure_lesion, evaluate_soon
 
 logger = logging.getLogger(__name__)
@@ -97,6 +107,8 @@ def process_seg(session: Session, settings: Settings, sop_uid: str) -> None:
     seg_instance = session.scalars(select(Instance).where(Instance.sop_uid == sop_uid)).first()
     if seg_instance is None or seg_instance.content is None:
         return
+    if session.get(RejectedInstance, sop_uid) is not None:
+        return  # rejected by an IOCM note after it was queued (dicom_listener/rejection.py): never measured
     study = session.get(Study, seg_instance.study_id)
     session.execute(delete(PendingInput).where(PendingInput.source_ref == sop_uid))
     header = pydicom.dcmread(io.BytesIO(seg_instance.content), stop_before_pixels=True)

@@ -110,7 +110,7 @@ class Instance(Base):
     transfer_syntax: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     """``sr`` (a TID 1500 report, parsed at ingest) | ``seg`` (a DICOM Segmentation, measured by the worker) |
-    ``image`` | ``other``."""
+    ``rejection`` (an IOCM rejection note) | ``image`` | ``other``."""
     calling_ae: Mapped[str | None] = mapped_column(String(16))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     content: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -120,6 +120,19 @@ class Instance(Base):
     """Header facts worth keeping (Pixel Spacing for recomputing ``px`` lengths in dcmjs SRs, slice thickness)."""
     parse_notes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RejectedInstance(Base):
+    """A SOP Instance rejected by an IHE IOCM rejection note (``dicom_listener/rejection.py``): its measurements are
+    removed and it is never used again, also when it arrives after the note."""
+
+    __tablename__ = "rejected_instances"
+    sop_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    note_uid: Mapped[str] = mapped_column(String(64))
+    """SOP Instance UID of the Key Object Selection document that rejected it."""
+    reason: Mapped[str] = mapped_column(String(16))
+    """The note's document title, a DCM code: 113001, 113037, 113038 or 113039."""
+    rejected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Lesion(Base):
