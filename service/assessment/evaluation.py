@@ -451,21 +451,26 @@ def publish_reports(
             origin="immunorad",
         )
         if settings.ehr_fhir_url:
-            session.add(
-                OutboxMessage(
-                    patient_id=patient.id,
-                    report_id=report.id,
-                    report_identifier=report.identifier,
-                    report_version=report.version,
-                    bundle=ehr_transaction_bundle(resources, ctx),
-                    status="pending",
-                    next_attempt_at=now,
-                )
-            )
+            queue_report(session, report, ehr_transaction_bundle(resources, ctx), now)
         issued += 1
     issued += withdraw_reports(session, settings, patient, assessment, reports, ref, now)
     issued += publish_standalone_flags(session, settings, patient, assessment, states, ref, now)
     return issued
+
+
+def queue_report(session: Session, report: Report, bundle: dict[str, Any], now: dt.datetime) -> None:
+    """One version of a report for the EHR: an outbox message in the evaluation's transaction."""
+    session.add(
+        OutboxMessage(
+            patient_id=report.patient_id,
+            report_id=report.id,
+            report_identifier=report.identifier,
+            report_version=report.version,
+            bundle=bundle,
+            status="pending",
+            next_attempt_at=now,
+        )
+    )
 
 
 def withdrawal_reason(assessment: PatientAssessment, scan_date: dt.date) -> str:
@@ -548,17 +553,7 @@ def withdraw_reports(
                 imaging_study_uids=(),
                 primary_criterion=settings.primary_criterion,
             )
-            session.add(
-                OutboxMessage(
-                    patient_id=patient.id,
-                    report_id=report.id,
-                    report_identifier=report.identifier,
-                    report_version=report.version,
-                    bundle=ehr_transaction_bundle(resources, ctx),
-                    status="pending",
-                    next_attempt_at=now,
-                )
-            )
+            queue_report(session, report, ehr_transaction_bundle(resources, ctx), now)
         withdrawn += 1
     return withdrawn
 

@@ -199,11 +199,20 @@ class DicomIngest:
                 # Answer 0xA700 (retry) before the sender's own timeout aborts the association (Settings).
                 wait_ms = max(1, int(self.settings.dicom_lock_wait_seconds * 1000))
                 session.execute(text(f"SET LOCAL lock_timeout = {wait_ms}"))
-            if self._already_stored(session, header):
+            # A duplicate, or an instance an IOCM note rejected before it arrived: acknowledged (the sender did its
+            # part), audited, and nothing changes.
+            unused = (
+                "dicom-store-duplicate"
+                if self._already_stored(session, header)
+                else "dicom-store-rejected"
+                if session.get(RejectedInstance, header.sop_instance_uid) is not None
+                else None
+            )
+            if unused is not None:
                 audit(
                     session,
                     action="C",
-                    kind="dicom-store-duplicate",
+                    kind=unused,
                     source="dicom",
                     agent=received.calling_ae,
                     entity_type="Instance",
@@ -212,18 +221,6 @@ class DicomIngest:
                 return
             if note is not None:
                 self._reject(session, received, header, note)
-                return
-            if session.get(RejectedInstance, header.sop_instance_uid) is not None:
-                # IOCM: an instance rejected before it arrived is acknowledged (the sender did its part) and never used.
-                audit(
-                    session,
-                    action="C",
-                    kind="dicom-store-rejected",
-                    source="dicom",
-                    agent=received.calling_ae,
-                    entity_type="Instance",
-                    entity_ref=pseudonym(header.sop_instance_uid),
-                )
                 return
             study = study_by_uid(session, header.study_instance_uid)
             if is_sr:

@@ -4,7 +4,6 @@ refused (0xC000 range)."""
 
 from __future__ import annotations
 
-import highdicom as hd
 import pytest
 from pydicom.sr.codedict import codes
 
@@ -12,19 +11,7 @@ from dicom_listener.errors import CannotUnderstand
 from dicom_listener.rejection import REJECTION_TITLES, read_rejection_note
 from service.demo.cohort import case_datasets
 from tests.rules.cases import E1
-
-
-def kos(title, *objects):
-    content = hd.ko.KeyObjectSelection(document_title=title, referenced_objects=list(objects))
-    return hd.ko.KeyObjectSelectionDocument(
-        evidence=list(objects),
-        content=content,
-        series_instance_uid=hd.UID(),
-        series_number=99,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="immunorad tests",
-    )
+from tests.support.iocm import rejection_note
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +34,7 @@ def tp1():
 )
 def test_the_rejecting_titles(tp1, title):
     image, report = tp1
-    note = read_rejection_note(kos(title, report, image))
+    note = read_rejection_note(rejection_note(title, report, image))
     assert note is not None
     assert note.reason == title.value and note.meaning == REJECTION_TITLES[title.value] == title.meaning
     assert set(note.rejected) == {report.SOPInstanceUID, image.SOPInstanceUID}
@@ -55,13 +42,13 @@ def test_the_rejecting_titles(tp1, title):
 
 def test_other_titles_and_other_objects_are_no_rejection(tp1):
     image, report = tp1
-    assert read_rejection_note(kos(codes.DCM.OfInterest, image)) is None  # key images (113000)
+    assert read_rejection_note(rejection_note(codes.DCM.OfInterest, image)) is None  # key images (113000)
     assert read_rejection_note(report) is None and read_rejection_note(image) is None
 
 
 def test_a_rejection_listing_nothing_is_refused(tp1):
     image, _ = tp1
-    note = kos(codes.DCM.RejectedForQualityReasons, image)
+    note = rejection_note(codes.DCM.RejectedForQualityReasons, image)
     del note.CurrentRequestedProcedureEvidenceSequence
     with pytest.raises(CannotUnderstand, match="lists no instance"):
         read_rejection_note(note)

@@ -26,23 +26,11 @@ from service.persistence.models import AuditEvent, Measurement, RejectedInstance
 from tests.e2e.test_walking_skeleton import recist_by_date, send_case, wait_idle, write_files
 from tests.rules import cases
 from tests.support.dcmtk import storescu
+from tests.support.iocm import rejection_note
 
 pytestmark = pytest.mark.slow
 
 MRN = "MRN-IOCM"
-
-
-def rejection_note(title, *objects):
-    content = hd.ko.KeyObjectSelection(document_title=title, referenced_objects=list(objects))
-    return hd.ko.KeyObjectSelectionDocument(
-        evidence=list(objects),
-        content=content,
-        series_instance_uid=hd.UID(),
-        series_number=900,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="PACS",
-    )
 
 
 def again(report):
