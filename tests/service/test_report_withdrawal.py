@@ -20,7 +20,9 @@ import datetime as dt
 
 from sqlalchemy import select
 
+from rules.results import PatientAssessment
 from service.api import create_app
+from service.assessment.evaluation import withdrawal_reason
 from service.assessment.worker import Worker
 from service.persistence.models import AuditEvent, SignOff
 from tests.e2e import kinetics_cases as kc
@@ -178,3 +180,31 @@ def test_a_report_is_withdrawn_when_c1d1_dates_its_scan_and_comes_back_when_corr
 def _key(report: dict) -> str:
     """The patient key part of the report identifier ``<key>/<YYYY-MM-DD>``."""
     return report["identifier"][0]["value"].rsplit("/", 1)[0]
+
+
+def _assessment(baseline: dt.date | None, start: dt.date | None) -> PatientAssessment:
+    return PatientAssessment(
+        rulebase_version="test", baseline_date=baseline, treatment_start=start, followup_dates=(), criteria=()
+    )
+
+
+def test_every_reason_a_report_is_withdrawn():
+    """rules.timeline: a follow-up is after both the baseline and C1D1; each way out of that has its own words."""
+    scan = dt.date(2024, 2, 1)
+    on_c1d1 = withdrawal_reason(_assessment(dt.date(2024, 2, 1), scan), scan)
+    assert on_c1d1.startswith("the scan of 2024-02-01 is on the immunotherapy start (C1D1 2024-02-01)")
+    before = withdrawal_reason(_assessment(dt.date(2024, 1, 2), dt.date(2024, 2, 2)), scan)
+    assert before.startswith("the scan of 2024-02-01 is before the immunotherapy start (C1D1 2024-02-02)")
+    # The day after C1D1 is on treatment: the reason is then the baseline's.
+    assert (
+        withdrawal_reason(_assessment(scan, dt.date(2024, 1, 31)), scan) == "the scan of 2024-02-01 is now the baseline"
+    )
+    assert withdrawal_reason(_assessment(dt.date(2024, 2, 2), None), scan) == (
+        "the scan of 2024-02-01 is before the baseline of 2024-02-02, so it is no follow-up"
+    )
+    assert withdrawal_reason(_assessment(None, None), scan) == (
+        "the patient has no baseline any more, so the scan of 2024-02-01 is no follow-up"
+    )
+    assert withdrawal_reason(_assessment(dt.date(2024, 1, 2), dt.date(2024, 1, 8)), scan) == (
+        "nothing imaged or measured on 2024-02-01 is left (its records were withdrawn)"
+    )
