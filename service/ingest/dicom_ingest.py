@@ -209,15 +209,7 @@ class DicomIngest:
                 else None
             )
             if unused is not None:
-                audit(
-                    session,
-                    action="C",
-                    kind=unused,
-                    source="dicom",
-                    agent=received.calling_ae,
-                    entity_type="Instance",
-                    entity_ref=pseudonym(header.sop_instance_uid),
-                )
+                _audit_instance(session, received, header, action="C", kind=unused)
                 return
             if note is not None:
                 self._reject(session, received, header, note)
@@ -237,25 +229,17 @@ class DicomIngest:
                 patient = upsert_patient(session, patient_id_value, birth_date=header.birth_date, sex=_sex(header.sex))
                 self._check_birth_date(session, patient, header.study_date)
             if study is None:
-                study = Study(study_uid=header.study_instance_uid, modalities="", header={})
-                session.add(study)
-                session.flush()
+                study = _new_study(session, header)
             self._update_study(study, header, is_sr)
             if patient is not None and study.patient_id not in (None, patient.id):
                 raise IdentityConflict("the study already belongs to another patient")
             linked = link_study(session, study, patient) if patient is not None else False
-            instance = Instance(
-                sop_uid=header.sop_instance_uid,
-                sop_class_uid=header.sop_class_uid,
-                study_id=study.id,
-                series_uid=header.series_instance_uid,
-                modality=header.modality,
-                transfer_syntax=received.transfer_syntax,
+            instance = _instance_row(
+                received,
+                header,
+                study.id,
                 kind="sr" if is_sr else "seg" if is_seg else "image",
-                calling_ae=received.calling_ae,
-                size_bytes=len(received.encoded),
                 content=received.encoded if is_sr or is_seg else None,
-                header=self._instance_header(header),
                 parse_notes=list(parsed.notes) if parsed else [],
             )
             session.add(instance)
@@ -294,14 +278,12 @@ class DicomIngest:
                     run_after=utcnow() + dt.timedelta(seconds=self.settings.study_settle_seconds),
                     postpone=True,
                 )
-            audit(
+            _audit_instance(
                 session,
+                received,
+                header,
                 action="C",
                 kind="dicom-store",
-                source="dicom",
-                agent=received.calling_ae,
-                entity_type="Instance",
-                entity_ref=pseudonym(header.sop_instance_uid),
                 patient_id=owner,
                 detail=self._audit_detail(instance.kind, header.modality, parsed, resolved),
             )
@@ -322,24 +304,14 @@ class DicomIngest:
         rejected (also those not received yet), the measurements and segments read from them are removed, their
         retained pixels dropped, and their patients queued for evaluation (a report whose scan is left with nothing
         is withdrawn)."""
-        study = study_by_uid(session, header.study_instance_uid)
-        if study is None:
-            study = Study(study_uid=header.study_instance_uid, modalities="", header={})
-            session.add(study)
-            session.flush()
+        study = study_by_uid(session, header.study_instance_uid) or _new_study(session, header)
         session.add(
-            Instance(
-                sop_uid=header.sop_instance_uid,
-                sop_class_uid=header.sop_class_uid,
-                study_id=study.id,
-                series_uid=header.series_instance_uid,
-                modality=header.modality,
-                transfer_syntax=received.transfer_syntax,
+            _instance_row(
+                received,
+                header,
+                study.id,
                 kind="rejection",
-                calling_ae=received.calling_ae,
-                size_bytes=len(received.encoded),
                 content=received.encoded,
-                header=self._instance_header(header),
                 parse_notes=[f"rejects {len(note.rejected)} instance(s): {note.meaning}"],
             )
         )
@@ -362,14 +334,12 @@ class DicomIngest:
         patients.discard(None)
         for patient_id in sorted(patients):
             evaluate_soon(session, patient_id, "dicom-rejection", self.settings)
-        audit(
+        _audit_instance(
             session,
+            received,
+            header,
             action="D",
             kind="dicom-rejection",
-            source="dicom",
-            agent=received.calling_ae,
-            entity_type="Instance",
-            entity_ref=pseudonym(header.sop_instance_uid),
             patient_id=next(iter(patients)) if len(patients) == 1 else None,
             detail={
                 "reason": note.reason,
@@ -592,6 +562,63 @@ class DicomIngest:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+
+def _new_study(session, header: InstanceHeader) -> Study:
+    """The row of a study not known yet (its date and modalities come with its images)."""
+    study = Study(study_uid=header.study_instance_uid, modalities="", header={})
+    session.add(study)
+    session.flush()
+    return study
+
+
+def _instance_row(
+    received: ReceivedInstance,
+    header: InstanceHeader,
+    study_id: int,
+    *,
+    kind: str,
+    content: bytes | None,
+    parse_notes: list[str],
+) -> Instance:
+    return Instance(
+        sop_uid=header.sop_instance_uid,
+        sop_class_uid=header.sop_class_uid,
+        study_id=study_id,
+        series_uid=header.series_instance_uid,
+        modality=header.modality,
+        transfer_syntax=received.transfer_syntax,
+        kind=kind,
+        calling_ae=received.calling_ae,
+        size_bytes=len(received.encoded),
+        content=content,
+        header=DicomIngest._instance_header(header),
+        parse_notes=parse_notes,
+    )
+
+
+def _audit_instance(
+    session,
+    received: ReceivedInstance,
+    header: InstanceHeader,
+    *,
+    action: str,
+    kind: str,
+    patient_id: str | None = None,
+    detail: dict | None = None,
+) -> None:
+    """An audit event about the received instance: its UID pseudonymised, the calling AE as the agent."""
+    audit(
+        session,
+        action=action,
+        kind=kind,
+        source="dicom",
+        agent=received.calling_ae,
+        entity_type="Instance",
+        entity_ref=pseudonym(header.sop_instance_uid),
+        patient_id=patient_id,
+        detail=detail,
+    )
 
 
 @dataclass(frozen=True)
