@@ -1,12 +1,14 @@
 """Read a DICOM TID 1500 Measurement Report into ``ParsedReport`` (contract §3, "DICOM in").
 
-One reader for the three producers the contract names (highdicom, dcmqi/DCMTK, dcmjs/OHIF). highdicom
-reads the content tree (``interop-notes.md`` §2.2); every concept is then resolved **by code** (``codes``),
+One reader for the three producers the contract names (highdicom, dcmqi/DCMTK, dcmjs/OHIF). The content tree is
+read as pydicom decoded it, checked and its groups found as highdicom would (``structure``; ``interop-notes.md``
+§2.2); every concept is then resolved **by code** (``codes``),
 never by Code Meaning and never by relationship type (dcmjs writes Finding Site as CONTAINS). The producers'
 differences absorbed are in ``quirks`` (listed in ``docs/interop-notes.md`` §1.4 and
 ``tests/fixtures/ohif-dcmjs/README.md``); units and pixel lengths in ``geometry``.
 
-highdicom finds the groups; each group's items are then read here in a single pass (no further tree walks).
+``structure`` finds the groups; each group's items are then read here in a single pass (no further tree walks). The
+received dataset is never modified.
 """
 
 from __future__ import annotations
@@ -19,14 +21,11 @@ from decimal import Decimal
 from os import PathLike
 from typing import BinaryIO
 
-import highdicom as hd
 import pydicom
-from highdicom.sr.templates import _contains_planar_rois, _contains_volumetric_rois
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage
 
-from dicom_listener.headers import parse_da
+from dicom_listener.headers import TID1500_SR_CLASSES, parse_da
 from dicom_listener.tid1500.codes import (
     ALGORITHM_NAME,
     ALGORITHM_PARAMETERS,
@@ -81,7 +80,8 @@ from dicom_listener.tid1500.geometry import (
     referenced_sop_uid,
 )
 from dicom_listener.tid1500.model import AlgorithmResult, ParsedGroup, ParsedReport, SRParseError
-from dicom_listener.tid1500.quirks import DCMJS_FREE_TEXT_CODE_VALUES, content_copy, guess_producer, is_tool_name
+from dicom_listener.tid1500.quirks import DCMJS_FREE_TEXT_CODE_VALUES, guess_producer, is_tool_name, producer_notes
+from dicom_listener.tid1500.structure import check_content_tree, measurement_groups
 from rules.facts import to_mm, to_suv
 from rules.plausibility import (
     DEFAULT_LIMITS,
@@ -94,15 +94,6 @@ from rules.plausibility import (
 
 __all__ = ["parse_measurement_report", "parse_measurement_report_file"]
 
-SRDocumentClass = type[hd.sr.EnhancedSR] | type[hd.sr.ComprehensiveSR] | type[hd.sr.Comprehensive3DSR]
-MeasurementGroup = hd.sr.ContainerContentItem
-"""A Measurement Group's CONTAINER content item (TID 1410, 1411 or 1501), as converted by highdicom."""
-
-_SR_DOCUMENT_CLASSES: Mapping[str, SRDocumentClass] = {
-    EnhancedSRStorage: hd.sr.EnhancedSR,
-    ComprehensiveSRStorage: hd.sr.ComprehensiveSR,
-    Comprehensive3DSRStorage: hd.sr.Comprehensive3DSR,
-}
 
 # --------------------------------------------------------------------------------------------------
 # Public API
@@ -126,15 +117,14 @@ def parse_measurement_report(
     images = referenced_images or {}
     try:
         sop_class_uid = str(ds.get("SOPClassUID", "") or "")
-        document_class = _SR_DOCUMENT_CLASSES.get(sop_class_uid)
-        if document_class is None:
+        if sop_class_uid not in TID1500_SR_CLASSES:
             name = pydicom.uid.UID(sop_class_uid).name if sop_class_uid else "no SOP Class UID"
             raise SRParseError(
                 f"SOP Class {sop_class_uid or '-'} ({name}) is not Enhanced, Comprehensive or Comprehensive 3D SR"
             )
         header = _read_header(ds)
         report_notes: list[str] = list(header.notes)
-        groups = _read_measurement_groups(ds, document_class, report_notes)
+        groups = _read_measurement_groups(ds, report_notes)
         parsed = tuple(_parse_group(group, images, limits) for group in groups)
         report_notes.extend(_shared_identity_notes(parsed))
         producer = guess_producer(ds, parsed)
@@ -232,9 +222,9 @@ def _usable_label(text: str | None) -> bool:
     return len(text) <= MAX_LABEL and not CONTROL_CHARACTERS.search(text)
 
 
-def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes: list[str]) -> list[MeasurementGroup]:
-    """All Measurement Groups through highdicom's ``MeasurementReport`` (planar TID 1410, volumetric
-    TID 1411 and image TID 1501 groups; every dcmjs group is of the last kind)."""
+def _read_measurement_groups(ds: Dataset, notes: list[str]) -> list[Dataset]:
+    """All Measurement Groups (planar TID 1410, volumetric TID 1411 and image TID 1501 groups; every dcmjs group is
+    of the last kind), from a content tree checked as highdicom checks it (``structure``), read in place."""
     if str(ds.get("ValueType", "")) != "CONTAINER" or not ds.get("ConceptNameCodeSequence"):
         raise SRParseError("the SR root is not a CONTAINER with a concept name")
     root_concept = plain(ds.ConceptNameCodeSequence[0])
@@ -245,18 +235,10 @@ def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes
         )
     if "ContentSequence" not in ds:
         raise SRParseError("the SR root has no ContentSequence")
-    work = content_copy(ds, notes)
-    try:
-        document = document_class.from_dataset(work, copy=False)
-        report = document.content
-        if not isinstance(report, hd.sr.MeasurementReport):
-            raise SRParseError("the content tree is not a TID 1500 Measurement Report")
-        groups = _measurement_groups(report)
-    except SRParseError:
-        raise
-    except Exception as exc:  # highdicom raises ValueError, AttributeError, TypeError, ...
-        raise SRParseError(f"the TID 1500 content tree cannot be read: {_describe(exc)}") from exc
-    declared = _count_declared_groups(work)
+    notes.extend(producer_notes(ds))
+    check_content_tree(ds)
+    groups = measurement_groups(ds)
+    declared = _count_declared_groups(ds)
     if declared == 0:
         notes.append("the report has no Measurement Group")
     elif declared != len(groups):
@@ -265,29 +247,6 @@ def _read_measurement_groups(ds: Dataset, document_class: SRDocumentClass, notes
             "TID 1410/1411/1501: the others were skipped"
         )
     return groups
-
-
-def _measurement_groups(report: hd.sr.MeasurementReport) -> list[MeasurementGroup]:
-    """The Measurement Groups that ``get_planar_roi_measurement_groups() + get_volumetric_roi_measurement_groups()
-    + get_image_measurement_groups()`` return, in that order and chosen by the same rules (the template identifier,
-    else the ROI items), without their deep copy and second conversion of every group: the tree was converted
-    once already and nothing here modifies it."""
-    planar: list[MeasurementGroup] = []
-    volumetric: list[MeasurementGroup] = []
-    image: list[MeasurementGroup] = []
-    for item in report._find_measurement_groups():  # highdicom's own selection (private; highdicom is pinned)
-        template = item.template_id
-        if template is not None:
-            {"1410": planar, "1411": volumetric, "1501": image}.get(template, []).append(item)
-            continue
-        is_planar, is_volumetric = _contains_planar_rois(item), _contains_volumetric_rois(item)
-        if is_planar:
-            planar.append(item)
-        if is_volumetric:
-            volumetric.append(item)  # one Region In Space item: highdicom returns the group from both getters
-        if not is_planar and not is_volumetric:
-            image.append(item)
-    return planar + volumetric + image
 
 
 def _count_declared_groups(work: Dataset) -> int:
@@ -372,7 +331,7 @@ class _GroupReader:
 
 
 def _parse_group(
-    group: MeasurementGroup,
+    group: Dataset,
     images: Mapping[str, Dataset],
     limits: PlausibilityLimits = DEFAULT_LIMITS,
 ) -> ParsedGroup:
