@@ -680,10 +680,12 @@ WITHDRAWN_STATUSES: Mapping[str, frozenset[str]] = {
     "MedicationStatement": frozenset({"entered-in-error", "not-taken"}),
     "MedicationRequest": frozenset({"entered-in-error", "cancelled"}),
     "Procedure": frozenset({"entered-in-error", "not-done"}),
+    "ImagingStudy": frozenset({"entered-in-error", "cancelled"}),
 }
 """``status`` values (FHIR R4 required bindings) that say the event did not happen or the record should never have
 existed: ``entered-in-error`` ("withdrawn following previous final release"), an Observation ``cancelled`` (not
-started or not completed), a dose ``not-done`` / ``not-taken``, an order ``cancelled``. FHIR has no other way for
+started or not completed), a dose ``not-done`` / ``not-taken``, an order ``cancelled``, an ImagingStudy ``cancelled`` (not started or not
+completed). FHIR has no other way for
 a sender to take a record back (we answer DELETE with 405), so such a resource is stored and contributes no fact;
 sent as an update, it removes the fact its earlier version gave."""
 WITHDRAWN_VERIFICATION = frozenset({"entered-in-error", "refuted"})
@@ -707,6 +709,19 @@ def withdrawn_death_cause(resource: Mapping[str, Any], canonical: str) -> bool:
         resource.get("resourceType") == "Observation"
         and is_withdrawn(resource)
         and code_in(resource.get("code"), f"{canonical}/CodeSystem/immunorad") == "death-from-progression"
+    )
+
+
+def imaging_study_uid(resource: Mapping[str, Any]) -> str | None:
+    """The StudyInstanceUID an ImagingStudy names (``identifier`` in ``urn:dicom:uid``, ``urn:oid:`` prefixed)."""
+    identifiers = resource.get("identifier")
+    return next(
+        (
+            str(i.get("value", "")).removeprefix("urn:oid:")
+            for i in (identifiers if isinstance(identifiers, list) else [])
+            if isinstance(i, Mapping) and i.get("system") == DICOM_UID
+        ),
+        None,
     )
 
 
@@ -740,14 +755,7 @@ def map_resource(
     if kind == "Condition":
         return map_condition(resource)
     if kind == "ImagingStudy":
-        uid = next(
-            (
-                str(i.get("value", "")).removeprefix("urn:oid:")
-                for i in resource.get("identifier") or []
-                if i.get("system") == DICOM_UID
-            ),
-            None,
-        )
+        uid = imaging_study_uid(resource)
         if uid is None:
             raise MappingError(
                 "an ImagingStudy needs its StudyInstanceUID identifier (urn:dicom:uid)", "ImagingStudy.identifier"

@@ -33,6 +33,7 @@ from rules.therapy_classes import ICI
 from service.ops.logs import pseudonym
 from service.persistence.measurements import fact_from
 from service.persistence.models import (
+    IMAGING_STUDIES,
     ClinicalFact,
     Instance,
     Measurement,
@@ -162,7 +163,9 @@ def load_facts(
             or (existing.pet_injected_dose_mbq if existing else None),
             patient_weight_kg=_dec(header.get("patient_weight_kg"))
             or (existing.patient_weight_kg if existing else None),
-            symptom_driven=bool(header.get("symptom_driven")) or (existing.symptom_driven if existing else False),
+            symptom_driven=bool(header.get("symptom_driven"))
+            or any(said.get("symptom_driven") for said in (header.get(IMAGING_STUDIES) or {}).values())
+            or (existing.symptom_driven if existing else False),
         )
         if "PT" in modalities:
             pet_dates.add(study.study_date)

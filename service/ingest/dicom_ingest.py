@@ -72,6 +72,7 @@ from service.persistence.store import (
     enqueue,
     evaluate_soon,
     link_study,
+    settle_later,
     study_by_uid,
     upsert_patient,
 )
@@ -270,14 +271,7 @@ class DicomIngest:
             if owner is not None and (rows or linked):
                 evaluate_soon(session, owner, "dicom-sr" if rows else "study-linked", self.settings)
             if not is_sr and not is_seg:
-                enqueue(
-                    session,
-                    "settle",
-                    f"settle:{study.id}",
-                    study_id=study.id,
-                    run_after=utcnow() + dt.timedelta(seconds=self.settings.study_settle_seconds),
-                    postpone=True,
-                )
+                settle_later(session, study.id, self.settings)
             _audit_instance(
                 session,
                 received,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,8 @@ from fhir_mappings.inbound import (
     PatientRecord,
     Plausibility,
     StudyRecord,
+    imaging_study_uid,
+    is_withdrawn,
     map_resource,
     withdrawn_death_cause,
 )
@@ -44,8 +46,24 @@ from service.persistence.fhir_store import (
     split_token,
 )
 from service.persistence.measurements import row_for
-from service.persistence.models import ClinicalFact, FhirResource, Measurement, Patient, Study
-from service.persistence.store import LesionCache, attach_measurements, audit, evaluate_soon, link_study, upsert_patient
+from service.persistence.models import (
+    IMAGING_STUDIES,
+    ClinicalFact,
+    FhirResource,
+    Instance,
+    Measurement,
+    Patient,
+    Study,
+)
+from service.persistence.store import (
+    LesionCache,
+    attach_measurements,
+    audit,
+    evaluate_soon,
+    link_study,
+    settle_later,
+    upsert_patient,
+)
 
 ACCEPTED_TYPES = (
     "Patient",
@@ -453,6 +471,11 @@ class FhirIngest:
         row, existed = save_resource_reporting(
             session, body, patient_id=patient.id if patient else None, origin="inbound", known_new=fresh_id
         )
+        if kind == "ImagingStudy" and is_withdrawn(body):
+            previous = self._withdraw_imaging_study(session, body, source_ref)
+            if previous is not None:
+                state.patients_touched.add(previous)
+                evaluate_soon(session, previous, "fhir-ImagingStudy", self.settings)
         # Domain rows come only from stored resources: a resource stored for the first time replaces none.
         if patient is not None:
             if existed and withdrawn_death_cause(body, self.settings.fhir_canonical):
@@ -525,10 +548,35 @@ class FhirIngest:
                 session.flush()
             elif study.study_date is None:
                 study.study_date = record.started
-            if record.symptom_driven:
-                study.header = {**(study.header or {}), "symptom_driven": True}
+            header = study.header or {}
+            said = {**(header.get(IMAGING_STUDIES) or {}), source_ref: {"symptom_driven": record.symptom_driven}}
+            study.header = {**header, IMAGING_STUDIES: said}
             if patient is not None:
                 link_study(session, study, patient)
+                settle_later(session, study.id, self.settings)  # a scan without measurements yet, as for images
+
+    @staticmethod
+    def _withdraw_imaging_study(session: Session, body: Mapping[str, Any], source_ref: str) -> str | None:
+        """An ImagingStudy taken back (``is_withdrawn``) takes back what it gave its study: its symptom-driven reason,
+        and, for a study we know from FHIR alone (no instance received), the study itself: no date, no patient, so
+        no scan. Images received for the study stay (an IOCM rejection note is how DICOM takes them back). Returns
+        the patient whose evaluation changes."""
+        uid = imaging_study_uid(body)
+        study = session.scalars(select(Study).where(Study.study_uid == uid)).first() if uid else None
+        if study is None:
+            return None
+        header = dict(study.header or {})
+        said = {ref: value for ref, value in (header.get(IMAGING_STUDIES) or {}).items() if ref != source_ref}
+        header[IMAGING_STUDIES] = said
+        imaged = session.scalar(select(exists().where(Instance.study_id == study.id)))
+        if not imaged:
+            header.pop("symptom_driven", None)  # where ImagingStudies said it before they were kept by reference
+        study.header = header
+        patient_id = study.patient_id
+        if not imaged and not said:
+            study.patient_id = None
+            study.study_date = None
+        return patient_id
 
     def _resolve_conditional_references(self, session: Session, resource: Any, state: TransactionState) -> Any:
         """Replace ``Type?identifier=…`` references by the one resource they match (FHIR transaction rules).

@@ -85,6 +85,10 @@ class Patient(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+IMAGING_STUDIES = "imaging_studies"
+"""``Study.header`` key: ``{"ImagingStudy/<id>": {"symptom_driven": bool}}``."""
+
+
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -94,7 +98,9 @@ class Study(Base):
     modalities: Mapped[str] = mapped_column(String(128), default="")
     accession: Mapped[str | None] = mapped_column(String(64))
     header: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    """Facts from image headers: slice thickness, PET uptake time, injected dose, weight…"""
+    """Facts from image headers: slice thickness, PET uptake time, injected dose, weight…; and under
+    ``IMAGING_STUDIES`` what each FHIR ImagingStudy naming the study said, by its reference (so that one taken back
+    takes back only what it gave)."""
     first_instance_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_instance_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

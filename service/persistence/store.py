@@ -216,6 +216,19 @@ def evaluate_soon(session: Session, patient_id: str, trigger: str, coalesce: Set
     queued[1].add(patient_id)
 
 
+def settle_later(session: Session, study_id: int, settings: Settings) -> None:
+    """Queue the study's settle job (worker: once no instance came for IMMUNORAD_STUDY_SETTLE_SECONDS, the patient
+    is evaluated, so that imaging without measurements becomes a not evaluable timepoint); each call postpones it."""
+    enqueue(
+        session,
+        "settle",
+        f"settle:{study_id}",
+        study_id=study_id,
+        run_after=utcnow() + dt.timedelta(seconds=settings.study_settle_seconds),
+        postpone=True,
+    )
+
+
 def audit(
     session: Session,
     *,

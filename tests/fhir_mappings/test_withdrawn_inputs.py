@@ -1,7 +1,7 @@
 """A resource that says its event did not happen, or that it was entered in error, contributes no fact (FHIR R4
 status bindings: Observation ``entered-in-error``/``cancelled``, MedicationAdministration ``not-done``,
-MedicationStatement ``not-taken``, MedicationRequest ``cancelled``, Procedure ``not-done``, Condition
-verificationStatus ``refuted``/``entered-in-error``). The statuses next to them still map: the boundary of each."""
+MedicationStatement ``not-taken``, MedicationRequest ``cancelled``, Procedure ``not-done``, ImagingStudy
+``cancelled``, Condition verificationStatus ``refuted``/``entered-in-error``). The statuses next to them still map: the boundary of each."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ RESOURCES = {
         "subject": SUBJECT,
         "performedDateTime": "2024-01-15",
     },
+    "ImagingStudy": {
+        "resourceType": "ImagingStudy",
+        "status": "available",
+        "subject": SUBJECT,
+        "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3.4"}],
+        "started": "2024-03-04",
+    },
 }
 KEPT = {
     "Observation": ("final", "amended", "preliminary"),
@@ -66,6 +73,7 @@ KEPT = {
     "MedicationStatement": ("active", "completed", "stopped"),
     "MedicationRequest": ("active", "completed", "stopped"),
     "Procedure": ("completed", "in-progress", "stopped"),
+    "ImagingStudy": ("available", "registered", "unknown"),
 }
 
 
