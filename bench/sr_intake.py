@@ -334,6 +334,11 @@ PROFILE_FRAMES = (
         "23.0",
     ),
     ("… `copy.deepcopy`", "deepcopy (copy.py)", "14.9"),
+    (
+        "… checking the tree in place, `structure.check_content_tree` (since 4e00f3d, instead of highdicom's)",
+        "check_content_tree (structure.py)",
+        "—",
+    ),
     ("… pydicom `convert_raw_data_element` (decoding the values)", "convert_raw_data_element (dataelem.py)", "16.0"),
     ("the transaction, `DicomIngest._store`", "DicomIngest._store (dicom_ingest.py)", "—"),
     ("… SQLAlchemy `do_execute`", "DefaultDialect.do_execute (default.py)", "6.8"),
